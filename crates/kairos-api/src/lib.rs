@@ -1,0 +1,1 @@
+//! Kairos REST API (axum): jobs, runs, output, problem+json errors, OpenAPI, metrics

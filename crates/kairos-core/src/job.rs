@@ -1,0 +1,348 @@
+//! Validation: a [`JobSpec`] becomes a [`JobPlan`], the typed form the scheduler and workers use.
+//! Every problem is reported at once, each with its field path; nothing is written on error.
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::duration::parse_duration;
+use crate::error::{index, path, ValidationErrors};
+use crate::policy::{RetryOn, RetryPolicy};
+use crate::spec::*;
+use crate::trigger::{CronSchedule, Schedule, Trigger, TriggerKind};
+
+/// Default `kill_grace`.
+pub const DEFAULT_KILL_GRACE: SignedDuration = SignedDuration::from_secs(10);
+/// Default `catchup_window`.
+pub const DEFAULT_CATCHUP_WINDOW: SignedDuration = SignedDuration::from_secs(3600);
+/// Largest `max_attempts`.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+/// Most triggers per job.
+pub const MAX_TRIGGERS: usize = 64;
+
+/// The validated, typed form of a job.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    pub schedule: Schedule,
+    pub timeout: Option<SignedDuration>,
+    pub kill_grace: SignedDuration,
+    pub retry: RetryPolicy,
+    pub overlap: OverlapPolicy,
+    pub max_concurrent: u32,
+    pub catchup: CatchupPolicy,
+    pub catchup_window: SignedDuration,
+    pub execution: ExecutionMode,
+}
+
+/// Checks a name against `^[a-z0-9][a-z0-9_.-]{0,62}$`.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid name: 1 to 63 characters, lowercase letters, digits, `_`, `.`, `-`, starting with a letter or digit"
+        ))
+    }
+}
+
+fn parse_instant(s: &str) -> Result<Timestamp, String> {
+    s.parse::<Timestamp>()
+        .map_err(|_| format!("`{s}` is not an RFC 3339 instant such as `2026-01-01T00:00:00Z`"))
+}
+
+impl JobSpec {
+    /// Validates every field and returns the typed plan, or every problem with its field path.
+    pub fn validate(&self) -> Result<JobPlan, ValidationErrors> {
+        let mut errs = ValidationErrors::default();
+        if let Err(e) = validate_name(&self.name) {
+            errs.push("name", e);
+        }
+        if let Err(e) = validate_name(&self.namespace) {
+            errs.push("namespace", e);
+        }
+        if self.triggers.len() > MAX_TRIGGERS {
+            errs.push("triggers", format!("at most {MAX_TRIGGERS} triggers per job"));
+        }
+        let mut triggers = Vec::with_capacity(self.triggers.len());
+        for (i, t) in self.triggers.iter().enumerate() {
+            if let Some(t) = validate_trigger(t, &index("triggers", i), &mut errs) {
+                triggers.push(t);
+            }
+        }
+        validate_task(&self.task, "task", &mut errs);
+
+        let mut duration = |field: &str, value: &Option<String>, default: Option<SignedDuration>| {
+            match value {
+                None => default,
+                Some(v) => match parse_duration(v, false) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        errs.push(field, e);
+                        default
+                    }
+                },
+            }
+        };
+        let timeout = duration("timeout", &self.timeout, None);
+        let kill_grace = duration("kill_grace", &self.kill_grace, Some(DEFAULT_KILL_GRACE))
+            .unwrap_or(DEFAULT_KILL_GRACE);
+        let catchup_window =
+            duration("catchup_window", &self.catchup_window, Some(DEFAULT_CATCHUP_WINDOW))
+                .unwrap_or(DEFAULT_CATCHUP_WINDOW);
+
+        let retry = match &self.retry {
+            None => RetryPolicy::none(),
+            Some(r) => validate_retry(r, "retry", &mut errs),
+        };
+        if self.expected_exit_codes.is_empty() {
+            errs.push("expected_exit_codes", "must list at least one exit code");
+        }
+        for (i, code) in self.expected_exit_codes.iter().enumerate() {
+            if !(0..=255).contains(code) {
+                errs.push(index("expected_exit_codes", i), format!("{code} is not an exit code (0 to 255)"));
+            }
+        }
+        if self.max_concurrent == 0 || self.max_concurrent > 10_000 {
+            errs.push("max_concurrent", "must be between 1 and 10000");
+        }
+        if self.overlap != OverlapPolicy::Allow && self.max_concurrent != 1 {
+            errs.push("max_concurrent", "only applies with `overlap: allow`; leave it at 1");
+        }
+        if let Some(pre) = &self.hooks.pre {
+            validate_hook(pre, "hooks.pre", &mut errs);
+        }
+        if let Some(post) = &self.hooks.post {
+            validate_hook(post, "hooks.post", &mut errs);
+        }
+        for (k, v) in &self.labels {
+            if k.is_empty() || k.len() > 63 {
+                errs.push(format!("labels.{k}"), "label keys are 1 to 63 characters");
+            }
+            if v.len() > 1024 {
+                errs.push(format!("labels.{k}"), "label values are at most 1024 characters");
+            }
+        }
+        if self.description.as_ref().is_some_and(|d| d.len() > 4096) {
+            errs.push("description", "at most 4096 characters");
+        }
+        errs.into_result(JobPlan {
+            schedule: Schedule { triggers },
+            timeout,
+            kill_grace,
+            retry,
+            overlap: self.overlap,
+            max_concurrent: self.max_concurrent,
+            catchup: self.catchup,
+            catchup_window,
+            execution: self.execution,
+        })
+    }
+}
+
+fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> Option<Trigger> {
+    let before = errs.errors.len();
+    let set = [t.cron.is_some(), t.interval.is_some(), t.at.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if set != 1 {
+        errs.push(at, "set exactly one of `cron`, `interval` or `at`");
+    }
+    if t.timezone.is_some() && t.cron.is_none() {
+        errs.push(path(at, "timezone"), "only applies to `cron` triggers");
+    }
+    let mut instant = |field: &str, v: &Option<String>| -> Option<Timestamp> {
+        let v = v.as_ref()?;
+        parse_instant(v).map_err(|e| errs.push(path(at, field), e)).ok()
+    };
+    let start_at = instant("start_at", &t.start_at);
+    let end_at = instant("end_at", &t.end_at);
+    let at_instant = instant("at", &t.at);
+    if let (Some(s), Some(e)) = (start_at, end_at)
+        && e <= s
+    {
+        errs.push(path(at, "end_at"), "must be after `start_at`");
+    }
+    let jitter = match &t.jitter {
+        None => None,
+        Some(j) => match parse_duration(j, true) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errs.push(path(at, "jitter"), e);
+                None
+            }
+        },
+    };
+    let kind = if let Some(expr) = &t.cron {
+        match CronSchedule::parse(expr, t.timezone.as_deref()) {
+            Ok(c) => Some(TriggerKind::Cron(c)),
+            Err(crate::trigger::CronScheduleError::TimeZone(z)) => {
+                errs.push(
+                    path(at, "timezone"),
+                    format!("unknown time zone `{z}`; use an IANA name such as `Europe/Berlin` or `UTC`"),
+                );
+                None
+            }
+            Err(e) => {
+                errs.push(path(at, "cron"), e.to_string());
+                None
+            }
+        }
+    } else if let Some(every) = &t.interval {
+        match parse_duration(every, false) {
+            Ok(d) if d < SignedDuration::from_millis(100) => {
+                errs.push(path(at, "interval"), "must be at least 100ms");
+                None
+            }
+            Ok(d) => Some(TriggerKind::Interval { every: d }),
+            Err(e) => {
+                errs.push(path(at, "interval"), e);
+                None
+            }
+        }
+    } else {
+        at_instant.map(TriggerKind::At)
+    };
+    if errs.errors.len() > before {
+        return None;
+    }
+    Some(Trigger { kind: kind?, start_at, end_at, jitter })
+}
+
+fn validate_process(p: &ProcessSettings, unknown: &std::collections::BTreeMap<String, serde_json::Value>, at: &str, errs: &mut ValidationErrors) {
+    for key in unknown.keys() {
+        errs.push(path(at, key), "unknown field");
+    }
+    if p.cwd.as_ref().is_some_and(|c| c.is_empty()) {
+        errs.push(path(at, "cwd"), "must not be empty");
+    }
+    for k in p.env.keys().chain(p.secret_files.keys()) {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            errs.push(path(at, &format!("env.{k}")), "variable names are non-empty and contain no `=`");
+        }
+    }
+    for (k, v) in &p.env {
+        if v.contains('\0') {
+            errs.push(path(at, &format!("env.{k}")), "values must not contain NUL");
+        }
+    }
+    for (i, f) in p.env_files.iter().enumerate() {
+        if f.is_empty() {
+            errs.push(index(&path(at, "env_files"), i), "must not be empty");
+        }
+    }
+    for (k, f) in &p.secret_files {
+        if f.is_empty() {
+            errs.push(path(at, &format!("secret_files.{k}")), "must name a file");
+        }
+    }
+}
+
+fn validate_command(c: &CommandTask, at: &str, errs: &mut ValidationErrors) {
+    if c.argv.is_empty() || c.argv[0].is_empty() {
+        errs.push(path(at, "argv"), "must name a program: `argv[0]` is required");
+    }
+    if c.argv.iter().any(|a| a.contains('\0')) {
+        errs.push(path(at, "argv"), "arguments must not contain NUL");
+    }
+    validate_process(&c.process, &c.unknown, at, errs);
+}
+
+fn validate_shell(s: &ShellTask, at: &str, errs: &mut ValidationErrors) {
+    if s.script.trim().is_empty() {
+        errs.push(path(at, "script"), "must not be empty");
+    }
+    if s.script.contains('\0') {
+        errs.push(path(at, "script"), "must not contain NUL");
+    }
+    validate_process(&s.process, &s.unknown, at, errs);
+}
+
+fn validate_hook(h: &HookSpec, at: &str, errs: &mut ValidationErrors) {
+    match h {
+        HookSpec::Command(c) => validate_command(c, at, errs),
+        HookSpec::Shell(s) => validate_shell(s, at, errs),
+    }
+}
+
+const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+fn validate_task(task: &TaskSpec, at: &str, errs: &mut ValidationErrors) {
+    match task {
+        TaskSpec::Command(c) => validate_command(c, at, errs),
+        TaskSpec::Shell(s) => validate_shell(s, at, errs),
+        TaskSpec::Http(h) => {
+            if !HTTP_METHODS.contains(&h.method.as_str()) {
+                errs.push(path(at, "method"), format!("`{}` is not one of {}", h.method, HTTP_METHODS.join(", ")));
+            }
+            let lower = h.url.to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://")) || h.url.len() < 8 {
+                errs.push(path(at, "url"), format!("`{}` is not an http:// or https:// URL", h.url));
+            }
+            for name in h.headers.keys() {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                    errs.push(path(at, &format!("headers.{name}")), "not a valid header name");
+                }
+            }
+            if let Some(t) = &h.timeout
+                && let Err(e) = parse_duration(t, false)
+            {
+                errs.push(path(at, "timeout"), e);
+            }
+            for (i, s) in h.expected_statuses.iter().enumerate() {
+                if !(100..=599).contains(s) {
+                    errs.push(index(&path(at, "expected_statuses"), i), format!("{s} is not an HTTP status"));
+                }
+            }
+        }
+        TaskSpec::Function(f) => {
+            if f.name.is_empty() || f.name.len() > 200 {
+                errs.push(path(at, "name"), "must name a registered function (1 to 200 characters)");
+            }
+        }
+    }
+}
+
+fn validate_retry(r: &RetrySpec, at: &str, errs: &mut ValidationErrors) -> RetryPolicy {
+    let mut policy = RetryPolicy::none();
+    if r.max_attempts == 0 || r.max_attempts > MAX_ATTEMPTS_LIMIT {
+        errs.push(path(at, "max_attempts"), format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"));
+    } else {
+        policy.max_attempts = r.max_attempts;
+    }
+    let b = &r.backoff;
+    let bp = path(at, "backoff");
+    match parse_duration(&b.initial, true) {
+        Ok(d) => policy.initial = d,
+        Err(e) => errs.push(path(&bp, "initial"), e),
+    }
+    match parse_duration(&b.max, true) {
+        Ok(d) => policy.max = d,
+        Err(e) => errs.push(path(&bp, "max"), e),
+    }
+    if policy.max < policy.initial {
+        errs.push(path(&bp, "max"), "must be at least `initial`");
+    }
+    if !(b.multiplier.is_finite() && (1.0..=100.0).contains(&b.multiplier)) {
+        errs.push(path(&bp, "multiplier"), "must be between 1.0 and 100.0");
+    } else {
+        policy.multiplier = b.multiplier;
+    }
+    if !(b.jitter.is_finite() && (0.0..=1.0).contains(&b.jitter)) {
+        errs.push(path(&bp, "jitter"), "must be between 0.0 and 1.0");
+    } else {
+        policy.jitter = b.jitter;
+    }
+    policy.on.clear();
+    for (i, s) in r.on.iter().enumerate() {
+        match s.parse::<RetryOn>() {
+            Ok(on) => policy.on.push(on),
+            Err(e) => errs.push(index(&path(at, "on"), i), e),
+        }
+    }
+    policy
+}

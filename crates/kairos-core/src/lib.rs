@@ -1,0 +1,23 @@
+//! Kairos core: the pure domain model.
+//!
+//! - [`spec`]: the job document users write, kept as written.
+//! - [`job`]: validation of a spec into a typed [`job::JobPlan`], reporting every problem with
+//!   its field path ([`ValidationErrors`]).
+//! - [`trigger`]: cron (croner + jiff, Vixie day rules, DST as the Open Cron Pattern
+//!   Specification defines it), interval and one-off triggers; `next_after` is strictly increasing.
+//! - [`policy`]: retry, misfire (catch-up) and overlap decisions as pure functions.
+//! - [`run`]: run states, origins and attempt outcomes.
+//!
+//! Nothing here reads a clock, a socket or a database: every decision takes `now` as input.
+
+pub mod duration;
+pub mod error;
+pub mod job;
+pub mod policy;
+pub mod run;
+pub mod spec;
+pub mod trigger;
+
+pub use error::{FieldError, ValidationErrors};
+pub use job::JobPlan;
+pub use spec::JobSpec;

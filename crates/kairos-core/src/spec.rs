@@ -1,0 +1,336 @@
+//! The job document users write (JSON over the API, TOML or JSON in files).
+//!
+//! The spec keeps values as the user wrote them (durations and instants are strings) so that a
+//! stored job reads back exactly as it was written, and so that validation can report *every*
+//! problem with its field path instead of stopping at the first. [`JobSpec::validate`] turns a
+//! spec into a [`crate::job::JobPlan`], the typed form the scheduler and workers use.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The namespace used when a job does not name one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.to_owned()
+}
+
+fn default_expected_exit_codes() -> Vec<i32> {
+    vec![0]
+}
+
+fn default_max_concurrent() -> u32 {
+    1
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// A job: *when* (triggers), *what* (task) and *how* (policies).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Unique within the namespace: `^[a-z0-9][a-z0-9_.-]{0,62}$`.
+    pub name: String,
+    /// Tenant of the job. Default `default`.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// When the job fires. Empty: only manually or by dependency.
+    #[serde(default)]
+    pub triggers: Vec<TriggerSpec>,
+    /// What runs.
+    pub task: TaskSpec,
+    /// Limit for one attempt, e.g. `10m`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Time between SIGTERM and SIGKILL when a command is stopped. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace: Option<String>,
+    /// Retry policy. Default: one attempt, no retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    /// Exit codes that count as success for `command` and `shell` tasks. Default `[0]`.
+    #[serde(default = "default_expected_exit_codes")]
+    pub expected_exit_codes: Vec<i32>,
+    /// What happens when a run is due while earlier runs are active. Default `forbid`.
+    #[serde(default)]
+    pub overlap: OverlapPolicy,
+    /// Active runs allowed at once with `overlap: allow`. Default 1.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: u32,
+    /// What happens to due times missed while the scheduler was down. Default `latest`.
+    #[serde(default)]
+    pub catchup: CatchupPolicy,
+    /// How far back missed due times are considered. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup_window: Option<String>,
+    /// Delivery guarantee when a worker dies mid-run. Default `at_least_once`.
+    #[serde(default)]
+    pub execution: ExecutionMode,
+    /// Commands run before and after each attempt.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub hooks: HooksSpec,
+    /// A paused job creates no runs. Default false.
+    #[serde(default)]
+    pub paused: bool,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// One trigger: exactly one of `cron`, `interval` or `at`, plus optional bounds and jitter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSpec {
+    /// Cron expression: 5 fields, 6 with seconds first, or a macro such as `@daily`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// IANA time zone the cron expression is matched in. Default `UTC`. Only with `cron`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Fixed period, e.g. `15m`; ignores wall clocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// One instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// No fire before this instant (RFC 3339). For `interval` it is also the anchor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// No fire after this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<String>,
+    /// Random delay up to this duration added to each start, e.g. `30s`. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+}
+
+/// What runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskSpec {
+    /// A program and its arguments, run without a shell.
+    Command(CommandTask),
+    /// A script run by `/bin/sh -c`.
+    Shell(ShellTask),
+    /// An HTTP request.
+    Http(HttpTask),
+    /// A Rust function registered by a program that embeds Kairos.
+    Function(FunctionTask),
+}
+
+/// Process settings shared by `command` and `shell` tasks and by hooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSettings {
+    /// Working directory. Default: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Variables set for the process (override inherited ones).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Files of `KEY=VALUE` lines loaded into the environment, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_files: Vec<String>,
+    /// Variables whose values are read from files at run time; values are never logged or stored.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, String>,
+    /// Start from an empty environment instead of the server's. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_env: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandTask {
+    /// Program and arguments; `argv[0]` is looked up in `PATH`.
+    pub argv: Vec<String>,
+    #[serde(flatten)]
+    pub process: ProcessSettings,
+    /// Unknown fields, collected so that validation can reject them with their path
+    /// (`deny_unknown_fields` does not work together with `flatten`).
+    #[serde(flatten, skip_serializing)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShellTask {
+    /// Script for `/bin/sh -c`.
+    pub script: String,
+    #[serde(flatten)]
+    pub process: ProcessSettings,
+    /// Unknown fields, rejected by validation.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTask {
+    /// Method. Default `GET`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Request timeout; the job's `timeout` applies when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Statuses that count as success. Default: any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_statuses: Vec<u16>,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionTask {
+    /// Name the handler was registered under.
+    pub name: String,
+    /// JSON arguments passed to the handler. Default `null`.
+    #[serde(default)]
+    pub args: serde_json::Value,
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included (1 = no retry). Default 1.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub backoff: BackoffSpec,
+    /// Outcomes that retry: `exit:N`, `exit:any`, `timeout`, `http:N`, `http:5xx`, `error`, `any`.
+    /// Default `["any"]` (every failure retries).
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<String>,
+}
+
+fn default_max_attempts() -> u32 {
+    1
+}
+
+fn default_retry_on() -> Vec<String> {
+    vec!["any".to_owned()]
+}
+
+/// Exponential backoff between attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSpec {
+    /// First delay. Default `10s`.
+    #[serde(default = "default_backoff_initial")]
+    pub initial: String,
+    /// Largest delay. Default `10m`.
+    #[serde(default = "default_backoff_max")]
+    pub max: String,
+    /// Factor between consecutive delays. Default 2.0.
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Random spread as a fraction of the delay, 0 to 1. Default 0.1.
+    #[serde(default = "default_backoff_jitter")]
+    pub jitter: f64,
+}
+
+impl Default for BackoffSpec {
+    fn default() -> Self {
+        Self {
+            initial: default_backoff_initial(),
+            max: default_backoff_max(),
+            multiplier: default_multiplier(),
+            jitter: default_backoff_jitter(),
+        }
+    }
+}
+
+fn default_backoff_initial() -> String {
+    "10s".to_owned()
+}
+fn default_backoff_max() -> String {
+    "10m".to_owned()
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_backoff_jitter() -> f64 {
+    0.1
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Skip the new run (recorded as `skipped`) while another is active.
+    #[default]
+    Forbid,
+    /// Run concurrently, up to `max_concurrent`; beyond that, skip.
+    Allow,
+    /// Start the new run after the active one finishes.
+    Queue,
+    /// Cancel the active run and start the new one.
+    Replace,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchupPolicy {
+    /// Missed due times are recorded as skipped; the next run is the next future time.
+    Skip,
+    /// All missed due times within the window coalesce into one run.
+    #[default]
+    Latest,
+    /// One run per missed due time within the window (bounded).
+    All,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionMode {
+    /// A run whose worker died is retried as a new attempt.
+    #[default]
+    AtLeastOnce,
+    /// A run whose worker died is marked `lost`, never repeated.
+    AtMostOnce,
+}
+
+/// Commands run around each attempt with the same isolation as the task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSpec {
+    /// Runs before the task; if it fails, the attempt fails without running the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre: Option<HookSpec>,
+    /// Runs after the task; sees the outcome in `KAIROS_OUTCOME` and `KAIROS_EXIT_CODE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<HookSpec>,
+}
+
+/// A hook: a `command` or `shell` task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HookSpec {
+    Command(CommandTask),
+    Shell(ShellTask),
+}
+
+impl JobSpec {
+    /// Parses a job from JSON; a type error names its field path.
+    pub fn from_json(input: &str) -> Result<Self, crate::ValidationErrors> {
+        let de = &mut serde_json::Deserializer::from_str(input);
+        serde_path_to_error::deserialize(de).map_err(crate::error::from_serde_path)
+    }
+
+    /// Parses a job from a JSON value; a type error names its field path.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, crate::ValidationErrors> {
+        serde_path_to_error::deserialize(value).map_err(crate::error::from_serde_path)
+    }
+}

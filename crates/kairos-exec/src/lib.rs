@@ -1,0 +1,1 @@
+//! Kairos executors: command and shell (process groups), http, registered functions

@@ -1,0 +1,1 @@
+//! Kairos node services: scheduler, worker, rescuer, change notification, events

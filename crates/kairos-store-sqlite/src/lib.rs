@@ -1,0 +1,1 @@
+//! Kairos embedded store on SQLite (WAL, single file)

@@ -1,0 +1,1 @@
+//! Kairos store seam: the Store trait, its errors and the conformance suite every backend passes
