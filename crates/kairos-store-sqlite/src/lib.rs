@@ -1,1 +1,16 @@
-//! Kairos embedded store on SQLite (WAL, single file)
+//! Kairos's embedded store: one SQLite file in WAL mode, for a single node.
+//!
+//! - Writes run in `BEGIN IMMEDIATE` transactions, so the single SQLite writer lock is taken up
+//!   front and two writers never deadlock upgrading from a read.
+//! - `(job_id, scheduled_for)` is unique and runs are inserted with `ON CONFLICT DO NOTHING`;
+//!   `job_fire` checks the job's `next_fire_at` fence, inserts the round's runs and advances
+//!   `next_fire_at` in one transaction. A crash at any point leaves either all of it or none.
+//! - The data directory is locked (`flock` on `kairos.lock`) so that two nodes never share one
+//!   file; a second node fails with a clear error.
+//! - Instants are INTEGER microseconds since the Unix epoch.
+
+mod open;
+mod rows;
+mod store;
+
+pub use open::{SqliteStore, DB_FILE_NAME};

@@ -1,1 +1,24 @@
-//! Kairos store seam: the Store trait, its errors and the conformance suite every backend passes
+//! The store seam.
+//!
+//! Kairos keeps all state — jobs, runs, attempts, leases — behind one object-safe [`Store`]
+//! trait with three planned backends (SQLite now; PostgreSQL and Redis later). The
+//! [`conformance`] suite defines the behaviour every backend must have; a backend's own test
+//! file only calls it.
+//!
+//! Invariants every backend keeps:
+//! 1. Runs are unique on `(job_id, scheduled_for)`: a second insert for the same key is a no-op.
+//! 2. `job_fire` creates a round's runs and advances `next_fire_at` in one transaction, fenced by
+//!    the expected `next_fire_at`, so a crash or a second scheduler neither loses nor repeats a
+//!    due time.
+//! 3. Job writes are fenced by `version`; a stale write changes nothing.
+//! 4. Lease writes (heartbeat, finish) are fenced by the lease token and report whether they
+//!    applied; an expired lease is rescued exactly once.
+
+pub mod conformance;
+mod error;
+mod model;
+mod store;
+
+pub use error::{StoreError, StoreResult};
+pub use model::{Attempt, ClaimedRun, Job, Run};
+pub use store::*;

@@ -1,0 +1,716 @@
+//! Behaviour every store backend must have.
+//!
+//! A backend's test file only calls [`conformance_tests!`](crate::conformance_tests) with a
+//! factory that returns a fresh, empty store. Every case uses explicit instants (`now: Some`),
+//! never the wall clock.
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_core::run::{AttemptOutcome, AttemptStatus, RunOrigin, RunState, SkipReason};
+use kairos_core::spec::{ExecutionMode, JobSpec};
+
+use crate::*;
+
+/// Generates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating to
+/// an async closure (or fn) returning `Arc<dyn Store>`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::__conformance_cases!($make;
+            job_create_get_list, job_update_is_fenced_by_version, job_delete_removes_runs,
+            job_pause_resume, job_due_reads_next_fire_at, job_fire_is_exactly_once,
+            job_fire_concurrent_applies_once, job_fire_replace_cancels_active,
+            run_claim_lease_and_finish, run_retry_waits_for_run_at, run_rescue_expired_leases,
+            run_exclusive_runs_one_at_a_time, run_cancel_states, run_list_filters_and_counts,
+            run_insert_is_idempotent, run_claim_concurrent_never_doubles, run_release_keeps_attempt
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let store: ::std::sync::Arc<dyn $crate::Store> = ($make)().await;
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+fn t(s: &str) -> Timestamp {
+    s.parse().expect("test instant")
+}
+
+const T0: &str = "2026-03-01T00:00:00Z";
+
+/// A minimal valid job spec.
+pub fn spec(name: &str) -> JobSpec {
+    JobSpec::from_json(&format!(
+        r#"{{"name":"{name}","triggers":[{{"interval":"1m"}}],"task":{{"kind":"shell","script":"true"}}}}"#
+    ))
+    .expect("valid spec")
+}
+
+async fn create(store: &Arc<dyn Store>, name: &str, next: Option<Timestamp>) -> Job {
+    store
+        .job_create(JobCreateParams { spec: spec(name), next_fire_at: next, now: Some(t(T0)) })
+        .await
+        .expect("create job")
+}
+
+fn insert(at: Timestamp) -> RunInsert {
+    RunInsert {
+        scheduled_for: at,
+        run_at: at,
+        origin: RunOrigin::Schedule,
+        skip: None,
+        exclusive: false,
+        max_attempts: 3,
+        execution: ExecutionMode::AtLeastOnce,
+    }
+}
+
+async fn fire(store: &Arc<dyn Store>, job: &Job, at: Timestamp, next: Option<Timestamp>) -> JobFireResult {
+    store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: at,
+            runs: vec![insert(at)],
+            cancel_active: false,
+            next_fire_at: next,
+            now: Some(at),
+        })
+        .await
+        .expect("fire")
+}
+
+async fn claim(store: &Arc<dyn Store>, node: &str, limit: u32, now: Timestamp) -> Vec<ClaimedRun> {
+    store
+        .run_claim(RunClaimParams {
+            node: node.into(),
+            limit,
+            lease: SignedDuration::from_secs(30),
+            now: Some(now),
+        })
+        .await
+        .expect("claim")
+}
+
+async fn finish(store: &Arc<dyn Store>, c: &ClaimedRun, next: RunNext, now: Timestamp) -> bool {
+    store
+        .run_finish(RunFinishParams {
+            run_id: c.run.id,
+            lease_token: c.lease_token.clone(),
+            node: "n1".into(),
+            started_at: now,
+            outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),
+            next,
+            now: Some(now),
+        })
+        .await
+        .expect("finish")
+}
+
+pub async fn job_create_get_list(store: Arc<dyn Store>) {
+    let job = create(&store, "b-job", Some(t("2026-03-01T00:01:00Z"))).await;
+    assert_eq!(job.version, 1);
+    assert_eq!(job.name(), "b-job");
+    assert_eq!(job.namespace(), "default");
+    assert_eq!(job.created_at, t(T0));
+    assert_eq!(job.next_fire_at, Some(t("2026-03-01T00:01:00Z")));
+    let got = store
+        .job_get(JobGetParams { namespace: "default".into(), name: "b-job".into() })
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!(got, job);
+    assert_eq!(store.job_get_by_id(job.id).await.unwrap(), Some(job.clone()));
+    let dup = store
+        .job_create(JobCreateParams { spec: spec("b-job"), next_fire_at: None, now: Some(t(T0)) })
+        .await;
+    assert!(matches!(dup, Err(StoreError::JobExists { .. })), "{dup:?}");
+    create(&store, "a-job", None).await;
+    let names: Vec<_> = store
+        .job_list(JobListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.name().to_owned())
+        .collect();
+    assert_eq!(names, ["a-job", "b-job"]);
+    let missing = store
+        .job_get(JobGetParams { namespace: "default".into(), name: "nope".into() })
+        .await
+        .unwrap();
+    assert!(missing.is_none());
+}
+
+pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
+    let job = create(&store, "j", None).await;
+    let mut new_spec = job.spec.clone();
+    new_spec.description = Some("changed".into());
+    let updated = store
+        .job_update(JobUpdateParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: 1,
+            spec: new_spec.clone(),
+            next_fire_at: Some(t("2026-03-01T00:05:00Z")),
+            now: Some(t("2026-03-01T00:00:10Z")),
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.spec.description.as_deref(), Some("changed"));
+    assert_eq!(updated.updated_at, t("2026-03-01T00:00:10Z"));
+    assert_eq!(updated.created_at, t(T0));
+    assert_eq!(updated.next_fire_at, Some(t("2026-03-01T00:05:00Z")));
+
+    let mut stale_spec = new_spec;
+    stale_spec.description = Some("stale".into());
+    let stale = store
+        .job_update(JobUpdateParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: 1,
+            spec: stale_spec,
+            next_fire_at: None,
+            now: None,
+        })
+        .await;
+    match stale {
+        Err(StoreError::VersionConflict { expected: 1, actual: 2, .. }) => {}
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    let after = store.job_get_by_id(job.id).await.unwrap().unwrap();
+    assert_eq!(after, updated, "a stale write changes nothing");
+
+    let missing = store
+        .job_update(JobUpdateParams {
+            namespace: "default".into(),
+            name: "nope".into(),
+            expected_version: 1,
+            spec: spec("nope"),
+            next_fire_at: None,
+            now: None,
+        })
+        .await;
+    assert!(matches!(missing, Err(StoreError::JobNotFound { .. })));
+}
+
+pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
+    let at = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "j", Some(at)).await;
+    let fired = fire(&store, &job, at, None).await;
+    assert_eq!(fired.inserted.len(), 1);
+    let stale = store
+        .job_delete(JobDeleteParams { namespace: "default".into(), name: "j".into(), expected_version: Some(7) })
+        .await;
+    assert!(matches!(stale, Err(StoreError::VersionConflict { .. })));
+    store
+        .job_delete(JobDeleteParams { namespace: "default".into(), name: "j".into(), expected_version: Some(1) })
+        .await
+        .unwrap();
+    assert!(store.job_get_by_id(job.id).await.unwrap().is_none());
+    assert!(store.run_get(fired.inserted[0]).await.unwrap().is_none());
+    let again = store
+        .job_delete(JobDeleteParams { namespace: "default".into(), name: "j".into(), expected_version: None })
+        .await;
+    assert!(matches!(again, Err(StoreError::JobNotFound { .. })));
+}
+
+pub async fn job_pause_resume(store: Arc<dyn Store>) {
+    let at = t("2026-03-01T00:01:00Z");
+    create(&store, "j", Some(at)).await;
+    let paused = store
+        .job_set_paused(JobSetPausedParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            paused: true,
+            next_fire_at: None,
+            now: Some(t(T0)),
+        })
+        .await
+        .unwrap();
+    assert!(paused.spec.paused);
+    assert_eq!(paused.version, 2);
+    let due = store.job_due(JobDueParams { before: t("2026-03-02T00:00:00Z"), limit: 10 }).await.unwrap();
+    assert!(due.is_empty(), "a paused job is never due");
+    assert_eq!(store.job_next_fire_at().await.unwrap(), None);
+    let resumed = store
+        .job_set_paused(JobSetPausedParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            paused: false,
+            next_fire_at: Some(t("2026-03-01T05:00:00Z")),
+            now: Some(t(T0)),
+        })
+        .await
+        .unwrap();
+    assert!(!resumed.spec.paused);
+    assert_eq!(resumed.version, 3);
+    assert_eq!(resumed.next_fire_at, Some(t("2026-03-01T05:00:00Z")));
+    // Resuming a running job is a no-op that keeps the version.
+    let again = store
+        .job_set_paused(JobSetPausedParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            paused: false,
+            next_fire_at: None,
+            now: Some(t(T0)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.version, 3);
+}
+
+pub async fn job_due_reads_next_fire_at(store: Arc<dyn Store>) {
+    create(&store, "late", Some(t("2026-03-01T00:03:00Z"))).await;
+    create(&store, "early", Some(t("2026-03-01T00:01:00Z"))).await;
+    create(&store, "never", None).await;
+    create(&store, "future", Some(t("2026-03-09T00:00:00Z"))).await;
+    let due = store.job_due(JobDueParams { before: t("2026-03-01T00:05:00Z"), limit: 10 }).await.unwrap();
+    let names: Vec<_> = due.iter().map(|j| j.name()).collect();
+    assert_eq!(names, ["early", "late"]);
+    let one = store.job_due(JobDueParams { before: t("2026-03-01T00:05:00Z"), limit: 1 }).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(store.job_next_fire_at().await.unwrap(), Some(t("2026-03-01T00:01:00Z")));
+}
+
+pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
+    let at = t("2026-03-01T00:01:00Z");
+    let next = t("2026-03-01T00:02:00Z");
+    let job = create(&store, "j", Some(at)).await;
+    let first = fire(&store, &job, at, Some(next)).await;
+    assert!(first.applied);
+    assert_eq!(first.inserted.len(), 1);
+    let after = store.job_get_by_id(job.id).await.unwrap().unwrap();
+    assert_eq!(after.next_fire_at, Some(next), "next_fire_at advances in the same transaction");
+    assert_eq!(after.version, 1, "firing is not a definition change");
+
+    // A second scheduler with the old view: the fence holds, nothing is written.
+    let second = fire(&store, &job, at, Some(next)).await;
+    assert_eq!(second, JobFireResult { applied: false, inserted: vec![] });
+
+    // Even with a matching fence, an existing due time is never inserted twice.
+    let dup = store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: next,
+            runs: vec![insert(at), insert(next)],
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(next),
+        })
+        .await
+        .unwrap();
+    assert!(dup.applied);
+    assert_eq!(dup.inserted.len(), 1, "the run for {at} exists already");
+    let runs = store.run_list(RunListParams { job_id: Some(job.id), ..Default::default() }).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].scheduled_for, next, "newest first");
+    assert_eq!(runs[1].scheduled_for, at);
+    assert!(runs.iter().all(|r| r.state == RunState::Queued && r.attempt == 0));
+    assert_eq!(runs[0].job_name, "j");
+
+    // Skipped runs carry their reason and are finished at once.
+    let job2 = create(&store, "k", Some(at)).await;
+    let mut skipped = insert(at);
+    skipped.skip = Some(SkipReason::Overlap);
+    store
+        .job_fire(JobFireParams {
+            job_id: job2.id,
+            expected_next_fire_at: at,
+            runs: vec![skipped],
+            cancel_active: false,
+            next_fire_at: Some(next),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    let runs = store.run_list(RunListParams { job_id: Some(job2.id), ..Default::default() }).await.unwrap();
+    assert_eq!(runs[0].state, RunState::Skipped);
+    assert_eq!(runs[0].reason.as_deref(), Some("overlap"));
+    assert_eq!(runs[0].finished_at, Some(at));
+    assert!(claim(&store, "n1", 10, next).await.iter().all(|c| c.run.job_id != job2.id));
+}
+
+pub async fn job_fire_concurrent_applies_once(store: Arc<dyn Store>) {
+    let at = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "j", Some(at)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let job = job.clone();
+        tasks.push(tokio::spawn(async move {
+            fire(&store, &job, at, Some(t("2026-03-01T00:02:00Z"))).await
+        }));
+    }
+    let mut applied = 0;
+    for task in tasks {
+        if task.await.unwrap().applied {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1);
+    let runs = store.run_list(RunListParams { job_id: Some(job.id), ..Default::default() }).await.unwrap();
+    assert_eq!(runs.len(), 1);
+}
+
+pub async fn job_fire_replace_cancels_active(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let b = t("2026-03-01T00:02:00Z");
+    let c = t("2026-03-01T00:03:00Z");
+    let job = create(&store, "j", Some(a)).await;
+    fire(&store, &job, a, Some(b)).await;
+    let running = claim(&store, "n1", 1, a).await;
+    assert_eq!(running.len(), 1);
+    fire(&store, &job, b, Some(c)).await; // queued behind
+    let replaced = store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: c,
+            runs: vec![insert(c)],
+            cancel_active: true,
+            next_fire_at: None,
+            now: Some(c),
+        })
+        .await
+        .unwrap();
+    assert!(replaced.applied);
+    let runs = store.run_list(RunListParams { job_id: Some(job.id), ..Default::default() }).await.unwrap();
+    let by_time = |ts| runs.iter().find(|r| r.scheduled_for == ts).unwrap();
+    assert_eq!(by_time(c).state, RunState::Queued);
+    assert_eq!(by_time(b).state, RunState::Cancelled);
+    assert_eq!(by_time(b).reason.as_deref(), Some("replaced"));
+    assert_eq!(by_time(a).state, RunState::Running);
+    assert!(by_time(a).cancel_requested, "the running one is asked to stop");
+}
+
+pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
+    let at = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "j", Some(at)).await;
+    fire(&store, &job, at, None).await;
+    assert!(claim(&store, "n1", 10, t(T0)).await.is_empty(), "not before run_at");
+    let claimed = claim(&store, "n1", 10, at).await;
+    assert_eq!(claimed.len(), 1);
+    let c = &claimed[0];
+    assert_eq!(c.run.state, RunState::Running);
+    assert_eq!(c.run.attempt, 1);
+    assert_eq!(c.run.node.as_deref(), Some("n1"));
+    assert_eq!(c.run.started_at, Some(at));
+    assert_eq!(c.run.lease_expires_at, Some(t("2026-03-01T00:01:30Z")));
+    assert_eq!(c.job.id, job.id);
+    assert_eq!(store.run_active_count(job.id).await.unwrap(), 1);
+    assert!(claim(&store, "n2", 10, at).await.is_empty(), "a running run is not claimed twice");
+
+    let hb = store
+        .run_heartbeat(RunHeartbeatParams {
+            leases: vec![(c.run.id, c.lease_token.clone()), (c.run.id, "wrong".into())],
+            lease: SignedDuration::from_secs(60),
+            now: Some(t("2026-03-01T00:01:20Z")),
+        })
+        .await
+        .unwrap();
+    assert!(hb[0].held && !hb[0].cancel_requested);
+    assert!(!hb[1].held);
+    let run = store.run_get(c.run.id).await.unwrap().unwrap();
+    assert_eq!(run.lease_expires_at, Some(t("2026-03-01T00:02:20Z")));
+
+    let mut wrong = c.clone();
+    wrong.lease_token = "not-the-token".into();
+    assert!(!finish(&store, &wrong, RunNext::Finish(RunState::Succeeded), at).await);
+    let done_at = t("2026-03-01T00:01:40Z");
+    let mut outcome = AttemptOutcome::from_status(AttemptStatus::ExitCode { code: 3 });
+    outcome.exit_code = Some(3);
+    outcome.output = "line\n".into();
+    assert!(
+        store
+            .run_finish(RunFinishParams {
+                run_id: c.run.id,
+                lease_token: c.lease_token.clone(),
+                node: "n1".into(),
+                started_at: at,
+                outcome,
+                next: RunNext::Finish(RunState::Failed),
+                now: Some(done_at),
+            })
+            .await
+            .unwrap()
+    );
+    let run = store.run_get(c.run.id).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Failed);
+    assert_eq!(run.finished_at, Some(done_at));
+    assert_eq!(run.exit_code, Some(3));
+    assert_eq!(run.lease_expires_at, None);
+    let attempts = store.attempt_list(c.run.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, "exit:3");
+    assert_eq!(attempts[0].output, "line\n");
+    assert_eq!(attempts[0].finished_at, done_at);
+    assert!(!finish(&store, c, RunNext::Finish(RunState::Succeeded), at).await, "finished once");
+    assert_eq!(store.run_active_count(job.id).await.unwrap(), 0);
+}
+
+pub async fn run_retry_waits_for_run_at(store: Arc<dyn Store>) {
+    let at = t("2026-03-01T00:01:00Z");
+    let retry_at = t("2026-03-01T00:05:00Z");
+    let job = create(&store, "j", Some(at)).await;
+    fire(&store, &job, at, None).await;
+    let c = claim(&store, "n1", 1, at).await.remove(0);
+    assert!(finish(&store, &c, RunNext::Retry { run_at: retry_at }, at).await);
+    let run = store.run_get(c.run.id).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Queued);
+    assert_eq!(run.run_at, retry_at);
+    assert!(claim(&store, "n1", 1, t("2026-03-01T00:04:59Z")).await.is_empty());
+    let again = claim(&store, "n1", 1, retry_at).await;
+    assert_eq!(again[0].run.attempt, 2);
+    assert_eq!(again[0].run.started_at, Some(at), "started_at is the first attempt's start");
+    assert_ne!(again[0].lease_token, c.lease_token);
+    assert!(finish(&store, &again[0], RunNext::Finish(RunState::Succeeded), retry_at).await);
+    assert_eq!(store.attempt_list(c.run.id).await.unwrap().len(), 2);
+}
+
+pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
+    let at = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "j", Some(at)).await;
+    let mut most = insert(at);
+    most.execution = ExecutionMode::AtMostOnce;
+    let mut least = insert(t("2026-03-01T00:00:30Z"));
+    least.execution = ExecutionMode::AtLeastOnce;
+    store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: at,
+            runs: vec![most, least],
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    let claimed = claim(&store, "dead-node", 10, at).await;
+    assert_eq!(claimed.len(), 2);
+    let none = store.run_rescue(RunRescueParams { limit: 10, now: Some(t("2026-03-01T00:01:29Z")) }).await.unwrap();
+    assert_eq!(none, RescueReport::default(), "leases still valid");
+    let later = t("2026-03-01T00:02:00Z");
+    let report = store.run_rescue(RunRescueParams { limit: 10, now: Some(later) }).await.unwrap();
+    let least_id = claimed.iter().find(|c| c.run.execution == ExecutionMode::AtLeastOnce).unwrap().run.id;
+    let most_id = claimed.iter().find(|c| c.run.execution == ExecutionMode::AtMostOnce).unwrap().run.id;
+    assert_eq!(report.requeued, vec![least_id]);
+    assert_eq!(report.lost, vec![most_id]);
+    assert_eq!(store.run_get(most_id).await.unwrap().unwrap().state, RunState::Lost);
+    let requeued = store.run_get(least_id).await.unwrap().unwrap();
+    assert_eq!(requeued.state, RunState::Queued);
+    let lost_attempts = store.attempt_list(least_id).await.unwrap();
+    assert_eq!(lost_attempts.len(), 1);
+    assert_eq!(lost_attempts[0].status, "lost");
+    // The dead worker's late writes are refused.
+    for c in &claimed {
+        assert!(!finish(&store, c, RunNext::Finish(RunState::Succeeded), later).await);
+    }
+    let hb = store
+        .run_heartbeat(RunHeartbeatParams {
+            leases: claimed.iter().map(|c| (c.run.id, c.lease_token.clone())).collect(),
+            lease: SignedDuration::from_secs(30),
+            now: Some(later),
+        })
+        .await
+        .unwrap();
+    assert!(hb.iter().all(|h| !h.held));
+    // Rescued once: a second pass finds nothing.
+    let again = store.run_rescue(RunRescueParams { limit: 10, now: Some(later) }).await.unwrap();
+    assert_eq!(again, RescueReport::default());
+    let retried = claim(&store, "n2", 10, later).await;
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].run.attempt, 2);
+}
+
+pub async fn run_exclusive_runs_one_at_a_time(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let b = t("2026-03-01T00:02:00Z");
+    let job = create(&store, "j", Some(a)).await;
+    let mut ra = insert(a);
+    ra.exclusive = true;
+    let mut rb = insert(b);
+    rb.exclusive = true;
+    store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: a,
+            runs: vec![ra, rb],
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(b),
+        })
+        .await
+        .unwrap();
+    let first = claim(&store, "n1", 10, b).await;
+    assert_eq!(first.len(), 1, "only the earliest exclusive run starts");
+    assert_eq!(first[0].run.scheduled_for, a);
+    assert!(claim(&store, "n1", 10, b).await.is_empty(), "the next waits while one runs");
+    assert!(finish(&store, &first[0], RunNext::Finish(RunState::Succeeded), b).await);
+    let second = claim(&store, "n1", 10, b).await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].run.scheduled_for, b);
+}
+
+pub async fn run_cancel_states(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let b = t("2026-03-01T00:02:00Z");
+    let job = create(&store, "j", Some(a)).await;
+    store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: a,
+            runs: vec![insert(a), insert(b)],
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    let running = claim(&store, "n1", 1, a).await.remove(0);
+    let queued_id = store
+        .run_list(RunListParams { state: Some(RunState::Queued), ..Default::default() })
+        .await
+        .unwrap()[0]
+        .id;
+    let cancelled = store.run_cancel(RunCancelParams { run_id: queued_id, now: Some(a) }).await.unwrap();
+    assert_eq!(cancelled.state, RunState::Cancelled);
+    assert_eq!(cancelled.finished_at, Some(a));
+    let asked = store.run_cancel(RunCancelParams { run_id: running.run.id, now: Some(a) }).await.unwrap();
+    assert_eq!(asked.state, RunState::Running);
+    assert!(asked.cancel_requested);
+    let hb = store
+        .run_heartbeat(RunHeartbeatParams {
+            leases: vec![(running.run.id, running.lease_token.clone())],
+            lease: SignedDuration::from_secs(30),
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    assert!(hb[0].held && hb[0].cancel_requested);
+    let again = store.run_cancel(RunCancelParams { run_id: queued_id, now: Some(a) }).await;
+    assert!(matches!(again, Err(StoreError::InvalidRunState { .. })));
+    let missing = store.run_cancel(RunCancelParams { run_id: 999_999, now: Some(a) }).await;
+    assert!(matches!(missing, Err(StoreError::RunNotFound(999_999))));
+}
+
+pub async fn run_list_filters_and_counts(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let j1 = create(&store, "one", Some(a)).await;
+    let j2 = create(&store, "two", Some(a)).await;
+    let times: Vec<Timestamp> = (0..5).map(|i| a + SignedDuration::from_secs(i)).collect();
+    store
+        .job_fire(JobFireParams {
+            job_id: j1.id,
+            expected_next_fire_at: a,
+            runs: times.iter().copied().map(insert).collect(),
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    fire(&store, &j2, a, None).await;
+    let all = store.run_list(RunListParams::default()).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let j1_runs = store.run_list(RunListParams { job_id: Some(j1.id), limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(j1_runs.len(), 2);
+    let page = store
+        .run_list(RunListParams { job_id: Some(j1.id), before_id: Some(j1_runs[1].id), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 3);
+    claim(&store, "n1", 2, a + SignedDuration::from_secs(10)).await;
+    let running = store.run_list(RunListParams { state: Some(RunState::Running), ..Default::default() }).await.unwrap();
+    assert_eq!(running.len(), 2);
+    let mut counts = store.run_count_by_state().await.unwrap();
+    counts.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(counts, vec![(RunState::Queued, 4), (RunState::Running, 2)]);
+    let other_ns = store
+        .run_list(RunListParams { namespace: Some("elsewhere".into()), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(other_ns.is_empty());
+    store.ping().await.unwrap();
+}
+
+pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
+    let job = create(&store, "j", None).await;
+    let at = t("2026-03-01T00:01:00Z");
+    let mut manual = insert(at);
+    manual.origin = RunOrigin::Manual;
+    let first = store
+        .run_insert(RunInsertParams { job_id: job.id, run: manual.clone(), now: Some(at) })
+        .await
+        .unwrap();
+    assert_eq!(first.origin, RunOrigin::Manual);
+    assert_eq!(first.state, RunState::Queued);
+    let second = store
+        .run_insert(RunInsertParams { job_id: job.id, run: manual, now: Some(at) })
+        .await
+        .unwrap();
+    assert_eq!(first.id, second.id);
+    assert_eq!(store.run_active_count(job.id).await.unwrap(), 1);
+}
+
+pub async fn run_claim_concurrent_never_doubles(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "j", Some(a)).await;
+    let runs: Vec<_> = (0..40).map(|i| insert(a + SignedDuration::from_millis(i))).collect();
+    store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: a,
+            runs,
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = claim(&store, &format!("n{n}"), 3, a + SignedDuration::from_secs(1)).await;
+                if got.is_empty() {
+                    break;
+                }
+                mine.extend(got.into_iter().map(|c| c.run.id));
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, 40);
+    assert_eq!(all.len(), 40, "no run was claimed twice");
+}
+
+pub async fn run_release_keeps_attempt(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "j", Some(a)).await;
+    fire(&store, &job, a, None).await;
+    let c = claim(&store, "n1", 1, a).await.remove(0);
+    assert!(finish(&store, &c, RunNext::Release, a).await);
+    let run = store.run_get(c.run.id).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Queued);
+    assert_eq!(run.attempt, 0, "a released attempt does not count");
+    assert!(store.attempt_list(c.run.id).await.unwrap().is_empty());
+}

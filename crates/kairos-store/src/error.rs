@@ -1,0 +1,26 @@
+use kairos_core::run::RunId;
+
+/// Errors of every store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job `{namespace}/{name}` already exists")]
+    JobExists { namespace: String, name: String },
+    #[error("job `{namespace}/{name}` not found")]
+    JobNotFound { namespace: String, name: String },
+    #[error("run {0} not found")]
+    RunNotFound(RunId),
+    #[error("job `{namespace}/{name}` is at version {actual}, not {expected}; reload it and apply the change again")]
+    VersionConflict { namespace: String, name: String, expected: i64, actual: i64 },
+    #[error("run {run_id} is {state} and cannot be {action}")]
+    InvalidRunState { run_id: RunId, state: String, action: &'static str },
+    /// The data directory is held by another node.
+    #[error("{0}")]
+    Locked(String),
+    /// The data could not be read or written (corrupt file, unwritable directory, I/O error).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

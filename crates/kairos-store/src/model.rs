@@ -1,0 +1,87 @@
+//! What the store holds: jobs, runs and attempts.
+
+use jiff::Timestamp;
+use kairos_core::run::{JobId, RunId, RunOrigin, RunState};
+use kairos_core::spec::{ExecutionMode, JobSpec};
+use serde::Serialize;
+
+/// A stored job: the spec as written plus bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub spec: JobSpec,
+    /// Starts at 1 and increments on every change (update, pause, resume).
+    pub version: i64,
+    /// The earliest due time not yet fired (`None`: nothing left to fire).
+    pub next_fire_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Job {
+    pub fn namespace(&self) -> &str {
+        &self.spec.namespace
+    }
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+/// One occurrence of a job for one due time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: RunId,
+    pub job_id: JobId,
+    pub namespace: String,
+    pub job_name: String,
+    /// The due time this run is for; unique per job.
+    pub scheduled_for: Timestamp,
+    /// Earliest start (due time plus jitter, or the retry time).
+    pub run_at: Timestamp,
+    pub state: RunState,
+    pub origin: RunOrigin,
+    /// Attempts started so far.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub execution: ExecutionMode,
+    /// `overlap: queue`: starts only when no other run of the job is running.
+    pub exclusive: bool,
+    /// Why it was skipped (`overlap`, `misfire`) or why it ended without an attempt.
+    pub reason: Option<String>,
+    pub node: Option<String>,
+    pub lease_expires_at: Option<Timestamp>,
+    pub cancel_requested: bool,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub exit_code: Option<i32>,
+}
+
+/// One execution of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub run_id: RunId,
+    pub attempt: u32,
+    pub node: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// `succeeded`, `exit:N`, `signal:N`, `http:N`, `timeout`, `cancelled`, `error`, `lost`.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub output: String,
+    pub output_truncated: bool,
+    pub max_rss_kib: Option<i64>,
+    pub user_cpu_us: Option<i64>,
+    pub sys_cpu_us: Option<i64>,
+}
+
+/// A run handed to a worker, with the lease that fences its writes.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    pub run: Run,
+    pub lease_token: String,
+    /// The job as it is now (its current definition runs).
+    pub job: Job,
+}

@@ -1,0 +1,233 @@
+//! The `Store` trait: every method is noun first and takes one params struct, so that adding a
+//! field does not break every backend. `now: Option<Timestamp>` is `None` in production (the
+//! store's own clock rules) and `Some` under a manual clock in tests.
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_core::run::{AttemptOutcome, JobId, RunId, RunOrigin, RunState, SkipReason};
+use kairos_core::spec::{ExecutionMode, JobSpec};
+
+use crate::error::StoreResult;
+use crate::model::{Attempt, ClaimedRun, Job, Run};
+
+#[derive(Debug, Clone)]
+pub struct JobCreateParams {
+    pub spec: JobSpec,
+    pub next_fire_at: Option<Timestamp>,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobGetParams {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobListParams {
+    /// Only this namespace; `None`: all.
+    pub namespace: Option<String>,
+    /// Most jobs returned.
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobUpdateParams {
+    pub namespace: String,
+    pub name: String,
+    /// The write applies only if the stored version equals this.
+    pub expected_version: i64,
+    pub spec: JobSpec,
+    pub next_fire_at: Option<Timestamp>,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobDeleteParams {
+    pub namespace: String,
+    pub name: String,
+    pub expected_version: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobDueParams {
+    /// Jobs whose `next_fire_at` is at or before this instant.
+    pub before: Timestamp,
+    pub limit: u32,
+}
+
+/// A run to create with a fire.
+#[derive(Debug, Clone)]
+pub struct RunInsert {
+    pub scheduled_for: Timestamp,
+    pub run_at: Timestamp,
+    pub origin: RunOrigin,
+    /// `Some`: created as `skipped` with this reason; `None`: created `queued`.
+    pub skip: Option<SkipReason>,
+    pub exclusive: bool,
+    pub max_attempts: u32,
+    pub execution: ExecutionMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobFireParams {
+    pub job_id: JobId,
+    /// Fence: the fire applies only if the job's `next_fire_at` still equals this.
+    pub expected_next_fire_at: Timestamp,
+    /// Runs to create; an existing `(job_id, scheduled_for)` is left alone (exactly once).
+    pub runs: Vec<RunInsert>,
+    /// Cancel the job's active runs first (`overlap: replace`).
+    pub cancel_active: bool,
+    pub next_fire_at: Option<Timestamp>,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFireResult {
+    /// False when the fence did not hold (the job changed or was fired already): nothing written.
+    pub applied: bool,
+    /// Ids of the runs actually created (duplicates of existing due times are not).
+    pub inserted: Vec<RunId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSetPausedParams {
+    pub namespace: String,
+    pub name: String,
+    pub paused: bool,
+    /// On resume, the next due time after now (a resume does not replay the pause).
+    pub next_fire_at: Option<Timestamp>,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunInsertParams {
+    pub job_id: JobId,
+    pub run: RunInsert,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunClaimParams {
+    pub node: String,
+    pub limit: u32,
+    pub lease: SignedDuration,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunHeartbeatParams {
+    /// `(run, lease token)` pairs held by this worker.
+    pub leases: Vec<(RunId, String)>,
+    pub lease: SignedDuration,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatResult {
+    pub run_id: RunId,
+    /// False when the lease was lost (expired and rescued, or the run was deleted).
+    pub held: bool,
+    /// Someone asked to cancel the run.
+    pub cancel_requested: bool,
+}
+
+/// What follows a finished attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunNext {
+    /// The run ends in this terminal state.
+    Finish(RunState),
+    /// Back to `queued` for another attempt at `run_at`.
+    Retry { run_at: Timestamp },
+    /// Back to `queued` without counting the attempt (graceful shutdown gave it up).
+    Release,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunFinishParams {
+    pub run_id: RunId,
+    pub lease_token: String,
+    pub node: String,
+    pub started_at: Timestamp,
+    pub outcome: AttemptOutcome,
+    pub next: RunNext,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRescueParams {
+    pub limit: u32,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RescueReport {
+    /// Requeued as a new attempt (`at_least_once`).
+    pub requeued: Vec<RunId>,
+    /// Marked `lost` (`at_most_once`).
+    pub lost: Vec<RunId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunCancelParams {
+    pub run_id: RunId,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunListParams {
+    pub job_id: Option<JobId>,
+    pub namespace: Option<String>,
+    pub state: Option<RunState>,
+    /// Most runs returned, newest first.
+    pub limit: u32,
+    /// Only runs with an id below this (paging).
+    pub before_id: Option<RunId>,
+}
+
+/// The seam between Kairos and its database. Object safe: used as `Arc<dyn Store>`.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a job at version 1. `JobExists` if the name is taken in the namespace.
+    async fn job_create(&self, p: JobCreateParams) -> StoreResult<Job>;
+    async fn job_get(&self, p: JobGetParams) -> StoreResult<Option<Job>>;
+    async fn job_get_by_id(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// Jobs ordered by namespace and name.
+    async fn job_list(&self, p: JobListParams) -> StoreResult<Vec<Job>>;
+    /// Full replace, fenced by version; `VersionConflict` changes nothing.
+    async fn job_update(&self, p: JobUpdateParams) -> StoreResult<Job>;
+    /// Deletes the job and its runs.
+    async fn job_delete(&self, p: JobDeleteParams) -> StoreResult<()>;
+    /// Pauses or resumes; increments the version. Pausing clears nothing: queued runs stay.
+    async fn job_set_paused(&self, p: JobSetPausedParams) -> StoreResult<Job>;
+    /// Unpaused jobs due at or before `before`, earliest first (reads the `next_fire_at` index).
+    async fn job_due(&self, p: JobDueParams) -> StoreResult<Vec<Job>>;
+    /// The earliest `next_fire_at` of any unpaused job.
+    async fn job_next_fire_at(&self) -> StoreResult<Option<Timestamp>>;
+    /// Creates the runs of one scheduling round and advances `next_fire_at`, in one transaction.
+    async fn job_fire(&self, p: JobFireParams) -> StoreResult<JobFireResult>;
+
+    /// Creates one run (trigger-now). An existing `(job_id, scheduled_for)` returns that run.
+    async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run>;
+    /// Runs of the job that are not finished (`scheduled`, `queued`, `running`).
+    async fn run_active_count(&self, job_id: JobId) -> StoreResult<u64>;
+    /// Claims up to `limit` queued runs whose `run_at` has come, earliest first, each with a new
+    /// lease; counts a new attempt.
+    async fn run_claim(&self, p: RunClaimParams) -> StoreResult<Vec<ClaimedRun>>;
+    /// Extends leases still held; reports lost leases and cancel requests.
+    async fn run_heartbeat(&self, p: RunHeartbeatParams) -> StoreResult<Vec<HeartbeatResult>>;
+    /// Records the attempt and moves the run on, fenced by the lease token. False: the lease was
+    /// lost and nothing was written.
+    async fn run_finish(&self, p: RunFinishParams) -> StoreResult<bool>;
+    /// Runs whose lease expired: requeued (`at_least_once`) or `lost` (`at_most_once`).
+    async fn run_rescue(&self, p: RunRescueParams) -> StoreResult<RescueReport>;
+    /// Cancels a queued run at once; asks the worker of a running run to stop it.
+    async fn run_cancel(&self, p: RunCancelParams) -> StoreResult<Run>;
+    async fn run_get(&self, id: RunId) -> StoreResult<Option<Run>>;
+    async fn run_list(&self, p: RunListParams) -> StoreResult<Vec<Run>>;
+    /// Attempts of a run, oldest first.
+    async fn attempt_list(&self, run_id: RunId) -> StoreResult<Vec<Attempt>>;
+    /// Number of runs per state (for metrics).
+    async fn run_count_by_state(&self) -> StoreResult<Vec<(RunState, u64)>>;
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+}
