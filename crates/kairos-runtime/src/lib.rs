@@ -1,1 +1,27 @@
-//! Kairos node services: scheduler, worker, rescuer, change notification, events
+//! Kairos runtime: the long-running services of a node.
+//!
+//! - [`scheduler::Scheduler`] turns due times into runs (exactly once, through the store's
+//!   unique key and the fenced `job_fire`).
+//! - [`worker::Worker`] claims runs with a lease, executes them, heartbeats, retries.
+//! - [`rescuer::Rescuer`] recovers runs whose lease expired.
+//! - [`jobs::JobService`] changes jobs at run time and wakes the scheduler.
+//! - [`telemetry::Telemetry`] logs, counts and broadcasts typed events.
+//!
+//! Each service has one loop that only waits and a `run_once`/`claim_once` that does the work
+//! and returns a report, so tests drive the work directly under a [`clock::ManualClock`].
+
+pub mod clock;
+pub mod context;
+pub mod jobs;
+pub mod node;
+pub mod rescuer;
+pub mod scheduler;
+pub mod telemetry;
+pub mod worker;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use context::{LiveOutputs, NodeContext};
+pub use jobs::{JobError, JobService};
+pub use node::{Node, NodeConfig};
+pub use telemetry::{Event, Telemetry};
+pub use worker::WorkerConfig;

@@ -292,7 +292,7 @@ impl Store for SqliteStore {
         let mut inserted = Vec::with_capacity(p.runs.len());
         for run in &p.runs {
             if let Some(id) = Self::insert_run(&mut tx, p.job_id, run, now).await? {
-                inserted.push(id);
+                inserted.push((id, run.scheduled_for));
             }
         }
         sqlx::query("UPDATE jobs SET next_fire_at = ? WHERE id = ?")
@@ -471,9 +471,11 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let rows = sqlx::query(
             "SELECT id, attempt, execution, node, started_at, cancel_requested FROM runs \
-             WHERE state = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?",
+             WHERE state = 'running' AND (lease_expires_at < ? OR node = ?) \
+             ORDER BY lease_expires_at LIMIT ?",
         )
         .bind(micros(now))
+        .bind(p.orphaned_node.as_deref())
         .bind(i64::from(p.limit.max(1)))
         .fetch_all(&mut *tx)
         .await

@@ -217,7 +217,7 @@ pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(store.job_get_by_id(job.id).await.unwrap().is_none());
-    assert!(store.run_get(fired.inserted[0]).await.unwrap().is_none());
+    assert!(store.run_get(fired.inserted[0].0).await.unwrap().is_none());
     let again = store
         .job_delete(JobDeleteParams { namespace: "default".into(), name: "j".into(), expected_version: None })
         .await;
@@ -496,10 +496,10 @@ pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
         .unwrap();
     let claimed = claim(&store, "dead-node", 10, at).await;
     assert_eq!(claimed.len(), 2);
-    let none = store.run_rescue(RunRescueParams { limit: 10, now: Some(t("2026-03-01T00:01:29Z")) }).await.unwrap();
+    let none = store.run_rescue(RunRescueParams { limit: 10, orphaned_node: None, now: Some(t("2026-03-01T00:01:29Z")) }).await.unwrap();
     assert_eq!(none, RescueReport::default(), "leases still valid");
     let later = t("2026-03-01T00:02:00Z");
-    let report = store.run_rescue(RunRescueParams { limit: 10, now: Some(later) }).await.unwrap();
+    let report = store.run_rescue(RunRescueParams { limit: 10, orphaned_node: None, now: Some(later) }).await.unwrap();
     let least_id = claimed.iter().find(|c| c.run.execution == ExecutionMode::AtLeastOnce).unwrap().run.id;
     let most_id = claimed.iter().find(|c| c.run.execution == ExecutionMode::AtMostOnce).unwrap().run.id;
     assert_eq!(report.requeued, vec![least_id]);
@@ -524,11 +524,17 @@ pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
         .unwrap();
     assert!(hb.iter().all(|h| !h.held));
     // Rescued once: a second pass finds nothing.
-    let again = store.run_rescue(RunRescueParams { limit: 10, now: Some(later) }).await.unwrap();
+    let again = store.run_rescue(RunRescueParams { limit: 10, orphaned_node: None, now: Some(later) }).await.unwrap();
     assert_eq!(again, RescueReport::default());
     let retried = claim(&store, "n2", 10, later).await;
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].run.attempt, 2);
+    // A restarting node recovers what it held at once, before the lease runs out.
+    let report = store
+        .run_rescue(RunRescueParams { limit: 10, orphaned_node: Some("n2".into()), now: Some(later) })
+        .await
+        .unwrap();
+    assert_eq!(report.requeued, vec![retried[0].run.id]);
 }
 
 pub async fn run_exclusive_runs_one_at_a_time(store: Arc<dyn Store>) {

@@ -85,8 +85,8 @@ pub struct JobFireParams {
 pub struct JobFireResult {
     /// False when the fence did not hold (the job changed or was fired already): nothing written.
     pub applied: bool,
-    /// Ids of the runs actually created (duplicates of existing due times are not).
-    pub inserted: Vec<RunId>,
+    /// Runs actually created, with their due times (duplicates of existing due times are not).
+    pub inserted: Vec<(RunId, Timestamp)>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +156,9 @@ pub struct RunFinishParams {
 #[derive(Debug, Clone)]
 pub struct RunRescueParams {
     pub limit: u32,
+    /// Also rescue runs held by this node whatever their lease says: a node that starts knows
+    /// that nothing it held before is still running.
+    pub orphaned_node: Option<String>,
     pub now: Option<Timestamp>,
 }
 

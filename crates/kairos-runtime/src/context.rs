@@ -1,0 +1,61 @@
+//! What the services of one node share.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kairos_core::run::RunId;
+use kairos_exec::OutputBuffer;
+use kairos_store::Store;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::telemetry::Telemetry;
+
+/// Output of the attempts running on this node, readable while they run.
+#[derive(Debug, Default, Clone)]
+pub struct LiveOutputs {
+    inner: Arc<Mutex<HashMap<RunId, Arc<OutputBuffer>>>>,
+}
+
+impl LiveOutputs {
+    pub fn get(&self, run: RunId) -> Option<Arc<OutputBuffer>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(&run).cloned()
+    }
+
+    pub(crate) fn insert(&self, run: RunId, buffer: Arc<OutputBuffer>) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(run, buffer);
+    }
+
+    pub(crate) fn remove(&self, run: RunId) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
+    }
+}
+
+/// Shared by the services of one node.
+#[derive(Clone)]
+pub struct NodeContext {
+    /// This node's name (owner of leases).
+    pub node: String,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub telemetry: Arc<Telemetry>,
+    /// Wakes the scheduler when a job changes.
+    pub scheduler_wake: Arc<Notify>,
+    /// Wakes the worker when runs are queued.
+    pub worker_wake: Arc<Notify>,
+    pub live: LiveOutputs,
+}
+
+impl NodeContext {
+    pub fn new(node: impl Into<String>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            node: node.into(),
+            store,
+            clock,
+            telemetry: Arc::new(Telemetry::new()),
+            scheduler_wake: Arc::new(Notify::new()),
+            worker_wake: Arc::new(Notify::new()),
+            live: LiveOutputs::default(),
+        }
+    }
+}

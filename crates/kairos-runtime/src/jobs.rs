@@ -1,0 +1,209 @@
+//! Changing jobs at run time: every write is validated first, fenced by version, and wakes the
+//! scheduler so that it takes effect at once.
+
+use jiff::Timestamp;
+use kairos_core::job::JobPlan;
+use kairos_core::run::{RunOrigin, RunState};
+use kairos_core::spec::{JobSpec, OverlapPolicy};
+use kairos_core::ValidationErrors;
+use kairos_store::*;
+
+use crate::context::NodeContext;
+use crate::telemetry::Event;
+
+/// Why a job operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("invalid job: {0}")]
+    Invalid(ValidationErrors),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Job operations of one node (API, CLI and library all use these).
+#[derive(Clone)]
+pub struct JobService {
+    ctx: NodeContext,
+}
+
+fn next_fire(plan: &JobPlan, after: Timestamp) -> Option<Timestamp> {
+    plan.schedule.next_after(after).map(|f| f.at)
+}
+
+impl JobService {
+    pub fn new(ctx: NodeContext) -> Self {
+        Self { ctx }
+    }
+
+    fn changed(&self, job: &Job, change: &'static str) {
+        self.ctx.scheduler_wake.notify_one();
+        self.ctx.telemetry.emit(Event::JobChanged {
+            namespace: job.namespace().to_owned(),
+            job: job.name().to_owned(),
+            change,
+            version: job.version,
+        });
+    }
+
+    /// Validates and creates a job; its first due time is the first one after now.
+    pub async fn create(&self, spec: JobSpec) -> Result<Job, JobError> {
+        let plan = spec.validate().map_err(JobError::Invalid)?;
+        let now = self.ctx.clock.now();
+        let job = self
+            .ctx
+            .store
+            .job_create(JobCreateParams {
+                next_fire_at: next_fire(&plan, now),
+                spec,
+                now: self.ctx.clock.store_now(),
+            })
+            .await?;
+        self.changed(&job, "created");
+        Ok(job)
+    }
+
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Job, JobError> {
+        self.ctx
+            .store
+            .job_get(JobGetParams { namespace: namespace.into(), name: name.into() })
+            .await?
+            .ok_or_else(|| {
+                StoreError::JobNotFound { namespace: namespace.into(), name: name.into() }.into()
+            })
+    }
+
+    pub async fn list(&self, namespace: Option<String>) -> Result<Vec<Job>, JobError> {
+        Ok(self.ctx.store.job_list(JobListParams { namespace, limit: 0 }).await?)
+    }
+
+    /// Full replace, fenced by `expected_version`. The spec's namespace and name must be the
+    /// job's own (renaming is delete + create). When the triggers are unchanged the pending due
+    /// time is kept, so an update never drops or repeats a due time; otherwise the next due
+    /// time is recomputed from now.
+    pub async fn update(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: i64,
+        spec: JobSpec,
+    ) -> Result<Job, JobError> {
+        let mut errs = ValidationErrors::default();
+        if spec.namespace != namespace {
+            errs.push("namespace", format!("must be `{namespace}`, the job's namespace"));
+        }
+        if spec.name != name {
+            errs.push("name", format!("must be `{name}`, the job's name; to rename, delete and create"));
+        }
+        let plan = match spec.validate() {
+            Ok(plan) => Some(plan),
+            Err(e) => {
+                errs.extend(e);
+                None
+            }
+        };
+        let plan = match (errs.is_empty(), plan) {
+            (true, Some(plan)) => plan,
+            _ => return Err(JobError::Invalid(errs)),
+        };
+        let current = self.get(namespace, name).await?;
+        let next_fire_at = if current.spec.triggers == spec.triggers {
+            current.next_fire_at
+        } else {
+            next_fire(&plan, self.ctx.clock.now())
+        };
+        let job = self
+            .ctx
+            .store
+            .job_update(JobUpdateParams {
+                namespace: namespace.into(),
+                name: name.into(),
+                expected_version,
+                spec,
+                next_fire_at,
+                now: self.ctx.clock.store_now(),
+            })
+            .await?;
+        self.changed(&job, "updated");
+        Ok(job)
+    }
+
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: Option<i64>,
+    ) -> Result<(), JobError> {
+        self.ctx
+            .store
+            .job_delete(JobDeleteParams { namespace: namespace.into(), name: name.into(), expected_version })
+            .await?;
+        self.ctx.scheduler_wake.notify_one();
+        self.ctx.telemetry.emit(Event::JobChanged {
+            namespace: namespace.into(),
+            job: name.into(),
+            change: "deleted",
+            version: 0,
+        });
+        Ok(())
+    }
+
+    /// Pauses (no runs while paused) or resumes (the next due time after now: a resume does not
+    /// replay the pause).
+    pub async fn set_paused(&self, namespace: &str, name: &str, paused: bool) -> Result<Job, JobError> {
+        let current = self.get(namespace, name).await?;
+        let next_fire_at = if paused {
+            None
+        } else {
+            let plan = current.spec.validate().map_err(JobError::Invalid)?;
+            next_fire(&plan, self.ctx.clock.now())
+        };
+        let job = self
+            .ctx
+            .store
+            .job_set_paused(JobSetPausedParams {
+                namespace: namespace.into(),
+                name: name.into(),
+                paused,
+                next_fire_at,
+                now: self.ctx.clock.store_now(),
+            })
+            .await?;
+        self.changed(&job, if paused { "paused" } else { "resumed" });
+        Ok(job)
+    }
+
+    /// Queues a run now, whatever the triggers say (also for paused jobs, as with
+    /// `kubectl create job --from=cronjob`). Overlap `queue` still serializes it.
+    pub async fn trigger(&self, namespace: &str, name: &str) -> Result<Run, JobError> {
+        let job = self.get(namespace, name).await?;
+        let plan = job.spec.validate().map_err(JobError::Invalid)?;
+        let now = self.ctx.clock.now();
+        let run = self
+            .ctx
+            .store
+            .run_insert(RunInsertParams {
+                job_id: job.id,
+                run: RunInsert {
+                    scheduled_for: now,
+                    run_at: now,
+                    origin: RunOrigin::Manual,
+                    skip: None,
+                    exclusive: plan.overlap == OverlapPolicy::Queue,
+                    max_attempts: plan.retry.max_attempts,
+                    execution: plan.execution,
+                },
+                now: self.ctx.clock.store_now(),
+            })
+            .await?;
+        if run.state == RunState::Queued {
+            self.ctx.worker_wake.notify_one();
+            self.ctx.telemetry.emit(Event::RunQueued {
+                run_id: run.id,
+                namespace: namespace.into(),
+                job: name.into(),
+                scheduled_for: run.scheduled_for,
+            });
+        }
+        Ok(run)
+    }
+}

@@ -1,0 +1,77 @@
+//! A node: the scheduler, the worker and the rescuer over one store, started together and
+//! stopped together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairos_exec::Executor;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::NodeContext;
+use crate::jobs::JobService;
+use crate::rescuer::Rescuer;
+use crate::scheduler::Scheduler;
+use crate::worker::{Worker, WorkerConfig};
+
+/// Node settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub worker: WorkerConfig,
+    /// Time between rescuer passes. Default 5s.
+    pub rescue_interval: Duration,
+    /// Time running attempts get to finish on shutdown before they are stopped. Default 30s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            worker: WorkerConfig::default(),
+            rescue_interval: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub ctx: NodeContext,
+    pub jobs: JobService,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Starts the node's services on the current tokio runtime.
+    pub fn start(ctx: NodeContext, executor: Arc<dyn Executor>, config: NodeConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let scheduler = Scheduler::new(ctx.clone());
+        let worker = Worker::new(ctx.clone(), executor, config.worker.clone());
+        let rescuer = Rescuer::new(ctx.clone(), config.rescue_interval);
+        let tasks = vec![
+            tokio::spawn(scheduler.run(shutdown.clone())),
+            tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace)),
+            tokio::spawn(rescuer.run(shutdown.clone())),
+        ];
+        tracing::info!(node = %ctx.node, "node started");
+        Self { jobs: JobService::new(ctx.clone()), ctx, shutdown, tasks }
+    }
+
+    /// A token cancelled when the node begins to shut down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops claiming, lets running attempts finish within the grace period, then stops the
+    /// rest and releases their runs.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a node service ended abnormally");
+            }
+        }
+        tracing::info!(node = %self.ctx.node, "node stopped");
+    }
+}

@@ -1,0 +1,59 @@
+//! The rescuer: runs whose lease expired (their worker died or was cut off) are requeued as a
+//! new attempt (`at_least_once`) or marked `lost` (`at_most_once`). On its first pass it also
+//! recovers every run this node held before it restarted, without waiting for the lease.
+
+use std::time::Duration;
+
+use kairos_store::{RescueReport, RunRescueParams, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::NodeContext;
+use crate::telemetry::Event;
+
+const RESCUE_BATCH: u32 = 1000;
+
+pub struct Rescuer {
+    ctx: NodeContext,
+    interval: Duration,
+}
+
+impl Rescuer {
+    pub fn new(ctx: NodeContext, interval: Duration) -> Self {
+        Self { ctx, interval }
+    }
+
+    /// One pass. `startup`: also recover runs this node held before a restart.
+    pub async fn run_once(&self, startup: bool) -> Result<RescueReport, StoreError> {
+        let report = self
+            .ctx
+            .store
+            .run_rescue(RunRescueParams {
+                limit: RESCUE_BATCH,
+                orphaned_node: startup.then(|| self.ctx.node.clone()),
+                now: self.ctx.clock.store_now(),
+            })
+            .await?;
+        if !report.requeued.is_empty() || !report.lost.is_empty() {
+            self.ctx.telemetry.emit(Event::RunsRescued {
+                requeued: report.requeued.clone(),
+                lost: report.lost.clone(),
+            });
+            self.ctx.worker_wake.notify_one();
+        }
+        Ok(report)
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut startup = true;
+        loop {
+            match self.run_once(startup).await {
+                Ok(_) => startup = false,
+                Err(e) => tracing::error!(error = %e, "rescuer pass failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+}

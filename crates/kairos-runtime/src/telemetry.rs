@@ -1,0 +1,151 @@
+//! Typed events: each one is logged, counted in metrics and broadcast (to the event stream and
+//! to tests that wait for things) from one place, [`Telemetry::emit`].
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_core::run::{RunId, RunState, SkipReason};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// Something that happened on this node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    JobChanged { namespace: String, job: String, change: &'static str, version: i64 },
+    RunQueued { run_id: RunId, namespace: String, job: String, scheduled_for: Timestamp },
+    RunSkipped { namespace: String, job: String, scheduled_for: Timestamp, reason: SkipReason },
+    RunStarted { run_id: RunId, namespace: String, job: String, attempt: u32, lag_ms: i64 },
+    RunRetrying { run_id: RunId, namespace: String, job: String, attempt: u32, run_at: Timestamp },
+    RunFinished { run_id: RunId, namespace: String, job: String, attempt: u32, state: RunState, outcome: String, duration_ms: i64 },
+    RunReleased { run_id: RunId },
+    RunsRescued { requeued: Vec<RunId>, lost: Vec<RunId> },
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// Kairos's metrics (names `kairos_<noun>_<unit>[_total]`).
+#[derive(Debug)]
+pub struct Metrics {
+    pub tasks_pending: Gauge,
+    tasks_failed: Counter,
+    runs: Family<OutcomeLabels, Counter>,
+    runs_skipped: Family<ReasonLabels, Counter>,
+    fire_lag: Histogram,
+    run_duration: Histogram,
+    runs_rescued: Counter,
+}
+
+/// Events and metrics of one node.
+#[derive(Debug)]
+pub struct Telemetry {
+    pub metrics: Metrics,
+    registry: Registry,
+    events: broadcast::Sender<Event>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let metrics = Metrics {
+            tasks_pending: Gauge::default(),
+            tasks_failed: Counter::default(),
+            runs: Family::default(),
+            runs_skipped: Family::default(),
+            fire_lag: Histogram::new(exponential_buckets(0.0005, 2.0, 20)),
+            run_duration: Histogram::new(exponential_buckets(0.001, 2.0, 24)),
+            runs_rescued: Counter::default(),
+        };
+        let mut registry = Registry::with_prefix("kairos");
+        registry.register("tasks_pending", "Runs queued and waiting for a worker", metrics.tasks_pending.clone());
+        registry.register("tasks_failed", "Runs that ended failed, timed out or lost", metrics.tasks_failed.clone());
+        registry.register("runs", "Finished runs by outcome", metrics.runs.clone());
+        registry.register("runs_skipped", "Due times skipped, by reason", metrics.runs_skipped.clone());
+        registry.register("fire_lag_seconds", "Start of an attempt minus its due time", metrics.fire_lag.clone());
+        registry.register("run_duration_seconds", "Duration of attempts", metrics.run_duration.clone());
+        registry.register("runs_rescued", "Runs whose lease expired and were rescued", metrics.runs_rescued.clone());
+        let (events, _) = broadcast::channel(4096);
+        Self { metrics, registry, events }
+    }
+
+    /// Receives every event emitted from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Prometheus text exposition of all metrics.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::warn!("metrics encoding failed");
+        }
+        out
+    }
+
+    /// Logs, counts and broadcasts one event.
+    pub fn emit(&self, event: Event) {
+        let m = &self.metrics;
+        match &event {
+            Event::JobChanged { namespace, job, change, version } => {
+                tracing::info!(%namespace, %job, change, version, "job changed");
+            }
+            Event::RunQueued { run_id, namespace, job, scheduled_for } => {
+                tracing::debug!(run_id, %namespace, %job, %scheduled_for, "run queued");
+            }
+            Event::RunSkipped { namespace, job, scheduled_for, reason } => {
+                m.runs_skipped.get_or_create(&ReasonLabels { reason: reason.as_str().into() }).inc();
+                tracing::info!(%namespace, %job, %scheduled_for, reason = reason.as_str(), "due time skipped");
+            }
+            Event::RunStarted { run_id, namespace, job, attempt, lag_ms } => {
+                m.fire_lag.observe((*lag_ms).max(0) as f64 / 1000.0);
+                tracing::info!(run_id, %namespace, %job, attempt, lag_ms, "run started");
+            }
+            Event::RunRetrying { run_id, namespace, job, attempt, run_at } => {
+                tracing::info!(run_id, %namespace, %job, attempt, %run_at, "attempt failed; retry queued");
+            }
+            Event::RunFinished { run_id, namespace, job, attempt, state, outcome, duration_ms } => {
+                m.runs.get_or_create(&OutcomeLabels { outcome: state.as_str().into() }).inc();
+                m.run_duration.observe((*duration_ms).max(0) as f64 / 1000.0);
+                if matches!(state, RunState::Failed | RunState::TimedOut | RunState::Lost) {
+                    m.tasks_failed.inc();
+                }
+                tracing::info!(run_id, %namespace, %job, attempt, state = state.as_str(), %outcome, duration_ms, "run finished");
+            }
+            Event::RunReleased { run_id } => {
+                tracing::info!(run_id, "run released at shutdown; it will run again");
+            }
+            Event::RunsRescued { requeued, lost } => {
+                m.runs_rescued.inc_by((requeued.len() + lost.len()) as u64);
+                for _ in lost {
+                    m.runs.get_or_create(&OutcomeLabels { outcome: "lost".into() }).inc();
+                    m.tasks_failed.inc();
+                }
+                tracing::warn!(?requeued, ?lost, "runs rescued after their lease expired");
+            }
+        }
+        let _ = self.events.send(event);
+    }
+}
+
+/// Milliseconds between two instants (negative if `to` is before `from`).
+pub fn millis_between(from: Timestamp, to: Timestamp) -> i64 {
+    let d: SignedDuration = to.duration_since(from);
+    d.as_millis() as i64
+}

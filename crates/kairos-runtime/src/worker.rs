@@ -1,0 +1,355 @@
+//! The worker: claims queued runs with a lease, executes them, heartbeats, and records the
+//! outcome — a retry with backoff, or the final state.
+//!
+//! Every write about a claimed run is fenced by its lease token. If a heartbeat finds the lease
+//! gone (the rescuer requeued it after this node stalled), the attempt is stopped and its late
+//! result is refused by the store. On shutdown the worker stops claiming, lets running attempts
+//! finish within the grace period, then stops the rest (killing their process groups) and
+//! releases their runs back to `queued`, so they run again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use kairos_core::policy::RetryDecision;
+use kairos_core::run::{AttemptOutcome, AttemptStatus, RunId, RunState};
+use kairos_exec::{ExecRequest, Executor, OutputBuffer, RunContext, DEFAULT_OUTPUT_LIMIT};
+use kairos_store::{ClaimedRun, RunClaimParams, RunFinishParams, RunHeartbeatParams, RunNext, StoreError};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::NodeContext;
+use crate::telemetry::{millis_between, Event};
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Attempts run at once on this node. Default 16.
+    pub concurrency: usize,
+    /// Lease length; a run whose lease is not renewed within it is rescued. Default 30s.
+    pub lease: SignedDuration,
+    /// Time between heartbeats. Default 10s.
+    pub heartbeat: Duration,
+    /// Longest wait for queued runs without a wake-up. Default 1s.
+    pub poll: Duration,
+    /// Output kept per attempt. Default 1 MiB.
+    pub output_limit: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            lease: SignedDuration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll: Duration::from_secs(1),
+            output_limit: DEFAULT_OUTPUT_LIMIT,
+        }
+    }
+}
+
+/// Why an attempt was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopCause {
+    /// A user or `overlap: replace` cancelled the run.
+    Cancelled,
+    /// The node is shutting down: release the run so it runs again.
+    Shutdown,
+    /// The lease was lost; the run belongs to someone else now.
+    LeaseLost,
+}
+
+struct Held {
+    token: String,
+    cancel: CancellationToken,
+    cause: Arc<Mutex<Option<StopCause>>>,
+}
+
+impl Held {
+    fn stop(&self, cause: StopCause) {
+        let mut slot = self.cause.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(cause);
+        self.cancel.cancel();
+    }
+}
+
+pub struct Worker {
+    ctx: NodeContext,
+    executor: Arc<dyn Executor>,
+    config: WorkerConfig,
+    held: Arc<Mutex<HashMap<RunId, Held>>>,
+}
+
+impl Worker {
+    pub fn new(ctx: NodeContext, executor: Arc<dyn Executor>, config: WorkerConfig) -> Self {
+        Self { ctx, executor, config, held: Arc::default() }
+    }
+
+    fn held_count(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Claims what fits and starts it. Returns the number of runs started.
+    pub async fn claim_once(&self, tasks: &mut JoinSet<()>) -> Result<usize, StoreError> {
+        let free = self.config.concurrency.saturating_sub(self.held_count());
+        if free == 0 {
+            return Ok(0);
+        }
+        let claimed = self
+            .ctx
+            .store
+            .run_claim(RunClaimParams {
+                node: self.ctx.node.clone(),
+                limit: free as u32,
+                lease: self.config.lease,
+                now: self.ctx.clock.store_now(),
+            })
+            .await?;
+        let n = claimed.len();
+        for c in claimed {
+            let held = Held {
+                token: c.lease_token.clone(),
+                cancel: CancellationToken::new(),
+                cause: Arc::default(),
+            };
+            let cancel = held.cancel.clone();
+            let cause = held.cause.clone();
+            self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(c.run.id, held);
+            let attempt = Attempt {
+                ctx: self.ctx.clone(),
+                executor: self.executor.clone(),
+                output_limit: self.config.output_limit,
+                held: self.held.clone(),
+            };
+            tasks.spawn(async move { attempt.run(c, cancel, cause).await });
+        }
+        Ok(n)
+    }
+
+    /// Renews the leases of running attempts; stops attempts that were cancelled or lost.
+    pub async fn heartbeat_once(&self) -> Result<(), StoreError> {
+        let leases: Vec<(RunId, String)> = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, h)| (*id, h.token.clone()))
+            .collect();
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let results = self
+            .ctx
+            .store
+            .run_heartbeat(RunHeartbeatParams {
+                leases,
+                lease: self.config.lease,
+                now: self.ctx.clock.store_now(),
+            })
+            .await?;
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for r in results {
+            if let Some(h) = held.get(&r.run_id) {
+                if !r.held {
+                    tracing::warn!(run_id = r.run_id, "lease lost; stopping the attempt");
+                    h.stop(StopCause::LeaseLost);
+                } else if r.cancel_requested {
+                    h.stop(StopCause::Cancelled);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown`, then drains: attempts get `grace` to finish before they are
+    /// stopped and their runs released.
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
+        let mut tasks = JoinSet::new();
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(e) = self.claim_once(&mut tasks).await {
+                tracing::error!(error = %e, "claiming runs failed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.ctx.worker_wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll) => {}
+                Some(_) = tasks.join_next() => {}
+                _ = heartbeat.tick() => {
+                    if let Err(e) = self.heartbeat_once().await {
+                        tracing::error!(error = %e, "heartbeat failed");
+                    }
+                }
+            }
+        }
+        if !tasks.is_empty() {
+            tracing::info!(running = tasks.len(), grace_ms = grace.as_millis() as u64, "shutting down: waiting for running attempts");
+            let drain = async {
+                loop {
+                    tokio::select! {
+                        next = tasks.join_next() => if next.is_none() { break },
+                        _ = heartbeat.tick() => { let _ = self.heartbeat_once().await; }
+                    }
+                }
+            };
+            if tokio::time::timeout(grace, drain).await.is_err() {
+                let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                tracing::warn!(running = held.len(), "grace period over: stopping attempts and releasing their runs");
+                for h in held.values() {
+                    h.stop(StopCause::Shutdown);
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// One attempt of one claimed run.
+struct Attempt {
+    ctx: NodeContext,
+    executor: Arc<dyn Executor>,
+    output_limit: usize,
+    held: Arc<Mutex<HashMap<RunId, Held>>>,
+}
+
+impl Attempt {
+    async fn run(self, c: ClaimedRun, cancel: CancellationToken, cause: Arc<Mutex<Option<StopCause>>>) {
+        let run = &c.run;
+        let started = self.ctx.clock.now();
+        let (ns, job) = (run.namespace.clone(), run.job_name.clone());
+        self.ctx.telemetry.emit(Event::RunStarted {
+            run_id: run.id,
+            namespace: ns.clone(),
+            job: job.clone(),
+            attempt: run.attempt,
+            lag_ms: millis_between(run.run_at.max(run.scheduled_for), started),
+        });
+        let output = Arc::new(OutputBuffer::new(self.output_limit));
+        self.ctx.live.insert(run.id, output.clone());
+        let (outcome, plan) = match c.job.spec.validate() {
+            Ok(plan) => {
+                let req = ExecRequest {
+                    task: c.job.spec.task.clone(),
+                    hooks: c.job.spec.hooks.clone(),
+                    timeout: plan.timeout,
+                    kill_grace: plan.kill_grace,
+                    expected_exit_codes: c.job.spec.expected_exit_codes.clone(),
+                    context: RunContext {
+                        job: job.clone(),
+                        namespace: ns.clone(),
+                        run_id: run.id,
+                        attempt: run.attempt,
+                        scheduled_for: run.scheduled_for,
+                    },
+                    output: output.clone(),
+                    cancel,
+                };
+                (self.executor.execute(req).await, Some(plan))
+            }
+            Err(e) => (AttemptOutcome::error(format!("job no longer validates: {e}")), None),
+        };
+        output.close();
+        let stop = *cause.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.ctx.clock.now();
+        let next = match (&outcome.status, stop) {
+            (_, Some(StopCause::LeaseLost)) => None,
+            (AttemptStatus::Cancelled, Some(StopCause::Shutdown)) => Some(RunNext::Release),
+            (AttemptStatus::Cancelled, _) => Some(RunNext::Finish(RunState::Cancelled)),
+            (status, _) if status.is_success() => Some(RunNext::Finish(RunState::Succeeded)),
+            (status, _) => {
+                let decision = plan
+                    .as_ref()
+                    .map(|p| p.retry.decide(run.attempt, status, rand::random::<f64>()))
+                    .unwrap_or(RetryDecision::Finish);
+                Some(match decision {
+                    RetryDecision::Retry { delay } => {
+                        RunNext::Retry { run_at: now.checked_add(delay).unwrap_or(now) }
+                    }
+                    RetryDecision::Finish => RunNext::Finish(status.final_state()),
+                })
+            }
+        };
+        if let Some(next) = next {
+            let token = c.lease_token.clone();
+            let applied = self.finish(run.id, token, started, outcome.clone(), next.clone()).await;
+            if applied {
+                self.report(&c, &outcome, &next, started, now);
+            }
+        }
+        self.ctx.live.remove(run.id);
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
+        self.ctx.worker_wake.notify_one();
+    }
+
+    /// Records the attempt, retrying transient store errors a few times.
+    async fn finish(
+        &self,
+        run_id: RunId,
+        lease_token: String,
+        started_at: jiff::Timestamp,
+        outcome: AttemptOutcome,
+        next: RunNext,
+    ) -> bool {
+        for attempt in 0..5u32 {
+            let result = self
+                .ctx
+                .store
+                .run_finish(RunFinishParams {
+                    run_id,
+                    lease_token: lease_token.clone(),
+                    node: self.ctx.node.clone(),
+                    started_at,
+                    outcome: outcome.clone(),
+                    next: next.clone(),
+                    now: self.ctx.clock.store_now(),
+                })
+                .await;
+            match result {
+                Ok(applied) => {
+                    if !applied {
+                        tracing::warn!(run_id, "lease lost before the result was recorded; the result is dropped");
+                    }
+                    return applied;
+                }
+                Err(e) => {
+                    tracing::error!(run_id, error = %e, attempt, "recording the attempt failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+                }
+            }
+        }
+        false
+    }
+
+    fn report(
+        &self,
+        c: &ClaimedRun,
+        outcome: &AttemptOutcome,
+        next: &RunNext,
+        started: jiff::Timestamp,
+        now: jiff::Timestamp,
+    ) {
+        let run = &c.run;
+        let (namespace, job) = (run.namespace.clone(), run.job_name.clone());
+        match next {
+            RunNext::Finish(state) => self.ctx.telemetry.emit(Event::RunFinished {
+                run_id: run.id,
+                namespace,
+                job,
+                attempt: run.attempt,
+                state: *state,
+                outcome: outcome.status.label(),
+                duration_ms: millis_between(started, now),
+            }),
+            RunNext::Retry { run_at } => self.ctx.telemetry.emit(Event::RunRetrying {
+                run_id: run.id,
+                namespace,
+                job,
+                attempt: run.attempt,
+                run_at: *run_at,
+            }),
+            RunNext::Release => self.ctx.telemetry.emit(Event::RunReleased { run_id: run.id }),
+        }
+    }
+}

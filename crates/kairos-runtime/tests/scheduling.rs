@@ -1,0 +1,362 @@
+//! Scheduler, worker and rescuer under a manual clock, on a real SQLite file, executing real
+//! processes. The services' `run_once` methods are driven directly; nothing sleeps on the clock.
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_core::run::{RunState, SkipReason};
+use kairos_core::JobSpec;
+use kairos_exec::{FunctionRegistry, TaskExecutor};
+use kairos_runtime::rescuer::Rescuer;
+use kairos_runtime::scheduler::Scheduler;
+use kairos_runtime::worker::Worker;
+use kairos_runtime::*;
+use kairos_store::{Run, RunListParams, Store};
+use kairos_store_sqlite::SqliteStore;
+use tokio::task::JoinSet;
+
+struct Setup {
+    clock: ManualClock,
+    ctx: NodeContext,
+    jobs: JobService,
+    scheduler: Scheduler,
+    worker: Worker,
+    _dir: tempfile::TempDir,
+}
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_file(&dir.path().join("k.db")).await.unwrap());
+    let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
+    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
+    let executor = Arc::new(TaskExecutor::new(FunctionRegistry::new()));
+    Setup {
+        jobs: JobService::new(ctx.clone()),
+        scheduler: Scheduler::new(ctx.clone()),
+        worker: Worker::new(ctx.clone(), executor, WorkerConfig::default()),
+        clock,
+        ctx,
+        _dir: dir,
+    }
+}
+
+fn spec(json: &str) -> JobSpec {
+    JobSpec::from_json(json).unwrap()
+}
+
+fn every_minute(name: &str, extra: &str) -> JobSpec {
+    spec(&format!(
+        r#"{{"name":"{name}","triggers":[{{"cron":"* * * * *"}}],"task":{{"kind":"shell","script":"echo hi"}}{extra}}}"#
+    ))
+}
+
+impl Setup {
+    async fn runs(&self, job: &str) -> Vec<Run> {
+        let job = self.jobs.get("default", job).await.unwrap();
+        let mut runs = self
+            .ctx
+            .store
+            .run_list(RunListParams { job_id: Some(job.id), limit: 10_000, ..Default::default() })
+            .await
+            .unwrap();
+        runs.sort_by_key(|r| (r.scheduled_for, r.id));
+        runs
+    }
+
+    /// Claims and runs everything due, waiting for the attempts to finish.
+    async fn work(&self) -> usize {
+        let mut tasks = JoinSet::new();
+        let n = self.worker.claim_once(&mut tasks).await.unwrap();
+        while tasks.join_next().await.is_some() {}
+        n
+    }
+}
+
+#[tokio::test]
+async fn fires_each_due_time_exactly_once() {
+    let s = setup().await;
+    let job = s.jobs.create(every_minute("tick", "")).await.unwrap();
+    assert_eq!(job.next_fire_at, Some(t("2026-03-01T00:01:00Z")));
+    // Nothing due yet.
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
+    for minute in 1..=5 {
+        s.clock.set(t(&format!("2026-03-01T00:0{minute}:00.003Z")));
+        let report = s.scheduler.run_once().await.unwrap();
+        assert_eq!(report.runs_queued, 1, "minute {minute}");
+        // Running the scheduler again at the same instant creates nothing.
+        assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
+        assert_eq!(s.work().await, 1);
+    }
+    let runs = s.runs("tick").await;
+    let due: Vec<_> = runs.iter().map(|r| r.scheduled_for.to_string()).collect();
+    assert_eq!(
+        due,
+        [
+            "2026-03-01T00:01:00Z",
+            "2026-03-01T00:02:00Z",
+            "2026-03-01T00:03:00Z",
+            "2026-03-01T00:04:00Z",
+            "2026-03-01T00:05:00Z"
+        ]
+    );
+    assert!(runs.iter().all(|r| r.state == RunState::Succeeded));
+    let attempts = s.ctx.store.attempt_list(runs[0].id).await.unwrap();
+    assert!(attempts[0].output.contains("stdout hi"), "{}", attempts[0].output);
+}
+
+#[tokio::test]
+async fn catchup_policies_after_downtime() {
+    let s = setup().await;
+    for (name, catchup) in [("all", "all"), ("latest", "latest"), ("skip", "skip")] {
+        s.jobs
+            .create(every_minute(name, &format!(r#","catchup":"{catchup}","overlap":"allow","max_concurrent":100"#)))
+            .await
+            .unwrap();
+    }
+    // Down for five due times, then back.
+    s.clock.set(t("2026-03-01T00:05:30Z"));
+    s.scheduler.run_once().await.unwrap();
+    let all = s.runs("all").await;
+    assert_eq!(all.len(), 5);
+    assert!(all.iter().all(|r| r.state == RunState::Queued));
+    let latest = s.runs("latest").await;
+    assert_eq!(latest.len(), 1, "latest coalesces");
+    assert_eq!(latest[0].scheduled_for, t("2026-03-01T00:05:00Z"));
+    let skip = s.runs("skip").await;
+    assert_eq!(skip.len(), 5);
+    assert_eq!(skip.iter().filter(|r| r.state == RunState::Skipped).count(), 4);
+    assert!(skip.iter().filter(|r| r.state == RunState::Skipped).all(|r| r.reason.as_deref() == Some("misfire")));
+    assert_eq!(skip[4].state, RunState::Queued);
+    // The next due time is in the future and nothing repeats.
+    for name in ["all", "latest", "skip"] {
+        let job = s.jobs.get("default", name).await.unwrap();
+        assert_eq!(job.next_fire_at, Some(t("2026-03-01T00:06:00Z")));
+    }
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
+}
+
+#[tokio::test]
+async fn catchup_window_bounds_what_is_caught_up() {
+    let s = setup().await;
+    s.jobs
+        .create(every_minute("w", r#","catchup":"all","catchup_window":"2m","overlap":"allow","max_concurrent":100"#))
+        .await
+        .unwrap();
+    s.clock.set(t("2026-03-01T00:10:30Z"));
+    s.scheduler.run_once().await.unwrap();
+    let runs = s.runs("w").await;
+    let queued: Vec<_> = runs.iter().filter(|r| r.state == RunState::Queued).map(|r| r.scheduled_for).collect();
+    assert_eq!(queued, [t("2026-03-01T00:09:00Z"), t("2026-03-01T00:10:00Z")]);
+    assert_eq!(runs.iter().filter(|r| r.state == RunState::Skipped).count(), 8);
+}
+
+#[tokio::test]
+async fn overlap_forbid_records_a_skip() {
+    let s = setup().await;
+    s.jobs
+        .create(spec(r#"{"name":"slow","triggers":[{"interval":"1m"}],"task":{"kind":"shell","script":"sleep 30"}}"#))
+        .await
+        .unwrap();
+    s.clock.set(t("2026-03-01T00:01:00Z"));
+    s.scheduler.run_once().await.unwrap();
+    let mut tasks = JoinSet::new();
+    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    s.clock.set(t("2026-03-01T00:02:00Z"));
+    let report = s.scheduler.run_once().await.unwrap();
+    assert_eq!((report.runs_queued, report.runs_skipped), (0, 1));
+    let runs = s.runs("slow").await;
+    assert_eq!(runs[1].state, RunState::Skipped);
+    assert_eq!(runs[1].reason.as_deref(), Some(SkipReason::Overlap.as_str()));
+    // Cancel the long one: its process group is killed and the run ends cancelled.
+    s.ctx.store.run_cancel(kairos_store::RunCancelParams { run_id: runs[0].id, now: None }).await.unwrap();
+    s.worker.heartbeat_once().await.unwrap();
+    while tasks.join_next().await.is_some() {}
+    assert_eq!(s.runs("slow").await[0].state, RunState::Cancelled);
+}
+
+#[tokio::test]
+async fn overlap_queue_runs_one_after_another() {
+    let s = setup().await;
+    s.jobs.create(every_minute("q", r#","overlap":"queue","catchup":"all""#)).await.unwrap();
+    s.clock.set(t("2026-03-01T00:03:00Z"));
+    s.scheduler.run_once().await.unwrap();
+    assert_eq!(s.runs("q").await.len(), 3);
+    for expected_done in 1..=3 {
+        assert_eq!(s.work().await, 1, "one at a time");
+        let done = s.runs("q").await.iter().filter(|r| r.state == RunState::Succeeded).count();
+        assert_eq!(done, expected_done);
+    }
+}
+
+#[tokio::test]
+async fn overlap_replace_cancels_the_active_run() {
+    let s = setup().await;
+    s.jobs
+        .create(spec(r#"{"name":"r","overlap":"replace","triggers":[{"interval":"1m"}],"task":{"kind":"shell","script":"sleep 30"}}"#))
+        .await
+        .unwrap();
+    s.clock.set(t("2026-03-01T00:01:00Z"));
+    s.scheduler.run_once().await.unwrap();
+    let mut tasks = JoinSet::new();
+    s.worker.claim_once(&mut tasks).await.unwrap();
+    s.clock.set(t("2026-03-01T00:02:00Z"));
+    s.scheduler.run_once().await.unwrap();
+    s.worker.heartbeat_once().await.unwrap();
+    tasks.join_next().await.unwrap().unwrap();
+    let runs = s.runs("r").await;
+    assert_eq!(runs[0].state, RunState::Cancelled);
+    assert_eq!(runs[1].state, RunState::Queued);
+}
+
+#[tokio::test]
+async fn paused_jobs_do_not_fire_and_resume_does_not_replay() {
+    let s = setup().await;
+    s.jobs.create(every_minute("p", r#","catchup":"all","overlap":"allow","max_concurrent":10"#)).await.unwrap();
+    let paused = s.jobs.set_paused("default", "p", true).await.unwrap();
+    assert_eq!(paused.version, 2);
+    s.clock.set(t("2026-03-01T00:10:30Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
+    let resumed = s.jobs.set_paused("default", "p", false).await.unwrap();
+    assert_eq!(resumed.next_fire_at, Some(t("2026-03-01T00:11:00Z")));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
+    assert!(s.runs("p").await.is_empty(), "times inside the pause are not recorded");
+    s.clock.set(t("2026-03-01T00:11:00Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+}
+
+#[tokio::test]
+async fn failed_attempts_retry_with_backoff_then_fail() {
+    let s = setup().await;
+    s.jobs
+        .create(spec(
+            r#"{"name":"flaky","triggers":[{"at":"2026-03-01T00:01:00Z"}],
+                "task":{"kind":"shell","script":"echo attempt $KAIROS_ATTEMPT; exit 3"},
+                "retry":{"max_attempts":3,"backoff":{"initial":"10s","max":"1m","multiplier":2.0,"jitter":0.0},"on":["exit:3"]}}"#,
+        ))
+        .await
+        .unwrap();
+    s.clock.set(t("2026-03-01T00:01:00Z"));
+    s.scheduler.run_once().await.unwrap();
+    assert_eq!(s.work().await, 1);
+    let run = &s.runs("flaky").await[0];
+    assert_eq!(run.state, RunState::Queued);
+    assert_eq!(run.run_at, t("2026-03-01T00:01:10Z"), "first backoff is `initial`");
+    s.clock.set(t("2026-03-01T00:01:09Z"));
+    assert_eq!(s.work().await, 0, "not before the backoff");
+    s.clock.set(t("2026-03-01T00:01:10Z"));
+    assert_eq!(s.work().await, 1);
+    assert_eq!(s.runs("flaky").await[0].run_at, t("2026-03-01T00:01:30Z"), "then doubled");
+    s.clock.set(t("2026-03-01T00:01:30Z"));
+    assert_eq!(s.work().await, 1);
+    let run = &s.runs("flaky").await[0];
+    assert_eq!(run.state, RunState::Failed);
+    assert_eq!(run.attempt, 3);
+    assert_eq!(run.exit_code, Some(3));
+    let attempts = s.ctx.store.attempt_list(run.id).await.unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts[2].output.contains("attempt 3"));
+    assert!(attempts.iter().all(|a| a.status == "exit:3"));
+}
+
+#[tokio::test]
+async fn expired_leases_are_rescued_and_a_restarted_node_recovers_at_once() {
+    let s = setup().await;
+    s.jobs
+        .create(spec(r#"{"name":"once","execution":"at_most_once","triggers":[{"interval":"1m"}],"task":{"kind":"shell","script":"true"}}"#))
+        .await
+        .unwrap();
+    s.jobs.create(every_minute("least", "")).await.unwrap();
+    s.clock.set(t("2026-03-01T00:01:00Z"));
+    s.scheduler.run_once().await.unwrap();
+    // A worker on another node claims both and dies.
+    let dead = s
+        .ctx
+        .store
+        .run_claim(kairos_store::RunClaimParams {
+            node: "node-b".into(),
+            limit: 10,
+            lease: SignedDuration::from_secs(30),
+            now: Some(s.clock.now()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2);
+    let rescuer = Rescuer::new(s.ctx.clone(), std::time::Duration::from_secs(5));
+    assert_eq!(rescuer.run_once(true).await.unwrap(), Default::default(), "node-b's leases are valid");
+    s.clock.advance(SignedDuration::from_secs(31));
+    let report = rescuer.run_once(false).await.unwrap();
+    assert_eq!(report.requeued.len(), 1);
+    assert_eq!(report.lost.len(), 1);
+    assert_eq!(s.runs("once").await[0].state, RunState::Lost);
+    assert_eq!(s.work().await, 1);
+    let least = &s.runs("least").await[0];
+    assert_eq!(least.state, RunState::Succeeded);
+    assert_eq!(least.attempt, 2);
+
+    // This node "restarts" while holding a run: the startup pass recovers it without waiting.
+    s.clock.set(t("2026-03-01T00:02:00Z"));
+    s.scheduler.run_once().await.unwrap();
+    s.ctx
+        .store
+        .run_claim(kairos_store::RunClaimParams {
+            node: "node-a".into(),
+            limit: 1,
+            lease: SignedDuration::from_secs(30),
+            now: Some(s.clock.now()),
+        })
+        .await
+        .unwrap();
+    let report = rescuer.run_once(true).await.unwrap();
+    assert_eq!(report.requeued.len() + report.lost.len(), 1);
+}
+
+#[tokio::test]
+async fn trigger_now_and_stale_updates() {
+    let s = setup().await;
+    let job = s.jobs.create(every_minute("m", "")).await.unwrap();
+    let run = s.jobs.trigger("default", "m").await.unwrap();
+    assert_eq!(run.state, RunState::Queued);
+    assert_eq!(run.scheduled_for, s.clock.now());
+    assert_eq!(s.work().await, 1);
+    assert_eq!(s.ctx.store.run_get(run.id).await.unwrap().unwrap().state, RunState::Succeeded);
+
+    let mut changed = job.spec.clone();
+    changed.description = Some("v2".into());
+    let v2 = s.jobs.update("default", "m", 1, changed.clone()).await.unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(v2.next_fire_at, job.next_fire_at, "same triggers keep the pending due time");
+    let stale = s.jobs.update("default", "m", 1, changed).await;
+    assert!(matches!(stale, Err(JobError::Store(kairos_store::StoreError::VersionConflict { .. }))));
+    let renamed = s.jobs.update("default", "m", 2, every_minute("other", "")).await;
+    match renamed {
+        Err(JobError::Invalid(e)) => assert_eq!(e.errors[0].field, "name"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn node_runs_jobs_end_to_end_with_the_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_file(&dir.path().join("k.db")).await.unwrap());
+    let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
+    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
+    let mut events = ctx.telemetry.subscribe();
+    let node = Node::start(ctx, Arc::new(TaskExecutor::new(FunctionRegistry::new())), NodeConfig::default());
+    node.jobs.create(every_minute("loop", "")).await.unwrap();
+    clock.set(t("2026-03-01T00:01:00Z"));
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            if let Ok(Event::RunFinished { state, .. }) = events.recv().await {
+                return state;
+            }
+        }
+    })
+    .await
+    .expect("the run finishes");
+    assert_eq!(finished, RunState::Succeeded);
+    node.shutdown().await;
+}
