@@ -1,1 +1,66 @@
-//! Kairos REST API (axum): jobs, runs, output, problem+json errors, OpenAPI, metrics
+//! Kairos REST API (axum).
+//!
+//! Routes under `/api/v1` (jobs, runs, output, events), plus `/health`, `/ready` and
+//! `/metrics`. Every error is `application/problem+json` with the field paths of invalid input
+//! ([`error::ApiError`] is the one mapping). Request bodies are limited to [`BODY_LIMIT`]. The
+//! OpenAPI document is generated from the handlers and served at `/api/v1/openapi.json`.
+
+pub mod dto;
+pub mod error;
+mod jobs;
+mod ops;
+mod runs;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use kairos_runtime::{JobService, NodeContext};
+use utoipa::OpenApi;
+
+/// Largest request body accepted (1 MiB).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub ctx: NodeContext,
+    pub jobs: JobService,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kairos API", description = "Jobs, runs and their output on a Kairos node."),
+    paths(
+        jobs::list, jobs::create, jobs::get, jobs::replace, jobs::delete, jobs::pause,
+        jobs::resume, jobs::trigger, jobs::runs, runs::get, runs::cancel, runs::output,
+        ops::health, ops::ready, ops::metrics, ops::events
+    ),
+    components(schemas(dto::JobDto, dto::RunDto, dto::AttemptDto, error::Problem, error::FieldErrorDto))
+)]
+pub struct ApiDoc;
+
+/// The whole HTTP surface of a node.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/jobs", get(jobs::list).post(jobs::create))
+        .route("/jobs/{name}", get(jobs::get).put(jobs::replace).delete(jobs::delete))
+        .route("/jobs/{name}/pause", post(jobs::pause))
+        .route("/jobs/{name}/resume", post(jobs::resume))
+        .route("/jobs/{name}/trigger", post(jobs::trigger))
+        .route("/jobs/{name}/runs", get(jobs::runs))
+        .route("/runs/{id}", get(runs::get))
+        .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/output", get(runs::output))
+        .route("/events", get(ops::events))
+        .route("/openapi.json", get(ops::openapi));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(error::problem_for_rejections))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

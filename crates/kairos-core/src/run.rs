@@ -17,6 +17,7 @@ pub type JobId = i64;
 pub type RunId = i64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Scheduled,
@@ -89,6 +90,7 @@ impl std::fmt::Display for RunState {
 
 /// How a run came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunOrigin {
     /// A trigger was due.
@@ -119,6 +121,7 @@ impl std::str::FromStr for RunOrigin {
 
 /// Why a due time was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     /// `overlap: forbid` (or `allow` at `max_concurrent`) while earlier runs were active.
@@ -138,6 +141,7 @@ impl SkipReason {
 
 /// How one attempt ended. A value, not an error: retry decisions are pure functions of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum AttemptStatus {
     /// Exit code in `expected_exit_codes`, or an expected HTTP status, or the function returned Ok.
@@ -188,6 +192,7 @@ impl AttemptStatus {
 
 /// Resource use of an attempt's process (from `wait4`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResourceUsage {
     pub max_rss_kib: i64,
     pub user_cpu_us: i64,
@@ -196,6 +201,7 @@ pub struct ResourceUsage {
 
 /// Everything an executor reports about one attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptOutcome {
     pub status: AttemptStatus,
     /// Process exit code, when the process exited.

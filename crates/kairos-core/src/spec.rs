@@ -30,6 +30,7 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 
 /// A job: *when* (triggers), *what* (task) and *how* (policies).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Unique within the namespace: `^[a-z0-9][a-z0-9_.-]{0,62}$`.
@@ -85,6 +86,7 @@ pub struct JobSpec {
 
 /// One trigger: exactly one of `cron`, `interval` or `at`, plus optional bounds and jitter.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TriggerSpec {
     /// Cron expression: 5 fields, 6 with seconds first, or a macro such as `@daily`.
@@ -112,6 +114,7 @@ pub struct TriggerSpec {
 
 /// What runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TaskSpec {
     /// A program and its arguments, run without a shell.
@@ -126,6 +129,7 @@ pub enum TaskSpec {
 
 /// Process settings shared by `command` and `shell` tasks and by hooks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessSettings {
     /// Working directory. Default: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +149,7 @@ pub struct ProcessSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandTask {
     /// Program and arguments; `argv[0]` is looked up in `PATH`.
     pub argv: Vec<String>,
@@ -153,10 +158,12 @@ pub struct CommandTask {
     /// Unknown fields, collected so that validation can reject them with their path
     /// (`deny_unknown_fields` does not work together with `flatten`).
     #[serde(flatten, skip_serializing)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShellTask {
     /// Script for `/bin/sh -c`.
     pub script: String,
@@ -164,10 +171,12 @@ pub struct ShellTask {
     pub process: ProcessSettings,
     /// Unknown fields, rejected by validation.
     #[serde(flatten, skip_serializing)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpTask {
     /// Method. Default `GET`.
@@ -192,6 +201,7 @@ fn default_method() -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FunctionTask {
     /// Name the handler was registered under.
@@ -203,6 +213,7 @@ pub struct FunctionTask {
 
 /// Retry policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
     /// Attempts in all, the first included (1 = no retry). Default 1.
@@ -226,6 +237,7 @@ fn default_retry_on() -> Vec<String> {
 
 /// Exponential backoff between attempts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BackoffSpec {
     /// First delay. Default `10s`.
@@ -267,6 +279,7 @@ fn default_backoff_jitter() -> f64 {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OverlapPolicy {
     /// Skip the new run (recorded as `skipped`) while another is active.
@@ -281,6 +294,7 @@ pub enum OverlapPolicy {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CatchupPolicy {
     /// Missed due times are recorded as skipped; the next run is the next future time.
@@ -293,6 +307,7 @@ pub enum CatchupPolicy {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionMode {
     /// A run whose worker died is retried as a new attempt.
@@ -304,6 +319,7 @@ pub enum ExecutionMode {
 
 /// Commands run around each attempt with the same isolation as the task.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HooksSpec {
     /// Runs before the task; if it fails, the attempt fails without running the task.
@@ -316,6 +332,7 @@ pub struct HooksSpec {
 
 /// A hook: a `command` or `shell` task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum HookSpec {
     Command(CommandTask),

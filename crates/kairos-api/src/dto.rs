@@ -1,0 +1,145 @@
+//! What the API sends and accepts.
+
+use jiff::Timestamp;
+use kairos_core::run::{RunOrigin, RunState};
+use kairos_core::spec::{ExecutionMode, JobSpec};
+use kairos_store::{Attempt, Job, Run};
+use serde::{Deserialize, Serialize};
+
+/// A stored job: the document as written plus bookkeeping.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobDto {
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    /// Increments on every change; send it back with PUT (or as `If-Match`).
+    pub version: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    /// The next due time (`null`: none left, or paused).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_fire_at: Option<Timestamp>,
+}
+
+impl From<Job> for JobDto {
+    fn from(job: Job) -> Self {
+        let next_fire_at = if job.spec.paused { None } else { job.next_fire_at };
+        Self {
+            spec: job.spec,
+            version: job.version,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            next_fire_at,
+        }
+    }
+}
+
+/// Fields of a job the server owns; ignored in a PUT body so that a GET can be edited and sent
+/// back as it is.
+pub const READ_ONLY_FIELDS: [&str; 4] = ["version", "created_at", "updated_at", "next_fire_at"];
+
+/// A run.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunDto {
+    pub id: i64,
+    pub job: String,
+    pub namespace: String,
+    pub state: RunState,
+    pub origin: RunOrigin,
+    #[schema(value_type = String, format = DateTime)]
+    pub scheduled_for: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub run_at: Timestamp,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub execution: ExecutionMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub cancel_requested: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Present on `GET /runs/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<AttemptDto>>,
+}
+
+impl From<Run> for RunDto {
+    fn from(r: Run) -> Self {
+        Self {
+            id: r.id,
+            job: r.job_name,
+            namespace: r.namespace,
+            state: r.state,
+            origin: r.origin,
+            scheduled_for: r.scheduled_for,
+            run_at: r.run_at,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            execution: r.execution,
+            reason: r.reason,
+            node: r.node,
+            cancel_requested: r.cancel_requested,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            exit_code: r.exit_code,
+            attempts: None,
+        }
+    }
+}
+
+/// One attempt of a run (its output is at `/runs/{id}/output`).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptDto {
+    pub attempt: u32,
+    pub node: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub finished_at: Timestamp,
+    /// `succeeded`, `exit:N`, `signal:N`, `http:N`, `timeout`, `cancelled`, `error`, `lost`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub output_bytes: usize,
+    pub output_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rss_kib: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_cpu_us: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sys_cpu_us: Option<i64>,
+}
+
+impl From<Attempt> for AttemptDto {
+    fn from(a: Attempt) -> Self {
+        Self {
+            attempt: a.attempt,
+            node: a.node,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            status: a.status,
+            exit_code: a.exit_code,
+            http_status: a.http_status,
+            error: a.error,
+            output_bytes: a.output.len(),
+            output_truncated: a.output_truncated,
+            max_rss_kib: a.max_rss_kib,
+            user_cpu_us: a.user_cpu_us,
+            sys_cpu_us: a.sys_cpu_us,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! One mapping from every error to `application/problem+json` (RFC 9457).
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kairos_core::{FieldError, ValidationErrors};
+use kairos_runtime::JobError;
+use kairos_store::StoreError;
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A problem document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Every invalid field, with its path (`triggers[0].cron`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldErrorDto>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FieldErrorDto {
+    pub field: String,
+    pub message: String,
+}
+
+impl From<&FieldError> for FieldErrorDto {
+    fn from(e: &FieldError) -> Self {
+        Self { field: e.field.clone(), message: e.message.clone() }
+    }
+}
+
+/// An error answered to an API client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+    errors: Vec<FieldErrorDto>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, kind, title, detail: detail.into(), errors: vec![] }
+    }
+
+    pub fn invalid(errors: ValidationErrors) -> Self {
+        let detail = errors.to_string();
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "invalid-input",
+            title: "The input is invalid",
+            detail,
+            errors: errors.errors.iter().map(FieldErrorDto::from).collect(),
+        }
+    }
+
+    pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
+        let mut e = Self::invalid(ValidationErrors::single(field, message));
+        e.status = StatusCode::BAD_REQUEST;
+        e
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let detail = e.to_string();
+        match e {
+            StoreError::JobExists { .. } => Self::new(StatusCode::CONFLICT, "job-exists", "The job exists already", detail),
+            StoreError::JobNotFound { .. } | StoreError::RunNotFound(_) => Self::not_found(detail),
+            StoreError::VersionConflict { .. } => {
+                Self::new(StatusCode::CONFLICT, "version-conflict", "The job changed since it was read", detail)
+            }
+            StoreError::InvalidRunState { .. } => {
+                Self::new(StatusCode::CONFLICT, "invalid-run-state", "The run cannot do that in its state", detail)
+            }
+            StoreError::Locked(_) | StoreError::Unavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "The store is unavailable", detail)
+            }
+            StoreError::Internal(_) => {
+                tracing::error!(error = %detail, "store error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail)
+            }
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Invalid(errors) => Self::invalid(errors),
+            JobError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Problem {
+            kind: format!("urn:kairos:problem:{}", self.kind),
+            title: self.title.into(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            errors: self.errors,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        (self.status, [(header::CONTENT_TYPE, PROBLEM_JSON)], json).into_response()
+    }
+}
+
+/// Rewrites plain-text rejections of axum's extractors (bad path, bad query, body too large)
+/// as problem documents, so that every error of the API has one shape.
+pub async fn problem_for_rejections(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).into_owned();
+    let (kind, title) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "The request body is too large"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        _ => ("bad-request", "The request is invalid"),
+    };
+    let detail = if detail.is_empty() { title.to_owned() } else { detail };
+    ApiError::new(status, kind, title, detail).into_response()
+}

@@ -1,0 +1,185 @@
+//! `/api/v1/jobs`: create, read, replace, delete, pause, resume, trigger, list runs.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use kairos_core::run::RunState;
+use kairos_core::spec::{JobSpec, DEFAULT_NAMESPACE};
+use kairos_store::RunListParams;
+use serde::Deserialize;
+
+use crate::dto::{JobDto, RunDto, READ_ONLY_FIELDS};
+use crate::error::ApiError;
+use crate::AppState;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct NamespaceQuery {
+    /// Namespace of the job. Default `default`.
+    pub namespace: Option<String>,
+}
+
+impl NamespaceQuery {
+    fn get(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+}
+
+/// Parses a JSON body into a job document, naming the field of a type error.
+fn parse_spec(body: &[u8]) -> Result<(JobSpec, Option<i64>), ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("", format!("the body is not valid JSON: {e}")))?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(ApiError::bad_request("", "the body must be a JSON object (a job document)"));
+    };
+    let version = match object.get("version") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| ApiError::bad_request("version", "must be an integer"))?),
+    };
+    for field in READ_ONLY_FIELDS {
+        object.remove(field);
+    }
+    let spec = JobSpec::from_value(value).map_err(ApiError::invalid)?;
+    Ok((spec, version))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
+    params(NamespaceQuery),
+    responses((status = 200, description = "Jobs, by namespace and name", body = Vec<JobDto>)))]
+pub async fn list(State(app): State<AppState>, Query(q): Query<NamespaceQuery>) -> Result<Json<Vec<JobDto>>, ApiError> {
+    let jobs = app.jobs.list(q.namespace).await?;
+    Ok(Json(jobs.into_iter().map(JobDto::from).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs",
+    request_body(content = JobSpec, description = "The job document"),
+    responses(
+        (status = 201, description = "Created", body = JobDto),
+        (status = 409, description = "A job with this name exists", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid job; every problem with its field path", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn create(State(app): State<AppState>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let (spec, _) = parse_spec(&body)?;
+    let job = app.jobs.create(spec).await?;
+    let location = format!("/api/v1/jobs/{}?namespace={}", job.name(), job.namespace());
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(JobDto::from(job))))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{name}", tag = "jobs",
+    params(("name" = String, Path, description = "Job name"), NamespaceQuery),
+    responses((status = 200, body = JobDto), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn get(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Result<impl IntoResponse, ApiError> {
+    let job = app.jobs.get(q.get(), &name).await?;
+    let etag = format!("\"{}\"", job.version);
+    Ok(([(header::ETAG, etag)], Json(JobDto::from(job))))
+}
+
+/// The expected version from `If-Match` (`"3"`, `3` or `W/"3"`).
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim();
+    let text = text.trim_start_matches("W/").trim_matches('"');
+    text.parse::<i64>()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request("If-Match", format!("`{text}` is not a job version")))
+}
+
+#[utoipa::path(put, path = "/api/v1/jobs/{name}", tag = "jobs",
+    params(("name" = String, Path, description = "Job name"), NamespaceQuery),
+    request_body(content = JobSpec, description = "The whole job document, with `version` (or an `If-Match` header) set to the version it was read at"),
+    responses(
+        (status = 200, body = JobDto),
+        (status = 409, description = "Stale version: nothing was written", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 428, description = "No version given", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn replace(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let (spec, body_version) = parse_spec(&body)?;
+    let header_version = if_match(&headers)?;
+    let version = match (body_version, header_version) {
+        (Some(b), Some(h)) if b != h => {
+            return Err(ApiError::bad_request("version", format!("the body says {b} but If-Match says {h}")));
+        }
+        (Some(v), _) | (None, Some(v)) => v,
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_REQUIRED,
+                "version-required",
+                "A version is required",
+                "send the version the job was read at as `version` in the body or as an If-Match header",
+            ));
+        }
+    };
+    let job = app.jobs.update(q.get(), &name, version, spec).await?;
+    Ok(Json(JobDto::from(job)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/jobs/{name}", tag = "jobs",
+    params(("name" = String, Path, description = "Job name"), NamespaceQuery),
+    responses((status = 204, description = "Deleted with its runs"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn delete(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    app.jobs.delete(q.get(), &name, if_match(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{name}/pause", tag = "jobs",
+    params(("name" = String, Path, description = "Job name"), NamespaceQuery),
+    responses((status = 200, body = JobDto)))]
+pub async fn pause(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Result<Json<JobDto>, ApiError> {
+    Ok(Json(app.jobs.set_paused(q.get(), &name, true).await?.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{name}/resume", tag = "jobs",
+    params(("name" = String, Path, description = "Job name"), NamespaceQuery),
+    responses((status = 200, body = JobDto)))]
+pub async fn resume(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Result<Json<JobDto>, ApiError> {
+    Ok(Json(app.jobs.set_paused(q.get(), &name, false).await?.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{name}/trigger", tag = "jobs",
+    params(("name" = String, Path, description = "Job name"), NamespaceQuery),
+    responses((status = 202, description = "A run was queued", body = RunDto)))]
+pub async fn trigger(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Result<impl IntoResponse, ApiError> {
+    let run = app.jobs.trigger(q.get(), &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(RunDto::from(run))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RunsQuery {
+    pub namespace: Option<String>,
+    /// Only runs in this state (`queued`, `running`, `succeeded`, `failed`, `timed_out`, ...).
+    pub state: Option<String>,
+    /// Most runs returned, newest first. Default 50, at most 1000.
+    pub limit: Option<u32>,
+    /// Only runs with a smaller id (paging).
+    pub before: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{name}/runs", tag = "runs",
+    params(("name" = String, Path, description = "Job name"), RunsQuery),
+    responses((status = 200, description = "Runs, newest first", body = Vec<RunDto>)))]
+pub async fn runs(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<RunsQuery>) -> Result<Json<Vec<RunDto>>, ApiError> {
+    let namespace = q.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    let job = app.jobs.get(namespace, &name).await?;
+    let state = q
+        .state
+        .as_deref()
+        .map(str::parse::<RunState>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("state", e))?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request("limit", "must be between 1 and 1000"));
+    }
+    let runs = app
+        .ctx
+        .store
+        .run_list(RunListParams { job_id: Some(job.id), namespace: None, state, limit, before_id: q.before })
+        .await?;
+    Ok(Json(runs.into_iter().map(RunDto::from).collect()))
+}

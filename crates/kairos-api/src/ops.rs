@@ -1,0 +1,66 @@
+//! Health, readiness, metrics, the event stream and the OpenAPI document.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::Json;
+use futures::Stream;
+use kairos_core::run::RunState;
+use serde::Serialize;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+
+use crate::AppState;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub node: String,
+}
+
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn health(State(app): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok", node: app.ctx.node.clone() })
+}
+
+#[utoipa::path(get, path = "/ready", tag = "ops",
+    responses((status = 200, description = "The store is reachable", body = Health), (status = 503, description = "The store is not reachable")))]
+pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
+    match app.ctx.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(Health { status: "ready", node: app.ctx.node.clone() })).into_response(),
+        Err(e) => crate::error::ApiError::from(e).into_response(),
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text")))]
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let telemetry = &app.ctx.telemetry;
+    match app.ctx.store.run_count_by_state().await {
+        Ok(counts) => {
+            let queued = counts.iter().find(|(s, _)| *s == RunState::Queued).map_or(0, |(_, n)| *n);
+            telemetry.metrics.tasks_pending.set(queued as i64);
+        }
+        Err(e) => tracing::warn!(error = %e, "counting queued runs for metrics failed"),
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        telemetry.encode(),
+    )
+}
+
+#[utoipa::path(get, path = "/api/v1/events", tag = "ops", responses((status = 200, description = "Server-sent events: job changes, runs queued, started, finished, skipped", content_type = "text/event-stream")))]
+pub async fn events(State(app): State<AppState>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = BroadcastStream::new(app.ctx.telemetry.subscribe()).filter_map(|event| {
+        let event = event.ok()?;
+        SseEvent::default().json_data(&event).ok().map(Ok)
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    use utoipa::OpenApi;
+    Json(crate::ApiDoc::openapi())
+}

@@ -1,0 +1,120 @@
+//! `/api/v1/runs/{id}`: a run with its attempts, its output (optionally followed live), cancel.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kairos_store::RunCancelParams;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::dto::{AttemptDto, RunDto};
+use crate::error::ApiError;
+use crate::AppState;
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    responses((status = 200, description = "The run with its attempts", body = RunDto), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn get(State(app): State<AppState>, Path(id): Path<i64>) -> Result<Json<RunDto>, ApiError> {
+    let run = app.ctx.store.run_get(id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
+    let attempts = app.ctx.store.attempt_list(id).await?;
+    let mut dto = RunDto::from(run);
+    dto.attempts = Some(attempts.into_iter().map(AttemptDto::from).collect());
+    Ok(Json(dto))
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    responses((status = 200, description = "Cancelled (queued) or asked to stop (running)", body = RunDto), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn cancel(State(app): State<AppState>, Path(id): Path<i64>) -> Result<Json<RunDto>, ApiError> {
+    let run = app.ctx.store.run_cancel(RunCancelParams { run_id: id, now: app.ctx.clock.store_now() }).await?;
+    Ok(Json(RunDto::from(run)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct OutputQuery {
+    /// Stream the output while the run is active, ending when it finishes.
+    #[serde(default)]
+    pub follow: bool,
+    /// Which attempt (default: the latest).
+    pub attempt: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}/output", tag = "runs",
+    params(("id" = i64, Path, description = "Run id"), OutputQuery),
+    responses((status = 200, description = "Captured output: timestamped lines of stdout and stderr", content_type = "text/plain")))]
+pub async fn output(State(app): State<AppState>, Path(id): Path<i64>, Query(q): Query<OutputQuery>) -> Result<Response, ApiError> {
+    let run = app.ctx.store.run_get(id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
+    if !q.follow || run.state.is_terminal() {
+        let text = match (q.attempt, app.ctx.live.get(id)) {
+            (None, Some(live)) => live.snapshot(),
+            _ => stored_output(&app, id, q.attempt).await?,
+        };
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+    }
+    let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(16);
+    tokio::spawn(follow(app, id, tx));
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(stream))
+        .into_response())
+}
+
+async fn stored_output(app: &AppState, id: i64, attempt: Option<u32>) -> Result<String, ApiError> {
+    let attempts = app.ctx.store.attempt_list(id).await?;
+    let chosen = match attempt {
+        Some(n) => attempts.into_iter().find(|a| a.attempt == n),
+        None => attempts.into_iter().next_back(),
+    };
+    Ok(chosen.map(|a| a.output).unwrap_or_default())
+}
+
+/// Streams the output of each attempt as it is written, until the run finishes or the client
+/// goes away.
+async fn follow(app: AppState, id: i64, tx: mpsc::Sender<Result<String, Infallible>>) {
+    let mut sent_attempts = 0u32;
+    loop {
+        if let Some(live) = app.ctx.live.get(id) {
+            let mut sent = 0usize;
+            let mut seen = 0u64;
+            loop {
+                let version = live.version();
+                let snap = live.snapshot();
+                if snap.len() > sent && snap.is_char_boundary(sent) {
+                    if tx.send(Ok(snap[sent..].to_owned())).await.is_err() {
+                        return;
+                    }
+                    sent = snap.len();
+                } else if snap.len() < sent {
+                    sent = snap.len(); // the cap dropped the middle; continue from the new end
+                }
+                if live.is_closed() {
+                    break;
+                }
+                seen = seen.max(version);
+                tokio::select! {
+                    _ = live.changed_since(seen) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+            sent_attempts += 1;
+        }
+        let Ok(Some(run)) = app.ctx.store.run_get(id).await else { return };
+        if run.state.is_terminal() {
+            // Attempts that ran on another node (or finished before we looked) from the store.
+            if sent_attempts == 0
+                && let Ok(text) = stored_output(&app, id, None).await
+            {
+                let _ = tx.send(Ok(text)).await;
+            }
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
