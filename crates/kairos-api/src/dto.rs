@@ -24,7 +24,11 @@ pub struct JobDto {
 
 impl From<Job> for JobDto {
     fn from(job: Job) -> Self {
-        let next_fire_at = if job.spec.paused { None } else { job.next_fire_at };
+        let next_fire_at = if job.spec.paused {
+            None
+        } else {
+            job.next_fire_at
+        };
         Self {
             spec: job.spec,
             version: job.version,

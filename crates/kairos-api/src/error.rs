@@ -1,6 +1,6 @@
 //! One mapping from every error to `application/problem+json` (RFC 9457).
 
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kairos_core::{FieldError, ValidationErrors};
 use kairos_runtime::JobError;
@@ -31,7 +31,10 @@ pub struct FieldErrorDto {
 
 impl From<&FieldError> for FieldErrorDto {
     fn from(e: &FieldError) -> Self {
-        Self { field: e.field.clone(), message: e.message.clone() }
+        Self {
+            field: e.field.clone(),
+            message: e.message.clone(),
+        }
     }
 }
 
@@ -46,8 +49,19 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, title, detail: detail.into(), errors: vec![] }
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+            errors: vec![],
+        }
     }
 
     pub fn invalid(errors: ValidationErrors) -> Self {
@@ -76,20 +90,39 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let detail = e.to_string();
         match e {
-            StoreError::JobExists { .. } => Self::new(StatusCode::CONFLICT, "job-exists", "The job exists already", detail),
+            StoreError::JobExists { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "job-exists",
+                "The job exists already",
+                detail,
+            ),
             StoreError::JobNotFound { .. } | StoreError::RunNotFound(_) => Self::not_found(detail),
-            StoreError::VersionConflict { .. } => {
-                Self::new(StatusCode::CONFLICT, "version-conflict", "The job changed since it was read", detail)
-            }
-            StoreError::InvalidRunState { .. } => {
-                Self::new(StatusCode::CONFLICT, "invalid-run-state", "The run cannot do that in its state", detail)
-            }
-            StoreError::Locked(_) | StoreError::Unavailable(_) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "The store is unavailable", detail)
-            }
+            StoreError::VersionConflict { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "version-conflict",
+                "The job changed since it was read",
+                detail,
+            ),
+            StoreError::InvalidRunState { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "invalid-run-state",
+                "The run cannot do that in its state",
+                detail,
+            ),
+            StoreError::Locked(_) | StoreError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "The store is unavailable",
+                detail,
+            ),
             StoreError::Internal(_) => {
                 tracing::error!(error = %detail, "store error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail)
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    detail,
+                )
             }
         }
     }
@@ -129,7 +162,9 @@ pub async fn problem_for_rejections(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }
-    let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
     let detail = String::from_utf8_lossy(&body).into_owned();
     let (kind, title) = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "The request body is too large"),
@@ -137,6 +172,10 @@ pub async fn problem_for_rejections(response: Response) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
         _ => ("bad-request", "The request is invalid"),
     };
-    let detail = if detail.is_empty() { title.to_owned() } else { detail };
+    let detail = if detail.is_empty() {
+        title.to_owned()
+    } else {
+        detail
+    };
     ApiError::new(status, kind, title, detail).into_response()
 }

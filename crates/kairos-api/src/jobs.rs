@@ -1,18 +1,18 @@
 //! `/api/v1/jobs`: create, read, replace, delete, pause, resume, trigger, list runs.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::Json;
 use kairos_core::run::RunState;
-use kairos_core::spec::{JobSpec, DEFAULT_NAMESPACE};
+use kairos_core::spec::{DEFAULT_NAMESPACE, JobSpec};
 use kairos_store::RunListParams;
 use serde::Deserialize;
 
-use crate::dto::{JobDto, RunDto, READ_ONLY_FIELDS};
-use crate::error::ApiError;
 use crate::AppState;
+use crate::dto::{JobDto, READ_ONLY_FIELDS, RunDto};
+use crate::error::ApiError;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct NamespaceQuery {
@@ -31,11 +31,17 @@ fn parse_spec(body: &[u8]) -> Result<(JobSpec, Option<i64>), ApiError> {
     let mut value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("", format!("the body is not valid JSON: {e}")))?;
     let Some(object) = value.as_object_mut() else {
-        return Err(ApiError::bad_request("", "the body must be a JSON object (a job document)"));
+        return Err(ApiError::bad_request(
+            "",
+            "the body must be a JSON object (a job document)",
+        ));
     };
     let version = match object.get("version") {
         None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(v.as_i64().ok_or_else(|| ApiError::bad_request("version", "must be an integer"))?),
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| ApiError::bad_request("version", "must be an integer"))?,
+        ),
     };
     for field in READ_ONLY_FIELDS {
         object.remove(field);
@@ -47,7 +53,10 @@ fn parse_spec(body: &[u8]) -> Result<(JobSpec, Option<i64>), ApiError> {
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
     params(NamespaceQuery),
     responses((status = 200, description = "Jobs, by namespace and name", body = Vec<JobDto>)))]
-pub async fn list(State(app): State<AppState>, Query(q): Query<NamespaceQuery>) -> Result<Json<Vec<JobDto>>, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<Json<Vec<JobDto>>, ApiError> {
     let jobs = app.jobs.list(q.namespace).await?;
     Ok(Json(jobs.into_iter().map(JobDto::from).collect()))
 }
@@ -58,17 +67,28 @@ pub async fn list(State(app): State<AppState>, Query(q): Query<NamespaceQuery>) 
         (status = 201, description = "Created", body = JobDto),
         (status = 409, description = "A job with this name exists", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid job; every problem with its field path", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn create(State(app): State<AppState>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+pub async fn create(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let (spec, _) = parse_spec(&body)?;
     let job = app.jobs.create(spec).await?;
     let location = format!("/api/v1/jobs/{}?namespace={}", job.name(), job.namespace());
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(JobDto::from(job))))
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(JobDto::from(job)),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{name}", tag = "jobs",
     params(("name" = String, Path, description = "Job name"), NamespaceQuery),
     responses((status = 200, body = JobDto), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn get(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Result<impl IntoResponse, ApiError> {
+pub async fn get(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<impl IntoResponse, ApiError> {
     let job = app.jobs.get(q.get(), &name).await?;
     let etag = format!("\"{}\"", job.version);
     Ok(([(header::ETAG, etag)], Json(JobDto::from(job))))
@@ -76,7 +96,9 @@ pub async fn get(State(app): State<AppState>, Path(name): Path<String>, Query(q)
 
 /// The expected version from `If-Match` (`"3"`, `3` or `W/"3"`).
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
     let text = value.to_str().unwrap_or_default().trim();
     let text = text.trim_start_matches("W/").trim_matches('"');
     text.parse::<i64>()
@@ -103,7 +125,10 @@ pub async fn replace(
     let header_version = if_match(&headers)?;
     let version = match (body_version, header_version) {
         (Some(b), Some(h)) if b != h => {
-            return Err(ApiError::bad_request("version", format!("the body says {b} but If-Match says {h}")));
+            return Err(ApiError::bad_request(
+                "version",
+                format!("the body says {b} but If-Match says {h}"),
+            ));
         }
         (Some(v), _) | (None, Some(v)) => v,
         (None, None) => {
@@ -122,7 +147,12 @@ pub async fn replace(
 #[utoipa::path(delete, path = "/api/v1/jobs/{name}", tag = "jobs",
     params(("name" = String, Path, description = "Job name"), NamespaceQuery),
     responses((status = 204, description = "Deleted with its runs"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn delete(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
     app.jobs.delete(q.get(), &name, if_match(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -130,21 +160,37 @@ pub async fn delete(State(app): State<AppState>, Path(name): Path<String>, Query
 #[utoipa::path(post, path = "/api/v1/jobs/{name}/pause", tag = "jobs",
     params(("name" = String, Path, description = "Job name"), NamespaceQuery),
     responses((status = 200, body = JobDto)))]
-pub async fn pause(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Result<Json<JobDto>, ApiError> {
-    Ok(Json(app.jobs.set_paused(q.get(), &name, true).await?.into()))
+pub async fn pause(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<Json<JobDto>, ApiError> {
+    Ok(Json(
+        app.jobs.set_paused(q.get(), &name, true).await?.into(),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{name}/resume", tag = "jobs",
     params(("name" = String, Path, description = "Job name"), NamespaceQuery),
     responses((status = 200, body = JobDto)))]
-pub async fn resume(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Result<Json<JobDto>, ApiError> {
-    Ok(Json(app.jobs.set_paused(q.get(), &name, false).await?.into()))
+pub async fn resume(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<Json<JobDto>, ApiError> {
+    Ok(Json(
+        app.jobs.set_paused(q.get(), &name, false).await?.into(),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{name}/trigger", tag = "jobs",
     params(("name" = String, Path, description = "Job name"), NamespaceQuery),
     responses((status = 202, description = "A run was queued", body = RunDto)))]
-pub async fn trigger(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Result<impl IntoResponse, ApiError> {
+pub async fn trigger(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<impl IntoResponse, ApiError> {
     let run = app.jobs.trigger(q.get(), &name).await?;
     Ok((StatusCode::ACCEPTED, Json(RunDto::from(run))))
 }
@@ -163,9 +209,33 @@ pub struct RunsQuery {
 #[utoipa::path(get, path = "/api/v1/jobs/{name}/runs", tag = "runs",
     params(("name" = String, Path, description = "Job name"), RunsQuery),
     responses((status = 200, description = "Runs, newest first", body = Vec<RunDto>)))]
-pub async fn runs(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<RunsQuery>) -> Result<Json<Vec<RunDto>>, ApiError> {
+pub async fn runs(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Vec<RunDto>>, ApiError> {
     let namespace = q.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
     let job = app.jobs.get(namespace, &name).await?;
+    list_runs(&app, Some(job.id), None, q).await
+}
+
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs",
+    params(RunsQuery),
+    responses((status = 200, description = "Runs of all jobs (or of one namespace), newest first", body = Vec<RunDto>)))]
+pub async fn all_runs(
+    State(app): State<AppState>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Json<Vec<RunDto>>, ApiError> {
+    let namespace = q.namespace.clone();
+    list_runs(&app, None, namespace, q).await
+}
+
+async fn list_runs(
+    app: &AppState,
+    job_id: Option<i64>,
+    namespace: Option<String>,
+    q: RunsQuery,
+) -> Result<Json<Vec<RunDto>>, ApiError> {
     let state = q
         .state
         .as_deref()
@@ -179,7 +249,13 @@ pub async fn runs(State(app): State<AppState>, Path(name): Path<String>, Query(q
     let runs = app
         .ctx
         .store
-        .run_list(RunListParams { job_id: Some(job.id), namespace: None, state, limit, before_id: q.before })
+        .run_list(RunListParams {
+            job_id,
+            namespace,
+            state,
+            limit,
+            before_id: q.before,
+        })
         .await?;
     Ok(Json(runs.into_iter().map(RunDto::from).collect()))
 }

@@ -11,9 +11,9 @@ mod jobs;
 mod ops;
 mod runs;
 
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::Router;
 use kairos_runtime::{JobService, NodeContext};
 use utoipa::OpenApi;
 
@@ -29,13 +29,36 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Kairos API", description = "Jobs, runs and their output on a Kairos node."),
-    paths(
-        jobs::list, jobs::create, jobs::get, jobs::replace, jobs::delete, jobs::pause,
-        jobs::resume, jobs::trigger, jobs::runs, runs::get, runs::cancel, runs::output,
-        ops::health, ops::ready, ops::metrics, ops::events
+    info(
+        title = "Kairos API",
+        description = "Jobs, runs and their output on a Kairos node."
     ),
-    components(schemas(dto::JobDto, dto::RunDto, dto::AttemptDto, error::Problem, error::FieldErrorDto))
+    paths(
+        jobs::list,
+        jobs::create,
+        jobs::get,
+        jobs::replace,
+        jobs::delete,
+        jobs::pause,
+        jobs::resume,
+        jobs::trigger,
+        jobs::runs,
+        jobs::all_runs,
+        runs::get,
+        runs::cancel,
+        runs::output,
+        ops::health,
+        ops::ready,
+        ops::metrics,
+        ops::events
+    ),
+    components(schemas(
+        dto::JobDto,
+        dto::RunDto,
+        dto::AttemptDto,
+        error::Problem,
+        error::FieldErrorDto
+    ))
 )]
 pub struct ApiDoc;
 
@@ -43,11 +66,15 @@ pub struct ApiDoc;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/jobs", get(jobs::list).post(jobs::create))
-        .route("/jobs/{name}", get(jobs::get).put(jobs::replace).delete(jobs::delete))
+        .route(
+            "/jobs/{name}",
+            get(jobs::get).put(jobs::replace).delete(jobs::delete),
+        )
         .route("/jobs/{name}/pause", post(jobs::pause))
         .route("/jobs/{name}/resume", post(jobs::resume))
         .route("/jobs/{name}/trigger", post(jobs::trigger))
         .route("/jobs/{name}/runs", get(jobs::runs))
+        .route("/runs", get(jobs::all_runs))
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/output", get(runs::output))
@@ -60,7 +87,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::map_response(error::problem_for_rejections))
+        .layer(axum::middleware::map_response(
+            error::problem_for_rejections,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -2,16 +2,16 @@
 
 use std::convert::Infallible;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::IntoResponse;
 use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use kairos_core::run::RunState;
 use serde::Serialize;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
 
 use crate::AppState;
 
@@ -23,14 +23,24 @@ pub struct Health {
 
 #[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> Json<Health> {
-    Json(Health { status: "ok", node: app.ctx.node.clone() })
+    Json(Health {
+        status: "ok",
+        node: app.ctx.node.clone(),
+    })
 }
 
 #[utoipa::path(get, path = "/ready", tag = "ops",
     responses((status = 200, description = "The store is reachable", body = Health), (status = 503, description = "The store is not reachable")))]
 pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
     match app.ctx.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(Health { status: "ready", node: app.ctx.node.clone() })).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ready",
+                node: app.ctx.node.clone(),
+            }),
+        )
+            .into_response(),
         Err(e) => crate::error::ApiError::from(e).into_response(),
     }
 }
@@ -40,19 +50,27 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let telemetry = &app.ctx.telemetry;
     match app.ctx.store.run_count_by_state().await {
         Ok(counts) => {
-            let queued = counts.iter().find(|(s, _)| *s == RunState::Queued).map_or(0, |(_, n)| *n);
+            let queued = counts
+                .iter()
+                .find(|(s, _)| *s == RunState::Queued)
+                .map_or(0, |(_, n)| *n);
             telemetry.metrics.tasks_pending.set(queued as i64);
         }
         Err(e) => tracing::warn!(error = %e, "counting queued runs for metrics failed"),
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         telemetry.encode(),
     )
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "ops", responses((status = 200, description = "Server-sent events: job changes, runs queued, started, finished, skipped", content_type = "text/event-stream")))]
-pub async fn events(State(app): State<AppState>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+pub async fn events(
+    State(app): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let stream = BroadcastStream::new(app.ctx.telemetry.subscribe()).filter_map(|event| {
         let event = event.ok()?;
         SseEvent::default().json_data(&event).ok().map(Ok)

@@ -3,24 +3,32 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use kairos_store::RunCancelParams;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::AppState;
 use crate::dto::{AttemptDto, RunDto};
 use crate::error::ApiError;
-use crate::AppState;
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
     responses((status = 200, description = "The run with its attempts", body = RunDto), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn get(State(app): State<AppState>, Path(id): Path<i64>) -> Result<Json<RunDto>, ApiError> {
-    let run = app.ctx.store.run_get(id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
+pub async fn get(
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<RunDto>, ApiError> {
+    let run = app
+        .ctx
+        .store
+        .run_get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
     let attempts = app.ctx.store.attempt_list(id).await?;
     let mut dto = RunDto::from(run);
     dto.attempts = Some(attempts.into_iter().map(AttemptDto::from).collect());
@@ -30,8 +38,18 @@ pub async fn get(State(app): State<AppState>, Path(id): Path<i64>) -> Result<Jso
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
     responses((status = 200, description = "Cancelled (queued) or asked to stop (running)", body = RunDto), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn cancel(State(app): State<AppState>, Path(id): Path<i64>) -> Result<Json<RunDto>, ApiError> {
-    let run = app.ctx.store.run_cancel(RunCancelParams { run_id: id, now: app.ctx.clock.store_now() }).await?;
+pub async fn cancel(
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<RunDto>, ApiError> {
+    let run = app
+        .ctx
+        .store
+        .run_cancel(RunCancelParams {
+            run_id: id,
+            now: app.ctx.clock.store_now(),
+        })
+        .await?;
     Ok(Json(RunDto::from(run)))
 }
 
@@ -47,8 +65,17 @@ pub struct OutputQuery {
 #[utoipa::path(get, path = "/api/v1/runs/{id}/output", tag = "runs",
     params(("id" = i64, Path, description = "Run id"), OutputQuery),
     responses((status = 200, description = "Captured output: timestamped lines of stdout and stderr", content_type = "text/plain")))]
-pub async fn output(State(app): State<AppState>, Path(id): Path<i64>, Query(q): Query<OutputQuery>) -> Result<Response, ApiError> {
-    let run = app.ctx.store.run_get(id).await?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
+pub async fn output(
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<OutputQuery>,
+) -> Result<Response, ApiError> {
+    let run = app
+        .ctx
+        .store
+        .run_get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
     if !q.follow || run.state.is_terminal() {
         let text = match (q.attempt, app.ctx.live.get(id)) {
             (None, Some(live)) => live.snapshot(),
@@ -59,7 +86,13 @@ pub async fn output(State(app): State<AppState>, Path(id): Path<i64>, Query(q): 
     let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(16);
     tokio::spawn(follow(app, id, tx));
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(stream))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
         .into_response())
 }
 
@@ -102,7 +135,9 @@ async fn follow(app: AppState, id: i64, tx: mpsc::Sender<Result<String, Infallib
             }
             sent_attempts += 1;
         }
-        let Ok(Some(run)) = app.ctx.store.run_get(id).await else { return };
+        let Ok(Some(run)) = app.ctx.store.run_get(id).await else {
+            return;
+        };
         if run.state.is_terminal() {
             // Attempts that ran on another node (or finished before we looked) from the store.
             if sent_attempts == 0

@@ -2,17 +2,17 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use kairos_api::{router, AppState};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use kairos_api::{AppState, router};
 use kairos_exec::{FunctionRegistry, TaskExecutor};
 use kairos_runtime::scheduler::Scheduler;
 use kairos_runtime::worker::Worker;
 use kairos_runtime::{JobService, ManualClock, NodeContext, WorkerConfig};
 use kairos_store::Store;
 use kairos_store_sqlite::SqliteStore;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 struct Setup {
@@ -24,11 +24,23 @@ struct Setup {
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_file(&dir.path().join("k.db")).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_file(&dir.path().join("k.db"))
+            .await
+            .unwrap(),
+    );
     let clock = ManualClock::new("2026-03-01T00:00:00Z".parse().unwrap());
     let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
-    let app = router(AppState { jobs: JobService::new(ctx.clone()), ctx: ctx.clone() });
-    Setup { app, ctx, clock, _dir: dir }
+    let app = router(AppState {
+        jobs: JobService::new(ctx.clone()),
+        ctx: ctx.clone(),
+    });
+    Setup {
+        app,
+        ctx,
+        clock,
+        _dir: dir,
+    }
 }
 
 struct Reply {
@@ -39,13 +51,21 @@ struct Reply {
 }
 
 impl Setup {
-    async fn call(&self, method: Method, uri: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let req = match body {
-            Some(b) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
             None => req.body(Body::empty()),
         }
         .unwrap();
@@ -56,13 +76,25 @@ impl Setup {
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        Reply { status, content_type, body: serde_json::from_str(&text).unwrap_or(Value::Null), text }
+        Reply {
+            status,
+            content_type,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
     }
 
     async fn jobs_in_store(&self) -> usize {
-        self.ctx.store.job_list(Default::default()).await.unwrap().len()
+        self.ctx
+            .store
+            .job_list(Default::default())
+            .await
+            .unwrap()
+            .len()
     }
 }
 
@@ -78,16 +110,23 @@ fn job(name: &str) -> Value {
 #[tokio::test]
 async fn create_get_list_and_conflicts() {
     let s = setup().await;
-    let r = s.call(Method::POST, "/api/v1/jobs", Some(job("backup")), &[]).await;
+    let r = s
+        .call(Method::POST, "/api/v1/jobs", Some(job("backup")), &[])
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["version"], 1);
     assert_eq!(r.body["name"], "backup");
     assert_eq!(r.body["namespace"], "default");
-    assert_eq!(r.body["next_fire_at"], "2026-03-01T01:30:00Z", "02:30 Berlin is 01:30 UTC in winter");
+    assert_eq!(
+        r.body["next_fire_at"], "2026-03-01T01:30:00Z",
+        "02:30 Berlin is 01:30 UTC in winter"
+    );
     assert_eq!(r.body["created_at"], "2026-03-01T00:00:00Z");
     assert_eq!(r.body["overlap"], "forbid", "defaults are filled in");
 
-    let dup = s.call(Method::POST, "/api/v1/jobs", Some(job("backup")), &[]).await;
+    let dup = s
+        .call(Method::POST, "/api/v1/jobs", Some(job("backup")), &[])
+        .await;
     assert_eq!(dup.status, StatusCode::CONFLICT);
     assert_eq!(dup.content_type, "application/problem+json");
 
@@ -115,7 +154,12 @@ async fn bad_jobs_get_every_problem_with_its_path_and_change_nothing() {
     let r = s.call(Method::POST, "/api/v1/jobs", Some(bad), &[]).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(r.content_type, "application/problem+json");
-    let fields: Vec<&str> = r.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     for expected in [
         "name",
         "triggers[0].cron",
@@ -127,7 +171,10 @@ async fn bad_jobs_get_every_problem_with_its_path_and_change_nothing() {
         "retry.max_attempts",
         "retry.backoff.initial",
     ] {
-        assert!(fields.contains(&expected), "{expected} missing from {fields:?}");
+        assert!(
+            fields.contains(&expected),
+            "{expected} missing from {fields:?}"
+        );
     }
     // Type errors name their path too.
     let typed = s
@@ -136,19 +183,27 @@ async fn bad_jobs_get_every_problem_with_its_path_and_change_nothing() {
     assert_eq!(typed.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(typed.body["errors"][0]["field"], "max_concurrent");
     let unknown = s
-        .call(Method::POST, "/api/v1/jobs", Some(json!({"name": "x", "task": {"kind": "shell", "script": "true"}, "colour": 1})), &[])
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "x", "task": {"kind": "shell", "script": "true"}, "colour": 1})),
+            &[],
+        )
         .await;
     assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(unknown.text.contains("colour"));
     let not_json = s.call(Method::POST, "/api/v1/jobs", None, &[]).await;
     assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
     assert_eq!(not_json.content_type, "application/problem+json");
-    let huge = json!({"name": "x", "task": {"kind": "shell", "script": "x".repeat(2 * 1024 * 1024)}});
+    let huge =
+        json!({"name": "x", "task": {"kind": "shell", "script": "x".repeat(2 * 1024 * 1024)}});
     let too_big = s.call(Method::POST, "/api/v1/jobs", Some(huge), &[]).await;
     assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(too_big.content_type, "application/problem+json");
     assert_eq!(s.jobs_in_store().await, 0, "nothing was written");
-    let bad_query = s.call(Method::GET, "/api/v1/jobs/x/runs?limit=abc", None, &[]).await;
+    let bad_query = s
+        .call(Method::GET, "/api/v1/jobs/x/runs?limit=abc", None, &[])
+        .await;
     assert_eq!(bad_query.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad_query.content_type, "application/problem+json");
 }
@@ -156,7 +211,8 @@ async fn bad_jobs_get_every_problem_with_its_path_and_change_nothing() {
 #[tokio::test]
 async fn replace_requires_the_current_version() {
     let s = setup().await;
-    s.call(Method::POST, "/api/v1/jobs", Some(job("j")), &[]).await;
+    s.call(Method::POST, "/api/v1/jobs", Some(job("j")), &[])
+        .await;
     let mut current = s.call(Method::GET, "/api/v1/jobs/j", None, &[]).await.body;
     current["description"] = json!("v2");
     let no_version = {
@@ -166,22 +222,38 @@ async fn replace_requires_the_current_version() {
     };
     assert_eq!(no_version.status, StatusCode::PRECONDITION_REQUIRED);
     // GET, edit, PUT back as it is: read-only fields are ignored.
-    let ok = s.call(Method::PUT, "/api/v1/jobs/j", Some(current.clone()), &[]).await;
+    let ok = s
+        .call(Method::PUT, "/api/v1/jobs/j", Some(current.clone()), &[])
+        .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     assert_eq!(ok.body["version"], 2);
     assert_eq!(ok.body["description"], "v2");
     current["description"] = json!("stale");
-    let stale = s.call(Method::PUT, "/api/v1/jobs/j", Some(current.clone()), &[]).await;
+    let stale = s
+        .call(Method::PUT, "/api/v1/jobs/j", Some(current.clone()), &[])
+        .await;
     assert_eq!(stale.status, StatusCode::CONFLICT);
     assert_eq!(stale.body["type"], "urn:kairos:problem:version-conflict");
     let after = s.call(Method::GET, "/api/v1/jobs/j", None, &[]).await;
-    assert_eq!(after.body["description"], "v2", "a stale write changes nothing");
+    assert_eq!(
+        after.body["description"], "v2",
+        "a stale write changes nothing"
+    );
     // If-Match works too.
     current.as_object_mut().unwrap().remove("version");
-    let matched = s.call(Method::PUT, "/api/v1/jobs/j", Some(current), &[("if-match", "\"2\"")]).await;
+    let matched = s
+        .call(
+            Method::PUT,
+            "/api/v1/jobs/j",
+            Some(current),
+            &[("if-match", "\"2\"")],
+        )
+        .await;
     assert_eq!(matched.status, StatusCode::OK);
     assert_eq!(matched.body["version"], 3);
-    let del_stale = s.call(Method::DELETE, "/api/v1/jobs/j", None, &[("if-match", "1")]).await;
+    let del_stale = s
+        .call(Method::DELETE, "/api/v1/jobs/j", None, &[("if-match", "1")])
+        .await;
     assert_eq!(del_stale.status, StatusCode::CONFLICT);
     let del = s.call(Method::DELETE, "/api/v1/jobs/j", None, &[]).await;
     assert_eq!(del.status, StatusCode::NO_CONTENT);
@@ -191,15 +263,22 @@ async fn replace_requires_the_current_version() {
 #[tokio::test]
 async fn pause_resume_trigger_runs_output_cancel() {
     let s = setup().await;
-    s.call(Method::POST, "/api/v1/jobs", Some(job("j")), &[]).await;
-    let paused = s.call(Method::POST, "/api/v1/jobs/j/pause", None, &[]).await;
+    s.call(Method::POST, "/api/v1/jobs", Some(job("j")), &[])
+        .await;
+    let paused = s
+        .call(Method::POST, "/api/v1/jobs/j/pause", None, &[])
+        .await;
     assert_eq!(paused.body["paused"], true);
     assert_eq!(paused.body["next_fire_at"], Value::Null);
-    let resumed = s.call(Method::POST, "/api/v1/jobs/j/resume", None, &[]).await;
+    let resumed = s
+        .call(Method::POST, "/api/v1/jobs/j/resume", None, &[])
+        .await;
     assert_eq!(resumed.body["paused"], false);
     assert_eq!(resumed.body["version"], 3);
 
-    let triggered = s.call(Method::POST, "/api/v1/jobs/j/trigger", None, &[]).await;
+    let triggered = s
+        .call(Method::POST, "/api/v1/jobs/j/trigger", None, &[])
+        .await;
     assert_eq!(triggered.status, StatusCode::ACCEPTED);
     assert_eq!(triggered.body["state"], "queued");
     assert_eq!(triggered.body["origin"], "manual");
@@ -211,39 +290,80 @@ async fn pause_resume_trigger_runs_output_cancel() {
     assert_eq!(worker.claim_once(&mut tasks).await.unwrap(), 1);
     while tasks.join_next().await.is_some() {}
 
-    let run = s.call(Method::GET, &format!("/api/v1/runs/{id}"), None, &[]).await;
+    let run = s
+        .call(Method::GET, &format!("/api/v1/runs/{id}"), None, &[])
+        .await;
     assert_eq!(run.body["state"], "succeeded", "{}", run.text);
     assert_eq!(run.body["attempts"][0]["status"], "succeeded");
     assert_eq!(run.body["attempts"][0]["exit_code"], 0);
-    let output = s.call(Method::GET, &format!("/api/v1/runs/{id}/output"), None, &[]).await;
+    let output = s
+        .call(Method::GET, &format!("/api/v1/runs/{id}/output"), None, &[])
+        .await;
     assert!(output.content_type.starts_with("text/plain"));
     assert!(output.text.contains("hello from j"), "{}", output.text);
-    let followed = s.call(Method::GET, &format!("/api/v1/runs/{id}/output?follow=true"), None, &[]).await;
+    let followed = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/runs/{id}/output?follow=true"),
+            None,
+            &[],
+        )
+        .await;
     assert!(followed.text.contains("hello from j"));
 
-    let runs = s.call(Method::GET, "/api/v1/jobs/j/runs?state=succeeded&limit=10", None, &[]).await;
+    let runs = s
+        .call(
+            Method::GET,
+            "/api/v1/jobs/j/runs?state=succeeded&limit=10",
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(runs.body.as_array().unwrap().len(), 1);
-    let bad_state = s.call(Method::GET, "/api/v1/jobs/j/runs?state=done", None, &[]).await;
+    let bad_state = s
+        .call(Method::GET, "/api/v1/jobs/j/runs?state=done", None, &[])
+        .await;
     assert_eq!(bad_state.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad_state.body["errors"][0]["field"], "state");
 
-    let cancel_done = s.call(Method::POST, &format!("/api/v1/runs/{id}/cancel"), None, &[]).await;
+    let cancel_done = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{id}/cancel"),
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(cancel_done.status, StatusCode::CONFLICT);
     s.clock.advance(jiff::SignedDuration::from_secs(1));
-    let queued = s.call(Method::POST, "/api/v1/jobs/j/trigger", None, &[]).await;
+    let queued = s
+        .call(Method::POST, "/api/v1/jobs/j/trigger", None, &[])
+        .await;
     let qid = queued.body["id"].as_i64().unwrap();
-    let cancelled = s.call(Method::POST, &format!("/api/v1/runs/{qid}/cancel"), None, &[]).await;
+    let cancelled = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{qid}/cancel"),
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(cancelled.body["state"], "cancelled");
 }
 
 #[tokio::test]
 async fn health_ready_metrics_openapi() {
     let s = setup().await;
-    assert_eq!(s.call(Method::GET, "/health", None, &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        s.call(Method::GET, "/health", None, &[]).await.status,
+        StatusCode::OK
+    );
     let ready = s.call(Method::GET, "/ready", None, &[]).await;
     assert_eq!(ready.body["status"], "ready");
-    s.call(Method::POST, "/api/v1/jobs", Some(job("j")), &[]).await;
-    s.call(Method::POST, "/api/v1/jobs/j/trigger", None, &[]).await;
+    s.call(Method::POST, "/api/v1/jobs", Some(job("j")), &[])
+        .await;
+    s.call(Method::POST, "/api/v1/jobs/j/trigger", None, &[])
+        .await;
     let scheduler = Scheduler::new(s.ctx.clone());
     scheduler.run_once().await.unwrap();
     let metrics = s.call(Method::GET, "/metrics", None, &[]).await;
@@ -253,7 +373,11 @@ async fn health_ready_metrics_openapi() {
         "kairos_fire_lag_seconds",
         "kairos_run_duration_seconds",
     ] {
-        assert!(metrics.text.contains(name), "{name} missing:\n{}", metrics.text);
+        assert!(
+            metrics.text.contains(name),
+            "{name} missing:\n{}",
+            metrics.text
+        );
     }
     let doc = s.call(Method::GET, "/api/v1/openapi.json", None, &[]).await;
     assert_eq!(doc.status, StatusCode::OK);

@@ -1,1 +1,110 @@
-fn main() {}
+//! The `kairos` binary: `kairos server` and the CLI.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kairos::cli::{Cli, Command, JobCmd, RunCmd};
+use kairos::client::Client;
+use kairos::cmd::{apply, job, next, run};
+use kairos::config::{ServerConfig, ServerFlags};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Server {
+            data_dir,
+            listen,
+            config,
+            node_name,
+            log_format,
+        } => {
+            let config = ServerConfig::resolve(ServerFlags {
+                config,
+                data_dir,
+                listen,
+                node_name,
+                log_format,
+            })?;
+            kairos::init_logging(config.log_json);
+            kairos::server::serve(config, kairos_exec::FunctionRegistry::new()).await
+        }
+        Command::Next {
+            expr,
+            tz,
+            from,
+            count,
+            json,
+        } => next::run(
+            next::NextArgs {
+                expr,
+                tz,
+                from,
+                count,
+                json,
+            },
+            kairos::wall_clock_now(),
+        ),
+        Command::Job { client, command } => {
+            let c = Client::new(&client.server)?;
+            let cmd = match command {
+                JobCmd::Create { file } => job::JobCommand::Create { file },
+                JobCmd::Ls => job::JobCommand::Ls,
+                JobCmd::Get { name } => job::JobCommand::Get { name },
+                JobCmd::Pause { name } => job::JobCommand::Pause { name },
+                JobCmd::Resume { name } => job::JobCommand::Resume { name },
+                JobCmd::Trigger { name } => job::JobCommand::Trigger { name },
+                JobCmd::Rm { name } => job::JobCommand::Rm { name },
+            };
+            job::run(&c, &client.namespace, client.json, cmd).await
+        }
+        Command::Run { client, command } => {
+            let c = Client::new(&client.server)?;
+            let cmd = match command {
+                RunCmd::Ls { job, state, limit } => run::RunCommand::Ls { job, state, limit },
+                RunCmd::Get { id } => run::RunCommand::Get { id },
+                RunCmd::Logs { id, follow } => run::RunCommand::Logs { id, follow },
+                RunCmd::Cancel { id } => run::RunCommand::Cancel { id },
+            };
+            run::run(&c, &client.namespace, client.json, cmd).await
+        }
+        Command::Apply {
+            client,
+            file,
+            prune,
+            dry_run,
+        } => {
+            let c = Client::new(&client.server)?;
+            apply::run(
+                &c,
+                &client.namespace,
+                client.json,
+                apply::ApplyArgs {
+                    file,
+                    prune,
+                    dry_run,
+                },
+            )
+            .await
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! `kairos apply -f jobs.toml`: make the server's jobs match a declarative file.
+//!
+//! The file holds `[[jobs]]` tables (TOML) or `{"jobs": [...]}` / a JSON array. Every document
+//! is validated locally first (errors name `jobs[i].field`); nothing is sent unless all are
+//! valid. The plan compares each job with the server's: `create`, `update` (fenced by the
+//! version read), `unchanged`, and with `--prune`, `delete` for jobs on the server that the file
+//! no longer lists — only in the namespaces the file mentions, so a file never deletes another
+//! team's jobs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use anyhow::bail;
+use kairos_core::error::index;
+use kairos_core::{JobSpec, ValidationErrors};
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::client::{Client, ns_query, urlencode};
+
+pub struct ApplyArgs {
+    pub file: PathBuf,
+    pub prune: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update { from_version: i64 },
+    Delete { version: i64 },
+    Unchanged { version: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    #[serde(flatten)]
+    pub action: Action,
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip)]
+    pub spec: Option<JobSpec>,
+}
+
+/// Parses and validates the file's job documents, reporting every problem at `jobs[i].…`.
+pub fn parse_file(doc: Value, default_namespace: &str) -> Result<Vec<JobSpec>, ValidationErrors> {
+    let items = match doc {
+        Value::Array(items) => items,
+        Value::Object(mut obj) => match obj.remove("jobs") {
+            Some(Value::Array(items)) if obj.is_empty() => items,
+            Some(Value::Array(_)) => {
+                let extra: Vec<_> = obj.keys().cloned().collect();
+                return Err(ValidationErrors::single(
+                    extra[0].clone(),
+                    "unknown field; the file holds only `jobs`",
+                ));
+            }
+            _ => {
+                return Err(ValidationErrors::single(
+                    "jobs",
+                    "the file must hold a list of jobs (`[[jobs]]` in TOML)",
+                ));
+            }
+        },
+        _ => {
+            return Err(ValidationErrors::single(
+                "jobs",
+                "the file must hold a list of jobs",
+            ));
+        }
+    };
+    let mut errs = ValidationErrors::default();
+    let mut specs = Vec::with_capacity(items.len());
+    let mut seen = BTreeSet::new();
+    for (i, mut item) in items.into_iter().enumerate() {
+        let at = index("jobs", i);
+        if let Some(obj) = item.as_object_mut() {
+            obj.entry("namespace")
+                .or_insert_with(|| Value::String(default_namespace.into()));
+        }
+        let spec = match JobSpec::from_value(item) {
+            Ok(spec) => spec,
+            Err(e) => {
+                for fe in e.errors {
+                    errs.push(prefixed(&at, &fe.field), fe.message);
+                }
+                continue;
+            }
+        };
+        if let Err(e) = spec.validate() {
+            for fe in e.errors {
+                errs.push(prefixed(&at, &fe.field), fe.message);
+            }
+        }
+        if !seen.insert((spec.namespace.clone(), spec.name.clone())) {
+            errs.push(
+                format!("{at}.name"),
+                format!("`{}/{}` is listed twice", spec.namespace, spec.name),
+            );
+        }
+        specs.push(spec);
+    }
+    errs.into_result(specs)
+}
+
+fn prefixed(at: &str, field: &str) -> String {
+    if field.is_empty() {
+        at.to_owned()
+    } else {
+        format!("{at}.{field}")
+    }
+}
+
+/// The steps that make `current` (jobs on the server, with versions) match `desired`.
+pub fn plan(desired: &[JobSpec], current: &[(JobSpec, i64)], prune: bool) -> Vec<Step> {
+    let by_key: BTreeMap<(&str, &str), (&JobSpec, i64)> = current
+        .iter()
+        .map(|(s, v)| ((s.namespace.as_str(), s.name.as_str()), (s, *v)))
+        .collect();
+    let mut steps = Vec::new();
+    for spec in desired {
+        let action = match by_key.get(&(spec.namespace.as_str(), spec.name.as_str())) {
+            None => Action::Create,
+            Some((existing, version)) if *existing == spec => {
+                Action::Unchanged { version: *version }
+            }
+            Some((_, version)) => Action::Update {
+                from_version: *version,
+            },
+        };
+        steps.push(Step {
+            action,
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+            spec: Some(spec.clone()),
+        });
+    }
+    if prune {
+        let namespaces: BTreeSet<&str> = desired.iter().map(|s| s.namespace.as_str()).collect();
+        let wanted: BTreeSet<(&str, &str)> = desired
+            .iter()
+            .map(|s| (s.namespace.as_str(), s.name.as_str()))
+            .collect();
+        for ((ns, name), (_, version)) in &by_key {
+            if namespaces.contains(ns) && !wanted.contains(&(*ns, *name)) {
+                steps.push(Step {
+                    action: Action::Delete { version: *version },
+                    namespace: (*ns).into(),
+                    name: (*name).into(),
+                    spec: None,
+                });
+            }
+        }
+    }
+    steps
+}
+
+fn describe(step: &Step) -> String {
+    let key = format!("{}/{}", step.namespace, step.name);
+    match step.action {
+        Action::Create => format!("create     {key}"),
+        Action::Update { from_version } => format!(
+            "update     {key} (version {from_version} -> {})",
+            from_version + 1
+        ),
+        Action::Delete { version } => format!("delete     {key} (version {version})"),
+        Action::Unchanged { version } => format!("unchanged  {key} (version {version})"),
+    }
+}
+
+/// The server's jobs as specs (read-only fields dropped).
+async fn server_jobs(
+    client: &Client,
+    namespaces: &BTreeSet<String>,
+) -> anyhow::Result<Vec<(JobSpec, i64)>> {
+    let mut out = Vec::new();
+    for ns in namespaces {
+        let jobs: Vec<Value> = client
+            .json(Method::GET, &format!("/api/v1/jobs?{}", ns_query(ns)), None)
+            .await?;
+        for mut job in jobs {
+            let version = job["version"].as_i64().unwrap_or(0);
+            if let Some(obj) = job.as_object_mut() {
+                for field in kairos_api::dto::READ_ONLY_FIELDS {
+                    obj.remove(field);
+                }
+            }
+            let spec = JobSpec::from_value(job)
+                .map_err(|e| anyhow::anyhow!("the server sent a job this CLI cannot read: {e}"))?;
+            out.push((spec, version));
+        }
+    }
+    Ok(out)
+}
+
+pub async fn run(
+    client: &Client,
+    namespace: &str,
+    json: bool,
+    args: ApplyArgs,
+) -> anyhow::Result<()> {
+    let doc = super::read_document(&args.file)?;
+    let desired = match parse_file(doc, namespace) {
+        Ok(specs) => specs,
+        Err(errs) => {
+            let mut msg = format!("{} is invalid; nothing was changed:", args.file.display());
+            for e in &errs.errors {
+                msg.push_str(&format!("\n  {e}"));
+            }
+            bail!(msg);
+        }
+    };
+    let mut namespaces: BTreeSet<String> = desired.iter().map(|s| s.namespace.clone()).collect();
+    if namespaces.is_empty() {
+        namespaces.insert(namespace.to_owned());
+    }
+    let current = server_jobs(client, &namespaces).await?;
+    let steps = plan(&desired, &current, args.prune);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&steps)?);
+    } else {
+        for step in &steps {
+            println!("{}", describe(step));
+        }
+    }
+    if args.dry_run {
+        if !json {
+            println!("dry run: nothing was changed");
+        }
+        return Ok(());
+    }
+    for step in &steps {
+        let path = format!(
+            "/api/v1/jobs/{}?{}",
+            urlencode(&step.name),
+            ns_query(&step.namespace)
+        );
+        match (&step.action, &step.spec) {
+            (Action::Create, Some(spec)) => {
+                client
+                    .send(
+                        Method::POST,
+                        "/api/v1/jobs",
+                        Some(&serde_json::to_value(spec)?),
+                    )
+                    .await?;
+            }
+            (Action::Update { from_version }, Some(spec)) => {
+                let mut body = serde_json::to_value(spec)?;
+                body["version"] = Value::from(*from_version);
+                client.send(Method::PUT, &path, Some(&body)).await?;
+            }
+            (Action::Delete { .. }, _) => {
+                client.send(Method::DELETE, &path, None).await?;
+            }
+            _ => {}
+        }
+    }
+    if !json {
+        let changed = steps
+            .iter()
+            .filter(|s| !matches!(s.action, Action::Unchanged { .. }))
+            .count();
+        println!("applied: {changed} change(s)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(name: &str, script: &str) -> JobSpec {
+        JobSpec::from_value(json!({"name": name, "task": {"kind": "shell", "script": script}}))
+            .unwrap()
+    }
+
+    #[test]
+    fn plans_create_update_unchanged_and_prune_within_namespaces() {
+        let desired = vec![spec("a", "true"), spec("b", "echo new")];
+        let mut other_ns = spec("c", "true");
+        other_ns.namespace = "other".into();
+        let current = vec![
+            (spec("b", "echo old"), 4),
+            (spec("gone", "true"), 2),
+            (other_ns, 1),
+        ];
+        let steps = plan(&desired, &current, true);
+        let summary: Vec<_> = steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.action.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("a", Action::Create),
+                ("b", Action::Update { from_version: 4 }),
+                ("gone", Action::Delete { version: 2 })
+            ]
+        );
+        let no_prune = plan(&desired, &current, false);
+        assert_eq!(no_prune.len(), 2);
+        let same = plan(&[spec("b", "echo old")], &current, false);
+        assert_eq!(same[0].action, Action::Unchanged { version: 4 });
+    }
+
+    #[test]
+    fn validates_every_document_with_its_index() {
+        let doc = json!({"jobs": [
+            {"name": "ok", "task": {"kind": "shell", "script": "true"}},
+            {"name": "Bad", "task": {"kind": "shell", "script": "true"}, "triggers": [{"cron": "nope"}]},
+            {"name": "ok", "task": {"kind": "shell", "script": "true"}},
+            {"name": "typed", "task": {"kind": "shell", "script": "true"}, "max_concurrent": "x"}
+        ]});
+        let errs = parse_file(doc, "default").unwrap_err();
+        let fields: Vec<_> = errs.errors.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"jobs[1].name"), "{fields:?}");
+        assert!(fields.contains(&"jobs[1].triggers[0].cron"), "{fields:?}");
+        assert!(fields.contains(&"jobs[2].name"), "duplicate: {fields:?}");
+        assert!(fields.contains(&"jobs[3].max_concurrent"), "{fields:?}");
+    }
+}

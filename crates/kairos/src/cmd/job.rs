@@ -1,0 +1,145 @@
+//! `kairos job …`.
+
+use std::path::PathBuf;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::client::{Client, ns_query, urlencode};
+use crate::table;
+
+pub enum JobCommand {
+    Create { file: PathBuf },
+    Ls,
+    Get { name: String },
+    Pause { name: String },
+    Resume { name: String },
+    Trigger { name: String },
+    Rm { name: String },
+}
+
+fn schedule_of(job: &Value) -> String {
+    let triggers = job["triggers"].as_array().cloned().unwrap_or_default();
+    if triggers.is_empty() {
+        return "manual".into();
+    }
+    triggers
+        .iter()
+        .map(|t| {
+            if let Some(c) = t["cron"].as_str() {
+                match t["timezone"].as_str() {
+                    Some(tz) => format!("cron {c} ({tz})"),
+                    None => format!("cron {c}"),
+                }
+            } else if let Some(i) = t["interval"].as_str() {
+                format!("every {i}")
+            } else {
+                format!("at {}", t["at"].as_str().unwrap_or("?"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub async fn run(
+    client: &Client,
+    namespace: &str,
+    json: bool,
+    cmd: JobCommand,
+) -> anyhow::Result<()> {
+    let path = |name: &str, suffix: &str| {
+        format!(
+            "/api/v1/jobs/{}{suffix}?{}",
+            urlencode(name),
+            ns_query(namespace)
+        )
+    };
+    let job: Value = match cmd {
+        JobCommand::Create { file } => {
+            let mut doc = super::read_document(&file)?;
+            if let Some(obj) = doc.as_object_mut() {
+                obj.entry("namespace")
+                    .or_insert_with(|| Value::String(namespace.into()));
+            }
+            client
+                .json(Method::POST, "/api/v1/jobs", Some(&doc))
+                .await?
+        }
+        JobCommand::Ls => {
+            let jobs: Vec<Value> = client
+                .json(
+                    Method::GET,
+                    &format!("/api/v1/jobs?{}", ns_query(namespace)),
+                    None,
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = jobs
+                .iter()
+                .map(|j| {
+                    vec![
+                        j["name"].as_str().unwrap_or_default().to_owned(),
+                        schedule_of(j),
+                        if j["paused"].as_bool() == Some(true) {
+                            "paused".into()
+                        } else {
+                            super::short_time(&j["next_fire_at"])
+                        },
+                        j["version"].to_string(),
+                    ]
+                })
+                .collect();
+            table::print(&["NAME", "SCHEDULE", "NEXT (UTC)", "VERSION"], &rows);
+            return Ok(());
+        }
+        JobCommand::Get { name } => client.json(Method::GET, &path(&name, ""), None).await?,
+        JobCommand::Pause { name } => {
+            client
+                .json(Method::POST, &path(&name, "/pause"), None)
+                .await?
+        }
+        JobCommand::Resume { name } => {
+            client
+                .json(Method::POST, &path(&name, "/resume"), None)
+                .await?
+        }
+        JobCommand::Trigger { name } => {
+            let run: Value = client
+                .json(Method::POST, &path(&name, "/trigger"), None)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else {
+                println!("run {} queued for job {name}", run["id"]);
+            }
+            return Ok(());
+        }
+        JobCommand::Rm { name } => {
+            client.send(Method::DELETE, &path(&name, ""), None).await?;
+            if !json {
+                println!("job {name} deleted");
+            }
+            return Ok(());
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    } else {
+        let name = job["name"].as_str().unwrap_or_default();
+        let state = if job["paused"].as_bool() == Some(true) {
+            "paused"
+        } else {
+            "active"
+        };
+        println!(
+            "job {name}: version {}, {state}, next {}",
+            job["version"],
+            super::short_time(&job["next_fire_at"])
+        );
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Server configuration: defaults, then a TOML file, then `KAIROS_*` environment variables,
+//! then flags (each overrides the one before).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use kairos_core::duration::parse_duration;
+use serde::Deserialize;
+
+/// The config file (`kairos server --config FILE`). Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory of the embedded store. Default `$XDG_DATA_HOME/kairos` (`~/.local/share/kairos`).
+    pub data_dir: Option<PathBuf>,
+    /// Address of the API and UI. Default `127.0.0.1:7433`.
+    pub listen: Option<String>,
+    /// Name of this node (owner of leases). Default: the host name.
+    pub node_name: Option<String>,
+    /// `text` or `json`. Default `text`.
+    pub log_format: Option<String>,
+    /// Attempts run at once. Default 16.
+    pub concurrency: Option<usize>,
+    /// Time running attempts get to finish on shutdown. Default `30s`.
+    pub shutdown_grace: Option<String>,
+    /// Lease length of a claimed run. Default `30s`.
+    pub lease: Option<String>,
+}
+
+/// Resolved server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub node_name: String,
+    pub log_json: bool,
+    pub concurrency: usize,
+    pub shutdown_grace: std::time::Duration,
+    pub lease: jiff::SignedDuration,
+}
+
+/// Flags of `kairos server` (each overrides file and environment).
+#[derive(Debug, Default, Clone)]
+pub struct ServerFlags {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub node_name: Option<String>,
+    pub log_format: Option<String>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
+
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("kairos");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/kairos"),
+        None => PathBuf::from("kairos-data"),
+    }
+}
+
+fn host_name() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "kairos".into()
+    } else {
+        name
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl ServerConfig {
+    pub fn resolve(flags: ServerFlags) -> anyhow::Result<Self> {
+        let file = match &flags.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = flags
+            .data_dir
+            .or_else(|| env("KAIROS_DATA_DIR").map(PathBuf::from))
+            .or(file.data_dir)
+            .unwrap_or_else(default_data_dir);
+        let listen = flags
+            .listen
+            .or_else(|| env("KAIROS_LISTEN"))
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen.parse().with_context(|| {
+            format!("listen: `{listen}` is not an address such as 127.0.0.1:7433")
+        })?;
+        let node_name = flags
+            .node_name
+            .or_else(|| env("KAIROS_NODE_NAME"))
+            .or(file.node_name)
+            .unwrap_or_else(host_name);
+        if node_name.is_empty() || node_name.len() > 200 {
+            bail!("node_name: must be 1 to 200 characters");
+        }
+        let log_format = flags
+            .log_format
+            .or_else(|| env("KAIROS_LOG_FORMAT"))
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        let log_json = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("log_format: `{other}` is not `text` or `json`"),
+        };
+        let concurrency = match env("KAIROS_CONCURRENCY") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("KAIROS_CONCURRENCY: `{v}` is not a number"))?,
+            None => file.concurrency.unwrap_or(16),
+        };
+        if concurrency == 0 || concurrency > 10_000 {
+            bail!("concurrency: must be between 1 and 10000");
+        }
+        let duration = |field: &str,
+                        env_name: &str,
+                        value: Option<String>,
+                        default: &str|
+         -> anyhow::Result<jiff::SignedDuration> {
+            let v = env(env_name).or(value).unwrap_or_else(|| default.into());
+            parse_duration(&v, false).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+        };
+        let grace = duration(
+            "shutdown_grace",
+            "KAIROS_SHUTDOWN_GRACE",
+            file.shutdown_grace,
+            "30s",
+        )?;
+        let lease = duration("lease", "KAIROS_LEASE", file.lease, "30s")?;
+        if lease < jiff::SignedDuration::from_secs(3) {
+            bail!("lease: must be at least 3s");
+        }
+        Ok(Self {
+            data_dir,
+            listen,
+            node_name,
+            log_json,
+            concurrency,
+            shutdown_grace: std::time::Duration::try_from(grace)
+                .unwrap_or(std::time::Duration::from_secs(30)),
+            lease,
+        })
+    }
+}
