@@ -26,7 +26,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 #[async_trait::async_trait]
 impl Clock for SystemClock {
-    #[allow(clippy::disallowed_methods, reason = "the one production read of the wall clock")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one production read of the wall clock"
+    )]
     fn now(&self) -> Timestamp {
         Timestamp::now()
     }
@@ -55,7 +58,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
-        Self { inner: Arc::new((Mutex::new(start), Notify::new())) }
+        Self {
+            inner: Arc::new((Mutex::new(start), Notify::new())),
+        }
     }
 
     pub fn set(&self, t: Timestamp) {

@@ -19,15 +19,25 @@ pub struct LiveOutputs {
 
 impl LiveOutputs {
     pub fn get(&self, run: RunId) -> Option<Arc<OutputBuffer>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(&run).cloned()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&run)
+            .cloned()
     }
 
     pub(crate) fn insert(&self, run: RunId, buffer: Arc<OutputBuffer>) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(run, buffer);
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run, buffer);
     }
 
     pub(crate) fn remove(&self, run: RunId) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run);
     }
 }
 

@@ -2,10 +2,10 @@
 //! scheduler so that it takes effect at once.
 
 use jiff::Timestamp;
+use kairos_core::ValidationErrors;
 use kairos_core::job::JobPlan;
 use kairos_core::run::{RunOrigin, RunState};
 use kairos_core::spec::{JobSpec, OverlapPolicy};
-use kairos_core::ValidationErrors;
 use kairos_store::*;
 
 use crate::context::NodeContext;
@@ -65,15 +65,29 @@ impl JobService {
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Job, JobError> {
         self.ctx
             .store
-            .job_get(JobGetParams { namespace: namespace.into(), name: name.into() })
+            .job_get(JobGetParams {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
             .await?
             .ok_or_else(|| {
-                StoreError::JobNotFound { namespace: namespace.into(), name: name.into() }.into()
+                StoreError::JobNotFound {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                }
+                .into()
             })
     }
 
     pub async fn list(&self, namespace: Option<String>) -> Result<Vec<Job>, JobError> {
-        Ok(self.ctx.store.job_list(JobListParams { namespace, limit: 0 }).await?)
+        Ok(self
+            .ctx
+            .store
+            .job_list(JobListParams {
+                namespace,
+                limit: 0,
+            })
+            .await?)
     }
 
     /// Full replace, fenced by `expected_version`. The spec's namespace and name must be the
@@ -89,10 +103,16 @@ impl JobService {
     ) -> Result<Job, JobError> {
         let mut errs = ValidationErrors::default();
         if spec.namespace != namespace {
-            errs.push("namespace", format!("must be `{namespace}`, the job's namespace"));
+            errs.push(
+                "namespace",
+                format!("must be `{namespace}`, the job's namespace"),
+            );
         }
         if spec.name != name {
-            errs.push("name", format!("must be `{name}`, the job's name; to rename, delete and create"));
+            errs.push(
+                "name",
+                format!("must be `{name}`, the job's name; to rename, delete and create"),
+            );
         }
         let plan = match spec.validate() {
             Ok(plan) => Some(plan),
@@ -135,7 +155,11 @@ impl JobService {
     ) -> Result<(), JobError> {
         self.ctx
             .store
-            .job_delete(JobDeleteParams { namespace: namespace.into(), name: name.into(), expected_version })
+            .job_delete(JobDeleteParams {
+                namespace: namespace.into(),
+                name: name.into(),
+                expected_version,
+            })
             .await?;
         self.ctx.scheduler_wake.notify_one();
         self.ctx.telemetry.emit(Event::JobChanged {
@@ -149,7 +173,12 @@ impl JobService {
 
     /// Pauses (no runs while paused) or resumes (the next due time after now: a resume does not
     /// replay the pause).
-    pub async fn set_paused(&self, namespace: &str, name: &str, paused: bool) -> Result<Job, JobError> {
+    pub async fn set_paused(
+        &self,
+        namespace: &str,
+        name: &str,
+        paused: bool,
+    ) -> Result<Job, JobError> {
         let current = self.get(namespace, name).await?;
         let next_fire_at = if paused {
             None

@@ -55,7 +55,12 @@ impl Node {
             tokio::spawn(rescuer.run(shutdown.clone())),
         ];
         tracing::info!(node = %ctx.node, "node started");
-        Self { jobs: JobService::new(ctx.clone()), ctx, shutdown, tasks }
+        Self {
+            jobs: JobService::new(ctx.clone()),
+            ctx,
+            shutdown,
+            tasks,
+        }
     }
 
     /// A token cancelled when the node begins to shut down.

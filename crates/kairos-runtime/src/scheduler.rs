@@ -8,7 +8,7 @@
 //! woken early when a job changes (with a polling fallback).
 
 use jiff::{SignedDuration, Timestamp};
-use kairos_core::policy::{decide_overlap, plan_fires, OverlapDecision};
+use kairos_core::policy::{OverlapDecision, decide_overlap, plan_fires};
 use kairos_core::run::{RunOrigin, SkipReason};
 use kairos_store::{Job, JobDueParams, JobFireParams, RunInsert, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -43,8 +43,18 @@ impl Scheduler {
     /// Fires every job due at `now`.
     pub async fn run_once(&self) -> Result<SchedulerReport, StoreError> {
         let now = self.ctx.clock.now();
-        let due = self.ctx.store.job_due(JobDueParams { before: now, limit: DUE_BATCH }).await?;
-        let mut report = SchedulerReport { more: due.len() == DUE_BATCH as usize, ..Default::default() };
+        let due = self
+            .ctx
+            .store
+            .job_due(JobDueParams {
+                before: now,
+                limit: DUE_BATCH,
+            })
+            .await?;
+        let mut report = SchedulerReport {
+            more: due.len() == DUE_BATCH as usize,
+            ..Default::default()
+        };
         for job in due {
             match self.fire_job(&job, now).await {
                 Ok((queued, skipped)) => {
@@ -62,7 +72,9 @@ impl Scheduler {
     }
 
     async fn fire_job(&self, job: &Job, now: Timestamp) -> Result<(usize, usize), StoreError> {
-        let Some(expected) = job.next_fire_at else { return Ok((0, 0)) };
+        let Some(expected) = job.next_fire_at else {
+            return Ok((0, 0));
+        };
         let plan = match job.spec.validate() {
             Ok(plan) => plan,
             Err(e) => {
@@ -83,14 +95,21 @@ impl Scheduler {
                 return Ok((0, 0));
             }
         };
-        let fires = plan_fires(&plan.schedule, expected, now, plan.catchup, plan.catchup_window);
+        let fires = plan_fires(
+            &plan.schedule,
+            expected,
+            now,
+            plan.catchup,
+            plan.catchup_window,
+        );
         let mut runs = Vec::with_capacity(fires.fire.len() + fires.skip.len());
         let mut cancel_active = false;
         if !fires.fire.is_empty() {
             let mut active = self.ctx.store.run_active_count(job.id).await?;
             for fire in &fires.fire {
                 let decision = decide_overlap(plan.overlap, plan.max_concurrent, active);
-                let jitter = plan.schedule.triggers[fire.trigger].jitter_for(job.id as u64, fire.at);
+                let jitter =
+                    plan.schedule.triggers[fire.trigger].jitter_for(job.id as u64, fire.at);
                 let mut insert = RunInsert {
                     scheduled_for: fire.at,
                     run_at: fire.at.checked_add(jitter).unwrap_or(fire.at),
@@ -129,7 +148,11 @@ impl Scheduler {
             });
         }
         if fires.dropped > 0 {
-            tracing::info!(job = job.name(), dropped = fires.dropped, "missed due times coalesced or beyond the catch-up caps");
+            tracing::info!(
+                job = job.name(),
+                dropped = fires.dropped,
+                "missed due times coalesced or beyond the catch-up caps"
+            );
         }
         let result = self
             .ctx
@@ -144,7 +167,10 @@ impl Scheduler {
             })
             .await?;
         if !result.applied {
-            tracing::debug!(job = job.name(), "job changed while firing; it is read again next pass");
+            tracing::debug!(
+                job = job.name(),
+                "job changed while firing; it is read again next pass"
+            );
             return Ok((0, 0));
         }
         let (mut queued, mut skipped) = (0, 0);
@@ -163,7 +189,10 @@ impl Scheduler {
             }
         }
         for (run_id, scheduled_for) in &result.inserted {
-            if runs.iter().any(|r| r.scheduled_for == *scheduled_for && r.skip.is_none()) {
+            if runs
+                .iter()
+                .any(|r| r.scheduled_for == *scheduled_for && r.skip.is_none())
+            {
                 self.ctx.telemetry.emit(Event::RunQueued {
                     run_id: *run_id,
                     namespace: job.namespace().into(),

@@ -7,7 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -16,14 +16,54 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    JobChanged { namespace: String, job: String, change: &'static str, version: i64 },
-    RunQueued { run_id: RunId, namespace: String, job: String, scheduled_for: Timestamp },
-    RunSkipped { namespace: String, job: String, scheduled_for: Timestamp, reason: SkipReason },
-    RunStarted { run_id: RunId, namespace: String, job: String, attempt: u32, lag_ms: i64 },
-    RunRetrying { run_id: RunId, namespace: String, job: String, attempt: u32, run_at: Timestamp },
-    RunFinished { run_id: RunId, namespace: String, job: String, attempt: u32, state: RunState, outcome: String, duration_ms: i64 },
-    RunReleased { run_id: RunId },
-    RunsRescued { requeued: Vec<RunId>, lost: Vec<RunId> },
+    JobChanged {
+        namespace: String,
+        job: String,
+        change: &'static str,
+        version: i64,
+    },
+    RunQueued {
+        run_id: RunId,
+        namespace: String,
+        job: String,
+        scheduled_for: Timestamp,
+    },
+    RunSkipped {
+        namespace: String,
+        job: String,
+        scheduled_for: Timestamp,
+        reason: SkipReason,
+    },
+    RunStarted {
+        run_id: RunId,
+        namespace: String,
+        job: String,
+        attempt: u32,
+        lag_ms: i64,
+    },
+    RunRetrying {
+        run_id: RunId,
+        namespace: String,
+        job: String,
+        attempt: u32,
+        run_at: Timestamp,
+    },
+    RunFinished {
+        run_id: RunId,
+        namespace: String,
+        job: String,
+        attempt: u32,
+        state: RunState,
+        outcome: String,
+        duration_ms: i64,
+    },
+    RunReleased {
+        run_id: RunId,
+    },
+    RunsRescued {
+        requeued: Vec<RunId>,
+        lost: Vec<RunId>,
+    },
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,15 +114,43 @@ impl Telemetry {
             runs_rescued: Counter::default(),
         };
         let mut registry = Registry::with_prefix("kairos");
-        registry.register("tasks_pending", "Runs queued and waiting for a worker", metrics.tasks_pending.clone());
-        registry.register("tasks_failed", "Runs that ended failed, timed out or lost", metrics.tasks_failed.clone());
+        registry.register(
+            "tasks_pending",
+            "Runs queued and waiting for a worker",
+            metrics.tasks_pending.clone(),
+        );
+        registry.register(
+            "tasks_failed",
+            "Runs that ended failed, timed out or lost",
+            metrics.tasks_failed.clone(),
+        );
         registry.register("runs", "Finished runs by outcome", metrics.runs.clone());
-        registry.register("runs_skipped", "Due times skipped, by reason", metrics.runs_skipped.clone());
-        registry.register("fire_lag_seconds", "Start of an attempt minus its due time", metrics.fire_lag.clone());
-        registry.register("run_duration_seconds", "Duration of attempts", metrics.run_duration.clone());
-        registry.register("runs_rescued", "Runs whose lease expired and were rescued", metrics.runs_rescued.clone());
+        registry.register(
+            "runs_skipped",
+            "Due times skipped, by reason",
+            metrics.runs_skipped.clone(),
+        );
+        registry.register(
+            "fire_lag_seconds",
+            "Start of an attempt minus its due time",
+            metrics.fire_lag.clone(),
+        );
+        registry.register(
+            "run_duration_seconds",
+            "Duration of attempts",
+            metrics.run_duration.clone(),
+        );
+        registry.register(
+            "runs_rescued",
+            "Runs whose lease expired and were rescued",
+            metrics.runs_rescued.clone(),
+        );
         let (events, _) = broadcast::channel(4096);
-        Self { metrics, registry, events }
+        Self {
+            metrics,
+            registry,
+            events,
+        }
     }
 
     /// Receives every event emitted from now on.
@@ -103,27 +171,74 @@ impl Telemetry {
     pub fn emit(&self, event: Event) {
         let m = &self.metrics;
         match &event {
-            Event::JobChanged { namespace, job, change, version } => {
+            Event::JobChanged {
+                namespace,
+                job,
+                change,
+                version,
+            } => {
                 tracing::info!(%namespace, %job, change, version, "job changed");
             }
-            Event::RunQueued { run_id, namespace, job, scheduled_for } => {
+            Event::RunQueued {
+                run_id,
+                namespace,
+                job,
+                scheduled_for,
+            } => {
                 tracing::debug!(run_id, %namespace, %job, %scheduled_for, "run queued");
             }
-            Event::RunSkipped { namespace, job, scheduled_for, reason } => {
-                m.runs_skipped.get_or_create(&ReasonLabels { reason: reason.as_str().into() }).inc();
+            Event::RunSkipped {
+                namespace,
+                job,
+                scheduled_for,
+                reason,
+            } => {
+                m.runs_skipped
+                    .get_or_create(&ReasonLabels {
+                        reason: reason.as_str().into(),
+                    })
+                    .inc();
                 tracing::info!(%namespace, %job, %scheduled_for, reason = reason.as_str(), "due time skipped");
             }
-            Event::RunStarted { run_id, namespace, job, attempt, lag_ms } => {
+            Event::RunStarted {
+                run_id,
+                namespace,
+                job,
+                attempt,
+                lag_ms,
+            } => {
                 m.fire_lag.observe((*lag_ms).max(0) as f64 / 1000.0);
                 tracing::info!(run_id, %namespace, %job, attempt, lag_ms, "run started");
             }
-            Event::RunRetrying { run_id, namespace, job, attempt, run_at } => {
+            Event::RunRetrying {
+                run_id,
+                namespace,
+                job,
+                attempt,
+                run_at,
+            } => {
                 tracing::info!(run_id, %namespace, %job, attempt, %run_at, "attempt failed; retry queued");
             }
-            Event::RunFinished { run_id, namespace, job, attempt, state, outcome, duration_ms } => {
-                m.runs.get_or_create(&OutcomeLabels { outcome: state.as_str().into() }).inc();
-                m.run_duration.observe((*duration_ms).max(0) as f64 / 1000.0);
-                if matches!(state, RunState::Failed | RunState::TimedOut | RunState::Lost) {
+            Event::RunFinished {
+                run_id,
+                namespace,
+                job,
+                attempt,
+                state,
+                outcome,
+                duration_ms,
+            } => {
+                m.runs
+                    .get_or_create(&OutcomeLabels {
+                        outcome: state.as_str().into(),
+                    })
+                    .inc();
+                m.run_duration
+                    .observe((*duration_ms).max(0) as f64 / 1000.0);
+                if matches!(
+                    state,
+                    RunState::Failed | RunState::TimedOut | RunState::Lost
+                ) {
                     m.tasks_failed.inc();
                 }
                 tracing::info!(run_id, %namespace, %job, attempt, state = state.as_str(), %outcome, duration_ms, "run finished");
@@ -134,7 +249,11 @@ impl Telemetry {
             Event::RunsRescued { requeued, lost } => {
                 m.runs_rescued.inc_by((requeued.len() + lost.len()) as u64);
                 for _ in lost {
-                    m.runs.get_or_create(&OutcomeLabels { outcome: "lost".into() }).inc();
+                    m.runs
+                        .get_or_create(&OutcomeLabels {
+                            outcome: "lost".into(),
+                        })
+                        .inc();
                     m.tasks_failed.inc();
                 }
                 tracing::warn!(?requeued, ?lost, "runs rescued after their lease expired");

@@ -14,13 +14,15 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use kairos_core::policy::RetryDecision;
 use kairos_core::run::{AttemptOutcome, AttemptStatus, RunId, RunState};
-use kairos_exec::{ExecRequest, Executor, OutputBuffer, RunContext, DEFAULT_OUTPUT_LIMIT};
-use kairos_store::{ClaimedRun, RunClaimParams, RunFinishParams, RunHeartbeatParams, RunNext, StoreError};
+use kairos_exec::{DEFAULT_OUTPUT_LIMIT, ExecRequest, Executor, OutputBuffer, RunContext};
+use kairos_store::{
+    ClaimedRun, RunClaimParams, RunFinishParams, RunHeartbeatParams, RunNext, StoreError,
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::NodeContext;
-use crate::telemetry::{millis_between, Event};
+use crate::telemetry::{Event, millis_between};
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -83,7 +85,12 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(ctx: NodeContext, executor: Arc<dyn Executor>, config: WorkerConfig) -> Self {
-        Self { ctx, executor, config, held: Arc::default() }
+        Self {
+            ctx,
+            executor,
+            config,
+            held: Arc::default(),
+        }
     }
 
     fn held_count(&self) -> usize {
@@ -115,7 +122,10 @@ impl Worker {
             };
             let cancel = held.cancel.clone();
             let cause = held.cause.clone();
-            self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(c.run.id, held);
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(c.run.id, held);
             let attempt = Attempt {
                 ctx: self.ctx.clone(),
                 executor: self.executor.clone(),
@@ -185,7 +195,11 @@ impl Worker {
             }
         }
         if !tasks.is_empty() {
-            tracing::info!(running = tasks.len(), grace_ms = grace.as_millis() as u64, "shutting down: waiting for running attempts");
+            tracing::info!(
+                running = tasks.len(),
+                grace_ms = grace.as_millis() as u64,
+                "shutting down: waiting for running attempts"
+            );
             let drain = async {
                 loop {
                     tokio::select! {
@@ -196,7 +210,10 @@ impl Worker {
             };
             if tokio::time::timeout(grace, drain).await.is_err() {
                 let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-                tracing::warn!(running = held.len(), "grace period over: stopping attempts and releasing their runs");
+                tracing::warn!(
+                    running = held.len(),
+                    "grace period over: stopping attempts and releasing their runs"
+                );
                 for h in held.values() {
                     h.stop(StopCause::Shutdown);
                 }
@@ -215,7 +232,12 @@ struct Attempt {
 }
 
 impl Attempt {
-    async fn run(self, c: ClaimedRun, cancel: CancellationToken, cause: Arc<Mutex<Option<StopCause>>>) {
+    async fn run(
+        self,
+        c: ClaimedRun,
+        cancel: CancellationToken,
+        cause: Arc<Mutex<Option<StopCause>>>,
+    ) {
         let run = &c.run;
         let started = self.ctx.clock.now();
         let (ns, job) = (run.namespace.clone(), run.job_name.clone());
@@ -248,7 +270,10 @@ impl Attempt {
                 };
                 (self.executor.execute(req).await, Some(plan))
             }
-            Err(e) => (AttemptOutcome::error(format!("job no longer validates: {e}")), None),
+            Err(e) => (
+                AttemptOutcome::error(format!("job no longer validates: {e}")),
+                None,
+            ),
         };
         output.close();
         let stop = *cause.lock().unwrap_or_else(|p| p.into_inner());
@@ -264,22 +289,27 @@ impl Attempt {
                     .map(|p| p.retry.decide(run.attempt, status, rand::random::<f64>()))
                     .unwrap_or(RetryDecision::Finish);
                 Some(match decision {
-                    RetryDecision::Retry { delay } => {
-                        RunNext::Retry { run_at: now.checked_add(delay).unwrap_or(now) }
-                    }
+                    RetryDecision::Retry { delay } => RunNext::Retry {
+                        run_at: now.checked_add(delay).unwrap_or(now),
+                    },
                     RetryDecision::Finish => RunNext::Finish(status.final_state()),
                 })
             }
         };
         if let Some(next) = next {
             let token = c.lease_token.clone();
-            let applied = self.finish(run.id, token, started, outcome.clone(), next.clone()).await;
+            let applied = self
+                .finish(run.id, token, started, outcome.clone(), next.clone())
+                .await;
             if applied {
                 self.report(&c, &outcome, &next, started, now);
             }
         }
         self.ctx.live.remove(run.id);
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&run.id);
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run.id);
         self.ctx.worker_wake.notify_one();
     }
 
@@ -309,7 +339,10 @@ impl Attempt {
             match result {
                 Ok(applied) => {
                     if !applied {
-                        tracing::warn!(run_id, "lease lost before the result was recorded; the result is dropped");
+                        tracing::warn!(
+                            run_id,
+                            "lease lost before the result was recorded; the result is dropped"
+                        );
                     }
                     return applied;
                 }
@@ -349,7 +382,10 @@ impl Attempt {
                 attempt: run.attempt,
                 run_at: *run_at,
             }),
-            RunNext::Release => self.ctx.telemetry.emit(Event::RunReleased { run_id: run.id }),
+            RunNext::Release => self
+                .ctx
+                .telemetry
+                .emit(Event::RunReleased { run_id: run.id }),
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use kairos_core::run::{RunState, SkipReason};
 use kairos_core::JobSpec;
+use kairos_core::run::{RunState, SkipReason};
 use kairos_exec::{FunctionRegistry, TaskExecutor};
 use kairos_runtime::rescuer::Rescuer;
 use kairos_runtime::scheduler::Scheduler;
@@ -30,7 +30,11 @@ fn t(s: &str) -> Timestamp {
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_file(&dir.path().join("k.db")).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_file(&dir.path().join("k.db"))
+            .await
+            .unwrap(),
+    );
     let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
     let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
     let executor = Arc::new(TaskExecutor::new(FunctionRegistry::new()));
@@ -60,7 +64,11 @@ impl Setup {
         let mut runs = self
             .ctx
             .store
-            .run_list(RunListParams { job_id: Some(job.id), limit: 10_000, ..Default::default() })
+            .run_list(RunListParams {
+                job_id: Some(job.id),
+                limit: 10_000,
+                ..Default::default()
+            })
             .await
             .unwrap();
         runs.sort_by_key(|r| (r.scheduled_for, r.id));
@@ -105,7 +113,11 @@ async fn fires_each_due_time_exactly_once() {
     );
     assert!(runs.iter().all(|r| r.state == RunState::Succeeded));
     let attempts = s.ctx.store.attempt_list(runs[0].id).await.unwrap();
-    assert!(attempts[0].output.contains("stdout hi"), "{}", attempts[0].output);
+    assert!(
+        attempts[0].output.contains("stdout hi"),
+        "{}",
+        attempts[0].output
+    );
 }
 
 #[tokio::test]
@@ -113,7 +125,10 @@ async fn catchup_policies_after_downtime() {
     let s = setup().await;
     for (name, catchup) in [("all", "all"), ("latest", "latest"), ("skip", "skip")] {
         s.jobs
-            .create(every_minute(name, &format!(r#","catchup":"{catchup}","overlap":"allow","max_concurrent":100"#)))
+            .create(every_minute(
+                name,
+                &format!(r#","catchup":"{catchup}","overlap":"allow","max_concurrent":100"#),
+            ))
             .await
             .unwrap();
     }
@@ -128,8 +143,15 @@ async fn catchup_policies_after_downtime() {
     assert_eq!(latest[0].scheduled_for, t("2026-03-01T00:05:00Z"));
     let skip = s.runs("skip").await;
     assert_eq!(skip.len(), 5);
-    assert_eq!(skip.iter().filter(|r| r.state == RunState::Skipped).count(), 4);
-    assert!(skip.iter().filter(|r| r.state == RunState::Skipped).all(|r| r.reason.as_deref() == Some("misfire")));
+    assert_eq!(
+        skip.iter().filter(|r| r.state == RunState::Skipped).count(),
+        4
+    );
+    assert!(
+        skip.iter()
+            .filter(|r| r.state == RunState::Skipped)
+            .all(|r| r.reason.as_deref() == Some("misfire"))
+    );
     assert_eq!(skip[4].state, RunState::Queued);
     // The next due time is in the future and nothing repeats.
     for name in ["all", "latest", "skip"] {
@@ -143,15 +165,28 @@ async fn catchup_policies_after_downtime() {
 async fn catchup_window_bounds_what_is_caught_up() {
     let s = setup().await;
     s.jobs
-        .create(every_minute("w", r#","catchup":"all","catchup_window":"2m","overlap":"allow","max_concurrent":100"#))
+        .create(every_minute(
+            "w",
+            r#","catchup":"all","catchup_window":"2m","overlap":"allow","max_concurrent":100"#,
+        ))
         .await
         .unwrap();
     s.clock.set(t("2026-03-01T00:10:30Z"));
     s.scheduler.run_once().await.unwrap();
     let runs = s.runs("w").await;
-    let queued: Vec<_> = runs.iter().filter(|r| r.state == RunState::Queued).map(|r| r.scheduled_for).collect();
-    assert_eq!(queued, [t("2026-03-01T00:09:00Z"), t("2026-03-01T00:10:00Z")]);
-    assert_eq!(runs.iter().filter(|r| r.state == RunState::Skipped).count(), 8);
+    let queued: Vec<_> = runs
+        .iter()
+        .filter(|r| r.state == RunState::Queued)
+        .map(|r| r.scheduled_for)
+        .collect();
+    assert_eq!(
+        queued,
+        [t("2026-03-01T00:09:00Z"), t("2026-03-01T00:10:00Z")]
+    );
+    assert_eq!(
+        runs.iter().filter(|r| r.state == RunState::Skipped).count(),
+        8
+    );
 }
 
 #[tokio::test]
@@ -170,9 +205,19 @@ async fn overlap_forbid_records_a_skip() {
     assert_eq!((report.runs_queued, report.runs_skipped), (0, 1));
     let runs = s.runs("slow").await;
     assert_eq!(runs[1].state, RunState::Skipped);
-    assert_eq!(runs[1].reason.as_deref(), Some(SkipReason::Overlap.as_str()));
+    assert_eq!(
+        runs[1].reason.as_deref(),
+        Some(SkipReason::Overlap.as_str())
+    );
     // Cancel the long one: its process group is killed and the run ends cancelled.
-    s.ctx.store.run_cancel(kairos_store::RunCancelParams { run_id: runs[0].id, now: None }).await.unwrap();
+    s.ctx
+        .store
+        .run_cancel(kairos_store::RunCancelParams {
+            run_id: runs[0].id,
+            now: None,
+        })
+        .await
+        .unwrap();
     s.worker.heartbeat_once().await.unwrap();
     while tasks.join_next().await.is_some() {}
     assert_eq!(s.runs("slow").await[0].state, RunState::Cancelled);
@@ -181,13 +226,21 @@ async fn overlap_forbid_records_a_skip() {
 #[tokio::test]
 async fn overlap_queue_runs_one_after_another() {
     let s = setup().await;
-    s.jobs.create(every_minute("q", r#","overlap":"queue","catchup":"all""#)).await.unwrap();
+    s.jobs
+        .create(every_minute("q", r#","overlap":"queue","catchup":"all""#))
+        .await
+        .unwrap();
     s.clock.set(t("2026-03-01T00:03:00Z"));
     s.scheduler.run_once().await.unwrap();
     assert_eq!(s.runs("q").await.len(), 3);
     for expected_done in 1..=3 {
         assert_eq!(s.work().await, 1, "one at a time");
-        let done = s.runs("q").await.iter().filter(|r| r.state == RunState::Succeeded).count();
+        let done = s
+            .runs("q")
+            .await
+            .iter()
+            .filter(|r| r.state == RunState::Succeeded)
+            .count();
         assert_eq!(done, expected_done);
     }
 }
@@ -215,7 +268,13 @@ async fn overlap_replace_cancels_the_active_run() {
 #[tokio::test]
 async fn paused_jobs_do_not_fire_and_resume_does_not_replay() {
     let s = setup().await;
-    s.jobs.create(every_minute("p", r#","catchup":"all","overlap":"allow","max_concurrent":10"#)).await.unwrap();
+    s.jobs
+        .create(every_minute(
+            "p",
+            r#","catchup":"all","overlap":"allow","max_concurrent":10"#,
+        ))
+        .await
+        .unwrap();
     let paused = s.jobs.set_paused("default", "p", true).await.unwrap();
     assert_eq!(paused.version, 2);
     s.clock.set(t("2026-03-01T00:10:30Z"));
@@ -223,7 +282,10 @@ async fn paused_jobs_do_not_fire_and_resume_does_not_replay() {
     let resumed = s.jobs.set_paused("default", "p", false).await.unwrap();
     assert_eq!(resumed.next_fire_at, Some(t("2026-03-01T00:11:00Z")));
     assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
-    assert!(s.runs("p").await.is_empty(), "times inside the pause are not recorded");
+    assert!(
+        s.runs("p").await.is_empty(),
+        "times inside the pause are not recorded"
+    );
     s.clock.set(t("2026-03-01T00:11:00Z"));
     assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
 }
@@ -244,12 +306,20 @@ async fn failed_attempts_retry_with_backoff_then_fail() {
     assert_eq!(s.work().await, 1);
     let run = &s.runs("flaky").await[0];
     assert_eq!(run.state, RunState::Queued);
-    assert_eq!(run.run_at, t("2026-03-01T00:01:10Z"), "first backoff is `initial`");
+    assert_eq!(
+        run.run_at,
+        t("2026-03-01T00:01:10Z"),
+        "first backoff is `initial`"
+    );
     s.clock.set(t("2026-03-01T00:01:09Z"));
     assert_eq!(s.work().await, 0, "not before the backoff");
     s.clock.set(t("2026-03-01T00:01:10Z"));
     assert_eq!(s.work().await, 1);
-    assert_eq!(s.runs("flaky").await[0].run_at, t("2026-03-01T00:01:30Z"), "then doubled");
+    assert_eq!(
+        s.runs("flaky").await[0].run_at,
+        t("2026-03-01T00:01:30Z"),
+        "then doubled"
+    );
     s.clock.set(t("2026-03-01T00:01:30Z"));
     assert_eq!(s.work().await, 1);
     let run = &s.runs("flaky").await[0];
@@ -286,7 +356,11 @@ async fn expired_leases_are_rescued_and_a_restarted_node_recovers_at_once() {
         .unwrap();
     assert_eq!(dead.len(), 2);
     let rescuer = Rescuer::new(s.ctx.clone(), std::time::Duration::from_secs(5));
-    assert_eq!(rescuer.run_once(true).await.unwrap(), Default::default(), "node-b's leases are valid");
+    assert_eq!(
+        rescuer.run_once(true).await.unwrap(),
+        Default::default(),
+        "node-b's leases are valid"
+    );
     s.clock.advance(SignedDuration::from_secs(31));
     let report = rescuer.run_once(false).await.unwrap();
     assert_eq!(report.requeued.len(), 1);
@@ -322,16 +396,34 @@ async fn trigger_now_and_stale_updates() {
     assert_eq!(run.state, RunState::Queued);
     assert_eq!(run.scheduled_for, s.clock.now());
     assert_eq!(s.work().await, 1);
-    assert_eq!(s.ctx.store.run_get(run.id).await.unwrap().unwrap().state, RunState::Succeeded);
+    assert_eq!(
+        s.ctx.store.run_get(run.id).await.unwrap().unwrap().state,
+        RunState::Succeeded
+    );
 
     let mut changed = job.spec.clone();
     changed.description = Some("v2".into());
-    let v2 = s.jobs.update("default", "m", 1, changed.clone()).await.unwrap();
+    let v2 = s
+        .jobs
+        .update("default", "m", 1, changed.clone())
+        .await
+        .unwrap();
     assert_eq!(v2.version, 2);
-    assert_eq!(v2.next_fire_at, job.next_fire_at, "same triggers keep the pending due time");
+    assert_eq!(
+        v2.next_fire_at, job.next_fire_at,
+        "same triggers keep the pending due time"
+    );
     let stale = s.jobs.update("default", "m", 1, changed).await;
-    assert!(matches!(stale, Err(JobError::Store(kairos_store::StoreError::VersionConflict { .. }))));
-    let renamed = s.jobs.update("default", "m", 2, every_minute("other", "")).await;
+    assert!(matches!(
+        stale,
+        Err(JobError::Store(
+            kairos_store::StoreError::VersionConflict { .. }
+        ))
+    ));
+    let renamed = s
+        .jobs
+        .update("default", "m", 2, every_minute("other", ""))
+        .await;
     match renamed {
         Err(JobError::Invalid(e)) => assert_eq!(e.errors[0].field, "name"),
         other => panic!("{other:?}"),
@@ -341,11 +433,19 @@ async fn trigger_now_and_stale_updates() {
 #[tokio::test]
 async fn node_runs_jobs_end_to_end_with_the_loops() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_file(&dir.path().join("k.db")).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_file(&dir.path().join("k.db"))
+            .await
+            .unwrap(),
+    );
     let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
     let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
     let mut events = ctx.telemetry.subscribe();
-    let node = Node::start(ctx, Arc::new(TaskExecutor::new(FunctionRegistry::new())), NodeConfig::default());
+    let node = Node::start(
+        ctx,
+        Arc::new(TaskExecutor::new(FunctionRegistry::new())),
+        NodeConfig::default(),
+    );
     node.jobs.create(every_minute("loop", "")).await.unwrap();
     clock.set(t("2026-03-01T00:01:00Z"));
     let finished = tokio::time::timeout(std::time::Duration::from_secs(20), async {

@@ -13,4 +13,4 @@ mod open;
 mod rows;
 mod store;
 
-pub use open::{SqliteStore, DB_FILE_NAME};
+pub use open::{DB_FILE_NAME, SqliteStore};

@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use kairos_store::{StoreError, StoreResult};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::rows::internal;
 
@@ -26,7 +28,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -34,7 +38,10 @@ impl SqliteStore {
     /// Opens (creating if needed) the store in a data directory and locks the directory.
     pub async fn open_dir(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create data directory {}: {e}", dir.display()))
+            StoreError::Unavailable(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let lock_path = dir.join(LOCK_FILE_NAME);
         let lock = std::fs::OpenOptions::new()
@@ -87,7 +94,11 @@ impl SqliteStore {
                 path.display()
             )),
         })?;
-        Ok(Self { pool, path: path.to_owned(), _lock: None })
+        Ok(Self {
+            pool,
+            path: path.to_owned(),
+            _lock: None,
+        })
     }
 
     /// Path of the database file.

@@ -11,7 +11,8 @@ pub(crate) fn micros(t: Timestamp) -> i64 {
 }
 
 pub(crate) fn instant(us: i64) -> StoreResult<Timestamp> {
-    Timestamp::from_microsecond(us).map_err(|e| StoreError::Internal(format!("bad instant {us}: {e}")))
+    Timestamp::from_microsecond(us)
+        .map_err(|e| StoreError::Internal(format!("bad instant {us}: {e}")))
 }
 
 fn opt_instant(us: Option<i64>) -> StoreResult<Option<Timestamp>> {
@@ -29,7 +30,9 @@ fn execution_from(s: &str) -> StoreResult<ExecutionMode> {
     match s {
         "at_least_once" => Ok(ExecutionMode::AtLeastOnce),
         "at_most_once" => Ok(ExecutionMode::AtMostOnce),
-        other => Err(StoreError::Internal(format!("unknown execution mode `{other}`"))),
+        other => Err(StoreError::Internal(format!(
+            "unknown execution mode `{other}`"
+        ))),
     }
 }
 
@@ -76,7 +79,10 @@ pub(crate) fn run(row: &SqliteRow) -> StoreResult<Run> {
         reason: row.try_get("reason").map_err(internal)?,
         node: row.try_get("node").map_err(internal)?,
         lease_expires_at: opt_instant(row.try_get("lease_expires_at").map_err(internal)?)?,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested").map_err(internal)? != 0,
+        cancel_requested: row
+            .try_get::<i64, _>("cancel_requested")
+            .map_err(internal)?
+            != 0,
         created_at: instant(row.try_get("created_at").map_err(internal)?)?,
         started_at: opt_instant(row.try_get("started_at").map_err(internal)?)?,
         finished_at: opt_instant(row.try_get("finished_at").map_err(internal)?)?,
@@ -93,10 +99,16 @@ pub(crate) fn attempt(row: &SqliteRow) -> StoreResult<Attempt> {
         finished_at: instant(row.try_get("finished_at").map_err(internal)?)?,
         status: row.try_get("status").map_err(internal)?,
         exit_code: row.try_get("exit_code").map_err(internal)?,
-        http_status: row.try_get::<Option<i64>, _>("http_status").map_err(internal)?.map(|s| s as u16),
+        http_status: row
+            .try_get::<Option<i64>, _>("http_status")
+            .map_err(internal)?
+            .map(|s| s as u16),
         error: row.try_get("error").map_err(internal)?,
         output: row.try_get("output").map_err(internal)?,
-        output_truncated: row.try_get::<i64, _>("output_truncated").map_err(internal)? != 0,
+        output_truncated: row
+            .try_get::<i64, _>("output_truncated")
+            .map_err(internal)?
+            != 0,
         max_rss_kib: row.try_get("max_rss_kib").map_err(internal)?,
         user_cpu_us: row.try_get("user_cpu_us").map_err(internal)?,
         sys_cpu_us: row.try_get("sys_cpu_us").map_err(internal)?,

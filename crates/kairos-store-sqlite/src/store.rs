@@ -6,10 +6,13 @@ use kairos_store::*;
 use sqlx::Row;
 
 use crate::open::SqliteStore;
-use crate::rows::{self, instant, internal, micros, JOB_COLUMNS, RUN_SELECT};
+use crate::rows::{self, JOB_COLUMNS, RUN_SELECT, instant, internal, micros};
 
 /// The store's clock: in production the node's wall clock (one node shares one file).
-#[allow(clippy::disallowed_methods, reason = "the store's own clock rules when no `now` is given")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the store's own clock rules when no `now` is given"
+)]
 fn now_or(now: Option<Timestamp>) -> Timestamp {
     now.unwrap_or_else(Timestamp::now)
 }
@@ -24,7 +27,10 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 impl SqliteStore {
     async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(internal)
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(internal)
     }
 
     async fn fetch_job<'e, E>(exec: E, namespace: &str, name: &str) -> StoreResult<Option<Job>>
@@ -46,7 +52,11 @@ impl SqliteStore {
         E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
     {
         let sql = format!("{RUN_SELECT} WHERE r.id = ?");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(exec).await.map_err(internal)?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(exec)
+            .await
+            .map_err(internal)?;
         row.as_ref().map(rows::run).transpose()
     }
 
@@ -127,12 +137,20 @@ impl Store for SqliteStore {
 
     async fn job_get_by_id(&self, id: JobId) -> StoreResult<Option<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(internal)?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(internal)?;
         row.as_ref().map(rows::job).transpose()
     }
 
     async fn job_list(&self, p: JobListParams) -> StoreResult<Vec<Job>> {
-        let limit = if p.limit == 0 { i64::MAX } else { i64::from(p.limit) };
+        let limit = if p.limit == 0 {
+            i64::MAX
+        } else {
+            i64::from(p.limit)
+        };
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR namespace = ?1) \
              ORDER BY namespace, name LIMIT ?2"
@@ -150,9 +168,12 @@ impl Store for SqliteStore {
         let now = micros(now_or(p.now));
         let spec = spec_json(&p.spec)?;
         let mut tx = self.begin().await?;
-        let current = Self::fetch_job(&mut *tx, &p.namespace, &p.name).await?.ok_or_else(|| {
-            StoreError::JobNotFound { namespace: p.namespace.clone(), name: p.name.clone() }
-        })?;
+        let current = Self::fetch_job(&mut *tx, &p.namespace, &p.name)
+            .await?
+            .ok_or_else(|| StoreError::JobNotFound {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+            })?;
         if current.version != p.expected_version {
             return Err(StoreError::VersionConflict {
                 namespace: p.namespace,
@@ -195,9 +216,12 @@ impl Store for SqliteStore {
 
     async fn job_delete(&self, p: JobDeleteParams) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let current = Self::fetch_job(&mut *tx, &p.namespace, &p.name).await?.ok_or_else(|| {
-            StoreError::JobNotFound { namespace: p.namespace.clone(), name: p.name.clone() }
-        })?;
+        let current = Self::fetch_job(&mut *tx, &p.namespace, &p.name)
+            .await?
+            .ok_or_else(|| StoreError::JobNotFound {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+            })?;
         if let Some(expected) = p.expected_version
             && expected != current.version
         {
@@ -220,16 +244,23 @@ impl Store for SqliteStore {
     async fn job_set_paused(&self, p: JobSetPausedParams) -> StoreResult<Job> {
         let now = micros(now_or(p.now));
         let mut tx = self.begin().await?;
-        let mut current = Self::fetch_job(&mut *tx, &p.namespace, &p.name).await?.ok_or_else(|| {
-            StoreError::JobNotFound { namespace: p.namespace.clone(), name: p.name.clone() }
-        })?;
+        let mut current = Self::fetch_job(&mut *tx, &p.namespace, &p.name)
+            .await?
+            .ok_or_else(|| StoreError::JobNotFound {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+            })?;
         if current.spec.paused == p.paused {
             return Ok(current);
         }
         current.spec.paused = p.paused;
         let spec = spec_json(&current.spec)?;
         // Pausing keeps next_fire_at (it is recomputed on resume, so a resume never replays).
-        let next = if p.paused { current.next_fire_at } else { p.next_fire_at };
+        let next = if p.paused {
+            current.next_fire_at
+        } else {
+            p.next_fire_at
+        };
         sqlx::query(
             "UPDATE jobs SET paused = ?, spec = ?, next_fire_at = ?, version = version + 1, \
              updated_at = ? WHERE id = ?",
@@ -276,15 +307,17 @@ impl Store for SqliteStore {
     async fn job_fire(&self, p: JobFireParams) -> StoreResult<JobFireResult> {
         let now = now_or(p.now);
         let mut tx = self.begin().await?;
-        let current: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT next_fire_at FROM jobs WHERE id = ? AND paused = 0",
-        )
-        .bind(p.job_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
+        let current: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT next_fire_at FROM jobs WHERE id = ? AND paused = 0")
+                .bind(p.job_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
         if current != Some(Some(micros(p.expected_next_fire_at))) {
-            return Ok(JobFireResult { applied: false, inserted: vec![] });
+            return Ok(JobFireResult {
+                applied: false,
+                inserted: vec![],
+            });
         }
         if p.cancel_active {
             cancel_active_runs(&mut tx, p.job_id, now).await?;
@@ -302,7 +335,10 @@ impl Store for SqliteStore {
             .await
             .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        Ok(JobFireResult { applied: true, inserted })
+        Ok(JobFireResult {
+            applied: true,
+            inserted,
+        })
     }
 
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run> {
@@ -310,14 +346,18 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let id = match Self::insert_run(&mut tx, p.job_id, &p.run, now).await? {
             Some(id) => id,
-            None => sqlx::query_scalar("SELECT id FROM runs WHERE job_id = ? AND scheduled_for = ?")
-                .bind(p.job_id)
-                .bind(micros(p.run.scheduled_for))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?,
+            None => {
+                sqlx::query_scalar("SELECT id FROM runs WHERE job_id = ? AND scheduled_for = ?")
+                    .bind(p.job_id)
+                    .bind(micros(p.run.scheduled_for))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(internal)?
+            }
         };
-        let run = Self::fetch_run(&mut *tx, id).await?.ok_or(StoreError::RunNotFound(id))?;
+        let run = Self::fetch_run(&mut *tx, id)
+            .await?
+            .ok_or(StoreError::RunNotFound(id))?;
         tx.commit().await.map_err(internal)?;
         Ok(run)
     }
@@ -335,7 +375,9 @@ impl Store for SqliteStore {
 
     async fn run_claim(&self, p: RunClaimParams) -> StoreResult<Vec<ClaimedRun>> {
         let now = now_or(p.now);
-        let expires = now.checked_add(p.lease).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let expires = now
+            .checked_add(p.lease)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         let token = uuid::Uuid::new_v4().to_string();
         let mut tx = self.begin().await?;
         // `exclusive` runs (overlap: queue) start only when no run of their job is running and
@@ -361,10 +403,20 @@ impl Store for SqliteStore {
         .map_err(internal)?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
-            let run = Self::fetch_run(&mut *tx, id).await?.ok_or(StoreError::RunNotFound(id))?;
+            let run = Self::fetch_run(&mut *tx, id)
+                .await?
+                .ok_or(StoreError::RunNotFound(id))?;
             let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
-            let row = sqlx::query(&sql).bind(run.job_id).fetch_one(&mut *tx).await.map_err(internal)?;
-            claimed.push(ClaimedRun { run, lease_token: token.clone(), job: rows::job(&row)? });
+            let row = sqlx::query(&sql)
+                .bind(run.job_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(internal)?;
+            claimed.push(ClaimedRun {
+                run,
+                lease_token: token.clone(),
+                job: rows::job(&row)?,
+            });
         }
         tx.commit().await.map_err(internal)?;
         claimed.sort_by_key(|c| (c.run.run_at, c.run.id));
@@ -373,7 +425,9 @@ impl Store for SqliteStore {
 
     async fn run_heartbeat(&self, p: RunHeartbeatParams) -> StoreResult<Vec<HeartbeatResult>> {
         let now = now_or(p.now);
-        let expires = now.checked_add(p.lease).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let expires = now
+            .checked_add(p.lease)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(p.leases.len());
         for (run_id, token) in &p.leases {
@@ -408,7 +462,9 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(internal)?;
-        let Some(attempt) = attempt else { return Ok(false) };
+        let Some(attempt) = attempt else {
+            return Ok(false);
+        };
         let o = &p.outcome;
         if p.next != RunNext::Release {
             let error = match &o.status {
@@ -533,7 +589,9 @@ impl Store for SqliteStore {
     async fn run_cancel(&self, p: RunCancelParams) -> StoreResult<Run> {
         let now = now_or(p.now);
         let mut tx = self.begin().await?;
-        let run = Self::fetch_run(&mut *tx, p.run_id).await?.ok_or(StoreError::RunNotFound(p.run_id))?;
+        let run = Self::fetch_run(&mut *tx, p.run_id)
+            .await?
+            .ok_or(StoreError::RunNotFound(p.run_id))?;
         match run.state {
             RunState::Scheduled | RunState::Queued => {
                 sqlx::query(
@@ -560,7 +618,9 @@ impl Store for SqliteStore {
                 });
             }
         }
-        let run = Self::fetch_run(&mut *tx, p.run_id).await?.ok_or(StoreError::RunNotFound(p.run_id))?;
+        let run = Self::fetch_run(&mut *tx, p.run_id)
+            .await?
+            .ok_or(StoreError::RunNotFound(p.run_id))?;
         tx.commit().await.map_err(internal)?;
         Ok(run)
     }
@@ -570,7 +630,11 @@ impl Store for SqliteStore {
     }
 
     async fn run_list(&self, p: RunListParams) -> StoreResult<Vec<Run>> {
-        let limit = if p.limit == 0 { 100 } else { i64::from(p.limit) };
+        let limit = if p.limit == 0 {
+            100
+        } else {
+            i64::from(p.limit)
+        };
         let sql = format!(
             "{RUN_SELECT} WHERE (?1 IS NULL OR r.job_id = ?1) AND (?2 IS NULL OR j.namespace = ?2) \
              AND (?3 IS NULL OR r.state = ?3) AND (?4 IS NULL OR r.id < ?4) \
@@ -612,7 +676,10 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(internal)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(internal)?;
         Ok(())
     }
 }
@@ -638,4 +705,3 @@ async fn cancel_active_runs(
         .map_err(internal)?;
     Ok(())
 }
-

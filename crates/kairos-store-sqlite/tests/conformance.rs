@@ -7,7 +7,9 @@ use kairos_store_sqlite::SqliteStore;
 
 async fn make() -> Arc<dyn Store> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open_file(&dir.path().join("kairos.db")).await.expect("open store");
+    let store = SqliteStore::open_file(&dir.path().join("kairos.db"))
+        .await
+        .expect("open store");
     // Keep the directory for the life of the test process; it is removed with the temp root.
     std::mem::forget(dir);
     Arc::new(store)

@@ -58,7 +58,11 @@ pub fn spec(name: &str) -> JobSpec {
 
 async fn create(store: &Arc<dyn Store>, name: &str, next: Option<Timestamp>) -> Job {
     store
-        .job_create(JobCreateParams { spec: spec(name), next_fire_at: next, now: Some(t(T0)) })
+        .job_create(JobCreateParams {
+            spec: spec(name),
+            next_fire_at: next,
+            now: Some(t(T0)),
+        })
         .await
         .expect("create job")
 }
@@ -75,7 +79,12 @@ fn insert(at: Timestamp) -> RunInsert {
     }
 }
 
-async fn fire(store: &Arc<dyn Store>, job: &Job, at: Timestamp, next: Option<Timestamp>) -> JobFireResult {
+async fn fire(
+    store: &Arc<dyn Store>,
+    job: &Job,
+    at: Timestamp,
+    next: Option<Timestamp>,
+) -> JobFireResult {
     store
         .job_fire(JobFireParams {
             job_id: job.id,
@@ -124,14 +133,24 @@ pub async fn job_create_get_list(store: Arc<dyn Store>) {
     assert_eq!(job.created_at, t(T0));
     assert_eq!(job.next_fire_at, Some(t("2026-03-01T00:01:00Z")));
     let got = store
-        .job_get(JobGetParams { namespace: "default".into(), name: "b-job".into() })
+        .job_get(JobGetParams {
+            namespace: "default".into(),
+            name: "b-job".into(),
+        })
         .await
         .unwrap()
         .expect("found");
     assert_eq!(got, job);
-    assert_eq!(store.job_get_by_id(job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(
+        store.job_get_by_id(job.id).await.unwrap(),
+        Some(job.clone())
+    );
     let dup = store
-        .job_create(JobCreateParams { spec: spec("b-job"), next_fire_at: None, now: Some(t(T0)) })
+        .job_create(JobCreateParams {
+            spec: spec("b-job"),
+            next_fire_at: None,
+            now: Some(t(T0)),
+        })
         .await;
     assert!(matches!(dup, Err(StoreError::JobExists { .. })), "{dup:?}");
     create(&store, "a-job", None).await;
@@ -144,7 +163,10 @@ pub async fn job_create_get_list(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(names, ["a-job", "b-job"]);
     let missing = store
-        .job_get(JobGetParams { namespace: "default".into(), name: "nope".into() })
+        .job_get(JobGetParams {
+            namespace: "default".into(),
+            name: "nope".into(),
+        })
         .await
         .unwrap();
     assert!(missing.is_none());
@@ -184,7 +206,11 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
         })
         .await;
     match stale {
-        Err(StoreError::VersionConflict { expected: 1, actual: 2, .. }) => {}
+        Err(StoreError::VersionConflict {
+            expected: 1,
+            actual: 2,
+            ..
+        }) => {}
         other => panic!("expected a version conflict, got {other:?}"),
     }
     let after = store.job_get_by_id(job.id).await.unwrap().unwrap();
@@ -209,17 +235,29 @@ pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
     let fired = fire(&store, &job, at, None).await;
     assert_eq!(fired.inserted.len(), 1);
     let stale = store
-        .job_delete(JobDeleteParams { namespace: "default".into(), name: "j".into(), expected_version: Some(7) })
+        .job_delete(JobDeleteParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: Some(7),
+        })
         .await;
     assert!(matches!(stale, Err(StoreError::VersionConflict { .. })));
     store
-        .job_delete(JobDeleteParams { namespace: "default".into(), name: "j".into(), expected_version: Some(1) })
+        .job_delete(JobDeleteParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: Some(1),
+        })
         .await
         .unwrap();
     assert!(store.job_get_by_id(job.id).await.unwrap().is_none());
     assert!(store.run_get(fired.inserted[0].0).await.unwrap().is_none());
     let again = store
-        .job_delete(JobDeleteParams { namespace: "default".into(), name: "j".into(), expected_version: None })
+        .job_delete(JobDeleteParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: None,
+        })
         .await;
     assert!(matches!(again, Err(StoreError::JobNotFound { .. })));
 }
@@ -239,7 +277,13 @@ pub async fn job_pause_resume(store: Arc<dyn Store>) {
         .unwrap();
     assert!(paused.spec.paused);
     assert_eq!(paused.version, 2);
-    let due = store.job_due(JobDueParams { before: t("2026-03-02T00:00:00Z"), limit: 10 }).await.unwrap();
+    let due = store
+        .job_due(JobDueParams {
+            before: t("2026-03-02T00:00:00Z"),
+            limit: 10,
+        })
+        .await
+        .unwrap();
     assert!(due.is_empty(), "a paused job is never due");
     assert_eq!(store.job_next_fire_at().await.unwrap(), None);
     let resumed = store
@@ -274,12 +318,27 @@ pub async fn job_due_reads_next_fire_at(store: Arc<dyn Store>) {
     create(&store, "early", Some(t("2026-03-01T00:01:00Z"))).await;
     create(&store, "never", None).await;
     create(&store, "future", Some(t("2026-03-09T00:00:00Z"))).await;
-    let due = store.job_due(JobDueParams { before: t("2026-03-01T00:05:00Z"), limit: 10 }).await.unwrap();
+    let due = store
+        .job_due(JobDueParams {
+            before: t("2026-03-01T00:05:00Z"),
+            limit: 10,
+        })
+        .await
+        .unwrap();
     let names: Vec<_> = due.iter().map(|j| j.name()).collect();
     assert_eq!(names, ["early", "late"]);
-    let one = store.job_due(JobDueParams { before: t("2026-03-01T00:05:00Z"), limit: 1 }).await.unwrap();
+    let one = store
+        .job_due(JobDueParams {
+            before: t("2026-03-01T00:05:00Z"),
+            limit: 1,
+        })
+        .await
+        .unwrap();
     assert_eq!(one.len(), 1);
-    assert_eq!(store.job_next_fire_at().await.unwrap(), Some(t("2026-03-01T00:01:00Z")));
+    assert_eq!(
+        store.job_next_fire_at().await.unwrap(),
+        Some(t("2026-03-01T00:01:00Z"))
+    );
 }
 
 pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
@@ -290,12 +349,22 @@ pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
     assert!(first.applied);
     assert_eq!(first.inserted.len(), 1);
     let after = store.job_get_by_id(job.id).await.unwrap().unwrap();
-    assert_eq!(after.next_fire_at, Some(next), "next_fire_at advances in the same transaction");
+    assert_eq!(
+        after.next_fire_at,
+        Some(next),
+        "next_fire_at advances in the same transaction"
+    );
     assert_eq!(after.version, 1, "firing is not a definition change");
 
     // A second scheduler with the old view: the fence holds, nothing is written.
     let second = fire(&store, &job, at, Some(next)).await;
-    assert_eq!(second, JobFireResult { applied: false, inserted: vec![] });
+    assert_eq!(
+        second,
+        JobFireResult {
+            applied: false,
+            inserted: vec![]
+        }
+    );
 
     // Even with a matching fence, an existing due time is never inserted twice.
     let dup = store
@@ -311,11 +380,20 @@ pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
         .unwrap();
     assert!(dup.applied);
     assert_eq!(dup.inserted.len(), 1, "the run for {at} exists already");
-    let runs = store.run_list(RunListParams { job_id: Some(job.id), ..Default::default() }).await.unwrap();
+    let runs = store
+        .run_list(RunListParams {
+            job_id: Some(job.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].scheduled_for, next, "newest first");
     assert_eq!(runs[1].scheduled_for, at);
-    assert!(runs.iter().all(|r| r.state == RunState::Queued && r.attempt == 0));
+    assert!(
+        runs.iter()
+            .all(|r| r.state == RunState::Queued && r.attempt == 0)
+    );
     assert_eq!(runs[0].job_name, "j");
 
     // Skipped runs carry their reason and are finished at once.
@@ -333,11 +411,22 @@ pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    let runs = store.run_list(RunListParams { job_id: Some(job2.id), ..Default::default() }).await.unwrap();
+    let runs = store
+        .run_list(RunListParams {
+            job_id: Some(job2.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(runs[0].state, RunState::Skipped);
     assert_eq!(runs[0].reason.as_deref(), Some("overlap"));
     assert_eq!(runs[0].finished_at, Some(at));
-    assert!(claim(&store, "n1", 10, next).await.iter().all(|c| c.run.job_id != job2.id));
+    assert!(
+        claim(&store, "n1", 10, next)
+            .await
+            .iter()
+            .all(|c| c.run.job_id != job2.id)
+    );
 }
 
 pub async fn job_fire_concurrent_applies_once(store: Arc<dyn Store>) {
@@ -358,7 +447,13 @@ pub async fn job_fire_concurrent_applies_once(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(applied, 1);
-    let runs = store.run_list(RunListParams { job_id: Some(job.id), ..Default::default() }).await.unwrap();
+    let runs = store
+        .run_list(RunListParams {
+            job_id: Some(job.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 1);
 }
 
@@ -383,20 +478,32 @@ pub async fn job_fire_replace_cancels_active(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(replaced.applied);
-    let runs = store.run_list(RunListParams { job_id: Some(job.id), ..Default::default() }).await.unwrap();
+    let runs = store
+        .run_list(RunListParams {
+            job_id: Some(job.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let by_time = |ts| runs.iter().find(|r| r.scheduled_for == ts).unwrap();
     assert_eq!(by_time(c).state, RunState::Queued);
     assert_eq!(by_time(b).state, RunState::Cancelled);
     assert_eq!(by_time(b).reason.as_deref(), Some("replaced"));
     assert_eq!(by_time(a).state, RunState::Running);
-    assert!(by_time(a).cancel_requested, "the running one is asked to stop");
+    assert!(
+        by_time(a).cancel_requested,
+        "the running one is asked to stop"
+    );
 }
 
 pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
     let at = t("2026-03-01T00:01:00Z");
     let job = create(&store, "j", Some(at)).await;
     fire(&store, &job, at, None).await;
-    assert!(claim(&store, "n1", 10, t(T0)).await.is_empty(), "not before run_at");
+    assert!(
+        claim(&store, "n1", 10, t(T0)).await.is_empty(),
+        "not before run_at"
+    );
     let claimed = claim(&store, "n1", 10, at).await;
     assert_eq!(claimed.len(), 1);
     let c = &claimed[0];
@@ -407,11 +514,17 @@ pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
     assert_eq!(c.run.lease_expires_at, Some(t("2026-03-01T00:01:30Z")));
     assert_eq!(c.job.id, job.id);
     assert_eq!(store.run_active_count(job.id).await.unwrap(), 1);
-    assert!(claim(&store, "n2", 10, at).await.is_empty(), "a running run is not claimed twice");
+    assert!(
+        claim(&store, "n2", 10, at).await.is_empty(),
+        "a running run is not claimed twice"
+    );
 
     let hb = store
         .run_heartbeat(RunHeartbeatParams {
-            leases: vec![(c.run.id, c.lease_token.clone()), (c.run.id, "wrong".into())],
+            leases: vec![
+                (c.run.id, c.lease_token.clone()),
+                (c.run.id, "wrong".into()),
+            ],
             lease: SignedDuration::from_secs(60),
             now: Some(t("2026-03-01T00:01:20Z")),
         })
@@ -453,7 +566,10 @@ pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
     assert_eq!(attempts[0].status, "exit:3");
     assert_eq!(attempts[0].output, "line\n");
     assert_eq!(attempts[0].finished_at, done_at);
-    assert!(!finish(&store, c, RunNext::Finish(RunState::Succeeded), at).await, "finished once");
+    assert!(
+        !finish(&store, c, RunNext::Finish(RunState::Succeeded), at).await,
+        "finished once"
+    );
     assert_eq!(store.run_active_count(job.id).await.unwrap(), 0);
 }
 
@@ -467,12 +583,28 @@ pub async fn run_retry_waits_for_run_at(store: Arc<dyn Store>) {
     let run = store.run_get(c.run.id).await.unwrap().unwrap();
     assert_eq!(run.state, RunState::Queued);
     assert_eq!(run.run_at, retry_at);
-    assert!(claim(&store, "n1", 1, t("2026-03-01T00:04:59Z")).await.is_empty());
+    assert!(
+        claim(&store, "n1", 1, t("2026-03-01T00:04:59Z"))
+            .await
+            .is_empty()
+    );
     let again = claim(&store, "n1", 1, retry_at).await;
     assert_eq!(again[0].run.attempt, 2);
-    assert_eq!(again[0].run.started_at, Some(at), "started_at is the first attempt's start");
+    assert_eq!(
+        again[0].run.started_at,
+        Some(at),
+        "started_at is the first attempt's start"
+    );
     assert_ne!(again[0].lease_token, c.lease_token);
-    assert!(finish(&store, &again[0], RunNext::Finish(RunState::Succeeded), retry_at).await);
+    assert!(
+        finish(
+            &store,
+            &again[0],
+            RunNext::Finish(RunState::Succeeded),
+            retry_at
+        )
+        .await
+    );
     assert_eq!(store.attempt_list(c.run.id).await.unwrap().len(), 2);
 }
 
@@ -496,15 +628,42 @@ pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
         .unwrap();
     let claimed = claim(&store, "dead-node", 10, at).await;
     assert_eq!(claimed.len(), 2);
-    let none = store.run_rescue(RunRescueParams { limit: 10, orphaned_node: None, now: Some(t("2026-03-01T00:01:29Z")) }).await.unwrap();
+    let none = store
+        .run_rescue(RunRescueParams {
+            limit: 10,
+            orphaned_node: None,
+            now: Some(t("2026-03-01T00:01:29Z")),
+        })
+        .await
+        .unwrap();
     assert_eq!(none, RescueReport::default(), "leases still valid");
     let later = t("2026-03-01T00:02:00Z");
-    let report = store.run_rescue(RunRescueParams { limit: 10, orphaned_node: None, now: Some(later) }).await.unwrap();
-    let least_id = claimed.iter().find(|c| c.run.execution == ExecutionMode::AtLeastOnce).unwrap().run.id;
-    let most_id = claimed.iter().find(|c| c.run.execution == ExecutionMode::AtMostOnce).unwrap().run.id;
+    let report = store
+        .run_rescue(RunRescueParams {
+            limit: 10,
+            orphaned_node: None,
+            now: Some(later),
+        })
+        .await
+        .unwrap();
+    let least_id = claimed
+        .iter()
+        .find(|c| c.run.execution == ExecutionMode::AtLeastOnce)
+        .unwrap()
+        .run
+        .id;
+    let most_id = claimed
+        .iter()
+        .find(|c| c.run.execution == ExecutionMode::AtMostOnce)
+        .unwrap()
+        .run
+        .id;
     assert_eq!(report.requeued, vec![least_id]);
     assert_eq!(report.lost, vec![most_id]);
-    assert_eq!(store.run_get(most_id).await.unwrap().unwrap().state, RunState::Lost);
+    assert_eq!(
+        store.run_get(most_id).await.unwrap().unwrap().state,
+        RunState::Lost
+    );
     let requeued = store.run_get(least_id).await.unwrap().unwrap();
     assert_eq!(requeued.state, RunState::Queued);
     let lost_attempts = store.attempt_list(least_id).await.unwrap();
@@ -516,7 +675,10 @@ pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
     }
     let hb = store
         .run_heartbeat(RunHeartbeatParams {
-            leases: claimed.iter().map(|c| (c.run.id, c.lease_token.clone())).collect(),
+            leases: claimed
+                .iter()
+                .map(|c| (c.run.id, c.lease_token.clone()))
+                .collect(),
             lease: SignedDuration::from_secs(30),
             now: Some(later),
         })
@@ -524,14 +686,25 @@ pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
         .unwrap();
     assert!(hb.iter().all(|h| !h.held));
     // Rescued once: a second pass finds nothing.
-    let again = store.run_rescue(RunRescueParams { limit: 10, orphaned_node: None, now: Some(later) }).await.unwrap();
+    let again = store
+        .run_rescue(RunRescueParams {
+            limit: 10,
+            orphaned_node: None,
+            now: Some(later),
+        })
+        .await
+        .unwrap();
     assert_eq!(again, RescueReport::default());
     let retried = claim(&store, "n2", 10, later).await;
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].run.attempt, 2);
     // A restarting node recovers what it held at once, before the lease runs out.
     let report = store
-        .run_rescue(RunRescueParams { limit: 10, orphaned_node: Some("n2".into()), now: Some(later) })
+        .run_rescue(RunRescueParams {
+            limit: 10,
+            orphaned_node: Some("n2".into()),
+            now: Some(later),
+        })
         .await
         .unwrap();
     assert_eq!(report.requeued, vec![retried[0].run.id]);
@@ -559,7 +732,10 @@ pub async fn run_exclusive_runs_one_at_a_time(store: Arc<dyn Store>) {
     let first = claim(&store, "n1", 10, b).await;
     assert_eq!(first.len(), 1, "only the earliest exclusive run starts");
     assert_eq!(first[0].run.scheduled_for, a);
-    assert!(claim(&store, "n1", 10, b).await.is_empty(), "the next waits while one runs");
+    assert!(
+        claim(&store, "n1", 10, b).await.is_empty(),
+        "the next waits while one runs"
+    );
     assert!(finish(&store, &first[0], RunNext::Finish(RunState::Succeeded), b).await);
     let second = claim(&store, "n1", 10, b).await;
     assert_eq!(second.len(), 1);
@@ -583,14 +759,29 @@ pub async fn run_cancel_states(store: Arc<dyn Store>) {
         .unwrap();
     let running = claim(&store, "n1", 1, a).await.remove(0);
     let queued_id = store
-        .run_list(RunListParams { state: Some(RunState::Queued), ..Default::default() })
+        .run_list(RunListParams {
+            state: Some(RunState::Queued),
+            ..Default::default()
+        })
         .await
         .unwrap()[0]
         .id;
-    let cancelled = store.run_cancel(RunCancelParams { run_id: queued_id, now: Some(a) }).await.unwrap();
+    let cancelled = store
+        .run_cancel(RunCancelParams {
+            run_id: queued_id,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
     assert_eq!(cancelled.state, RunState::Cancelled);
     assert_eq!(cancelled.finished_at, Some(a));
-    let asked = store.run_cancel(RunCancelParams { run_id: running.run.id, now: Some(a) }).await.unwrap();
+    let asked = store
+        .run_cancel(RunCancelParams {
+            run_id: running.run.id,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
     assert_eq!(asked.state, RunState::Running);
     assert!(asked.cancel_requested);
     let hb = store
@@ -602,9 +793,19 @@ pub async fn run_cancel_states(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(hb[0].held && hb[0].cancel_requested);
-    let again = store.run_cancel(RunCancelParams { run_id: queued_id, now: Some(a) }).await;
+    let again = store
+        .run_cancel(RunCancelParams {
+            run_id: queued_id,
+            now: Some(a),
+        })
+        .await;
     assert!(matches!(again, Err(StoreError::InvalidRunState { .. })));
-    let missing = store.run_cancel(RunCancelParams { run_id: 999_999, now: Some(a) }).await;
+    let missing = store
+        .run_cancel(RunCancelParams {
+            run_id: 999_999,
+            now: Some(a),
+        })
+        .await;
     assert!(matches!(missing, Err(StoreError::RunNotFound(999_999))));
 }
 
@@ -628,21 +829,41 @@ pub async fn run_list_filters_and_counts(store: Arc<dyn Store>) {
     let all = store.run_list(RunListParams::default()).await.unwrap();
     assert_eq!(all.len(), 6);
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
-    let j1_runs = store.run_list(RunListParams { job_id: Some(j1.id), limit: 2, ..Default::default() }).await.unwrap();
+    let j1_runs = store
+        .run_list(RunListParams {
+            job_id: Some(j1.id),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(j1_runs.len(), 2);
     let page = store
-        .run_list(RunListParams { job_id: Some(j1.id), before_id: Some(j1_runs[1].id), ..Default::default() })
+        .run_list(RunListParams {
+            job_id: Some(j1.id),
+            before_id: Some(j1_runs[1].id),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(page.len(), 3);
     claim(&store, "n1", 2, a + SignedDuration::from_secs(10)).await;
-    let running = store.run_list(RunListParams { state: Some(RunState::Running), ..Default::default() }).await.unwrap();
+    let running = store
+        .run_list(RunListParams {
+            state: Some(RunState::Running),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(running.len(), 2);
     let mut counts = store.run_count_by_state().await.unwrap();
     counts.sort_by_key(|(s, _)| s.as_str());
     assert_eq!(counts, vec![(RunState::Queued, 4), (RunState::Running, 2)]);
     let other_ns = store
-        .run_list(RunListParams { namespace: Some("elsewhere".into()), ..Default::default() })
+        .run_list(RunListParams {
+            namespace: Some("elsewhere".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(other_ns.is_empty());
@@ -655,13 +876,21 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
     let mut manual = insert(at);
     manual.origin = RunOrigin::Manual;
     let first = store
-        .run_insert(RunInsertParams { job_id: job.id, run: manual.clone(), now: Some(at) })
+        .run_insert(RunInsertParams {
+            job_id: job.id,
+            run: manual.clone(),
+            now: Some(at),
+        })
         .await
         .unwrap();
     assert_eq!(first.origin, RunOrigin::Manual);
     assert_eq!(first.state, RunState::Queued);
     let second = store
-        .run_insert(RunInsertParams { job_id: job.id, run: manual, now: Some(at) })
+        .run_insert(RunInsertParams {
+            job_id: job.id,
+            run: manual,
+            now: Some(at),
+        })
         .await
         .unwrap();
     assert_eq!(first.id, second.id);
@@ -671,7 +900,9 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
 pub async fn run_claim_concurrent_never_doubles(store: Arc<dyn Store>) {
     let a = t("2026-03-01T00:01:00Z");
     let job = create(&store, "j", Some(a)).await;
-    let runs: Vec<_> = (0..40).map(|i| insert(a + SignedDuration::from_millis(i))).collect();
+    let runs: Vec<_> = (0..40)
+        .map(|i| insert(a + SignedDuration::from_millis(i)))
+        .collect();
     store
         .job_fire(JobFireParams {
             job_id: job.id,
@@ -689,7 +920,13 @@ pub async fn run_claim_concurrent_never_doubles(store: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = claim(&store, &format!("n{n}"), 3, a + SignedDuration::from_secs(1)).await;
+                let got = claim(
+                    &store,
+                    &format!("n{n}"),
+                    3,
+                    a + SignedDuration::from_secs(1),
+                )
+                .await;
                 if got.is_empty() {
                     break;
                 }

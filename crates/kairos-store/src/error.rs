@@ -9,10 +9,21 @@ pub enum StoreError {
     JobNotFound { namespace: String, name: String },
     #[error("run {0} not found")]
     RunNotFound(RunId),
-    #[error("job `{namespace}/{name}` is at version {actual}, not {expected}; reload it and apply the change again")]
-    VersionConflict { namespace: String, name: String, expected: i64, actual: i64 },
+    #[error(
+        "job `{namespace}/{name}` is at version {actual}, not {expected}; reload it and apply the change again"
+    )]
+    VersionConflict {
+        namespace: String,
+        name: String,
+        expected: i64,
+        actual: i64,
+    },
     #[error("run {run_id} is {state} and cannot be {action}")]
-    InvalidRunState { run_id: RunId, state: String, action: &'static str },
+    InvalidRunState {
+        run_id: RunId,
+        state: String,
+        action: &'static str,
+    },
     /// The data directory is held by another node.
     #[error("{0}")]
     Locked(String),
