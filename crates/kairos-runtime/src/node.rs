@@ -44,11 +44,18 @@ pub struct Node {
 
 impl Node {
     /// Starts the node's services on the current tokio runtime.
-    pub fn start(ctx: NodeContext, executor: Arc<dyn Executor>, config: NodeConfig) -> Self {
+    ///
+    /// Runs this node held before a restart are recovered first, before the worker claims
+    /// anything: otherwise the recovery pass could mistake a run the new worker just claimed
+    /// (under the same node name) for an orphan.
+    pub async fn start(ctx: NodeContext, executor: Arc<dyn Executor>, config: NodeConfig) -> Self {
         let shutdown = CancellationToken::new();
         let scheduler = Scheduler::new(ctx.clone());
         let worker = Worker::new(ctx.clone(), executor, config.worker.clone());
         let rescuer = Rescuer::new(ctx.clone(), config.rescue_interval);
+        if let Err(e) = rescuer.run_once(true).await {
+            tracing::error!(error = %e, "recovering the runs of the previous start failed");
+        }
         let tasks = vec![
             tokio::spawn(scheduler.run(shutdown.clone())),
             tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace)),

@@ -1,6 +1,6 @@
 //! The rescuer: runs whose lease expired (their worker died or was cut off) are requeued as a
-//! new attempt (`at_least_once`) or marked `lost` (`at_most_once`). On its first pass it also
-//! recovers every run this node held before it restarted, without waiting for the lease.
+//! new attempt (`at_least_once`) or marked `lost` (`at_most_once`). A startup pass also recovers
+//! every run this node held before it restarted, without waiting for the lease.
 
 use std::time::Duration;
 
@@ -43,16 +43,16 @@ impl Rescuer {
         Ok(report)
     }
 
+    /// Runs until `shutdown`: a pass for expired leases every `interval`. (The startup pass for
+    /// this node's own runs is done by [`crate::Node::start`] before the worker starts.)
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut startup = true;
         loop {
-            match self.run_once(startup).await {
-                Ok(_) => startup = false,
-                Err(e) => tracing::error!(error = %e, "rescuer pass failed"),
-            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.interval) => {}
+            }
+            if let Err(e) = self.run_once(false).await {
+                tracing::error!(error = %e, "rescuer pass failed");
             }
         }
     }

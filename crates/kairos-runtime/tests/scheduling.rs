@@ -445,7 +445,8 @@ async fn node_runs_jobs_end_to_end_with_the_loops() {
         ctx,
         Arc::new(TaskExecutor::new(FunctionRegistry::new())),
         NodeConfig::default(),
-    );
+    )
+    .await;
     node.jobs.create(every_minute("loop", "")).await.unwrap();
     clock.set(t("2026-03-01T00:01:00Z"));
     let finished = tokio::time::timeout(std::time::Duration::from_secs(20), async {

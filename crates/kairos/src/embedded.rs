@@ -42,7 +42,7 @@ impl Embedded {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let store: Arc<dyn Store> = Arc::new(store);
         let ctx = NodeContext::new(config.node_name, store, Arc::new(SystemClock));
-        let node = Node::start(ctx, Arc::new(TaskExecutor::new(functions)), config.node);
+        let node = Node::start(ctx, Arc::new(TaskExecutor::new(functions)), config.node).await;
         Ok(Self { node })
     }
 

@@ -34,7 +34,8 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         ctx.clone(),
         Arc::new(TaskExecutor::new(functions)),
         node_config,
-    );
+    )
+    .await;
     let app = kairos_api::router(kairos_api::AppState {
         ctx,
         jobs: node.jobs.clone(),

@@ -1,0 +1,325 @@
+//! End to end: the real `kairos` binary on a temp data dir, driven over HTTP.
+//! These wait on real time (a server fires real seconds) but never assert how long anything took.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Server, processes_in_group};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn seconds(runs: &[Value]) -> Vec<jiff::Timestamp> {
+    let mut out: Vec<jiff::Timestamp> = runs
+        .iter()
+        .map(|r| r["scheduled_for"].as_str().unwrap().parse().unwrap())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Asserts that due times are whole seconds, each exactly once, with no gap.
+fn assert_every_second_once(times: &[jiff::Timestamp]) {
+    let unique: BTreeSet<_> = times.iter().collect();
+    assert_eq!(
+        unique.len(),
+        times.len(),
+        "a due time has two runs: {times:?}"
+    );
+    for pair in times.windows(2) {
+        assert_eq!(
+            pair[1].duration_since(pair[0]),
+            jiff::SignedDuration::from_secs(1),
+            "a due time is missing between {} and {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_second_job_fires_once_per_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let (status, _, job) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "tick", "triggers": [{"cron": "* * * * * *"}], "task": {"kind": "command", "argv": ["true"]}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let runs = server
+        .wait_for(30, "five finished runs", || async {
+            let runs = server.runs("tick").await;
+            let done = runs.iter().filter(|r| r["state"] == "succeeded").count();
+            (done >= 5).then_some(runs)
+        })
+        .await;
+    let finished: Vec<Value> = runs
+        .into_iter()
+        .filter(|r| r["state"] == "succeeded")
+        .collect();
+    assert_every_second_once(&seconds(&finished));
+    for run in &finished {
+        assert_eq!(
+            run["scheduled_for"].as_str().unwrap().len(),
+            "2026-01-01T00:00:00Z".len(),
+            "whole seconds"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_neither_repeats_nor_loses_a_due_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]).await;
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({
+                "name": "every-second",
+                "triggers": [{"interval": "1s"}],
+                "task": {"kind": "shell", "script": "echo $KAIROS_SCHEDULED_FOR"},
+                "catchup": "all", "catchup_window": "10m",
+                "overlap": "allow", "max_concurrent": 1000
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    server
+        .wait_for(30, "three runs", || async {
+            (server.runs("every-second").await.len() >= 3).then_some(())
+        })
+        .await;
+    server.kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await; // down for a few due times
+    let server = Server::start(&data, &[]).await;
+    let first_after_restart = server.runs("every-second").await.len();
+    server
+        .wait_for(30, "runs after the restart", || async {
+            (server.runs("every-second").await.len() >= first_after_restart + 3).then_some(())
+        })
+        .await;
+    // Everything, including the missed seconds and anything that was running at the kill, ends.
+    let runs = server
+        .wait_for(60, "all runs finished", || async {
+            let runs = server.runs("every-second").await;
+            let active = runs
+                .iter()
+                .filter(|r| r["state"] == "queued" || r["state"] == "running")
+                .count();
+            // New runs keep coming each second; wait for a moment where at most the newest is active.
+            (active <= 1).then_some(runs)
+        })
+        .await;
+    let times = seconds(&runs);
+    assert!(times.len() >= 8, "{} runs", times.len());
+    assert_every_second_once(&times);
+    assert!(
+        runs.iter()
+            .all(|r| ["succeeded", "queued", "running"].contains(&r["state"].as_str().unwrap())),
+        "{runs:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_shell_task_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let script = format!(
+        "echo $$ > {}; sleep 300 & (trap '' TERM; sleep 300) & sleep 300; wait",
+        pidfile.display()
+    );
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "hang", "task": {"kind": "shell", "script": script}, "timeout": "1s", "kill_grace": "500ms"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, run) = server
+        .call(Method::POST, "/api/v1/jobs/hang/trigger", None)
+        .await;
+    assert_eq!(status, 202);
+    let id = run["id"].as_i64().unwrap();
+    let run = server
+        .wait_for(30, "the run to time out", || async {
+            let (_, _, run) = server
+                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
+                .await;
+            (run["state"] == "timed_out").then_some(run)
+        })
+        .await;
+    assert_eq!(run["attempts"][0]["status"], "timeout");
+    let pgid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let left = server
+        .wait_for(10, "the process group to be gone", || async {
+            let left = processes_in_group(pgid);
+            left.is_empty().then_some(left)
+        })
+        .await;
+    assert!(left.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_problem_json_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let (status, ct, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "x", "triggers": [{"cron": "99 * * * *", "timezone": "Nowhere/Land"}], "task": {"kind": "shell", "script": ""}})),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(ct, "application/problem+json");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"triggers[0].timezone") || fields.contains(&"triggers[0].cron"),
+        "{fields:?}"
+    );
+    assert!(fields.contains(&"task.script"), "{fields:?}");
+    let (status, _, jobs) = server.call(Method::GET, "/api/v1/jobs", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(jobs, json!([]), "nothing was written");
+
+    // A stale version is refused and changes nothing.
+    let job = json!({"name": "v", "triggers": [{"interval": "1h"}], "task": {"kind": "shell", "script": "true"}});
+    server
+        .call(Method::POST, "/api/v1/jobs", Some(job.clone()))
+        .await;
+    let mut v2 = job.clone();
+    v2["description"] = json!("two");
+    v2["version"] = json!(1);
+    let (status, _, _) = server
+        .call(Method::PUT, "/api/v1/jobs/v", Some(v2.clone()))
+        .await;
+    assert_eq!(status, 200);
+    v2["description"] = json!("stale");
+    let (status, ct, problem) = server.call(Method::PUT, "/api/v1/jobs/v", Some(v2)).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(ct, "application/problem+json");
+    let (_, _, current) = server.call(Method::GET, "/api/v1/jobs/v", None).await;
+    assert_eq!(current["description"], "two");
+    assert_eq!(current["version"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_kills_running_tasks_after_the_grace_and_their_runs_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("kairos.toml");
+    std::fs::write(&config, "shutdown_grace = \"1s\"\n").unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut server = Server::start(&data, &["--config", config.to_str().unwrap()]).await;
+    let script = format!(
+        "if [ -e {p}.done ]; then exit 0; fi; echo $$ > {p}; touch {p}.done; sleep 300",
+        p = pidfile.display()
+    );
+    server
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "long", "task": {"kind": "shell", "script": script}})),
+        )
+        .await;
+    let (_, _, run) = server
+        .call(Method::POST, "/api/v1/jobs/long/trigger", None)
+        .await;
+    let id = run["id"].as_i64().unwrap();
+    server
+        .wait_for(30, "the task to start", || async {
+            pidfile.exists().then_some(())
+        })
+        .await;
+    let status = server
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("the server exits after SIGTERM");
+    let first_log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    assert!(status.success(), "{status:?}\n{first_log}");
+    let pgid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        processes_in_group(pgid).is_empty(),
+        "the task's process group was killed"
+    );
+    // The run was released, not lost: after a restart it runs again and completes.
+    let server = Server::start(&data, &[]).await;
+    let run = server
+        .wait_for(30, "the released run to finish", || async {
+            let (_, _, run) = server
+                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
+                .await;
+            (run["state"] == "succeeded").then_some(run)
+        })
+        .await;
+    assert_eq!(
+        run["attempts"].as_array().unwrap().len(),
+        1,
+        "the released attempt does not count: {run}\n{first_log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_data_dirs_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _server = Server::start(&data, &[]).await;
+    let bin = env!("CARGO_BIN_EXE_kairos");
+    let out = std::process::Command::new(bin)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another Kairos node"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let corrupt = dir.path().join("corrupt");
+    std::fs::create_dir(&corrupt).unwrap();
+    std::fs::write(corrupt.join("kairos.db"), vec![0x42u8; 8192]).unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["server", "--data-dir"])
+        .arg(&corrupt)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("corrupt") || err.contains("not a database"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["server", "--data-dir"])
+        .arg(file.join("sub"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot create data directory"), "{err}");
+}
