@@ -16,7 +16,10 @@ pub async fn main() -> anyhow::Result<()> {
     let functions = FunctionRegistry::new();
     functions.register("greet", |call: FunctionCall| async move {
         let name = call.args["name"].as_str().unwrap_or("world").to_owned();
-        call.log(&format!("hello, {name} (run {}, attempt {})", call.context.run_id, call.context.attempt));
+        call.log(&format!(
+            "hello, {name} (run {}, attempt {})",
+            call.context.run_id, call.context.attempt
+        ));
         Ok(())
     });
 

@@ -1,0 +1,299 @@
+//! The CLI, run as the real binary against a real server.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::Server;
+use reqwest::Method;
+use serde_json::Value;
+
+fn kairos(args: &[&str], server: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kairos"));
+    cmd.args(args)
+        .env_remove("KAIROS_SERVER")
+        .env_remove("KAIROS_NAMESPACE");
+    if let Some(url) = server {
+        cmd.env("KAIROS_SERVER", url);
+    }
+    cmd.output().expect("run kairos")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn next_prints_rfc3339_lines_with_dst_notes() {
+    let out = kairos(
+        &[
+            "next",
+            "30 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--from",
+            "2026-03-27T00:00:00Z",
+            "-n",
+            "4",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0], "2026-03-27T02:30:00+01:00");
+    assert_eq!(lines[1], "2026-03-28T02:30:00+01:00");
+    assert!(
+        lines[2].starts_with("2026-03-29T03:00:00+02:00 "),
+        "the gap moves it, with a note: {}",
+        lines[2]
+    );
+    assert!(lines[2].contains("DST"));
+    assert_eq!(lines[3], "2026-03-30T02:30:00+02:00");
+    for line in &lines {
+        let stamp = line.split(' ').next().unwrap();
+        stamp
+            .parse::<jiff::Timestamp>()
+            .expect("each line starts with an RFC 3339 timestamp");
+    }
+
+    let fall_back = kairos(
+        &[
+            "next",
+            "0 * * * *",
+            "--tz",
+            "America/New_York",
+            "--from",
+            "2026-11-01T04:30:00Z",
+            "-n",
+            "3",
+        ],
+        None,
+    );
+    let lines: Vec<String> = stdout(&fall_back).lines().map(str::to_owned).collect();
+    assert!(
+        lines[0].starts_with("2026-11-01T01:00:00-04:00"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("2026-11-01T01:00:00-05:00"),
+        "the repeated hour fires twice: {lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("2026-11-01T02:00:00-05:00"),
+        "{lines:?}"
+    );
+
+    let json = kairos(
+        &[
+            "next",
+            "@daily",
+            "-n",
+            "2",
+            "--from",
+            "2026-01-01T12:00:00Z",
+            "--json",
+        ],
+        None,
+    );
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v[0]["at"], "2026-01-02T00:00:00+00:00");
+    assert_eq!(v[1]["utc"], "2026-01-03T00:00:00Z");
+
+    for bad in [
+        vec!["next", "61 * * * *"],
+        vec!["next", "* * *"],
+        vec!["next", "@daily", "--tz", "Mars/Base"],
+        vec!["next", "@daily", "--from", "yesterday"],
+        vec!["next", "0 0 30 2 *"],
+    ] {
+        let out = kairos(&bad, None);
+        assert!(!out.status.success(), "{bad:?} should fail");
+        assert!(
+            stderr(&out).starts_with("error: "),
+            "{bad:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_plans_creates_updates_prunes_and_refuses_invalid_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let url = server.url.clone();
+    let file = dir.path().join("jobs.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[jobs]]
+name = "alpha"
+triggers = [{ interval = "1h" }]
+task = { kind = "shell", script = "echo alpha" }
+
+[[jobs]]
+name = "beta"
+triggers = [{ cron = "0 3 * * *", timezone = "Europe/Berlin" }]
+task = { kind = "command", argv = ["true"] }
+"#,
+    )
+    .unwrap();
+    let apply = |args: &[&str]| {
+        let mut all = vec!["apply", "-f", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        kairos(&all, Some(&url))
+    };
+    let dry = apply(&["--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(
+        stdout(&dry).contains("create     default/alpha"),
+        "{}",
+        stdout(&dry)
+    );
+    assert!(stdout(&dry).contains("dry run"));
+    let (_, _, jobs) = server.call(Method::GET, "/api/v1/jobs", None).await;
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        0,
+        "a dry run changes nothing"
+    );
+
+    let first = apply(&[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let again = apply(&[]);
+    assert!(
+        stdout(&again).contains("unchanged  default/alpha (version 1)"),
+        "{}",
+        stdout(&again)
+    );
+    assert!(stdout(&again).contains("applied: 0 change(s)"));
+
+    // Change one job, drop the other: update, and with --prune, delete.
+    std::fs::write(
+        &file,
+        r#"
+[[jobs]]
+name = "alpha"
+triggers = [{ interval = "2h" }]
+task = { kind = "shell", script = "echo alpha" }
+"#,
+    )
+    .unwrap();
+    let no_prune = apply(&["--json", "--dry-run"]);
+    let plan: Value = serde_json::from_slice(&no_prune.stdout).unwrap();
+    assert_eq!(plan.as_array().unwrap().len(), 1);
+    assert_eq!(plan[0]["action"], "update");
+    assert_eq!(plan[0]["from_version"], 1);
+    let pruned = apply(&["--prune"]);
+    assert!(pruned.status.success(), "{}", stderr(&pruned));
+    assert!(
+        stdout(&pruned).contains("update     default/alpha (version 1 -> 2)"),
+        "{}",
+        stdout(&pruned)
+    );
+    assert!(
+        stdout(&pruned).contains("delete     default/beta (version 1)"),
+        "{}",
+        stdout(&pruned)
+    );
+    let (_, _, jobs) = server.call(Method::GET, "/api/v1/jobs", None).await;
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["triggers"][0]["interval"], "2h");
+    assert_eq!(jobs[0]["version"], 2);
+
+    // An invalid file: every problem with its path, and nothing is sent.
+    std::fs::write(
+        &file,
+        r#"
+[[jobs]]
+name = "alpha"
+triggers = [{ interval = "2h" }]
+task = { kind = "shell", script = "echo changed" }
+
+[[jobs]]
+name = "gamma"
+triggers = [{ cron = "0 25 * * *" }]
+task = { kind = "shell", script = "true" }
+"#,
+    )
+    .unwrap();
+    let invalid = apply(&[]);
+    assert!(!invalid.status.success());
+    assert!(
+        stderr(&invalid).contains("jobs[1].triggers[0].cron"),
+        "{}",
+        stderr(&invalid)
+    );
+    let (_, _, job) = server.call(Method::GET, "/api/v1/jobs/alpha", None).await;
+    assert_eq!(job["task"]["script"], "echo alpha", "nothing was applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_and_run_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let url = server.url.clone();
+    let job_file = dir.path().join("job.json");
+    std::fs::write(&job_file, r#"{"name": "greet", "task": {"kind": "shell", "script": "echo hi from $KAIROS_JOB; echo oops >&2"}}"#).unwrap();
+    let created = kairos(
+        &["job", "create", "-f", job_file.to_str().unwrap()],
+        Some(&url),
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let dup = kairos(
+        &["job", "create", "-f", job_file.to_str().unwrap()],
+        Some(&url),
+    );
+    assert!(!dup.status.success());
+    assert!(stderr(&dup).contains("exists"), "{}", stderr(&dup));
+
+    let ls = kairos(&["job", "ls"], Some(&url));
+    assert!(stdout(&ls).starts_with("NAME"), "{}", stdout(&ls));
+    assert!(stdout(&ls).contains("greet"));
+    let triggered = kairos(&["job", "trigger", "greet", "--json"], Some(&url));
+    let run: Value = serde_json::from_slice(&triggered.stdout).unwrap();
+    let id = run["id"].as_i64().unwrap().to_string();
+    server
+        .wait_for(30, "the run to succeed", || async {
+            let (_, _, run) = server
+                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
+                .await;
+            (run["state"] == "succeeded").then_some(())
+        })
+        .await;
+    let logs = kairos(&["run", "logs", &id], Some(&url));
+    assert!(
+        stdout(&logs).contains("stdout hi from greet"),
+        "{}",
+        stdout(&logs)
+    );
+    assert!(stdout(&logs).contains("stderr oops"), "{}", stdout(&logs));
+    let follow = kairos(&["run", "logs", &id, "--follow"], Some(&url));
+    assert!(stdout(&follow).contains("hi from greet"));
+    let get = kairos(&["run", "get", &id], Some(&url));
+    assert!(stdout(&get).contains("succeeded"), "{}", stdout(&get));
+    let runs = kairos(&["run", "ls", "--job", "greet", "--json"], Some(&url));
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    let pause = kairos(&["job", "pause", "greet", "--json"], Some(&url));
+    let job: Value = serde_json::from_slice(&pause.stdout).unwrap();
+    assert_eq!(job["paused"], true);
+    let rm = kairos(&["job", "rm", "greet"], Some(&url));
+    assert!(rm.status.success());
+    let gone = kairos(&["job", "get", "greet"], Some(&url));
+    assert!(!gone.status.success());
+    assert!(stderr(&gone).contains("not found"), "{}", stderr(&gone));
+    let unreachable = kairos(&["job", "ls"], Some("http://127.0.0.1:1"));
+    assert!(!unreachable.status.success());
+    assert!(
+        stderr(&unreachable).contains("cannot reach"),
+        "{}",
+        stderr(&unreachable)
+    );
+}
