@@ -1,6 +1,12 @@
 //! Scheduler, worker and rescuer under a manual clock, on a real SQLite file, executing real
 //! processes. The services' `run_once` methods are driven directly; nothing sleeps on the clock.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
+
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};

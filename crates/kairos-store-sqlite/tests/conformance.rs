@@ -1,5 +1,7 @@
 //! The store conformance suite on a real SQLite file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed step panics with its location")]
+
 use std::sync::Arc;
 
 use kairos_store::Store;

@@ -4,6 +4,11 @@
 //! factory that returns a fresh, empty store. Every case uses explicit instants (`now: Some`),
 //! never the wall clock.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test suite: a failed step panics with its location"
+)]
+
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};

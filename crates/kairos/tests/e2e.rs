@@ -1,6 +1,8 @@
 //! End to end: the real `kairos` binary on a temp data dir, driven over HTTP.
 //! These wait on real time (a server fires real seconds) but never assert how long anything took.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed step panics with its location")]
+
 mod common;
 
 use std::collections::BTreeSet;

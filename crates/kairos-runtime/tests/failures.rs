@@ -1,0 +1,174 @@
+//! Failure modes, with fake executors from the testkit (a hanging or failing task) on a real
+//! SQLite store and a manual clock.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use kairos_core::JobSpec;
+use kairos_core::run::{AttemptStatus, RunState};
+use kairos_runtime::rescuer::Rescuer;
+use kairos_runtime::scheduler::Scheduler;
+use kairos_runtime::worker::Worker;
+use kairos_runtime::{Event, JobService, WorkerConfig};
+use kairos_store::RunListParams;
+use kairos_testkit::{
+    FailingExecutor, HangingExecutor, RecordingExecutor, node_context, wait_for_event,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+fn spec(json: &str) -> JobSpec {
+    JobSpec::from_json(json).unwrap()
+}
+
+#[tokio::test]
+async fn shutdown_releases_attempts_that_outlive_the_grace() {
+    let (ctx, clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
+    let jobs = JobService::new(ctx.clone());
+    jobs.create(spec(
+        r#"{"name":"stuck","task":{"kind":"shell","script":"true"}}"#,
+    ))
+    .await
+    .unwrap();
+    let run = jobs.trigger("default", "stuck").await.unwrap();
+    let hanging = Arc::new(HangingExecutor::default());
+    let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
+    let shutdown = CancellationToken::new();
+    let mut events = ctx.telemetry.subscribe();
+    let task = tokio::spawn(worker.run(shutdown.clone(), Duration::from_millis(50)));
+    hanging.started().await;
+    shutdown.cancel();
+    task.await.unwrap();
+    wait_for_event(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, Event::RunReleased { .. })
+    })
+    .await;
+    let released = ctx.store.run_get(run.id).await.unwrap().unwrap();
+    assert_eq!(released.state, RunState::Queued, "released, not lost");
+    assert_eq!(released.attempt, 0, "the released attempt does not count");
+    assert!(ctx.store.attempt_list(run.id).await.unwrap().is_empty());
+    drop(clock);
+}
+
+#[tokio::test]
+async fn an_attempt_whose_lease_was_lost_is_stopped_and_its_result_refused() {
+    let (ctx, clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
+    let jobs = JobService::new(ctx.clone());
+    jobs.create(spec(
+        r#"{"name":"slow","task":{"kind":"shell","script":"true"}}"#,
+    ))
+    .await
+    .unwrap();
+    let run = jobs.trigger("default", "slow").await.unwrap();
+    let hanging = Arc::new(HangingExecutor::default());
+    let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
+    let mut tasks = JoinSet::new();
+    assert_eq!(worker.claim_once(&mut tasks).await.unwrap(), 1);
+    hanging.started().await;
+    // This node stalls past its lease; the rescuer (as on another node) requeues the run.
+    clock.advance(SignedDuration::from_secs(31));
+    let report = Rescuer::new(ctx.clone(), Duration::from_secs(5))
+        .run_once(false)
+        .await
+        .unwrap();
+    assert_eq!(report.requeued, vec![run.id]);
+    // The stalled worker's next heartbeat finds the lease gone and stops the attempt.
+    worker.heartbeat_once().await.unwrap();
+    tasks.join_next().await.unwrap().unwrap();
+    let after = ctx.store.run_get(run.id).await.unwrap().unwrap();
+    assert_eq!(
+        after.state,
+        RunState::Queued,
+        "the stale result was not recorded"
+    );
+    let attempts = ctx.store.attempt_list(run.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, "lost");
+}
+
+#[tokio::test]
+async fn retries_follow_the_retry_conditions() {
+    let (ctx, _clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
+    let jobs = JobService::new(ctx.clone());
+    jobs.create(spec(
+        r#"{"name":"http","task":{"kind":"http","url":"http://127.0.0.1:9/"},
+            "retry":{"max_attempts":5,"on":["http:5xx"]}}"#,
+    ))
+    .await
+    .unwrap();
+    // A 404 is not in `on`: the run fails at once.
+    let run = jobs.trigger("default", "http").await.unwrap();
+    let worker = Worker::new(
+        ctx.clone(),
+        Arc::new(FailingExecutor(AttemptStatus::HttpStatus { status: 404 })),
+        WorkerConfig::default(),
+    );
+    let mut tasks = JoinSet::new();
+    worker.claim_once(&mut tasks).await.unwrap();
+    while tasks.join_next().await.is_some() {}
+    assert_eq!(
+        ctx.store.run_get(run.id).await.unwrap().unwrap().state,
+        RunState::Failed
+    );
+    // A 503 is: the run goes back to the queue with a later run_at.
+    let (ctx2, clock2, _temp2) = node_context("2026-03-01T00:00:00Z").await;
+    let jobs2 = JobService::new(ctx2.clone());
+    jobs2
+        .create(spec(r#"{"name":"http","task":{"kind":"http","url":"http://127.0.0.1:9/"},"retry":{"max_attempts":5,"on":["http:5xx"]}}"#))
+        .await
+        .unwrap();
+    let run2 = jobs2.trigger("default", "http").await.unwrap();
+    let worker2 = Worker::new(
+        ctx2.clone(),
+        Arc::new(FailingExecutor(AttemptStatus::HttpStatus { status: 503 })),
+        WorkerConfig::default(),
+    );
+    worker2.claim_once(&mut tasks).await.unwrap();
+    while tasks.join_next().await.is_some() {}
+    let after = ctx2.store.run_get(run2.id).await.unwrap().unwrap();
+    assert_eq!(after.state, RunState::Queued);
+    use kairos_runtime::Clock as _;
+    assert!(after.run_at > clock2.now(), "a backoff delay applies");
+}
+
+#[tokio::test]
+async fn the_executor_gets_the_run_context_and_the_job_policies() {
+    let (ctx, clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
+    let jobs = JobService::new(ctx.clone());
+    jobs.create(spec(
+        r#"{"name":"rec","triggers":[{"interval":"1m"}],"task":{"kind":"shell","script":"true"},
+            "timeout":"90s","kill_grace":"2s"}"#,
+    ))
+    .await
+    .unwrap();
+    clock.advance(SignedDuration::from_secs(60));
+    Scheduler::new(ctx.clone()).run_once().await.unwrap();
+    let recorder = RecordingExecutor::default();
+    let worker = Worker::new(
+        ctx.clone(),
+        Arc::new(recorder.clone()),
+        WorkerConfig::default(),
+    );
+    let mut tasks = JoinSet::new();
+    worker.claim_once(&mut tasks).await.unwrap();
+    while tasks.join_next().await.is_some() {}
+    let seen = recorder.recorded();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].job, "rec");
+    assert_eq!(seen[0].attempt, 1);
+    assert_eq!(
+        seen[0].scheduled_for,
+        "2026-03-01T00:01:00Z".parse().unwrap()
+    );
+    assert_eq!(seen[0].timeout, Some(SignedDuration::from_secs(90)));
+    assert_eq!(seen[0].kill_grace, SignedDuration::from_secs(2));
+    let runs = ctx.store.run_list(RunListParams::default()).await.unwrap();
+    assert_eq!(runs[0].state, RunState::Succeeded);
+}
