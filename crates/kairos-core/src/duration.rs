@@ -8,9 +8,9 @@ pub fn parse_duration(input: &str, allow_zero: bool) -> Result<SignedDuration, S
     if trimmed.is_empty() {
         return Err("duration is empty; write e.g. `30s`, `10m` or `1h30m`".into());
     }
-    let parsed: SignedDuration = trimmed
-        .parse()
-        .map_err(|_| format!("`{input}` is not a duration; write e.g. `500ms`, `30s`, `10m` or `1h30m`"))?;
+    let parsed: SignedDuration = trimmed.parse().map_err(|_| {
+        format!("`{input}` is not a duration; write e.g. `500ms`, `30s`, `10m` or `1h30m`")
+    })?;
     if parsed.is_negative() {
         return Err(format!("`{input}` is negative; durations must be positive"));
     }
@@ -31,11 +31,26 @@ mod tests {
 
     #[test]
     fn parses_common_forms() {
-        assert_eq!(parse_duration("500ms", false).unwrap(), SignedDuration::from_millis(500));
-        assert_eq!(parse_duration("30s", false).unwrap(), SignedDuration::from_secs(30));
-        assert_eq!(parse_duration("10m", false).unwrap(), SignedDuration::from_secs(600));
-        assert_eq!(parse_duration("1h30m", false).unwrap(), SignedDuration::from_secs(5400));
-        assert_eq!(parse_duration("PT2H", false).unwrap(), SignedDuration::from_secs(7200));
+        assert_eq!(
+            parse_duration("500ms", false).unwrap(),
+            SignedDuration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("30s", false).unwrap(),
+            SignedDuration::from_secs(30)
+        );
+        assert_eq!(
+            parse_duration("10m", false).unwrap(),
+            SignedDuration::from_secs(600)
+        );
+        assert_eq!(
+            parse_duration("1h30m", false).unwrap(),
+            SignedDuration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_duration("PT2H", false).unwrap(),
+            SignedDuration::from_secs(7200)
+        );
         assert_eq!(parse_duration("0s", true).unwrap(), SignedDuration::ZERO);
     }
 

@@ -13,7 +13,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -35,7 +38,9 @@ pub struct ValidationErrors {
 
 impl ValidationErrors {
     pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { errors: vec![FieldError::new(field, message)] }
+        Self {
+            errors: vec![FieldError::new(field, message)],
+        }
     }
 
     pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
@@ -52,7 +57,11 @@ impl ValidationErrors {
 
     /// `Ok(value)` when no problem was recorded, else `Err(self)`.
     pub fn into_result<T>(self, value: T) -> Result<T, Self> {
-        if self.errors.is_empty() { Ok(value) } else { Err(self) }
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 }
 
@@ -70,7 +79,11 @@ impl fmt::Display for ValidationErrors {
 
 /// Joins a parent path and a child field name: `path("retry", "backoff")` is `retry.backoff`.
 pub fn path(parent: &str, child: &str) -> String {
-    if parent.is_empty() { child.to_owned() } else { format!("{parent}.{child}") }
+    if parent.is_empty() {
+        child.to_owned()
+    } else {
+        format!("{parent}.{child}")
+    }
 }
 
 /// Joins a parent path and an index: `index("triggers", 0)` is `triggers[0]`.

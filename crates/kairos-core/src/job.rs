@@ -4,7 +4,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::duration::parse_duration;
-use crate::error::{index, path, ValidationErrors};
+use crate::error::{ValidationErrors, index, path};
 use crate::policy::{RetryOn, RetryPolicy};
 use crate::spec::*;
 use crate::trigger::{CronSchedule, Schedule, Trigger, TriggerKind};
@@ -36,10 +36,13 @@ pub struct JobPlan {
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        });
     if ok {
         Ok(())
     } else {
@@ -65,7 +68,10 @@ impl JobSpec {
             errs.push("namespace", e);
         }
         if self.triggers.len() > MAX_TRIGGERS {
-            errs.push("triggers", format!("at most {MAX_TRIGGERS} triggers per job"));
+            errs.push(
+                "triggers",
+                format!("at most {MAX_TRIGGERS} triggers per job"),
+            );
         }
         let mut triggers = Vec::with_capacity(self.triggers.len());
         for (i, t) in self.triggers.iter().enumerate() {
@@ -75,8 +81,8 @@ impl JobSpec {
         }
         validate_task(&self.task, "task", &mut errs);
 
-        let mut duration = |field: &str, value: &Option<String>, default: Option<SignedDuration>| {
-            match value {
+        let mut duration =
+            |field: &str, value: &Option<String>, default: Option<SignedDuration>| match value {
                 None => default,
                 Some(v) => match parse_duration(v, false) {
                     Ok(d) => Some(d),
@@ -85,14 +91,16 @@ impl JobSpec {
                         default
                     }
                 },
-            }
-        };
+            };
         let timeout = duration("timeout", &self.timeout, None);
         let kill_grace = duration("kill_grace", &self.kill_grace, Some(DEFAULT_KILL_GRACE))
             .unwrap_or(DEFAULT_KILL_GRACE);
-        let catchup_window =
-            duration("catchup_window", &self.catchup_window, Some(DEFAULT_CATCHUP_WINDOW))
-                .unwrap_or(DEFAULT_CATCHUP_WINDOW);
+        let catchup_window = duration(
+            "catchup_window",
+            &self.catchup_window,
+            Some(DEFAULT_CATCHUP_WINDOW),
+        )
+        .unwrap_or(DEFAULT_CATCHUP_WINDOW);
 
         let retry = match &self.retry {
             None => RetryPolicy::none(),
@@ -103,14 +111,20 @@ impl JobSpec {
         }
         for (i, code) in self.expected_exit_codes.iter().enumerate() {
             if !(0..=255).contains(code) {
-                errs.push(index("expected_exit_codes", i), format!("{code} is not an exit code (0 to 255)"));
+                errs.push(
+                    index("expected_exit_codes", i),
+                    format!("{code} is not an exit code (0 to 255)"),
+                );
             }
         }
         if self.max_concurrent == 0 || self.max_concurrent > 10_000 {
             errs.push("max_concurrent", "must be between 1 and 10000");
         }
         if self.overlap != OverlapPolicy::Allow && self.max_concurrent != 1 {
-            errs.push("max_concurrent", "only applies with `overlap: allow`; leave it at 1");
+            errs.push(
+                "max_concurrent",
+                "only applies with `overlap: allow`; leave it at 1",
+            );
         }
         if let Some(pre) = &self.hooks.pre {
             validate_hook(pre, "hooks.pre", &mut errs);
@@ -123,7 +137,10 @@ impl JobSpec {
                 errs.push(format!("labels.{k}"), "label keys are 1 to 63 characters");
             }
             if v.len() > 1024 {
-                errs.push(format!("labels.{k}"), "label values are at most 1024 characters");
+                errs.push(
+                    format!("labels.{k}"),
+                    "label values are at most 1024 characters",
+                );
             }
         }
         if self.description.as_ref().is_some_and(|d| d.len() > 4096) {
@@ -157,7 +174,9 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
     }
     let mut instant = |field: &str, v: &Option<String>| -> Option<Timestamp> {
         let v = v.as_ref()?;
-        parse_instant(v).map_err(|e| errs.push(path(at, field), e)).ok()
+        parse_instant(v)
+            .map_err(|e| errs.push(path(at, field), e))
+            .ok()
     };
     let start_at = instant("start_at", &t.start_at);
     let end_at = instant("end_at", &t.end_at);
@@ -183,12 +202,21 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
             Err(crate::trigger::CronScheduleError::TimeZone(z)) => {
                 errs.push(
                     path(at, "timezone"),
-                    format!("unknown time zone `{z}`; use an IANA name such as `Europe/Berlin` or `UTC`"),
+                    format!(
+                        "unknown time zone `{z}`; use an IANA name such as `Europe/Berlin` or `UTC`"
+                    ),
                 );
                 None
             }
             Err(e) => {
                 errs.push(path(at, "cron"), e.to_string());
+                // The expression is checked before the zone: report a bad zone as well.
+                if let Some(z) = &t.timezone
+                    && jiff::tz::TimeZone::get(z).is_err()
+                {
+                    let e = crate::trigger::CronScheduleError::TimeZone(z.clone());
+                    errs.push(path(at, "timezone"), e.to_string());
+                }
                 None
             }
         }
@@ -210,19 +238,37 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
     if errs.errors.len() > before {
         return None;
     }
-    Some(Trigger { kind: kind?, start_at, end_at, jitter })
+    Some(Trigger {
+        kind: kind?,
+        start_at,
+        end_at,
+        jitter,
+    })
 }
 
-fn validate_process(p: &ProcessSettings, unknown: &std::collections::BTreeMap<String, serde_json::Value>, at: &str, errs: &mut ValidationErrors) {
+fn validate_process(
+    p: &ProcessSettings,
+    unknown: &std::collections::BTreeMap<String, serde_json::Value>,
+    at: &str,
+    errs: &mut ValidationErrors,
+) {
     for key in unknown.keys() {
         errs.push(path(at, key), "unknown field");
     }
     if p.cwd.as_ref().is_some_and(|c| c.is_empty()) {
         errs.push(path(at, "cwd"), "must not be empty");
     }
-    for k in p.env.keys().chain(p.secret_files.keys()) {
+    let names = p
+        .env
+        .keys()
+        .map(|k| ("env", k))
+        .chain(p.secret_files.keys().map(|k| ("secret_files", k)));
+    for (map, k) in names {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            errs.push(path(at, &format!("env.{k}")), "variable names are non-empty and contain no `=`");
+            errs.push(
+                path(at, &format!("{map}.{k}")),
+                "variable names are non-empty and contain no `=`",
+            );
         }
     }
     for (k, v) in &p.env {
@@ -244,7 +290,10 @@ fn validate_process(p: &ProcessSettings, unknown: &std::collections::BTreeMap<St
 
 fn validate_command(c: &CommandTask, at: &str, errs: &mut ValidationErrors) {
     if c.argv.is_empty() || c.argv[0].is_empty() {
-        errs.push(path(at, "argv"), "must name a program: `argv[0]` is required");
+        errs.push(
+            path(at, "argv"),
+            "must name a program: `argv[0]` is required",
+        );
     }
     if c.argv.iter().any(|a| a.contains('\0')) {
         errs.push(path(at, "argv"), "arguments must not contain NUL");
@@ -277,15 +326,28 @@ fn validate_task(task: &TaskSpec, at: &str, errs: &mut ValidationErrors) {
         TaskSpec::Shell(s) => validate_shell(s, at, errs),
         TaskSpec::Http(h) => {
             if !HTTP_METHODS.contains(&h.method.as_str()) {
-                errs.push(path(at, "method"), format!("`{}` is not one of {}", h.method, HTTP_METHODS.join(", ")));
+                errs.push(
+                    path(at, "method"),
+                    format!("`{}` is not one of {}", h.method, HTTP_METHODS.join(", ")),
+                );
             }
             let lower = h.url.to_ascii_lowercase();
             if !(lower.starts_with("http://") || lower.starts_with("https://")) || h.url.len() < 8 {
-                errs.push(path(at, "url"), format!("`{}` is not an http:// or https:// URL", h.url));
+                errs.push(
+                    path(at, "url"),
+                    format!("`{}` is not an http:// or https:// URL", h.url),
+                );
             }
             for name in h.headers.keys() {
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
-                    errs.push(path(at, &format!("headers.{name}")), "not a valid header name");
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                {
+                    errs.push(
+                        path(at, &format!("headers.{name}")),
+                        "not a valid header name",
+                    );
                 }
             }
             if let Some(t) = &h.timeout
@@ -295,13 +357,19 @@ fn validate_task(task: &TaskSpec, at: &str, errs: &mut ValidationErrors) {
             }
             for (i, s) in h.expected_statuses.iter().enumerate() {
                 if !(100..=599).contains(s) {
-                    errs.push(index(&path(at, "expected_statuses"), i), format!("{s} is not an HTTP status"));
+                    errs.push(
+                        index(&path(at, "expected_statuses"), i),
+                        format!("{s} is not an HTTP status"),
+                    );
                 }
             }
         }
         TaskSpec::Function(f) => {
             if f.name.is_empty() || f.name.len() > 200 {
-                errs.push(path(at, "name"), "must name a registered function (1 to 200 characters)");
+                errs.push(
+                    path(at, "name"),
+                    "must name a registered function (1 to 200 characters)",
+                );
             }
         }
     }
@@ -310,22 +378,23 @@ fn validate_task(task: &TaskSpec, at: &str, errs: &mut ValidationErrors) {
 fn validate_retry(r: &RetrySpec, at: &str, errs: &mut ValidationErrors) -> RetryPolicy {
     let mut policy = RetryPolicy::none();
     if r.max_attempts == 0 || r.max_attempts > MAX_ATTEMPTS_LIMIT {
-        errs.push(path(at, "max_attempts"), format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"));
+        errs.push(
+            path(at, "max_attempts"),
+            format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+        );
     } else {
         policy.max_attempts = r.max_attempts;
     }
     let b = &r.backoff;
     let bp = path(at, "backoff");
-    match parse_duration(&b.initial, true) {
-        Ok(d) => policy.initial = d,
-        Err(e) => errs.push(path(&bp, "initial"), e),
-    }
-    match parse_duration(&b.max, true) {
-        Ok(d) => policy.max = d,
-        Err(e) => errs.push(path(&bp, "max"), e),
-    }
-    if policy.max < policy.initial {
-        errs.push(path(&bp, "max"), "must be at least `initial`");
+    let initial = parse_duration(&b.initial, true).map_err(|e| errs.push(path(&bp, "initial"), e));
+    let max = parse_duration(&b.max, true).map_err(|e| errs.push(path(&bp, "max"), e));
+    if let (Ok(initial), Ok(max)) = (initial, max) {
+        if max < initial {
+            errs.push(path(&bp, "max"), "must be at least `initial`");
+        }
+        policy.initial = initial;
+        policy.max = max;
     }
     if !(b.multiplier.is_finite() && (1.0..=100.0).contains(&b.multiplier)) {
         errs.push(path(&bp, "multiplier"), "must be between 1.0 and 100.0");

@@ -30,7 +30,9 @@ impl std::str::FromStr for RetryOn {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("`{s}` is not a retry condition; use `any`, `timeout`, `error`, `exit:N`, `exit:any`, `http:N` or `http:5xx`")
+            format!(
+                "`{s}` is not a retry condition; use `any`, `timeout`, `error`, `exit:N`, `exit:any`, `http:N` or `http:5xx`"
+            )
         };
         match s {
             "any" => return Ok(RetryOn::Any),
@@ -41,15 +43,27 @@ impl std::str::FromStr for RetryOn {
         }
         if let Some(code) = s.strip_prefix("exit:") {
             let code: i32 = code.parse().map_err(|_| bad())?;
-            return if (0..=255).contains(&code) { Ok(RetryOn::Exit(code)) } else { Err(bad()) };
+            return if (0..=255).contains(&code) {
+                Ok(RetryOn::Exit(code))
+            } else {
+                Err(bad())
+            };
         }
         if let Some(status) = s.strip_prefix("http:") {
             if let Some(class) = status.strip_suffix("xx") {
                 let class: u16 = class.parse().map_err(|_| bad())?;
-                return if (1..=5).contains(&class) { Ok(RetryOn::HttpClass(class)) } else { Err(bad()) };
+                return if (1..=5).contains(&class) {
+                    Ok(RetryOn::HttpClass(class))
+                } else {
+                    Err(bad())
+                };
             }
             let status: u16 = status.parse().map_err(|_| bad())?;
-            return if (100..=599).contains(&status) { Ok(RetryOn::Http(status)) } else { Err(bad()) };
+            return if (100..=599).contains(&status) {
+                Ok(RetryOn::Http(status))
+            } else {
+                Err(bad())
+            };
         }
         Err(bad())
     }
@@ -61,7 +75,9 @@ impl RetryOn {
             (_, AttemptStatus::Succeeded | AttemptStatus::Cancelled) => false,
             (RetryOn::Any, _) => true,
             (RetryOn::Exit(c), AttemptStatus::ExitCode { code }) => c == *code,
-            (RetryOn::AnyExit, AttemptStatus::ExitCode { .. } | AttemptStatus::Signal { .. }) => true,
+            (RetryOn::AnyExit, AttemptStatus::ExitCode { .. } | AttemptStatus::Signal { .. }) => {
+                true
+            }
             (RetryOn::Timeout, AttemptStatus::TimedOut) => true,
             (RetryOn::Http(s), AttemptStatus::HttpStatus { status }) => s == *status,
             (RetryOn::HttpClass(c), AttemptStatus::HttpStatus { status }) => status / 100 == c,
@@ -110,7 +126,9 @@ impl RetryPolicy {
         if attempt >= self.max_attempts || !self.on.iter().any(|on| on.matches(status)) {
             return RetryDecision::Finish;
         }
-        RetryDecision::Retry { delay: self.delay(attempt, random) }
+        RetryDecision::Retry {
+            delay: self.delay(attempt, random),
+        }
     }
 
     /// Delay before attempt `attempt + 1`: `initial * multiplier^(attempt-1)`, capped at `max`,
@@ -129,15 +147,20 @@ impl RetryPolicy {
 pub const MAX_CATCHUP_RUNS: usize = 1000;
 /// Most skipped runs one catch-up round records for one job; beyond that they are only counted.
 pub const MAX_RECORDED_SKIPS: usize = 1000;
+/// Most missed due times one round counts one by one (per stretch it does not record); beyond
+/// that it jumps ahead, and [`FirePlan::dropped`] is a lower bound.
+const MAX_COUNTED: u64 = 10_000;
 
 /// The runs one scheduling round creates for one job.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FirePlan {
-    /// Due times that become runs.
+    /// Due times that become runs, oldest first.
     pub fire: Vec<Fire>,
-    /// Due times recorded as skipped runs, with their reason.
+    /// Due times recorded as skipped runs, with their reason, oldest first.
     pub skip: Vec<(Fire, SkipReason)>,
     /// Missed due times neither run nor recorded (beyond the caps, or coalesced by `latest`).
+    /// Exact unless the job is far behind (more than 10 000 such times in one stretch): then a
+    /// lower bound, because the round jumps ahead instead of walking every missed time.
     pub dropped: u64,
     /// The job's next due time after this round (strictly after `now`), if any.
     pub next_fire_at: Option<Timestamp>,
@@ -147,11 +170,16 @@ pub struct FirePlan {
 ///
 /// Due times are `next_fire_at` and every later fire time up to `now`. A due time is *late*
 /// when a newer one has also passed, or when it is older than `catchup_window`:
-/// - `all`: one run per due time within `catchup_window` (at most [`MAX_CATCHUP_RUNS`]);
-///   older ones are skipped (`misfire`).
+/// - `all`: one run per due time within `catchup_window` (at most [`MAX_CATCHUP_RUNS`], the
+///   oldest first); older ones and those beyond the cap are skipped (`misfire`).
 /// - `latest`: one run for the newest due time if it is within the window; older ones coalesce
-///   into it (counted in `dropped`, not recorded).
+///   into it (counted in `dropped`, not recorded). A newest due time outside the window is
+///   skipped.
 /// - `skip`: the newest due time runs if it is within the window; older ones are skipped.
+///
+/// At most [`MAX_RECORDED_SKIPS`] skips are recorded; the rest are counted in `dropped`. The work
+/// is bounded whatever the downtime: `Schedule::next_after` is called at most a few ten thousand
+/// times (the newest due time is found by bisection, not by walking every missed one).
 pub fn plan_fires(
     schedule: &Schedule,
     next_fire_at: Timestamp,
@@ -167,75 +195,133 @@ pub fn plan_fires(
     let window_start = now.checked_sub(catchup_window).unwrap_or(Timestamp::MIN);
     // The first due time: whichever trigger yields `next_fire_at` (search from just before it).
     let first = schedule
-        .next_after(next_fire_at.checked_sub(SignedDuration::from_nanos(1)).unwrap_or(next_fire_at))
+        .next_after(just_before(next_fire_at))
         .filter(|f| f.at <= now);
-    let Some(mut current) = first else {
-        plan.next_fire_at = schedule.next_after(now).map(|f| f.at);
-        return plan;
-    };
-    // Walk the due times in order; only the newest can be known when the walk ends.
-    let mut pending_latest: Option<Fire> = None;
-    loop {
-        let next = schedule.next_after(current.at);
-        let is_newest = next.is_none_or(|n| n.at > now);
-        let in_window = current.at >= window_start;
-        match catchup {
-            CatchupPolicy::All => {
-                if in_window && plan.fire.len() < MAX_CATCHUP_RUNS {
-                    plan.fire.push(current);
+    plan.next_fire_at = schedule.next_after(now).map(|f| f.at);
+    let Some(first) = first else { return plan };
+    let due = Due { schedule, now };
+    match catchup {
+        CatchupPolicy::All => {
+            // Late ones before the window: skipped, then counted, then jumped over.
+            let mut current = Some(first);
+            while let Some(fire) = current.filter(|f| f.at < window_start) {
+                if plan.skip.len() < MAX_RECORDED_SKIPS {
+                    plan.skip.push((fire, SkipReason::Misfire));
+                    current = due.after(fire.at);
                 } else {
-                    record_skip(&mut plan, current);
+                    plan.dropped += due.count(fire, window_start);
+                    current = due.after(just_before(window_start));
                 }
             }
-            CatchupPolicy::Latest => {
-                if is_newest && in_window {
-                    pending_latest = Some(current);
-                } else if is_newest {
-                    record_skip(&mut plan, current);
+            // Within the window: run (up to the cap), then skip, then count.
+            while let Some(fire) = current {
+                if plan.fire.len() < MAX_CATCHUP_RUNS {
+                    plan.fire.push(fire);
+                } else if plan.skip.len() < MAX_RECORDED_SKIPS {
+                    plan.skip.push((fire, SkipReason::Misfire));
                 } else {
-                    plan.dropped += 1;
-                }
-            }
-            CatchupPolicy::Skip => {
-                if is_newest && in_window {
-                    pending_latest = Some(current);
-                } else {
-                    record_skip(&mut plan, current);
-                }
-            }
-        }
-        match next {
-            Some(n) if n.at <= now => current = n,
-            other => {
-                plan.next_fire_at = other.map(|f| f.at);
-                break;
-            }
-        }
-        // Far behind (e.g. an every-second job after days down): jump to the window instead of
-        // walking every missed time one by one.
-        if plan.skip.len() >= MAX_RECORDED_SKIPS && current.at < window_start {
-            if let Some(jump) = schedule.next_after(window_start.checked_sub(SignedDuration::from_nanos(1)).unwrap_or(window_start)) {
-                if jump.at > current.at && jump.at <= now {
-                    plan.dropped += 1; // at least one; the exact count is not worth a walk
-                    current = jump;
-                } else if jump.at > now {
-                    plan.next_fire_at = Some(jump.at);
+                    plan.dropped += due.count_through_now(fire);
                     break;
                 }
+                current = due.after(fire.at);
             }
         }
-    }
-    if let Some(f) = pending_latest {
-        plan.fire.push(f);
+        CatchupPolicy::Latest | CatchupPolicy::Skip => {
+            let newest = due.newest(first);
+            if catchup == CatchupPolicy::Latest {
+                plan.dropped += due.count(first, newest.at);
+            } else {
+                let mut current = Some(first).filter(|f| f.at < newest.at);
+                while let Some(fire) = current {
+                    if plan.skip.len() < MAX_RECORDED_SKIPS {
+                        plan.skip.push((fire, SkipReason::Misfire));
+                        current = due.after(fire.at).filter(|f| f.at < newest.at);
+                    } else {
+                        plan.dropped += due.count(fire, newest.at);
+                        break;
+                    }
+                }
+            }
+            if newest.at >= window_start {
+                plan.fire.push(newest);
+            } else if plan.skip.len() < MAX_RECORDED_SKIPS {
+                plan.skip.push((newest, SkipReason::Misfire));
+            } else {
+                plan.dropped += 1;
+            }
+        }
     }
     plan
 }
 
-fn record_skip(plan: &mut FirePlan, fire: Fire) {
-    if plan.skip.len() < MAX_RECORDED_SKIPS {
-        plan.skip.push((fire, SkipReason::Misfire));
-    } else {
-        plan.dropped += 1;
+fn just_before(t: Timestamp) -> Timestamp {
+    t.checked_sub(SignedDuration::from_nanos(1)).unwrap_or(t)
+}
+
+/// The due times of one schedule up to `now`.
+struct Due<'a> {
+    schedule: &'a Schedule,
+    now: Timestamp,
+}
+
+impl Due<'_> {
+    /// The first due time strictly after `t`, if it is not after `now`.
+    fn after(&self, t: Timestamp) -> Option<Fire> {
+        self.schedule.next_after(t).filter(|f| f.at <= self.now)
+    }
+
+    /// Due times in `from.at..end`, counted one by one up to [`MAX_COUNTED`] (then a lower bound).
+    fn count(&self, from: Fire, end: Timestamp) -> u64 {
+        let mut n = 0;
+        let mut current = Some(from);
+        while let Some(fire) = current.filter(|f| f.at < end) {
+            n += 1;
+            if n >= MAX_COUNTED {
+                break;
+            }
+            current = self.after(fire.at);
+        }
+        n
+    }
+
+    /// Due times in `from.at..=now`, as [`Due::count`].
+    fn count_through_now(&self, from: Fire) -> u64 {
+        match self.now.checked_add(SignedDuration::from_nanos(1)) {
+            Ok(end) => self.count(from, end),
+            Err(_) => self.count(from, self.now) + 1,
+        }
+    }
+
+    /// The newest due time, given `first` (a due time). A few steps, then bisection: the search
+    /// for the last instant `t` with `next_after(t) <= now` halves `first..now` each time, so
+    /// it takes at most about 70 calls however far behind the job is.
+    fn newest(&self, first: Fire) -> Fire {
+        let mut newest = first;
+        for _ in 0..4 {
+            match self.after(newest.at) {
+                Some(next) => newest = next,
+                None => return newest,
+            }
+        }
+        // Invariant: no due time follows `hi` (up to `now`); the newest is the one following
+        // `lo`, or `newest` itself when none follows `lo`.
+        let (mut lo, mut hi) = (newest.at.as_nanosecond(), self.now.as_nanosecond());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            let has_due = Timestamp::from_nanosecond(mid)
+                .ok()
+                .and_then(|t| self.after(t))
+                .is_some();
+            if has_due {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Timestamp::from_nanosecond(lo)
+            .ok()
+            .and_then(|t| self.after(t))
+            .unwrap_or(newest)
     }
 }
 

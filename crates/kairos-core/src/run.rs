@@ -60,7 +60,10 @@ impl RunState {
 
     /// A finished run never changes state again.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, RunState::Scheduled | RunState::Queued | RunState::Running)
+        !matches!(
+            self,
+            RunState::Scheduled | RunState::Queued | RunState::Running
+        )
     }
 
     /// Active runs count against overlap limits.
@@ -77,7 +80,10 @@ impl std::str::FromStr for RunState {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = RunState::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown run state `{s}`; expected one of {}", names.join(", "))
+                format!(
+                    "unknown run state `{s}`; expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -228,6 +234,8 @@ impl AttemptOutcome {
     }
 
     pub fn error(message: impl Into<String>) -> Self {
-        Self::from_status(AttemptStatus::Error { message: message.into() })
+        Self::from_status(AttemptStatus::Error {
+            message: message.into(),
+        })
     }
 }

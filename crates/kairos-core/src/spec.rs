@@ -297,7 +297,8 @@ pub enum OverlapPolicy {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CatchupPolicy {
-    /// Missed due times are recorded as skipped; the next run is the next future time.
+    /// Only the newest due time runs (if within the window); each older missed one is recorded
+    /// as a skipped run.
     Skip,
     /// All missed due times within the window coalesce into one run.
     #[default]

@@ -5,6 +5,7 @@
 //! fire times strictly increase, so iterating `next_after` never repeats or goes backwards.
 
 mod cron;
+mod cron_syntax;
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -38,7 +39,9 @@ impl Trigger {
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
         // Search from just before `start_at` so that `start_at` itself can be a due time.
         let from = match self.start_at {
-            Some(start) if start > after => start.checked_sub(SignedDuration::from_nanos(1)).ok()?,
+            Some(start) if start > after => {
+                start.checked_sub(SignedDuration::from_nanos(1)).ok()?
+            }
             _ => after,
         };
         let next = match &self.kind {
@@ -57,7 +60,9 @@ impl Trigger {
     /// Deterministic start delay for the due time `scheduled_for` of job `job_key`, in
     /// `0..jitter`. Deterministic so that a retried fire (after a crash) computes the same delay.
     pub fn jitter_for(&self, job_key: u64, scheduled_for: Timestamp) -> SignedDuration {
-        let Some(jitter) = self.jitter else { return SignedDuration::ZERO };
+        let Some(jitter) = self.jitter else {
+            return SignedDuration::ZERO;
+        };
         let nanos = jitter.as_nanos();
         if nanos <= 0 {
             return SignedDuration::ZERO;
@@ -69,7 +74,11 @@ impl Trigger {
 }
 
 /// The first `anchor + k * every` (k ≥ 0) strictly after `after`.
-fn interval_next_after(anchor: Timestamp, every: SignedDuration, after: Timestamp) -> Option<Timestamp> {
+fn interval_next_after(
+    anchor: Timestamp,
+    every: SignedDuration,
+    after: Timestamp,
+) -> Option<Timestamp> {
     if after < anchor {
         return Some(anchor);
     }
@@ -124,7 +133,9 @@ impl Schedule {
         let mut out = Vec::with_capacity(n.min(1024));
         let mut cursor = after;
         while out.len() < n {
-            let Some(fire) = self.next_after(cursor) else { break };
+            let Some(fire) = self.next_after(cursor) else {
+                break;
+            };
             cursor = fire.at;
             out.push(fire);
         }
@@ -143,14 +154,25 @@ mod tests {
     #[test]
     fn interval_is_anchored() {
         let t = Trigger {
-            kind: TriggerKind::Interval { every: SignedDuration::from_mins(15) },
+            kind: TriggerKind::Interval {
+                every: SignedDuration::from_mins(15),
+            },
             start_at: Some(ts("2026-01-01T00:05:00Z")),
             end_at: Some(ts("2026-01-01T01:00:00Z")),
             jitter: None,
         };
-        assert_eq!(t.next_after(ts("2025-06-01T00:00:00Z")), Some(ts("2026-01-01T00:05:00Z")));
-        assert_eq!(t.next_after(ts("2026-01-01T00:05:00Z")), Some(ts("2026-01-01T00:20:00Z")));
-        assert_eq!(t.next_after(ts("2026-01-01T00:19:59Z")), Some(ts("2026-01-01T00:20:00Z")));
+        assert_eq!(
+            t.next_after(ts("2025-06-01T00:00:00Z")),
+            Some(ts("2026-01-01T00:05:00Z"))
+        );
+        assert_eq!(
+            t.next_after(ts("2026-01-01T00:05:00Z")),
+            Some(ts("2026-01-01T00:20:00Z"))
+        );
+        assert_eq!(
+            t.next_after(ts("2026-01-01T00:19:59Z")),
+            Some(ts("2026-01-01T00:20:00Z"))
+        );
         assert_eq!(t.next_after(ts("2026-01-01T00:50:00Z")), None);
     }
 
@@ -162,7 +184,10 @@ mod tests {
             end_at: None,
             jitter: None,
         };
-        assert_eq!(t.next_after(ts("2026-12-24T17:00:00Z")), Some(ts("2026-12-24T18:00:00Z")));
+        assert_eq!(
+            t.next_after(ts("2026-12-24T17:00:00Z")),
+            Some(ts("2026-12-24T18:00:00Z"))
+        );
         assert_eq!(t.next_after(ts("2026-12-24T18:00:00Z")), None);
     }
 

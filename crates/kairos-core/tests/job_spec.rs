@@ -1,0 +1,296 @@
+//! `JobSpec::from_json` + `JobSpec::validate`: the example job of the issue becomes a plan, and
+//! a bad job gets one response that lists every problem with its field path.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] fns: a failed unwrap fails the test"
+)]
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_core::policy::RetryOn;
+use kairos_core::spec::{CatchupPolicy, ExecutionMode, OverlapPolicy, TaskSpec};
+use kairos_core::trigger::{Fire, TriggerKind};
+use kairos_core::{JobSpec, ValidationErrors};
+use serde_json::{Value, json};
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+const EXAMPLE: &str = r#"{"name":"backup-db","namespace":"default","triggers":[{"cron":"0 30 2 * * *","timezone":"Europe/Berlin","jitter":"30s"},{"interval":"15m","start_at":"2026-01-01T00:00:00Z","end_at":null},{"at":"2026-12-24T18:00:00Z"}],"task":{"kind":"command","argv":["pg_dump","-f","/backups/db.sql"],"cwd":"/srv","env":{"PGHOST":"db"},"env_files":[],"secret_files":{"PGPASSWORD":"/run/secrets/pg"}},"timeout":"10m","kill_grace":"10s","retry":{"max_attempts":3,"backoff":{"initial":"10s","max":"10m","multiplier":2.0,"jitter":0.2},"on":["exit:1","exit:75","timeout"]},"expected_exit_codes":[0],"overlap":"forbid","max_concurrent":1,"catchup":"latest","catchup_window":"1h","execution":"at_least_once","hooks":{"pre":null,"post":null},"paused":false,"labels":{"team":"data"},"description":"nightly dump"}"#;
+
+#[test]
+fn the_example_job_parses_and_validates() {
+    let spec = JobSpec::from_json(EXAMPLE).unwrap();
+    assert_eq!(spec.name, "backup-db");
+    assert_eq!(spec.labels.get("team").map(String::as_str), Some("data"));
+    let TaskSpec::Command(task) = &spec.task else {
+        panic!("a command task")
+    };
+    assert_eq!(task.argv, ["pg_dump", "-f", "/backups/db.sql"]);
+    assert_eq!(task.process.cwd.as_deref(), Some("/srv"));
+    assert_eq!(
+        task.process
+            .secret_files
+            .get("PGPASSWORD")
+            .map(String::as_str),
+        Some("/run/secrets/pg")
+    );
+    assert!(task.unknown.is_empty());
+
+    let plan = spec.validate().unwrap();
+    assert_eq!(plan.timeout, Some(SignedDuration::from_mins(10)));
+    assert_eq!(plan.kill_grace, SignedDuration::from_secs(10));
+    assert_eq!(plan.catchup, CatchupPolicy::Latest);
+    assert_eq!(plan.catchup_window, SignedDuration::from_hours(1));
+    assert_eq!(plan.overlap, OverlapPolicy::Forbid);
+    assert_eq!(plan.max_concurrent, 1);
+    assert_eq!(plan.execution, ExecutionMode::AtLeastOnce);
+    assert_eq!(plan.retry.max_attempts, 3);
+    assert_eq!(plan.retry.initial, SignedDuration::from_secs(10));
+    assert_eq!(plan.retry.max, SignedDuration::from_mins(10));
+    assert_eq!(plan.retry.multiplier, 2.0);
+    assert_eq!(plan.retry.jitter, 0.2);
+    assert_eq!(
+        plan.retry.on,
+        [RetryOn::Exit(1), RetryOn::Exit(75), RetryOn::Timeout]
+    );
+
+    let triggers = &plan.schedule.triggers;
+    assert_eq!(triggers.len(), 3);
+    assert!(matches!(&triggers[0].kind, TriggerKind::Cron(c) if c.is_fixed_time()));
+    assert_eq!(triggers[0].jitter, Some(SignedDuration::from_secs(30)));
+    assert!(
+        matches!(triggers[1].kind, TriggerKind::Interval { every } if every == SignedDuration::from_mins(15))
+    );
+    assert_eq!(triggers[1].start_at, Some(ts("2026-01-01T00:00:00Z")));
+    assert_eq!(triggers[1].end_at, None);
+    assert!(matches!(triggers[2].kind, TriggerKind::At(at) if at == ts("2026-12-24T18:00:00Z")));
+
+    // 02:30 Berlin (01:30 UTC in winter, the cron trigger wins the tie), the interval, and at
+    // 18:00 on 24 December the interval and the one-off instant coincide.
+    let fire = |at: &str, trigger| Fire {
+        at: ts(at),
+        trigger,
+    };
+    assert_eq!(
+        plan.schedule.upcoming(ts("2026-01-02T01:20:00Z"), 3),
+        [
+            fire("2026-01-02T01:30:00Z", 0),
+            fire("2026-01-02T01:45:00Z", 1),
+            fire("2026-01-02T02:00:00Z", 1)
+        ]
+    );
+    assert_eq!(
+        plan.schedule.next_after(ts("2026-12-24T17:50:00Z")),
+        Some(fire("2026-12-24T18:00:00Z", 1))
+    );
+    // The spring-forward night: 02:30 does not exist in Berlin on 29 March; the run is at 03:00.
+    let cron_only = &triggers[0];
+    assert_eq!(
+        cron_only.next_after(ts("2026-03-28T12:00:00Z")),
+        Some(ts("2026-03-29T01:00:00Z"))
+    );
+
+    // Written back and read again, it is the same job.
+    let round_trip = JobSpec::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+    assert_eq!(round_trip, spec);
+}
+
+fn example_with(edit: impl FnOnce(&mut Value)) -> JobSpec {
+    let mut value: Value = serde_json::from_str(EXAMPLE).unwrap();
+    edit(&mut value);
+    JobSpec::from_value(value).unwrap()
+}
+
+fn fields(errors: &ValidationErrors) -> Vec<&str> {
+    let mut fields: Vec<&str> = errors.errors.iter().map(|e| e.field.as_str()).collect();
+    fields.sort_unstable();
+    fields
+}
+
+#[test]
+fn one_response_lists_every_problem_with_its_field_path() {
+    let spec = example_with(|job| {
+        job["name"] = json!("Backup DB");
+        job["triggers"] = json!([
+            {"cron": "61 * * * *", "timezone": "Mars/Olympus"},
+            {"interval": "50ms"},
+            {"cron": "@daily", "interval": "1h"},
+            {"at": "tomorrow", "jitter": "soon"},
+            {"interval": "1h", "timezone": "UTC", "start_at": "2026-02-01T00:00:00Z", "end_at": "2026-01-01T00:00:00Z"},
+            {"cron": "0 0 30 2 *"},
+            {},
+        ]);
+        job["task"]["argv"] = json!([]);
+        job["task"]["bogus"] = json!(true);
+        job["task"]["secret_files"] = json!({"A=B": "/run/x"});
+        job["timeout"] = json!("forever");
+        job["retry"] = json!({
+            "max_attempts": 0,
+            "backoff": {"initial": "soon", "max": "5s", "multiplier": 0.5, "jitter": 2.0},
+            "on": ["exit:1", "exit:300"],
+        });
+        job["expected_exit_codes"] = json!([0, 256]);
+        job["max_concurrent"] = json!(2);
+        job["catchup_window"] = json!("-1h");
+    });
+    let errors = spec.validate().unwrap_err();
+    assert_eq!(
+        fields(&errors),
+        [
+            "catchup_window",
+            "expected_exit_codes[1]",
+            "max_concurrent",
+            "name",
+            "retry.backoff.initial",
+            "retry.backoff.jitter",
+            "retry.backoff.multiplier",
+            "retry.max_attempts",
+            "retry.on[1]",
+            "task.argv",
+            "task.bogus",
+            "task.secret_files.A=B",
+            "timeout",
+            "triggers[0].cron",
+            "triggers[0].timezone",
+            "triggers[1].interval",
+            "triggers[2]",
+            "triggers[3].at",
+            "triggers[3].jitter",
+            "triggers[4].end_at",
+            "triggers[4].timezone",
+            "triggers[5].cron",
+            "triggers[6]",
+        ],
+        "{errors}"
+    );
+    let message = |field: &str| {
+        errors
+            .errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.clone())
+            .unwrap()
+    };
+    assert!(message("triggers[0].cron").contains("minute field `61`"));
+    assert!(message("triggers[0].timezone").contains("Mars/Olympus"));
+    assert!(message("triggers[5].cron").contains("never fires"));
+    assert!(message("task.bogus").contains("unknown field"));
+    assert!(message("task.argv").contains("argv[0]"));
+    // Display names every problem with its field.
+    let shown = errors.to_string();
+    assert!(
+        errors
+            .errors
+            .iter()
+            .all(|e| shown.contains(&format!("{}: {}", e.field, e.message)))
+    );
+}
+
+#[test]
+fn single_problems_are_reported_where_they_are() {
+    let cases: Vec<(JobSpec, &str)> = vec![
+        (
+            example_with(|j| j["triggers"][0]["timezone"] = json!("Europe/Berlinn")),
+            "triggers[0].timezone",
+        ),
+        (
+            example_with(|j| j["triggers"][0]["cron"] = json!("0 30 2 * * * *")),
+            "triggers[0].cron",
+        ),
+        (
+            example_with(|j| j["triggers"][0]["cron"] = json!("0 MON * * *")),
+            "triggers[0].cron",
+        ),
+        (
+            example_with(|j| j["triggers"][1]["start_at"] = json!("2026-01-01")),
+            "triggers[1].start_at",
+        ),
+        (
+            example_with(|j| j["retry"]["backoff"]["max"] = json!("5s")),
+            "retry.backoff.max",
+        ),
+        (
+            example_with(|j| j["retry"]["backoff"]["initial"] = json!("1h")),
+            "retry.backoff.max",
+        ),
+        (
+            example_with(|j| j["task"]["argv"] = json!([""])),
+            "task.argv",
+        ),
+        (
+            example_with(|j| j["task"]["env"] = json!({"A=B": "x"})),
+            "task.env.A=B",
+        ),
+        (
+            example_with(|j| j["task"]["env_files"] = json!([""])),
+            "task.env_files[0]",
+        ),
+        (example_with(|j| j["task"]["cwd"] = json!("")), "task.cwd"),
+        (
+            example_with(|j| j["kill_grace"] = json!("0s")),
+            "kill_grace",
+        ),
+        (
+            example_with(|j| j["expected_exit_codes"] = json!([])),
+            "expected_exit_codes",
+        ),
+        (
+            example_with(|j| j["namespace"] = json!("-bad")),
+            "namespace",
+        ),
+        (
+            example_with(|j| j["description"] = json!("x".repeat(5000))),
+            "description",
+        ),
+        (
+            example_with(|j| j["hooks"]["pre"] = json!({"kind": "command", "argv": []})),
+            "hooks.pre.argv",
+        ),
+        (
+            example_with(|j| j["hooks"]["post"] = json!({"kind": "shell", "script": " "})),
+            "hooks.post.script",
+        ),
+        (
+            example_with(|j| {
+                j["task"] = json!({"kind": "http", "method": "FETCH", "url": "https://example.com"})
+            }),
+            "task.method",
+        ),
+        (
+            example_with(|j| j["task"] = json!({"kind": "http", "url": "ftp://example.com"})),
+            "task.url",
+        ),
+    ];
+    for (spec, field) in cases {
+        let errors = spec.validate().unwrap_err();
+        assert_eq!(fields(&errors), [field], "{errors}");
+    }
+}
+
+#[test]
+fn type_errors_name_their_field() {
+    let err =
+        JobSpec::from_json(&EXAMPLE.replace(r#""max_attempts":3"#, r#""max_attempts":"three""#))
+            .unwrap_err();
+    assert_eq!(fields(&err), ["retry.max_attempts"]);
+    let err =
+        JobSpec::from_json(&EXAMPLE.replace(r#""overlap":"forbid""#, r#""overlap":"sometimes""#))
+            .unwrap_err();
+    assert_eq!(fields(&err), ["overlap"]);
+    let err = JobSpec::from_json(
+        &EXAMPLE.replace(r#""jitter":"30s""#, r#""jitter":"30s","color":"red""#),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("color"), "{err}");
+    assert!(JobSpec::from_json("{").is_err());
+}
+
+#[test]
+fn a_job_without_triggers_is_valid() {
+    let spec = example_with(|j| j["triggers"] = json!([]));
+    let plan = spec.validate().unwrap();
+    assert!(plan.schedule.triggers.is_empty());
+    assert_eq!(plan.schedule.next_after(ts("2026-01-01T00:00:00Z")), None);
+}
