@@ -1,1 +1,228 @@
-//! Kairos executors: command and shell (process groups), http, registered functions
+//! Kairos executors: run one attempt of a task and describe how it ended.
+//!
+//! # Overview
+//!
+//! [`Executor::execute`] takes an [`ExecRequest`] (the task, hooks, limits, run context, a live
+//! [`OutputBuffer`] and a cancellation token) and returns an [`AttemptOutcome`]: a value, never
+//! an error. Retry and overlap decisions are pure functions of that value. [`TaskExecutor`]
+//! dispatches on the task kind:
+//!
+//! - `command` (argv, no shell) and `shell` (`/bin/sh -c script`): a child process, see below.
+//! - `http`: one request through a shared reqwest client (rustls with the ring provider).
+//! - `function`: a handler from the [`FunctionRegistry`] of the embedding program.
+//!
+//! Around every kind, an optional pre-hook and post-hook run as processes with the same
+//! isolation.
+//!
+//! # Process model
+//!
+//! Every task or hook process is forked from one long-lived spawner thread and, before `exec`:
+//! becomes the leader of a new session and process group (`setsid`), and on Linux asks for
+//! `SIGKILL` when its parent dies (`PR_SET_PDEATHSIG`). Its stdin is `/dev/null`; stdout and
+//! stderr are read line by line (UTF-8, lossy) into the output as
+//! `<RFC 3339 UTC, ms> <stdout|stderr> <line>`. The environment is the server's (or empty with
+//! `clear_env`), then `env_files`, `env`, `secret_files`, then the `KAIROS_JOB`,
+//! `KAIROS_NAMESPACE`, `KAIROS_RUN_ID`, `KAIROS_ATTEMPT` and `KAIROS_SCHEDULED_FOR` variables.
+//!
+//! A blocking waiter notices the leader's exit without reaping it, kills the rest of the group,
+//! then reaps the leader with `wait4`, which gives the exit status and resource usage (max RSS,
+//! user and system CPU). On timeout or cancel the group gets `SIGTERM`, then `SIGKILL` after the
+//! kill grace.
+//!
+//! # Invariants
+//!
+//! - **A child never outlives its timeout or its node.** The whole group is signalled, so
+//!   grandchildren die with the task; background processes left behind when the leader exits
+//!   are killed at once; if the attempt's future is dropped, the group is killed; if the node
+//!   dies, the kernel kills the leader (`PR_SET_PDEATHSIG`) and the pipes it leaves make any
+//!   survivors' writes fail. The limit: a process that puts itself into another session or
+//!   group (`setsid`, `setpgid`, double-forking daemons) escapes group signals.
+//! - **A signal never reaches a recycled pid.** The group is signalled only while its leader is
+//!   unreaped (a zombie at worst), so its pid, which is the group id, cannot be reused.
+//! - **Output is bounded.** Each attempt keeps at most its limit ([`DEFAULT_OUTPUT_LIMIT`]):
+//!   head and tail, with a `... [N bytes truncated] ...` marker between them.
+//! - **Secrets stay secret.** Values from `secret_files` (and env files) are never logged nor
+//!   put into outcomes or error messages; errors name the file and variable only.
+//!
+//! # Failure handling
+//!
+//! | what happened | status |
+//! | --- | --- |
+//! | exit code in `expected_exit_codes` / expected HTTP status / handler `Ok` | `Succeeded` |
+//! | other exit code | `ExitCode` |
+//! | killed by a signal Kairos did not send | `Signal` |
+//! | HTTP response with another status | `HttpStatus` |
+//! | timeout (process, request or handler) | `TimedOut` |
+//! | cancellation token cancelled | `Cancelled` |
+//! | cannot start (missing program, bad cwd, unreadable env or secret file), connection error, handler `Err` or panic, unknown function, failed pre-hook | `Error` |
+//!
+//! Once Kairos has signalled a process because of a timeout or cancel, the status is `TimedOut`
+//! or `Cancelled` however the process then exits. A post-hook failure is written into the
+//! output and leaves the outcome unchanged.
+
+mod env;
+mod function;
+mod hooks;
+mod http;
+mod output;
+mod process;
+mod sys;
+
+use std::sync::Arc;
+
+use kairos_core::run::AttemptOutcome;
+use kairos_core::spec::{HooksSpec, TaskSpec};
+use tokio_util::sync::CancellationToken;
+
+pub use env::EnvError;
+pub use function::{FunctionCall, FunctionRegistry};
+pub use output::{DEFAULT_OUTPUT_LIMIT, OutputBuffer};
+
+/// Which run and attempt an execution belongs to; exported to processes as `KAIROS_*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunContext {
+    pub job: String,
+    pub namespace: String,
+    pub run_id: i64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub scheduled_for: jiff::Timestamp,
+}
+
+/// One attempt to execute.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub task: TaskSpec,
+    pub hooks: HooksSpec,
+    /// Limit for the task, and for each hook. `None`: no limit.
+    pub timeout: Option<jiff::SignedDuration>,
+    /// Time between SIGTERM and SIGKILL when a process is stopped (for functions: between
+    /// cancelling the call's token and aborting it).
+    pub kill_grace: jiff::SignedDuration,
+    /// Exit codes that count as success for `command` and `shell` tasks; empty means `[0]`.
+    pub expected_exit_codes: Vec<i32>,
+    pub context: RunContext,
+    /// Live output, readable while the attempt runs; closed when `execute` returns.
+    pub output: Arc<OutputBuffer>,
+    /// Cancelled: stop the attempt (the process group is killed), status `Cancelled`.
+    pub cancel: CancellationToken,
+}
+
+impl ExecRequest {
+    /// A request with no hooks, no timeout, a 10 s kill grace, `expected_exit_codes = [0]`, a
+    /// fresh output buffer of [`DEFAULT_OUTPUT_LIMIT`] and a fresh cancellation token.
+    pub fn new(task: TaskSpec, context: RunContext) -> Self {
+        Self {
+            task,
+            hooks: HooksSpec::default(),
+            timeout: None,
+            kill_grace: jiff::SignedDuration::from_secs(10),
+            expected_exit_codes: vec![0],
+            context,
+            output: Arc::new(OutputBuffer::new(DEFAULT_OUTPUT_LIMIT)),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// Runs attempts. Implementations return an outcome for every request; they do not fail.
+#[async_trait::async_trait]
+pub trait Executor: Send + Sync + 'static {
+    async fn execute(&self, req: ExecRequest) -> AttemptOutcome;
+}
+
+/// The production executor: commands, shell scripts, HTTP requests and registered functions,
+/// with pre- and post-hooks.
+#[derive(Debug, Clone)]
+pub struct TaskExecutor {
+    functions: FunctionRegistry,
+    http: http::HttpClient,
+}
+
+impl TaskExecutor {
+    pub fn new(functions: FunctionRegistry) -> Self {
+        Self {
+            functions,
+            http: http::HttpClient::new(),
+        }
+    }
+
+    /// The registry `function` tasks are looked up in (shared with the caller's clone).
+    pub fn functions(&self) -> &FunctionRegistry {
+        &self.functions
+    }
+
+    async fn run_attempt(&self, req: &ExecRequest) -> AttemptOutcome {
+        let pre = match &req.hooks.pre {
+            Some(pre) => hooks::pre(pre, req).await,
+            None => Ok(()),
+        };
+        if let Err(outcome) = pre {
+            return outcome;
+        }
+        let outcome = self.run_task(req).await;
+        req.output.push_stream_line(
+            "kairos",
+            &format!("task finished: {}", outcome.status.label()),
+        );
+        if let Some(post) = &req.hooks.post {
+            hooks::post(post, req, &outcome).await;
+        }
+        outcome
+    }
+
+    async fn run_task(&self, req: &ExecRequest) -> AttemptOutcome {
+        let expected: &[i32] = if req.expected_exit_codes.is_empty() {
+            &[0]
+        } else {
+            &req.expected_exit_codes
+        };
+        let (argv, settings) = match &req.task {
+            TaskSpec::Command(c) => (process::command_argv(&c.argv), &c.process),
+            TaskSpec::Shell(s) => (process::shell_argv(&s.script), &s.process),
+            TaskSpec::Http(h) => return self.http.run(h, req).await,
+            TaskSpec::Function(f) => return function::run(&self.functions, f, req).await,
+        };
+        process::run(process::ProcessRun {
+            role: "task",
+            argv,
+            settings,
+            extra_env: Vec::new(),
+            expected_exit_codes: expected,
+            timeout: req.timeout,
+            kill_grace: req.kill_grace,
+            context: &req.context,
+            output: &req.output,
+            cancel: &req.cancel,
+        })
+        .await
+    }
+}
+
+impl Default for TaskExecutor {
+    fn default() -> Self {
+        Self::new(FunctionRegistry::new())
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for TaskExecutor {
+    async fn execute(&self, req: ExecRequest) -> AttemptOutcome {
+        let outcome = self.run_attempt(&req).await;
+        tracing::debug!(
+            job = %req.context.job,
+            namespace = %req.context.namespace,
+            run_id = req.context.run_id,
+            attempt = req.context.attempt,
+            outcome = %outcome.status.label(),
+            "attempt finished"
+        );
+        let outcome = AttemptOutcome {
+            output: req.output.snapshot(),
+            output_truncated: req.output.is_truncated(),
+            ..outcome
+        };
+        req.output.close();
+        outcome
+    }
+}

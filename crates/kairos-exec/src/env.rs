@@ -1,0 +1,156 @@
+//! The environment of a task or hook process.
+//!
+//! Layers, later ones winning: the server's environment (unless `clear_env`), `env_files` in
+//! order, `env`, `secret_files`, extra variables from the executor (`KAIROS_OUTCOME` for post
+//! hooks), and last the `KAIROS_*` run variables, which a task cannot override.
+//!
+//! Values from env files and secret files may be secrets: errors name files, variables and line
+//! numbers, never values, and nothing here logs.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use kairos_core::spec::ProcessSettings;
+
+use crate::RunContext;
+
+/// Why an environment could not be built. Never contains a variable's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error("cannot read env file `{path}`: {reason}")]
+    EnvFileRead { path: String, reason: String },
+    #[error("env file `{path}` line {line}: expected `KEY=VALUE`")]
+    EnvFileSyntax { path: String, line: usize },
+    #[error("cannot read secret file `{path}` for `{var}`: {reason}")]
+    SecretFileRead {
+        var: String,
+        path: String,
+        reason: String,
+    },
+}
+
+/// The full environment for a child process (the child starts from exactly this set).
+pub(crate) fn build_env(
+    settings: &ProcessSettings,
+    context: &RunContext,
+    extra: &[(String, String)],
+) -> Result<BTreeMap<OsString, OsString>, EnvError> {
+    let mut env: BTreeMap<OsString, OsString> = if settings.clear_env {
+        BTreeMap::new()
+    } else {
+        std::env::vars_os().collect()
+    };
+    for path in &settings.env_files {
+        let content = std::fs::read(path).map_err(|e| EnvError::EnvFileRead {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let vars = parse_env_file(&content).map_err(|line| EnvError::EnvFileSyntax {
+            path: path.clone(),
+            line,
+        })?;
+        env.extend(vars);
+    }
+    for (key, value) in &settings.env {
+        env.insert(key.into(), value.into());
+    }
+    for (var, path) in &settings.secret_files {
+        let value = read_secret(path).map_err(|e| EnvError::SecretFileRead {
+            var: var.clone(),
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        env.insert(var.into(), value);
+    }
+    for (key, value) in extra {
+        env.insert(key.into(), value.into());
+    }
+    for (key, value) in kairos_vars(context) {
+        env.insert(key.into(), value.into());
+    }
+    Ok(env)
+}
+
+/// The variables describing the run, set for every task and hook.
+pub(crate) fn kairos_vars(context: &RunContext) -> [(&'static str, String); 5] {
+    [
+        ("KAIROS_JOB", context.job.clone()),
+        ("KAIROS_NAMESPACE", context.namespace.clone()),
+        ("KAIROS_RUN_ID", context.run_id.to_string()),
+        ("KAIROS_ATTEMPT", context.attempt.to_string()),
+        ("KAIROS_SCHEDULED_FOR", context.scheduled_for.to_string()),
+    ]
+}
+
+/// A secret file's content with trailing line endings removed (editors add one).
+fn read_secret(path: &str) -> std::io::Result<OsString> {
+    let mut bytes = std::fs::read(path)?;
+    while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+        bytes.pop();
+    }
+    Ok(OsString::from_vec(bytes))
+}
+
+/// Parses `KEY=VALUE` lines: blank lines and `#` comments are skipped, an `export ` prefix is
+/// allowed, and a value wrapped in matching single or double quotes is unquoted (double quotes
+/// also understand `\n`, `\"` and `\\`). On error returns the 1-based line number.
+pub(crate) fn parse_env_file(content: &[u8]) -> Result<Vec<(OsString, OsString)>, usize> {
+    let mut vars = Vec::new();
+    for (index, raw) in content.split(|b| *b == b'\n').enumerate() {
+        let line = trim(raw);
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        let line = line.strip_prefix(b"export ").map(trim).unwrap_or(line);
+        let Some(eq) = line.iter().position(|b| *b == b'=') else {
+            return Err(index + 1);
+        };
+        let key = trim(&line[..eq]);
+        let valid_key = !key.is_empty()
+            && !key[0].is_ascii_digit()
+            && key
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.');
+        if !valid_key {
+            return Err(index + 1);
+        }
+        let value = unquote(trim(&line[eq + 1..]));
+        vars.push((OsStr::from_bytes(key).to_owned(), OsString::from_vec(value)));
+    }
+    Ok(vars)
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
+}
+
+fn unquote(value: &[u8]) -> Vec<u8> {
+    if value.len() >= 2 && value[0] == b'\'' && value[value.len() - 1] == b'\'' {
+        return value[1..value.len() - 1].to_vec();
+    }
+    if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+        let inner = &value[1..value.len() - 1];
+        let mut out = Vec::with_capacity(inner.len());
+        let mut bytes = inner.iter();
+        while let Some(&b) = bytes.next() {
+            if b != b'\\' {
+                out.push(b);
+                continue;
+            }
+            match bytes.next() {
+                Some(b'n') => out.push(b'\n'),
+                Some(b't') => out.push(b'\t'),
+                Some(&other) => out.push(other),
+                None => out.push(b'\\'),
+            }
+        }
+        return out;
+    }
+    // Unquoted: a ` #` starts a trailing comment.
+    let end = value
+        .windows(2)
+        .position(|w| w == b" #")
+        .unwrap_or(value.len());
+    trim(&value[..end]).to_vec()
+}

@@ -1,0 +1,184 @@
+//! Environment, env files, secret files, working directory and the `KAIROS_*` variables.
+
+use std::collections::BTreeMap;
+
+use kairos_core::run::AttemptStatus;
+use kairos_core::spec::ProcessSettings;
+
+use crate::support::*;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, content).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn inherits_the_environment_with_overrides() {
+    let settings = ProcessSettings {
+        env: env(&[("GREETING", "hi there")]),
+        ..Default::default()
+    };
+    let outcome = execute(request(shell_with(
+        r#"echo "$GREETING"; echo "path=$PATH""#,
+        settings,
+    )))
+    .await;
+    let out = stdout(&outcome);
+    assert_eq!(out[0], "hi there");
+    assert_eq!(out[1], format!("path={}", std::env::var("PATH").unwrap()));
+}
+
+#[tokio::test]
+async fn clear_env_starts_from_nothing() {
+    let settings = ProcessSettings {
+        clear_env: true,
+        env: env(&[("ONLY", "me")]),
+        ..Default::default()
+    };
+    let outcome = execute(request(command_with(&["/usr/bin/env"], settings))).await;
+    assert_eq!(outcome.status, AttemptStatus::Succeeded);
+    let mut names: Vec<String> = stdout(&outcome)
+        .iter()
+        .map(|l| l.split('=').next().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "KAIROS_ATTEMPT",
+            "KAIROS_JOB",
+            "KAIROS_NAMESPACE",
+            "KAIROS_RUN_ID",
+            "KAIROS_SCHEDULED_FOR",
+            "ONLY"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn kairos_variables_describe_the_run() {
+    let script = r#"echo "$KAIROS_JOB|$KAIROS_NAMESPACE|$KAIROS_RUN_ID|$KAIROS_ATTEMPT|$KAIROS_SCHEDULED_FOR""#;
+    // The run variables win over a user's attempt to set them.
+    let settings = ProcessSettings {
+        env: env(&[("KAIROS_JOB", "spoofed")]),
+        ..Default::default()
+    };
+    let outcome = execute(request(shell_with(script, settings))).await;
+    assert_eq!(
+        stdout(&outcome),
+        ["backup|team-a|42|2|2026-11-21T01:02:03Z"]
+    );
+}
+
+#[tokio::test]
+async fn env_files_are_loaded_in_order_and_env_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = write(
+        &dir,
+        "first.env",
+        "# comment\nA=1\nexport B=\"two words\"\nC='single $quoted'\n\nD=plain # trailing\nE=\"esc\\\"aped\"\n",
+    );
+    let second = write(&dir, "second.env", "A=from-second\nF=f\n");
+    let settings = ProcessSettings {
+        env_files: vec![first, second],
+        env: env(&[("F", "from-env")]),
+        ..Default::default()
+    };
+    let script = r#"echo "$A|$B|$C|$D|$E|$F""#;
+    let outcome = execute(request(shell_with(script, settings))).await;
+    assert_eq!(
+        stdout(&outcome),
+        ["from-second|two words|single $quoted|plain|esc\"aped|from-env"]
+    );
+}
+
+#[tokio::test]
+async fn bad_env_file_is_an_error_without_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "bad.env", "GOOD=value\nhunter2-without-equals\n");
+    let settings = ProcessSettings {
+        env_files: vec![path.clone()],
+        ..Default::default()
+    };
+    let outcome = execute(request(command_with(&["/bin/true"], settings))).await;
+    let AttemptStatus::Error { message } = &outcome.status else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        message.contains(&path) && message.contains("line 2"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+
+    let settings = ProcessSettings {
+        env_files: vec!["/nonexistent/x.env".into()],
+        ..Default::default()
+    };
+    let outcome = execute(request(command_with(&["/bin/true"], settings))).await;
+    let AttemptStatus::Error { message } = &outcome.status else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        message.contains("cannot read env file `/nonexistent/x.env`"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn secret_files_are_read_at_run_time_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "token", "s3cr3t-value\n");
+    let settings = ProcessSettings {
+        secret_files: [("API_TOKEN".to_owned(), path)].into_iter().collect(),
+        ..Default::default()
+    };
+    let script = r#"[ "$API_TOKEN" = "s3cr3t-value" ] && echo matches"#;
+    let outcome = execute(request(shell_with(script, settings))).await;
+    assert_eq!(outcome.status, AttemptStatus::Succeeded);
+    assert_eq!(stdout(&outcome), ["matches"]);
+    assert!(!format!("{outcome:?}").contains("s3cr3t"));
+}
+
+#[tokio::test]
+async fn unreadable_secret_file_is_an_error() {
+    let settings = ProcessSettings {
+        secret_files: [("API_TOKEN".to_owned(), "/nonexistent/token".to_owned())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let outcome = execute(request(command_with(&["/bin/true"], settings))).await;
+    let AttemptStatus::Error { message } = &outcome.status else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        message.contains("secret file `/nonexistent/token` for `API_TOKEN`"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn cwd_sets_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().canonicalize().unwrap();
+    let settings = ProcessSettings {
+        cwd: Some(path.to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    let outcome = execute(request(command_with(&["/bin/pwd"], settings))).await;
+    assert_eq!(
+        outcome.status,
+        AttemptStatus::Succeeded,
+        "{}",
+        outcome.output
+    );
+    assert_eq!(stdout(&outcome), [path.to_string_lossy().into_owned()]);
+}
