@@ -1,6 +1,10 @@
 //! The router without a socket (`oneshot`), on a real SQLite file and a real executor.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed step panics with its location")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
 
 use std::sync::Arc;
 

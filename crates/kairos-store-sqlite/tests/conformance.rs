@@ -1,6 +1,10 @@
 //! The store conformance suite on a real SQLite file.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed step panics with its location")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
 
 use std::sync::Arc;
 

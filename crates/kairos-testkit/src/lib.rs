@@ -1,6 +1,11 @@
 //! Test helpers for Kairos: a real store in a temp directory, the manual clock, fake executors
 //! for failure modes (never for the happy path, which uses the real executors), and a way to
 //! wait for events.
+//!
+//! Scheduling tests drive the services' `run_once`/`claim_once` directly under a
+//! [`ManualClock`]; nothing sleeps on the real clock. They do not pause tokio's clock: with the
+//! real SQLite store, a paused runtime auto-advances while it waits on SQLite's worker thread and
+//! fires sqlx's pool timeouts. Tokio's paused clock is used where no store is involved.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,6 +1,10 @@
 //! The CLI, run as the real binary against a real server.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed step panics with its location")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
 
 mod common;
 

@@ -1,7 +1,11 @@
 //! End to end: the real `kairos` binary on a temp data dir, driven over HTTP.
 //! These wait on real time (a server fires real seconds) but never assert how long anything took.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed step panics with its location")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
 
 mod common;
 
@@ -324,4 +328,69 @@ async fn unusable_data_dirs_fail_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot create data directory"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_streams_a_running_task_and_json_logs_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let server = Server::start(&dir.path().join("data"), &["--log-format", "json"]).await;
+    // The task prints a line, waits for the test to open the gate, then prints another.
+    let script = format!(
+        "echo first; while [ ! -e {g} ]; do sleep 0.05; done; echo second",
+        g = gate.display()
+    );
+    server
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "talk", "task": {"kind": "shell", "script": script}})),
+        )
+        .await;
+    let (_, _, run) = server
+        .call(Method::POST, "/api/v1/jobs/talk/trigger", None)
+        .await;
+    let id = run["id"].as_i64().unwrap();
+    server
+        .wait_for(30, "the run to start", || async {
+            let (_, _, run) = server
+                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
+                .await;
+            (run["state"] == "running").then_some(())
+        })
+        .await;
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args([
+            "run",
+            "logs",
+            &id.to_string(),
+            "--follow",
+            "--server",
+            &server.url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line arrives while the run is still running.
+    let mut reader = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert!(line.contains("stdout first"), "{line}");
+    let (_, _, run) = server
+        .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
+        .await;
+    assert_eq!(run["state"], "running");
+    std::fs::write(&gate, "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert!(rest.contains("stdout second"), "{rest}");
+    assert!(
+        follow.wait().unwrap().success(),
+        "the stream ends when the run finishes"
+    );
+
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    let first = log.lines().next().expect("a log line");
+    let parsed: Value = serde_json::from_str(first).expect("--log-format json writes JSON lines");
+    assert!(parsed["level"].is_string(), "{parsed}");
 }

@@ -1,6 +1,10 @@
 //! Runs `examples/embedded.rs` as part of the test suite, so the embedding example keeps working.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failed step panics with its location")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
 
 #[path = "../examples/embedded.rs"]
 mod embedded;
