@@ -23,12 +23,7 @@ pub async fn get(
     State(app): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<RunDto>, ApiError> {
-    let run = app
-        .ctx
-        .store
-        .run_get(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
+    let run = load_run(&app, id).await?;
     let attempts = app.ctx.store.attempt_list(id).await?;
     let mut dto = RunDto::from(run);
     dto.attempts = Some(attempts.into_iter().map(AttemptDto::from).collect());
@@ -70,12 +65,7 @@ pub async fn output(
     Path(id): Path<i64>,
     Query(q): Query<OutputQuery>,
 ) -> Result<Response, ApiError> {
-    let run = app
-        .ctx
-        .store
-        .run_get(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))?;
+    let run = load_run(&app, id).await?;
     if !q.follow || run.state.is_terminal() {
         let text = match (q.attempt, app.ctx.live.get(id)) {
             (None, Some(live)) => live.snapshot(),
@@ -152,4 +142,13 @@ async fn follow(app: AppState, id: i64, tx: mpsc::Sender<Result<String, Infallib
             _ = tx.closed() => return,
         }
     }
+}
+
+/// The run, or 404.
+async fn load_run(app: &AppState, id: i64) -> Result<kairos_store::Run, ApiError> {
+    app.ctx
+        .store
+        .run_get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))
 }

@@ -47,6 +47,31 @@ impl SqliteStore {
         row.as_ref().map(rows::job).transpose()
     }
 
+    /// Ends a job insert or update: a taken name is `JobExists`; otherwise the job is read back
+    /// in the same transaction and committed.
+    async fn finish_job_write(
+        mut tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        result: Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>,
+        spec: &kairos_core::JobSpec,
+    ) -> StoreResult<Job> {
+        match result {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::JobExists {
+                    namespace: spec.namespace.clone(),
+                    name: spec.name.clone(),
+                });
+            }
+            other => {
+                other.map_err(internal)?;
+            }
+        }
+        let job = Self::fetch_job(&mut *tx, &spec.namespace, &spec.name)
+            .await?
+            .ok_or_else(|| StoreError::Internal("written job vanished".into()))?;
+        tx.commit().await.map_err(internal)?;
+        Ok(job)
+    }
+
     async fn fetch_run<'e, E>(exec: E, id: RunId) -> StoreResult<Option<Run>>
     where
         E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
@@ -113,22 +138,7 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await;
-        match result {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::JobExists {
-                    namespace: p.spec.namespace,
-                    name: p.spec.name,
-                });
-            }
-            other => {
-                other.map_err(internal)?;
-            }
-        }
-        let job = Self::fetch_job(&mut *tx, &p.spec.namespace, &p.spec.name)
-            .await?
-            .ok_or_else(|| StoreError::Internal("created job vanished".into()))?;
-        tx.commit().await.map_err(internal)?;
-        Ok(job)
+        Self::finish_job_write(tx, result, &p.spec).await
     }
 
     async fn job_get(&self, p: JobGetParams) -> StoreResult<Option<Job>> {
@@ -196,22 +206,7 @@ impl Store for SqliteStore {
         .bind(p.expected_version)
         .execute(&mut *tx)
         .await;
-        match result {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::JobExists {
-                    namespace: p.spec.namespace,
-                    name: p.spec.name,
-                });
-            }
-            other => {
-                other.map_err(internal)?;
-            }
-        }
-        let job = Self::fetch_job(&mut *tx, &p.spec.namespace, &p.spec.name)
-            .await?
-            .ok_or_else(|| StoreError::Internal("updated job vanished".into()))?;
-        tx.commit().await.map_err(internal)?;
-        Ok(job)
+        Self::finish_job_write(tx, result, &p.spec).await
     }
 
     async fn job_delete(&self, p: JobDeleteParams) -> StoreResult<()> {

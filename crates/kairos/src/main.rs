@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kairos::cli::{Cli, Command, JobCmd, RunCmd};
+use kairos::cli::{Cli, Command};
 use kairos::client::Client;
 use kairos::cmd::{apply, job, next, run};
 use kairos::config::{ServerConfig, ServerFlags};
@@ -66,26 +66,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         ),
         Command::Job { client, command } => {
             let c = Client::new(&client.server)?;
-            let cmd = match command {
-                JobCmd::Create { file } => job::JobCommand::Create { file },
-                JobCmd::Ls => job::JobCommand::Ls,
-                JobCmd::Get { name } => job::JobCommand::Get { name },
-                JobCmd::Pause { name } => job::JobCommand::Pause { name },
-                JobCmd::Resume { name } => job::JobCommand::Resume { name },
-                JobCmd::Trigger { name } => job::JobCommand::Trigger { name },
-                JobCmd::Rm { name } => job::JobCommand::Rm { name },
-            };
-            job::run(&c, &client.namespace, client.json, cmd).await
+            job::run(&c, &client.namespace, client.json, command).await
         }
         Command::Run { client, command } => {
             let c = Client::new(&client.server)?;
-            let cmd = match command {
-                RunCmd::Ls { job, state, limit } => run::RunCommand::Ls { job, state, limit },
-                RunCmd::Get { id } => run::RunCommand::Get { id },
-                RunCmd::Logs { id, follow } => run::RunCommand::Logs { id, follow },
-                RunCmd::Cancel { id } => run::RunCommand::Cancel { id },
-            };
-            run::run(&c, &client.namespace, client.json, cmd).await
+            run::run(&c, &client.namespace, client.json, command).await
         }
         Command::Apply {
             client,

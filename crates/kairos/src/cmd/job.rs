@@ -1,22 +1,11 @@
 //! `kairos job …`.
 
-use std::path::PathBuf;
-
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::cli::JobCmd;
 use crate::client::{Client, ns_query, urlencode};
 use crate::table;
-
-pub enum JobCommand {
-    Create { file: PathBuf },
-    Ls,
-    Get { name: String },
-    Pause { name: String },
-    Resume { name: String },
-    Trigger { name: String },
-    Rm { name: String },
-}
 
 fn schedule_of(job: &Value) -> String {
     let triggers = job["triggers"].as_array().cloned().unwrap_or_default();
@@ -41,12 +30,7 @@ fn schedule_of(job: &Value) -> String {
         .join(", ")
 }
 
-pub async fn run(
-    client: &Client,
-    namespace: &str,
-    json: bool,
-    cmd: JobCommand,
-) -> anyhow::Result<()> {
+pub async fn run(client: &Client, namespace: &str, json: bool, cmd: JobCmd) -> anyhow::Result<()> {
     let path = |name: &str, suffix: &str| {
         format!(
             "/api/v1/jobs/{}{suffix}?{}",
@@ -55,7 +39,7 @@ pub async fn run(
         )
     };
     let job: Value = match cmd {
-        JobCommand::Create { file } => {
+        JobCmd::Create { file } => {
             let mut doc = super::read_document(&file)?;
             if let Some(obj) = doc.as_object_mut() {
                 obj.entry("namespace")
@@ -65,7 +49,7 @@ pub async fn run(
                 .json(Method::POST, "/api/v1/jobs", Some(&doc))
                 .await?
         }
-        JobCommand::Ls => {
+        JobCmd::Ls => {
             let jobs: Vec<Value> = client
                 .json(
                     Method::GET,
@@ -95,18 +79,18 @@ pub async fn run(
             table::print(&["NAME", "SCHEDULE", "NEXT (UTC)", "VERSION"], &rows);
             return Ok(());
         }
-        JobCommand::Get { name } => client.json(Method::GET, &path(&name, ""), None).await?,
-        JobCommand::Pause { name } => {
+        JobCmd::Get { name } => client.json(Method::GET, &path(&name, ""), None).await?,
+        JobCmd::Pause { name } => {
             client
                 .json(Method::POST, &path(&name, "/pause"), None)
                 .await?
         }
-        JobCommand::Resume { name } => {
+        JobCmd::Resume { name } => {
             client
                 .json(Method::POST, &path(&name, "/resume"), None)
                 .await?
         }
-        JobCommand::Trigger { name } => {
+        JobCmd::Trigger { name } => {
             let run: Value = client
                 .json(Method::POST, &path(&name, "/trigger"), None)
                 .await?;
@@ -117,7 +101,7 @@ pub async fn run(
             }
             return Ok(());
         }
-        JobCommand::Rm { name } => {
+        JobCmd::Rm { name } => {
             client.send(Method::DELETE, &path(&name, ""), None).await?;
             if !json {
                 println!("job {name} deleted");

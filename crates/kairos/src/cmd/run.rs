@@ -6,26 +6,9 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::cli::RunCmd;
 use crate::client::{Client, ns_query, urlencode};
 use crate::table;
-
-pub enum RunCommand {
-    Ls {
-        job: Option<String>,
-        state: Option<String>,
-        limit: u32,
-    },
-    Get {
-        id: i64,
-    },
-    Logs {
-        id: i64,
-        follow: bool,
-    },
-    Cancel {
-        id: i64,
-    },
-}
 
 fn duration_of(run: &Value) -> String {
     let (Some(start), Some(end)) = (run["started_at"].as_str(), run["finished_at"].as_str()) else {
@@ -47,14 +30,9 @@ fn duration_of(run: &Value) -> String {
     }
 }
 
-pub async fn run(
-    client: &Client,
-    namespace: &str,
-    json: bool,
-    cmd: RunCommand,
-) -> anyhow::Result<()> {
+pub async fn run(client: &Client, namespace: &str, json: bool, cmd: RunCmd) -> anyhow::Result<()> {
     match cmd {
-        RunCommand::Ls { job, state, limit } => {
+        RunCmd::Ls { job, state, limit } => {
             let mut query = format!("limit={limit}&{}", ns_query(namespace));
             if let Some(s) = &state {
                 query.push_str(&format!("&state={}", urlencode(s)));
@@ -95,7 +73,7 @@ pub async fn run(
                 &rows,
             );
         }
-        RunCommand::Get { id } => {
+        RunCmd::Get { id } => {
             let run: Value = client
                 .json(Method::GET, &format!("/api/v1/runs/{id}"), None)
                 .await?;
@@ -147,7 +125,7 @@ pub async fn run(
                 );
             }
         }
-        RunCommand::Logs { id, follow } => {
+        RunCmd::Logs { id, follow } => {
             let path = format!(
                 "/api/v1/runs/{id}/output{}",
                 if follow { "?follow=true" } else { "" }
@@ -161,7 +139,7 @@ pub async fn run(
                 stdout.flush()?;
             }
         }
-        RunCommand::Cancel { id } => {
+        RunCmd::Cancel { id } => {
             let run: Value = client
                 .json(Method::POST, &format!("/api/v1/runs/{id}/cancel"), None)
                 .await?;
