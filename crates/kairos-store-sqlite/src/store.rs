@@ -357,6 +357,19 @@ impl Store for SqliteStore {
         Ok(run)
     }
 
+    async fn run_insert_many(&self, p: RunInsertManyParams) -> StoreResult<Vec<RunId>> {
+        let now = now_or(p.now);
+        let mut tx = self.begin().await?;
+        let mut ids = Vec::with_capacity(p.runs.len());
+        for run in &p.runs {
+            if let Some(id) = Self::insert_run(&mut tx, p.job_id, run, now).await? {
+                ids.push(id);
+            }
+        }
+        tx.commit().await.map_err(internal)?;
+        Ok(ids)
+    }
+
     async fn run_active_count(&self, job_id: JobId) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM runs WHERE job_id = ? AND state IN ('scheduled', 'queued', 'running')",

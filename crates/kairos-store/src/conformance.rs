@@ -28,7 +28,7 @@ macro_rules! conformance_tests {
             job_fire_concurrent_applies_once, job_fire_replace_cancels_active,
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_rescue_expired_leases,
             run_exclusive_runs_one_at_a_time, run_cancel_states, run_list_filters_and_counts,
-            run_insert_is_idempotent, run_claim_concurrent_never_doubles, run_release_keeps_attempt
+            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_claim_concurrent_never_doubles, run_release_keeps_attempt
         );
     };
 }
@@ -961,4 +961,33 @@ pub async fn run_release_keeps_attempt(store: Arc<dyn Store>) {
     assert_eq!(run.state, RunState::Queued);
     assert_eq!(run.attempt, 0, "a released attempt does not count");
     assert!(store.attempt_list(c.run.id).await.unwrap().is_empty());
+}
+
+pub async fn run_insert_many_skips_existing_due_times(store: Arc<dyn Store>) {
+    let job = create(&store, "bulk", None).await;
+    let a = t("2026-03-01T00:01:00Z");
+    let runs: Vec<_> = (0..500)
+        .map(|i| insert(a + SignedDuration::from_millis(i)))
+        .collect();
+    let ids = store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs: runs.clone(),
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 500);
+    let mut more = runs[490..].to_vec();
+    more.push(insert(a + SignedDuration::from_secs(10)));
+    let again = store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs: more,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "only the new due time is created");
+    assert_eq!(store.run_active_count(job.id).await.unwrap(), 501);
 }

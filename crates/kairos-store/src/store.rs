@@ -107,6 +107,14 @@ pub struct RunInsertParams {
 }
 
 #[derive(Debug, Clone)]
+pub struct RunInsertManyParams {
+    pub job_id: JobId,
+    /// Runs to create in one transaction; existing `(job_id, scheduled_for)` keys are left alone.
+    pub runs: Vec<RunInsert>,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
 pub struct RunClaimParams {
     pub node: String,
     pub limit: u32,
@@ -211,6 +219,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates one run (trigger-now). An existing `(job_id, scheduled_for)` returns that run.
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run>;
+    /// Creates many runs of one job in one transaction (bulk enqueue). Returns the ids of the
+    /// runs created; due times that already had a run are skipped.
+    async fn run_insert_many(&self, p: RunInsertManyParams) -> StoreResult<Vec<RunId>>;
     /// Runs of the job that are not finished (`scheduled`, `queued`, `running`).
     async fn run_active_count(&self, job_id: JobId) -> StoreResult<u64>;
     /// Claims up to `limit` queued runs whose `run_at` has come, earliest first, each with a new
