@@ -3,9 +3,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use kairos_core::ValidationErrors;
+use kairos_core::job::JobPlan;
 use kairos_core::run::RunId;
 use kairos_exec::OutputBuffer;
-use kairos_store::Store;
+use kairos_store::{Job, Store};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -41,6 +43,41 @@ impl LiveOutputs {
     }
 }
 
+/// Validated plans by `(job id, version)`: a version never changes, so its plan never does.
+/// Saves re-validating (and re-parsing cron expressions) on every fire and every attempt.
+#[derive(Debug, Default, Clone)]
+pub struct PlanCache {
+    inner: Arc<Mutex<HashMap<JobVersion, Arc<JobPlan>>>>,
+}
+
+/// `(job id, version)`.
+type JobVersion = (i64, i64);
+
+/// Entries kept before the cache starts over (old versions are not tracked individually).
+const PLAN_CACHE_LIMIT: usize = 200_000;
+
+impl PlanCache {
+    /// The plan of this job version, validating it once.
+    pub fn get(&self, job: &Job) -> Result<Arc<JobPlan>, ValidationErrors> {
+        let key = (job.id, job.version);
+        if let Some(plan) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(plan.clone());
+        }
+        let plan = Arc::new(job.spec.validate()?);
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= PLAN_CACHE_LIMIT {
+            map.clear();
+        }
+        map.insert(key, plan.clone());
+        Ok(plan)
+    }
+}
+
 /// Shared by the services of one node.
 #[derive(Clone)]
 pub struct NodeContext {
@@ -54,6 +91,7 @@ pub struct NodeContext {
     /// Wakes the worker when runs are queued.
     pub worker_wake: Arc<Notify>,
     pub live: LiveOutputs,
+    pub plans: PlanCache,
 }
 
 impl NodeContext {
@@ -66,6 +104,7 @@ impl NodeContext {
             scheduler_wake: Arc::new(Notify::new()),
             worker_wake: Arc::new(Notify::new()),
             live: LiveOutputs::default(),
+            plans: PlanCache::default(),
         }
     }
 }

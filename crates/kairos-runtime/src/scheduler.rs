@@ -75,7 +75,7 @@ impl Scheduler {
         let Some(expected) = job.next_fire_at else {
             return Ok((0, 0));
         };
-        let plan = match job.spec.validate() {
+        let plan = match self.ctx.plans.get(job) {
             Ok(plan) => plan,
             Err(e) => {
                 // Stored specs were validated on write; a spec that no longer validates (e.g. a

@@ -16,8 +16,9 @@ use kairos_core::policy::RetryDecision;
 use kairos_core::run::{AttemptOutcome, AttemptStatus, RunId, RunState};
 use kairos_exec::{DEFAULT_OUTPUT_LIMIT, ExecRequest, Executor, OutputBuffer, RunContext};
 use kairos_store::{
-    ClaimedRun, RunClaimParams, RunFinishParams, RunHeartbeatParams, RunNext, StoreError,
+    ClaimedRun, RunClaimParams, RunFinishParams, RunHeartbeatParams, RunNext, Store, StoreError,
 };
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -78,14 +79,18 @@ impl Held {
 
 pub struct Worker {
     ctx: NodeContext,
+    completer: Completer,
     executor: Arc<dyn Executor>,
     config: WorkerConfig,
     held: Arc<Mutex<HashMap<RunId, Held>>>,
 }
 
 impl Worker {
+    /// A worker for this node. Starts its completer task, so it must be called on a tokio
+    /// runtime.
     pub fn new(ctx: NodeContext, executor: Arc<dyn Executor>, config: WorkerConfig) -> Self {
         Self {
+            completer: Completer::spawn(ctx.store.clone()),
             ctx,
             executor,
             config,
@@ -128,6 +133,7 @@ impl Worker {
                 .insert(c.run.id, held);
             let attempt = Attempt {
                 ctx: self.ctx.clone(),
+                completer: self.completer.clone(),
                 executor: self.executor.clone(),
                 output_limit: self.config.output_limit,
                 held: self.held.clone(),
@@ -226,6 +232,7 @@ impl Worker {
 /// One attempt of one claimed run.
 struct Attempt {
     ctx: NodeContext,
+    completer: Completer,
     executor: Arc<dyn Executor>,
     output_limit: usize,
     held: Arc<Mutex<HashMap<RunId, Held>>>,
@@ -250,7 +257,7 @@ impl Attempt {
         });
         let output = Arc::new(OutputBuffer::new(self.output_limit));
         self.ctx.live.insert(run.id, output.clone());
-        let (outcome, plan) = match c.job.spec.validate() {
+        let (outcome, plan) = match self.ctx.plans.get(&c.job) {
             Ok(plan) => {
                 let req = ExecRequest {
                     task: c.job.spec.task.clone(),
@@ -297,9 +304,17 @@ impl Attempt {
             }
         };
         if let Some(next) = next {
-            let token = c.lease_token.clone();
             let applied = self
-                .finish(run.id, token, started, outcome.clone(), next.clone())
+                .completer
+                .finish(RunFinishParams {
+                    run_id: run.id,
+                    lease_token: c.lease_token.clone(),
+                    node: self.ctx.node.clone(),
+                    started_at: started,
+                    outcome: outcome.clone(),
+                    next: next.clone(),
+                    now: self.ctx.clock.store_now(),
+                })
                 .await;
             if applied {
                 self.report(&c, &outcome, &next, started, now);
@@ -311,48 +326,6 @@ impl Attempt {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&run.id);
         self.ctx.worker_wake.notify_one();
-    }
-
-    /// Records the attempt, retrying transient store errors a few times.
-    async fn finish(
-        &self,
-        run_id: RunId,
-        lease_token: String,
-        started_at: jiff::Timestamp,
-        outcome: AttemptOutcome,
-        next: RunNext,
-    ) -> bool {
-        for attempt in 0..5u32 {
-            let result = self
-                .ctx
-                .store
-                .run_finish(RunFinishParams {
-                    run_id,
-                    lease_token: lease_token.clone(),
-                    node: self.ctx.node.clone(),
-                    started_at,
-                    outcome: outcome.clone(),
-                    next: next.clone(),
-                    now: self.ctx.clock.store_now(),
-                })
-                .await;
-            match result {
-                Ok(applied) => {
-                    if !applied {
-                        tracing::warn!(
-                            run_id,
-                            "lease lost before the result was recorded; the result is dropped"
-                        );
-                    }
-                    return applied;
-                }
-                Err(e) => {
-                    tracing::error!(run_id, error = %e, attempt, "recording the attempt failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
-                }
-            }
-        }
-        false
     }
 
     fn report(
@@ -388,4 +361,79 @@ impl Attempt {
                 .emit(Event::RunReleased { run_id: run.id }),
         }
     }
+}
+
+/// Most attempts recorded in one transaction.
+const COMPLETION_BATCH: usize = 512;
+
+type Completion = (RunFinishParams, oneshot::Sender<bool>);
+
+/// Records finished attempts: whatever has finished while the previous write was running goes
+/// into the next transaction together (one commit for many attempts under load, one per attempt
+/// when idle).
+#[derive(Clone)]
+struct Completer {
+    tx: mpsc::UnboundedSender<Completion>,
+}
+
+impl Completer {
+    fn spawn(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(complete_loop(store, rx));
+        Self { tx }
+    }
+
+    /// Records one attempt; false when its lease was lost (nothing was written).
+    async fn finish(&self, params: RunFinishParams) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send((params, done)).is_err() {
+            return false;
+        }
+        wait.await.unwrap_or(false)
+    }
+}
+
+async fn complete_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    let mut params = Vec::with_capacity(COMPLETION_BATCH);
+    let mut waiters = Vec::with_capacity(COMPLETION_BATCH);
+    while let Some((p, w)) = rx.recv().await {
+        params.push(p);
+        waiters.push(w);
+        while params.len() < COMPLETION_BATCH {
+            match rx.try_recv() {
+                Ok((p, w)) => {
+                    params.push(p);
+                    waiters.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        let results = write_with_retries(store.as_ref(), &params).await;
+        for (i, waiter) in waiters.drain(..).enumerate() {
+            let applied = results.get(i).copied().unwrap_or(false);
+            if !applied {
+                tracing::warn!(
+                    run_id = params[i].run_id,
+                    "lease lost before the result was recorded; the result is dropped"
+                );
+            }
+            let _ = waiter.send(applied);
+        }
+        params.clear();
+    }
+}
+
+/// Writes a batch, retrying transient store errors a few times. After that the results are
+/// dropped (the runs' leases expire and the rescuer requeues them: at-least-once).
+async fn write_with_retries(store: &dyn Store, params: &[RunFinishParams]) -> Vec<bool> {
+    for attempt in 0..5u32 {
+        match store.run_finish_many(params).await {
+            Ok(results) => return results,
+            Err(e) => {
+                tracing::error!(error = %e, attempt, batch = params.len(), "recording attempts failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+            }
+        }
+    }
+    vec![false; params.len()]
 }

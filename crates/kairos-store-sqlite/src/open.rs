@@ -20,7 +20,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Readers (WAL: they never block the writer nor each other).
     pub(crate) pool: SqlitePool,
+    /// The one writer connection. SQLite has a single writer; queueing writes here (an async
+    /// wait) instead of letting several connections race for the lock avoids SQLITE_BUSY and the
+    /// busy handler's millisecond sleeps.
+    pub(crate) writer: SqlitePool,
     path: PathBuf,
     /// Held for the life of the store: the data-directory lock.
     _lock: Option<std::sync::Arc<std::fs::File>>,
@@ -81,21 +86,28 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-16000");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
             .min_connections(1)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| describe_open_error(path, e))?;
-        MIGRATOR.run(&pool).await.map_err(|e| match e {
+        MIGRATOR.run(&writer).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => describe_open_error(path, e),
             other => StoreError::Unavailable(format!(
                 "cannot prepare database {}: {other}",
                 path.display()
             )),
         })?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| describe_open_error(path, e))?;
         Ok(Self {
             pool,
+            writer,
             path: path.to_owned(),
             _lock: None,
         })
@@ -109,6 +121,7 @@ impl SqliteStore {
     /// Closes the pool (checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 

@@ -409,21 +409,46 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            let run = Self::fetch_run(&mut *tx, id)
-                .await?
-                .ok_or(StoreError::RunNotFound(id))?;
-            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
-            let row = sqlx::query(&sql)
-                .bind(run.job_id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?;
+        // Read the claimed runs, then each distinct job once, in two statements.
+        let ids_json =
+            serde_json::to_string(&ids).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let sql = format!("{RUN_SELECT} WHERE r.id IN (SELECT value FROM json_each(?))");
+        let run_rows = sqlx::query(&sql)
+            .bind(&ids_json)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(internal)?;
+        let runs = run_rows
+            .iter()
+            .map(rows::run)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut job_ids: Vec<JobId> = runs.iter().map(|r| r.job_id).collect();
+        job_ids.sort_unstable();
+        job_ids.dedup();
+        let job_ids_json =
+            serde_json::to_string(&job_ids).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN (SELECT value FROM json_each(?))");
+        let job_rows = sqlx::query(&sql)
+            .bind(&job_ids_json)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(internal)?;
+        let mut jobs = std::collections::HashMap::with_capacity(job_rows.len());
+        for row in &job_rows {
+            let job = rows::job(row)?;
+            jobs.insert(job.id, job);
+        }
+        let mut claimed = Vec::with_capacity(runs.len());
+        for run in runs {
+            let job = jobs
+                .get(&run.job_id)
+                .cloned()
+                .ok_or_else(|| StoreError::Internal(format!("job of run {} vanished", run.id)))?;
             claimed.push(ClaimedRun {
                 run,
                 lease_token: token.clone(),
-                job: rows::job(&row)?,
+                job,
             });
         }
         tx.commit().await.map_err(internal)?;
@@ -460,74 +485,20 @@ impl Store for SqliteStore {
     }
 
     async fn run_finish(&self, p: RunFinishParams) -> StoreResult<bool> {
-        let now = now_or(p.now);
         let mut tx = self.begin().await?;
-        let attempt: Option<i64> = sqlx::query_scalar(
-            "SELECT attempt FROM runs WHERE id = ? AND lease_token = ? AND state = 'running'",
-        )
-        .bind(p.run_id)
-        .bind(&p.lease_token)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
-        let Some(attempt) = attempt else {
-            return Ok(false);
-        };
-        let o = &p.outcome;
-        if p.next != RunNext::Release {
-            let error = match &o.status {
-                AttemptStatus::Error { message } => Some(message.clone()),
-                _ => None,
-            };
-            sqlx::query(
-                "INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, status, \
-                 exit_code, http_status, error, output, output_truncated, max_rss_kib, \
-                 user_cpu_us, sys_cpu_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (run_id, attempt) DO NOTHING",
-            )
-            .bind(p.run_id)
-            .bind(attempt)
-            .bind(&p.node)
-            .bind(micros(p.started_at))
-            .bind(micros(now))
-            .bind(o.status.label())
-            .bind(o.exit_code)
-            .bind(o.http_status.map(i64::from))
-            .bind(error)
-            .bind(&o.output)
-            .bind(o.output_truncated as i64)
-            .bind(o.usage.map(|u| u.max_rss_kib))
-            .bind(o.usage.map(|u| u.user_cpu_us))
-            .bind(o.usage.map(|u| u.sys_cpu_us))
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
-        }
-        let q = match &p.next {
-            RunNext::Finish(state) => sqlx::query(
-                "UPDATE runs SET state = ?, finished_at = ?, exit_code = ?, lease_token = NULL, \
-                 lease_expires_at = NULL WHERE id = ?",
-            )
-            .bind(state.as_str())
-            .bind(micros(now))
-            .bind(o.exit_code)
-            .bind(p.run_id),
-            RunNext::Retry { run_at } => sqlx::query(
-                "UPDATE runs SET state = 'queued', run_at = ?, exit_code = ?, lease_token = NULL, \
-                 lease_expires_at = NULL WHERE id = ?",
-            )
-            .bind(micros(*run_at))
-            .bind(o.exit_code)
-            .bind(p.run_id),
-            RunNext::Release => sqlx::query(
-                "UPDATE runs SET state = 'queued', attempt = attempt - 1, lease_token = NULL, \
-                 lease_expires_at = NULL WHERE id = ?",
-            )
-            .bind(p.run_id),
-        };
-        q.execute(&mut *tx).await.map_err(internal)?;
+        let applied = finish_in_tx(&mut tx, &p).await?;
         tx.commit().await.map_err(internal)?;
-        Ok(true)
+        Ok(applied)
+    }
+
+    async fn run_finish_many(&self, ps: &[RunFinishParams]) -> StoreResult<Vec<bool>> {
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(ps.len());
+        for p in ps {
+            out.push(finish_in_tx(&mut tx, p).await?);
+        }
+        tx.commit().await.map_err(internal)?;
+        Ok(out)
     }
 
     async fn run_rescue(&self, p: RunRescueParams) -> StoreResult<RescueReport> {
@@ -712,4 +683,74 @@ async fn cancel_active_runs(
         .await
         .map_err(internal)?;
     Ok(())
+}
+
+/// Records one attempt and moves its run on, fenced by the lease token (see `Store::run_finish`).
+async fn finish_in_tx(tx: &mut sqlx::SqliteConnection, p: &RunFinishParams) -> StoreResult<bool> {
+    let now = now_or(p.now);
+    let attempt: Option<i64> = sqlx::query_scalar(
+        "SELECT attempt FROM runs WHERE id = ? AND lease_token = ? AND state = 'running'",
+    )
+    .bind(p.run_id)
+    .bind(&p.lease_token)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(internal)?;
+    let Some(attempt) = attempt else {
+        return Ok(false);
+    };
+    let o = &p.outcome;
+    if p.next != RunNext::Release {
+        let error = match &o.status {
+            AttemptStatus::Error { message } => Some(message.clone()),
+            _ => None,
+        };
+        sqlx::query(
+            "INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, status, \
+                 exit_code, http_status, error, output, output_truncated, max_rss_kib, \
+                 user_cpu_us, sys_cpu_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (run_id, attempt) DO NOTHING",
+        )
+        .bind(p.run_id)
+        .bind(attempt)
+        .bind(&p.node)
+        .bind(micros(p.started_at))
+        .bind(micros(now))
+        .bind(o.status.label())
+        .bind(o.exit_code)
+        .bind(o.http_status.map(i64::from))
+        .bind(error)
+        .bind(&o.output)
+        .bind(o.output_truncated as i64)
+        .bind(o.usage.map(|u| u.max_rss_kib))
+        .bind(o.usage.map(|u| u.user_cpu_us))
+        .bind(o.usage.map(|u| u.sys_cpu_us))
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+    }
+    let q = match &p.next {
+        RunNext::Finish(state) => sqlx::query(
+            "UPDATE runs SET state = ?, finished_at = ?, exit_code = ?, lease_token = NULL, \
+                 lease_expires_at = NULL WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(micros(now))
+        .bind(o.exit_code)
+        .bind(p.run_id),
+        RunNext::Retry { run_at } => sqlx::query(
+            "UPDATE runs SET state = 'queued', run_at = ?, exit_code = ?, lease_token = NULL, \
+                 lease_expires_at = NULL WHERE id = ?",
+        )
+        .bind(micros(*run_at))
+        .bind(o.exit_code)
+        .bind(p.run_id),
+        RunNext::Release => sqlx::query(
+            "UPDATE runs SET state = 'queued', attempt = attempt - 1, lease_token = NULL, \
+                 lease_expires_at = NULL WHERE id = ?",
+        )
+        .bind(p.run_id),
+    };
+    q.execute(&mut *tx).await.map_err(internal)?;
+    Ok(true)
 }

@@ -28,7 +28,7 @@ macro_rules! conformance_tests {
             job_fire_concurrent_applies_once, job_fire_replace_cancels_active,
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_rescue_expired_leases,
             run_exclusive_runs_one_at_a_time, run_cancel_states, run_list_filters_and_counts,
-            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_claim_concurrent_never_doubles, run_release_keeps_attempt
+            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, run_claim_concurrent_never_doubles, run_release_keeps_attempt
         );
     };
 }
@@ -990,4 +990,97 @@ pub async fn run_insert_many_skips_existing_due_times(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(again.len(), 1, "only the new due time is created");
     assert_eq!(store.run_active_count(job.id).await.unwrap(), 501);
+}
+
+pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "batch", None).await;
+    let runs: Vec<_> = (0..3)
+        .map(|i| insert(a + SignedDuration::from_secs(i)))
+        .collect();
+    store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    let claimed = claim(&store, "n1", 10, a + SignedDuration::from_secs(5)).await;
+    assert_eq!(claimed.len(), 3);
+    assert!(
+        claimed
+            .iter()
+            .all(|c| c.job.id == job.id && c.job.name() == "batch")
+    );
+    let params = |c: &ClaimedRun, token: &str, next: RunNext| RunFinishParams {
+        run_id: c.run.id,
+        lease_token: token.into(),
+        node: "n1".into(),
+        started_at: a,
+        outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),
+        next,
+        now: Some(a + SignedDuration::from_secs(6)),
+    };
+    let results = store
+        .run_finish_many(&[
+            params(
+                &claimed[0],
+                &claimed[0].lease_token,
+                RunNext::Finish(RunState::Succeeded),
+            ),
+            params(
+                &claimed[1],
+                "stale-token",
+                RunNext::Finish(RunState::Succeeded),
+            ),
+            params(
+                &claimed[2],
+                &claimed[2].lease_token,
+                RunNext::Retry {
+                    run_at: a + SignedDuration::from_secs(60),
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results, vec![true, false, true]);
+    assert_eq!(
+        store
+            .run_get(claimed[0].run.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        RunState::Succeeded
+    );
+    assert_eq!(
+        store
+            .run_get(claimed[1].run.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        RunState::Running
+    );
+    assert_eq!(
+        store
+            .run_get(claimed[2].run.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        RunState::Queued
+    );
+    assert_eq!(
+        store.attempt_list(claimed[0].run.id).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .attempt_list(claimed[1].run.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -232,6 +232,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records the attempt and moves the run on, fenced by the lease token. False: the lease was
     /// lost and nothing was written.
     async fn run_finish(&self, p: RunFinishParams) -> StoreResult<bool>;
+    /// `run_finish` for many attempts in one transaction (a worker's batched completions).
+    /// Each element reports whether that attempt's lease still held.
+    async fn run_finish_many(&self, ps: &[RunFinishParams]) -> StoreResult<Vec<bool>>;
     /// Runs whose lease expired: requeued (`at_least_once`) or `lost` (`at_most_once`).
     async fn run_rescue(&self, p: RunRescueParams) -> StoreResult<RescueReport>;
     /// Cancels a queued run at once; asks the worker of a running run to stop it.
