@@ -7,10 +7,13 @@
 //! fenced by the old `next_fire_at`. The loop then sleeps until the earliest `next_fire_at`,
 //! woken early when a job changes (with a polling fallback).
 
-use jiff::{SignedDuration, Timestamp};
-use kairos_core::policy::{OverlapDecision, decide_overlap, plan_fires};
-use kairos_core::run::{RunOrigin, SkipReason};
-use kairos_store::{Job, JobDueParams, JobFireParams, RunInsert, StoreError};
+use std::collections::HashMap;
+
+use jiff::SignedDuration;
+use kairos_core::job::JobPlan;
+use kairos_core::policy::{FirePlan, OverlapDecision, decide_overlap, plan_fires};
+use kairos_core::run::{JobId, RunOrigin, SkipReason};
+use kairos_store::{Job, JobDueParams, JobFireParams, JobFireResult, RunInsert, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::NodeContext;
@@ -40,9 +43,11 @@ impl Scheduler {
         Self { ctx }
     }
 
-    /// Fires every job due at `now`.
+    /// Fires every job due at `now`: plans each one (pure), reads the active-run counts that
+    /// overlap decisions need in one query, and writes the whole pass in one transaction.
     pub async fn run_once(&self) -> Result<SchedulerReport, StoreError> {
         let now = self.ctx.clock.now();
+        let store_now = self.ctx.clock.store_now();
         let due = self
             .ctx
             .store
@@ -55,15 +60,87 @@ impl Scheduler {
             more: due.len() == DUE_BATCH as usize,
             ..Default::default()
         };
-        for job in due {
-            match self.fire_job(&job, now).await {
-                Ok((queued, skipped)) => {
-                    report.jobs_fired += 1;
-                    report.runs_queued += queued;
-                    report.runs_skipped += skipped;
+        let mut params = Vec::with_capacity(due.len());
+        let mut planned = Vec::with_capacity(due.len());
+        for job in &due {
+            let Some(expected) = job.next_fire_at else {
+                continue;
+            };
+            match self.ctx.plans.get(job) {
+                Ok(plan) => {
+                    let fires = plan_fires(
+                        &plan.schedule,
+                        expected,
+                        now,
+                        plan.catchup,
+                        plan.catchup_window,
+                    );
+                    if fires.dropped > 0 {
+                        tracing::info!(
+                            job = job.name(),
+                            dropped = fires.dropped,
+                            "missed due times coalesced or beyond the catch-up caps"
+                        );
+                    }
+                    planned.push((job, plan, fires, expected));
                 }
-                Err(e) => tracing::error!(job = job.name(), error = %e, "firing a job failed"),
+                Err(e) => {
+                    // Stored specs were validated on write; one that no longer validates (e.g. a
+                    // time zone removed from the database) stops firing instead of looping.
+                    tracing::error!(job = job.name(), error = %e, "stored job no longer validates; it will not fire");
+                    params.push(JobFireParams {
+                        job_id: job.id,
+                        expected_next_fire_at: expected,
+                        runs: vec![],
+                        cancel_active: false,
+                        next_fire_at: None,
+                        now: store_now,
+                    });
+                }
             }
+        }
+        let firing: Vec<JobId> = planned
+            .iter()
+            .filter(|(_, _, fires, _)| !fires.fire.is_empty())
+            .map(|(job, ..)| job.id)
+            .collect();
+        let active: HashMap<JobId, u64> = self
+            .ctx
+            .store
+            .run_active_counts(&firing)
+            .await?
+            .into_iter()
+            .collect();
+        let first_planned = params.len();
+        for (job, plan, fires, expected) in &planned {
+            let active = active.get(&job.id).copied().unwrap_or(0);
+            let (runs, cancel_active) = round_runs(job.id, plan, fires, active);
+            params.push(JobFireParams {
+                job_id: job.id,
+                expected_next_fire_at: *expected,
+                runs,
+                cancel_active,
+                next_fire_at: fires.next_fire_at,
+                now: store_now,
+            });
+        }
+        if params.is_empty() {
+            return Ok(report);
+        }
+        let results = self.ctx.store.job_fire_many(&params).await?;
+        let rounds = params[first_planned..]
+            .iter()
+            .zip(&results[first_planned..]);
+        for ((job, ..), (p, result)) in planned.iter().zip(rounds) {
+            if !result.applied {
+                tracing::debug!(
+                    job = job.name(),
+                    "job changed while firing; it is read again next pass"
+                );
+                continue;
+            }
+            report.jobs_fired += 1;
+            self.report_round(job, p, result, &mut report);
         }
         if report.runs_queued > 0 {
             self.ctx.worker_wake.notify_one();
@@ -71,113 +148,17 @@ impl Scheduler {
         Ok(report)
     }
 
-    async fn fire_job(&self, job: &Job, now: Timestamp) -> Result<(usize, usize), StoreError> {
-        let Some(expected) = job.next_fire_at else {
-            return Ok((0, 0));
-        };
-        let plan = match self.ctx.plans.get(job) {
-            Ok(plan) => plan,
-            Err(e) => {
-                // Stored specs were validated on write; a spec that no longer validates (e.g. a
-                // time zone removed from the database) stops firing instead of looping.
-                tracing::error!(job = job.name(), error = %e, "stored job no longer validates; it will not fire");
-                self.ctx
-                    .store
-                    .job_fire(JobFireParams {
-                        job_id: job.id,
-                        expected_next_fire_at: expected,
-                        runs: vec![],
-                        cancel_active: false,
-                        next_fire_at: None,
-                        now: self.ctx.clock.store_now(),
-                    })
-                    .await?;
-                return Ok((0, 0));
-            }
-        };
-        let fires = plan_fires(
-            &plan.schedule,
-            expected,
-            now,
-            plan.catchup,
-            plan.catchup_window,
-        );
-        let mut runs = Vec::with_capacity(fires.fire.len() + fires.skip.len());
-        let mut cancel_active = false;
-        if !fires.fire.is_empty() {
-            let mut active = self.ctx.store.run_active_count(job.id).await?;
-            for fire in &fires.fire {
-                let decision = decide_overlap(plan.overlap, plan.max_concurrent, active);
-                let jitter =
-                    plan.schedule.triggers[fire.trigger].jitter_for(job.id as u64, fire.at);
-                let mut insert = RunInsert {
-                    scheduled_for: fire.at,
-                    run_at: fire.at.checked_add(jitter).unwrap_or(fire.at),
-                    origin: RunOrigin::Schedule,
-                    skip: None,
-                    exclusive: false,
-                    max_attempts: plan.retry.max_attempts,
-                    execution: plan.execution,
-                };
-                match decision {
-                    OverlapDecision::Start => active += 1,
-                    OverlapDecision::Serialize => {
-                        insert.exclusive = true;
-                        active += 1;
-                    }
-                    OverlapDecision::Skip => insert.skip = Some(SkipReason::Overlap),
-                    OverlapDecision::Replace => {
-                        // Replace everything queued in this round too: only the newest survives.
-                        cancel_active = true;
-                        runs.retain(|r: &RunInsert| r.skip.is_some());
-                        active = 1;
-                    }
-                }
-                runs.push(insert);
-            }
-        }
-        for (fire, reason) in &fires.skip {
-            runs.push(RunInsert {
-                scheduled_for: fire.at,
-                run_at: fire.at,
-                origin: RunOrigin::Schedule,
-                skip: Some(*reason),
-                exclusive: false,
-                max_attempts: plan.retry.max_attempts,
-                execution: plan.execution,
-            });
-        }
-        if fires.dropped > 0 {
-            tracing::info!(
-                job = job.name(),
-                dropped = fires.dropped,
-                "missed due times coalesced or beyond the catch-up caps"
-            );
-        }
-        let result = self
-            .ctx
-            .store
-            .job_fire(JobFireParams {
-                job_id: job.id,
-                expected_next_fire_at: expected,
-                runs: runs.clone(),
-                cancel_active,
-                next_fire_at: fires.next_fire_at,
-                now: self.ctx.clock.store_now(),
-            })
-            .await?;
-        if !result.applied {
-            tracing::debug!(
-                job = job.name(),
-                "job changed while firing; it is read again next pass"
-            );
-            return Ok((0, 0));
-        }
-        let (mut queued, mut skipped) = (0, 0);
-        for run in &runs {
+    fn report_round(
+        &self,
+        job: &Job,
+        p: &JobFireParams,
+        result: &JobFireResult,
+        report: &mut SchedulerReport,
+    ) {
+        for run in &p.runs {
             match run.skip {
                 Some(reason) => {
-                    skipped += 1;
+                    report.runs_skipped += 1;
                     self.ctx.telemetry.emit(Event::RunSkipped {
                         namespace: job.namespace().into(),
                         job: job.name().into(),
@@ -185,11 +166,11 @@ impl Scheduler {
                         reason,
                     });
                 }
-                None => queued += 1,
+                None => report.runs_queued += 1,
             }
         }
         for (run_id, scheduled_for) in &result.inserted {
-            if runs
+            if p.runs
                 .iter()
                 .any(|r| r.scheduled_for == *scheduled_for && r.skip.is_none())
             {
@@ -201,7 +182,6 @@ impl Scheduler {
                 });
             }
         }
-        Ok((queued, skipped))
     }
 
     /// Runs until `shutdown`: a pass, then sleep until the next due time or a change.
@@ -233,4 +213,56 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// The runs of one job's round: its due times with the overlap decision applied (given `active`
+/// unfinished runs), then the due times the catch-up policy skipped. Also whether the job's
+/// active runs are to be cancelled first (`overlap: replace`).
+pub fn round_runs(
+    job_id: JobId,
+    plan: &JobPlan,
+    fires: &FirePlan,
+    mut active: u64,
+) -> (Vec<RunInsert>, bool) {
+    let mut runs = Vec::with_capacity(fires.fire.len() + fires.skip.len());
+    let mut cancel_active = false;
+    for fire in &fires.fire {
+        let jitter = plan.schedule.triggers[fire.trigger].jitter_for(job_id as u64, fire.at);
+        let mut insert = RunInsert {
+            scheduled_for: fire.at,
+            run_at: fire.at.checked_add(jitter).unwrap_or(fire.at),
+            origin: RunOrigin::Schedule,
+            skip: None,
+            exclusive: false,
+            max_attempts: plan.retry.max_attempts,
+            execution: plan.execution,
+        };
+        match decide_overlap(plan.overlap, plan.max_concurrent, active) {
+            OverlapDecision::Start => active += 1,
+            OverlapDecision::Serialize => {
+                insert.exclusive = true;
+                active += 1;
+            }
+            OverlapDecision::Skip => insert.skip = Some(SkipReason::Overlap),
+            OverlapDecision::Replace => {
+                // Replace everything queued in this round too: only the newest survives.
+                cancel_active = true;
+                runs.retain(|r: &RunInsert| r.skip.is_some());
+                active = 1;
+            }
+        }
+        runs.push(insert);
+    }
+    for (fire, reason) in &fires.skip {
+        runs.push(RunInsert {
+            scheduled_for: fire.at,
+            run_at: fire.at,
+            origin: RunOrigin::Schedule,
+            skip: Some(*reason),
+            exclusive: false,
+            max_attempts: plan.retry.max_attempts,
+            execution: plan.execution,
+        });
+    }
+    (runs, cancel_active)
 }

@@ -178,6 +178,25 @@ impl Worker {
         Ok(())
     }
 
+    /// When to look for runs next without a wake-up: the earliest `run_at` of a queued run
+    /// (a retry or a jittered start) if it is in the future, at the latest after `poll`.
+    async fn next_wake(&self) -> jiff::Timestamp {
+        let now = self.ctx.clock.now();
+        let poll =
+            SignedDuration::try_from(self.config.poll).unwrap_or(SignedDuration::from_secs(1));
+        let fallback = now.checked_add(poll).unwrap_or(now);
+        match self.ctx.store.run_next_at().await {
+            // A queued run in the past that was not claimed waits for something else (an
+            // exclusive run behind a running one, or no free slot): the fallback applies.
+            Ok(Some(next)) if next > now => next.min(fallback),
+            Ok(_) => fallback,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the next queued run failed");
+                fallback
+            }
+        }
+    }
+
     /// Runs until `shutdown`, then drains: attempts get `grace` to finish before they are
     /// stopped and their runs released.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
@@ -185,13 +204,24 @@ impl Worker {
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Err(e) = self.claim_once(&mut tasks).await {
-                tracing::error!(error = %e, "claiming runs failed");
+            let free = self.config.concurrency.saturating_sub(self.held_count());
+            let claimed = match self.claim_once(&mut tasks).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming runs failed");
+                    0
+                }
+            };
+            if free > 0 && claimed == free {
+                // A full batch: more may be waiting. Drain finished tasks and claim again.
+                while tasks.try_join_next().is_some() {}
+                continue;
             }
+            let wake = self.next_wake().await;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.ctx.worker_wake.notified() => {}
-                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = self.ctx.clock.sleep_until(wake) => {}
                 Some(_) = tasks.join_next() => {}
                 _ = heartbeat.tick() => {
                     if let Err(e) = self.heartbeat_once().await {

@@ -300,40 +300,18 @@ impl Store for SqliteStore {
     }
 
     async fn job_fire(&self, p: JobFireParams) -> StoreResult<JobFireResult> {
-        let now = now_or(p.now);
+        let mut results = self.job_fire_many(std::slice::from_ref(&p)).await?;
+        Ok(results.pop().unwrap_or_default())
+    }
+
+    async fn job_fire_many(&self, ps: &[JobFireParams]) -> StoreResult<Vec<JobFireResult>> {
         let mut tx = self.begin().await?;
-        let current: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT next_fire_at FROM jobs WHERE id = ? AND paused = 0")
-                .bind(p.job_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(internal)?;
-        if current != Some(Some(micros(p.expected_next_fire_at))) {
-            return Ok(JobFireResult {
-                applied: false,
-                inserted: vec![],
-            });
+        let mut out = Vec::with_capacity(ps.len());
+        for p in ps {
+            out.push(fire_in_tx(&mut tx, p).await?);
         }
-        if p.cancel_active {
-            cancel_active_runs(&mut tx, p.job_id, now).await?;
-        }
-        let mut inserted = Vec::with_capacity(p.runs.len());
-        for run in &p.runs {
-            if let Some(id) = Self::insert_run(&mut tx, p.job_id, run, now).await? {
-                inserted.push((id, run.scheduled_for));
-            }
-        }
-        sqlx::query("UPDATE jobs SET next_fire_at = ? WHERE id = ?")
-            .bind(p.next_fire_at.map(micros))
-            .bind(p.job_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        Ok(JobFireResult {
-            applied: true,
-            inserted,
-        })
+        Ok(out)
     }
 
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run> {
@@ -368,6 +346,32 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(internal)?;
         Ok(ids)
+    }
+
+    async fn run_active_counts(&self, job_ids: &[JobId]) -> StoreResult<Vec<(JobId, u64)>> {
+        if job_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let ids =
+            serde_json::to_string(job_ids).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT job_id, COUNT(*) FROM runs WHERE job_id IN (SELECT value FROM json_each(?)) \
+             AND state IN ('scheduled', 'queued', 'running') GROUP BY job_id",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(internal)?;
+        Ok(rows.into_iter().map(|(id, n)| (id, n as u64)).collect())
+    }
+
+    async fn run_next_at(&self) -> StoreResult<Option<Timestamp>> {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(run_at) FROM runs WHERE state = 'queued'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(internal)?;
+        next.map(instant).transpose()
     }
 
     async fn run_active_count(&self, job_id: JobId) -> StoreResult<u64> {
@@ -753,4 +757,43 @@ async fn finish_in_tx(tx: &mut sqlx::SqliteConnection, p: &RunFinishParams) -> S
     };
     q.execute(&mut *tx).await.map_err(internal)?;
     Ok(true)
+}
+
+/// One job's fire inside a transaction (see `Store::job_fire`).
+async fn fire_in_tx(
+    tx: &mut sqlx::SqliteConnection,
+    p: &JobFireParams,
+) -> StoreResult<JobFireResult> {
+    let now = now_or(p.now);
+    let current: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT next_fire_at FROM jobs WHERE id = ? AND paused = 0")
+            .bind(p.job_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(internal)?;
+    if current != Some(Some(micros(p.expected_next_fire_at))) {
+        return Ok(JobFireResult {
+            applied: false,
+            inserted: vec![],
+        });
+    }
+    if p.cancel_active {
+        cancel_active_runs(tx, p.job_id, now).await?;
+    }
+    let mut inserted = Vec::with_capacity(p.runs.len());
+    for run in &p.runs {
+        if let Some(id) = SqliteStore::insert_run(tx, p.job_id, run, now).await? {
+            inserted.push((id, run.scheduled_for));
+        }
+    }
+    sqlx::query("UPDATE jobs SET next_fire_at = ? WHERE id = ?")
+        .bind(p.next_fire_at.map(micros))
+        .bind(p.job_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+    Ok(JobFireResult {
+        applied: true,
+        inserted,
+    })
 }

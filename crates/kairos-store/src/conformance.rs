@@ -28,7 +28,7 @@ macro_rules! conformance_tests {
             job_fire_concurrent_applies_once, job_fire_replace_cancels_active,
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_rescue_expired_leases,
             run_exclusive_runs_one_at_a_time, run_cancel_states, run_list_filters_and_counts,
-            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, run_claim_concurrent_never_doubles, run_release_keeps_attempt
+            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, job_fire_many_and_active_counts, run_claim_concurrent_never_doubles, run_release_keeps_attempt
         );
     };
 }
@@ -1083,4 +1083,58 @@ pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let b = t("2026-03-01T00:02:00Z");
+    let one = create(&store, "one", Some(a)).await;
+    let two = create(&store, "two", Some(a)).await;
+    let three = create(&store, "three", Some(b)).await;
+    assert_eq!(store.run_next_at().await.unwrap(), None);
+    let fire = |job: &Job, expected: Timestamp| JobFireParams {
+        job_id: job.id,
+        expected_next_fire_at: expected,
+        runs: vec![insert(a)],
+        cancel_active: false,
+        next_fire_at: Some(b),
+        now: Some(a),
+    };
+    // `three` is fenced out: its next_fire_at is not `a`.
+    let results = store
+        .job_fire_many(&[fire(&one, a), fire(&two, a), fire(&three, a)])
+        .await
+        .unwrap();
+    assert_eq!(
+        results.iter().map(|r| r.applied).collect::<Vec<_>>(),
+        vec![true, true, false]
+    );
+    assert_eq!(results[0].inserted.len(), 1);
+    assert!(results[2].inserted.is_empty());
+    assert_eq!(
+        store
+            .job_get_by_id(one.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_fire_at,
+        Some(b)
+    );
+    assert_eq!(
+        store
+            .job_get_by_id(three.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_fire_at,
+        Some(b)
+    );
+    let mut counts = store
+        .run_active_counts(&[one.id, two.id, three.id])
+        .await
+        .unwrap();
+    counts.sort();
+    assert_eq!(counts, vec![(one.id, 1), (two.id, 1)]);
+    assert!(store.run_active_counts(&[]).await.unwrap().is_empty());
+    assert_eq!(store.run_next_at().await.unwrap(), Some(a));
 }

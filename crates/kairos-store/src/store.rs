@@ -216,6 +216,8 @@ pub trait Store: Send + Sync + 'static {
     async fn job_next_fire_at(&self) -> StoreResult<Option<Timestamp>>;
     /// Creates the runs of one scheduling round and advances `next_fire_at`, in one transaction.
     async fn job_fire(&self, p: JobFireParams) -> StoreResult<JobFireResult>;
+    /// `job_fire` for many jobs in one transaction (each fenced on its own).
+    async fn job_fire_many(&self, ps: &[JobFireParams]) -> StoreResult<Vec<JobFireResult>>;
 
     /// Creates one run (trigger-now). An existing `(job_id, scheduled_for)` returns that run.
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run>;
@@ -224,6 +226,10 @@ pub trait Store: Send + Sync + 'static {
     async fn run_insert_many(&self, p: RunInsertManyParams) -> StoreResult<Vec<RunId>>;
     /// Runs of the job that are not finished (`scheduled`, `queued`, `running`).
     async fn run_active_count(&self, job_id: JobId) -> StoreResult<u64>;
+    /// `run_active_count` for many jobs in one read; jobs without active runs are absent.
+    async fn run_active_counts(&self, job_ids: &[JobId]) -> StoreResult<Vec<(JobId, u64)>>;
+    /// The earliest `run_at` of a queued run (when a worker should look next), if any.
+    async fn run_next_at(&self) -> StoreResult<Option<Timestamp>>;
     /// Claims up to `limit` queued runs whose `run_at` has come, earliest first, each with a new
     /// lease; counts a new attempt.
     async fn run_claim(&self, p: RunClaimParams) -> StoreResult<Vec<ClaimedRun>>;
