@@ -1,0 +1,444 @@
+//! The command line: `kairos-bench w1|w2|w3|w4|all [options]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::chart::{self, Series};
+use crate::error::{BenchError, BenchResult};
+use crate::report::{self, Measurement};
+use crate::store_url::StoreUrl;
+use crate::w1::{self, Shape, W1Params};
+use crate::w2::{self, W2Params};
+use crate::w3::{self, W3Params};
+use crate::w4::{self, NodeProcess, W4Params};
+
+const LONG_ABOUT: &str = "\
+Measures Kairos workloads on a real store and prints a table (or --json).
+
+Workloads (each has its own --help):
+  w1   throughput: N no-op function runs due now, from enqueue to all finished; shapes bulk
+       (queue all, then drain) and steady (a producer keeps a fixed number outstanding).
+       Reports jobs/s, CPU time and peak resident memory of the process.
+  w2   fire lateness: K jobs due every second for D seconds; lateness = attempt start - due
+       time of every run. Reports p50/p99/p99.9/max and missed and duplicate due times (both
+       must be 0), and draws the distribution as an SVG chart.
+  w3   shell jobs: N `/bin/true` command runs through Kairos against a bare loop in this
+       program spawning /bin/true N times with the same output capture; µs per job and ratio.
+  w4   scale: register M cron jobs with spread daily schedules; registration time, store size
+       on disk, start-up time of a node on that store, its resident memory and idle CPU.
+  all  every workload with its default sizes (override with --w1-n, --w2-jobs, ...).
+
+Every run of every workload gets a fresh, empty store. --repeat R runs everything R times
+(round robin) and reports the median with min-max. Figures depend on the machine and its load:
+quote them with the command and the machine. Progress goes to stderr; RUST_LOG=info also logs
+the node (which slows it down).
+
+Examples:
+  cargo run --release -p kairos-bench -- w1 --repeat 5
+  cargo run --release -p kairos-bench -- w2 --jobs 100,1000 --secs 60 --chart w2-lateness.svg
+  cargo run --release -p kairos-bench -- w3 --n 5000 --json
+  cargo run --release -p kairos-bench -- w4 --jobs 1000000 --store sqlite:///var/tmp/kairos-bench
+  cargo run --release -p kairos-bench -- all --repeat 5 --json > bench.json";
+
+/// Measures Kairos workloads on a real store.
+#[derive(Debug, Parser)]
+#[command(name = "kairos-bench", version, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Store to run on: `sqlite://` (a temporary directory per run, deleted afterwards) or
+    /// `sqlite:///DIR` (a fresh subdirectory of DIR per run, to choose the file system).
+    /// `postgres://...` and `redis://...` are refused (exit code 2) until those stores exist.
+    #[arg(long, global = true, default_value = "sqlite://")]
+    pub store: String,
+    /// Print JSON instead of the table: an array of {workload, params, runs, metrics: [{name,
+    /// unit, median, min, max, values}]}.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Run each workload R times and report the median with min–max.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Keep each run's store files instead of deleting them.
+    #[arg(long, global = true)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Throughput: N no-op `function` runs due now, from enqueue to all finished.
+    ///
+    /// One job without triggers; its runs are queued through the store in transactions of 1000
+    /// (each with its own due time, all due now), waking the worker after each as an enqueue
+    /// API would. bulk: the timer starts, all runs are queued with no node running, then a node
+    /// starts and drains them (jobs/s over both phases; each phase is reported too). steady: the
+    /// node runs first and a producer keeps --depth runs outstanding (queued or running),
+    /// topping up whenever a tenth has drained, until N were queued (jobs/s from the first
+    /// enqueue to the last finish). CPU is user + system time of the whole process (node and
+    /// producer), `cpu_pct` is per cent of one core; peak memory is VmHWM, reset before the run.
+    W1(W1Args),
+    /// Fire lateness: K jobs due every second (`* * * * * *`) for D seconds.
+    ///
+    /// For every run, lateness = start of its attempt − its due time. The jobs use `overlap:
+    /// allow` and `catchup: all` so that a node that falls behind shows lateness rather than
+    /// skipped or coalesced runs. Their triggers are bounded to D + 2 whole seconds starting
+    /// after all jobs exist; the first (warm-up) and last (cool-down) second are not measured.
+    /// After the last due time the node has max(30 s, D) to finish. Missed: due times of the
+    /// window without a run, with a skipped run, or whose run never started; duplicates: runs
+    /// beyond the first for one due time. Both must be 0. The chart shows, per K, the share of
+    /// runs at least x ms late (log-log), pooled over the repeats.
+    W2(W2Args),
+    /// Shell jobs: N `/bin/true` command runs through Kairos against a bare loop.
+    ///
+    /// Kairos: N runs of `{"kind":"command","argv":["/bin/true"]}` queued in bulk, then drained
+    /// by a node with worker concurrency C (own process group, PDEATHSIG, output captured line
+    /// by line, attempt recorded in the store). Bare loop, run first: N spawns of /bin/true in
+    /// this program, at most C at once, stdout and stderr through pipes read to the end, exit
+    /// waited for. Reports µs per job (wall time / N) of both and the ratio Kairos / bare.
+    W3(W3Args),
+    /// Scale: M cron jobs with spread schedules, then a node on that store.
+    ///
+    /// Registers M jobs `"{s} {m} {h} * * *"` (daily, at a second of the day hashed from the
+    /// job's index) through the job service as the API does (validation, first due time, one
+    /// transaction per job; 4 in flight). Reports registration time and jobs/s, the store's
+    /// size on disk (every file, -wal included), then for a node started on the store in a
+    /// fresh process: start-up time (open the store, start the node, one store round trip),
+    /// resident memory after start and after idling, CPU while idling --idle-secs. Jobs that
+    /// come due while idling run (M / 86 400 per second).
+    W4(W4Args),
+    /// Every workload with its default sizes, or those given here.
+    All(AllArgs),
+    /// The node phase of W4, in a fresh process (used by `w4`; prints JSON).
+    #[command(hide = true)]
+    W4Node(W4NodeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShapeArg {
+    Bulk,
+    Steady,
+    Both,
+}
+
+impl ShapeArg {
+    fn shapes(self) -> Vec<Shape> {
+        match self {
+            ShapeArg::Bulk => vec![Shape::Bulk],
+            ShapeArg::Steady => vec![Shape::Steady],
+            ShapeArg::Both => vec![Shape::Bulk, Shape::Steady],
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct W1Args {
+    /// Runs in all.
+    #[arg(long, default_value_t = 100_000)]
+    pub n: u64,
+    /// How runs arrive.
+    #[arg(long, value_enum, default_value = "both")]
+    pub shape: ShapeArg,
+    /// Runs kept outstanding (queued or running) by the steady producer.
+    #[arg(long, default_value_t = 1000)]
+    pub depth: u64,
+    /// Worker concurrency (attempts at once).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct W2Args {
+    /// Jobs due every second; a comma-separated list runs each size.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    pub jobs: Vec<u64>,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 60)]
+    pub secs: u64,
+    /// Worker concurrency (attempts at once).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Where to write the lateness chart (SVG).
+    #[arg(long, default_value = "w2-lateness.svg")]
+    pub chart: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct W3Args {
+    /// Processes on each side.
+    #[arg(long, default_value_t = 5000)]
+    pub n: u64,
+    /// Processes at once (worker concurrency; the bare loop's limit).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct W4Args {
+    /// Cron jobs to register.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub jobs: u64,
+    /// Seconds the node idles while its CPU is measured.
+    #[arg(long, default_value_t = 30)]
+    pub idle_secs: u64,
+    /// Run the node phase in this process instead of a fresh one (its memory then includes
+    /// what registration left in the heap).
+    #[arg(long)]
+    pub in_process: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    /// W1 runs (both shapes, depth 1000, concurrency 64).
+    #[arg(long, default_value_t = 100_000)]
+    pub w1_n: u64,
+    /// W2 jobs due every second; a comma-separated list runs each size (concurrency 64).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    pub w2_jobs: Vec<u64>,
+    /// W2 measured seconds.
+    #[arg(long, default_value_t = 60)]
+    pub w2_secs: u64,
+    /// W3 processes on each side (concurrency 16).
+    #[arg(long, default_value_t = 5000)]
+    pub w3_n: u64,
+    /// W4 cron jobs to register.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub w4_jobs: u64,
+    /// W4 seconds of idling.
+    #[arg(long, default_value_t = 30)]
+    pub w4_idle_secs: u64,
+    /// Where to write the W2 lateness chart (SVG).
+    #[arg(long, default_value = "w2-lateness.svg")]
+    pub chart: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct W4NodeArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub idle_secs: u64,
+}
+
+/// One workload run with its parameters.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    W1(W1Params),
+    W2(W2Params),
+    W3(W3Params),
+    W4(W4Params),
+}
+
+impl Plan {
+    fn name(&self) -> String {
+        match self {
+            Plan::W1(p) => format!("w1-{} n={}", p.shape.as_str(), p.n),
+            Plan::W2(p) => format!("w2 jobs={} secs={}", p.jobs, p.secs),
+            Plan::W3(p) => format!("w3 n={}", p.n),
+            Plan::W4(p) => format!("w4 jobs={}", p.jobs),
+        }
+    }
+}
+
+fn w4_node_process(in_process: bool) -> NodeProcess {
+    match (in_process, std::env::current_exe()) {
+        (false, Ok(exe)) => NodeProcess::Exe(exe),
+        _ => NodeProcess::InProcess,
+    }
+}
+
+/// The workloads a command asks for, and where the W2 chart goes.
+pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
+    let w1 = |n: u64, shape: Shape, depth: u64, concurrency: usize| {
+        Plan::W1(W1Params {
+            n,
+            shape,
+            depth,
+            concurrency,
+            keep,
+        })
+    };
+    let w2 = |jobs: u64, secs: u64, concurrency: usize| {
+        Plan::W2(W2Params {
+            jobs,
+            secs,
+            concurrency,
+            keep,
+        })
+    };
+    match command {
+        Command::W1(a) => (
+            a.shape
+                .shapes()
+                .into_iter()
+                .map(|s| w1(a.n, s, a.depth, a.concurrency))
+                .collect(),
+            None,
+        ),
+        Command::W2(a) => (
+            a.jobs
+                .iter()
+                .map(|&k| w2(k, a.secs, a.concurrency))
+                .collect(),
+            Some(a.chart.clone()),
+        ),
+        Command::W3(a) => (
+            vec![Plan::W3(W3Params {
+                n: a.n,
+                concurrency: a.concurrency,
+                keep,
+            })],
+            None,
+        ),
+        Command::W4(a) => (
+            vec![Plan::W4(W4Params {
+                jobs: a.jobs,
+                idle_secs: a.idle_secs,
+                node_process: w4_node_process(a.in_process),
+                keep,
+            })],
+            None,
+        ),
+        Command::All(a) => {
+            let defaults = W1Params::default();
+            let mut plans = vec![
+                w1(a.w1_n, Shape::Bulk, defaults.depth, defaults.concurrency),
+                w1(a.w1_n, Shape::Steady, defaults.depth, defaults.concurrency),
+            ];
+            let w2_defaults = W2Params::default();
+            plans.extend(
+                a.w2_jobs
+                    .iter()
+                    .map(|&k| w2(k, a.w2_secs, w2_defaults.concurrency)),
+            );
+            plans.push(Plan::W3(W3Params {
+                n: a.w3_n,
+                keep,
+                ..W3Params::default()
+            }));
+            plans.push(Plan::W4(W4Params {
+                jobs: a.w4_jobs,
+                idle_secs: a.w4_idle_secs,
+                node_process: w4_node_process(false),
+                keep,
+            }));
+            (plans, Some(a.chart.clone()))
+        }
+        Command::W4Node(_) => (Vec::new(), None),
+    }
+}
+
+/// Figures worth a progress line.
+const HEADLINES: &[&str] = &[
+    "jobs_per_s",
+    "lateness_p50_ms",
+    "lateness_p99_ms",
+    "missed",
+    "duplicates",
+    "ratio",
+    "register_jobs_per_s",
+    "startup_ms",
+];
+
+fn progress(m: &Measurement) -> String {
+    m.metrics
+        .iter()
+        .filter(|x| HEADLINES.contains(&x.name.as_str()))
+        .map(|x| format!("{} {}", x.name, report::format_value(x.value)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs the plans `repeat` times (round robin) and returns every measurement, and the W2
+/// samples per number of jobs for the chart.
+pub async fn run_plans(
+    url: &StoreUrl,
+    plans: &[Plan],
+    repeat: u32,
+) -> BenchResult<(Vec<Measurement>, Vec<Series>)> {
+    let mut measurements = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
+    for r in 1..=repeat {
+        for plan in plans {
+            eprintln!("[{r}/{repeat}] {} ...", plan.name());
+            let m = match plan {
+                Plan::W1(p) => w1::run(url, p).await?,
+                Plan::W2(p) => {
+                    let out = w2::run(url, p).await?;
+                    let label = format!("K={}", p.jobs);
+                    match series.iter_mut().find(|s| s.label == label) {
+                        Some(s) => s.lateness_us.extend(out.lateness_us),
+                        None => series.push(Series {
+                            label,
+                            lateness_us: out.lateness_us,
+                        }),
+                    }
+                    out.measurement
+                }
+                Plan::W3(p) => w3::run(url, p).await?,
+                Plan::W4(p) => w4::run(url, p).await?,
+            };
+            eprintln!("[{r}/{repeat}] {}: {}", plan.name(), progress(&m));
+            measurements.push(m);
+        }
+    }
+    for s in &mut series {
+        s.lateness_us.sort_unstable();
+    }
+    Ok((measurements, series))
+}
+
+async fn execute(cli: Cli) -> BenchResult<()> {
+    if let Command::W4Node(a) = &cli.command {
+        let phase = w4::node_phase(&a.dir, a.idle_secs).await?;
+        let line =
+            serde_json::to_string(&phase).map_err(|e| BenchError::Incomplete(e.to_string()))?;
+        println!("{line}");
+        return Ok(());
+    }
+    let url: StoreUrl = cli.store.parse()?;
+    let (plans, chart_path) = plans(&cli.command, cli.keep);
+    let (measurements, series) = run_plans(&url, &plans, cli.repeat).await?;
+    let summaries = report::summarize(&measurements);
+    if let Some(path) = chart_path.filter(|_| !series.is_empty()) {
+        let secs = plans.iter().find_map(|p| match p {
+            Plan::W2(p) => Some(p.secs),
+            _ => None,
+        });
+        let title = format!(
+            "Kairos W2 fire lateness ({}, {} s per run, {} run(s))",
+            url.backend(),
+            secs.unwrap_or_default(),
+            cli.repeat
+        );
+        chart::lateness_svg(&path, &title, &series)?;
+        eprintln!("chart: {}", path.display());
+    }
+    if cli.json {
+        let text = serde_json::to_string_pretty(&summaries)
+            .map_err(|e| BenchError::Incomplete(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", report::table(&summaries));
+    }
+    Ok(())
+}
+
+/// The program: parses the command line, runs, and maps errors to exit codes (2 for a bad
+/// invocation such as an unsupported store, 1 when a workload failed).
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    match execute(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kairos-bench: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Kairos workload benchmarks: a program (`kairos-bench`) that measures the scheduler, the
+//! worker and the store on a real store and prints a table for people or `--json` for scripts.
+//!
+//! # Workloads
+//!
+//! - **W1, throughput** ([`w1`]): N no-op `function` runs due now, from enqueue to all
+//!   finished, in two shapes: *bulk* (queue all, then a node drains them) and *steady* (a
+//!   producer keeps a fixed number of runs outstanding while the node drains). Measures jobs/s,
+//!   CPU time (user + system) and peak resident memory of the process.
+//! - **W2, fire lateness** ([`w2`]): K jobs due every second for D seconds. For every run,
+//!   lateness = start of its attempt − its due time; reports p50, p99, p99.9 and max, and the
+//!   missed and duplicate due times (both must be 0), and draws the distribution ([`chart`]).
+//! - **W3, shell jobs** ([`w3`]): N `/bin/true` command runs through Kairos against a bare
+//!   loop in this program that spawns `/bin/true` N times with the same output capture;
+//!   reports µs per job of both and their ratio (Kairos's overhead per process).
+//! - **W4, scale** ([`w4`]): registers M cron jobs with spread schedules; reports registration
+//!   time, the store's size on disk, and for a node started on that store: start-up time,
+//!   resident memory and idle CPU.
+//!
+//! # Method
+//!
+//! Every run of every workload starts from a fresh, empty store named by `--store`
+//! ([`store_url`]); only SQLite exists today, PostgreSQL and Redis plug in there. Nodes are the
+//! production ones (`Node::start` with the `TaskExecutor`, the wall clock, default settings but
+//! the worker concurrency). Elapsed time is measured with `Instant`; due times and attempt
+//! starts are the instants Kairos itself records. CPU and memory come from `/proc`
+//! ([`procstat`]). `--repeat R` runs everything R times and reports the median with min–max
+//! ([`report`]).
+//!
+//! Benchmarks are never timed assertions: the crate's tests run every workload once at a tiny
+//! size and check only that figures come out and that nothing was missed or duplicated.
+
+pub mod chart;
+pub mod cli;
+pub mod error;
+pub mod harness;
+pub mod procstat;
+pub mod report;
+pub mod stats;
+pub mod store_url;
+pub mod w1;
+pub mod w2;
+pub mod w3;
+pub mod w4;
+
+pub use error::{BenchError, BenchResult};
+pub use report::{Measurement, Metric, Summary};
+pub use store_url::StoreUrl;

@@ -1,0 +1,156 @@
+//! Every workload once, at a tiny size, through the library: the benchmark keeps compiling and
+//! working. Nothing here asserts timing; only that figures come out and that no due time was
+//! missed or duplicated.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
+
+use std::path::PathBuf;
+
+use kairos_bench::report::Measurement;
+use kairos_bench::w1::{self, Shape, W1Params};
+use kairos_bench::w2::{self, W2Params};
+use kairos_bench::w3::{self, W3Params};
+use kairos_bench::w4::{self, NodeProcess, W4Params};
+use kairos_bench::{StoreUrl, chart, report};
+
+fn store() -> StoreUrl {
+    "sqlite://".parse().unwrap()
+}
+
+fn metric(m: &Measurement, name: &str) -> f64 {
+    m.get(name)
+        .unwrap_or_else(|| panic!("{} has no {name}: {m:?}", m.workload))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w1_both_shapes_finish_every_run() {
+    for shape in [Shape::Bulk, Shape::Steady] {
+        let m = w1::run(
+            &store(),
+            &W1Params {
+                n: 200,
+                shape,
+                depth: 50,
+                concurrency: 8,
+                keep: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(metric(&m, "jobs_per_s") > 0.0, "{m:?}");
+        assert_eq!(metric(&m, "failed"), 0.0, "{m:?}");
+        assert!(metric(&m, "cpu_s") >= 0.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w2_fires_every_due_time_once_and_draws_the_chart() {
+    let out = w2::run(
+        &store(),
+        &W2Params {
+            jobs: 3,
+            secs: 2,
+            concurrency: 8,
+            keep: false,
+        },
+    )
+    .await
+    .unwrap();
+    let m = &out.measurement;
+    assert_eq!(metric(m, "missed"), 0.0, "{m:?}");
+    assert_eq!(metric(m, "duplicates"), 0.0, "{m:?}");
+    assert_eq!(metric(m, "runs_measured"), 6.0, "{m:?}");
+    assert_eq!(out.lateness_us.len(), 6);
+    assert!(metric(m, "lateness_max_ms") >= metric(m, "lateness_p50_ms"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w2.svg");
+    let series = chart::Series {
+        label: "K=3".into(),
+        lateness_us: out.lateness_us,
+    };
+    chart::lateness_svg(&path, "smoke", &[series]).unwrap();
+    assert!(std::fs::read_to_string(&path).unwrap().contains("<svg"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w3_runs_true_through_kairos_and_the_bare_loop() {
+    let m = w3::run(
+        &store(),
+        &W3Params {
+            n: 20,
+            concurrency: 4,
+            keep: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(metric(&m, "failed"), 0.0, "{m:?}");
+    assert!(metric(&m, "ratio") > 0.0, "{m:?}");
+    assert!(metric(&m, "bare_us_per_job") > 0.0, "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w4_registers_and_starts_a_node_in_a_fresh_process() {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_kairos-bench"));
+    let m = w4::run(
+        &store(),
+        &W4Params {
+            jobs: 200,
+            idle_secs: 1,
+            node_process: NodeProcess::Exe(exe),
+            keep: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(metric(&m, "register_jobs_per_s") > 0.0, "{m:?}");
+    assert!(metric(&m, "store_mib") > 0.0, "{m:?}");
+    assert!(metric(&m, "startup_ms") > 0.0, "{m:?}");
+    assert!(metric(&m, "rss_after_start_mib") > 0.0, "{m:?}");
+
+    let table = report::table(&report::summarize(&[m]));
+    assert!(table.contains("startup_ms"), "{table}");
+}
+
+#[test]
+fn unsupported_stores_are_refused_with_exit_code_2() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos-bench"))
+        .args(["w1", "--n", "1", "--store", "postgres://localhost/kairos"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not supported yet"), "{stderr}");
+}
+
+#[test]
+fn the_binary_prints_json_for_scripts() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos-bench"))
+        .args([
+            "w1", "--n", "50", "--shape", "bulk", "--json", "--repeat", "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &json[0];
+    assert_eq!(first["workload"], "w1-bulk");
+    assert_eq!(first["runs"], 2);
+    assert_eq!(first["params"]["n"], 50);
+    assert!(
+        first["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "jobs_per_s")
+    );
+}
