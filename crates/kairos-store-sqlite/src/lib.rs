@@ -9,6 +9,7 @@
 //!   file; a second node fails with a clear error.
 //! - Instants are INTEGER microseconds since the Unix epoch.
 
+mod batch;
 mod open;
 mod rows;
 mod store;

@@ -1,10 +1,11 @@
 //! `Store` for SQLite.
 
 use jiff::Timestamp;
-use kairos_core::run::{AttemptStatus, JobId, RunId, RunState};
+use kairos_core::run::{JobId, RunId, RunState};
 use kairos_store::*;
 use sqlx::Row;
 
+use crate::batch;
 use crate::open::SqliteStore;
 use crate::rows::{self, JOB_COLUMNS, RUN_SELECT, instant, internal, micros};
 
@@ -306,12 +307,23 @@ impl Store for SqliteStore {
 
     async fn job_fire_many(&self, ps: &[JobFireParams]) -> StoreResult<Vec<JobFireResult>> {
         let mut tx = self.begin().await?;
-        let mut out = Vec::with_capacity(ps.len());
-        for p in ps {
-            out.push(fire_in_tx(&mut tx, p).await?);
-        }
+        let mut ids: Vec<JobId> = ps.iter().map(|p| p.job_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let results = if ids.len() == ps.len() {
+            batch::fire_many(&mut tx, ps, now_or(ps.first().and_then(|p| p.now))).await?
+        } else {
+            // A job twice in one batch: fire one at a time so the second sees the first's fence.
+            let mut out = Vec::with_capacity(ps.len());
+            for p in ps {
+                out.extend(
+                    batch::fire_many(&mut tx, std::slice::from_ref(p), now_or(p.now)).await?,
+                );
+            }
+            out
+        };
         tx.commit().await.map_err(internal)?;
-        Ok(out)
+        Ok(results)
     }
 
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run> {
@@ -337,15 +349,13 @@ impl Store for SqliteStore {
 
     async fn run_insert_many(&self, p: RunInsertManyParams) -> StoreResult<Vec<RunId>> {
         let now = now_or(p.now);
+        let items: Vec<(JobId, &RunInsert)> = p.runs.iter().map(|r| (p.job_id, r)).collect();
         let mut tx = self.begin().await?;
-        let mut ids = Vec::with_capacity(p.runs.len());
-        for run in &p.runs {
-            if let Some(id) = Self::insert_run(&mut tx, p.job_id, run, now).await? {
-                ids.push(id);
-            }
-        }
+        let created = batch::insert_runs(&mut tx, &items, now).await?;
         tx.commit().await.map_err(internal)?;
-        Ok(ids)
+        let mut created: Vec<_> = created.into_iter().map(|(id, _, at)| (at, id)).collect();
+        created.sort_unstable();
+        Ok(created.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn run_active_counts(&self, job_ids: &[JobId]) -> StoreResult<Vec<(JobId, u64)>> {
@@ -489,20 +499,15 @@ impl Store for SqliteStore {
     }
 
     async fn run_finish(&self, p: RunFinishParams) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        let applied = finish_in_tx(&mut tx, &p).await?;
-        tx.commit().await.map_err(internal)?;
-        Ok(applied)
+        let results = self.run_finish_many(std::slice::from_ref(&p)).await?;
+        Ok(results.first().copied().unwrap_or(false))
     }
 
     async fn run_finish_many(&self, ps: &[RunFinishParams]) -> StoreResult<Vec<bool>> {
         let mut tx = self.begin().await?;
-        let mut out = Vec::with_capacity(ps.len());
-        for p in ps {
-            out.push(finish_in_tx(&mut tx, p).await?);
-        }
+        let applied = batch::finish_many(&mut tx, ps, now_or).await?;
         tx.commit().await.map_err(internal)?;
-        Ok(out)
+        Ok(applied)
     }
 
     async fn run_rescue(&self, p: RunRescueParams) -> StoreResult<RescueReport> {
@@ -667,7 +672,7 @@ impl Store for SqliteStore {
     }
 }
 
-async fn cancel_active_runs(
+pub(crate) async fn cancel_active_runs(
     tx: &mut sqlx::SqliteConnection,
     job_id: JobId,
     now: Timestamp,
@@ -687,113 +692,4 @@ async fn cancel_active_runs(
         .await
         .map_err(internal)?;
     Ok(())
-}
-
-/// Records one attempt and moves its run on, fenced by the lease token (see `Store::run_finish`).
-async fn finish_in_tx(tx: &mut sqlx::SqliteConnection, p: &RunFinishParams) -> StoreResult<bool> {
-    let now = now_or(p.now);
-    let attempt: Option<i64> = sqlx::query_scalar(
-        "SELECT attempt FROM runs WHERE id = ? AND lease_token = ? AND state = 'running'",
-    )
-    .bind(p.run_id)
-    .bind(&p.lease_token)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(internal)?;
-    let Some(attempt) = attempt else {
-        return Ok(false);
-    };
-    let o = &p.outcome;
-    if p.next != RunNext::Release {
-        let error = match &o.status {
-            AttemptStatus::Error { message } => Some(message.clone()),
-            _ => None,
-        };
-        sqlx::query(
-            "INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, status, \
-                 exit_code, http_status, error, output, output_truncated, max_rss_kib, \
-                 user_cpu_us, sys_cpu_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (run_id, attempt) DO NOTHING",
-        )
-        .bind(p.run_id)
-        .bind(attempt)
-        .bind(&p.node)
-        .bind(micros(p.started_at))
-        .bind(micros(now))
-        .bind(o.status.label())
-        .bind(o.exit_code)
-        .bind(o.http_status.map(i64::from))
-        .bind(error)
-        .bind(&o.output)
-        .bind(o.output_truncated as i64)
-        .bind(o.usage.map(|u| u.max_rss_kib))
-        .bind(o.usage.map(|u| u.user_cpu_us))
-        .bind(o.usage.map(|u| u.sys_cpu_us))
-        .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
-    }
-    let q = match &p.next {
-        RunNext::Finish(state) => sqlx::query(
-            "UPDATE runs SET state = ?, finished_at = ?, exit_code = ?, lease_token = NULL, \
-                 lease_expires_at = NULL WHERE id = ?",
-        )
-        .bind(state.as_str())
-        .bind(micros(now))
-        .bind(o.exit_code)
-        .bind(p.run_id),
-        RunNext::Retry { run_at } => sqlx::query(
-            "UPDATE runs SET state = 'queued', run_at = ?, exit_code = ?, lease_token = NULL, \
-                 lease_expires_at = NULL WHERE id = ?",
-        )
-        .bind(micros(*run_at))
-        .bind(o.exit_code)
-        .bind(p.run_id),
-        RunNext::Release => sqlx::query(
-            "UPDATE runs SET state = 'queued', attempt = attempt - 1, lease_token = NULL, \
-                 lease_expires_at = NULL WHERE id = ?",
-        )
-        .bind(p.run_id),
-    };
-    q.execute(&mut *tx).await.map_err(internal)?;
-    Ok(true)
-}
-
-/// One job's fire inside a transaction (see `Store::job_fire`).
-async fn fire_in_tx(
-    tx: &mut sqlx::SqliteConnection,
-    p: &JobFireParams,
-) -> StoreResult<JobFireResult> {
-    let now = now_or(p.now);
-    let current: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT next_fire_at FROM jobs WHERE id = ? AND paused = 0")
-            .bind(p.job_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(internal)?;
-    if current != Some(Some(micros(p.expected_next_fire_at))) {
-        return Ok(JobFireResult {
-            applied: false,
-            inserted: vec![],
-        });
-    }
-    if p.cancel_active {
-        cancel_active_runs(tx, p.job_id, now).await?;
-    }
-    let mut inserted = Vec::with_capacity(p.runs.len());
-    for run in &p.runs {
-        if let Some(id) = SqliteStore::insert_run(tx, p.job_id, run, now).await? {
-            inserted.push((id, run.scheduled_for));
-        }
-    }
-    sqlx::query("UPDATE jobs SET next_fire_at = ? WHERE id = ?")
-        .bind(p.next_fire_at.map(micros))
-        .bind(p.job_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
-    Ok(JobFireResult {
-        applied: true,
-        inserted,
-    })
 }
