@@ -8,6 +8,7 @@
 //! releases their runs back to `queued`, so they run again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,6 +81,9 @@ impl Held {
 pub struct Worker {
     ctx: NodeContext,
     completer: Completer,
+    /// Attempts executing now. A slot frees when execution ends, before the result is recorded;
+    /// the lease stays held (and heartbeated) until it is, so recording never blocks claiming.
+    executing: Arc<AtomicUsize>,
     executor: Arc<dyn Executor>,
     config: WorkerConfig,
     held: Arc<Mutex<HashMap<RunId, Held>>>,
@@ -91,6 +95,7 @@ impl Worker {
     pub fn new(ctx: NodeContext, executor: Arc<dyn Executor>, config: WorkerConfig) -> Self {
         Self {
             completer: Completer::spawn(ctx.store.clone()),
+            executing: Arc::default(),
             ctx,
             executor,
             config,
@@ -98,13 +103,16 @@ impl Worker {
         }
     }
 
-    fn held_count(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    /// Slots not taken by an executing attempt.
+    fn free_slots(&self) -> usize {
+        self.config
+            .concurrency
+            .saturating_sub(self.executing.load(Ordering::Acquire))
     }
 
     /// Claims what fits and starts it. Returns the number of runs started.
     pub async fn claim_once(&self, tasks: &mut JoinSet<()>) -> Result<usize, StoreError> {
-        let free = self.config.concurrency.saturating_sub(self.held_count());
+        let free = self.free_slots();
         if free == 0 {
             return Ok(0);
         }
@@ -131,9 +139,11 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(c.run.id, held);
+            self.executing.fetch_add(1, Ordering::AcqRel);
             let attempt = Attempt {
                 ctx: self.ctx.clone(),
                 completer: self.completer.clone(),
+                executing: self.executing.clone(),
                 executor: self.executor.clone(),
                 output_limit: self.config.output_limit,
                 held: self.held.clone(),
@@ -204,7 +214,7 @@ impl Worker {
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let free = self.config.concurrency.saturating_sub(self.held_count());
+            let free = self.free_slots();
             let claimed = match self.claim_once(&mut tasks).await {
                 Ok(n) => n,
                 Err(e) => {
@@ -260,9 +270,23 @@ impl Worker {
 }
 
 /// One attempt of one claimed run.
+/// An execution slot; dropping it frees the slot and wakes the worker to claim again.
+struct Slot {
+    executing: Arc<AtomicUsize>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.executing.fetch_sub(1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+}
+
 struct Attempt {
     ctx: NodeContext,
     completer: Completer,
+    executing: Arc<AtomicUsize>,
     executor: Arc<dyn Executor>,
     output_limit: usize,
     held: Arc<Mutex<HashMap<RunId, Held>>>,
@@ -275,6 +299,10 @@ impl Attempt {
         cancel: CancellationToken,
         cause: Arc<Mutex<Option<StopCause>>>,
     ) {
+        let slot = Slot {
+            executing: self.executing.clone(),
+            wake: self.ctx.worker_wake.clone(),
+        };
         let run = &c.run;
         let started = self.ctx.clock.now();
         let (ns, job) = (run.namespace.clone(), run.job_name.clone());
@@ -313,6 +341,8 @@ impl Attempt {
             ),
         };
         output.close();
+        // The slot is free for the next claim while the result is being recorded.
+        drop(slot);
         let stop = *cause.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.ctx.clock.now();
         let next = match (&outcome.status, stop) {
