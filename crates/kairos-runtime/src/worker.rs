@@ -214,6 +214,8 @@ impl Worker {
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Reap every finished attempt task (each holds its run and job until joined).
+            while tasks.try_join_next().is_some() {}
             let free = self.free_slots();
             let claimed = match self.claim_once(&mut tasks).await {
                 Ok(n) => n,
@@ -223,8 +225,7 @@ impl Worker {
                 }
             };
             if free > 0 && claimed == free {
-                // A full batch: more may be waiting. Drain finished tasks and claim again.
-                while tasks.try_join_next().is_some() {}
+                // A full batch: more may be waiting; claim again.
                 continue;
             }
             let wake = self.next_wake().await;

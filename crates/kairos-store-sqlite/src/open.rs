@@ -84,12 +84,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16000");
+            .pragma("temp_store", "memory");
+        // The writer keeps a larger page cache (16 MB) than each reader (2 MB).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("cache_size", "-16000"))
             .await
             .map_err(|e| describe_open_error(path, e))?;
         MIGRATOR.run(&writer).await.map_err(|e| match e {
@@ -100,9 +100,9 @@ impl SqliteStore {
             )),
         })?;
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(4)
             .min_connections(1)
-            .connect_with(options)
+            .connect_with(options.pragma("cache_size", "-2000"))
             .await
             .map_err(|e| describe_open_error(path, e))?;
         Ok(Self {
