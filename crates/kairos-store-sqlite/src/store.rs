@@ -28,7 +28,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 impl SqliteStore {
     async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool
+        self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(internal)
