@@ -126,7 +126,11 @@ impl JobService {
             _ => return Err(JobError::Invalid(errs)),
         };
         let current = self.get(namespace, name).await?;
-        let next_fire_at = if current.spec.triggers == spec.triggers {
+        // Same triggers on a running job: keep the pending due time (nothing dropped or
+        // repeated). New triggers, or a resume through the update: the next due time after now
+        // (a resume never replays the pause).
+        let resumes = current.spec.paused && !spec.paused;
+        let next_fire_at = if current.spec.triggers == spec.triggers && !resumes {
             current.next_fire_at
         } else {
             next_fire(&plan, self.ctx.clock.now())

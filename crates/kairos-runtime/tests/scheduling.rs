@@ -467,3 +467,20 @@ async fn node_runs_jobs_end_to_end_with_the_loops() {
     assert_eq!(finished, RunState::Succeeded);
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn resuming_through_an_update_does_not_replay_the_pause() {
+    let s = setup().await;
+    s.jobs
+        .create(every_minute("p", r#","catchup":"all","overlap":"allow","max_concurrent":10"#))
+        .await
+        .unwrap();
+    let paused = s.jobs.set_paused("default", "p", true).await.unwrap();
+    s.clock.set(t("2026-03-01T00:10:30Z"));
+    let mut spec = paused.spec.clone();
+    spec.paused = false;
+    let resumed = s.jobs.update("default", "p", paused.version, spec).await.unwrap();
+    assert_eq!(resumed.next_fire_at, Some(t("2026-03-01T00:11:00Z")));
+    s.scheduler.run_once().await.unwrap();
+    assert!(s.runs("p").await.is_empty(), "no run or skip for times inside the pause");
+}

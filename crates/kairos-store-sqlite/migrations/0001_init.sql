@@ -1,7 +1,9 @@
 -- Kairos embedded store. Instants are INTEGER microseconds since the Unix epoch (UTC).
 
+-- AUTOINCREMENT: ids are never reused, so a job created after another was deleted never
+-- inherits anything keyed by the old id (caches, clients' references).
 CREATE TABLE jobs (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     namespace     TEXT    NOT NULL,
     name          TEXT    NOT NULL,
     spec          TEXT    NOT NULL,          -- the job document as written (JSON)
@@ -17,7 +19,7 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_due ON jobs (next_fire_at) WHERE paused = 0 AND next_fire_at IS NOT NULL;
 
 CREATE TABLE runs (
-    id                INTEGER PRIMARY KEY,
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id            INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
     scheduled_for     INTEGER NOT NULL,
     run_at            INTEGER NOT NULL,

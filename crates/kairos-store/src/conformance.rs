@@ -28,7 +28,7 @@ macro_rules! conformance_tests {
             job_fire_concurrent_applies_once, job_fire_replace_cancels_active,
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_rescue_expired_leases,
             run_exclusive_runs_one_at_a_time, run_cancel_states, run_list_filters_and_counts,
-            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, job_fire_many_and_active_counts, run_claim_concurrent_never_doubles, run_release_keeps_attempt
+            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, job_fire_many_and_active_counts, ids_are_never_reused, run_claim_concurrent_never_doubles, run_release_keeps_attempt
         );
     };
 }
@@ -1137,4 +1137,18 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
     assert_eq!(counts, vec![(one.id, 1), (two.id, 1)]);
     assert!(store.run_active_counts(&[]).await.unwrap().is_empty());
     assert_eq!(store.run_next_at().await.unwrap(), Some(a));
+}
+
+pub async fn ids_are_never_reused(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let first = create(&store, "first", Some(a)).await;
+    let fired = fire(&store, &first, a, None).await;
+    store
+        .job_delete(JobDeleteParams { namespace: "default".into(), name: "first".into(), expected_version: None })
+        .await
+        .unwrap();
+    let second = create(&store, "second", Some(a)).await;
+    assert_ne!(second.id, first.id, "a new job never takes a deleted job's id");
+    let refired = fire(&store, &second, a, None).await;
+    assert_ne!(refired.inserted[0].0, fired.inserted[0].0, "nor a new run a deleted run's id");
 }
