@@ -45,6 +45,7 @@ pub async fn cancel(
             now: app.ctx.clock.store_now(),
         })
         .await?;
+    app.ctx.heartbeat_wake.notify_one();
     Ok(Json(RunDto::from(run)))
 }
 

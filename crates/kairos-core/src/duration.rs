@@ -1,4 +1,5 @@
-//! Durations as users write them: `500ms`, `30s`, `10m`, `1h30m`, `2d` (also ISO 8601 `PT1H`).
+//! Durations as users write them: `500ms`, `30s`, `10m`, `1h30m`, `48h` (also ISO 8601 `PT1H`).
+//! There is no day unit: a day is not always 24 hours.
 
 use jiff::SignedDuration;
 

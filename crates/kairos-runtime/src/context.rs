@@ -90,6 +90,9 @@ pub struct NodeContext {
     pub scheduler_wake: Arc<Notify>,
     /// Wakes the worker when runs are queued.
     pub worker_wake: Arc<Notify>,
+    /// Asks the worker for a heartbeat now (a run it holds was cancelled or replaced), so the
+    /// stop takes effect at once instead of at the next beat.
+    pub heartbeat_wake: Arc<Notify>,
     pub live: LiveOutputs,
     pub plans: PlanCache,
 }
@@ -103,6 +106,7 @@ impl NodeContext {
             telemetry: Arc::new(Telemetry::new()),
             scheduler_wake: Arc::new(Notify::new()),
             worker_wake: Arc::new(Notify::new()),
+            heartbeat_wake: Arc::new(Notify::new()),
             live: LiveOutputs::default(),
             plans: PlanCache::default(),
         }

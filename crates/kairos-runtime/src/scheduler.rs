@@ -145,6 +145,9 @@ impl Scheduler {
         if report.runs_queued > 0 {
             self.ctx.worker_wake.notify_one();
         }
+        if params.iter().any(|p| p.cancel_active) {
+            self.ctx.heartbeat_wake.notify_one();
+        }
         Ok(report)
     }
 
@@ -245,9 +248,15 @@ pub fn round_runs(
             }
             OverlapDecision::Skip => insert.skip = Some(SkipReason::Overlap),
             OverlapDecision::Replace => {
-                // Replace everything queued in this round too: only the newest survives.
+                // Replace what this round queued too: only the newest runs; the others are
+                // recorded as skipped (their due times are not lost without a trace).
                 cancel_active = true;
-                runs.retain(|r: &RunInsert| r.skip.is_some());
+                for earlier in runs
+                    .iter_mut()
+                    .filter(|r: &&mut RunInsert| r.skip.is_none())
+                {
+                    earlier.skip = Some(SkipReason::Overlap);
+                }
                 active = 1;
             }
         }

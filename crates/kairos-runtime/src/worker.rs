@@ -15,6 +15,7 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use kairos_core::policy::RetryDecision;
 use kairos_core::run::{AttemptOutcome, AttemptStatus, RunId, RunState};
+use kairos_core::spec::ExecutionMode;
 use kairos_exec::{DEFAULT_OUTPUT_LIMIT, ExecRequest, Executor, OutputBuffer, RunContext};
 use kairos_store::{
     ClaimedRun, RunClaimParams, RunFinishParams, RunHeartbeatParams, RunNext, Store, StoreError,
@@ -216,6 +217,9 @@ impl Worker {
         loop {
             // Reap every finished attempt task (each holds its run and job until joined).
             while tasks.try_join_next().is_some() {}
+            if shutdown.is_cancelled() {
+                break;
+            }
             let free = self.free_slots();
             let claimed = match self.claim_once(&mut tasks).await {
                 Ok(n) => n,
@@ -230,7 +234,14 @@ impl Worker {
             }
             let wake = self.next_wake().await;
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
+                // A cancel or `overlap: replace` on this node: act now, not at the next beat.
+                _ = self.ctx.heartbeat_wake.notified() => {
+                    if let Err(e) = self.heartbeat_once().await {
+                        tracing::error!(error = %e, "heartbeat failed");
+                    }
+                }
                 _ = self.ctx.worker_wake.notified() => {}
                 _ = self.ctx.clock.sleep_until(wake) => {}
                 Some(_) = tasks.join_next() => {}
@@ -348,7 +359,13 @@ impl Attempt {
         let now = self.ctx.clock.now();
         let next = match (&outcome.status, stop) {
             (_, Some(StopCause::LeaseLost)) => None,
-            (AttemptStatus::Cancelled, Some(StopCause::Shutdown)) => Some(RunNext::Release),
+            // Stopped by shutdown: run it again later, unless the job must never run twice.
+            (AttemptStatus::Cancelled, Some(StopCause::Shutdown)) => {
+                match plan.as_ref().map(|p| p.execution) {
+                    Some(ExecutionMode::AtMostOnce) => Some(RunNext::Finish(RunState::Cancelled)),
+                    _ => Some(RunNext::Release),
+                }
+            }
             (AttemptStatus::Cancelled, _) => Some(RunNext::Finish(RunState::Cancelled)),
             (status, _) if status.is_success() => Some(RunNext::Finish(RunState::Succeeded)),
             (status, _) => {

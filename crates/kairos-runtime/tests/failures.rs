@@ -172,3 +172,71 @@ async fn the_executor_gets_the_run_context_and_the_job_policies() {
     let runs = ctx.store.run_list(RunListParams::default()).await.unwrap();
     assert_eq!(runs[0].state, RunState::Succeeded);
 }
+
+#[tokio::test]
+async fn at_most_once_runs_stopped_by_shutdown_are_not_run_again() {
+    let (ctx, _clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
+    let jobs = JobService::new(ctx.clone());
+    jobs.create(spec(
+        r#"{"name":"once","execution":"at_most_once","task":{"kind":"shell","script":"true"}}"#,
+    ))
+    .await
+    .unwrap();
+    let run = jobs.trigger("default", "once").await.unwrap();
+    let hanging = Arc::new(HangingExecutor::default());
+    let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(worker.run(shutdown.clone(), Duration::from_millis(50)));
+    hanging.started().await;
+    shutdown.cancel();
+    task.await.unwrap();
+    let after = ctx.store.run_get(run.id).await.unwrap().unwrap();
+    assert_eq!(after.state, RunState::Cancelled, "never queued again");
+}
+
+#[tokio::test]
+async fn a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat() {
+    let (ctx, _clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
+    let jobs = JobService::new(ctx.clone());
+    jobs.create(spec(
+        r#"{"name":"long","task":{"kind":"shell","script":"true"}}"#,
+    ))
+    .await
+    .unwrap();
+    let run = jobs.trigger("default", "long").await.unwrap();
+    let hanging = Arc::new(HangingExecutor::default());
+    // Heartbeats every hour: only the wake-up can deliver the cancel in time.
+    let config = WorkerConfig {
+        heartbeat: Duration::from_secs(3600),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(ctx.clone(), hanging.clone(), config);
+    let shutdown = CancellationToken::new();
+    let mut events = ctx.telemetry.subscribe();
+    let task = tokio::spawn(worker.run(shutdown.clone(), Duration::from_secs(5)));
+    hanging.started().await;
+    ctx.store
+        .run_cancel(kairos_store::RunCancelParams {
+            run_id: run.id,
+            now: None,
+        })
+        .await
+        .unwrap();
+    ctx.heartbeat_wake.notify_one();
+    let finished = wait_for_event(&mut events, Duration::from_secs(20), |e| {
+        matches!(e, Event::RunFinished { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            finished,
+            Event::RunFinished {
+                state: RunState::Cancelled,
+                ..
+            }
+        ),
+        "{finished:?}"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+}

@@ -272,6 +272,32 @@ async fn overlap_replace_cancels_the_active_run() {
 }
 
 #[tokio::test]
+async fn replace_in_a_catch_up_round_records_the_replaced_due_times() {
+    let s = setup().await;
+    s.jobs
+        .create(every_minute(
+            "rc",
+            r#","overlap":"replace","catchup":"all""#,
+        ))
+        .await
+        .unwrap();
+    s.clock.set(t("2026-03-01T00:03:30Z"));
+    s.scheduler.run_once().await.unwrap();
+    let runs = s.runs("rc").await;
+    let states: Vec<_> = runs.iter().map(|r| r.state).collect();
+    assert_eq!(
+        states,
+        [RunState::Skipped, RunState::Skipped, RunState::Queued],
+        "only the newest runs; the others are recorded"
+    );
+    assert!(
+        runs[..2]
+            .iter()
+            .all(|r| r.reason.as_deref() == Some("overlap"))
+    );
+}
+
+#[tokio::test]
 async fn paused_jobs_do_not_fire_and_resume_does_not_replay() {
     let s = setup().await;
     s.jobs
@@ -472,15 +498,25 @@ async fn node_runs_jobs_end_to_end_with_the_loops() {
 async fn resuming_through_an_update_does_not_replay_the_pause() {
     let s = setup().await;
     s.jobs
-        .create(every_minute("p", r#","catchup":"all","overlap":"allow","max_concurrent":10"#))
+        .create(every_minute(
+            "p",
+            r#","catchup":"all","overlap":"allow","max_concurrent":10"#,
+        ))
         .await
         .unwrap();
     let paused = s.jobs.set_paused("default", "p", true).await.unwrap();
     s.clock.set(t("2026-03-01T00:10:30Z"));
     let mut spec = paused.spec.clone();
     spec.paused = false;
-    let resumed = s.jobs.update("default", "p", paused.version, spec).await.unwrap();
+    let resumed = s
+        .jobs
+        .update("default", "p", paused.version, spec)
+        .await
+        .unwrap();
     assert_eq!(resumed.next_fire_at, Some(t("2026-03-01T00:11:00Z")));
     s.scheduler.run_once().await.unwrap();
-    assert!(s.runs("p").await.is_empty(), "no run or skip for times inside the pause");
+    assert!(
+        s.runs("p").await.is_empty(),
+        "no run or skip for times inside the pause"
+    );
 }

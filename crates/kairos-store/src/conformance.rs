@@ -1144,11 +1144,21 @@ pub async fn ids_are_never_reused(store: Arc<dyn Store>) {
     let first = create(&store, "first", Some(a)).await;
     let fired = fire(&store, &first, a, None).await;
     store
-        .job_delete(JobDeleteParams { namespace: "default".into(), name: "first".into(), expected_version: None })
+        .job_delete(JobDeleteParams {
+            namespace: "default".into(),
+            name: "first".into(),
+            expected_version: None,
+        })
         .await
         .unwrap();
     let second = create(&store, "second", Some(a)).await;
-    assert_ne!(second.id, first.id, "a new job never takes a deleted job's id");
+    assert_ne!(
+        second.id, first.id,
+        "a new job never takes a deleted job's id"
+    );
     let refired = fire(&store, &second, a, None).await;
-    assert_ne!(refired.inserted[0].0, fired.inserted[0].0, "nor a new run a deleted run's id");
+    assert_ne!(
+        refired.inserted[0].0, fired.inserted[0].0,
+        "nor a new run a deleted run's id"
+    );
 }
