@@ -1,6 +1,7 @@
 //! `/api/v1/runs/{id}`: a run with its attempts, its output (optionally followed live), cancel.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -8,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use kairos_exec::OutputBuffer;
 use kairos_store::RunCancelParams;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -97,41 +99,51 @@ async fn stored_output(app: &AppState, id: i64, attempt: Option<u32>) -> Result<
 }
 
 /// Streams the output of each attempt as it is written, until the run finishes or the client
-/// goes away.
+/// goes away. Positions are counted in lines, so a follower keeps its place when the output cap
+/// drops the middle of a long output (it is told how many lines it missed).
 async fn follow(app: AppState, id: i64, tx: mpsc::Sender<Result<String, Infallible>>) {
-    let mut sent_attempts = 0u32;
+    let mut followed: Option<Arc<OutputBuffer>> = None;
     loop {
-        if let Some(live) = app.ctx.live.get(id) {
-            let mut sent = 0usize;
-            let mut seen = 0u64;
+        if let Some(live) = app.ctx.live.get(id)
+            && !followed
+                .as_ref()
+                .is_some_and(|done| Arc::ptr_eq(done, &live))
+        {
+            let mut cursor = 0u64;
             loop {
                 let version = live.version();
-                let snap = live.snapshot();
-                if snap.len() > sent && snap.is_char_boundary(sent) {
-                    if tx.send(Ok(snap[sent..].to_owned())).await.is_err() {
-                        return;
-                    }
-                    sent = snap.len();
-                } else if snap.len() < sent {
-                    sent = snap.len(); // the cap dropped the middle; continue from the new end
+                let closed = live.is_closed();
+                let (text, next, skipped) = live.lines_since(cursor);
+                cursor = next;
+                if skipped > 0
+                    && tx
+                        .send(Ok(format!(
+                            "... [{skipped} lines dropped by the output cap while following] ...\n"
+                        )))
+                        .await
+                        .is_err()
+                {
+                    return;
                 }
-                if live.is_closed() {
+                if !text.is_empty() && tx.send(Ok(text)).await.is_err() {
+                    return;
+                }
+                if closed {
                     break;
                 }
-                seen = seen.max(version);
                 tokio::select! {
-                    _ = live.changed_since(seen) => {}
+                    _ = live.changed_since(version) => {}
                     _ = tx.closed() => return,
                 }
             }
-            sent_attempts += 1;
+            followed = Some(live);
         }
         let Ok(Some(run)) = app.ctx.store.run_get(id).await else {
             return;
         };
         if run.state.is_terminal() {
             // Attempts that ran on another node (or finished before we looked) from the store.
-            if sent_attempts == 0
+            if followed.is_none()
                 && let Ok(text) = stored_output(&app, id, None).await
             {
                 let _ = tx.send(Ok(text)).await;

@@ -35,6 +35,10 @@ struct Inner {
     tail_bytes: usize,
     dropped: u64,
     written: u64,
+    /// Start offset in `head` of each line kept there.
+    head_offsets: Vec<usize>,
+    /// Lines pushed in all (a follower's cursor counts these).
+    lines: u64,
 }
 
 impl OutputBuffer {
@@ -61,7 +65,10 @@ impl OutputBuffer {
             let mut inner = self.lock();
             let entry_len = line.len() + 1;
             inner.written += entry_len as u64;
+            inner.lines += 1;
             if inner.head_open && inner.head.len() + entry_len <= head_cap {
+                let start = inner.head.len();
+                inner.head_offsets.push(start);
                 inner.head.push_str(line);
                 inner.head.push('\n');
             } else {
@@ -96,6 +103,25 @@ impl OutputBuffer {
     /// line Kairos captures, e.g. `2026-11-21T01:02:03.456Z stdout hello`.
     pub fn push_stream_line(&self, stream: &str, text: &str) {
         self.push_line(&format!("{:.3} {stream} {text}", line_timestamp()));
+    }
+
+    /// For a follower at `cursor` (lines already seen): the lines after it that are still held,
+    /// the new cursor, and how many lines in between the cap dropped before they could be seen.
+    pub fn lines_since(&self, cursor: u64) -> (String, u64, u64) {
+        let inner = self.lock();
+        let head_lines = inner.head_offsets.len() as u64;
+        let mut out = String::new();
+        if cursor < head_lines {
+            out.push_str(&inner.head[inner.head_offsets[cursor as usize]..]);
+        }
+        let tail_start = inner.lines - inner.tail.len() as u64;
+        let from = cursor.max(head_lines);
+        let skipped = tail_start.saturating_sub(from);
+        let first = from.max(tail_start);
+        for entry in inner.tail.iter().skip((first - tail_start) as usize) {
+            out.push_str(entry);
+        }
+        (out, inner.lines, skipped)
     }
 
     /// The captured output: head, the truncation marker when something was dropped, tail.
@@ -237,5 +263,41 @@ impl LineSplitter {
     fn flush(&mut self, emit: &mut impl FnMut(&str)) {
         emit(&String::from_utf8_lossy(&self.pending));
         self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod follow_tests {
+    use super::OutputBuffer;
+
+    #[test]
+    fn lines_since_keeps_a_follower_in_place_across_the_cap() {
+        let buf = OutputBuffer::new(100);
+        for i in 0..3 {
+            buf.push_line(&format!("line {i:02}"));
+        }
+        let (text, cursor, skipped) = buf.lines_since(0);
+        assert_eq!(
+            (text.as_str(), cursor, skipped),
+            ("line 00\nline 01\nline 02\n", 3, 0)
+        );
+        let (text, cursor, _) = buf.lines_since(cursor);
+        assert_eq!((text.as_str(), cursor), ("", 3));
+        // Far more than the cap: the follower learns how many lines it missed, then the tail.
+        for i in 3..40 {
+            buf.push_line(&format!("line {i:02}"));
+        }
+        let (text, cursor, skipped) = buf.lines_since(3);
+        assert_eq!(cursor, 40);
+        assert!(skipped > 0);
+        assert!(text.ends_with("line 39\n"), "{text}");
+        let kept = text.lines().count() as u64;
+        assert_eq!(
+            3 + skipped + kept,
+            40,
+            "every line is either sent or counted as dropped"
+        );
+        buf.push_line("line 40");
+        assert_eq!(buf.lines_since(cursor), ("line 40\n".to_owned(), 41, 0));
     }
 }

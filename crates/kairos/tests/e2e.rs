@@ -394,3 +394,71 @@ async fn logs_follow_streams_a_running_task_and_json_logs_are_json() {
     let parsed: Value = serde_json::from_str(first).expect("--log-format json writes JSON lines");
     assert!(parsed["level"].is_string(), "{parsed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_keeps_its_place_past_the_output_cap_and_never_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    // About 2.5 MB of output: well past the 1 MiB cap.
+    let script = format!(
+        "echo start; while [ ! -e {g} ]; do sleep 0.05; done; i=0; \
+         while [ $i -lt 40000 ]; do echo \"line $i padding-padding-padding\"; i=$((i+1)); done; echo last-line",
+        g = gate.display()
+    );
+    server
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "big", "task": {"kind": "shell", "script": script}})),
+        )
+        .await;
+    let (_, _, run) = server
+        .call(Method::POST, "/api/v1/jobs/big/trigger", None)
+        .await;
+    let id = run["id"].as_i64().unwrap();
+    server
+        .wait_for(30, "the run to start", || async {
+            let (_, _, run) = server
+                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
+                .await;
+            (run["state"] == "running").then_some(())
+        })
+        .await;
+    let follow = {
+        let http = server.http.clone();
+        let url = format!("{}/api/v1/runs/{id}/output?follow=true", server.url);
+        tokio::spawn(async move { http.get(url).send().await.unwrap().text().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(&gate, "").unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(60), follow)
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert_eq!(
+        text.matches("stdout start").count(),
+        1,
+        "nothing is sent twice"
+    );
+    assert_eq!(
+        text.matches("line 39999 ").count(),
+        1,
+        "the last lines arrive once"
+    );
+    assert!(
+        text.contains("stdout last-line"),
+        "the stream reaches the end"
+    );
+    let lines: Vec<u32> = text
+        .lines()
+        .filter_map(|l| {
+            l.split_once("stdout line ")
+                .and_then(|(_, r)| r.split(' ').next()?.parse().ok())
+        })
+        .collect();
+    assert!(
+        lines.windows(2).all(|w| w[0] < w[1]),
+        "lines arrive in order, without repeats"
+    );
+}
