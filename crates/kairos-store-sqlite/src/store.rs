@@ -9,6 +9,10 @@ use crate::batch;
 use crate::open::SqliteStore;
 use crate::rows::{self, JOB_COLUMNS, RUN_SELECT, instant, internal, micros};
 
+/// Attempts a run may lose to expired leases beyond its `max_attempts` before it is marked
+/// `lost` (see `Store::run_rescue`).
+const RESCUE_EXTRA_ATTEMPTS: i64 = 2;
+
 /// The store's clock: in production the node's wall clock (one node shares one file).
 #[allow(
     clippy::disallowed_methods,
@@ -406,7 +410,7 @@ impl Store for SqliteStore {
         // no earlier exclusive run of the job is waiting.
         let ids: Vec<i64> = sqlx::query_scalar(
             "UPDATE runs SET state = 'running', attempt = attempt + 1, node = ?1, lease_token = ?2, \
-             lease_expires_at = ?3, started_at = COALESCE(started_at, ?4) \
+             lease_expires_at = ?3, started_at = COALESCE(started_at, ?4), reason = NULL \
              WHERE id IN (SELECT r.id FROM runs r WHERE r.state = 'queued' AND r.run_at <= ?4 \
                AND (r.exclusive = 0 OR ( \
                  NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
@@ -514,7 +518,7 @@ impl Store for SqliteStore {
         let now = now_or(p.now);
         let mut tx = self.begin().await?;
         let rows = sqlx::query(
-            "SELECT id, attempt, execution, node, started_at, cancel_requested FROM runs \
+            "SELECT id, attempt, max_attempts, execution, node, started_at, cancel_requested FROM runs \
              WHERE state = 'running' AND (lease_expires_at < ? OR node = ?) \
              ORDER BY lease_expires_at LIMIT ?",
         )
@@ -545,9 +549,13 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
+            let max_attempts: i64 = row.try_get("max_attempts").map_err(internal)?;
+            // A run whose worker keeps dying (a task that kills its node, say) is given up after
+            // RESCUE_EXTRA_ATTEMPTS attempts beyond its retry budget instead of looping forever.
             let (state, list) = if cancel != 0 {
                 ("cancelled", None)
-            } else if execution == "at_most_once" {
+            } else if execution == "at_most_once" || attempt >= max_attempts + RESCUE_EXTRA_ATTEMPTS
+            {
                 ("lost", Some(&mut report.lost))
             } else {
                 ("queued", Some(&mut report.requeued))

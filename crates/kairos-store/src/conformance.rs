@@ -28,7 +28,7 @@ macro_rules! conformance_tests {
             job_fire_concurrent_applies_once, job_fire_replace_cancels_active,
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_rescue_expired_leases,
             run_exclusive_runs_one_at_a_time, run_cancel_states, run_list_filters_and_counts,
-            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, job_fire_many_and_active_counts, ids_are_never_reused, run_claim_concurrent_never_doubles, run_release_keeps_attempt
+            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, job_fire_many_and_active_counts, ids_are_never_reused, run_rescue_gives_up_on_runs_that_keep_losing_their_lease, run_claim_concurrent_never_doubles, run_release_keeps_attempt
         );
     };
 }
@@ -1161,4 +1161,55 @@ pub async fn ids_are_never_reused(store: Arc<dyn Store>) {
         refired.inserted[0].0, fired.inserted[0].0,
         "nor a new run a deleted run's id"
     );
+}
+
+pub async fn run_rescue_gives_up_on_runs_that_keep_losing_their_lease(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "crashy", Some(a)).await;
+    let mut run = insert(a);
+    run.max_attempts = 1;
+    store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: a,
+            runs: vec![run],
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    // max_attempts 1 plus 2 rescues: the first three leases lost requeue, the third gives up.
+    let mut now = a;
+    for round in 1..=3 {
+        let claimed = claim(&store, "dying-node", 1, now).await;
+        assert_eq!(claimed.len(), 1, "round {round}");
+        assert_eq!(
+            claimed[0].run.reason, None,
+            "a claimed run carries no old reason"
+        );
+        now += SignedDuration::from_secs(60);
+        let report = store
+            .run_rescue(RunRescueParams {
+                limit: 10,
+                orphaned_node: None,
+                now: Some(now),
+            })
+            .await
+            .unwrap();
+        if round < 3 {
+            assert_eq!(report.requeued.len(), 1, "round {round}");
+        } else {
+            assert_eq!(report.lost.len(), 1, "given up after max_attempts + 2");
+        }
+    }
+    let runs = store
+        .run_list(RunListParams {
+            job_id: Some(job.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs[0].state, RunState::Lost);
+    assert_eq!(store.attempt_list(runs[0].id).await.unwrap().len(), 3);
 }

@@ -241,7 +241,9 @@ pub trait Store: Send + Sync + 'static {
     /// `run_finish` for many attempts in one transaction (a worker's batched completions).
     /// Each element reports whether that attempt's lease still held.
     async fn run_finish_many(&self, ps: &[RunFinishParams]) -> StoreResult<Vec<bool>>;
-    /// Runs whose lease expired: requeued (`at_least_once`) or `lost` (`at_most_once`).
+    /// Runs whose lease expired: requeued (`at_least_once`) or `lost` (`at_most_once`). A run
+    /// that has already used `max_attempts + 2` attempts is `lost` too, so a task that keeps
+    /// killing its worker does not loop forever.
     async fn run_rescue(&self, p: RunRescueParams) -> StoreResult<RescueReport>;
     /// Cancels a queued run at once; asks the worker of a running run to stop it.
     async fn run_cancel(&self, p: RunCancelParams) -> StoreResult<Run>;

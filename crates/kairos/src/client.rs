@@ -67,8 +67,22 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Response> {
+        self.send_if_match(method, path, body, None).await
+    }
+
+    /// `send` with an `If-Match` version: the server refuses the write if the job changed.
+    pub async fn send_if_match(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        version: Option<i64>,
+    ) -> anyhow::Result<Response> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
+        if let Some(version) = version {
+            req = req.header("If-Match", format!("\"{version}\""));
+        }
         if let Some(body) = body {
             req = req.json(body);
         }

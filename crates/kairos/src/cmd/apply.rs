@@ -252,8 +252,11 @@ pub async fn run(
                 body["version"] = Value::from(*from_version);
                 client.send(Method::PUT, &path, Some(&body)).await?;
             }
-            (Action::Delete { .. }, _) => {
-                client.send(Method::DELETE, &path, None).await?;
+            (Action::Delete { version }, _) => {
+                // Fenced by the version the plan showed: a job changed since is not deleted.
+                client
+                    .send_if_match(Method::DELETE, &path, None, Some(*version))
+                    .await?;
             }
             _ => {}
         }
