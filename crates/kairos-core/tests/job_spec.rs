@@ -294,3 +294,28 @@ fn a_job_without_triggers_is_valid() {
     assert!(plan.schedule.triggers.is_empty());
     assert_eq!(plan.schedule.next_after(ts("2026-01-01T00:00:00Z")), None);
 }
+
+#[test]
+fn type_errors_and_validation_errors_come_in_one_report() {
+    let errs = JobSpec::from_json(
+        r#"{"name":"BAD","max_concurrent":"x","timeout":"abc","colour":1,
+            "task":{"kind":"shell","script":"true"},"triggers":[{"cron":"61 * * * *"}]}"#,
+    )
+    .unwrap_err();
+    let fields: Vec<&str> = errs.errors.iter().map(|e| e.field.as_str()).collect();
+    for expected in ["max_concurrent", "name", "timeout", "triggers[0].cron"] {
+        assert!(
+            fields.contains(&expected),
+            "{expected} missing from {fields:?}"
+        );
+    }
+    assert!(
+        errs.errors.iter().any(|e| e.message.contains("colour")),
+        "{errs:?}"
+    );
+    assert!(
+        !fields
+            .iter()
+            .any(|f| f.contains("max_concurrent") && f != &"max_concurrent")
+    );
+}
