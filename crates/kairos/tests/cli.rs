@@ -266,12 +266,7 @@ async fn job_and_run_commands() {
     let run: Value = serde_json::from_slice(&triggered.stdout).unwrap();
     let id = run["id"].as_i64().unwrap().to_string();
     server
-        .wait_for(30, "the run to succeed", || async {
-            let (_, _, run) = server
-                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
-                .await;
-            (run["state"] == "succeeded").then_some(())
-        })
+        .wait_for_run_state(30, id.parse().unwrap(), "succeeded")
         .await;
     let logs = kairos(&["run", "logs", &id], Some(&url));
     assert!(

@@ -149,19 +149,8 @@ async fn timed_out_shell_task_leaves_no_process_behind() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let (status, _, run) = server
-        .call(Method::POST, "/api/v1/jobs/hang/trigger", None)
-        .await;
-    assert_eq!(status, 202);
-    let id = run["id"].as_i64().unwrap();
-    let run = server
-        .wait_for(30, "the run to time out", || async {
-            let (_, _, run) = server
-                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
-                .await;
-            (run["state"] == "timed_out").then_some(run)
-        })
-        .await;
+    let id = server.trigger("hang").await;
+    let run = server.wait_for_run_state(30, id, "timed_out").await;
     assert_eq!(run["attempts"][0]["status"], "timeout");
     let pgid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()
@@ -238,17 +227,8 @@ async fn sigterm_kills_running_tasks_after_the_grace_and_their_runs_run_again() 
         "if [ -e {p}.done ]; then exit 0; fi; echo $$ > {p}; touch {p}.done; sleep 300",
         p = pidfile.display()
     );
-    server
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(json!({"name": "long", "task": {"kind": "shell", "script": script}})),
-        )
-        .await;
-    let (_, _, run) = server
-        .call(Method::POST, "/api/v1/jobs/long/trigger", None)
-        .await;
-    let id = run["id"].as_i64().unwrap();
+    server.create_shell_job("long", &script).await;
+    let id = server.trigger("long").await;
     server
         .wait_for(30, "the task to start", || async {
             pidfile.exists().then_some(())
@@ -271,14 +251,7 @@ async fn sigterm_kills_running_tasks_after_the_grace_and_their_runs_run_again() 
     );
     // The run was released, not lost: after a restart it runs again and completes.
     let server = Server::start(&data, &[]).await;
-    let run = server
-        .wait_for(30, "the released run to finish", || async {
-            let (_, _, run) = server
-                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
-                .await;
-            (run["state"] == "succeeded").then_some(run)
-        })
-        .await;
+    let run = server.wait_for_run_state(30, id, "succeeded").await;
     assert_eq!(
         run["attempts"].as_array().unwrap().len(),
         1,
@@ -340,25 +313,9 @@ async fn logs_follow_streams_a_running_task_and_json_logs_are_json() {
         "echo first; while [ ! -e {g} ]; do sleep 0.05; done; echo second",
         g = gate.display()
     );
-    server
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(json!({"name": "talk", "task": {"kind": "shell", "script": script}})),
-        )
-        .await;
-    let (_, _, run) = server
-        .call(Method::POST, "/api/v1/jobs/talk/trigger", None)
-        .await;
-    let id = run["id"].as_i64().unwrap();
-    server
-        .wait_for(30, "the run to start", || async {
-            let (_, _, run) = server
-                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
-                .await;
-            (run["state"] == "running").then_some(())
-        })
-        .await;
+    server.create_shell_job("talk", &script).await;
+    let id = server.trigger("talk").await;
+    server.wait_for_run_state(30, id, "running").await;
     let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
         .args([
             "run",
@@ -406,25 +363,9 @@ async fn follow_keeps_its_place_past_the_output_cap_and_never_repeats() {
          while [ $i -lt 40000 ]; do echo \"line $i padding-padding-padding\"; i=$((i+1)); done; echo last-line",
         g = gate.display()
     );
-    server
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(json!({"name": "big", "task": {"kind": "shell", "script": script}})),
-        )
-        .await;
-    let (_, _, run) = server
-        .call(Method::POST, "/api/v1/jobs/big/trigger", None)
-        .await;
-    let id = run["id"].as_i64().unwrap();
-    server
-        .wait_for(30, "the run to start", || async {
-            let (_, _, run) = server
-                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
-                .await;
-            (run["state"] == "running").then_some(())
-        })
-        .await;
+    server.create_shell_job("big", &script).await;
+    let id = server.trigger("big").await;
+    server.wait_for_run_state(30, id, "running").await;
     let follow = {
         let http = server.http.clone();
         let url = format!("{}/api/v1/runs/{id}/output?follow=true", server.url);

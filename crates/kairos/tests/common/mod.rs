@@ -103,6 +103,39 @@ impl Server {
         )
     }
 
+    /// Creates a `shell` job with no triggers.
+    pub async fn create_shell_job(&self, name: &str, script: &str) {
+        let job = serde_json::json!({"name": name, "task": {"kind": "shell", "script": script}});
+        let (status, _, body) = self
+            .call(reqwest::Method::POST, "/api/v1/jobs", Some(job))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// Queues a run of `job` now; returns its id.
+    pub async fn trigger(&self, job: &str) -> i64 {
+        let (status, _, run) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/jobs/{job}/trigger"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 202, "{run}");
+        run["id"].as_i64().expect("run id")
+    }
+
+    /// Waits until run `id` is in `state`; returns the run with its attempts.
+    pub async fn wait_for_run_state(&self, secs: u64, id: i64, state: &str) -> Value {
+        self.wait_for(secs, &format!("run {id} to be {state}"), || async {
+            let (_, _, run) = self
+                .call(reqwest::Method::GET, &format!("/api/v1/runs/{id}"), None)
+                .await;
+            (run["state"] == state).then_some(run)
+        })
+        .await
+    }
+
     pub async fn runs(&self, job: &str) -> Vec<Value> {
         let (status, _, body) = self
             .call(
