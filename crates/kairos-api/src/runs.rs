@@ -26,7 +26,11 @@ pub async fn get(
     Path(id): Path<i64>,
 ) -> Result<Json<RunDto>, ApiError> {
     let run = load_run(&app, id).await?;
-    let attempts = app.ctx.store.attempt_list(id).await?;
+    let attempts = app
+        .ctx
+        .store
+        .attempt_list(kairos_store::AttemptListParams { run_id: id })
+        .await?;
     let mut dto = RunDto::from(run);
     dto.attempts = Some(attempts.into_iter().map(AttemptDto::from).collect());
     Ok(Json(dto))
@@ -90,7 +94,11 @@ pub async fn output(
 }
 
 async fn stored_output(app: &AppState, id: i64, attempt: Option<u32>) -> Result<String, ApiError> {
-    let attempts = app.ctx.store.attempt_list(id).await?;
+    let attempts = app
+        .ctx
+        .store
+        .attempt_list(kairos_store::AttemptListParams { run_id: id })
+        .await?;
     let chosen = match attempt {
         Some(n) => attempts.into_iter().find(|a| a.attempt == n),
         None => attempts.into_iter().next_back(),
@@ -138,7 +146,12 @@ async fn follow(app: AppState, id: i64, tx: mpsc::Sender<Result<String, Infallib
             }
             followed = Some(live);
         }
-        let Ok(Some(run)) = app.ctx.store.run_get(id).await else {
+        let Ok(Some(run)) = app
+            .ctx
+            .store
+            .run_get(kairos_store::RunGetParams { id })
+            .await
+        else {
             return;
         };
         if run.state.is_terminal() {
@@ -161,7 +174,7 @@ async fn follow(app: AppState, id: i64, tx: mpsc::Sender<Result<String, Infallib
 async fn load_run(app: &AppState, id: i64) -> Result<kairos_store::Run, ApiError> {
     app.ctx
         .store
-        .run_get(id)
+        .run_get(kairos_store::RunGetParams { id })
         .await?
         .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))
 }

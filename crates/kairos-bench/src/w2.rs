@@ -301,7 +301,9 @@ async fn count_job(
             continue;
         }
         // The attempt is written when it ends; a run still running has only its claim time.
-        let attempts = store.attempt_list(run.id).await?;
+        let attempts = store
+            .attempt_list(kairos_store::AttemptListParams { run_id: run.id })
+            .await?;
         match attempts.first().map(|a| a.started_at).or(run.started_at) {
             Some(started) => {
                 let late = started.duration_since(run.scheduled_for);

@@ -107,7 +107,7 @@ impl Scheduler {
         let active: HashMap<JobId, u64> = self
             .ctx
             .store
-            .run_active_counts(&firing)
+            .run_active_counts(kairos_store::RunActiveCountsParams { job_ids: firing })
             .await?
             .into_iter()
             .collect();

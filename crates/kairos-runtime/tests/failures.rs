@@ -50,10 +50,21 @@ async fn shutdown_releases_attempts_that_outlive_the_grace() {
         matches!(e, Event::RunReleased { .. })
     })
     .await;
-    let released = ctx.store.run_get(run.id).await.unwrap().unwrap();
+    let released = ctx
+        .store
+        .run_get(kairos_store::RunGetParams { id: run.id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(released.state, RunState::Queued, "released, not lost");
     assert_eq!(released.attempt, 0, "the released attempt does not count");
-    assert!(ctx.store.attempt_list(run.id).await.unwrap().is_empty());
+    assert!(
+        ctx.store
+            .attempt_list(kairos_store::AttemptListParams { run_id: run.id })
+            .await
+            .unwrap()
+            .is_empty()
+    );
     drop(clock);
 }
 
@@ -82,13 +93,22 @@ async fn an_attempt_whose_lease_was_lost_is_stopped_and_its_result_refused() {
     // The stalled worker's next heartbeat finds the lease gone and stops the attempt.
     worker.heartbeat_once().await.unwrap();
     tasks.join_next().await.unwrap().unwrap();
-    let after = ctx.store.run_get(run.id).await.unwrap().unwrap();
+    let after = ctx
+        .store
+        .run_get(kairos_store::RunGetParams { id: run.id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         after.state,
         RunState::Queued,
         "the stale result was not recorded"
     );
-    let attempts = ctx.store.attempt_list(run.id).await.unwrap();
+    let attempts = ctx
+        .store
+        .attempt_list(kairos_store::AttemptListParams { run_id: run.id })
+        .await
+        .unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].status, "lost");
 }
@@ -114,7 +134,12 @@ async fn retries_follow_the_retry_conditions() {
     worker.claim_once(&mut tasks).await.unwrap();
     while tasks.join_next().await.is_some() {}
     assert_eq!(
-        ctx.store.run_get(run.id).await.unwrap().unwrap().state,
+        ctx.store
+            .run_get(kairos_store::RunGetParams { id: run.id })
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         RunState::Failed
     );
     // A 503 is: the run goes back to the queue with a later run_at.
@@ -132,7 +157,12 @@ async fn retries_follow_the_retry_conditions() {
     );
     worker2.claim_once(&mut tasks).await.unwrap();
     while tasks.join_next().await.is_some() {}
-    let after = ctx2.store.run_get(run2.id).await.unwrap().unwrap();
+    let after = ctx2
+        .store
+        .run_get(kairos_store::RunGetParams { id: run2.id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(after.state, RunState::Queued);
     use kairos_runtime::Clock as _;
     assert!(after.run_at > clock2.now(), "a backoff delay applies");
@@ -190,7 +220,12 @@ async fn at_most_once_runs_stopped_by_shutdown_are_not_run_again() {
     hanging.started().await;
     shutdown.cancel();
     task.await.unwrap();
-    let after = ctx.store.run_get(run.id).await.unwrap().unwrap();
+    let after = ctx
+        .store
+        .run_get(kairos_store::RunGetParams { id: run.id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(after.state, RunState::Cancelled, "never queued again");
 }
 

@@ -118,7 +118,12 @@ async fn fires_each_due_time_exactly_once() {
         ]
     );
     assert!(runs.iter().all(|r| r.state == RunState::Succeeded));
-    let attempts = s.ctx.store.attempt_list(runs[0].id).await.unwrap();
+    let attempts = s
+        .ctx
+        .store
+        .attempt_list(kairos_store::AttemptListParams { run_id: runs[0].id })
+        .await
+        .unwrap();
     assert!(
         attempts[0].output.contains("stdout hi"),
         "{}",
@@ -358,7 +363,12 @@ async fn failed_attempts_retry_with_backoff_then_fail() {
     assert_eq!(run.state, RunState::Failed);
     assert_eq!(run.attempt, 3);
     assert_eq!(run.exit_code, Some(3));
-    let attempts = s.ctx.store.attempt_list(run.id).await.unwrap();
+    let attempts = s
+        .ctx
+        .store
+        .attempt_list(kairos_store::AttemptListParams { run_id: run.id })
+        .await
+        .unwrap();
     assert_eq!(attempts.len(), 3);
     assert!(attempts[2].output.contains("attempt 3"));
     assert!(attempts.iter().all(|a| a.status == "exit:3"));
@@ -429,7 +439,13 @@ async fn trigger_now_and_stale_updates() {
     assert_eq!(run.scheduled_for, s.clock.now());
     assert_eq!(s.work().await, 1);
     assert_eq!(
-        s.ctx.store.run_get(run.id).await.unwrap().unwrap().state,
+        s.ctx
+            .store
+            .run_get(kairos_store::RunGetParams { id: run.id })
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         RunState::Succeeded
     );
 

@@ -150,7 +150,8 @@ impl Store for SqliteStore {
         Self::fetch_job(&self.pool, &p.namespace, &p.name).await
     }
 
-    async fn job_get_by_id(&self, id: JobId) -> StoreResult<Option<Job>> {
+    async fn job_get_by_id(&self, p: JobGetByIdParams) -> StoreResult<Option<Job>> {
+        let id = p.id;
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
         let row = sqlx::query(&sql)
             .bind(id)
@@ -362,7 +363,8 @@ impl Store for SqliteStore {
         Ok(created.into_iter().map(|(_, id)| id).collect())
     }
 
-    async fn run_active_counts(&self, job_ids: &[JobId]) -> StoreResult<Vec<(JobId, u64)>> {
+    async fn run_active_counts(&self, p: RunActiveCountsParams) -> StoreResult<Vec<(JobId, u64)>> {
+        let job_ids = &p.job_ids;
         if job_ids.is_empty() {
             return Ok(vec![]);
         }
@@ -388,7 +390,8 @@ impl Store for SqliteStore {
         next.map(instant).transpose()
     }
 
-    async fn run_active_count(&self, job_id: JobId) -> StoreResult<u64> {
+    async fn run_active_count(&self, p: RunActiveCountParams) -> StoreResult<u64> {
+        let job_id = p.job_id;
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM runs WHERE job_id = ? AND state IN ('scheduled', 'queued', 'running')",
         )
@@ -621,7 +624,8 @@ impl Store for SqliteStore {
         Ok(run)
     }
 
-    async fn run_get(&self, id: RunId) -> StoreResult<Option<Run>> {
+    async fn run_get(&self, p: RunGetParams) -> StoreResult<Option<Run>> {
+        let id = p.id;
         Self::fetch_run(&self.pool, id).await
     }
 
@@ -648,7 +652,8 @@ impl Store for SqliteStore {
         rows.iter().map(rows::run).collect()
     }
 
-    async fn attempt_list(&self, run_id: RunId) -> StoreResult<Vec<Attempt>> {
+    async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>> {
+        let run_id = p.run_id;
         let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY attempt")
             .bind(run_id)
             .fetch_all(&self.pool)

@@ -147,7 +147,10 @@ pub async fn job_create_get_list(store: Arc<dyn Store>) {
         .expect("found");
     assert_eq!(got, job);
     assert_eq!(
-        store.job_get_by_id(job.id).await.unwrap(),
+        store
+            .job_get_by_id(JobGetByIdParams { id: job.id })
+            .await
+            .unwrap(),
         Some(job.clone())
     );
     let dup = store
@@ -218,7 +221,11 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
         }) => {}
         other => panic!("expected a version conflict, got {other:?}"),
     }
-    let after = store.job_get_by_id(job.id).await.unwrap().unwrap();
+    let after = store
+        .job_get_by_id(JobGetByIdParams { id: job.id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(after, updated, "a stale write changes nothing");
 
     let missing = store
@@ -255,8 +262,22 @@ pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert!(store.job_get_by_id(job.id).await.unwrap().is_none());
-    assert!(store.run_get(fired.inserted[0].0).await.unwrap().is_none());
+    assert!(
+        store
+            .job_get_by_id(JobGetByIdParams { id: job.id })
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .run_get(RunGetParams {
+                id: fired.inserted[0].0
+            })
+            .await
+            .unwrap()
+            .is_none()
+    );
     let again = store
         .job_delete(JobDeleteParams {
             namespace: "default".into(),
@@ -353,7 +374,11 @@ pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
     let first = fire(&store, &job, at, Some(next)).await;
     assert!(first.applied);
     assert_eq!(first.inserted.len(), 1);
-    let after = store.job_get_by_id(job.id).await.unwrap().unwrap();
+    let after = store
+        .job_get_by_id(JobGetByIdParams { id: job.id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         after.next_fire_at,
         Some(next),
@@ -518,7 +543,13 @@ pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
     assert_eq!(c.run.started_at, Some(at));
     assert_eq!(c.run.lease_expires_at, Some(t("2026-03-01T00:01:30Z")));
     assert_eq!(c.job.id, job.id);
-    assert_eq!(store.run_active_count(job.id).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .run_active_count(RunActiveCountParams { job_id: job.id })
+            .await
+            .unwrap(),
+        1
+    );
     assert!(
         claim(&store, "n2", 10, at).await.is_empty(),
         "a running run is not claimed twice"
@@ -537,7 +568,11 @@ pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
         .unwrap();
     assert!(hb[0].held && !hb[0].cancel_requested);
     assert!(!hb[1].held);
-    let run = store.run_get(c.run.id).await.unwrap().unwrap();
+    let run = store
+        .run_get(RunGetParams { id: c.run.id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(run.lease_expires_at, Some(t("2026-03-01T00:02:20Z")));
 
     let mut wrong = c.clone();
@@ -561,12 +596,19 @@ pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
             .await
             .unwrap()
     );
-    let run = store.run_get(c.run.id).await.unwrap().unwrap();
+    let run = store
+        .run_get(RunGetParams { id: c.run.id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(run.state, RunState::Failed);
     assert_eq!(run.finished_at, Some(done_at));
     assert_eq!(run.exit_code, Some(3));
     assert_eq!(run.lease_expires_at, None);
-    let attempts = store.attempt_list(c.run.id).await.unwrap();
+    let attempts = store
+        .attempt_list(AttemptListParams { run_id: c.run.id })
+        .await
+        .unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].status, "exit:3");
     assert_eq!(attempts[0].output, "line\n");
@@ -575,7 +617,13 @@ pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
         !finish(&store, c, RunNext::Finish(RunState::Succeeded), at).await,
         "finished once"
     );
-    assert_eq!(store.run_active_count(job.id).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .run_active_count(RunActiveCountParams { job_id: job.id })
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 pub async fn run_retry_waits_for_run_at(store: Arc<dyn Store>) {
@@ -585,7 +633,11 @@ pub async fn run_retry_waits_for_run_at(store: Arc<dyn Store>) {
     fire(&store, &job, at, None).await;
     let c = claim(&store, "n1", 1, at).await.remove(0);
     assert!(finish(&store, &c, RunNext::Retry { run_at: retry_at }, at).await);
-    let run = store.run_get(c.run.id).await.unwrap().unwrap();
+    let run = store
+        .run_get(RunGetParams { id: c.run.id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(run.state, RunState::Queued);
     assert_eq!(run.run_at, retry_at);
     assert!(
@@ -610,7 +662,14 @@ pub async fn run_retry_waits_for_run_at(store: Arc<dyn Store>) {
         )
         .await
     );
-    assert_eq!(store.attempt_list(c.run.id).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .attempt_list(AttemptListParams { run_id: c.run.id })
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
@@ -666,12 +725,24 @@ pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
     assert_eq!(report.requeued, vec![least_id]);
     assert_eq!(report.lost, vec![most_id]);
     assert_eq!(
-        store.run_get(most_id).await.unwrap().unwrap().state,
+        store
+            .run_get(RunGetParams { id: most_id })
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         RunState::Lost
     );
-    let requeued = store.run_get(least_id).await.unwrap().unwrap();
+    let requeued = store
+        .run_get(RunGetParams { id: least_id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(requeued.state, RunState::Queued);
-    let lost_attempts = store.attempt_list(least_id).await.unwrap();
+    let lost_attempts = store
+        .attempt_list(AttemptListParams { run_id: least_id })
+        .await
+        .unwrap();
     assert_eq!(lost_attempts.len(), 1);
     assert_eq!(lost_attempts[0].status, "lost");
     // The dead worker's late writes are refused.
@@ -899,7 +970,13 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(first.id, second.id);
-    assert_eq!(store.run_active_count(job.id).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .run_active_count(RunActiveCountParams { job_id: job.id })
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 pub async fn run_claim_concurrent_never_doubles(store: Arc<dyn Store>) {
@@ -957,10 +1034,20 @@ pub async fn run_release_keeps_attempt(store: Arc<dyn Store>) {
     fire(&store, &job, a, None).await;
     let c = claim(&store, "n1", 1, a).await.remove(0);
     assert!(finish(&store, &c, RunNext::Release, a).await);
-    let run = store.run_get(c.run.id).await.unwrap().unwrap();
+    let run = store
+        .run_get(RunGetParams { id: c.run.id })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(run.state, RunState::Queued);
     assert_eq!(run.attempt, 0, "a released attempt does not count");
-    assert!(store.attempt_list(c.run.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .attempt_list(AttemptListParams { run_id: c.run.id })
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn run_insert_many_skips_existing_due_times(store: Arc<dyn Store>) {
@@ -989,7 +1076,13 @@ pub async fn run_insert_many_skips_existing_due_times(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(again.len(), 1, "only the new due time is created");
-    assert_eq!(store.run_active_count(job.id).await.unwrap(), 501);
+    assert_eq!(
+        store
+            .run_active_count(RunActiveCountParams { job_id: job.id })
+            .await
+            .unwrap(),
+        501
+    );
 }
 
 pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
@@ -1047,7 +1140,9 @@ pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
     assert_eq!(results, vec![true, false, true]);
     assert_eq!(
         store
-            .run_get(claimed[0].run.id)
+            .run_get(RunGetParams {
+                id: claimed[0].run.id
+            })
             .await
             .unwrap()
             .unwrap()
@@ -1056,7 +1151,9 @@ pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .run_get(claimed[1].run.id)
+            .run_get(RunGetParams {
+                id: claimed[1].run.id
+            })
             .await
             .unwrap()
             .unwrap()
@@ -1065,7 +1162,9 @@ pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .run_get(claimed[2].run.id)
+            .run_get(RunGetParams {
+                id: claimed[2].run.id
+            })
             .await
             .unwrap()
             .unwrap()
@@ -1073,12 +1172,20 @@ pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
         RunState::Queued
     );
     assert_eq!(
-        store.attempt_list(claimed[0].run.id).await.unwrap().len(),
+        store
+            .attempt_list(AttemptListParams {
+                run_id: claimed[0].run.id
+            })
+            .await
+            .unwrap()
+            .len(),
         1
     );
     assert!(
         store
-            .attempt_list(claimed[1].run.id)
+            .attempt_list(AttemptListParams {
+                run_id: claimed[1].run.id
+            })
             .await
             .unwrap()
             .is_empty()
@@ -1113,7 +1220,7 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
     assert!(results[2].inserted.is_empty());
     assert_eq!(
         store
-            .job_get_by_id(one.id)
+            .job_get_by_id(JobGetByIdParams { id: one.id })
             .await
             .unwrap()
             .unwrap()
@@ -1122,7 +1229,7 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .job_get_by_id(three.id)
+            .job_get_by_id(JobGetByIdParams { id: three.id })
             .await
             .unwrap()
             .unwrap()
@@ -1130,12 +1237,20 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
         Some(b)
     );
     let mut counts = store
-        .run_active_counts(&[one.id, two.id, three.id])
+        .run_active_counts(RunActiveCountsParams {
+            job_ids: vec![one.id, two.id, three.id],
+        })
         .await
         .unwrap();
     counts.sort();
     assert_eq!(counts, vec![(one.id, 1), (two.id, 1)]);
-    assert!(store.run_active_counts(&[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .run_active_counts(RunActiveCountsParams::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.run_next_at().await.unwrap(), Some(a));
 }
 
@@ -1211,5 +1326,12 @@ pub async fn run_rescue_gives_up_on_runs_that_keep_losing_their_lease(store: Arc
         .await
         .unwrap();
     assert_eq!(runs[0].state, RunState::Lost);
-    assert_eq!(store.attempt_list(runs[0].id).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .attempt_list(AttemptListParams { run_id: runs[0].id })
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }

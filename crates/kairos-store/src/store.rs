@@ -22,6 +22,31 @@ pub struct JobGetParams {
     pub name: String,
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct JobGetByIdParams {
+    pub id: JobId,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunGetParams {
+    pub id: RunId,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptListParams {
+    pub run_id: RunId,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunActiveCountParams {
+    pub job_id: JobId,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunActiveCountsParams {
+    pub job_ids: Vec<JobId>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct JobListParams {
     /// Only this namespace; `None`: all.
@@ -201,7 +226,7 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a job at version 1. `JobExists` if the name is taken in the namespace.
     async fn job_create(&self, p: JobCreateParams) -> StoreResult<Job>;
     async fn job_get(&self, p: JobGetParams) -> StoreResult<Option<Job>>;
-    async fn job_get_by_id(&self, id: JobId) -> StoreResult<Option<Job>>;
+    async fn job_get_by_id(&self, p: JobGetByIdParams) -> StoreResult<Option<Job>>;
     /// Jobs ordered by namespace and name.
     async fn job_list(&self, p: JobListParams) -> StoreResult<Vec<Job>>;
     /// Full replace, fenced by version; `VersionConflict` changes nothing.
@@ -225,9 +250,9 @@ pub trait Store: Send + Sync + 'static {
     /// runs created; due times that already had a run are skipped.
     async fn run_insert_many(&self, p: RunInsertManyParams) -> StoreResult<Vec<RunId>>;
     /// Runs of the job that are not finished (`scheduled`, `queued`, `running`).
-    async fn run_active_count(&self, job_id: JobId) -> StoreResult<u64>;
+    async fn run_active_count(&self, p: RunActiveCountParams) -> StoreResult<u64>;
     /// `run_active_count` for many jobs in one read; jobs without active runs are absent.
-    async fn run_active_counts(&self, job_ids: &[JobId]) -> StoreResult<Vec<(JobId, u64)>>;
+    async fn run_active_counts(&self, p: RunActiveCountsParams) -> StoreResult<Vec<(JobId, u64)>>;
     /// The earliest `run_at` of a queued run (when a worker should look next), if any.
     async fn run_next_at(&self) -> StoreResult<Option<Timestamp>>;
     /// Claims up to `limit` queued runs whose `run_at` has come, earliest first, each with a new
@@ -238,7 +263,8 @@ pub trait Store: Send + Sync + 'static {
     /// Records the attempt and moves the run on, fenced by the lease token. False: the lease was
     /// lost and nothing was written.
     async fn run_finish(&self, p: RunFinishParams) -> StoreResult<bool>;
-    /// `run_finish` for many attempts in one transaction (a worker's batched completions).
+    /// `run_finish` for many attempts in one transaction (a worker's batched completions). Takes
+    /// a slice, not a params struct: the caller keeps the batch to retry it after an error.
     /// Each element reports whether that attempt's lease still held.
     async fn run_finish_many(&self, ps: &[RunFinishParams]) -> StoreResult<Vec<bool>>;
     /// Runs whose lease expired: requeued (`at_least_once`) or `lost` (`at_most_once`). A run
@@ -247,10 +273,10 @@ pub trait Store: Send + Sync + 'static {
     async fn run_rescue(&self, p: RunRescueParams) -> StoreResult<RescueReport>;
     /// Cancels a queued run at once; asks the worker of a running run to stop it.
     async fn run_cancel(&self, p: RunCancelParams) -> StoreResult<Run>;
-    async fn run_get(&self, id: RunId) -> StoreResult<Option<Run>>;
+    async fn run_get(&self, p: RunGetParams) -> StoreResult<Option<Run>>;
     async fn run_list(&self, p: RunListParams) -> StoreResult<Vec<Run>>;
     /// Attempts of a run, oldest first.
-    async fn attempt_list(&self, run_id: RunId) -> StoreResult<Vec<Attempt>>;
+    async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>>;
     /// Number of runs per state (for metrics).
     async fn run_count_by_state(&self) -> StoreResult<Vec<(RunState, u64)>>;
     /// Cheap round trip for readiness checks.
