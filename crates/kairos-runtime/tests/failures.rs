@@ -16,10 +16,10 @@ use kairos_core::run::{AttemptStatus, RunState};
 use kairos_runtime::rescuer::Rescuer;
 use kairos_runtime::scheduler::Scheduler;
 use kairos_runtime::worker::Worker;
-use kairos_runtime::{Event, JobService, WorkerConfig};
-use kairos_store::RunListParams;
+use kairos_runtime::{Event, JobService, ManualClock, NodeContext, WorkerConfig};
+use kairos_store::{Run, RunListParams};
 use kairos_testkit::{
-    FailingExecutor, HangingExecutor, RecordingExecutor, node_context, wait_for_event,
+    FailingExecutor, HangingExecutor, RecordingExecutor, TempStore, node_context, wait_for_event,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -28,16 +28,20 @@ fn spec(json: &str) -> JobSpec {
     JobSpec::from_json(json).unwrap()
 }
 
+/// A node context under a manual clock with one job created from `json` and one run of it
+/// triggered.
+async fn one_triggered_run(json: &str) -> (NodeContext, ManualClock, TempStore, Run) {
+    let (ctx, clock, temp) = node_context("2026-03-01T00:00:00Z").await;
+    let jobs = JobService::new(ctx.clone());
+    let job = jobs.create(spec(json)).await.unwrap();
+    let run = jobs.trigger(job.namespace(), job.name()).await.unwrap();
+    (ctx, clock, temp, run)
+}
+
 #[tokio::test]
 async fn shutdown_releases_attempts_that_outlive_the_grace() {
-    let (ctx, clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
-    let jobs = JobService::new(ctx.clone());
-    jobs.create(spec(
-        r#"{"name":"stuck","task":{"kind":"shell","script":"true"}}"#,
-    ))
-    .await
-    .unwrap();
-    let run = jobs.trigger("default", "stuck").await.unwrap();
+    let (ctx, _clock, _temp, run) =
+        one_triggered_run(r#"{"name":"stuck","task":{"kind":"shell","script":"true"}}"#).await;
     let hanging = Arc::new(HangingExecutor::default());
     let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
     let shutdown = CancellationToken::new();
@@ -65,19 +69,12 @@ async fn shutdown_releases_attempts_that_outlive_the_grace() {
             .unwrap()
             .is_empty()
     );
-    drop(clock);
 }
 
 #[tokio::test]
 async fn an_attempt_whose_lease_was_lost_is_stopped_and_its_result_refused() {
-    let (ctx, clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
-    let jobs = JobService::new(ctx.clone());
-    jobs.create(spec(
-        r#"{"name":"slow","task":{"kind":"shell","script":"true"}}"#,
-    ))
-    .await
-    .unwrap();
-    let run = jobs.trigger("default", "slow").await.unwrap();
+    let (ctx, clock, _temp, run) =
+        one_triggered_run(r#"{"name":"slow","task":{"kind":"shell","script":"true"}}"#).await;
     let hanging = Arc::new(HangingExecutor::default());
     let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
     let mut tasks = JoinSet::new();
@@ -115,16 +112,12 @@ async fn an_attempt_whose_lease_was_lost_is_stopped_and_its_result_refused() {
 
 #[tokio::test]
 async fn retries_follow_the_retry_conditions() {
-    let (ctx, _clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
-    let jobs = JobService::new(ctx.clone());
-    jobs.create(spec(
+    // A 404 is not in `on`: the run fails at once.
+    let (ctx, _clock, _temp, run) = one_triggered_run(
         r#"{"name":"http","task":{"kind":"http","url":"http://127.0.0.1:9/"},
             "retry":{"max_attempts":5,"on":["http:5xx"]}}"#,
-    ))
-    .await
-    .unwrap();
-    // A 404 is not in `on`: the run fails at once.
-    let run = jobs.trigger("default", "http").await.unwrap();
+    )
+    .await;
     let worker = Worker::new(
         ctx.clone(),
         Arc::new(FailingExecutor(AttemptStatus::HttpStatus { status: 404 })),
@@ -143,13 +136,10 @@ async fn retries_follow_the_retry_conditions() {
         RunState::Failed
     );
     // A 503 is: the run goes back to the queue with a later run_at.
-    let (ctx2, clock2, _temp2) = node_context("2026-03-01T00:00:00Z").await;
-    let jobs2 = JobService::new(ctx2.clone());
-    jobs2
-        .create(spec(r#"{"name":"http","task":{"kind":"http","url":"http://127.0.0.1:9/"},"retry":{"max_attempts":5,"on":["http:5xx"]}}"#))
-        .await
-        .unwrap();
-    let run2 = jobs2.trigger("default", "http").await.unwrap();
+    let (ctx2, clock2, _temp2, run2) = one_triggered_run(
+        r#"{"name":"http","task":{"kind":"http","url":"http://127.0.0.1:9/"},"retry":{"max_attempts":5,"on":["http:5xx"]}}"#,
+    )
+    .await;
     let worker2 = Worker::new(
         ctx2.clone(),
         Arc::new(FailingExecutor(AttemptStatus::HttpStatus { status: 503 })),
@@ -205,14 +195,10 @@ async fn the_executor_gets_the_run_context_and_the_job_policies() {
 
 #[tokio::test]
 async fn at_most_once_runs_stopped_by_shutdown_are_not_run_again() {
-    let (ctx, _clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
-    let jobs = JobService::new(ctx.clone());
-    jobs.create(spec(
+    let (ctx, _clock, _temp, run) = one_triggered_run(
         r#"{"name":"once","execution":"at_most_once","task":{"kind":"shell","script":"true"}}"#,
-    ))
-    .await
-    .unwrap();
-    let run = jobs.trigger("default", "once").await.unwrap();
+    )
+    .await;
     let hanging = Arc::new(HangingExecutor::default());
     let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
     let shutdown = CancellationToken::new();
@@ -231,14 +217,8 @@ async fn at_most_once_runs_stopped_by_shutdown_are_not_run_again() {
 
 #[tokio::test]
 async fn a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat() {
-    let (ctx, _clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
-    let jobs = JobService::new(ctx.clone());
-    jobs.create(spec(
-        r#"{"name":"long","task":{"kind":"shell","script":"true"}}"#,
-    ))
-    .await
-    .unwrap();
-    let run = jobs.trigger("default", "long").await.unwrap();
+    let (ctx, _clock, _temp, run) =
+        one_triggered_run(r#"{"name":"long","task":{"kind":"shell","script":"true"}}"#).await;
     let hanging = Arc::new(HangingExecutor::default());
     // Heartbeats every hour: only the wake-up can deliver the cancel in time.
     let config = WorkerConfig {
