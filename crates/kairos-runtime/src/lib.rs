@@ -23,5 +23,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{LiveOutputs, NodeContext};
 pub use jobs::{JobError, JobService};
 pub use node::{Node, NodeConfig};
+pub use scheduler::SchedulerConfig;
 pub use telemetry::{Event, Telemetry};
 pub use worker::WorkerConfig;

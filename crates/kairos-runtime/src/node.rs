@@ -11,12 +11,13 @@ use tokio_util::sync::CancellationToken;
 use crate::context::NodeContext;
 use crate::jobs::JobService;
 use crate::rescuer::Rescuer;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::worker::{Worker, WorkerConfig};
 
 /// Node settings.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    pub scheduler: SchedulerConfig,
     pub worker: WorkerConfig,
     /// Time between rescuer passes. Default 5s.
     pub rescue_interval: Duration,
@@ -27,6 +28,7 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
+            scheduler: SchedulerConfig::default(),
             worker: WorkerConfig::default(),
             rescue_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
@@ -50,7 +52,7 @@ impl Node {
     /// (under the same node name) for an orphan.
     pub async fn start(ctx: NodeContext, executor: Arc<dyn Executor>, config: NodeConfig) -> Self {
         let shutdown = CancellationToken::new();
-        let scheduler = Scheduler::new(ctx.clone());
+        let scheduler = Scheduler::with_config(ctx.clone(), config.scheduler.clone());
         let worker = Worker::new(ctx.clone(), executor, config.worker.clone());
         let rescuer = Rescuer::new(ctx.clone(), config.rescue_interval);
         if let Err(e) = rescuer.run_once(true).await {

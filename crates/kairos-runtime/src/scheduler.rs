@@ -6,6 +6,16 @@
 //! round with `job_fire`, which inserts the runs and advances `next_fire_at` in one transaction
 //! fenced by the old `next_fire_at`. The loop then sleeps until the earliest `next_fire_at`,
 //! woken early when a job changes (with a polling fallback).
+//!
+//! **Look-ahead.** A job whose next due time is less than [`SchedulerConfig::lookahead`] away is
+//! fired *early*: its run is created `queued` with `run_at` at the due time, and the worker
+//! (which sleeps until the earliest queued `run_at`) starts it then. Writing the run is thus off
+//! the critical path, and runs due in the same instant start together instead of after one
+//! another's store writes. Only the single next due time of a job with **no active runs** is
+//! fired early, so the overlap decision is the one the due time would have got; a job that has
+//! active runs waits for its due time and is fired then, as without look-ahead. Until the due
+//! time comes the early run can be withdrawn: pausing the job, or an update that changes its next
+//! due time, deletes it (see `Store::job_set_paused`, `Store::job_update`).
 
 use std::collections::HashMap;
 
@@ -32,15 +42,42 @@ pub struct SchedulerReport {
     pub runs_skipped: usize,
     /// A full batch was read: call again at once.
     pub more: bool,
+    /// Jobs fired early (look-ahead), among `jobs_fired`.
+    pub jobs_fired_early: usize,
+    /// The earliest due time of a job in the look-ahead window that was not fired early because
+    /// it has active runs: it is fired when due.
+    pub deferred_until: Option<jiff::Timestamp>,
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// How long before its due time a job's run may be created (see the module docs). Zero turns
+    /// look-ahead off. Default 250 ms.
+    pub lookahead: SignedDuration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            lookahead: SignedDuration::from_millis(250),
+        }
+    }
 }
 
 pub struct Scheduler {
     ctx: NodeContext,
+    config: SchedulerConfig,
 }
 
 impl Scheduler {
+    /// A scheduler with the default settings.
     pub fn new(ctx: NodeContext) -> Self {
-        Self { ctx }
+        Self::with_config(ctx, SchedulerConfig::default())
+    }
+
+    pub fn with_config(ctx: NodeContext, config: SchedulerConfig) -> Self {
+        Self { ctx, config }
     }
 
     /// Fires every job due at `now`: plans each one (pure), reads the active-run counts that
@@ -48,11 +85,12 @@ impl Scheduler {
     pub async fn run_once(&self) -> Result<SchedulerReport, StoreError> {
         let now = self.ctx.clock.now();
         let store_now = self.ctx.clock.store_now();
+        let horizon = now.checked_add(self.config.lookahead).unwrap_or(now);
         let due = self
             .ctx
             .store
             .job_due(JobDueParams {
-                before: now,
+                before: horizon,
                 limit: DUE_BATCH,
             })
             .await?;
@@ -66,12 +104,14 @@ impl Scheduler {
             let Some(expected) = job.next_fire_at else {
                 continue;
             };
+            // Not due yet (look-ahead): only this one due time, planned as if it were now.
+            let early = expected > now;
             match self.ctx.plans.get(job) {
                 Ok(plan) => {
                     let fires = plan_fires(
                         &plan.schedule,
                         expected,
-                        now,
+                        if early { expected } else { now },
                         plan.catchup,
                         plan.catchup_window,
                     );
@@ -82,7 +122,7 @@ impl Scheduler {
                             "missed due times coalesced or beyond the catch-up caps"
                         );
                     }
-                    planned.push((job, plan, fires, expected));
+                    planned.push((job, plan, fires, expected, early));
                 }
                 Err(e) => {
                     // Stored specs were validated on write; one that no longer validates (e.g. a
@@ -101,7 +141,7 @@ impl Scheduler {
         }
         let firing: Vec<JobId> = planned
             .iter()
-            .filter(|(_, _, fires, _)| !fires.fire.is_empty())
+            .filter(|(_, _, fires, ..)| !fires.fire.is_empty())
             .map(|(job, ..)| job.id)
             .collect();
         let active: HashMap<JobId, u64> = self
@@ -111,8 +151,20 @@ impl Scheduler {
             .await?
             .into_iter()
             .collect();
+        // An early job with active runs waits for its due time.
+        planned.retain(|(job, _, _, expected, early)| {
+            let defer = *early && active.contains_key(&job.id);
+            if defer {
+                report.deferred_until = Some(
+                    report
+                        .deferred_until
+                        .map_or(*expected, |t| t.min(*expected)),
+                );
+            }
+            !defer
+        });
         let first_planned = params.len();
-        for (job, plan, fires, expected) in &planned {
+        for (job, plan, fires, expected, _) in &planned {
             let active = active.get(&job.id).copied().unwrap_or(0);
             let (runs, cancel_active) = round_runs(job.id, plan, fires, active);
             params.push(JobFireParams {
@@ -131,7 +183,7 @@ impl Scheduler {
         let rounds = params[first_planned..]
             .iter()
             .zip(&results[first_planned..]);
-        for ((job, ..), (p, result)) in planned.iter().zip(rounds) {
+        for ((job, .., early), (p, result)) in planned.iter().zip(rounds) {
             if !result.applied {
                 tracing::debug!(
                     job = job.name(),
@@ -140,6 +192,7 @@ impl Scheduler {
                 continue;
             }
             report.jobs_fired += 1;
+            report.jobs_fired_early += usize::from(*early);
             self.report_round(job, p, result, &mut report);
         }
         if report.runs_queued > 0 {
@@ -190,31 +243,49 @@ impl Scheduler {
     /// Runs until `shutdown`: a pass, then sleep until the next due time or a change.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            let mut more = false;
+            let mut report = SchedulerReport::default();
             match self.run_once().await {
-                Ok(report) => more = report.more,
+                Ok(r) => report = r,
                 Err(e) => tracing::error!(error = %e, "scheduler pass failed; retrying"),
             }
-            if more {
+            if report.more {
                 tokio::task::yield_now().await;
                 continue;
             }
             let now = self.ctx.clock.now();
-            let fallback = now.checked_add(POLL_FALLBACK).unwrap_or(now);
-            let wake = match self.ctx.store.job_next_fire_at().await {
-                Ok(Some(next)) => next.min(fallback),
-                Ok(None) => fallback,
+            let next = match self.ctx.store.job_next_fire_at().await {
+                Ok(next) => next,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the next due time failed");
-                    fallback
+                    None
                 }
             };
+            let wake = next_wake(now, next, report.deferred_until, self.config.lookahead);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.ctx.scheduler_wake.notified() => {}
                 _ = self.ctx.clock.sleep_until(wake) => {}
             }
         }
+    }
+}
+
+/// When the scheduler looks at the store next: `lookahead` before the earliest due time `next`,
+/// at the latest after the polling fallback. When that moment has already come, the earliest
+/// job in the window was deferred (it has active runs): wait for the earliest deferred due time
+/// instead of passing again and again until then.
+pub fn next_wake(
+    now: jiff::Timestamp,
+    next: Option<jiff::Timestamp>,
+    deferred_until: Option<jiff::Timestamp>,
+    lookahead: SignedDuration,
+) -> jiff::Timestamp {
+    let fallback = now.checked_add(POLL_FALLBACK).unwrap_or(now);
+    let Some(next) = next else { return fallback };
+    let wake = next.checked_sub(lookahead).unwrap_or(next).min(fallback);
+    match deferred_until {
+        Some(deferred) if wake <= now => deferred.max(now).min(fallback),
+        _ => wake,
     }
 }
 

@@ -536,3 +536,117 @@ async fn resuming_through_an_update_does_not_replay_the_pause() {
         "no run or skip for times inside the pause"
     );
 }
+
+/// Look-ahead: a due time less than `lookahead` away is fired early as a queued run with
+/// `run_at` at the due time; the worker cannot claim it before then.
+#[tokio::test]
+async fn fires_ahead_of_the_due_time_and_starts_on_time() {
+    let s = setup().await;
+    s.jobs.create(every_minute("soon", "")).await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    let report = s.scheduler.run_once().await.unwrap();
+    assert_eq!((report.jobs_fired_early, report.runs_queued), (1, 1));
+    let runs = s.runs("soon").await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, RunState::Queued);
+    assert_eq!(runs[0].scheduled_for, t("2026-03-01T00:01:00Z"));
+    assert_eq!(runs[0].run_at, t("2026-03-01T00:01:00Z"));
+    let job = s.jobs.get("default", "soon").await.unwrap();
+    assert_eq!(job.next_fire_at, Some(t("2026-03-01T00:02:00Z")));
+    // Not claimable before its due time; the scheduler does not fire the following one early.
+    assert_eq!(s.work().await, 0);
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
+    s.clock.set(t("2026-03-01T00:01:00Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
+    assert_eq!(s.work().await, 1);
+    assert_eq!(s.runs("soon").await[0].state, RunState::Succeeded);
+}
+
+/// A job with an active run is not fired early (the overlap decision needs the due time); it is
+/// fired when due, and the scheduler's next wake-up is that due time, not a busy loop.
+#[tokio::test]
+async fn a_job_with_active_runs_is_fired_when_due_not_early() {
+    let s = setup().await;
+    s.jobs
+        .create(every_minute("busy", r#","overlap":"forbid""#))
+        .await
+        .unwrap();
+    s.jobs.trigger("default", "busy").await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    let report = s.scheduler.run_once().await.unwrap();
+    assert_eq!(report.jobs_fired, 0);
+    assert_eq!(report.deferred_until, Some(t("2026-03-01T00:01:00Z")));
+    let wake = kairos_runtime::scheduler::next_wake(
+        s.clock.now(),
+        Some(t("2026-03-01T00:01:00Z")),
+        report.deferred_until,
+        SignedDuration::from_millis(250),
+    );
+    assert_eq!(wake, t("2026-03-01T00:01:00Z"));
+    s.clock.set(t("2026-03-01T00:01:00Z"));
+    let report = s.scheduler.run_once().await.unwrap();
+    assert_eq!(report.jobs_fired, 1);
+    assert_eq!(
+        report.runs_skipped, 1,
+        "forbid: the manual run is still active"
+    );
+}
+
+/// Pausing inside the look-ahead window takes the early run back; resuming before the due time
+/// fires it again.
+#[tokio::test]
+async fn a_pause_withdraws_an_early_run() {
+    let s = setup().await;
+    s.jobs.create(every_minute("p", "")).await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    s.jobs.set_paused("default", "p", true).await.unwrap();
+    assert!(s.runs("p").await.is_empty());
+    s.clock.set(t("2026-03-01T00:00:59.900Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
+    s.jobs.set_paused("default", "p", false).await.unwrap();
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    s.clock.set(t("2026-03-01T00:01:00Z"));
+    assert_eq!(s.work().await, 1);
+    let runs = s.runs("p").await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].scheduled_for, t("2026-03-01T00:01:00Z"));
+}
+
+#[test]
+fn the_scheduler_wakes_lookahead_before_the_next_due_time() {
+    use kairos_runtime::scheduler::next_wake;
+    let now = t("2026-03-01T00:00:00Z");
+    let la = SignedDuration::from_millis(250);
+    assert_eq!(
+        next_wake(now, Some(t("2026-03-01T00:00:02Z")), None, la),
+        t("2026-03-01T00:00:01.750Z")
+    );
+    // Nothing scheduled: the polling fallback.
+    assert_eq!(next_wake(now, None, None, la), t("2026-03-01T00:00:05Z"));
+    // Far away: the fallback.
+    assert_eq!(
+        next_wake(now, Some(t("2026-03-01T01:00:00Z")), None, la),
+        t("2026-03-01T00:00:05Z")
+    );
+    // Something is in the window but deferred: its due time.
+    assert_eq!(
+        next_wake(
+            now,
+            Some(t("2026-03-01T00:00:00.100Z")),
+            Some(t("2026-03-01T00:00:00.100Z")),
+            la
+        ),
+        t("2026-03-01T00:00:00.100Z")
+    );
+    // Without look-ahead: the due time itself.
+    assert_eq!(
+        next_wake(
+            now,
+            Some(t("2026-03-01T00:00:02Z")),
+            None,
+            SignedDuration::ZERO
+        ),
+        t("2026-03-01T00:00:02Z")
+    );
+}

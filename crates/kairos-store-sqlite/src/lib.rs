@@ -8,8 +8,11 @@
 //! - The data directory is locked (`flock` on `kairos.lock`) so that two nodes never share one
 //!   file; a second node fails with a clear error.
 //! - Instants are INTEGER microseconds since the Unix epoch.
+//! - Every connection lives on a thread of its own and runs whole transactions sent to it as
+//!   closures ([`db`]): one hand-off between threads per transaction, not per statement.
 
 mod batch;
+mod db;
 mod open;
 mod rows;
 mod store;

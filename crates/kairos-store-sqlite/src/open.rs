@@ -1,34 +1,30 @@
-//! Opening the store: data directory, lock file, connection pool, migrations.
+//! Opening the store: data directory, lock file, connections, migrations.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kairos_store::{StoreError, StoreResult};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use rusqlite::{Connection, OpenFlags};
 
+use crate::db::Db;
 use crate::rows::internal;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "kairos.db";
 const LOCK_FILE_NAME: &str = "kairos.lock";
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The schema, one migration per entry; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// Reader connections (and threads).
+const READERS: usize = 4;
 
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// Readers (WAL: they never block the writer nor each other).
-    pub(crate) pool: SqlitePool,
-    /// The one writer connection. SQLite has a single writer; queueing writes here (an async
-    /// wait) instead of letting several connections race for the lock avoids SQLITE_BUSY and the
-    /// busy handler's millisecond sleeps.
-    pub(crate) writer: SqlitePool,
+    pub(crate) db: Arc<Db>,
     path: PathBuf,
-    /// Held for the life of the store: the data-directory lock.
-    _lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -69,47 +65,22 @@ impl SqliteStore {
                 ))
             },
         )?;
-        let mut store = Self::open_file(&dir.join(DB_FILE_NAME)).await?;
-        store._lock = Some(std::sync::Arc::new(lock));
-        Ok(store)
+        Self::open(&dir.join(DB_FILE_NAME), Some(Arc::new(lock))).await
     }
 
     /// Opens (creating if needed) a database file without a directory lock (tests, tools).
     pub async fn open_file(path: &Path) -> StoreResult<Self> {
-        let url = format!("sqlite://{}", path.display());
-        let options = SqliteConnectOptions::from_str(&url)
-            .map_err(internal)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("temp_store", "memory");
-        // The writer keeps a larger page cache (16 MB) than each reader (2 MB).
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options.clone().pragma("cache_size", "-16000"))
+        Self::open(path, None).await
+    }
+
+    async fn open(path: &Path, lock: Option<Arc<std::fs::File>>) -> StoreResult<Self> {
+        let owned = path.to_owned();
+        let (writer, readers) = tokio::task::spawn_blocking(move || connect_all(&owned))
             .await
-            .map_err(|e| describe_open_error(path, e))?;
-        MIGRATOR.run(&writer).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => describe_open_error(path, e),
-            other => StoreError::Unavailable(format!(
-                "cannot prepare database {}: {other}",
-                path.display()
-            )),
-        })?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(options.pragma("cache_size", "-2000"))
-            .await
-            .map_err(|e| describe_open_error(path, e))?;
+            .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))??;
         Ok(Self {
-            pool,
-            writer,
+            db: Db::start(writer, readers, lock)?,
             path: path.to_owned(),
-            _lock: None,
         })
     }
 
@@ -118,14 +89,99 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Closes the pool (checkpointing the WAL).
+    /// Closes the connections (checkpointing the WAL). Later calls fail as `Unavailable`.
     pub async fn close(&self) {
-        self.pool.close().await;
-        self.writer.close().await;
+        self.db.close().await;
     }
 }
 
-fn describe_open_error(path: &Path, e: sqlx::Error) -> StoreError {
+/// Opens the writer (creating the file and migrating it) and the readers.
+fn connect_all(path: &Path) -> StoreResult<(Connection, Vec<Connection>)> {
+    let describe = |e| describe_open_error(path, e);
+    let mut writer = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(describe)?;
+    configure(&writer, 16_000).map_err(describe)?;
+    let mode: String = writer
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(describe)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "cannot open database {}: it cannot use write-ahead logging (journal mode {mode})",
+            path.display()
+        )));
+    }
+    migrate(&mut writer).map_err(describe)?;
+    let readers = (0..READERS)
+        .map(|_| {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            configure(&conn, 2_000)?;
+            // A reader never writes; make a slip an error rather than a second writer.
+            conn.pragma_update(None, "query_only", true)?;
+            Ok(conn)
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(describe)?;
+    Ok((writer, readers))
+}
+
+/// Per-connection settings. The writer keeps a larger page cache (`cache_kib`) than readers.
+/// (WAL is a property of the file, set once by the writer.)
+fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
+    Ok(())
+}
+
+/// Applies the migrations not yet applied, each in its own transaction.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let mut applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if applied == 0 {
+        applied = adopt_earlier_bookkeeping(conn)?;
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Stores created by Kairos 0.1 before this change recorded migrations in a
+/// `_sqlx_migrations` table; carry its count over to `user_version` and drop it.
+fn adopt_earlier_bookkeeping(conn: &mut Connection) -> rusqlite::Result<i64> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(0);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+        [],
+        |r| r.get(0),
+    )?;
+    tx.pragma_update(None, "user_version", applied)?;
+    tx.execute_batch("DROP TABLE _sqlx_migrations")?;
+    tx.commit()?;
+    Ok(applied)
+}
+
+fn describe_open_error(path: &Path, e: rusqlite::Error) -> StoreError {
     match internal(e) {
         StoreError::Internal(msg) => {
             StoreError::Unavailable(format!("cannot open database {}: {msg}", path.display()))

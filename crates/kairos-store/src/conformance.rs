@@ -28,7 +28,8 @@ macro_rules! conformance_tests {
             job_fire_concurrent_applies_once, job_fire_replace_cancels_active,
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_rescue_expired_leases,
             run_exclusive_runs_one_at_a_time, run_cancel_states, run_list_filters_and_counts,
-            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, job_fire_many_and_active_counts, ids_are_never_reused, run_rescue_gives_up_on_runs_that_keep_losing_their_lease, run_claim_concurrent_never_doubles, run_release_keeps_attempt
+            run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, job_fire_many_and_active_counts, ids_are_never_reused, run_rescue_gives_up_on_runs_that_keep_losing_their_lease, run_claim_concurrent_never_doubles, run_release_keeps_attempt,
+            early_runs_are_withdrawn_by_pause_and_reschedule
         );
     };
 }
@@ -1334,4 +1335,139 @@ pub async fn run_rescue_gives_up_on_runs_that_keep_losing_their_lease(store: Arc
             .len(),
         3
     );
+}
+
+/// Runs fired ahead of their due time (look-ahead) are taken back by a pause and by an update
+/// that moves the next due time; runs that are due, started or manual stay.
+pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Store>) {
+    let now = t("2026-03-01T00:00:59.800Z");
+    let due = t("2026-03-01T00:01:00Z");
+    let next = t("2026-03-01T00:02:00Z");
+    let job = create(&store, "j", Some(due)).await;
+    let fire_early = |job_id| JobFireParams {
+        job_id,
+        expected_next_fire_at: due,
+        runs: vec![insert(due)],
+        cancel_active: false,
+        next_fire_at: Some(next),
+        now: Some(now),
+    };
+    assert!(
+        store
+            .job_fire(fire_early(job.id))
+            .await
+            .expect("fire")
+            .applied
+    );
+    // Not due yet: not claimable.
+    assert!(claim(&store, "n1", 10, now).await.is_empty());
+    // An update that keeps the next due time keeps the early run.
+    let kept = store
+        .job_update(JobUpdateParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: 1,
+            spec: spec("j"),
+            next_fire_at: Some(next),
+            now: Some(now),
+        })
+        .await
+        .expect("update");
+    let runs = |store: Arc<dyn Store>| async move {
+        store
+            .run_list(RunListParams {
+                job_id: Some(job.id),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+    };
+    assert_eq!(runs(store.clone()).await.len(), 1);
+    // Pausing withdraws it; resuming before the due time lets it fire again (no conflict with a
+    // leftover row).
+    store
+        .job_set_paused(JobSetPausedParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            paused: true,
+            next_fire_at: None,
+            now: Some(now),
+        })
+        .await
+        .expect("pause");
+    assert!(
+        runs(store.clone()).await.is_empty(),
+        "pause withdraws the early run"
+    );
+    store
+        .job_set_paused(JobSetPausedParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            paused: false,
+            next_fire_at: Some(due),
+            now: Some(now),
+        })
+        .await
+        .expect("resume");
+    let refired = store
+        .job_fire(fire_early(job.id))
+        .await
+        .expect("fire again");
+    assert_eq!(
+        refired.inserted.len(),
+        1,
+        "the due time fires again after the resume"
+    );
+    // An update that moves the next due time withdraws it.
+    let current = store
+        .job_get(JobGetParams {
+            namespace: "default".into(),
+            name: "j".into(),
+        })
+        .await
+        .expect("get")
+        .expect("job");
+    assert!(current.version > kept.version);
+    store
+        .job_update(JobUpdateParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: current.version,
+            spec: spec("j"),
+            next_fire_at: Some(t("2026-03-01T00:00:59.900Z")),
+            now: Some(now),
+        })
+        .await
+        .expect("reschedule");
+    assert!(
+        runs(store.clone()).await.is_empty(),
+        "a new schedule withdraws the early run"
+    );
+    // Due runs are never withdrawn: at the due time the run stays through a pause.
+    let job2 = create(&store, "k", Some(due)).await;
+    store
+        .job_fire(JobFireParams {
+            now: Some(due),
+            ..fire_early(job2.id)
+        })
+        .await
+        .expect("fire when due");
+    store
+        .job_set_paused(JobSetPausedParams {
+            namespace: "default".into(),
+            name: "k".into(),
+            paused: true,
+            next_fire_at: None,
+            now: Some(due),
+        })
+        .await
+        .expect("pause k");
+    let k_runs = store
+        .run_list(RunListParams {
+            job_id: Some(job2.id),
+            ..Default::default()
+        })
+        .await
+        .expect("list k");
+    assert_eq!(k_runs.len(), 1, "a due run stays queued through a pause");
 }

@@ -4,8 +4,9 @@
 //!
 //! Scheduling tests drive the services' `run_once`/`claim_once` directly under a
 //! [`ManualClock`]; nothing sleeps on the real clock. They do not pause tokio's clock: with the
-//! real SQLite store, a paused runtime auto-advances while it waits on SQLite's worker thread and
-//! fires sqlx's pool timeouts. Tokio's paused clock is used where no store is involved.
+//! real SQLite store, a paused runtime auto-advances whenever it waits on a database thread,
+//! which moves tokio's timers (heartbeats, polls) in ways a test does not control. Tokio's paused
+//! clock is used where no store is involved.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub shutdown_grace: Option<String>,
     /// Lease length of a claimed run. Default `30s`.
     pub lease: Option<String>,
+    /// How long before its due time a run may be created (`0s`: never early). Default `250ms`.
+    pub lookahead: Option<String>,
 }
 
 /// Resolved server settings.
@@ -38,6 +40,7 @@ pub struct ServerConfig {
     pub concurrency: usize,
     pub shutdown_grace: std::time::Duration,
     pub lease: jiff::SignedDuration,
+    pub lookahead: jiff::SignedDuration,
 }
 
 /// Flags of `kairos server` (each overrides file and environment).
@@ -128,13 +131,17 @@ impl ServerConfig {
         if concurrency == 0 || concurrency > 10_000 {
             bail!("concurrency: must be between 1 and 10000");
         }
-        let duration = |field: &str,
-                        env_name: &str,
-                        value: Option<String>,
-                        default: &str|
+        let duration_or_zero = |field: &str,
+                                env_name: &str,
+                                value: Option<String>,
+                                default: &str,
+                                allow_zero: bool|
          -> anyhow::Result<jiff::SignedDuration> {
             let v = env(env_name).or(value).unwrap_or_else(|| default.into());
-            parse_duration(&v, false).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+            parse_duration(&v, allow_zero).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+        };
+        let duration = |field: &str, env_name: &str, value: Option<String>, default: &str| {
+            duration_or_zero(field, env_name, value, default, false)
         };
         let grace = duration(
             "shutdown_grace",
@@ -146,6 +153,16 @@ impl ServerConfig {
         if lease < jiff::SignedDuration::from_secs(3) {
             bail!("lease: must be at least 3s");
         }
+        let lookahead = duration_or_zero(
+            "lookahead",
+            "KAIROS_LOOKAHEAD",
+            file.lookahead,
+            "250ms",
+            true,
+        )?;
+        if lookahead > jiff::SignedDuration::from_secs(5) {
+            bail!("lookahead: must be at most 5s");
+        }
         Ok(Self {
             data_dir,
             listen,
@@ -155,6 +172,40 @@ impl ServerConfig {
             shutdown_grace: std::time::Duration::try_from(grace)
                 .unwrap_or(std::time::Duration::from_secs(30)),
             lease,
+            lookahead,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn with_file(text: &str) -> anyhow::Result<ServerConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kairos.toml");
+        std::fs::write(&path, text).unwrap();
+        ServerConfig::resolve(ServerFlags {
+            config: Some(path),
+            ..ServerFlags::default()
+        })
+    }
+
+    #[test]
+    fn lookahead_defaults_accepts_zero_and_is_bounded() {
+        assert_eq!(
+            with_file("").unwrap().lookahead,
+            jiff::SignedDuration::from_millis(250)
+        );
+        assert_eq!(
+            with_file("lookahead = \"0s\"").unwrap().lookahead,
+            jiff::SignedDuration::ZERO
+        );
+        let err = with_file("lookahead = \"10s\"").unwrap_err().to_string();
+        assert!(err.contains("lookahead") && err.contains("5s"), "{err}");
+        let err = with_file("lookahead = \"soon\"").unwrap_err().to_string();
+        assert!(err.starts_with("lookahead:"), "{err}");
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use kairos_exec::{FunctionRegistry, TaskExecutor};
-use kairos_runtime::{Node, NodeConfig, NodeContext, SystemClock, WorkerConfig};
+use kairos_runtime::{Node, NodeConfig, NodeContext, SchedulerConfig, SystemClock, WorkerConfig};
 use kairos_store::Store;
 use kairos_store_sqlite::SqliteStore;
 
@@ -23,6 +23,9 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
             concurrency: config.concurrency,
             lease: config.lease,
             ..WorkerConfig::default()
+        },
+        scheduler: SchedulerConfig {
+            lookahead: config.lookahead,
         },
         shutdown_grace: config.shutdown_grace,
         ..NodeConfig::default()

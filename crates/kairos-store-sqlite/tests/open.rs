@@ -1,0 +1,179 @@
+//! What is particular to the SQLite store: opening, migrating, closing, and its threads.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
+
+use std::sync::Arc;
+
+use kairos_store::conformance::spec;
+use kairos_store::{JobCreateParams, JobGetParams, JobListParams, Store, StoreError};
+use kairos_store_sqlite::{DB_FILE_NAME, SqliteStore};
+
+async fn create(store: &SqliteStore, name: &str) {
+    store
+        .job_create(JobCreateParams {
+            spec: spec(name),
+            next_fire_at: None,
+            now: None,
+        })
+        .await
+        .expect("create job");
+}
+
+fn user_version(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_migrates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let store = SqliteStore::open_file(&path).await.unwrap();
+    create(&store, "a").await;
+    store.close().await;
+    assert_eq!(user_version(&path), 1);
+
+    let store = SqliteStore::open_file(&path).await.unwrap();
+    let jobs = store.job_list(JobListParams::default()).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(user_version(&path), 1);
+    store.close().await;
+}
+
+/// A store written by Kairos before migrations were counted in `user_version` kept them in a
+/// `_sqlx_migrations` table: it opens without re-running the schema, and the table is dropped.
+#[tokio::test]
+async fn adopts_a_store_from_the_earlier_migration_bookkeeping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../migrations/0001_init.sql"))
+            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+             installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+             checksum BLOB NOT NULL, execution_time BIGINT NOT NULL); \
+             INSERT INTO _sqlx_migrations VALUES (1, 'init', CURRENT_TIMESTAMP, 1, x'00', 1);",
+        )
+        .unwrap();
+        let old = spec("old");
+        conn.execute(
+            "INSERT INTO jobs (namespace, name, spec, version, created_at, updated_at) \
+             VALUES (?1, 'old', ?2, 1, 0, 0)",
+            (&old.namespace, serde_json::to_string(&old).unwrap()),
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open_file(&path).await.unwrap();
+    let old = store
+        .job_get(JobGetParams {
+            namespace: spec("old").namespace,
+            name: "old".into(),
+        })
+        .await
+        .unwrap();
+    assert!(old.is_some(), "the old job is readable");
+    create(&store, "new").await;
+    store.close().await;
+    assert_eq!(user_version(&path), 1);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let left: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = '_sqlx_migrations'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_work_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_file(&dir.path().join("k.db"))
+        .await
+        .unwrap();
+    let clone = store.clone();
+    store.close().await;
+    match clone.ping().await {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("closed"), "{msg}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    match clone
+        .job_create(JobCreateParams {
+            spec: spec("late"),
+            next_fire_at: None,
+            now: None,
+        })
+        .await
+    {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// The directory lock is held until the store's writer has closed, then a new node may open it.
+#[tokio::test]
+async fn the_data_directory_lock_is_released_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_dir(dir.path()).await.unwrap();
+    match SqliteStore::open_dir(dir.path()).await {
+        Err(StoreError::Locked(msg)) => assert!(msg.contains("in use"), "{msg}"),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    create(&store, "a").await;
+    store.close().await;
+    drop(store);
+    let again = SqliteStore::open_dir(dir.path()).await.unwrap();
+    assert_eq!(
+        again
+            .job_list(JobListParams::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(dir.path().join(DB_FILE_NAME).exists());
+}
+
+/// Reads and writes from many tasks at once all complete (the reader threads share one queue;
+/// the writer serialises transactions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_and_writes_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open_file(&dir.path().join("k.db"))
+            .await
+            .unwrap(),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            create(&store, &format!("job-{i}")).await;
+            store
+                .job_list(JobListParams::default())
+                .await
+                .unwrap()
+                .len()
+        });
+    }
+    while let Some(n) = tasks.join_next().await {
+        assert!(n.unwrap() >= 1);
+    }
+    assert_eq!(
+        store
+            .job_list(JobListParams::default())
+            .await
+            .unwrap()
+            .len(),
+        50
+    );
+}
