@@ -16,10 +16,13 @@
 //!
 //! # Process model
 //!
-//! Every task or hook process is forked from one long-lived spawner thread and, before `exec`:
-//! becomes the leader of a new session and process group (`setsid`), and on Linux asks for
-//! `SIGKILL` when its parent dies (`PR_SET_PDEATHSIG`). Its stdin is `/dev/null`; stdout and
-//! stderr are read line by line (UTF-8, lossy) into the output as
+//! Every task or hook process is started from one long-lived spawner thread (on Linux with a
+//! vfork-style `clone` that does not copy the server's memory; elsewhere with `fork`) and, before
+//! `exec`: becomes the leader of a new session and process group (`setsid`), and on Linux asks
+//! for `SIGKILL` when its parent dies (`PR_SET_PDEATHSIG`). On Linux its signal mask is empty,
+//! caught signals and `SIGPIPE` are back to their default action, and it inherits no file
+//! descriptor besides 0, 1 and 2. `argv[0]` is looked up in the `PATH` of the task's environment. Its stdin is
+//! `/dev/null`; stdout and stderr are read line by line (UTF-8, lossy) into the output as
 //! `<RFC 3339 UTC, ms> <stdout|stderr> <line>`. The environment is the server's (or empty with
 //! `clear_env`), then `env_files`, `env`, `secret_files`, then the `KAIROS_JOB`,
 //! `KAIROS_NAMESPACE`, `KAIROS_RUN_ID`, `KAIROS_ATTEMPT` and `KAIROS_SCHEDULED_FOR` variables.
@@ -54,7 +57,7 @@
 //! | HTTP response with another status | `HttpStatus` |
 //! | timeout (process, request or handler) | `TimedOut` |
 //! | cancellation token cancelled | `Cancelled` |
-//! | cannot start (missing program, bad cwd, unreadable env or secret file), connection error, handler `Err` or panic, unknown function, failed pre-hook | `Error` |
+//! | cannot start (missing or non-executable program, bad cwd, unreadable env or secret file), connection error, handler `Err` or panic, unknown function, failed pre-hook | `Error` |
 //!
 //! Once Kairos has signalled a process because of a timeout or cancel, the status is `TimedOut`
 //! or `Cancelled` however the process then exits. A post-hook failure is written into the
@@ -66,7 +69,10 @@ mod hooks;
 mod http;
 mod output;
 mod process;
+mod spawn;
 mod sys;
+#[cfg(target_os = "linux")]
+mod vfork;
 
 use std::sync::Arc;
 

@@ -3,7 +3,8 @@
 //! Life of a process:
 //! 1. The environment is built ([`crate::env`]) and the working directory checked; any problem
 //!    is an `Error` outcome before anything starts.
-//! 2. The child is forked by the spawner thread with stdin from `/dev/null` and stdout/stderr
+//! 2. The child is started by the spawner thread ([`crate::spawn`]; on Linux a vfork-style
+//!    `clone`, no copy of the server's memory) with stdin from `/dev/null` and stdout/stderr
 //!    piped, becomes a session and group leader (`setsid`) and gets `PR_SET_PDEATHSIG(SIGKILL)`.
 //! 3. A blocking waiter waits for the leader to exit *without reaping it* (`waitid(WNOWAIT)`),
 //!    kills the rest of its group, then reaps it with `wait4` (status and resource usage). While
@@ -14,7 +15,6 @@
 //!    left the group (its own `setsid`) could keep them open, so draining is bounded.
 
 use std::io;
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::output::{LineSplitter, OutputBuffer};
+use crate::spawn::{self, ChildSpec, Prepared, Spawned, Spawner};
 use crate::sys::{self, ExitKind};
 use crate::{RunContext, env};
 
@@ -75,14 +76,8 @@ pub(crate) async fn run(run: ProcessRun<'_>) -> AttemptOutcome {
         Ok(env) => env,
         Err(e) => return AttemptOutcome::error(e.to_string()),
     };
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(&run.argv[1..])
-        .env_clear()
-        .envs(env)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    if let Some(cwd) = &run.settings.cwd {
+    let cwd = run.settings.cwd.as_deref();
+    if let Some(cwd) = cwd {
         match std::fs::metadata(cwd) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
@@ -94,32 +89,31 @@ pub(crate) async fn run(run: ProcessRun<'_>) -> AttemptOutcome {
                 return AttemptOutcome::error(format!("working directory `{cwd}`: {e}"));
             }
         }
-        cmd.current_dir(cwd);
     }
-    sys::isolate(&mut cmd);
-
-    let mut child = match spawn(cmd).await {
+    let started = match spawn::prepare(ChildSpec {
+        argv: &run.argv,
+        env,
+        cwd,
+    }) {
+        Ok(child) => spawn(child).await,
+        Err(e) => Err(e),
+    };
+    let child = match started {
         Ok(child) => child,
         Err(e) => return AttemptOutcome::error(format!("cannot start `{program}`: {e}")),
     };
-    let pid = child.id() as i32;
     let group = Arc::new(Group {
-        pgid: pid,
+        pgid: child.pid,
         reaped: Mutex::new(false),
     });
     // Whatever happens to this future from here on, the group does not outlive it.
     let _guard = KillOnDrop(Arc::clone(&group));
-    let streams = [
-        ("stdout", child.stdout.take().map(OwnedFd::from)),
-        ("stderr", child.stderr.take().map(OwnedFd::from)),
-    ];
-    drop(child); // Dropping a std `Child` neither kills nor reaps it; the waiter reaps it.
+    let streams = [("stdout", child.stdout), ("stderr", child.stderr)];
 
     let mut waiter = spawn_waiter(Arc::clone(&group));
     let mut readers = Vec::new();
     let mut capture_error = None;
     for (stream, fd) in streams {
-        let Some(fd) = fd else { continue };
         match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
             Ok(rx) => readers.push(tokio::spawn(read_stream(
                 rx,
@@ -343,17 +337,16 @@ pub(crate) fn to_std(d: SignedDuration) -> Duration {
     }
 }
 
-type SpawnRequest = (
-    std::process::Command,
-    tokio::sync::oneshot::Sender<io::Result<std::process::Child>>,
-);
+type SpawnRequest = (Prepared, tokio::sync::oneshot::Sender<io::Result<Spawned>>);
 
-/// Forks `cmd` on the spawner thread.
+/// Starts `child` on the spawner thread.
 ///
-/// `PR_SET_PDEATHSIG` fires when the thread that forked the child exits. Tokio's blocking
-/// threads exit when idle, so children are forked from one thread that lives as long as the
-/// process: the signal then means what it should, "the node died".
-async fn spawn(cmd: std::process::Command) -> io::Result<std::process::Child> {
+/// `PR_SET_PDEATHSIG` fires when the thread that started the child exits. Tokio's blocking
+/// threads exit when idle, so children are started from one thread that lives as long as the
+/// process: the signal then means what it should, "the node died". The thread only starts
+/// processes (everything else was prepared by the caller) and is blocked for each one until it
+/// has called `execve`.
+async fn spawn(child: Prepared) -> io::Result<Spawned> {
     static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
@@ -368,20 +361,26 @@ async fn spawn(cmd: std::process::Command) -> io::Result<std::process::Child> {
         .ok_or_else(|| io::Error::other("the spawner thread could not start"))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     sender
-        .send((cmd, tx))
+        .send((child, tx))
         .map_err(|_| io::Error::other("the spawner thread stopped"))?;
     rx.await
         .map_err(|_| io::Error::other("the spawner thread stopped"))?
 }
 
 fn spawner_loop(rx: mpsc::Receiver<SpawnRequest>) {
-    for (mut cmd, reply) in rx {
-        if let Err(Ok(mut child)) = reply.send(cmd.spawn()) {
+    // Made on first use, and again after a failure (no stack or no /dev/null).
+    let mut spawner: Option<Spawner> = None;
+    for (child, reply) in rx {
+        let started = match &mut spawner {
+            Some(spawner) => spawner.spawn(&child),
+            None => Spawner::new().and_then(|s| spawner.insert(s).spawn(&child)),
+        };
+        if let Err(Ok(spawned)) = reply.send(started) {
             // Nobody is waiting any more (the attempt was dropped): do not leave it running.
-            if let Some(pid) = Pid::from_raw(child.id() as i32) {
+            if let Some(pid) = Pid::from_raw(spawned.pid) {
                 let _ = rustix::process::kill_process_group(pid, Signal::KILL);
             }
-            let _ = child.wait();
+            let _ = sys::wait4(spawned.pid);
         }
     }
 }

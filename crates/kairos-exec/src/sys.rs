@@ -1,8 +1,9 @@
-//! The crate's only unsafe code: the pre-exec hook that isolates a child, and `wait4` for the
-//! exit status together with the child's resource usage.
+//! Unsafe code besides the Linux spawn ([`crate::vfork`]): `wait4` for the exit status together
+//! with the child's resource usage, and the pre-exec hook of the portable spawn (`spawn::fork`).
 #![allow(unsafe_code)]
 
 use std::io;
+#[cfg(any(not(target_os = "linux"), test))]
 use std::os::unix::process::CommandExt;
 
 use kairos_core::run::ResourceUsage;
@@ -19,6 +20,9 @@ pub(crate) enum ExitKind {
 ///
 /// Children are forked from one long-lived thread (see `process::spawn`), because the parent
 /// death signal fires when the *thread* that forked the child exits, not only the process.
+///
+/// Only for the portable spawn: Linux uses [`crate::vfork`] (and builds this in tests only).
+#[cfg(any(not(target_os = "linux"), test))]
 pub(crate) fn isolate(cmd: &mut std::process::Command) {
     #[cfg(target_os = "linux")]
     let parent = rustix::process::getpid();

@@ -182,3 +182,42 @@ async fn cwd_sets_the_working_directory() {
     );
     assert_eq!(stdout(&outcome), [path.to_string_lossy().into_owned()]);
 }
+
+#[tokio::test]
+async fn program_is_looked_up_in_the_tasks_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = write(&dir, "kairos-path-probe", "#!/bin/sh\necho \"probe $1\"\n");
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let settings = ProcessSettings {
+        env: env(&[(
+            "PATH",
+            &format!("/nonexistent:{}", dir.path().to_str().unwrap()),
+        )]),
+        ..Default::default()
+    };
+    let outcome = execute(request(command_with(
+        &["kairos-path-probe", "ok"],
+        settings,
+    )))
+    .await;
+    assert_eq!(outcome.status, AttemptStatus::Succeeded, "{outcome:?}");
+    assert_eq!(stdout(&outcome), ["probe ok"]);
+}
+
+#[tokio::test]
+async fn the_tasks_path_replaces_the_servers() {
+    // `true` is in the server's PATH, but the task's has nothing.
+    let settings = ProcessSettings {
+        env: env(&[("PATH", "/nonexistent")]),
+        ..Default::default()
+    };
+    let outcome = execute(request(command_with(&["true"], settings))).await;
+    let AttemptStatus::Error { message } = &outcome.status else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        message.starts_with("cannot start `true`: ") && message.ends_with("(os error 2)"),
+        "{message}"
+    );
+}

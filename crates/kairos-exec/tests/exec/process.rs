@@ -270,3 +270,91 @@ async fn bad_cwd_is_an_error() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn program_not_in_path_reports_the_errno() {
+    let outcome = execute(request(command(&["kairos-test-no-such-program"]))).await;
+    let AttemptStatus::Error { message } = &outcome.status else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        message.starts_with("cannot start `kairos-test-no-such-program`: ")
+            && message.ends_with("(os error 2)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn non_executable_program_reports_the_errno() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-executable");
+    std::fs::write(&path, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let path = path.to_str().unwrap();
+    let outcome = execute(request(command(&[path]))).await;
+    let AttemptStatus::Error { message } = &outcome.status else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        message.starts_with(&format!("cannot start `{path}`: "))
+            && message.ends_with("(os error 13)"),
+        "{message}"
+    );
+    assert!(outcome.usage.is_none());
+}
+
+#[tokio::test]
+async fn cwd_that_is_a_file_is_an_error() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().to_str().unwrap();
+    let settings = ProcessSettings {
+        cwd: Some(path.into()),
+        ..Default::default()
+    };
+    let outcome = execute(request(command_with(&["/bin/true"], settings))).await;
+    let AttemptStatus::Error { message } = &outcome.status else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        message.contains(&format!("working directory `{path}` is not a directory")),
+        "{message}"
+    );
+}
+
+/// A `SigXxx:` mask of a `/proc/<pid>/status` text.
+fn signal_mask(status: &str, field: &str) -> u64 {
+    let value = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(value.trim(), 16).unwrap()
+}
+
+#[tokio::test]
+async fn child_starts_with_no_blocked_signals_and_default_sigpipe() {
+    let outcome = execute(request(command(&[
+        "/bin/grep",
+        "^Sig",
+        "/proc/self/status",
+    ])))
+    .await;
+    assert_eq!(outcome.status, AttemptStatus::Succeeded);
+    let child = stdout(&outcome).join("\n");
+    assert_eq!(signal_mask(&child, "SigBlk:"), 0, "{child}");
+    // What this process ignores stays ignored, except SIGPIPE (ignored by Rust programs).
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+    assert_eq!(
+        signal_mask(&child, "SigIgn:"),
+        signal_mask(&ours, "SigIgn:") & !sigpipe,
+        "{child}"
+    );
+}
+
+#[tokio::test]
+async fn child_has_no_descriptors_besides_stdio() {
+    // 3 is the directory the shell reads to expand `*`.
+    let outcome = run_shell("cd /proc/self/fd && echo *").await;
+    assert_eq!(stdout(&outcome), ["0 1 2 3"]);
+}
