@@ -37,6 +37,8 @@ impl JobService {
 
     fn changed(&self, job: &Job, change: &'static str) {
         self.ctx.scheduler_wake.notify_one();
+        // A pause or a new schedule may have asked a run claimed ahead of its due time to stop.
+        self.ctx.heartbeat_wake.notify_one();
         self.ctx.telemetry.emit(Event::JobChanged {
             namespace: job.namespace().to_owned(),
             job: job.name().to_owned(),

@@ -392,6 +392,7 @@ async fn expired_leases_are_rescued_and_a_restarted_node_recovers_at_once() {
             node: "node-b".into(),
             limit: 10,
             lease: SignedDuration::from_secs(30),
+            ahead: SignedDuration::ZERO,
             now: Some(s.clock.now()),
         })
         .await
@@ -422,6 +423,7 @@ async fn expired_leases_are_rescued_and_a_restarted_node_recovers_at_once() {
             node: "node-a".into(),
             limit: 1,
             lease: SignedDuration::from_secs(30),
+            ahead: SignedDuration::ZERO,
             now: Some(s.clock.now()),
         })
         .await
@@ -538,11 +540,14 @@ async fn resuming_through_an_update_does_not_replay_the_pause() {
 }
 
 /// Look-ahead: a due time less than `lookahead` away is fired early as a queued run with
-/// `run_at` at the due time; the worker cannot claim it before then.
+/// `run_at` at the due time; the worker claims it ahead too, and starts it at the due time.
 #[tokio::test]
-async fn fires_ahead_of_the_due_time_and_starts_on_time() {
+async fn fires_and_claims_ahead_of_the_due_time_and_starts_on_time() {
     let s = setup().await;
     s.jobs.create(every_minute("soon", "")).await.unwrap();
+    // Outside the window: nothing.
+    s.clock.set(t("2026-03-01T00:00:59.500Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
     s.clock.set(t("2026-03-01T00:00:59.800Z"));
     let report = s.scheduler.run_once().await.unwrap();
     assert_eq!((report.jobs_fired_early, report.runs_queued), (1, 1));
@@ -553,13 +558,55 @@ async fn fires_ahead_of_the_due_time_and_starts_on_time() {
     assert_eq!(runs[0].run_at, t("2026-03-01T00:01:00Z"));
     let job = s.jobs.get("default", "soon").await.unwrap();
     assert_eq!(job.next_fire_at, Some(t("2026-03-01T00:02:00Z")));
-    // Not claimable before its due time; the scheduler does not fire the following one early.
-    assert_eq!(s.work().await, 0);
+    // The scheduler does not fire the following due time early.
     assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
+    // The worker claims it ahead; the attempt waits for the due time.
+    let mut tasks = JoinSet::new();
+    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    let claimed = &s.runs("soon").await[0];
+    assert_eq!(claimed.state, RunState::Running);
+    assert_eq!(claimed.started_at, Some(t("2026-03-01T00:01:00Z")));
+    tokio::task::yield_now().await;
+    assert!(tasks.try_join_next().is_none(), "it waits for its due time");
     s.clock.set(t("2026-03-01T00:01:00Z"));
-    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
-    assert_eq!(s.work().await, 1);
-    assert_eq!(s.runs("soon").await[0].state, RunState::Succeeded);
+    while tasks.join_next().await.is_some() {}
+    let run = &s.runs("soon").await[0];
+    assert_eq!(run.state, RunState::Succeeded);
+    let attempts = s
+        .ctx
+        .store
+        .attempt_list(kairos_store::AttemptListParams { run_id: run.id })
+        .await
+        .unwrap();
+    assert!(
+        attempts[0].started_at >= t("2026-03-01T00:01:00Z"),
+        "never started before its due time"
+    );
+}
+
+/// A run claimed ahead and cancelled before its due time ends cancelled without running.
+#[tokio::test]
+async fn a_run_cancelled_while_waiting_for_its_due_time_never_runs() {
+    let s = setup().await;
+    s.jobs.create(every_minute("c", "")).await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    let mut tasks = JoinSet::new();
+    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    let run = s.runs("c").await[0].clone();
+    s.ctx
+        .store
+        .run_cancel(kairos_store::RunCancelParams {
+            run_id: run.id,
+            now: s.ctx.clock.store_now(),
+        })
+        .await
+        .unwrap();
+    s.worker.heartbeat_once().await.unwrap();
+    while tasks.join_next().await.is_some() {}
+    let run = &s.runs("c").await[0];
+    assert_eq!(run.state, RunState::Cancelled);
+    assert_eq!(s.clock.now(), t("2026-03-01T00:00:59.800Z"));
 }
 
 /// A job with an active run is not fired early (the overlap decision needs the due time); it is
@@ -611,6 +658,23 @@ async fn a_pause_withdraws_an_early_run() {
     let runs = s.runs("p").await;
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].scheduled_for, t("2026-03-01T00:01:00Z"));
+}
+
+/// Pausing after a worker claimed the early run (it waits for its due time) cancels it.
+#[tokio::test]
+async fn a_pause_cancels_an_early_run_already_claimed() {
+    let s = setup().await;
+    s.jobs.create(every_minute("pc", "")).await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    let mut tasks = JoinSet::new();
+    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    s.jobs.set_paused("default", "pc", true).await.unwrap();
+    s.worker.heartbeat_once().await.unwrap();
+    while tasks.join_next().await.is_some() {}
+    let runs = s.runs("pc").await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, RunState::Cancelled);
 }
 
 #[test]

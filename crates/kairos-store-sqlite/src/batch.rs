@@ -91,14 +91,20 @@ pub(crate) fn fire(
     })
 }
 
-/// Claims up to `limit` queued runs that are due, with one lease token, and reads each run and
-/// (once per job) its job.
+/// Claims up to `limit` queued runs due by `horizon` (now, or a little later for a worker that
+/// waits for `run_at` itself), with one lease token, and reads each run and (once per job) its
+/// job. A run's `started_at` is its first attempt's start: now, or its `run_at` if later.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one claim's inputs, all plain values"
+)]
 pub(crate) fn claim(
     conn: &Connection,
     node: &str,
     token: &str,
     limit: u32,
     now: Timestamp,
+    horizon: Timestamp,
     expires: Timestamp,
 ) -> StoreResult<Vec<ClaimedRun>> {
     // `exclusive` runs (overlap: queue) start only when no run of their job is running and no
@@ -106,8 +112,8 @@ pub(crate) fn claim(
     let ids: Vec<RunId> = rows::all(
         conn,
         "UPDATE runs SET state = 'running', attempt = attempt + 1, node = ?1, lease_token = ?2, \
-         lease_expires_at = ?3, started_at = COALESCE(started_at, ?4), reason = NULL \
-         WHERE id IN (SELECT r.id FROM runs r WHERE r.state = 'queued' AND r.run_at <= ?4 \
+         lease_expires_at = ?3, started_at = COALESCE(started_at, MAX(?4, run_at)), reason = NULL \
+         WHERE id IN (SELECT r.id FROM runs r WHERE r.state = 'queued' AND r.run_at <= ?6 \
            AND (r.exclusive = 0 OR ( \
              NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
              AND NOT EXISTS (SELECT 1 FROM runs y WHERE y.job_id = r.job_id AND y.state = 'queued' \
@@ -119,7 +125,8 @@ pub(crate) fn claim(
             token,
             micros(expires),
             micros(now),
-            i64::from(limit.max(1))
+            i64::from(limit.max(1)),
+            micros(horizon)
         ],
         |r| col(r, 0),
     )?;

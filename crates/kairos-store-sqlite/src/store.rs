@@ -89,13 +89,21 @@ fn version_conflict(p_ns: &str, p_name: &str, expected: i64, actual: i64) -> Sto
     }
 }
 
-/// Deletes the runs the scheduler created ahead of their due time (look-ahead) that have not
-/// started: a pause, or a new schedule, takes them back as if they had never been fired.
+/// Takes back the runs created ahead of their due time (look-ahead) that have not started: a
+/// pause, or a new schedule, decides those due times. Queued ones are deleted, as if never
+/// fired; ones a worker already claimed (and waits to start at their `run_at`) are asked to
+/// cancel.
 fn withdraw_early_runs(conn: &Connection, job_id: JobId, now: i64) -> StoreResult<()> {
     exec(
         conn,
         "DELETE FROM runs WHERE job_id = ?1 AND state = 'queued' AND origin = 'schedule' \
          AND attempt = 0 AND scheduled_for > ?2",
+        params![job_id, now],
+    )?;
+    exec(
+        conn,
+        "UPDATE runs SET cancel_requested = 1 WHERE job_id = ?1 AND state = 'running' \
+         AND origin = 'schedule' AND attempt = 1 AND scheduled_for > ?2 AND started_at > ?2",
         params![job_id, now],
     )?;
     Ok(())
@@ -399,9 +407,12 @@ impl Store for SqliteStore {
         let expires = now
             .checked_add(p.lease)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let horizon = now
+            .checked_add(p.ahead)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         let token = uuid::Uuid::new_v4().to_string();
         self.db
-            .write(move |tx| batch::claim(tx, &p.node, &token, p.limit, now, expires))
+            .write(move |tx| batch::claim(tx, &p.node, &token, p.limit, now, horizon, expires))
             .await
     }
 

@@ -110,6 +110,7 @@ async fn claim(store: &Arc<dyn Store>, node: &str, limit: u32, now: Timestamp) -
             node: node.into(),
             limit,
             lease: SignedDuration::from_secs(30),
+            ahead: SignedDuration::ZERO,
             now: Some(now),
         })
         .await
@@ -1470,4 +1471,49 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
         .await
         .expect("list k");
     assert_eq!(k_runs.len(), 1, "a due run stays queued through a pause");
+    assert!(!k_runs[0].cancel_requested);
+    // A run claimed ahead of its due time (waiting to start) is asked to cancel by a pause.
+    let job3 = create(&store, "m", Some(due)).await;
+    store
+        .job_fire(fire_early(job3.id))
+        .await
+        .expect("fire m early");
+    let claimed = store
+        .run_claim(RunClaimParams {
+            node: "n1".into(),
+            limit: 10,
+            lease: SignedDuration::from_secs(30),
+            ahead: SignedDuration::from_millis(250),
+            now: Some(now),
+        })
+        .await
+        .expect("claim ahead");
+    let claimed: Vec<_> = claimed.iter().filter(|c| c.run.job_id == job3.id).collect();
+    assert_eq!(claimed.len(), 1, "claimed ahead within the window");
+    assert_eq!(
+        claimed[0].run.started_at,
+        Some(due),
+        "starts at its due time"
+    );
+    store
+        .job_set_paused(JobSetPausedParams {
+            namespace: "default".into(),
+            name: "m".into(),
+            paused: true,
+            next_fire_at: None,
+            now: Some(now),
+        })
+        .await
+        .expect("pause m");
+    let m_run = store
+        .run_get(RunGetParams {
+            id: claimed[0].run.id,
+        })
+        .await
+        .expect("get m run")
+        .expect("m run");
+    assert!(
+        m_run.cancel_requested,
+        "a pause cancels a run claimed ahead"
+    );
 }

@@ -144,6 +144,9 @@ pub struct RunClaimParams {
     pub node: String,
     pub limit: u32,
     pub lease: SignedDuration,
+    /// Also claim runs due up to this long after now (the worker waits for their `run_at`
+    /// itself). Zero: only runs that are due.
+    pub ahead: SignedDuration,
     pub now: Option<Timestamp>,
 }
 

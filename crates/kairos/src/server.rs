@@ -22,6 +22,7 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         worker: WorkerConfig {
             concurrency: config.concurrency,
             lease: config.lease,
+            lookahead: config.lookahead,
             ..WorkerConfig::default()
         },
         scheduler: SchedulerConfig {
