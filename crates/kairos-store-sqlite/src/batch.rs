@@ -16,7 +16,7 @@ use kairos_store::{
 };
 use rusqlite::{Connection, params};
 
-use crate::rows::{self, JOB_COLUMNS, RUN_SELECT, col, exec, first, micros};
+use crate::rows::{self, JOB_COLUMNS, col, exec, first, micros};
 
 /// Inserts one run unless its `(job_id, scheduled_for)` exists; the new run's id.
 pub(crate) fn insert_run(
@@ -109,7 +109,9 @@ pub(crate) fn claim(
 ) -> StoreResult<Vec<ClaimedRun>> {
     // `exclusive` runs (overlap: queue) start only when no run of their job is running and no
     // earlier exclusive run of the job is waiting.
-    let ids: Vec<RunId> = rows::all(
+    // The claimed rows come back from the UPDATE itself, in `rows::run`'s column order; the job's
+    // namespace and name (two empty strings here) are filled in from the job below.
+    let runs = rows::all(
         conn,
         "UPDATE runs SET state = 'running', attempt = attempt + 1, node = ?1, lease_token = ?2, \
          lease_expires_at = ?3, started_at = COALESCE(started_at, MAX(?4, run_at)), reason = NULL \
@@ -119,7 +121,9 @@ pub(crate) fn claim(
              AND NOT EXISTS (SELECT 1 FROM runs y WHERE y.job_id = r.job_id AND y.state = 'queued' \
                AND y.exclusive = 1 AND (y.run_at < r.run_at OR (y.run_at = r.run_at AND y.id < r.id))))) \
            ORDER BY r.run_at, r.id LIMIT ?5) \
-         RETURNING id",
+         RETURNING id, job_id, '', '', scheduled_for, run_at, state, origin, attempt, \
+           max_attempts, execution, exclusive, reason, node, lease_expires_at, cancel_requested, \
+           created_at, started_at, finished_at, exit_code",
         params![
             node,
             token,
@@ -128,15 +132,12 @@ pub(crate) fn claim(
             i64::from(limit.max(1)),
             micros(horizon)
         ],
-        |r| col(r, 0),
+        rows::run,
     )?;
     let mut jobs: HashMap<JobId, Job> = HashMap::new();
-    let mut claimed = Vec::with_capacity(ids.len());
-    let run_sql = format!("{RUN_SELECT} WHERE r.id = ?1");
+    let mut claimed = Vec::with_capacity(runs.len());
     let job_sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
-    for id in ids {
-        let run = first(conn, &run_sql, [id], rows::run)?
-            .ok_or_else(|| StoreError::Internal(format!("claimed run {id} vanished")))?;
+    for mut run in runs {
         let job = match jobs.get(&run.job_id) {
             Some(job) => job.clone(),
             None => {
@@ -147,6 +148,8 @@ pub(crate) fn claim(
                 job
             }
         };
+        run.namespace.clone_from(&job.spec.namespace);
+        run.job_name.clone_from(&job.spec.name);
         claimed.push(ClaimedRun {
             run,
             lease_token: token.to_owned(),

@@ -546,6 +546,12 @@ pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
     assert_eq!(c.run.lease_expires_at, Some(t("2026-03-01T00:01:30Z")));
     assert_eq!(c.job.id, job.id);
     assert_eq!(
+        (c.run.namespace.as_str(), c.run.job_name.as_str()),
+        ("default", "j")
+    );
+    assert_eq!(c.run.scheduled_for, at);
+    assert_eq!(c.run.max_attempts, 3);
+    assert_eq!(
         store
             .run_active_count(RunActiveCountParams { job_id: job.id })
             .await
