@@ -27,10 +27,11 @@
 //! `clear_env`), then `env_files`, `env`, `secret_files`, then the `KAIROS_JOB`,
 //! `KAIROS_NAMESPACE`, `KAIROS_RUN_ID`, `KAIROS_ATTEMPT` and `KAIROS_SCHEDULED_FOR` variables.
 //!
-//! A blocking waiter notices the leader's exit without reaping it, kills the rest of the group,
-//! then reaps the leader with `wait4`, which gives the exit status and resource usage (max RSS,
-//! user and system CPU). On timeout or cancel the group gets `SIGTERM`, then `SIGKILL` after the
-//! kill grace.
+//! The leader's exit is noticed without reaping it (on Linux through a pidfd watched by tokio's
+//! reactor; elsewhere, or without pidfds, by a waiter thread), then the rest of the group is
+//! killed and the leader reaped with `wait4`, which gives the exit status and resource usage
+//! (max RSS, user and system CPU). On timeout or cancel the group gets `SIGTERM`, then `SIGKILL`
+//! after the kill grace.
 //!
 //! # Invariants
 //!
@@ -65,6 +66,7 @@
 
 mod env;
 mod function;
+mod group;
 mod hooks;
 mod http;
 mod output;

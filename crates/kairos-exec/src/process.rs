@@ -6,25 +6,29 @@
 //! 2. The child is started by the spawner thread ([`crate::spawn`]; on Linux a vfork-style
 //!    `clone`, no copy of the server's memory) with stdin from `/dev/null` and stdout/stderr
 //!    piped, becomes a session and group leader (`setsid`) and gets `PR_SET_PDEATHSIG(SIGKILL)`.
-//! 3. A blocking waiter waits for the leader to exit *without reaping it* (`waitid(WNOWAIT)`),
-//!    kills the rest of its group, then reaps it with `wait4` (status and resource usage). While
+//! 3. The leader's exit is noticed without reaping it ([`crate::group`]: a pidfd watched by
+//!    tokio's reactor on Linux, else a waiter thread in `waitid(WNOWAIT)`); then the rest of
+//!    its group is killed and the leader reaped with `wait4` (status and resource usage). While
 //!    the leader is unreaped its pid cannot be reused, so signals to the group never reach an
 //!    unrelated process.
 //! 4. Timeout or cancel: SIGTERM to the group, SIGKILL after the kill grace.
-//! 5. Output readers drain the pipes; once the group is dead the pipes close. A process that
-//!    left the group (its own `setsid`) could keep them open, so draining is bounded.
+//! 5. Output is read from both pipes in the attempt's own future while it waits; once the group
+//!    is dead the pipes close. A process that left the group (its own `setsid`) could keep them
+//!    open, so draining is bounded.
 
 use std::io;
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
 use jiff::SignedDuration;
 use kairos_core::run::{AttemptOutcome, AttemptStatus, ResourceUsage};
 use kairos_core::spec::ProcessSettings;
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use rustix::process::{Pid, Signal};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::group::{Leader, Reaped, WaitMode};
 use crate::output::{LineSplitter, OutputBuffer};
 use crate::spawn::{self, ChildSpec, Prepared, Spawned, Spawner};
 use crate::sys::{self, ExitKind};
@@ -69,6 +73,11 @@ enum Stop {
 
 /// Runs the process to its end and reports the outcome (without output; the caller adds it).
 pub(crate) async fn run(run: ProcessRun<'_>) -> AttemptOutcome {
+    run_with(run, WaitMode::Auto).await
+}
+
+/// [`run`], noticing the leader's exit as `mode` says.
+async fn run_with(run: ProcessRun<'_>, mode: WaitMode) -> AttemptOutcome {
     let Some(&program) = run.argv.first() else {
         return AttemptOutcome::error("argv is empty");
     };
@@ -102,82 +111,87 @@ pub(crate) async fn run(run: ProcessRun<'_>) -> AttemptOutcome {
         Ok(child) => child,
         Err(e) => return AttemptOutcome::error(format!("cannot start `{program}`: {e}")),
     };
-    let group = Arc::new(Group {
-        pgid: child.pid,
-        reaped: Mutex::new(false),
-    });
-    // Whatever happens to this future from here on, the group does not outlive it.
-    let _guard = KillOnDrop(Arc::clone(&group));
-    let streams = [("stdout", child.stdout), ("stderr", child.stderr)];
-
-    let mut waiter = spawn_waiter(Arc::clone(&group));
-    let mut readers = Vec::new();
-    let mut capture_error = None;
-    for (stream, fd) in streams {
-        match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-            Ok(rx) => readers.push(tokio::spawn(read_stream(
-                rx,
-                stream,
-                Arc::clone(run.output),
-            ))),
-            Err(e) => capture_error = Some(format!("cannot capture {stream}: {e}")),
-        }
-    }
-    if let Some(message) = capture_error {
-        group.signal(Signal::KILL);
-        let _ = waiter.await;
-        return AttemptOutcome::error(message);
-    }
-
-    let timeout = run.timeout.map(to_std);
-    let mut reaped = None;
-    let stop = tokio::select! {
-        biased;
-        r = &mut waiter => {
-            reaped = Some(r);
-            None
-        }
-        _ = sleep_opt(timeout) => Some(Stop::Timeout),
-        _ = run.cancel.cancelled() => Some(Stop::Cancel),
+    // Whatever happens to this future from here on, the group does not outlive it (see
+    // `Leader`'s drop).
+    let mut leader = match Leader::watch(child.pid, mode) {
+        Ok(leader) => leader,
+        Err(e) => return AttemptOutcome::error(format!("cannot watch `{program}`: {e}")),
     };
-    if let Some(stop) = stop {
-        let why = match (stop, run.timeout) {
-            (Stop::Timeout, Some(t)) => format!("{} timed out after {t:#}", run.role),
-            _ => format!("{} cancelled", run.role),
-        };
-        run.output.push_stream_line(
-            "kairos",
-            &format!("{why}: sending SIGTERM to its process group"),
-        );
-        group.signal(Signal::TERM);
-        let grace = to_std(run.kill_grace);
-        tokio::select! {
-            biased;
-            r = &mut waiter => reaped = Some(r),
-            _ = tokio::time::sleep(grace) => {
-                let message = format!(
-                    "{} still running after {:#}: sending SIGKILL to its process group",
-                    run.role, run.kill_grace
-                );
-                run.output.push_stream_line("kairos", &message);
-                group.signal(Signal::KILL);
+    let (stdout, stderr) = match (
+        receiver(child.stdout, "stdout"),
+        receiver(child.stderr, "stderr"),
+    ) {
+        (Ok(stdout), Ok(stderr)) => (stdout, stderr),
+        (Err(message), _) | (_, Err(message)) => {
+            leader.signal(Signal::KILL);
+            let _ = leader.wait().await;
+            return AttemptOutcome::error(message);
+        }
+    };
+
+    // Output is read in this future, alongside the supervision: no task per stream.
+    let mut reading = pin!(read_output(stdout, stderr, run.output));
+    let mut read_all = false;
+    let (reaped, stop) = {
+        let mut supervising = pin!(supervise(&mut leader, &run));
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut supervising => break done,
+                () = &mut reading, if !read_all => read_all = true,
             }
         }
+    };
+    if !read_all {
+        drain(reading, run.output).await;
     }
-    let reaped = match reaped {
-        Some(r) => r,
-        None => waiter.await,
-    };
-    drain(readers, run.output).await;
 
-    let (kind, usage) = match reaped {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => {
-            return AttemptOutcome::error(format!("waiting for the process failed: {e}"));
-        }
-        Err(_) => return AttemptOutcome::error("the process waiter stopped unexpectedly"),
+    match reaped {
+        Ok((kind, usage)) => outcome(kind, usage, stop, run.expected_exit_codes),
+        Err(e) => AttemptOutcome::error(format!("waiting for the process failed: {e}")),
+    }
+}
+
+/// Waits for the leader to exit (see [`crate::group`]); on timeout or cancel, SIGTERM to the
+/// group, SIGKILL after the kill grace. Returns once the leader was reaped.
+async fn supervise(leader: &mut Leader, run: &ProcessRun<'_>) -> (Reaped, Option<Stop>) {
+    let timeout = run.timeout.map(to_std);
+    let stop = tokio::select! {
+        biased;
+        reaped = leader.wait() => return (reaped, None),
+        () = sleep_opt(timeout) => Stop::Timeout,
+        () = run.cancel.cancelled() => Stop::Cancel,
     };
-    outcome(kind, usage, stop, run.expected_exit_codes)
+    let why = match (stop, run.timeout) {
+        (Stop::Timeout, Some(t)) => format!("{} timed out after {t:#}", run.role),
+        _ => format!("{} cancelled", run.role),
+    };
+    run.output.push_stream_line(
+        "kairos",
+        &format!("{why}: sending SIGTERM to its process group"),
+    );
+    leader.signal(Signal::TERM);
+    tokio::select! {
+        biased;
+        reaped = leader.wait() => return (reaped, Some(stop)),
+        () = tokio::time::sleep(to_std(run.kill_grace)) => {}
+    }
+    let message = format!(
+        "{} still running after {:#}: sending SIGKILL to its process group",
+        run.role, run.kill_grace
+    );
+    run.output.push_stream_line("kairos", &message);
+    leader.signal(Signal::KILL);
+    (leader.wait().await, Some(stop))
+}
+
+/// The read end of an output pipe, registered with the reactor.
+fn receiver(
+    fd: std::os::fd::OwnedFd,
+    stream: &str,
+) -> Result<tokio::net::unix::pipe::Receiver, String> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+        .map_err(|e| format!("cannot capture {stream}: {e}"))
 }
 
 fn outcome(
@@ -206,91 +220,23 @@ fn outcome(
     }
 }
 
-/// A process group led by a child of this process.
-struct Group {
-    pgid: i32,
-    /// Whether the leader was reaped; held while signalling so that a signal is never sent to a
-    /// group id the kernel may have reused.
-    reaped: Mutex<bool>,
-}
-
-impl Group {
-    fn pid(&self) -> Option<Pid> {
-        Pid::from_raw(self.pgid)
-    }
-
-    /// Signals the whole group, unless the leader was already reaped (then the group is dead).
-    fn signal(&self, signal: Signal) {
-        let reaped = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
-        if let (false, Some(pid)) = (*reaped, self.pid()) {
-            // ESRCH: nobody left in the group; nothing else can fail for our own child.
-            let _ = rustix::process::kill_process_group(pid, signal);
-        }
-    }
-
-    /// Blocks until the leader exits, kills what is left of its group, reaps the leader.
-    fn wait_and_reap(&self) -> Reaped {
-        let pid = self.pid().ok_or_else(|| io::Error::other("invalid pid"))?;
-        loop {
-            match rustix::process::waitid(
-                WaitId::Pid(pid),
-                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-            ) {
-                Ok(_) => break,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let mut reaped = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
-        // Background children of the task never outlive the attempt.
-        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
-        let result = sys::wait4(self.pgid);
-        *reaped = true;
-        result
-    }
-}
-
-type Reaped = io::Result<(ExitKind, ResourceUsage)>;
-
-/// Starts the blocking waiter of `group` on a thread of its own.
-///
-/// Not on tokio's blocking pool: a task may run for hours, and hundreds of them would starve
-/// other users of the pool (file IO, SQLite). Falls back to the pool if no thread can be made.
-fn spawn_waiter(group: Arc<Group>) -> tokio::sync::oneshot::Receiver<Reaped> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let slot = Arc::new(Mutex::new(Some(tx)));
-    let wait = move || {
-        let result = group.wait_and_reap();
-        if let Some(tx) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = tx.send(result);
-        }
-    };
-    let thread = std::thread::Builder::new()
-        .name("kairos-waiter".into())
-        .stack_size(WAITER_STACK)
-        .spawn(wait.clone());
-    if thread.is_err() {
-        drop(tokio::task::spawn_blocking(wait));
-    }
-    rx
-}
-
-/// The waiter only makes a few system calls.
-const WAITER_STACK: usize = 128 * 1024;
-
-/// Kills the group when the attempt's future ends or is dropped (a no-op once reaped).
-struct KillOnDrop(Arc<Group>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.signal(Signal::KILL);
-    }
+/// Reads stdout and stderr to their ends, line by line, into `output`.
+async fn read_output(
+    stdout: tokio::net::unix::pipe::Receiver,
+    stderr: tokio::net::unix::pipe::Receiver,
+    output: &OutputBuffer,
+) {
+    futures::future::join(
+        read_stream(stdout, "stdout", output),
+        read_stream(stderr, "stderr", output),
+    )
+    .await;
 }
 
 async fn read_stream(
     mut rx: tokio::net::unix::pipe::Receiver,
     stream: &'static str,
-    output: Arc<OutputBuffer>,
+    output: &OutputBuffer,
 ) {
     let mut buf = vec![0u8; 8192];
     let mut splitter = LineSplitter::default();
@@ -306,14 +252,9 @@ async fn read_stream(
     splitter.finish(&mut emit);
 }
 
-/// Waits for the readers to see end-of-file, for at most [`DRAIN_LIMIT`].
-async fn drain(readers: Vec<tokio::task::JoinHandle<()>>, output: &OutputBuffer) {
-    let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
-    let all = futures::future::join_all(readers);
-    if tokio::time::timeout(DRAIN_LIMIT, all).await.is_err() {
-        for abort in aborts {
-            abort.abort();
-        }
+/// Lets the output be read to its end, for at most [`DRAIN_LIMIT`] after the group ended.
+async fn drain(reading: Pin<&mut impl Future<Output = ()>>, output: &OutputBuffer) {
+    if tokio::time::timeout(DRAIN_LIMIT, reading).await.is_err() {
         output.push_stream_line(
             "kairos",
             "output still open after the process group ended (a process left the group); stopped capturing",
@@ -381,6 +322,259 @@ fn spawner_loop(rx: mpsc::Receiver<SpawnRequest>) {
                 let _ = rustix::process::kill_process_group(pid, Signal::KILL);
             }
             let _ = sys::wait4(spawned.pid);
+        }
+    }
+}
+
+/// The process life cycle with both ways of noticing the leader's exit: the pidfd (where the
+/// system has one) and the waiter thread it falls back to.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use kairos_core::spec::ProcessSettings;
+    use rustix::process::{WaitId, WaitIdOptions};
+
+    use super::*;
+
+    const MODES: [WaitMode; 2] = [WaitMode::Auto, WaitMode::Thread];
+
+    /// Upper bound for waits on conditions (never reached when the code works).
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    struct Setup {
+        settings: ProcessSettings,
+        context: RunContext,
+        output: Arc<OutputBuffer>,
+        cancel: CancellationToken,
+    }
+
+    fn setup() -> Setup {
+        Setup {
+            settings: ProcessSettings::default(),
+            context: RunContext {
+                job: "job".into(),
+                namespace: "ns".into(),
+                run_id: 1,
+                attempt: 1,
+                scheduled_for: jiff::Timestamp::UNIX_EPOCH,
+            },
+            output: Arc::new(OutputBuffer::default()),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    impl Setup {
+        async fn shell(
+            &self,
+            script: &str,
+            timeout: Option<SignedDuration>,
+            mode: WaitMode,
+        ) -> AttemptOutcome {
+            let run = ProcessRun {
+                role: "task",
+                argv: shell_argv(script),
+                settings: &self.settings,
+                extra_env: Vec::new(),
+                expected_exit_codes: &[0],
+                timeout,
+                kill_grace: SignedDuration::from_millis(300),
+                context: &self.context,
+                output: &self.output,
+                cancel: &self.cancel,
+            };
+            run_with(run, mode).await
+        }
+
+        /// The text of the captured `stream` lines.
+        fn lines(&self, stream: &str) -> Vec<String> {
+            let marker = format!(" {stream} ");
+            self.output
+                .snapshot()
+                .lines()
+                .filter_map(|line| line.split_once(&marker).map(|(_, text)| text.to_owned()))
+                .collect()
+        }
+
+        /// The number printed as `pid=N` by a script.
+        fn printed_pid(&self) -> i32 {
+            let text = self.output.snapshot();
+            text.split("pid=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no pid in output:\n{text}"))
+        }
+
+        async fn until_output_contains(&self, needle: &str) {
+            let wait = async {
+                loop {
+                    let seen = self.output.version();
+                    if self.output.snapshot().contains(needle) {
+                        return;
+                    }
+                    self.output.changed_since(seen).await;
+                }
+            };
+            tokio::time::timeout(PATIENCE, wait).await.unwrap();
+        }
+    }
+
+    /// Live (non-zombie) processes of group `pgid`, from `/proc`.
+    fn live_members(pgid: i32) -> Vec<i32> {
+        let mut members = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The fields after the command name, which is in parentheses.
+            let Some((_, after)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let (state, group) = (fields[0], fields[2].parse::<i32>().unwrap_or(0));
+            if group == pgid && state != "Z" && state != "X" {
+                members.push(pid);
+            }
+        }
+        members
+    }
+
+    /// Whether `pid` is no child of this process any more (reaped), rather than running or a
+    /// zombie.
+    fn reaped(pid: i32) -> bool {
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        let pid = Pid::from_raw(pid).unwrap();
+        matches!(
+            rustix::process::waitid(WaitId::Pid(pid), options),
+            Err(rustix::io::Errno::CHILD)
+        )
+    }
+
+    /// Waits until the group has no live member and its leader was reaped.
+    async fn group_gone_and_leader_reaped(pgid: i32) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !(live_members(pgid).is_empty() && reaped(pgid)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "group {pgid}: live {:?}, leader reaped: {}",
+                live_members(pgid),
+                reaped(pgid)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_code_output_and_usage_come_back() {
+        for mode in MODES {
+            let s = setup();
+            let outcome = s
+                .shell("echo pid=$$; echo oops >&2; exit 3", None, mode)
+                .await;
+            assert_eq!(
+                outcome.status,
+                AttemptStatus::ExitCode { code: 3 },
+                "{mode:?}"
+            );
+            assert_eq!(outcome.exit_code, Some(3), "{mode:?}");
+            let usage = outcome.usage.unwrap();
+            assert!(usage.max_rss_kib > 0, "{mode:?}: {usage:?}");
+            assert_eq!(s.lines("stderr"), ["oops"], "{mode:?}");
+            // The outcome comes back only once the leader was reaped.
+            assert!(reaped(s.printed_pid()), "{mode:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signal_is_reported() {
+        for mode in MODES {
+            let outcome = setup().shell("kill -USR1 $$", None, mode).await;
+            let signal = libc::SIGUSR1;
+            assert_eq!(outcome.status, AttemptStatus::Signal { signal }, "{mode:?}");
+            assert!(outcome.usage.is_some(), "{mode:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exiting_leader_takes_its_group_along_even_if_it_holds_the_pipes() {
+        for mode in MODES {
+            let s = setup();
+            let outcome = s
+                .shell("echo pid=$$; sleep 300 & echo leader done", None, mode)
+                .await;
+            assert_eq!(outcome.status, AttemptStatus::Succeeded, "{mode:?}");
+            assert!(s.lines("stdout").contains(&"leader done".to_owned()));
+            assert!(outcome.usage.is_some(), "{mode:?}");
+            group_gone_and_leader_reaped(s.printed_pid()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_signals_the_group_and_the_leader_is_still_reaped() {
+        for mode in MODES {
+            let s = setup();
+            let timeout = Some(SignedDuration::from_millis(500));
+            let script = "trap '' TERM; echo pid=$$; sleep 300 & sleep 300";
+            let outcome = s.shell(script, timeout, mode).await;
+            assert_eq!(outcome.status, AttemptStatus::TimedOut, "{mode:?}");
+            let output = s.output.snapshot();
+            assert!(output.contains("sending SIGKILL"), "{mode:?}: {output}");
+            assert!(outcome.usage.is_some(), "{mode:?}");
+            group_gone_and_leader_reaped(s.printed_pid()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_run_kills_the_group_and_reaps_the_leader() {
+        for mode in MODES {
+            let s = setup();
+            {
+                let running = s.shell("echo pid=$$; sleep 300 & sleep 300", None, mode);
+                tokio::select! {
+                    outcome = running => panic!("{mode:?}: finished: {outcome:?}"),
+                    () = s.until_output_contains("pid=") => {}
+                }
+            }
+            group_gone_and_leader_reaped(s.printed_pid()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn many_short_processes_at_once_are_all_reaped() {
+        for mode in MODES {
+            let runs: Vec<Setup> = (0..200).map(|_| setup()).collect();
+            let outcomes =
+                futures::future::join_all(runs.iter().map(|s| s.shell("echo pid=$$", None, mode)))
+                    .await;
+            for (s, outcome) in runs.iter().zip(outcomes) {
+                assert_eq!(outcome.status, AttemptStatus::Succeeded, "{mode:?}");
+                assert!(outcome.usage.is_some(), "{mode:?}");
+                let pid = s.printed_pid();
+                assert!(reaped(pid), "{mode:?}: {pid} is not reaped");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_exit_is_noticed_through_a_pidfd_unless_told_otherwise() {
+        for mode in MODES {
+            let prepared = spawn::prepare(ChildSpec {
+                argv: &["/bin/true"],
+                env: Default::default(),
+                cwd: None,
+            })
+            .unwrap();
+            let child = spawn(prepared).await.unwrap();
+            let mut leader = Leader::watch(child.pid, mode).unwrap();
+            // Linux 5.3 or later has pidfds.
+            let pidfd_expected = cfg!(target_os = "linux") && mode == WaitMode::Auto;
+            assert_eq!(leader.uses_pidfd(), pidfd_expected, "{mode:?}");
+            let (kind, _) = leader.wait().await.unwrap();
+            assert_eq!(kind, ExitKind::Code(0), "{mode:?}");
+            assert!(reaped(child.pid), "{mode:?}");
         }
     }
 }

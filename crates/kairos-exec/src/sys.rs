@@ -1,5 +1,6 @@
 //! Unsafe code besides the Linux spawn ([`crate::vfork`]): `wait4` for the exit status together
-//! with the child's resource usage, and the pre-exec hook of the portable spawn (`spawn::fork`).
+//! with the child's resource usage, the registration of a pidfd with tokio's reactor, and the
+//! pre-exec hook of the portable spawn (`spawn::fork`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -45,6 +46,21 @@ pub(crate) fn isolate(cmd: &mut std::process::Command) {
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// `fd` (a pidfd) registered with tokio's reactor for readability. Must be called within a
+/// runtime with IO enabled.
+#[cfg(target_os = "linux")]
+pub(crate) fn register_readable(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an `OwnedFd` is an open descriptor, closed only when the `OwnedFd` is dropped,
+    // and its `as_raw_fd` always returns the same number. The `AsyncFd` owns it until the
+    // `AsyncFd` is dropped; the crate never replaces it through `AsyncFd::get_mut`.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    Ok(registered?)
 }
 
 /// Reaps `pid` (blocking) and returns how it ended and its resource usage.

@@ -219,6 +219,33 @@ async fn exiting_leader_takes_its_background_children_along() {
     );
 }
 
+/// Whether `pid` is a zombie child of this process (exited, never reaped).
+fn our_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[0] == "Z" && fields[1].parse::<u32>().ok() == Some(std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_short_processes_at_once_all_finish_and_none_is_left_a_zombie() {
+    let running: Vec<_> = (0..200)
+        .map(|_| tokio::spawn(execute(request(shell("echo pgid=$$")))))
+        .collect();
+    for run in running {
+        let outcome = run.await.unwrap();
+        assert_eq!(outcome.status, AttemptStatus::Succeeded, "{outcome:?}");
+        assert!(outcome.usage.is_some(), "{outcome:?}");
+        // The outcome comes back only after the leader was reaped.
+        let pid = pgid_in(&outcome.output);
+        assert!(!our_zombie(pid), "{pid} is a zombie");
+    }
+}
+
 #[tokio::test]
 async fn cancel_kills_the_group() {
     let req = request(shell("echo pgid=$$; sleep 300 & sleep 300"));
