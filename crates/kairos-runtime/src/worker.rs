@@ -333,6 +333,8 @@ impl Attempt {
                 _ = cancel.cancelled() => {}
             }
         }
+        // Stopped before it began: nothing of the task ran.
+        let never_started = cancel.is_cancelled();
         let started = self.ctx.clock.now();
         let (ns, job) = (run.namespace.clone(), run.job_name.clone());
         self.ctx.telemetry.emit(Event::RunStarted {
@@ -381,6 +383,9 @@ impl Attempt {
         let now = self.ctx.clock.now();
         let next = match (&outcome.status, stop) {
             (_, Some(StopCause::LeaseLost)) => None,
+            // Stopped by shutdown while it waited for its due time: it never ran, so it goes
+            // back to the queue whatever its execution mode.
+            (_, Some(StopCause::Shutdown)) if never_started => Some(RunNext::Release),
             // Stopped by shutdown: run it again later, unless the job must never run twice.
             (AttemptStatus::Cancelled, Some(StopCause::Shutdown)) => {
                 match plan.as_ref().map(|p| p.execution) {

@@ -215,6 +215,61 @@ async fn at_most_once_runs_stopped_by_shutdown_are_not_run_again() {
     assert_eq!(after.state, RunState::Cancelled, "never queued again");
 }
 
+/// A run claimed ahead of its due time that is still waiting when the node shuts down never
+/// started: it goes back to the queue, even for `at_most_once`.
+#[tokio::test]
+async fn a_shutdown_releases_a_run_still_waiting_for_its_due_time() {
+    let (ctx, clock, _temp) = node_context("2026-03-01T00:00:59.800Z").await;
+    let jobs = JobService::new(ctx.clone());
+    jobs.create(spec(
+        r#"{"name":"early","execution":"at_most_once","triggers":[{"cron":"* * * * *"}],
+            "task":{"kind":"shell","script":"true"}}"#,
+    ))
+    .await
+    .unwrap();
+    // Due at 00:01:00, 200 ms from now: fired early.
+    assert_eq!(
+        Scheduler::new(ctx.clone())
+            .run_once()
+            .await
+            .unwrap()
+            .jobs_fired_early,
+        1
+    );
+    let recorder = RecordingExecutor::default();
+    let worker = Worker::new(
+        ctx.clone(),
+        Arc::new(recorder.clone()),
+        WorkerConfig::default(),
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(worker.run(shutdown.clone(), Duration::from_millis(50)));
+    // The worker claims it ahead; the manual clock never reaches its due time.
+    let run_id = loop {
+        let runs = ctx.store.run_list(RunListParams::default()).await.unwrap();
+        if let Some(run) = runs.iter().find(|r| r.state == RunState::Running) {
+            break run.id;
+        }
+        tokio::task::yield_now().await;
+    };
+    shutdown.cancel();
+    task.await.unwrap();
+    let after = ctx
+        .store
+        .run_get(kairos_store::RunGetParams { id: run_id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.state, RunState::Queued, "released, not cancelled");
+    assert_eq!(
+        after.attempt, 0,
+        "the attempt that never started is not counted"
+    );
+    assert!(recorder.recorded().is_empty(), "the task never ran");
+    use kairos_runtime::Clock as _;
+    assert_eq!(clock.now(), "2026-03-01T00:00:59.800Z".parse().unwrap());
+}
+
 #[tokio::test]
 async fn a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat() {
     let (ctx, _clock, _temp, run) =
