@@ -87,7 +87,9 @@ pub enum Command {
     /// After the last due time the node has max(30 s, D) to finish. Missed: due times of the
     /// window without a run, with a skipped run, or whose run never started; duplicates: runs
     /// beyond the first for one due time. Both must be 0. The chart shows, per K, the share of
-    /// runs at least x ms late (log-log), pooled over the repeats.
+    /// runs at least x ms late (log-log), pooled over the repeats. Every job is due in the same
+    /// instant: K runs must start at once, so with --concurrency below K they start one batch of
+    /// slots after another; give at least K slots to measure the scheduler rather than the cap.
     W2(W2Args),
     /// Shell jobs: N `/bin/true` command runs through Kairos against a bare loop.
     ///
@@ -155,7 +157,8 @@ pub struct W2Args {
     /// Measured seconds.
     #[arg(long, default_value_t = 60)]
     pub secs: u64,
-    /// Worker concurrency (attempts at once).
+    /// Worker concurrency (attempts at once). Runs claimed ahead of their due time hold a slot
+    /// while they wait, so K jobs due together start together only with at least K slots.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Where to write the lateness chart (SVG).
