@@ -115,7 +115,12 @@ pub(crate) async fn run(
     };
     // The handler runs inside this future (not a task of its own: one less spawn and wake-up
     // per attempt); a panic is caught and reported, and dropping this future drops it.
-    let call = std::panic::AssertUnwindSafe(handler(call)).catch_unwind();
+    // A handler that panics before returning its future is caught too.
+    let future = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(call))) {
+        Ok(future) => future,
+        Err(payload) => return finished(&task.name, Err(payload)),
+    };
+    let call = std::panic::AssertUnwindSafe(future).catch_unwind();
     tokio::pin!(call);
 
     let timeout = async {

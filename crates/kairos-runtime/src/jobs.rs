@@ -168,6 +168,8 @@ impl JobService {
             })
             .await?;
         self.ctx.scheduler_wake.notify_one();
+        // A run of the job claimed ahead of its due time is gone with it: stop it now.
+        self.ctx.heartbeat_wake.notify_one();
         self.ctx.telemetry.emit(Event::JobChanged {
             namespace: namespace.into(),
             job: name.into(),

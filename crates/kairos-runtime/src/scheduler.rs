@@ -260,7 +260,7 @@ impl Scheduler {
                     None
                 }
             };
-            let wake = next_wake(now, next, report.deferred_until, self.config.lookahead);
+            let wake = next_wake(now, next, self.config.lookahead);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.ctx.scheduler_wake.notified() => {}
@@ -271,22 +271,18 @@ impl Scheduler {
 }
 
 /// When the scheduler looks at the store next: `lookahead` before the earliest due time `next`,
-/// at the latest after the polling fallback. When that moment has already come, the earliest
-/// job in the window was deferred (it has active runs): wait for the earliest deferred due time
-/// instead of passing again and again until then.
+/// at the latest after the polling fallback. When that moment has already come (the earliest
+/// job in the window was not fired early: it has active runs), wait for its due time itself
+/// instead of passing again and again until then; it is then fired as due.
 pub fn next_wake(
     now: jiff::Timestamp,
     next: Option<jiff::Timestamp>,
-    deferred_until: Option<jiff::Timestamp>,
     lookahead: SignedDuration,
 ) -> jiff::Timestamp {
     let fallback = now.checked_add(POLL_FALLBACK).unwrap_or(now);
     let Some(next) = next else { return fallback };
-    let wake = next.checked_sub(lookahead).unwrap_or(next).min(fallback);
-    match deferred_until {
-        Some(deferred) if wake <= now => deferred.max(now).min(fallback),
-        _ => wake,
-    }
+    let wake = next.checked_sub(lookahead).unwrap_or(next);
+    if wake > now { wake } else { next.max(now) }.min(fallback)
 }
 
 /// The runs of one job's round: its due times with the overlap decision applied (given `active`

@@ -8,7 +8,7 @@
 //! releases their runs back to `queued`, so they run again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +75,8 @@ struct Held {
     token: String,
     cancel: CancellationToken,
     cause: Arc<Mutex<Option<StopCause>>>,
+    /// The attempt has begun (a run claimed ahead waits for its due time until then).
+    started: Arc<AtomicBool>,
 }
 
 impl Held {
@@ -140,9 +142,11 @@ impl Worker {
                 token: c.lease_token.clone(),
                 cancel: CancellationToken::new(),
                 cause: Arc::default(),
+                started: Arc::default(),
             };
             let cancel = held.cancel.clone();
             let cause = held.cause.clone();
+            let started = held.started.clone();
             self.held
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -156,7 +160,7 @@ impl Worker {
                 output_limit: self.config.output_limit,
                 held: self.held.clone(),
             };
-            tasks.spawn(async move { attempt.run(c, cancel, cause).await });
+            tasks.spawn(async move { attempt.run(c, cancel, cause, started).await });
         }
         Ok(n)
     }
@@ -261,6 +265,17 @@ impl Worker {
                 }
             }
         }
+        // Runs claimed ahead that have not begun are released at once: a due time that comes
+        // during the shutdown is not started by a stopping node.
+        for h in self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|h| !h.started.load(Ordering::SeqCst))
+        {
+            h.stop(StopCause::Shutdown);
+        }
         if !tasks.is_empty() {
             tracing::info!(
                 running = tasks.len(),
@@ -319,6 +334,7 @@ impl Attempt {
         c: ClaimedRun,
         cancel: CancellationToken,
         cause: Arc<Mutex<Option<StopCause>>>,
+        began: Arc<AtomicBool>,
     ) {
         let slot = Slot {
             executing: self.executing.clone(),
@@ -334,6 +350,7 @@ impl Attempt {
             }
         }
         // Stopped before it began: nothing of the task ran.
+        began.store(true, Ordering::SeqCst);
         let never_started = cancel.is_cancelled();
         let started = self.ctx.clock.now();
         let (ns, job) = (run.namespace.clone(), run.job_name.clone());
@@ -348,7 +365,7 @@ impl Attempt {
         self.ctx.live.insert(run.id, output.clone());
         let (outcome, plan) = match self.ctx.plans.get(&c.job) {
             // Stopped while waiting for its due time: it never starts.
-            Ok(plan) if cancel.is_cancelled() => (
+            Ok(plan) if never_started => (
                 AttemptOutcome::from_status(AttemptStatus::Cancelled),
                 Some(plan),
             ),

@@ -626,7 +626,6 @@ async fn a_job_with_active_runs_is_fired_when_due_not_early() {
     let wake = kairos_runtime::scheduler::next_wake(
         s.clock.now(),
         Some(t("2026-03-01T00:01:00Z")),
-        report.deferred_until,
         SignedDuration::from_millis(250),
     );
     assert_eq!(wake, t("2026-03-01T00:01:00Z"));
@@ -660,9 +659,10 @@ async fn a_pause_withdraws_an_early_run() {
     assert_eq!(runs[0].scheduled_for, t("2026-03-01T00:01:00Z"));
 }
 
-/// Pausing after a worker claimed the early run (it waits for its due time) cancels it.
+/// Pausing after a worker claimed the early run (it waits for its due time) takes it back: the
+/// run is gone and the worker's attempt never starts.
 #[tokio::test]
-async fn a_pause_cancels_an_early_run_already_claimed() {
+async fn a_pause_withdraws_an_early_run_already_claimed() {
     let s = setup().await;
     s.jobs.create(every_minute("pc", "")).await.unwrap();
     s.clock.set(t("2026-03-01T00:00:59.800Z"));
@@ -672,9 +672,12 @@ async fn a_pause_cancels_an_early_run_already_claimed() {
     s.jobs.set_paused("default", "pc", true).await.unwrap();
     s.worker.heartbeat_once().await.unwrap();
     while tasks.join_next().await.is_some() {}
-    let runs = s.runs("pc").await;
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].state, RunState::Cancelled);
+    assert!(s.runs("pc").await.is_empty());
+    assert_eq!(
+        s.clock.now(),
+        t("2026-03-01T00:00:59.800Z"),
+        "it never waited for T"
+    );
 }
 
 #[test]
@@ -683,34 +686,26 @@ fn the_scheduler_wakes_lookahead_before_the_next_due_time() {
     let now = t("2026-03-01T00:00:00Z");
     let la = SignedDuration::from_millis(250);
     assert_eq!(
-        next_wake(now, Some(t("2026-03-01T00:00:02Z")), None, la),
+        next_wake(now, Some(t("2026-03-01T00:00:02Z")), la),
         t("2026-03-01T00:00:01.750Z")
     );
     // Nothing scheduled: the polling fallback.
-    assert_eq!(next_wake(now, None, None, la), t("2026-03-01T00:00:05Z"));
+    assert_eq!(next_wake(now, None, la), t("2026-03-01T00:00:05Z"));
     // Far away: the fallback.
     assert_eq!(
-        next_wake(now, Some(t("2026-03-01T01:00:00Z")), None, la),
+        next_wake(now, Some(t("2026-03-01T01:00:00Z")), la),
         t("2026-03-01T00:00:05Z")
     );
-    // Something is in the window but deferred: its due time.
+    // Something in the window was not fired early (it has active runs): its due time.
     assert_eq!(
-        next_wake(
-            now,
-            Some(t("2026-03-01T00:00:00.100Z")),
-            Some(t("2026-03-01T00:00:00.100Z")),
-            la
-        ),
+        next_wake(now, Some(t("2026-03-01T00:00:00.100Z")), la),
         t("2026-03-01T00:00:00.100Z")
     );
+    // Already due: at once.
+    assert_eq!(next_wake(now, Some(t("2026-02-28T23:59:59Z")), la), now);
     // Without look-ahead: the due time itself.
     assert_eq!(
-        next_wake(
-            now,
-            Some(t("2026-03-01T00:00:02Z")),
-            None,
-            SignedDuration::ZERO
-        ),
+        next_wake(now, Some(t("2026-03-01T00:00:02Z")), SignedDuration::ZERO),
         t("2026-03-01T00:00:02Z")
     );
 }

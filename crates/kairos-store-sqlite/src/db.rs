@@ -200,22 +200,30 @@ fn serve_writes(conn: Connection, queue: mpsc::Receiver<WriteTask>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE", []) {
-            for task in group.drain(..) {
-                let (_, answer) = task(Err(&e));
-                answer(Err(&e));
-            }
-            continue;
+        // A transaction left open by an earlier failure must not swallow this group.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
         }
+        let mut broken = exec(&conn, "BEGIN IMMEDIATE", []).err();
         for task in group.drain(..) {
-            if let Some(answer) = run_in_savepoint(&conn, task) {
+            if let Some(e) = &broken {
+                // The transaction is gone: the rest of the group fails without running.
+                let (_, answer) = task(Err(e));
                 answers.push(answer);
+                continue;
             }
+            let (answer, failure) = run_in_savepoint(&conn, task);
+            answers.extend(answer);
+            broken = failure;
         }
-        let commit = exec(&conn, "COMMIT", []).map(drop);
+        let commit = match broken {
+            None => exec(&conn, "COMMIT", []).map(drop),
+            Some(e) => Err(e),
+        };
         if commit.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        // Every write of the group hears the same outcome: all committed, or none.
         for answer in answers.drain(..) {
             answer(commit.as_ref().map(|_| ()));
         }
@@ -224,27 +232,36 @@ fn serve_writes(conn: Connection, queue: mpsc::Receiver<WriteTask>) {
 }
 
 /// Runs one write in a savepoint; rolls the savepoint back if it failed or panicked. Returns
-/// its answer (`None` if it panicked: its caller then gets an error).
-fn run_in_savepoint(conn: &Connection, task: WriteTask) -> Option<Answer> {
-    let begin = exec(conn, "SAVEPOINT w", []);
-    if let Err(e) = begin {
-        tracing::error!(error = %e, "cannot open a savepoint; the write is dropped");
-        drop(task);
-        return None;
+/// its answer (`None` if it panicked: its caller then gets an error) and, if the transaction
+/// itself was lost (an error such as a full disk rolls back the whole transaction, or the
+/// savepoint could not be opened, rolled back or released), why: then nothing of the group
+/// can be committed.
+fn run_in_savepoint(conn: &Connection, task: WriteTask) -> (Option<Answer>, Option<StoreError>) {
+    if let Err(e) = exec(conn, "SAVEPOINT w", []) {
+        let (_, answer) = task(Err(&e));
+        return (Some(answer), Some(e));
     }
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| task(Ok(conn))));
     let ok = matches!(outcome, Ok((true, _)));
-    if !ok {
-        let _ = exec(conn, "ROLLBACK TO w", []);
+    let mut step = Ok(0);
+    if conn.is_autocommit() {
+        step = Err(StoreError::Internal(
+            "an error rolled the whole transaction back".into(),
+        ));
+    } else if !ok {
+        step = exec(conn, "ROLLBACK TO w", []);
     }
-    let _ = exec(conn, "RELEASE w", []);
-    match outcome {
+    if step.is_ok() {
+        step = exec(conn, "RELEASE w", []);
+    }
+    let answer = match outcome {
         Ok((_, answer)) => Some(answer),
         Err(_) => {
             tracing::error!("a database write panicked; its request failed");
             None
         }
-    }
+    };
+    (answer, step.err())
 }
 
 #[cfg(test)]
@@ -317,6 +334,77 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(values(&db).await, vec![1, 2]);
+    }
+
+    /// An error that rolls back the whole transaction (here a full database) fails every write
+    /// of its group: no write is reported committed that was not, nor failed that was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_transaction_fails_its_whole_group_and_the_writer_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER UNIQUE, b BLOB)")
+            .unwrap();
+        let pages: i64 = writer
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        writer
+            .pragma_update(None, "max_page_count", pages + 4)
+            .unwrap();
+        let reader = Connection::open(&path).unwrap();
+        let db = Db::start(writer, vec![reader], None).unwrap();
+        // Hold the writer so that the next writes queue up into one group.
+        let (started, wait) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let hold = {
+            let db = Arc::clone(&db);
+            tokio::spawn(async move {
+                db.write(move |_| {
+                    let _ = started.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        wait.recv().unwrap();
+        let mut writes = Vec::new();
+        for (v, size) in [(1i64, 10usize), (2, 1_000_000), (3, 10)] {
+            let db = Arc::clone(&db);
+            writes.push(tokio::spawn(async move {
+                db.write(move |c| {
+                    exec(
+                        c,
+                        "INSERT INTO t (v, b) VALUES (?1, zeroblob(?2))",
+                        (v, size as i64),
+                    )
+                })
+                .await
+            }));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        release.send(()).unwrap();
+        hold.await.unwrap().unwrap();
+        let mut reported = Vec::new();
+        for w in writes {
+            reported.push(w.await.unwrap().is_ok());
+        }
+        let stored = values(&db).await;
+        for (i, v) in [1i64, 2, 3].iter().enumerate() {
+            assert_eq!(
+                reported[i],
+                stored.contains(v),
+                "write {v}: reported ok = {}, stored = {stored:?}",
+                reported[i]
+            );
+        }
+        assert!(!reported[1], "the write that filled the database fails");
+        // The writer keeps working.
+        db.write(|c| exec(c, "INSERT INTO t (v) VALUES (9)", []))
+            .await
+            .unwrap();
+        assert!(values(&db).await.contains(&9));
     }
 
     /// A panicking write fails its caller, is rolled back, and the writer keeps working.

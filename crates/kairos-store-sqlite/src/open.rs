@@ -115,6 +115,17 @@ fn connect_all(path: &Path) -> StoreResult<(Connection, Vec<Connection>)> {
             path.display()
         )));
     }
+    let version: i64 = writer
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(describe)?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(StoreError::Unavailable(format!(
+            "cannot open database {}: its schema version {version} is newer than this Kairos \
+             knows ({}); run a newer Kairos on it",
+            path.display(),
+            MIGRATIONS.len()
+        )));
+    }
     migrate(&mut writer).map_err(describe)?;
     let readers = (0..READERS)
         .map(|_| {

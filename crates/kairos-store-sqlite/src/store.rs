@@ -90,20 +90,16 @@ fn version_conflict(p_ns: &str, p_name: &str, expected: i64, actual: i64) -> Sto
 }
 
 /// Takes back the runs created ahead of their due time (look-ahead) that have not started: a
-/// pause, or a new schedule, decides those due times. Queued ones are deleted, as if never
-/// fired; ones a worker already claimed (and waits to start at their `run_at`) are asked to
-/// cancel.
+/// pause, or a new schedule, decides those due times again. They are deleted, as if never
+/// fired, so that the same due time can be fired again: queued ones, and ones a worker already
+/// claimed and waits to start at their `run_at` (its lease is gone, so the worker drops them
+/// at its next heartbeat, which the job service wakes, and the store refuses their results).
 fn withdraw_early_runs(conn: &Connection, job_id: JobId, now: i64) -> StoreResult<()> {
     exec(
         conn,
-        "DELETE FROM runs WHERE job_id = ?1 AND state = 'queued' AND origin = 'schedule' \
-         AND attempt = 0 AND scheduled_for > ?2",
-        params![job_id, now],
-    )?;
-    exec(
-        conn,
-        "UPDATE runs SET cancel_requested = 1 WHERE job_id = ?1 AND state = 'running' \
-         AND origin = 'schedule' AND attempt = 1 AND scheduled_for > ?2 AND started_at > ?2",
+        "DELETE FROM runs WHERE job_id = ?1 AND origin = 'schedule' AND scheduled_for > ?2 \
+         AND ((state = 'queued' AND attempt = 0) \
+           OR (state = 'running' AND attempt = 1 AND started_at > ?2))",
         params![job_id, now],
     )?;
     Ok(())
@@ -207,7 +203,12 @@ impl Store for SqliteStore {
                         current.version,
                     ));
                 }
-                if p.next_fire_at != current.next_fire_at {
+                // A new schedule, a moved next due time or a pause decides the due times that have
+                // not come yet again.
+                if p.next_fire_at != current.next_fire_at
+                    || p.spec.triggers != current.spec.triggers
+                    || (p.spec.paused && !current.spec.paused)
+                {
                     withdraw_early_runs(tx, current.id, now)?;
                 }
                 write_job(
@@ -495,6 +496,21 @@ impl Store for SqliteStore {
                 )?;
                 let mut report = RescueReport::default();
                 for run in expired {
+                    // Claimed ahead of a due time that has not come (its node stopped before it
+                    // started it): nothing ran, so it goes back to the queue as it was, whatever
+                    // its execution mode, without counting an attempt.
+                    if !run.cancel && run.started.is_some_and(|s| s > now) {
+                        exec(
+                            tx,
+                            "UPDATE runs SET state = 'queued', attempt = attempt - 1, node = NULL, \
+                             lease_token = NULL, lease_expires_at = NULL, started_at = NULL, \
+                             reason = 'released: its node stopped before the due time' \
+                             WHERE id = ?1",
+                            [run.id],
+                        )?;
+                        report.requeued.push(run.id);
+                        continue;
+                    }
                     exec(
                         tx,
                         "INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, \

@@ -177,3 +177,21 @@ async fn concurrent_reads_and_writes_all_complete() {
         50
     );
 }
+
+/// A database written by a newer Kairos (a schema version this one does not know) is refused
+/// with a clear message instead of being used.
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let store = SqliteStore::open_file(&path).await.unwrap();
+    store.close().await;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    match SqliteStore::open_file(&path).await {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("newer"), "{msg}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}

@@ -1516,10 +1516,66 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
             id: claimed[0].run.id,
         })
         .await
-        .expect("get m run")
-        .expect("m run");
-    assert!(
-        m_run.cancel_requested,
-        "a pause cancels a run claimed ahead"
-    );
+        .expect("get m run");
+    assert!(m_run.is_none(), "a pause withdraws a run claimed ahead");
+    // Its lease is gone: the worker's heartbeat and result are refused.
+    let hb = store
+        .run_heartbeat(RunHeartbeatParams {
+            leases: vec![(claimed[0].run.id, claimed[0].lease_token.clone())],
+            lease: SignedDuration::from_secs(30),
+            now: Some(now),
+        })
+        .await
+        .expect("heartbeat");
+    assert!(!hb[0].held);
+    // Resumed before the due time, the due time fires again.
+    store
+        .job_set_paused(JobSetPausedParams {
+            namespace: "default".into(),
+            name: "m".into(),
+            paused: false,
+            next_fire_at: Some(due),
+            now: Some(now),
+        })
+        .await
+        .expect("resume m");
+    let again = store
+        .job_fire(fire_early(job3.id))
+        .await
+        .expect("fire m again");
+    assert_eq!(again.inserted.len(), 1);
+    // A run claimed ahead whose node stopped before the due time goes back to the queue
+    // uncounted, even for at_most_once (nothing ran).
+    let reclaimed = store
+        .run_claim(RunClaimParams {
+            node: "n1".into(),
+            limit: 10,
+            lease: SignedDuration::from_secs(30),
+            ahead: SignedDuration::from_millis(250),
+            now: Some(now),
+        })
+        .await
+        .expect("claim again");
+    let id = reclaimed
+        .iter()
+        .find(|c| c.run.job_id == job3.id)
+        .expect("claimed m again")
+        .run
+        .id;
+    let report = store
+        .run_rescue(RunRescueParams {
+            limit: 100,
+            orphaned_node: Some("n1".into()),
+            now: Some(now),
+        })
+        .await
+        .expect("rescue");
+    assert!(report.requeued.contains(&id));
+    let after = store
+        .run_get(RunGetParams { id })
+        .await
+        .expect("get")
+        .expect("run");
+    assert_eq!((after.state, after.attempt), (RunState::Queued, 0));
+    assert_eq!(after.run_at, due, "still waits for its due time");
 }

@@ -232,15 +232,16 @@ pub trait Store: Send + Sync + 'static {
     async fn job_get_by_id(&self, p: JobGetByIdParams) -> StoreResult<Option<Job>>;
     /// Jobs ordered by namespace and name.
     async fn job_list(&self, p: JobListParams) -> StoreResult<Vec<Job>>;
-    /// Full replace, fenced by version; `VersionConflict` changes nothing. When the update moves
-    /// `next_fire_at`, runs created ahead of their due time (scheduled, not started, due after
-    /// now) are deleted: the new schedule decides those due times.
+    /// Full replace, fenced by version; `VersionConflict` changes nothing. When the update changes
+    /// the triggers, moves `next_fire_at` or pauses the job, runs created ahead of their due time
+    /// (scheduled, not started, due after now; queued or claimed) are deleted: the new schedule
+    /// decides those due times again.
     async fn job_update(&self, p: JobUpdateParams) -> StoreResult<Job>;
     /// Deletes the job and its runs.
     async fn job_delete(&self, p: JobDeleteParams) -> StoreResult<()>;
     /// Pauses or resumes; increments the version. Pausing leaves queued runs that are due alone,
     /// but deletes those created ahead of their due time (scheduled, not started, due after
-    /// now): a pause stops every due time that has not come yet.
+    /// now; queued or claimed): a pause stops every due time that has not come yet.
     async fn job_set_paused(&self, p: JobSetPausedParams) -> StoreResult<Job>;
     /// Unpaused jobs due at or before `before`, earliest first (reads the `next_fire_at` index).
     async fn job_due(&self, p: JobDueParams) -> StoreResult<Vec<Job>>;

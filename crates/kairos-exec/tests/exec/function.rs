@@ -87,6 +87,22 @@ async fn panic_becomes_an_error() {
     assert_eq!(message, "function `explode` panicked: kaboom");
 }
 
+/// A handler that panics before it even returns its future is reported the same way.
+#[tokio::test]
+async fn a_panic_before_the_future_becomes_an_error() {
+    let registry = FunctionRegistry::new();
+    registry.register("early", |_call| -> std::future::Ready<Result<(), String>> {
+        panic!("before the future")
+    });
+    let outcome = executor(&registry)
+        .execute(function("early", serde_json::Value::Null))
+        .await;
+    let AttemptStatus::Error { message } = &outcome.status else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(message, "function `early` panicked: before the future");
+}
+
 #[tokio::test]
 async fn timeout_cancels_the_call_token() {
     let registry = FunctionRegistry::new();

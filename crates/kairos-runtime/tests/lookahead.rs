@@ -1,0 +1,326 @@
+//! Look-ahead edge cases: changes to a job inside the window between the early fire (or the
+//! early claim) and the due time, shutdown and restart inside it, and jobs faster than the
+//! window. A manual clock and a real SQLite file; services are driven through `run_once`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_core::JobSpec;
+use kairos_core::run::RunState;
+use kairos_exec::{FunctionRegistry, TaskExecutor};
+use kairos_runtime::scheduler::Scheduler;
+use kairos_runtime::worker::Worker;
+use kairos_runtime::*;
+use kairos_store::{Run, RunListParams, Store};
+use kairos_store_sqlite::SqliteStore;
+use tokio::task::JoinSet;
+
+struct Setup {
+    clock: ManualClock,
+    ctx: NodeContext,
+    jobs: JobService,
+    scheduler: Scheduler,
+    worker: Worker,
+    _dir: tempfile::TempDir,
+}
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_file(&dir.path().join("k.db"))
+            .await
+            .unwrap(),
+    );
+    let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
+    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
+    let executor = Arc::new(TaskExecutor::new(FunctionRegistry::new()));
+    Setup {
+        jobs: JobService::new(ctx.clone()),
+        scheduler: Scheduler::new(ctx.clone()),
+        worker: Worker::new(ctx.clone(), executor, WorkerConfig::default()),
+        clock,
+        ctx,
+        _dir: dir,
+    }
+}
+
+fn spec(json: &str) -> JobSpec {
+    JobSpec::from_json(json).unwrap()
+}
+
+fn every_minute(name: &str, extra: &str) -> JobSpec {
+    spec(&format!(
+        r#"{{"name":"{name}","triggers":[{{"cron":"* * * * *"}}],"task":{{"kind":"shell","script":"echo hi"}}{extra}}}"#
+    ))
+}
+
+impl Setup {
+    async fn runs(&self, job: &str) -> Vec<Run> {
+        let job = self.jobs.get("default", job).await.unwrap();
+        let mut runs = self
+            .ctx
+            .store
+            .run_list(RunListParams {
+                job_id: Some(job.id),
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        runs.sort_by_key(|r| (r.scheduled_for, r.id));
+        runs
+    }
+
+    /// Claims and runs everything due, waiting for the attempts to finish.
+    async fn work(&self) -> usize {
+        let mut tasks = JoinSet::new();
+        let n = self.worker.claim_once(&mut tasks).await.unwrap();
+        while tasks.join_next().await.is_some() {}
+        n
+    }
+}
+
+const T: &str = "2026-03-01T00:01:00Z";
+
+fn dump(runs: &[Run]) -> Vec<String> {
+    runs.iter()
+        .map(|r| {
+            format!(
+                "{} {:?} {:?} cancel={}",
+                r.scheduled_for, r.origin, r.state, r.cancel_requested
+            )
+        })
+        .collect()
+}
+
+/// A: update of the triggers (same due times) after the early run was claimed.
+#[tokio::test]
+async fn an_update_after_the_early_claim_fires_the_due_time_again() {
+    let s = setup().await;
+    s.jobs.create(every_minute("u", "")).await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    let mut tasks = JoinSet::new();
+    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    let cur = s.jobs.get("default", "u").await.unwrap();
+    let new = spec(
+        r#"{"name":"u","triggers":[{"cron":"*/1 * * * *"}],"task":{"kind":"shell","script":"echo hi"}}"#,
+    );
+    s.jobs
+        .update("default", "u", cur.version, new)
+        .await
+        .unwrap();
+    s.worker.heartbeat_once().await.unwrap();
+    while tasks.join_next().await.is_some() {}
+    s.clock.set(t(T));
+    s.scheduler.run_once().await.unwrap();
+    s.work().await;
+    let runs = s.runs("u").await;
+    assert!(
+        runs.iter()
+            .any(|r| r.scheduled_for == t(T) && r.state == RunState::Succeeded),
+        "due time T did not run: {:?}",
+        dump(&runs)
+    );
+}
+
+/// B: pause + resume inside the window after the early run was claimed.
+#[tokio::test]
+async fn a_pause_and_resume_after_the_early_claim_fire_the_due_time_again() {
+    let s = setup().await;
+    s.jobs.create(every_minute("p", "")).await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    let mut tasks = JoinSet::new();
+    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    s.jobs.set_paused("default", "p", true).await.unwrap();
+    s.worker.heartbeat_once().await.unwrap();
+    while tasks.join_next().await.is_some() {}
+    s.clock.set(t("2026-03-01T00:00:59.900Z"));
+    s.jobs.set_paused("default", "p", false).await.unwrap();
+    assert_eq!(
+        s.scheduler.run_once().await.unwrap().runs_queued,
+        1,
+        "fired early again"
+    );
+    s.clock.set(t(T));
+    s.scheduler.run_once().await.unwrap();
+    s.work().await;
+    let runs = s.runs("p").await;
+    assert!(
+        runs.iter()
+            .any(|r| r.scheduled_for == t(T) && r.state == RunState::Succeeded),
+        "due time T did not run: {:?}",
+        dump(&runs)
+    );
+}
+
+/// D: scheduler next_wake with a sub-lookahead interval job fired early and another deferred.
+#[tokio::test]
+async fn the_scheduler_never_sleeps_past_a_due_time_in_the_window() {
+    let s = setup().await;
+    s.jobs.create(every_minute("slow", "")).await.unwrap();
+    s.jobs.trigger("default", "slow").await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.700Z"));
+    s.jobs
+        .create(spec(r#"{"name":"fast","triggers":[{"interval":"100ms"}],"task":{"kind":"shell","script":"true"}}"#))
+        .await
+        .unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.760Z"));
+    let report = s.scheduler.run_once().await.unwrap();
+    assert_eq!(report.jobs_fired_early, 1);
+    let next = s.ctx.store.job_next_fire_at().await.unwrap();
+    let wake =
+        kairos_runtime::scheduler::next_wake(s.clock.now(), next, SignedDuration::from_millis(250));
+    assert!(
+        wake <= next.unwrap(),
+        "scheduler sleeps past the next due time {next:?}: wake {wake}"
+    );
+}
+
+/// E: an update that pauses through the spec, inside the window.
+#[tokio::test]
+async fn pausing_through_an_update_withdraws_the_early_run() {
+    let s = setup().await;
+    s.jobs.create(every_minute("e", "")).await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    let cur = s.jobs.get("default", "e").await.unwrap();
+    let mut new = every_minute("e", "");
+    new.paused = true;
+    s.jobs
+        .update("default", "e", cur.version, new)
+        .await
+        .unwrap();
+    let runs = s.runs("e").await;
+    assert!(
+        runs.is_empty(),
+        "paused through update, early run kept: {:?}",
+        dump(&runs)
+    );
+}
+
+/// F: delete inside the window after the early claim.
+#[tokio::test]
+async fn a_job_deleted_before_its_due_time_does_not_run() {
+    let s = setup().await;
+    let marker = s._dir.path().join("ran");
+    let json = format!(
+        r#"{{"name":"d","triggers":[{{"cron":"* * * * *"}}],"task":{{"kind":"shell","script":"touch {}"}}}}"#,
+        marker.display()
+    );
+    s.jobs.create(spec(&json)).await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    let mut tasks = JoinSet::new();
+    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    s.jobs.delete("default", "d", None).await.unwrap();
+    // The job service wakes the worker's heartbeat; a running worker would beat now.
+    s.worker.heartbeat_once().await.unwrap();
+    s.clock.set(t(T));
+    while tasks.join_next().await.is_some() {}
+    assert!(
+        !marker.exists(),
+        "a job deleted before its due time still ran"
+    );
+}
+
+/// H: kill -9 with an at_most_once run claimed early, restart before its due time.
+#[tokio::test]
+async fn a_restart_requeues_an_early_claimed_run_that_never_started() {
+    let s = setup().await;
+    s.jobs
+        .create(every_minute("h", r#","execution":"at_most_once""#))
+        .await
+        .unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    let mut tasks = JoinSet::new();
+    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    tasks.abort_all(); // the node dies
+    while tasks.join_next().await.is_some() {}
+    s.clock.set(t("2026-03-01T00:00:59.900Z"));
+    let rescuer =
+        kairos_runtime::rescuer::Rescuer::new(s.ctx.clone(), std::time::Duration::from_secs(5));
+    rescuer.run_once(true).await.unwrap();
+    let runs = s.runs("h").await;
+    assert_ne!(
+        runs[0].state,
+        RunState::Lost,
+        "a run that never started is lost"
+    );
+}
+
+/// G: shutdown while an early-claimed run waits; its due time comes during the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_does_not_start_a_run_claimed_ahead() {
+    let s = setup().await;
+    let marker = s._dir.path().join("ran");
+    let json = format!(
+        r#"{{"name":"g","execution":"at_most_once","triggers":[{{"cron":"* * * * *"}}],"task":{{"kind":"shell","script":"touch {}"}}}}"#,
+        marker.display()
+    );
+    s.jobs.create(spec(&json)).await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    let Setup {
+        worker,
+        clock,
+        ctx,
+        _dir,
+        ..
+    } = s;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(worker.run(shutdown.clone(), std::time::Duration::from_secs(5)));
+    loop {
+        let runs = ctx.store.run_list(RunListParams::default()).await.unwrap();
+        if runs.iter().any(|r| r.state == RunState::Running) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    shutdown.cancel();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    clock.set(t(T)); // due time arrives during the drain
+    task.await.unwrap();
+
+    assert!(
+        !marker.exists(),
+        "a run due after shutdown began was started during the drain"
+    );
+}
+
+/// I: new triggers that drop the early-fired due time but keep the same next_fire_at.
+#[tokio::test]
+async fn new_triggers_withdraw_an_early_run_they_do_not_contain() {
+    let s = setup().await;
+    s.jobs.create(every_minute("i", "")).await.unwrap();
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    let cur = s.jobs.get("default", "i").await.unwrap();
+    let new = spec(
+        r#"{"name":"i","triggers":[{"cron":"*/2 * * * *"}],"task":{"kind":"shell","script":"echo hi"}}"#,
+    );
+    s.jobs
+        .update("default", "i", cur.version, new)
+        .await
+        .unwrap();
+    s.clock.set(t(T));
+    s.work().await;
+    let runs = s.runs("i").await;
+    assert!(
+        runs.is_empty(),
+        "00:01 is not a due time of */2 but ran: {:?}",
+        dump(&runs)
+    );
+}
