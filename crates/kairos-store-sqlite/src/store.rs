@@ -94,11 +94,13 @@ fn version_conflict(p_ns: &str, p_name: &str, expected: i64, actual: i64) -> Sto
 /// fired, so that the same due time can be fired again: queued ones, and ones a worker already
 /// claimed and waits to start at their `run_at` (its lease is gone, so the worker drops them
 /// at its next heartbeat, which the job service wakes, and the store refuses their results).
+/// Only runs created before their due time qualify, so a wall clock stepped backwards never
+/// takes back a run that was fired when due.
 fn withdraw_early_runs(conn: &Connection, job_id: JobId, now: i64) -> StoreResult<()> {
     exec(
         conn,
         "DELETE FROM runs WHERE job_id = ?1 AND origin = 'schedule' AND scheduled_for > ?2 \
-         AND ((state = 'queued' AND attempt = 0) \
+         AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
            OR (state = 'running' AND attempt = 1 AND started_at > ?2))",
         params![job_id, now],
     )?;

@@ -1465,7 +1465,9 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
             name: "k".into(),
             paused: true,
             next_fire_at: None,
-            now: Some(due),
+            // The wall clock has stepped back before the due time: the run was still fired
+            // when due, not early, and stays.
+            now: Some(t("2026-03-01T00:00:59.500Z")),
         })
         .await
         .expect("pause k");
