@@ -101,6 +101,12 @@ impl Group {
             ) {
                 Ok(status) => return Ok(status.is_some()),
                 Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::CHILD) => {
+                    // Someone else reaped it (an embedding program that ignores SIGCHLD, say):
+                    // its pid may be reused, so the group must never be signalled again.
+                    *self.reaped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                    return Err(io::Error::from_raw_os_error(libc::ECHILD));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -166,7 +172,8 @@ impl Leader {
             Watch::Pidfd(fd) => loop {
                 let mut ready = fd.readable().await?;
                 // A pidfd is readable only once the process exited; checked anyway, because the
-                // next step kills the group, leader included.
+                // next step kills the group, leader included. (An error returns early: the
+                // leader is then left to `Drop`, which reaps it unless someone else did.)
                 if self.group.leader_exited()? {
                     break self.group.kill_rest_and_reap();
                 }
@@ -257,3 +264,32 @@ fn spawn_waiter(group: Arc<Group>) -> tokio::sync::oneshot::Receiver<Reaped> {
 
 /// The waiter only makes a few system calls.
 const WAITER_STACK: usize = 128 * 1024;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::os::unix::process::CommandExt;
+
+    use super::*;
+
+    /// A leader reaped by someone else (an embedding program that ignores SIGCHLD, say) marks
+    /// the group reaped, so that nothing ever signals a group id the kernel may reuse.
+    #[test]
+    fn a_leader_reaped_elsewhere_is_never_signalled() {
+        let mut child = std::process::Command::new("true")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = Pid::from_raw(child.id() as i32).unwrap();
+        let group = Group {
+            pgid,
+            reaped: Mutex::new(false),
+        };
+        child.wait().unwrap();
+        let err = group.leader_exited().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ECHILD));
+        assert!(*group.reaped.lock().unwrap());
+        group.signal(Signal::KILL); // a no-op now
+    }
+}
