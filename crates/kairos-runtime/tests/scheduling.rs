@@ -7,88 +7,20 @@
     reason = "tests: a failed step panics with its location"
 )]
 
+#[allow(dead_code, reason = "each test file uses part of the shared setup")]
+mod common;
+
 use std::sync::Arc;
 
-use jiff::{SignedDuration, Timestamp};
-use kairos_core::JobSpec;
+use common::{every_minute, setup, spec, t};
+use jiff::SignedDuration;
 use kairos_core::run::{RunState, SkipReason};
 use kairos_exec::{FunctionRegistry, TaskExecutor};
 use kairos_runtime::rescuer::Rescuer;
-use kairos_runtime::scheduler::Scheduler;
-use kairos_runtime::worker::Worker;
 use kairos_runtime::*;
-use kairos_store::{Run, RunListParams, Store};
+use kairos_store::Store;
 use kairos_store_sqlite::SqliteStore;
 use tokio::task::JoinSet;
-
-struct Setup {
-    clock: ManualClock,
-    ctx: NodeContext,
-    jobs: JobService,
-    scheduler: Scheduler,
-    worker: Worker,
-    _dir: tempfile::TempDir,
-}
-
-fn t(s: &str) -> Timestamp {
-    s.parse().unwrap()
-}
-
-async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_file(&dir.path().join("k.db"))
-            .await
-            .unwrap(),
-    );
-    let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
-    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
-    let executor = Arc::new(TaskExecutor::new(FunctionRegistry::new()));
-    Setup {
-        jobs: JobService::new(ctx.clone()),
-        scheduler: Scheduler::new(ctx.clone()),
-        worker: Worker::new(ctx.clone(), executor, WorkerConfig::default()),
-        clock,
-        ctx,
-        _dir: dir,
-    }
-}
-
-fn spec(json: &str) -> JobSpec {
-    JobSpec::from_json(json).unwrap()
-}
-
-fn every_minute(name: &str, extra: &str) -> JobSpec {
-    spec(&format!(
-        r#"{{"name":"{name}","triggers":[{{"cron":"* * * * *"}}],"task":{{"kind":"shell","script":"echo hi"}}{extra}}}"#
-    ))
-}
-
-impl Setup {
-    async fn runs(&self, job: &str) -> Vec<Run> {
-        let job = self.jobs.get("default", job).await.unwrap();
-        let mut runs = self
-            .ctx
-            .store
-            .run_list(RunListParams {
-                job_id: Some(job.id),
-                limit: 10_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        runs.sort_by_key(|r| (r.scheduled_for, r.id));
-        runs
-    }
-
-    /// Claims and runs everything due, waiting for the attempts to finish.
-    async fn work(&self) -> usize {
-        let mut tasks = JoinSet::new();
-        let n = self.worker.claim_once(&mut tasks).await.unwrap();
-        while tasks.join_next().await.is_some() {}
-        n
-    }
-}
 
 #[tokio::test]
 async fn fires_each_due_time_exactly_once() {

@@ -301,18 +301,7 @@ impl Store for SqliteStore {
     }
 
     async fn job_next_fire_at(&self) -> StoreResult<Option<Timestamp>> {
-        self.db
-            .read(|conn| {
-                let next: Option<i64> = first(
-                    conn,
-                    "SELECT MIN(next_fire_at) FROM jobs WHERE paused = 0 AND next_fire_at IS NOT NULL",
-                    [],
-                    |r| col(r, 0),
-                )?
-                .flatten();
-                next.map(instant).transpose()
-            })
-            .await
+        self.db.read(|conn| earliest(conn, "SELECT MIN(next_fire_at) FROM jobs WHERE paused = 0 AND next_fire_at IS NOT NULL")).await
     }
 
     async fn job_fire(&self, p: JobFireParams) -> StoreResult<JobFireResult> {
@@ -388,16 +377,7 @@ impl Store for SqliteStore {
 
     async fn run_next_at(&self) -> StoreResult<Option<Timestamp>> {
         self.db
-            .read(|conn| {
-                let next: Option<i64> = first(
-                    conn,
-                    "SELECT MIN(run_at) FROM runs WHERE state = 'queued'",
-                    [],
-                    |r| col(r, 0),
-                )?
-                .flatten();
-                next.map(instant).transpose()
-            })
+            .read(|conn| earliest(conn, "SELECT MIN(run_at) FROM runs WHERE state = 'queued'"))
             .await
     }
 
@@ -663,6 +643,12 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
+
+/// The instant a `SELECT MIN(...)` over microseconds returns, if any row matched.
+fn earliest(conn: &Connection, sql: &str) -> StoreResult<Option<Timestamp>> {
+    let next: Option<i64> = first(conn, sql, [], |r| col(r, 0))?.flatten();
+    next.map(instant).transpose()
 }
 
 fn active_count(conn: &Connection, job_id: JobId) -> StoreResult<u64> {
