@@ -10,6 +10,7 @@ use crate::error::{BenchError, BenchResult};
 use crate::report::{self, Measurement};
 use crate::store_url::StoreUrl;
 use crate::w1::{self, Shape, W1Params};
+use crate::w2::Shape as W2Shape;
 use crate::w2::{self, W2Params};
 use crate::w3::{self, W3Params};
 use crate::w4::{self, NodeProcess, W4Params};
@@ -133,6 +134,23 @@ impl ShapeArg {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum W2ShapeArg {
+    Herd,
+    Spread,
+    Both,
+}
+
+impl W2ShapeArg {
+    fn shapes(self) -> Vec<W2Shape> {
+        match self {
+            W2ShapeArg::Herd => vec![W2Shape::Herd],
+            W2ShapeArg::Spread => vec![W2Shape::Spread],
+            W2ShapeArg::Both => vec![W2Shape::Herd, W2Shape::Spread],
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct W1Args {
     /// Runs in all.
@@ -154,6 +172,11 @@ pub struct W2Args {
     /// Jobs due every second; a comma-separated list runs each size.
     #[arg(long, value_delimiter = ',', default_value = "100,1000")]
     pub jobs: Vec<u64>,
+    /// When in each second the jobs are due: `herd` (all at the start of the second, as cron
+    /// jobs on `* * * * * *`), `spread` (job i at i/K s: a steady rate of K fires per second),
+    /// or both.
+    #[arg(long, value_enum, default_value = "herd")]
+    pub shape: W2ShapeArg,
     /// Measured seconds.
     #[arg(long, default_value_t = 60)]
     pub secs: u64,
@@ -195,7 +218,8 @@ pub struct AllArgs {
     /// W1 runs (both shapes, depth 1000, concurrency 64).
     #[arg(long, default_value_t = 100_000)]
     pub w1_n: u64,
-    /// W2 jobs due every second; a comma-separated list runs each size (concurrency 64).
+    /// W2 jobs due every second; a comma-separated list runs each size, in both shapes
+    /// (concurrency 64).
     #[arg(long, value_delimiter = ',', default_value = "100,1000")]
     pub w2_jobs: Vec<u64>,
     /// W2 measured seconds.
@@ -236,7 +260,7 @@ impl Plan {
     fn name(&self) -> String {
         match self {
             Plan::W1(p) => format!("w1-{} n={}", p.shape.as_str(), p.n),
-            Plan::W2(p) => format!("w2 jobs={} secs={}", p.jobs, p.secs),
+            Plan::W2(p) => format!("w2-{} jobs={} secs={}", p.shape.as_str(), p.jobs, p.secs),
             Plan::W3(p) => format!("w3 n={}", p.n),
             Plan::W4(p) => format!("w4 jobs={}", p.jobs),
         }
@@ -261,9 +285,10 @@ pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
             keep,
         })
     };
-    let w2 = |jobs: u64, secs: u64, concurrency: usize| {
+    let w2 = |jobs: u64, shape: W2Shape, secs: u64, concurrency: usize| {
         Plan::W2(W2Params {
             jobs,
+            shape,
             secs,
             concurrency,
             keep,
@@ -281,7 +306,12 @@ pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
         Command::W2(a) => (
             a.jobs
                 .iter()
-                .map(|&k| w2(k, a.secs, a.concurrency))
+                .flat_map(|&k| {
+                    a.shape
+                        .shapes()
+                        .into_iter()
+                        .map(move |shape| w2(k, shape, a.secs, a.concurrency))
+                })
                 .collect(),
             Some(a.chart.clone()),
         ),
@@ -309,11 +339,10 @@ pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
                 w1(a.w1_n, Shape::Steady, defaults.depth, defaults.concurrency),
             ];
             let w2_defaults = W2Params::default();
-            plans.extend(
-                a.w2_jobs
-                    .iter()
-                    .map(|&k| w2(k, a.w2_secs, w2_defaults.concurrency)),
-            );
+            plans.extend(a.w2_jobs.iter().flat_map(|&k| {
+                [W2Shape::Herd, W2Shape::Spread]
+                    .map(|shape| w2(k, shape, a.w2_secs, w2_defaults.concurrency))
+            }));
             plans.push(Plan::W3(W3Params {
                 n: a.w3_n,
                 keep,
@@ -368,7 +397,7 @@ pub async fn run_plans(
                 Plan::W1(p) => w1::run(url, p).await?,
                 Plan::W2(p) => {
                     let out = w2::run(url, p).await?;
-                    let label = format!("K={}", p.jobs);
+                    let label = format!("K={} {}", p.jobs, p.shape.as_str());
                     match series.iter_mut().find(|s| s.label == label) {
                         Some(s) => s.lateness_us.extend(out.lateness_us),
                         None => series.push(Series {

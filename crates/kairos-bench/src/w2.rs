@@ -1,7 +1,13 @@
 //! W2, fire lateness: K jobs due every second for D seconds; for every run, lateness = start of
 //! its attempt − its due time.
 //!
-//! Each job is `{"cron": "* * * * * *"}` running the no-op function, with `overlap: allow` and
+//! Two shapes of the same K fires per second:
+//! - **herd**: each job is `{"cron": "* * * * * *"}`, so all K are due in the same instant, at
+//!   the start of every second (what K cron jobs on a whole second do);
+//! - **spread**: job i is `{"interval": "1s"}` anchored i/K of a second into the second, so one
+//!   job is due every 1/K s (a steady rate of K fires per second).
+//!
+//! Each job runs the no-op function, with `overlap: allow` and
 //! `catchup: all`, so that every due time gets a run even when the node falls behind: a slow
 //! node shows up as lateness, not hidden by skipped or coalesced runs (which would be counted
 //! as missed). The trigger is bounded (`start_at`, `end_at`) to D + 2 whole seconds that begin
@@ -31,11 +37,41 @@ use crate::report::Measurement;
 use crate::stats::nearest_rank;
 use crate::store_url::StoreUrl;
 
+/// When in each second the K jobs are due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// All at the start of the second.
+    Herd,
+    /// Job i at i/K of the second.
+    Spread,
+}
+
+impl Shape {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shape::Herd => "herd",
+            Shape::Spread => "spread",
+        }
+    }
+
+    /// How far into each second job `i` of `jobs` is due.
+    pub fn offset(self, i: u64, jobs: u64) -> SignedDuration {
+        match self {
+            Shape::Herd => SignedDuration::ZERO,
+            Shape::Spread => {
+                let ns = u128::from(i) * 1_000_000_000 / u128::from(jobs.max(1));
+                SignedDuration::from_nanos(ns as i64)
+            }
+        }
+    }
+}
+
 /// W2 settings.
 #[derive(Debug, Clone)]
 pub struct W2Params {
     /// Jobs due every second.
     pub jobs: u64,
+    pub shape: Shape,
     /// Measured seconds.
     pub secs: u64,
     /// Worker concurrency of the node.
@@ -47,6 +83,7 @@ impl Default for W2Params {
     fn default() -> Self {
         Self {
             jobs: 100,
+            shape: Shape::Herd,
             secs: 60,
             concurrency: 64,
             keep: false,
@@ -116,24 +153,33 @@ pub async fn run(url: &StoreUrl, p: &W2Params) -> BenchResult<W2Outcome> {
     let first = plus(warmup, SignedDuration::from_secs(1))?;
     let last = plus(first, SignedDuration::from_secs(p.secs as i64 - 1))?;
     let cooldown = plus(last, SignedDuration::from_secs(1))?;
-    let mut job_ids = Vec::with_capacity(p.jobs as usize);
+    let mut jobs = Vec::with_capacity(p.jobs as usize);
     for i in 0..p.jobs {
+        let offset = p.shape.offset(i, p.jobs);
+        let trigger = match p.shape {
+            Shape::Herd => json!({
+                "cron": "* * * * * *",
+                "start_at": warmup.to_string(),
+                "end_at": cooldown.to_string(),
+            }),
+            Shape::Spread => json!({
+                "interval": "1s",
+                "start_at": plus(warmup, offset)?.to_string(),
+                "end_at": plus(cooldown, offset)?.to_string(),
+            }),
+        };
         let job = node
             .jobs
             .create(harness::spec(json!({
                 "name": format!("tick-{i:05}"),
-                "triggers": [{
-                    "cron": "* * * * * *",
-                    "start_at": warmup.to_string(),
-                    "end_at": cooldown.to_string(),
-                }],
+                "triggers": [trigger],
                 "task": {"kind": "function", "name": harness::NOOP},
                 "overlap": "allow",
                 "max_concurrent": 10_000,
                 "catchup": "all",
             }))?)
             .await?;
-        job_ids.push(job.id);
+        jobs.push((job.id, offset));
     }
     let create_s = t_create.elapsed().as_secs_f64();
     let created = clock.now();
@@ -163,7 +209,7 @@ pub async fn run(url: &StoreUrl, p: &W2Params) -> BenchResult<W2Outcome> {
     let peak = procstat::peak_rss_kib();
     node.shutdown().await;
 
-    let count = count_window(&*ctx.store, &job_ids, first, last).await?;
+    let count = count_window(&*ctx.store, &jobs, first, last).await?;
     drop(ctx);
     open.close().await;
 
@@ -176,6 +222,7 @@ pub async fn run(url: &StoreUrl, p: &W2Params) -> BenchResult<W2Outcome> {
     let mut m = Measurement::new("w2");
     m.param("store", url.backend())
         .param("jobs", p.jobs)
+        .param("shape", p.shape.as_str())
         .param("secs", p.secs)
         .param("concurrency", p.concurrency as u64);
     m.metric("lateness_p50_ms", "ms", ms(0.5))
@@ -221,15 +268,16 @@ async fn wait_drained(store: &dyn Store, fired: u64, limit: Duration) -> BenchRe
     }
 }
 
-/// Reads every run of the jobs and counts the window `first..=last` (whole seconds).
+/// Reads every run of the jobs and counts the window `first..=last` (whole seconds; each job
+/// is due its offset into every second).
 pub async fn count_window(
     store: &dyn Store,
-    jobs: &[JobId],
+    jobs: &[(JobId, SignedDuration)],
     first: Timestamp,
     last: Timestamp,
 ) -> BenchResult<WindowCount> {
     let per_job: Vec<WindowCount> = futures::stream::iter(jobs.iter().copied())
-        .map(|job| count_job(store, job, first, last))
+        .map(|(job, offset)| count_job(store, job, offset, first, last))
         .buffer_unordered(4)
         .try_collect()
         .await?;
@@ -249,6 +297,7 @@ pub async fn count_window(
 async fn count_job(
     store: &dyn Store,
     job: JobId,
+    offset: SignedDuration,
     first: Timestamp,
     last: Timestamp,
 ) -> BenchResult<WindowCount> {
@@ -279,10 +328,12 @@ async fn count_job(
         t = plus(t, SignedDuration::from_secs(1))?;
     }
     for run in runs {
-        if run.scheduled_for.subsec_nanosecond() != 0 {
+        // The whole second this due time belongs to.
+        let second = plus(run.scheduled_for, -offset)?;
+        if second.subsec_nanosecond() != 0 {
             continue;
         }
-        if let Some(list) = by_due.get_mut(&run.scheduled_for.as_second()) {
+        if let Some(list) = by_due.get_mut(&second.as_second()) {
             list.push(run);
         }
     }

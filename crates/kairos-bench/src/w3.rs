@@ -125,6 +125,16 @@ pub async fn run(url: &StoreUrl, p: &W3Params) -> BenchResult<Measurement> {
             "µs",
             per_job_us(bare_cpu.own.as_secs_f64()),
         )
+        .metric(
+            "kairos_children_cpu_us_per_job",
+            "µs",
+            per_job_us(kairos_cpu.children.as_secs_f64()),
+        )
+        .metric(
+            "bare_children_cpu_us_per_job",
+            "µs",
+            per_job_us(bare_cpu.children.as_secs_f64()),
+        )
         .metric("failed", "runs", failed as f64);
     Ok(m)
 }

@@ -53,6 +53,7 @@ async fn w2_fires_every_due_time_once_and_draws_the_chart() {
         &store(),
         &W2Params {
             jobs: 3,
+            shape: w2::Shape::Herd,
             secs: 2,
             concurrency: 8,
             keep: false,
@@ -75,6 +76,36 @@ async fn w2_fires_every_due_time_once_and_draws_the_chart() {
     };
     chart::lateness_svg(&path, "smoke", &[series]).unwrap();
     assert!(std::fs::read_to_string(&path).unwrap().contains("<svg"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w2_spread_counts_each_job_at_its_own_offset() {
+    let out = w2::run(
+        &store(),
+        &W2Params {
+            jobs: 4,
+            shape: w2::Shape::Spread,
+            secs: 2,
+            concurrency: 8,
+            keep: false,
+        },
+    )
+    .await
+    .unwrap();
+    let m = &out.measurement;
+    assert_eq!(metric(m, "missed"), 0.0, "{m:?}");
+    assert_eq!(metric(m, "duplicates"), 0.0, "{m:?}");
+    assert_eq!(metric(m, "runs_measured"), 8.0, "{m:?}");
+}
+
+#[test]
+fn spread_offsets_divide_the_second() {
+    use jiff::SignedDuration;
+    let off = |i| w2::Shape::Spread.offset(i, 4);
+    assert_eq!(off(0), SignedDuration::ZERO);
+    assert_eq!(off(1), SignedDuration::from_millis(250));
+    assert_eq!(off(3), SignedDuration::from_millis(750));
+    assert_eq!(w2::Shape::Herd.offset(3, 4), SignedDuration::ZERO);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
