@@ -8,7 +8,9 @@
 //! woken early when a job changes (with a polling fallback).
 //!
 //! **Look-ahead.** A job whose next due time is less than [`SchedulerConfig::lookahead`] away is
-//! fired *early*: its run is created `queued` with `run_at` at the due time, and the worker
+//! fired *early* (the scheduler wakes when the earliest due time is half the look-ahead away, so
+//! a pass takes half a window of due times at once): its run is created `queued` with `run_at`
+//! at the due time, and the worker
 //! (which sleeps until the earliest queued `run_at`) starts it then. Writing the run is thus off
 //! the critical path, and runs due in the same instant start together instead of after one
 //! another's store writes. Only the single next due time of a job with **no active runs** is
@@ -270,10 +272,13 @@ impl Scheduler {
     }
 }
 
-/// When the scheduler looks at the store next: `lookahead` before the earliest due time `next`,
-/// at the latest after the polling fallback. When that moment has already come (the earliest
-/// job in the window was not fired early: it has active runs), wait for its due time itself
-/// instead of passing again and again until then; it is then fired as due.
+/// When the scheduler looks at the store next: half the look-ahead before the earliest due time
+/// `next`, at the latest after the polling fallback. A pass fires everything due within the
+/// whole look-ahead, so waking when the earliest due time is half of it away lets one pass take
+/// every due time of the next half window: with due times spread out (a steady rate of fires),
+/// passes come every `lookahead / 2`, not once per due time. When that moment has already come
+/// (the earliest job in the window was not fired early: it has active runs), wait for its due
+/// time itself instead of passing again and again until then; it is then fired as due.
 pub fn next_wake(
     now: jiff::Timestamp,
     next: Option<jiff::Timestamp>,
@@ -281,7 +286,7 @@ pub fn next_wake(
 ) -> jiff::Timestamp {
     let fallback = now.checked_add(POLL_FALLBACK).unwrap_or(now);
     let Some(next) = next else { return fallback };
-    let wake = next.checked_sub(lookahead).unwrap_or(next);
+    let wake = next.checked_sub(lookahead / 2).unwrap_or(next);
     if wake > now { wake } else { next.max(now) }.min(fallback)
 }
 

@@ -96,6 +96,10 @@ pub struct Worker {
     executor: Arc<dyn Executor>,
     config: WorkerConfig,
     held: Arc<Mutex<HashMap<RunId, Held>>>,
+    /// Woken when a slot frees or an attempt's result is recorded. The worker listens to it
+    /// only while runs may be waiting for exactly that (see [`Worker::next_wake`]); new runs
+    /// come with `NodeContext::worker_wake`.
+    slot_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Worker {
@@ -109,6 +113,7 @@ impl Worker {
             executor,
             config,
             held: Arc::default(),
+            slot_wake: Arc::default(),
         }
     }
 
@@ -159,6 +164,7 @@ impl Worker {
                 executor: self.executor.clone(),
                 output_limit: self.config.output_limit,
                 held: self.held.clone(),
+                slot_wake: self.slot_wake.clone(),
             };
             tasks.spawn(async move { attempt.run(c, cancel, cause, started).await });
         }
@@ -200,23 +206,34 @@ impl Worker {
         Ok(())
     }
 
-    /// When to look for runs next without a wake-up: `lookahead` before the earliest `run_at`
-    /// of a queued run (an early-created run, a retry, a jittered start) if that is in the
-    /// future, at the latest after `poll`.
-    async fn next_wake(&self) -> jiff::Timestamp {
+    /// When to look for runs next without a wake-up, and whether runs may be waiting for a
+    /// slot or for a running attempt to end (a *backlog*: then a freed slot or a recorded result
+    /// wakes the worker; otherwise only new runs do, and a steady trickle of attempts ending
+    /// costs no store round trips).
+    ///
+    /// The time is half the look-ahead before the earliest `run_at` of a queued run (an
+    /// early-created run, a retry, a jittered start) if that is in the future, at the latest
+    /// after `poll`. A claim takes every run within the whole look-ahead, so one claim covers
+    /// half a window of start times (as the scheduler's passes). With every slot taken nothing
+    /// could be claimed anyway: the store is not asked, and the backlog is assumed.
+    async fn next_wake(&self) -> (jiff::Timestamp, bool) {
         let now = self.ctx.clock.now();
         let poll =
             SignedDuration::try_from(self.config.poll).unwrap_or(SignedDuration::from_secs(1));
         let fallback = now.checked_add(poll).unwrap_or(now);
-        let ahead = |t: jiff::Timestamp| t.checked_sub(self.config.lookahead).unwrap_or(t);
+        if self.free_slots() == 0 {
+            return (fallback, true);
+        }
+        let ahead = |t: jiff::Timestamp| t.checked_sub(self.config.lookahead / 2).unwrap_or(t);
         match self.ctx.store.run_next_at().await {
-            // A queued run in the window that was not claimed waits for something else (an
-            // exclusive run behind a running one, or no free slot): the fallback applies.
-            Ok(Some(next)) if ahead(next) > now => ahead(next).min(fallback),
-            Ok(_) => fallback,
+            Ok(Some(next)) if ahead(next) > now => (ahead(next).min(fallback), false),
+            // A queued run in the window that was not claimed waits for something else: an
+            // exclusive run behind a running one (or a slot that the claim just missed).
+            Ok(Some(_)) => (fallback, true),
+            Ok(None) => (fallback, false),
             Err(e) => {
                 tracing::error!(error = %e, "reading the next queued run failed");
-                fallback
+                (fallback, true)
             }
         }
     }
@@ -245,24 +262,34 @@ impl Worker {
                 // A full batch: more may be waiting; claim again.
                 continue;
             }
-            let wake = self.next_wake().await;
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                // A cancel or `overlap: replace` on this node: act now, not at the next beat.
-                _ = self.ctx.heartbeat_wake.notified() => {
-                    if let Err(e) = self.heartbeat_once().await {
-                        tracing::error!(error = %e, "heartbeat failed");
+            let (wake, backlog) = self.next_wake().await;
+            // Wait for a reason to claim again. A finished attempt task is reaped here; it is a
+            // reason to claim only with a backlog (its slot is free and its result recorded).
+            let stop = loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break true,
+                    // A cancel or `overlap: replace` on this node: act now, not at the next beat.
+                    _ = self.ctx.heartbeat_wake.notified() => {
+                        if let Err(e) = self.heartbeat_once().await {
+                            tracing::error!(error = %e, "heartbeat failed");
+                        }
+                        break false;
+                    }
+                    _ = self.ctx.worker_wake.notified() => break false,
+                    _ = self.slot_wake.notified(), if backlog => break false,
+                    _ = self.ctx.clock.sleep_until(wake) => break false,
+                    Some(_) = tasks.join_next() => if backlog { break false },
+                    _ = heartbeat.tick() => {
+                        if let Err(e) = self.heartbeat_once().await {
+                            tracing::error!(error = %e, "heartbeat failed");
+                        }
+                        break false;
                     }
                 }
-                _ = self.ctx.worker_wake.notified() => {}
-                _ = self.ctx.clock.sleep_until(wake) => {}
-                Some(_) = tasks.join_next() => {}
-                _ = heartbeat.tick() => {
-                    if let Err(e) = self.heartbeat_once().await {
-                        tracing::error!(error = %e, "heartbeat failed");
-                    }
-                }
+            };
+            if stop {
+                break;
             }
         }
         // Runs claimed ahead that have not begun are released at once: a due time that comes
@@ -326,6 +353,7 @@ struct Attempt {
     executor: Arc<dyn Executor>,
     output_limit: usize,
     held: Arc<Mutex<HashMap<RunId, Held>>>,
+    slot_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Attempt {
@@ -338,7 +366,7 @@ impl Attempt {
     ) {
         let slot = Slot {
             executing: self.executing.clone(),
-            wake: self.ctx.worker_wake.clone(),
+            wake: self.slot_wake.clone(),
         };
         let run = &c.run;
         // Claimed ahead of its due time: wait for it (a cancel, lease loss or shutdown meanwhile
@@ -425,6 +453,7 @@ impl Attempt {
                 })
             }
         };
+        let requeued = matches!(next, Some(RunNext::Retry { .. } | RunNext::Release));
         if let Some(next) = next {
             let applied = self
                 .completer
@@ -447,7 +476,13 @@ impl Attempt {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&run.id);
-        self.ctx.worker_wake.notify_one();
+        if requeued {
+            // The run is queued again: a new run as far as the worker is concerned.
+            self.ctx.worker_wake.notify_one();
+        } else {
+            // A run behind this one (an exclusive run) may be claimable now.
+            self.slot_wake.notify_one();
+        }
     }
 
     fn report(

@@ -444,6 +444,59 @@ async fn node_runs_jobs_end_to_end_with_the_loops() {
     node.shutdown().await;
 }
 
+/// The worker loop claims a queued run that waits behind a running one (`overlap: queue`) as
+/// soon as the running one's result is recorded: a freed slot wakes it while such a backlog
+/// exists. The manual clock never moves, so no timer or poll can be what claims it.
+#[tokio::test]
+async fn the_worker_loop_starts_a_queued_run_when_the_one_before_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_file(&dir.path().join("k.db"))
+            .await
+            .unwrap(),
+    );
+    let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
+    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
+    let mut events = ctx.telemetry.subscribe();
+    let node = Node::start(
+        ctx,
+        Arc::new(TaskExecutor::new(FunctionRegistry::new())),
+        // Heartbeats (real time) also make the worker claim; keep them out of the picture.
+        NodeConfig {
+            worker: WorkerConfig {
+                heartbeat: std::time::Duration::from_secs(3600),
+                ..WorkerConfig::default()
+            },
+            ..NodeConfig::default()
+        },
+    )
+    .await;
+    node.jobs
+        .create(spec(
+            r#"{"name":"q","task":{"kind":"shell","script":"sleep 0.2"},"overlap":"queue"}"#,
+        ))
+        .await
+        .unwrap();
+    node.jobs.trigger("default", "q").await.unwrap();
+    // A manual run's due time is the trigger's instant: the second needs another one.
+    clock.set(t("2026-03-01T00:00:00.001Z"));
+    node.jobs.trigger("default", "q").await.unwrap();
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut finished = Vec::new();
+        while finished.len() < 2 {
+            if let Ok(Event::RunFinished { run_id, state, .. }) = events.recv().await {
+                finished.push((run_id, state));
+            }
+        }
+        finished
+    })
+    .await
+    .expect("both runs finish without the clock moving");
+    assert!(finished.iter().all(|(_, s)| *s == RunState::Succeeded));
+    assert_eq!(clock.now(), t("2026-03-01T00:00:00.001Z"));
+    node.shutdown().await;
+}
+
 #[tokio::test]
 async fn resuming_through_an_update_does_not_replay_the_pause() {
     let s = setup().await;
@@ -555,12 +608,19 @@ async fn a_job_with_active_runs_is_fired_when_due_not_early() {
     let report = s.scheduler.run_once().await.unwrap();
     assert_eq!(report.jobs_fired, 0);
     assert_eq!(report.deferred_until, Some(t("2026-03-01T00:01:00Z")));
-    let wake = kairos_runtime::scheduler::next_wake(
-        s.clock.now(),
-        Some(t("2026-03-01T00:01:00Z")),
-        SignedDuration::from_millis(250),
+    // Half a look-ahead before the due time one more pass finds it still deferred; from then on
+    // the scheduler sleeps until the due time itself (no busy loop).
+    let la = SignedDuration::from_millis(250);
+    let next = Some(t("2026-03-01T00:01:00Z"));
+    let wake = kairos_runtime::scheduler::next_wake(s.clock.now(), next, la);
+    assert_eq!(wake, t("2026-03-01T00:00:59.875Z"));
+    s.clock.set(wake);
+    let report = s.scheduler.run_once().await.unwrap();
+    assert_eq!(report.jobs_fired, 0);
+    assert_eq!(
+        kairos_runtime::scheduler::next_wake(s.clock.now(), next, la),
+        t("2026-03-01T00:01:00Z")
     );
-    assert_eq!(wake, t("2026-03-01T00:01:00Z"));
     s.clock.set(t("2026-03-01T00:01:00Z"));
     let report = s.scheduler.run_once().await.unwrap();
     assert_eq!(report.jobs_fired, 1);
@@ -613,13 +673,19 @@ async fn a_pause_withdraws_an_early_run_already_claimed() {
 }
 
 #[test]
-fn the_scheduler_wakes_lookahead_before_the_next_due_time() {
+fn the_scheduler_wakes_half_the_lookahead_before_the_next_due_time() {
     use kairos_runtime::scheduler::next_wake;
     let now = t("2026-03-01T00:00:00Z");
     let la = SignedDuration::from_millis(250);
     assert_eq!(
         next_wake(now, Some(t("2026-03-01T00:00:02Z")), la),
-        t("2026-03-01T00:00:01.750Z")
+        t("2026-03-01T00:00:01.875Z"),
+        "half the look-ahead before: one pass takes the due times of half a window"
+    );
+    // Due in 200 ms, inside the window: wake when it is 125 ms away, not at once.
+    assert_eq!(
+        next_wake(now, Some(t("2026-03-01T00:00:00.200Z")), la),
+        t("2026-03-01T00:00:00.075Z")
     );
     // Nothing scheduled: the polling fallback.
     assert_eq!(next_wake(now, None, la), t("2026-03-01T00:00:05Z"));
