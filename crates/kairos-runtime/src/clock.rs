@@ -24,6 +24,10 @@ pub struct SystemClock;
 /// Longest single sleep, so that a wall-clock jump (NTP, suspend) is noticed soon.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// The last stretch of a sleep that the precise timer takes over from tokio's (see
+/// [`precise`]).
+const PRECISE_WINDOW: SignedDuration = SignedDuration::from_millis(4);
+
 #[async_trait::async_trait]
 impl Clock for SystemClock {
     #[allow(
@@ -38,14 +42,122 @@ impl Clock for SystemClock {
         None
     }
 
+    /// tokio's timer has a resolution of 1 ms and rounds up, so a sleep on it ends up to a
+    /// millisecond (and a wake-up) late. Sleeps wait on it until [`PRECISE_WINDOW`] before the
+    /// deadline, and on the precise timer for the rest: runs start within tens of microseconds
+    /// of their due time instead of about a millisecond after it.
     async fn sleep_until(&self, deadline: Timestamp) {
         loop {
             let left = deadline.duration_since(self.now());
             if left <= SignedDuration::ZERO {
                 return;
             }
-            let left = Duration::try_from(left).unwrap_or(MAX_SLEEP).min(MAX_SLEEP);
-            tokio::time::sleep(left).await;
+            if left <= PRECISE_WINDOW
+                && let Some(timer) = precise::Timer::get()
+            {
+                timer.at(deadline).cancelled().await;
+                continue;
+            }
+            let coarse = left.checked_sub(PRECISE_WINDOW).unwrap_or(left);
+            let coarse = Duration::try_from(coarse)
+                .unwrap_or(MAX_SLEEP)
+                .clamp(Duration::from_millis(1), MAX_SLEEP);
+            tokio::time::sleep(coarse).await;
+        }
+    }
+}
+
+/// A timer thread that wakes sleepers at their wall-clock deadline with the precision of the
+/// operating system's timers. Sleepers with the same deadline (runs due in the same instant)
+/// share one entry and are woken together. It serves every runtime in the process (wakers are
+/// runtime-agnostic) and sleeps without a deadline while nobody waits.
+mod precise {
+    use std::collections::BTreeMap;
+    use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+    use std::time::Duration;
+
+    use jiff::Timestamp;
+    use tokio_util::sync::CancellationToken;
+
+    /// Longest wait without looking at the wall clock again (it may be stepped).
+    const MAX_WAIT: Duration = Duration::from_millis(50);
+
+    pub(super) struct Timer {
+        due: Mutex<BTreeMap<Timestamp, CancellationToken>>,
+        changed: Condvar,
+    }
+
+    impl Timer {
+        /// The process's timer, started on first use; `None` if its thread cannot be started
+        /// (callers then sleep on tokio's timer).
+        pub(super) fn get() -> Option<&'static Timer> {
+            static TIMER: OnceLock<Option<&'static Timer>> = OnceLock::new();
+            *TIMER.get_or_init(|| {
+                let timer: &'static Timer = Box::leak(Box::new(Timer {
+                    due: Mutex::default(),
+                    changed: Condvar::new(),
+                }));
+                std::thread::Builder::new()
+                    .name("kairos-timer".into())
+                    .spawn(move || timer.run())
+                    .map_err(|e| tracing::warn!(error = %e, "cannot start the timer thread"))
+                    .ok()
+                    .map(|_| timer)
+            })
+        }
+
+        /// A token cancelled once the wall clock has reached `deadline`.
+        pub(super) fn at(&self, deadline: Timestamp) -> CancellationToken {
+            let mut due = self.lock();
+            let earliest = due.keys().next().is_none_or(|first| deadline < *first);
+            let token = due.entry(deadline).or_default().clone();
+            drop(due);
+            if earliest {
+                self.changed.notify_one();
+            }
+            token
+        }
+
+        fn lock(&self) -> MutexGuard<'_, BTreeMap<Timestamp, CancellationToken>> {
+            self.due.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the timer thread measures the wall clock it wakes sleepers by"
+        )]
+        fn run(&self) {
+            let mut expired = Vec::new();
+            let mut due = self.lock();
+            loop {
+                let now = Timestamp::now();
+                while let Some(entry) = due.first_entry() {
+                    if *entry.key() > now {
+                        break;
+                    }
+                    expired.push(entry.remove());
+                }
+                if !expired.is_empty() {
+                    drop(due);
+                    for token in expired.drain(..) {
+                        token.cancel();
+                    }
+                    due = self.lock();
+                    continue;
+                }
+                due = match due.keys().next() {
+                    None => self.changed.wait(due).unwrap_or_else(|p| p.into_inner()),
+                    Some(first) => {
+                        let wait = Duration::try_from(first.duration_since(now))
+                            .unwrap_or(Duration::ZERO)
+                            .min(MAX_WAIT);
+                        self.changed
+                            .wait_timeout(due, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                };
+            }
         }
     }
 }
@@ -98,6 +210,27 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The precise timer wakes every sleeper, at or after its deadline, including many that
+    /// share one (no assertion on how soon: that is a benchmark's business).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn system_clock_sleeps_end_at_or_after_their_deadlines() {
+        let clock = SystemClock;
+        let start = clock.now();
+        let mut sleepers = tokio::task::JoinSet::new();
+        for i in 0..200_i64 {
+            // Ten distinct deadlines, 20 sleepers each; some start inside the precise window.
+            let deadline = start + SignedDuration::from_millis(2 + (i % 10) * 3);
+            sleepers.spawn(async move {
+                clock.sleep_until(deadline).await;
+                (deadline, clock.now())
+            });
+        }
+        while let Some(done) = sleepers.join_next().await {
+            let (deadline, woke) = done.unwrap();
+            assert!(woke >= deadline, "woke at {woke}, before {deadline}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn manual_clock_wakes_sleepers_on_advance() {
