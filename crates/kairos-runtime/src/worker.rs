@@ -263,33 +263,25 @@ impl Worker {
                 continue;
             }
             let (wake, backlog) = self.next_wake().await;
-            // Wait for a reason to claim again. A finished attempt task is reaped here; it is a
-            // reason to claim only with a backlog (its slot is free and its result recorded).
-            let stop = loop {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break true,
-                    // A cancel or `overlap: replace` on this node: act now, not at the next beat.
-                    _ = self.ctx.heartbeat_wake.notified() => {
-                        if let Err(e) = self.heartbeat_once().await {
-                            tracing::error!(error = %e, "heartbeat failed");
-                        }
-                        break false;
-                    }
-                    _ = self.ctx.worker_wake.notified() => break false,
-                    _ = self.slot_wake.notified(), if backlog => break false,
-                    _ = self.ctx.clock.sleep_until(wake) => break false,
-                    Some(_) = tasks.join_next() => if backlog { break false },
-                    _ = heartbeat.tick() => {
-                        if let Err(e) = self.heartbeat_once().await {
-                            tracing::error!(error = %e, "heartbeat failed");
-                        }
-                        break false;
+            // Wait for a reason to claim again. Finished attempt tasks are reaped at the top of
+            // the loop; their ends wake it only through `slot_wake` (with a backlog).
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                // A cancel or `overlap: replace` on this node: act now, not at the next beat.
+                _ = self.ctx.heartbeat_wake.notified() => {
+                    if let Err(e) = self.heartbeat_once().await {
+                        tracing::error!(error = %e, "heartbeat failed");
                     }
                 }
-            };
-            if stop {
-                break;
+                _ = self.ctx.worker_wake.notified() => {}
+                _ = self.slot_wake.notified(), if backlog => {}
+                _ = self.ctx.clock.sleep_until(wake) => {}
+                _ = heartbeat.tick() => {
+                    if let Err(e) = self.heartbeat_once().await {
+                        tracing::error!(error = %e, "heartbeat failed");
+                    }
+                }
             }
         }
         // Runs claimed ahead that have not begun are released at once: a due time that comes
