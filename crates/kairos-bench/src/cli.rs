@@ -22,9 +22,10 @@ Workloads (each has its own --help):
   w1   throughput: N no-op function runs due now, from enqueue to all finished; shapes bulk
        (queue all, then drain) and steady (a producer keeps a fixed number outstanding).
        Reports jobs/s, CPU time and peak resident memory of the process.
-  w2   fire lateness: K jobs due every second for D seconds; lateness = attempt start - due
-       time of every run. Reports p50/p99/p99.9/max and missed and duplicate due times (both
-       must be 0), and draws the distribution as an SVG chart.
+  w2   fire lateness: K jobs due every second for D seconds, all in the same instant (herd) or
+       spread over the second (spread); lateness = attempt start - due time of every run.
+       Reports p50/p99/p99.9/max and missed and duplicate due times (both must be 0), and draws
+       the distribution as an SVG chart.
   w3   shell jobs: N `/bin/true` command runs through Kairos against a bare loop in this
        program spawning /bin/true N times with the same output capture; µs per job and ratio.
   w4   scale: register M cron jobs with spread daily schedules; registration time, store size
@@ -38,7 +39,7 @@ the node (which slows it down).
 
 Examples:
   cargo run --release -p kairos-bench -- w1 --repeat 5
-  cargo run --release -p kairos-bench -- w2 --jobs 100,1000 --secs 60 --chart w2-lateness.svg
+  cargo run --release -p kairos-bench -- w2 --jobs 100,1000 --shape both --secs 60 --chart w2-lateness.svg
   cargo run --release -p kairos-bench -- w3 --n 5000 --json
   cargo run --release -p kairos-bench -- w4 --jobs 1000000 --store sqlite:///var/tmp/kairos-bench
   cargo run --release -p kairos-bench -- all --repeat 5 --json > bench.json";
@@ -79,18 +80,20 @@ pub enum Command {
     /// enqueue to the last finish). CPU is user + system time of the whole process (node and
     /// producer), `cpu_pct` is per cent of one core; peak memory is VmHWM, reset before the run.
     W1(W1Args),
-    /// Fire lateness: K jobs due every second (`* * * * * *`) for D seconds.
+    /// Fire lateness: K jobs due every second for D seconds.
     ///
-    /// For every run, lateness = start of its attempt − its due time. The jobs use `overlap:
+    /// Shape herd: every job is `* * * * * *`, all due in the same instant. Shape spread: job i
+    /// is `interval: 1s` anchored i/K s into the second, one due time every 1/K s. For every
+    /// run, lateness = start of its attempt − its due time. The jobs use `overlap:
     /// allow` and `catchup: all` so that a node that falls behind shows lateness rather than
     /// skipped or coalesced runs. Their triggers are bounded to D + 2 whole seconds starting
     /// after all jobs exist; the first (warm-up) and last (cool-down) second are not measured.
     /// After the last due time the node has max(30 s, D) to finish. Missed: due times of the
     /// window without a run, with a skipped run, or whose run never started; duplicates: runs
     /// beyond the first for one due time. Both must be 0. The chart shows, per K, the share of
-    /// runs at least x ms late (log-log), pooled over the repeats. Every job is due in the same
-    /// instant: K runs must start at once, so with --concurrency below K they start one batch of
-    /// slots after another; give at least K slots to measure the scheduler rather than the cap.
+    /// runs at least x ms late (log-log), pooled over the repeats. In the herd K runs must start
+    /// at once, so with --concurrency below K they start one batch of slots after another; give
+    /// at least K slots to measure the scheduler rather than the cap.
     W2(W2Args),
     /// Shell jobs: N `/bin/true` command runs through Kairos against a bare loop.
     ///
