@@ -52,13 +52,18 @@ impl Clock for SystemClock {
             if left <= SignedDuration::ZERO {
                 return;
             }
+            let timer = precise::Timer::get();
             if left <= PRECISE_WINDOW
-                && let Some(timer) = precise::Timer::get()
+                && let Some(timer) = timer
             {
                 timer.at(deadline).cancelled().await;
                 continue;
             }
-            let coarse = left.checked_sub(PRECISE_WINDOW).unwrap_or(left);
+            // Without the timer thread, tokio's timer takes the whole sleep.
+            let coarse = match timer {
+                Some(_) => left.checked_sub(PRECISE_WINDOW).unwrap_or(left),
+                None => left,
+            };
             let coarse = Duration::try_from(coarse)
                 .unwrap_or(MAX_SLEEP)
                 .clamp(Duration::from_millis(1), MAX_SLEEP);

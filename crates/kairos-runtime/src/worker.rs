@@ -18,7 +18,8 @@ use kairos_core::run::{AttemptOutcome, AttemptStatus, RunId, RunState};
 use kairos_core::spec::ExecutionMode;
 use kairos_exec::{DEFAULT_OUTPUT_LIMIT, ExecRequest, Executor, OutputBuffer, RunContext};
 use kairos_store::{
-    ClaimedRun, RunClaimParams, RunFinishParams, RunHeartbeatParams, RunNext, Store, StoreError,
+    ClaimedRun, RunClaimParams, RunFinishParams, RunHeartbeatParams, RunNext, RunNextAtParams,
+    Store, StoreError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -209,14 +210,17 @@ impl Worker {
     /// When to look for runs next without a wake-up, and whether runs may be waiting for a
     /// slot or for a running attempt to end (a *backlog*: then a freed slot or a recorded result
     /// wakes the worker; otherwise only new runs do, and a steady trickle of attempts ending
-    /// costs no store round trips).
+    /// costs no store round trips). `claimed_through` is the horizon of the claim just made:
+    /// every queued run due by then was claimable by time.
     ///
-    /// The time is half the look-ahead before the earliest `run_at` of a queued run (an
-    /// early-created run, a retry, a jittered start) if that is in the future, at the latest
-    /// after `poll`. A claim takes every run within the whole look-ahead, so one claim covers
-    /// half a window of start times (as the scheduler's passes). With every slot taken nothing
-    /// could be claimed anyway: the store is not asked, and the backlog is assumed.
-    async fn next_wake(&self) -> (jiff::Timestamp, bool) {
+    /// A queued run due by `claimed_through` that the claim left is waiting for something else
+    /// (an `overlap: queue` run behind the one running): a backlog. The time is half the
+    /// look-ahead before the earliest `run_at` beyond `claimed_through` (a retry, a jittered
+    /// start, a run created ahead), at the latest after `poll`: a claim takes every run within
+    /// the whole look-ahead, so one claim covers half a window of start times (as the
+    /// scheduler's passes). With every slot taken nothing could be claimed anyway: the store is
+    /// not asked, and the backlog is assumed.
+    async fn next_wake(&self, claimed_through: jiff::Timestamp) -> (jiff::Timestamp, bool) {
         let now = self.ctx.clock.now();
         let poll =
             SignedDuration::try_from(self.config.poll).unwrap_or(SignedDuration::from_secs(1));
@@ -225,12 +229,23 @@ impl Worker {
             return (fallback, true);
         }
         let ahead = |t: jiff::Timestamp| t.checked_sub(self.config.lookahead / 2).unwrap_or(t);
-        match self.ctx.store.run_next_at().await {
-            Ok(Some(next)) if ahead(next) > now => (ahead(next).min(fallback), false),
-            // A queued run in the window that was not claimed waits for something else: an
-            // exclusive run behind a running one (or a slot that the claim just missed).
-            Ok(Some(_)) => (fallback, true),
-            Ok(None) => (fallback, false),
+        match self
+            .ctx
+            .store
+            .run_next_at(RunNextAtParams {
+                after: claimed_through,
+            })
+            .await
+        {
+            Ok(next) => {
+                let backlog = next.earliest.is_some_and(|t| t <= claimed_through);
+                // A run beyond the claim already within half a window (the read came late)
+                // puts the wake-up in the past: the loop claims again at once.
+                let wake = next
+                    .earliest_after
+                    .map_or(fallback, |t| ahead(t).min(fallback));
+                (wake, backlog)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reading the next queued run failed");
                 (fallback, true)
@@ -251,6 +266,14 @@ impl Worker {
                 break;
             }
             let free = self.free_slots();
+            // What this claim can take (the store's own clock may be a little later: then it
+            // took a little more).
+            let claimed_through = self
+                .ctx
+                .clock
+                .now()
+                .checked_add(self.config.lookahead)
+                .unwrap_or_else(|_| self.ctx.clock.now());
             let claimed = match self.claim_once(&mut tasks).await {
                 Ok(n) => n,
                 Err(e) => {
@@ -262,7 +285,7 @@ impl Worker {
                 // A full batch: more may be waiting; claim again.
                 continue;
             }
-            let (wake, backlog) = self.next_wake().await;
+            let (wake, backlog) = self.next_wake(claimed_through).await;
             // Wait for a reason to claim again. Finished attempt tasks are reaped at the top of
             // the loop; their ends wake it only through `slot_wake` (with a backlog).
             tokio::select! {

@@ -497,6 +497,97 @@ async fn the_worker_loop_starts_a_queued_run_when_the_one_before_it_ends() {
     node.shutdown().await;
 }
 
+/// A queued run that waits behind a running one (`overlap: queue`) does not hide a later run
+/// of another job from the worker's timer: a run due in two seconds (a retry, a jittered
+/// start) starts when due, not at the next poll. Polls and heartbeats are an hour apart here,
+/// and the manual clock only jumps to the later run's due time.
+#[tokio::test]
+async fn a_blocked_queued_run_does_not_delay_the_next_timed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_file(&dir.path().join("k.db"))
+            .await
+            .unwrap(),
+    );
+    let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
+    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
+    let mut events = ctx.telemetry.subscribe();
+    let hour = std::time::Duration::from_secs(3600);
+    let node = Node::start(
+        ctx.clone(),
+        Arc::new(TaskExecutor::new(FunctionRegistry::new())),
+        NodeConfig {
+            worker: WorkerConfig {
+                heartbeat: hour,
+                poll: hour,
+                ..WorkerConfig::default()
+            },
+            shutdown_grace: std::time::Duration::from_millis(50),
+            ..NodeConfig::default()
+        },
+    )
+    .await;
+    node.jobs
+        .create(spec(
+            r#"{"name":"q","task":{"kind":"shell","script":"sleep 30"},"overlap":"queue"}"#,
+        ))
+        .await
+        .unwrap();
+    let later = node
+        .jobs
+        .create(spec(
+            r#"{"name":"later","task":{"kind":"shell","script":"true"}}"#,
+        ))
+        .await
+        .unwrap();
+    node.jobs.trigger("default", "q").await.unwrap();
+    clock.set(t("2026-03-01T00:00:00.001Z"));
+    node.jobs.trigger("default", "q").await.unwrap();
+    // The first q run is running; wait until the worker has seen the second one blocked.
+    loop {
+        if let Ok(Event::RunStarted { job, .. }) = events.recv().await
+            && job == "q"
+        {
+            break;
+        }
+    }
+    let due = t("2026-03-01T00:00:02Z");
+    let run = ctx
+        .store
+        .run_insert(kairos_store::RunInsertParams {
+            job_id: later.id,
+            run: kairos_store::RunInsert {
+                scheduled_for: due,
+                run_at: due,
+                origin: kairos_core::run::RunOrigin::Manual,
+                skip: None,
+                exclusive: false,
+                max_attempts: 1,
+                execution: kairos_core::spec::ExecutionMode::AtLeastOnce,
+            },
+            now: Some(clock.now()),
+        })
+        .await
+        .unwrap();
+    ctx.worker_wake.notify_one();
+    // Let the worker claim (nothing) and compute its next wake-up on the real runtime.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    clock.set(due);
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Ok(Event::RunFinished { run_id, state, .. }) = events.recv().await
+                && run_id == run.id
+            {
+                assert_eq!(state, RunState::Succeeded);
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the later run starts at its due time, before the next poll");
+    node.shutdown().await;
+}
+
 #[tokio::test]
 async fn resuming_through_an_update_does_not_replay_the_pause() {
     let s = setup().await;

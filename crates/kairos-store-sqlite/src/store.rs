@@ -375,9 +375,23 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn run_next_at(&self) -> StoreResult<Option<Timestamp>> {
+    async fn run_next_at(&self, p: RunNextAtParams) -> StoreResult<NextQueued> {
         self.db
-            .read(|conn| earliest(conn, "SELECT MIN(run_at) FROM runs WHERE state = 'queued'"))
+            .read(move |conn| {
+                // Two lookups in the `runs_queued` index.
+                let (earliest, after): (Option<i64>, Option<i64>) = first(
+                    conn,
+                    "SELECT (SELECT MIN(run_at) FROM runs WHERE state = 'queued'), \
+                     (SELECT MIN(run_at) FROM runs WHERE state = 'queued' AND run_at > ?1)",
+                    [micros(p.after)],
+                    |r| Ok((col(r, 0)?, col(r, 1)?)),
+                )?
+                .unwrap_or_default();
+                Ok(NextQueued {
+                    earliest: earliest.map(instant).transpose()?,
+                    earliest_after: after.map(instant).transpose()?,
+                })
+            })
             .await
     }
 

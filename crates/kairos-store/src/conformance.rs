@@ -1206,7 +1206,11 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
     let one = create(&store, "one", Some(a)).await;
     let two = create(&store, "two", Some(a)).await;
     let three = create(&store, "three", Some(b)).await;
-    assert_eq!(store.run_next_at().await.unwrap(), None);
+    let next_at = |after: Timestamp| {
+        let store = store.clone();
+        async move { store.run_next_at(RunNextAtParams { after }).await.unwrap() }
+    };
+    assert_eq!(next_at(a).await, NextQueued::default());
     let fire = |job: &Job, expected: Timestamp| JobFireParams {
         job_id: job.id,
         expected_next_fire_at: expected,
@@ -1259,7 +1263,38 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.run_next_at().await.unwrap(), Some(a));
+    // Queued runs at `a` (two) and, for `three`, a retry-like run at `b`.
+    store
+        .run_insert(RunInsertParams {
+            job_id: three.id,
+            run: insert(b),
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    let before_a = t("2026-03-01T00:00:59Z");
+    assert_eq!(
+        next_at(before_a).await,
+        NextQueued {
+            earliest: Some(a),
+            earliest_after: Some(a)
+        }
+    );
+    assert_eq!(
+        next_at(a).await,
+        NextQueued {
+            earliest: Some(a),
+            earliest_after: Some(b)
+        },
+        "`after` is exclusive"
+    );
+    assert_eq!(
+        next_at(b).await,
+        NextQueued {
+            earliest: Some(a),
+            earliest_after: None
+        }
+    );
 }
 
 pub async fn ids_are_never_reused(store: Arc<dyn Store>) {

@@ -151,6 +151,22 @@ pub struct RunClaimParams {
 }
 
 #[derive(Debug, Clone)]
+pub struct RunNextAtParams {
+    /// Also report the earliest `run_at` strictly after this instant (a worker passes the
+    /// horizon of its last claim: what lies beyond it is what it should wake up for).
+    pub after: Timestamp,
+}
+
+/// When queued runs are due to start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NextQueued {
+    /// The earliest `run_at` of any queued run.
+    pub earliest: Option<Timestamp>,
+    /// The earliest `run_at` of a queued run strictly after [`RunNextAtParams::after`].
+    pub earliest_after: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
 pub struct RunHeartbeatParams {
     /// `(run, lease token)` pairs held by this worker.
     pub leases: Vec<(RunId, String)>,
@@ -261,8 +277,10 @@ pub trait Store: Send + Sync + 'static {
     async fn run_active_count(&self, p: RunActiveCountParams) -> StoreResult<u64>;
     /// `run_active_count` for many jobs in one read; jobs without active runs are absent.
     async fn run_active_counts(&self, p: RunActiveCountsParams) -> StoreResult<Vec<(JobId, u64)>>;
-    /// The earliest `run_at` of a queued run (when a worker should look next), if any.
-    async fn run_next_at(&self) -> StoreResult<Option<Timestamp>>;
+    /// The earliest `run_at` of a queued run, and the earliest after `p.after` (when a worker
+    /// should look next: a queued run at or before its last claim's horizon that it did not get
+    /// is waiting for something else, such as the run before it).
+    async fn run_next_at(&self, p: RunNextAtParams) -> StoreResult<NextQueued>;
     /// Claims up to `limit` queued runs whose `run_at` has come, earliest first, each with a new
     /// lease; counts a new attempt.
     async fn run_claim(&self, p: RunClaimParams) -> StoreResult<Vec<ClaimedRun>>;
