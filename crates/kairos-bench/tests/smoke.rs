@@ -47,13 +47,13 @@ async fn w1_both_shapes_finish_every_run() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn w2_fires_every_due_time_once_and_draws_the_chart() {
+/// W2 with `jobs` jobs for two measured seconds: every due time fired once, each measured.
+async fn w2_fires_every_due_time_once(shape: w2::Shape, jobs: u64) -> w2::W2Outcome {
     let out = w2::run(
         &store(),
         &W2Params {
-            jobs: 3,
-            shape: w2::Shape::Herd,
+            jobs,
+            shape,
             secs: 2,
             concurrency: 8,
             keep: false,
@@ -64,10 +64,15 @@ async fn w2_fires_every_due_time_once_and_draws_the_chart() {
     let m = &out.measurement;
     assert_eq!(metric(m, "missed"), 0.0, "{m:?}");
     assert_eq!(metric(m, "duplicates"), 0.0, "{m:?}");
-    assert_eq!(metric(m, "runs_measured"), 6.0, "{m:?}");
-    assert_eq!(out.lateness_us.len(), 6);
+    assert_eq!(metric(m, "runs_measured"), (2 * jobs) as f64, "{m:?}");
+    assert_eq!(out.lateness_us.len() as u64, 2 * jobs);
     assert!(metric(m, "lateness_max_ms") >= metric(m, "lateness_p50_ms"));
+    out
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w2_fires_every_due_time_once_and_draws_the_chart() {
+    let out = w2_fires_every_due_time_once(w2::Shape::Herd, 3).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w2.svg");
     let series = chart::Series {
@@ -80,22 +85,7 @@ async fn w2_fires_every_due_time_once_and_draws_the_chart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn w2_spread_counts_each_job_at_its_own_offset() {
-    let out = w2::run(
-        &store(),
-        &W2Params {
-            jobs: 4,
-            shape: w2::Shape::Spread,
-            secs: 2,
-            concurrency: 8,
-            keep: false,
-        },
-    )
-    .await
-    .unwrap();
-    let m = &out.measurement;
-    assert_eq!(metric(m, "missed"), 0.0, "{m:?}");
-    assert_eq!(metric(m, "duplicates"), 0.0, "{m:?}");
-    assert_eq!(metric(m, "runs_measured"), 8.0, "{m:?}");
+    w2_fires_every_due_time_once(w2::Shape::Spread, 4).await;
 }
 
 #[test]

@@ -268,12 +268,8 @@ impl Worker {
             let free = self.free_slots();
             // What this claim can take (the store's own clock may be a little later: then it
             // took a little more).
-            let claimed_through = self
-                .ctx
-                .clock
-                .now()
-                .checked_add(self.config.lookahead)
-                .unwrap_or_else(|_| self.ctx.clock.now());
+            let now = self.ctx.clock.now();
+            let claimed_through = now.checked_add(self.config.lookahead).unwrap_or(now);
             let claimed = match self.claim_once(&mut tasks).await {
                 Ok(n) => n,
                 Err(e) => {

@@ -10,16 +10,11 @@
 #[allow(dead_code, reason = "each test file uses part of the shared setup")]
 mod common;
 
-use std::sync::Arc;
-
-use common::{every_minute, setup, spec, t};
+use common::{every_minute, setup, spec, start_node, t};
 use jiff::SignedDuration;
 use kairos_core::run::{RunState, SkipReason};
-use kairos_exec::{FunctionRegistry, TaskExecutor};
 use kairos_runtime::rescuer::Rescuer;
 use kairos_runtime::*;
-use kairos_store::Store;
-use kairos_store_sqlite::SqliteStore;
 use tokio::task::JoinSet;
 
 #[tokio::test]
@@ -414,34 +409,14 @@ async fn trigger_now_and_stale_updates() {
 
 #[tokio::test]
 async fn node_runs_jobs_end_to_end_with_the_loops() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_file(&dir.path().join("k.db"))
-            .await
-            .unwrap(),
-    );
-    let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
-    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
-    let mut events = ctx.telemetry.subscribe();
-    let node = Node::start(
-        ctx,
-        Arc::new(TaskExecutor::new(FunctionRegistry::new())),
-        NodeConfig::default(),
-    )
-    .await;
-    node.jobs.create(every_minute("loop", "")).await.unwrap();
-    clock.set(t("2026-03-01T00:01:00Z"));
-    let finished = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        loop {
-            if let Ok(Event::RunFinished { state, .. }) = events.recv().await {
-                return state;
-            }
-        }
-    })
-    .await
-    .expect("the run finishes");
+    let mut r = start_node(NodeConfig::default()).await;
+    r.node.jobs.create(every_minute("loop", "")).await.unwrap();
+    r.clock.set(t("2026-03-01T00:01:00Z"));
+    let (_, finished) = tokio::time::timeout(std::time::Duration::from_secs(20), r.run_finished())
+        .await
+        .expect("the run finishes");
     assert_eq!(finished, RunState::Succeeded);
-    node.shutdown().await;
+    r.node.shutdown().await;
 }
 
 /// The worker loop claims a queued run that waits behind a running one (`overlap: queue`) as
@@ -449,52 +424,34 @@ async fn node_runs_jobs_end_to_end_with_the_loops() {
 /// exists. The manual clock never moves, so no timer or poll can be what claims it.
 #[tokio::test]
 async fn the_worker_loop_starts_a_queued_run_when_the_one_before_it_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_file(&dir.path().join("k.db"))
-            .await
-            .unwrap(),
-    );
-    let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
-    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
-    let mut events = ctx.telemetry.subscribe();
-    let node = Node::start(
-        ctx,
-        Arc::new(TaskExecutor::new(FunctionRegistry::new())),
-        // Heartbeats (real time) also make the worker claim; keep them out of the picture.
-        NodeConfig {
-            worker: WorkerConfig {
-                heartbeat: std::time::Duration::from_secs(3600),
-                ..WorkerConfig::default()
-            },
-            ..NodeConfig::default()
+    // Heartbeats (real time) also make the worker claim; keep them out of the picture.
+    let mut r = start_node(NodeConfig {
+        worker: WorkerConfig {
+            heartbeat: std::time::Duration::from_secs(3600),
+            ..WorkerConfig::default()
         },
-    )
+        ..NodeConfig::default()
+    })
     .await;
-    node.jobs
+    r.node
+        .jobs
         .create(spec(
             r#"{"name":"q","task":{"kind":"shell","script":"sleep 0.2"},"overlap":"queue"}"#,
         ))
         .await
         .unwrap();
-    node.jobs.trigger("default", "q").await.unwrap();
+    r.node.jobs.trigger("default", "q").await.unwrap();
     // A manual run's due time is the trigger's instant: the second needs another one.
-    clock.set(t("2026-03-01T00:00:00.001Z"));
-    node.jobs.trigger("default", "q").await.unwrap();
+    r.clock.set(t("2026-03-01T00:00:00.001Z"));
+    r.node.jobs.trigger("default", "q").await.unwrap();
     let finished = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        let mut finished = Vec::new();
-        while finished.len() < 2 {
-            if let Ok(Event::RunFinished { run_id, state, .. }) = events.recv().await {
-                finished.push((run_id, state));
-            }
-        }
-        finished
+        vec![r.run_finished().await, r.run_finished().await]
     })
     .await
     .expect("both runs finish without the clock moving");
     assert!(finished.iter().all(|(_, s)| *s == RunState::Succeeded));
-    assert_eq!(clock.now(), t("2026-03-01T00:00:00.001Z"));
-    node.shutdown().await;
+    assert_eq!(r.clock.now(), t("2026-03-01T00:00:00.001Z"));
+    r.node.shutdown().await;
 }
 
 /// A queued run that waits behind a running one (`overlap: queue`) does not hide a later run
@@ -503,56 +460,46 @@ async fn the_worker_loop_starts_a_queued_run_when_the_one_before_it_ends() {
 /// and the manual clock only jumps to the later run's due time.
 #[tokio::test]
 async fn a_blocked_queued_run_does_not_delay_the_next_timed_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_file(&dir.path().join("k.db"))
-            .await
-            .unwrap(),
-    );
-    let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
-    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
-    let mut events = ctx.telemetry.subscribe();
     let hour = std::time::Duration::from_secs(3600);
-    let node = Node::start(
-        ctx.clone(),
-        Arc::new(TaskExecutor::new(FunctionRegistry::new())),
-        NodeConfig {
-            worker: WorkerConfig {
-                heartbeat: hour,
-                poll: hour,
-                ..WorkerConfig::default()
-            },
-            shutdown_grace: std::time::Duration::from_millis(50),
-            ..NodeConfig::default()
+    let mut r = start_node(NodeConfig {
+        worker: WorkerConfig {
+            heartbeat: hour,
+            poll: hour,
+            ..WorkerConfig::default()
         },
-    )
+        shutdown_grace: std::time::Duration::from_millis(50),
+        ..NodeConfig::default()
+    })
     .await;
-    node.jobs
+    r.node
+        .jobs
         .create(spec(
             r#"{"name":"q","task":{"kind":"shell","script":"sleep 30"},"overlap":"queue"}"#,
         ))
         .await
         .unwrap();
-    let later = node
+    let later = r
+        .node
         .jobs
         .create(spec(
             r#"{"name":"later","task":{"kind":"shell","script":"true"}}"#,
         ))
         .await
         .unwrap();
-    node.jobs.trigger("default", "q").await.unwrap();
-    clock.set(t("2026-03-01T00:00:00.001Z"));
-    node.jobs.trigger("default", "q").await.unwrap();
+    r.node.jobs.trigger("default", "q").await.unwrap();
+    r.clock.set(t("2026-03-01T00:00:00.001Z"));
+    r.node.jobs.trigger("default", "q").await.unwrap();
     // The first q run is running; wait until the worker has seen the second one blocked.
     loop {
-        if let Ok(Event::RunStarted { job, .. }) = events.recv().await
+        if let Ok(Event::RunStarted { job, .. }) = r.events.recv().await
             && job == "q"
         {
             break;
         }
     }
     let due = t("2026-03-01T00:00:02Z");
-    let run = ctx
+    let run = r
+        .ctx
         .store
         .run_insert(kairos_store::RunInsertParams {
             job_id: later.id,
@@ -565,19 +512,18 @@ async fn a_blocked_queued_run_does_not_delay_the_next_timed_one() {
                 max_attempts: 1,
                 execution: kairos_core::spec::ExecutionMode::AtLeastOnce,
             },
-            now: Some(clock.now()),
+            now: Some(r.clock.now()),
         })
         .await
         .unwrap();
-    ctx.worker_wake.notify_one();
+    r.ctx.worker_wake.notify_one();
     // Let the worker claim (nothing) and compute its next wake-up on the real runtime.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    clock.set(due);
+    r.clock.set(due);
     tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
-            if let Ok(Event::RunFinished { run_id, state, .. }) = events.recv().await
-                && run_id == run.id
-            {
+            let (run_id, state) = r.run_finished().await;
+            if run_id == run.id {
                 assert_eq!(state, RunState::Succeeded);
                 return;
             }
@@ -585,7 +531,7 @@ async fn a_blocked_queued_run_does_not_delay_the_next_timed_one() {
     })
     .await
     .expect("the later run starts at its due time, before the next poll");
-    node.shutdown().await;
+    r.node.shutdown().await;
 }
 
 #[tokio::test]

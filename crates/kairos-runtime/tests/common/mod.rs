@@ -26,7 +26,8 @@ pub fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
-pub async fn setup() -> Setup {
+/// A node context on a fresh SQLite file, under a manual clock at 2026-03-01T00:00:00Z.
+async fn context() -> (tempfile::TempDir, ManualClock, NodeContext) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open_file(&dir.path().join("k.db"))
@@ -35,6 +36,11 @@ pub async fn setup() -> Setup {
     );
     let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
     let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
+    (dir, clock, ctx)
+}
+
+pub async fn setup() -> Setup {
+    let (dir, clock, ctx) = context().await;
     let executor = Arc::new(TaskExecutor::new(FunctionRegistry::new()));
     Setup {
         jobs: JobService::new(ctx.clone()),
@@ -79,5 +85,44 @@ impl Setup {
         let n = self.worker.claim_once(&mut tasks).await.unwrap();
         while tasks.join_next().await.is_some() {}
         n
+    }
+}
+
+/// A node running its own loops (scheduler, worker, rescuer) under a manual clock; `events` was
+/// subscribed before it started.
+pub struct Running {
+    pub clock: ManualClock,
+    pub ctx: NodeContext,
+    pub node: Node,
+    pub events: tokio::sync::broadcast::Receiver<Event>,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn start_node(config: NodeConfig) -> Running {
+    let (dir, clock, ctx) = context().await;
+    let events = ctx.telemetry.subscribe();
+    let node = Node::start(
+        ctx.clone(),
+        Arc::new(TaskExecutor::new(FunctionRegistry::new())),
+        config,
+    )
+    .await;
+    Running {
+        clock,
+        ctx,
+        node,
+        events,
+        _dir: dir,
+    }
+}
+
+impl Running {
+    /// The next run that finishes (the caller bounds the wait).
+    pub async fn run_finished(&mut self) -> (kairos_core::run::RunId, kairos_core::run::RunState) {
+        loop {
+            if let Ok(Event::RunFinished { run_id, state, .. }) = self.events.recv().await {
+                return (run_id, state);
+            }
+        }
     }
 }
