@@ -471,6 +471,7 @@ impl Attempt {
                 .finish(RunFinishParams {
                     run_id: run.id,
                     lease_token: c.lease_token.clone(),
+                    attempt: run.attempt,
                     node: self.ctx.node.clone(),
                     started_at: started,
                     outcome: outcome.clone(),

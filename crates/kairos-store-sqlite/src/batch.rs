@@ -195,13 +195,6 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
         return Ok(false);
     }
     if !release {
-        let attempt: i64 = first(
-            conn,
-            "SELECT attempt FROM runs WHERE id = ?1",
-            [p.run_id],
-            |r| col(r, 0),
-        )?
-        .ok_or_else(|| StoreError::Internal(format!("finished run {} vanished", p.run_id)))?;
         let error = match &o.status {
             AttemptStatus::Error { message } => Some(message.as_str()),
             _ => None,
@@ -214,7 +207,7 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
              ON CONFLICT (run_id, attempt) DO NOTHING",
             params![
                 p.run_id,
-                attempt,
+                p.attempt,
                 p.node,
                 micros(p.started_at),
                 micros(now),

@@ -15,7 +15,10 @@ pub const DB_FILE_NAME: &str = "kairos.db";
 const LOCK_FILE_NAME: &str = "kairos.lock";
 
 /// The schema, one migration per entry; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_active_runs_index.sql"),
+];
 
 /// Reader connections (and threads).
 const READERS: usize = 4;

@@ -23,6 +23,9 @@ async fn create(store: &SqliteStore, name: &str) {
         .expect("create job");
 }
 
+/// The schema version this Kairos writes: the number of migrations.
+const SCHEMA_VERSION: i64 = 2;
+
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
         .unwrap()
@@ -37,12 +40,12 @@ async fn reopening_keeps_data_and_migrates_once() {
     let store = SqliteStore::open_file(&path).await.unwrap();
     create(&store, "a").await;
     store.close().await;
-    assert_eq!(user_version(&path), 1);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
 
     let store = SqliteStore::open_file(&path).await.unwrap();
     let jobs = store.job_list(JobListParams::default()).await.unwrap();
     assert_eq!(jobs.len(), 1);
-    assert_eq!(user_version(&path), 1);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
     store.close().await;
 }
 
@@ -82,7 +85,7 @@ async fn adopts_a_store_from_the_earlier_migration_bookkeeping() {
     assert!(old.is_some(), "the old job is readable");
     create(&store, "new").await;
     store.close().await;
-    assert_eq!(user_version(&path), 1);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let left: i64 = conn
         .query_row(
@@ -92,6 +95,56 @@ async fn adopts_a_store_from_the_earlier_migration_bookkeeping() {
         )
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// A store at the first schema version opens with its data, and the migrations after it apply:
+/// the active-runs index answers the overlap checks (`state = 'running'`, `state = 'queued'`)
+/// instead of a walk over every run of the job.
+#[tokio::test]
+async fn a_store_at_the_first_schema_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../migrations/0001_init.sql"))
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let old = spec("old");
+        conn.execute(
+            "INSERT INTO jobs (namespace, name, spec, version, created_at, updated_at) \
+             VALUES (?1, 'old', ?2, 1, 0, 0)",
+            (&old.namespace, serde_json::to_string(&old).unwrap()),
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open_file(&path).await.unwrap();
+    let old = store
+        .job_get(JobGetParams {
+            namespace: spec("old").namespace,
+            name: "old".into(),
+        })
+        .await
+        .unwrap();
+    assert!(old.is_some(), "the old job is readable");
+    store.close().await;
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for state in ["running", "queued"] {
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT 1 FROM runs WHERE job_id = 1 AND state = '{state}'"
+            ))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("runs_job_active")),
+            "state = '{state}' reads {plan:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -122,6 +122,7 @@ async fn finish(store: &Arc<dyn Store>, c: &ClaimedRun, next: RunNext, now: Time
         .run_finish(RunFinishParams {
             run_id: c.run.id,
             lease_token: c.lease_token.clone(),
+            attempt: c.run.attempt,
             node: "n1".into(),
             started_at: now,
             outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),
@@ -595,6 +596,7 @@ pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
             .run_finish(RunFinishParams {
                 run_id: c.run.id,
                 lease_token: c.lease_token.clone(),
+                attempt: c.run.attempt,
                 node: "n1".into(),
                 started_at: at,
                 outcome,
@@ -1117,6 +1119,7 @@ pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
     let params = |c: &ClaimedRun, token: &str, next: RunNext| RunFinishParams {
         run_id: c.run.id,
         lease_token: token.into(),
+        attempt: c.run.attempt,
         node: "n1".into(),
         started_at: a,
         outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),

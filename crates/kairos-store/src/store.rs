@@ -198,6 +198,9 @@ pub enum RunNext {
 pub struct RunFinishParams {
     pub run_id: RunId,
     pub lease_token: String,
+    /// The attempt being recorded: the claimed run's `attempt`. The lease token fences it, so
+    /// the store records it as given instead of reading it back.
+    pub attempt: u32,
     pub node: String,
     pub started_at: Timestamp,
     pub outcome: AttemptOutcome,
