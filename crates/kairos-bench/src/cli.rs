@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::chart::{self, Series};
 use crate::error::{BenchError, BenchResult};
+use crate::floor::{self, FloorParams};
 use crate::report::{self, Measurement};
 use crate::store_url::StoreUrl;
 use crate::w1::{self, Shape, W1Params};
@@ -31,6 +32,8 @@ Workloads (each has its own --help):
   w4   scale: register M cron jobs with spread daily schedules; registration time, store size
        on disk, start-up time of a node on that store, its resident memory and idle CPU.
   all  every workload with its default sizes (override with --w1-n, --w2-jobs, ...).
+  floor  what one run's claim and finish cost through the store API and in SQLite itself,
+       one run at a time: the part of W1 and W3 that nothing above the store can remove.
 
 Every run of every workload gets a fresh, empty store. --repeat R runs everything R times
 (round robin) and reports the median with min-max. Figures depend on the machine and its load:
@@ -115,6 +118,16 @@ pub enum Command {
     W4(W4Args),
     /// Every workload with its default sizes, or those given here.
     All(AllArgs),
+    /// What one run's durable bookkeeping costs below Kairos, one run at a time.
+    ///
+    /// 3·N runs of one job are queued. store: N runs claimed (limit 1) and finished through the
+    /// store API, two transactions and two hand-offs to the writer thread each. round trip: N
+    /// pings through the store (a reader thread and back). sqlite: the same
+    /// changes as plain statements on a connection set up as the store's writer: a claim
+    /// transaction, then a finish transaction (run row and attempt row). sqlite merged: one
+    /// transaction per run finishing the previous run and claiming the next. Reports CPU µs
+    /// (user + system, whole process) and wall µs per run of each.
+    Floor(FloorArgs),
     /// The node phase of W4, in a fresh process (used by `w4`; prints JSON).
     #[command(hide = true)]
     W4Node(W4NodeArgs),
@@ -243,6 +256,13 @@ pub struct AllArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct FloorArgs {
+    /// Runs per variant.
+    #[arg(long, default_value_t = 5000)]
+    pub n: u64,
+}
+
+#[derive(Debug, Args)]
 pub struct W4NodeArgs {
     #[arg(long)]
     pub dir: PathBuf,
@@ -257,6 +277,7 @@ pub enum Plan {
     W2(W2Params),
     W3(W3Params),
     W4(W4Params),
+    Floor(FloorParams),
 }
 
 impl Plan {
@@ -266,6 +287,7 @@ impl Plan {
             Plan::W2(p) => format!("w2-{} jobs={} secs={}", p.shape.as_str(), p.jobs, p.secs),
             Plan::W3(p) => format!("w3 n={}", p.n),
             Plan::W4(p) => format!("w4 jobs={}", p.jobs),
+            Plan::Floor(p) => format!("floor n={}", p.n),
         }
     }
 }
@@ -359,6 +381,7 @@ pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
             }));
             (plans, Some(a.chart.clone()))
         }
+        Command::Floor(a) => (vec![Plan::Floor(FloorParams { n: a.n, keep })], None),
         Command::W4Node(_) => (Vec::new(), None),
     }
 }
@@ -373,6 +396,8 @@ const HEADLINES: &[&str] = &[
     "ratio",
     "register_jobs_per_s",
     "startup_ms",
+    "store_cpu_us_per_run",
+    "sqlite_cpu_us_per_run",
 ];
 
 fn progress(m: &Measurement) -> String {
@@ -412,6 +437,7 @@ pub async fn run_plans(
                 }
                 Plan::W3(p) => w3::run(url, p).await?,
                 Plan::W4(p) => w4::run(url, p).await?,
+                Plan::Floor(p) => floor::run(url, p).await?,
             };
             eprintln!("[{r}/{repeat}] {}: {}", plan.name(), progress(&m));
             measurements.push(m);

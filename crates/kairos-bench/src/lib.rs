@@ -16,6 +16,8 @@
 //! - **W4, scale** ([`w4`]): registers M cron jobs with spread schedules; reports registration
 //!   time, the store's size on disk, and for a node started on that store: start-up time,
 //!   resident memory and idle CPU.
+//! - **Floor** ([`floor`]): one run's claim and finish through the store API and as plain
+//!   SQLite statements on the same schema, one run at a time: what W1 and W3 cannot go below.
 //!
 //! # Method
 //!
@@ -33,6 +35,7 @@
 pub mod chart;
 pub mod cli;
 pub mod error;
+pub mod floor;
 pub mod harness;
 pub mod procstat;
 pub mod report;

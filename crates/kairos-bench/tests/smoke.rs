@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 
+use kairos_bench::floor::{self, FloorParams};
 use kairos_bench::report::Measurement;
 use kairos_bench::w1::{self, Shape, W1Params};
 use kairos_bench::w2::{self, W2Params};
@@ -136,6 +137,28 @@ async fn w4_registers_and_starts_a_node_in_a_fresh_process() {
 
     let table = report::table(&report::summarize(&[m]));
     assert!(table.contains("startup_ms"), "{table}");
+}
+
+/// The floor claims and finishes every run of each variant (it fails if a claim finds nothing,
+/// a finish loses its lease, or the queued runs do not add up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floor_claims_and_finishes_runs_three_ways() {
+    let m = floor::run(&store(), &FloorParams { n: 20, keep: false })
+        .await
+        .unwrap();
+    for name in [
+        "round_trip_cpu_us",
+        "round_trip_us",
+        "store_cpu_us_per_run",
+        "store_us_per_run",
+        "sqlite_cpu_us_per_run",
+        "sqlite_us_per_run",
+        "sqlite_merged_cpu_us_per_run",
+        "sqlite_merged_us_per_run",
+    ] {
+        assert!(metric(&m, name) >= 0.0, "{m:?}");
+    }
+    assert!(metric(&m, "store_us_per_run") > 0.0, "{m:?}");
 }
 
 #[test]

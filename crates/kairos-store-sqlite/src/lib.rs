@@ -17,4 +17,4 @@ mod open;
 mod rows;
 mod store;
 
-pub use open::{DB_FILE_NAME, SqliteStore};
+pub use open::{DB_FILE_NAME, SqliteStore, writer_connection};

@@ -98,8 +98,11 @@ impl SqliteStore {
     }
 }
 
-/// Opens the writer (creating the file and migrating it) and the readers.
-fn connect_all(path: &Path) -> StoreResult<(Connection, Vec<Connection>)> {
+/// A connection to a database file set up as the store's writer: created if needed, write-ahead
+/// logging, the same settings, the schema migrated. For tools that measure SQLite itself (the
+/// benchmark's floor); never beside an open store on the same file, which assumes it is the
+/// only writer.
+pub fn writer_connection(path: &Path) -> StoreResult<Connection> {
     let describe = |e| describe_open_error(path, e);
     let mut writer = Connection::open_with_flags(
         path,
@@ -130,6 +133,13 @@ fn connect_all(path: &Path) -> StoreResult<(Connection, Vec<Connection>)> {
         )));
     }
     migrate(&mut writer).map_err(describe)?;
+    Ok(writer)
+}
+
+/// Opens the writer (creating the file and migrating it) and the readers.
+fn connect_all(path: &Path) -> StoreResult<(Connection, Vec<Connection>)> {
+    let describe = |e| describe_open_error(path, e);
+    let writer = writer_connection(path)?;
     let readers = (0..READERS)
         .map(|_| {
             let conn = Connection::open_with_flags(
