@@ -26,10 +26,9 @@ use std::time::Instant;
 use jiff::SignedDuration;
 use kairos_core::run::{AttemptOutcome, AttemptStatus, RunState};
 use kairos_runtime::{Clock, SystemClock};
-use kairos_store::{JobCreateParams, RunClaimParams, RunFinishParams, RunNext};
+use kairos_store::{RunClaimParams, RunFinishParams, RunNext};
 use kairos_store_sqlite::DB_FILE_NAME;
 use rusqlite::{Connection, TransactionBehavior, params};
-use serde_json::json;
 
 use crate::error::{BenchError, BenchResult};
 use crate::harness;
@@ -82,17 +81,7 @@ pub async fn run(url: &StoreUrl, p: &FloorParams) -> BenchResult<Measurement> {
     }
     let place = url.fresh("floor", p.keep)?;
     let open = place.open().await?;
-    let job = open
-        .store
-        .job_create(JobCreateParams {
-            spec: harness::spec(json!({
-                "name": "floor",
-                "task": {"kind": "function", "name": harness::NOOP},
-            }))?,
-            next_fire_at: None,
-            now: None,
-        })
-        .await?;
+    let job = harness::noop_job(open.store.as_ref(), "floor").await?;
     let ctx = harness::context(open.store.clone());
     let base = SystemClock.now();
     harness::enqueue(&ctx, job.id, base, 0..3 * p.n, base).await?;

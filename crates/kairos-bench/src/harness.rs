@@ -12,7 +12,7 @@ use kairos_core::run::{JobId, RunOrigin, RunState};
 use kairos_core::spec::ExecutionMode;
 use kairos_exec::{FunctionRegistry, TaskExecutor};
 use kairos_runtime::{Event, NodeConfig, NodeContext, SystemClock};
-use kairos_store::{RunInsert, RunInsertManyParams, Store};
+use kairos_store::{Job, JobCreateParams, RunInsert, RunInsertManyParams, Store};
 use tokio::sync::{Notify, broadcast};
 
 use crate::error::{BenchError, BenchResult};
@@ -53,6 +53,20 @@ pub fn spec(doc: serde_json::Value) -> BenchResult<JobSpec> {
         name: "job",
         reason: e.to_string(),
     })
+}
+
+/// Creates a job without triggers whose task is the [`NOOP`] function.
+pub async fn noop_job(store: &dyn Store, name: &str) -> BenchResult<Job> {
+    Ok(store
+        .job_create(JobCreateParams {
+            spec: spec(serde_json::json!({
+                "name": name,
+                "task": {"kind": "function", "name": NOOP},
+            }))?,
+            next_fire_at: None,
+            now: None,
+        })
+        .await?)
 }
 
 /// Queues runs `range` of `job_id` (due time `base + i µs`, unique per run), due at `run_at`,

@@ -16,8 +16,6 @@
 use std::time::Instant;
 
 use kairos_runtime::{Clock, Node, SystemClock};
-use kairos_store::JobCreateParams;
-use serde_json::json;
 
 use crate::error::{BenchError, BenchResult};
 use crate::harness::{self, FinishCounter};
@@ -79,17 +77,7 @@ pub async fn run(url: &StoreUrl, p: &W1Params) -> BenchResult<Measurement> {
     }
     let place = url.fresh(&format!("w1-{}", p.shape.as_str()), p.keep)?;
     let open = place.open().await?;
-    let job = open
-        .store
-        .job_create(JobCreateParams {
-            spec: harness::spec(json!({
-                "name": "noop",
-                "task": {"kind": "function", "name": harness::NOOP},
-            }))?,
-            next_fire_at: None,
-            now: None,
-        })
-        .await?;
+    let job = harness::noop_job(open.store.as_ref(), "noop").await?;
     let ctx = harness::context(open.store.clone());
     let counter = FinishCounter::start(ctx.telemetry.subscribe());
     let clock = SystemClock;

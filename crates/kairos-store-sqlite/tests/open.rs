@@ -49,32 +49,23 @@ async fn reopening_keeps_data_and_migrates_once() {
     store.close().await;
 }
 
-/// A store written by Kairos before migrations were counted in `user_version` kept them in a
-/// `_sqlx_migrations` table: it opens without re-running the schema, and the table is dropped.
-#[tokio::test]
-async fn adopts_a_store_from_the_earlier_migration_bookkeeping() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("k.db");
-    {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(include_str!("../migrations/0001_init.sql"))
-            .unwrap();
-        conn.execute_batch(
-            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
-             installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
-             checksum BLOB NOT NULL, execution_time BIGINT NOT NULL); \
-             INSERT INTO _sqlx_migrations VALUES (1, 'init', CURRENT_TIMESTAMP, 1, x'00', 1);",
-        )
+/// Writes a database at the first schema version with one job, `old`, as an earlier Kairos left
+/// it; `bookkeeping` records how far it was migrated.
+fn write_first_schema(path: &std::path::Path, bookkeeping: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(include_str!("../migrations/0001_init.sql"))
         .unwrap();
-        let old = spec("old");
-        conn.execute(
-            "INSERT INTO jobs (namespace, name, spec, version, created_at, updated_at) \
-             VALUES (?1, 'old', ?2, 1, 0, 0)",
-            (&old.namespace, serde_json::to_string(&old).unwrap()),
-        )
-        .unwrap();
-    }
-    let store = SqliteStore::open_file(&path).await.unwrap();
+    conn.execute_batch(bookkeeping).unwrap();
+    let old = spec("old");
+    conn.execute(
+        "INSERT INTO jobs (namespace, name, spec, version, created_at, updated_at) \
+         VALUES (?1, 'old', ?2, 1, 0, 0)",
+        (&old.namespace, serde_json::to_string(&old).unwrap()),
+    )
+    .unwrap();
+}
+
+async fn assert_old_job_readable(store: &SqliteStore) {
     let old = store
         .job_get(JobGetParams {
             namespace: spec("old").namespace,
@@ -83,6 +74,23 @@ async fn adopts_a_store_from_the_earlier_migration_bookkeeping() {
         .await
         .unwrap();
     assert!(old.is_some(), "the old job is readable");
+}
+
+/// A store written by Kairos before migrations were counted in `user_version` kept them in a
+/// `_sqlx_migrations` table: it opens without re-running the schema, and the table is dropped.
+#[tokio::test]
+async fn adopts_a_store_from_the_earlier_migration_bookkeeping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    write_first_schema(
+        &path,
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+         installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+         checksum BLOB NOT NULL, execution_time BIGINT NOT NULL); \
+         INSERT INTO _sqlx_migrations VALUES (1, 'init', CURRENT_TIMESTAMP, 1, x'00', 1);",
+    );
+    let store = SqliteStore::open_file(&path).await.unwrap();
+    assert_old_job_readable(&store).await;
     create(&store, "new").await;
     store.close().await;
     assert_eq!(user_version(&path), SCHEMA_VERSION);
@@ -104,28 +112,9 @@ async fn adopts_a_store_from_the_earlier_migration_bookkeeping() {
 async fn a_store_at_the_first_schema_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.db");
-    {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(include_str!("../migrations/0001_init.sql"))
-            .unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
-        let old = spec("old");
-        conn.execute(
-            "INSERT INTO jobs (namespace, name, spec, version, created_at, updated_at) \
-             VALUES (?1, 'old', ?2, 1, 0, 0)",
-            (&old.namespace, serde_json::to_string(&old).unwrap()),
-        )
-        .unwrap();
-    }
+    write_first_schema(&path, "PRAGMA user_version = 1");
     let store = SqliteStore::open_file(&path).await.unwrap();
-    let old = store
-        .job_get(JobGetParams {
-            namespace: spec("old").namespace,
-            name: "old".into(),
-        })
-        .await
-        .unwrap();
-    assert!(old.is_some(), "the old job is readable");
+    assert_old_job_readable(&store).await;
     store.close().await;
     assert_eq!(user_version(&path), SCHEMA_VERSION);
 
