@@ -31,15 +31,36 @@ fn dump(runs: &[Run]) -> Vec<String> {
         .collect()
 }
 
+/// The scheduler fires the one job early, 200 ms before its due time T.
+async fn fire_early(s: &Setup) {
+    s.clock.set(t("2026-03-01T00:00:59.800Z"));
+    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+}
+
+/// [`fire_early`], then the worker claims the run ahead; its attempt waits in the set.
+async fn claim_early(s: &Setup) -> JoinSet<()> {
+    fire_early(s).await;
+    let mut tasks = JoinSet::new();
+    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    tasks
+}
+
+async fn assert_due_time_ran(s: &Setup, job: &str) {
+    let runs = s.runs(job).await;
+    assert!(
+        runs.iter()
+            .any(|r| r.scheduled_for == t(T) && r.state == RunState::Succeeded),
+        "due time T did not run: {:?}",
+        dump(&runs)
+    );
+}
+
 /// A: update of the triggers (same due times) after the early run was claimed.
 #[tokio::test]
 async fn an_update_after_the_early_claim_fires_the_due_time_again() {
     let s = setup().await;
     s.jobs.create(every_minute("u", "")).await.unwrap();
-    s.clock.set(t("2026-03-01T00:00:59.800Z"));
-    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
-    let mut tasks = JoinSet::new();
-    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    let mut tasks = claim_early(&s).await;
     let cur = s.jobs.get("default", "u").await.unwrap();
     let new = spec(
         r#"{"name":"u","triggers":[{"cron":"*/1 * * * *"}],"task":{"kind":"shell","script":"echo hi"}}"#,
@@ -53,13 +74,7 @@ async fn an_update_after_the_early_claim_fires_the_due_time_again() {
     s.clock.set(t(T));
     s.scheduler.run_once().await.unwrap();
     s.work().await;
-    let runs = s.runs("u").await;
-    assert!(
-        runs.iter()
-            .any(|r| r.scheduled_for == t(T) && r.state == RunState::Succeeded),
-        "due time T did not run: {:?}",
-        dump(&runs)
-    );
+    assert_due_time_ran(&s, "u").await;
 }
 
 /// B: pause + resume inside the window after the early run was claimed.
@@ -67,10 +82,7 @@ async fn an_update_after_the_early_claim_fires_the_due_time_again() {
 async fn a_pause_and_resume_after_the_early_claim_fire_the_due_time_again() {
     let s = setup().await;
     s.jobs.create(every_minute("p", "")).await.unwrap();
-    s.clock.set(t("2026-03-01T00:00:59.800Z"));
-    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
-    let mut tasks = JoinSet::new();
-    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    let mut tasks = claim_early(&s).await;
     s.jobs.set_paused("default", "p", true).await.unwrap();
     s.worker.heartbeat_once().await.unwrap();
     while tasks.join_next().await.is_some() {}
@@ -84,13 +96,7 @@ async fn a_pause_and_resume_after_the_early_claim_fire_the_due_time_again() {
     s.clock.set(t(T));
     s.scheduler.run_once().await.unwrap();
     s.work().await;
-    let runs = s.runs("p").await;
-    assert!(
-        runs.iter()
-            .any(|r| r.scheduled_for == t(T) && r.state == RunState::Succeeded),
-        "due time T did not run: {:?}",
-        dump(&runs)
-    );
+    assert_due_time_ran(&s, "p").await;
 }
 
 /// D: scheduler next_wake with a sub-lookahead interval job fired early and another deferred.
@@ -121,8 +127,7 @@ async fn the_scheduler_never_sleeps_past_a_due_time_in_the_window() {
 async fn pausing_through_an_update_withdraws_the_early_run() {
     let s = setup().await;
     s.jobs.create(every_minute("e", "")).await.unwrap();
-    s.clock.set(t("2026-03-01T00:00:59.800Z"));
-    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    fire_early(&s).await;
     let cur = s.jobs.get("default", "e").await.unwrap();
     let mut new = every_minute("e", "");
     new.paused = true;
@@ -148,10 +153,7 @@ async fn a_job_deleted_before_its_due_time_does_not_run() {
         marker.display()
     );
     s.jobs.create(spec(&json)).await.unwrap();
-    s.clock.set(t("2026-03-01T00:00:59.800Z"));
-    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
-    let mut tasks = JoinSet::new();
-    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    let mut tasks = claim_early(&s).await;
     s.jobs.delete("default", "d", None).await.unwrap();
     // The job service wakes the worker's heartbeat; a running worker would beat now.
     s.worker.heartbeat_once().await.unwrap();
@@ -171,10 +173,7 @@ async fn a_restart_requeues_an_early_claimed_run_that_never_started() {
         .create(every_minute("h", r#","execution":"at_most_once""#))
         .await
         .unwrap();
-    s.clock.set(t("2026-03-01T00:00:59.800Z"));
-    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
-    let mut tasks = JoinSet::new();
-    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    let mut tasks = claim_early(&s).await;
     tasks.abort_all(); // the node dies
     while tasks.join_next().await.is_some() {}
     s.clock.set(t("2026-03-01T00:00:59.900Z"));
@@ -199,8 +198,7 @@ async fn a_shutdown_does_not_start_a_run_claimed_ahead() {
         marker.display()
     );
     s.jobs.create(spec(&json)).await.unwrap();
-    s.clock.set(t("2026-03-01T00:00:59.800Z"));
-    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    fire_early(&s).await;
     let Setup {
         worker,
         clock,
@@ -233,8 +231,7 @@ async fn a_shutdown_does_not_start_a_run_claimed_ahead() {
 async fn new_triggers_withdraw_an_early_run_they_do_not_contain() {
     let s = setup().await;
     s.jobs.create(every_minute("i", "")).await.unwrap();
-    s.clock.set(t("2026-03-01T00:00:59.800Z"));
-    assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
+    fire_early(&s).await;
     let cur = s.jobs.get("default", "i").await.unwrap();
     let new = spec(
         r#"{"name":"i","triggers":[{"cron":"*/2 * * * *"}],"task":{"kind":"shell","script":"echo hi"}}"#,

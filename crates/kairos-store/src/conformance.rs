@@ -117,6 +117,26 @@ async fn claim(store: &Arc<dyn Store>, node: &str, limit: u32, now: Timestamp) -
         .expect("claim")
 }
 
+/// Pauses or resumes job `name` of the default namespace (`next_fire_at` on resume).
+async fn set_paused(
+    store: &Arc<dyn Store>,
+    name: &str,
+    paused: bool,
+    next_fire_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Job {
+    store
+        .job_set_paused(JobSetPausedParams {
+            namespace: "default".into(),
+            name: name.into(),
+            paused,
+            next_fire_at,
+            now: Some(now),
+        })
+        .await
+        .expect("pause or resume")
+}
+
 async fn finish(store: &Arc<dyn Store>, c: &ClaimedRun, next: RunNext, now: Timestamp) -> bool {
     store
         .run_finish(RunFinishParams {
@@ -294,16 +314,7 @@ pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
 pub async fn job_pause_resume(store: Arc<dyn Store>) {
     let at = t("2026-03-01T00:01:00Z");
     create(&store, "j", Some(at)).await;
-    let paused = store
-        .job_set_paused(JobSetPausedParams {
-            namespace: "default".into(),
-            name: "j".into(),
-            paused: true,
-            next_fire_at: None,
-            now: Some(t(T0)),
-        })
-        .await
-        .unwrap();
+    let paused = set_paused(&store, "j", true, None, t(T0)).await;
     assert!(paused.spec.paused);
     assert_eq!(paused.version, 2);
     let due = store
@@ -315,30 +326,12 @@ pub async fn job_pause_resume(store: Arc<dyn Store>) {
         .unwrap();
     assert!(due.is_empty(), "a paused job is never due");
     assert_eq!(store.job_next_fire_at().await.unwrap(), None);
-    let resumed = store
-        .job_set_paused(JobSetPausedParams {
-            namespace: "default".into(),
-            name: "j".into(),
-            paused: false,
-            next_fire_at: Some(t("2026-03-01T05:00:00Z")),
-            now: Some(t(T0)),
-        })
-        .await
-        .unwrap();
+    let resumed = set_paused(&store, "j", false, Some(t("2026-03-01T05:00:00Z")), t(T0)).await;
     assert!(!resumed.spec.paused);
     assert_eq!(resumed.version, 3);
     assert_eq!(resumed.next_fire_at, Some(t("2026-03-01T05:00:00Z")));
     // Resuming a running job is a no-op that keeps the version.
-    let again = store
-        .job_set_paused(JobSetPausedParams {
-            namespace: "default".into(),
-            name: "j".into(),
-            paused: false,
-            next_fire_at: None,
-            now: Some(t(T0)),
-        })
-        .await
-        .unwrap();
+    let again = set_paused(&store, "j", false, None, t(T0)).await;
     assert_eq!(again.version, 3);
 }
 
@@ -1430,30 +1423,12 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
     assert_eq!(runs(store.clone()).await.len(), 1);
     // Pausing withdraws it; resuming before the due time lets it fire again (no conflict with a
     // leftover row).
-    store
-        .job_set_paused(JobSetPausedParams {
-            namespace: "default".into(),
-            name: "j".into(),
-            paused: true,
-            next_fire_at: None,
-            now: Some(now),
-        })
-        .await
-        .expect("pause");
+    set_paused(&store, "j", true, None, now).await;
     assert!(
         runs(store.clone()).await.is_empty(),
         "pause withdraws the early run"
     );
-    store
-        .job_set_paused(JobSetPausedParams {
-            namespace: "default".into(),
-            name: "j".into(),
-            paused: false,
-            next_fire_at: Some(due),
-            now: Some(now),
-        })
-        .await
-        .expect("resume");
+    set_paused(&store, "j", false, Some(due), now).await;
     let refired = store
         .job_fire(fire_early(job.id))
         .await
@@ -1497,18 +1472,9 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
         })
         .await
         .expect("fire when due");
-    store
-        .job_set_paused(JobSetPausedParams {
-            namespace: "default".into(),
-            name: "k".into(),
-            paused: true,
-            next_fire_at: None,
-            // The wall clock has stepped back before the due time: the run was still fired
-            // when due, not early, and stays.
-            now: Some(t("2026-03-01T00:00:59.500Z")),
-        })
-        .await
-        .expect("pause k");
+    // The wall clock has stepped back before the due time: the run was still fired when due,
+    // not early, and stays.
+    set_paused(&store, "k", true, None, t("2026-03-01T00:00:59.500Z")).await;
     let k_runs = store
         .run_list(RunListParams {
             job_id: Some(job2.id),
@@ -1541,16 +1507,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
         Some(due),
         "starts at its due time"
     );
-    store
-        .job_set_paused(JobSetPausedParams {
-            namespace: "default".into(),
-            name: "m".into(),
-            paused: true,
-            next_fire_at: None,
-            now: Some(now),
-        })
-        .await
-        .expect("pause m");
+    set_paused(&store, "m", true, None, now).await;
     let m_run = store
         .run_get(RunGetParams {
             id: claimed[0].run.id,
@@ -1569,16 +1526,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
         .expect("heartbeat");
     assert!(!hb[0].held);
     // Resumed before the due time, the due time fires again.
-    store
-        .job_set_paused(JobSetPausedParams {
-            namespace: "default".into(),
-            name: "m".into(),
-            paused: false,
-            next_fire_at: Some(due),
-            now: Some(now),
-        })
-        .await
-        .expect("resume m");
+    set_paused(&store, "m", false, Some(due), now).await;
     let again = store
         .job_fire(fire_early(job3.id))
         .await
