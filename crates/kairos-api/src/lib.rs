@@ -1,15 +1,19 @@
 //! Kairos REST API (axum).
 //!
 //! Routes under `/api/v1` (jobs, runs, output, events), plus `/health`, `/ready` and
-//! `/metrics`. Every error is `application/problem+json` with the field paths of invalid input
+//! `/metrics`. Requests a browser could be tricked into sending are refused first ([`guard`]).
+//! Every error is `application/problem+json` with the field paths of invalid input
 //! ([`error::ApiError`] is the one mapping). Request bodies are limited to [`BODY_LIMIT`]. The
 //! OpenAPI document is generated from the handlers and served at `/api/v1/openapi.json`.
 
 pub mod dto;
 pub mod error;
+pub mod guard;
 mod jobs;
 mod ops;
 mod runs;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -25,6 +29,19 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     pub ctx: NodeContext,
     pub jobs: JobService,
+    /// Where requests may come from (see [`guard`]).
+    pub access: Arc<guard::Access>,
+}
+
+impl AppState {
+    /// A state with the default [`guard::Access`]: loopback names and IP addresses only.
+    pub fn new(ctx: NodeContext, jobs: JobService) -> Self {
+        Self {
+            ctx,
+            jobs,
+            access: Arc::default(),
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -87,6 +104,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.access.clone(),
+            guard::guard,
+        ))
         .layer(axum::middleware::map_response(
             error::problem_for_rejections,
         ))

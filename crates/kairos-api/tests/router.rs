@@ -37,10 +37,7 @@ async fn setup() -> Setup {
     );
     let clock = ManualClock::new("2026-03-01T00:00:00Z".parse().unwrap());
     let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
-    let app = router(AppState {
-        jobs: JobService::new(ctx.clone()),
-        ctx: ctx.clone(),
-    });
+    let app = router(AppState::new(ctx.clone(), JobService::new(ctx.clone())));
     Setup {
         app,
         ctx,

@@ -28,6 +28,13 @@ pub struct FileConfig {
     pub lease: Option<String>,
     /// How long before its due time a run may be created (`0s`: never early). Default `250ms`.
     pub lookahead: Option<String>,
+    /// Host names the API answers to, besides IP addresses and `localhost` (requests for other
+    /// names are refused, against DNS rebinding). Env `KAIROS_ALLOWED_HOSTS`, comma-separated.
+    /// Default: none.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins (`https://ui.example`) whose pages may send state-changing requests, besides the
+    /// server's own. Env `KAIROS_ALLOWED_ORIGINS`, comma-separated. Default: none.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// Resolved server settings.
@@ -41,6 +48,10 @@ pub struct ServerConfig {
     pub shutdown_grace: std::time::Duration,
     pub lease: jiff::SignedDuration,
     pub lookahead: jiff::SignedDuration,
+    /// Lowercase host names, without ports.
+    pub allowed_hosts: Vec<String>,
+    /// `scheme://host[:port]`, lowercase.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Flags of `kairos server` (each overrides file and environment).
@@ -83,6 +94,49 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A comma-separated list from the environment, else the file's list.
+fn list(env_name: &str, file: Option<Vec<String>>) -> Vec<String> {
+    match env(env_name) {
+        Some(v) => v
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => file.unwrap_or_default(),
+    }
+}
+
+/// A host name as `allowed_hosts` takes it: letters, digits, `-` and `.`, no port.
+fn check_host_name(field: &str, name: &str) -> anyhow::Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !ok {
+        bail!("{field}: `{name}` is not a host name (letters, digits, `-` and `.`, no port)");
+    }
+    Ok(name.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// An origin as `allowed_origins` takes it: `http://` or `https://`, a host and an optional
+/// port, nothing after.
+fn check_origin(field: &str, origin: &str) -> anyhow::Result<String> {
+    let lower = origin.trim_end_matches('/').to_ascii_lowercase();
+    let authority = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    let ok = authority.is_some_and(|a| {
+        !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    if !ok {
+        bail!("{field}: `{origin}` is not an origin such as `https://ui.example:8443`");
+    }
+    Ok(lower)
 }
 
 impl ServerConfig {
@@ -163,7 +217,17 @@ impl ServerConfig {
         if lookahead > jiff::SignedDuration::from_secs(5) {
             bail!("lookahead: must be at most 5s");
         }
+        let allowed_hosts = list("KAIROS_ALLOWED_HOSTS", file.allowed_hosts)
+            .iter()
+            .map(|h| check_host_name("allowed_hosts", h))
+            .collect::<anyhow::Result<_>>()?;
+        let allowed_origins = list("KAIROS_ALLOWED_ORIGINS", file.allowed_origins)
+            .iter()
+            .map(|o| check_origin("allowed_origins", o))
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
+            allowed_hosts,
+            allowed_origins,
             data_dir,
             listen,
             node_name,
@@ -207,5 +271,23 @@ mod tests {
         assert!(err.contains("lookahead") && err.contains("5s"), "{err}");
         let err = with_file("lookahead = \"soon\"").unwrap_err().to_string();
         assert!(err.starts_with("lookahead:"), "{err}");
+    }
+
+    #[test]
+    fn allowed_hosts_and_origins_are_checked() {
+        let c = with_file(
+            "allowed_hosts = [\"Kairos.Internal\"]\nallowed_origins = [\"https://UI.example:8443/\"]",
+        )
+        .unwrap();
+        assert_eq!(c.allowed_hosts, ["kairos.internal"]);
+        assert_eq!(c.allowed_origins, ["https://ui.example:8443"]);
+        let err = with_file("allowed_hosts = [\"kairos.internal:7433\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("allowed_hosts:"), "{err}");
+        let err = with_file("allowed_origins = [\"ui.example\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("allowed_origins:"), "{err}");
     }
 }

@@ -43,6 +43,11 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
     let app = kairos_api::router(kairos_api::AppState {
         ctx,
         jobs: node.jobs.clone(),
+        access: Arc::new(kairos_api::guard::Access {
+            allowed_hosts: config.allowed_hosts.clone(),
+            allowed_origins: config.allowed_origins.clone(),
+            tls: false,
+        }),
     });
     tracing::info!(url = %format!("http://{}", config.listen), "listening");
     let shutdown = node.shutdown_token();
