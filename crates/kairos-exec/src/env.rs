@@ -6,6 +6,11 @@
 //!
 //! Values from env files and secret files may be secrets: errors name files, variables and line
 //! numbers, never values, and nothing here logs.
+//!
+//! Env and secret files must be regular files (a FIFO would block the read for good, a device
+//! such as `/dev/zero` would never end) of at most [`MAX_FILE_BYTES`]. They are opened without
+//! blocking, checked with `fstat` on the opened file (no race with a swapped path), and read up
+//! to the limit. This code blocks on the file system: callers run it on a blocking thread.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -14,6 +19,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use kairos_core::spec::ProcessSettings;
 
 use crate::RunContext;
+
+/// Largest env file or secret file read (64 KiB).
+pub const MAX_FILE_BYTES: u64 = 64 * 1024;
 
 /// Why an environment could not be built. Never contains a variable's value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,9 +50,9 @@ pub(crate) fn build_env(
         std::env::vars_os().collect()
     };
     for path in &settings.env_files {
-        let content = std::fs::read(path).map_err(|e| EnvError::EnvFileRead {
+        let content = read_regular_file(path).map_err(|reason| EnvError::EnvFileRead {
             path: path.clone(),
-            reason: e.to_string(),
+            reason,
         })?;
         let vars = parse_env_file(&content).map_err(|line| EnvError::EnvFileSyntax {
             path: path.clone(),
@@ -56,10 +64,10 @@ pub(crate) fn build_env(
         env.insert(key.into(), value.into());
     }
     for (var, path) in &settings.secret_files {
-        let value = read_secret(path).map_err(|e| EnvError::SecretFileRead {
+        let value = read_secret(path).map_err(|reason| EnvError::SecretFileRead {
             var: var.clone(),
             path: path.clone(),
-            reason: e.to_string(),
+            reason,
         })?;
         env.insert(var.into(), value);
     }
@@ -84,12 +92,58 @@ pub(crate) fn kairos_vars(context: &RunContext) -> [(&'static str, String); 5] {
 }
 
 /// A secret file's content with trailing line endings removed (editors add one).
-fn read_secret(path: &str) -> std::io::Result<OsString> {
-    let mut bytes = std::fs::read(path)?;
+fn read_secret(path: &str) -> Result<OsString, String> {
+    let mut bytes = read_regular_file(path)?;
     while matches!(bytes.last(), Some(b'\n' | b'\r')) {
         bytes.pop();
     }
     Ok(OsString::from_vec(bytes))
+}
+
+/// The content of a regular file of at most [`MAX_FILE_BYTES`]; `Err` says why not (never with
+/// any of the content).
+fn read_regular_file(path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a file")
+    };
+    if let Some(what) = what {
+        return Err(format!("it is {what}, not a regular file"));
+    }
+    let too_big = || format!("it is larger than {MAX_FILE_BYTES} bytes");
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| e.to_string())?;
+    if content.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    Ok(content)
 }
 
 /// Parses `KEY=VALUE` lines: blank lines and `#` comments are skipped, an `export ` prefix is

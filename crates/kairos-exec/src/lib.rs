@@ -78,7 +78,7 @@ mod vfork;
 
 use std::sync::Arc;
 
-use kairos_core::run::AttemptOutcome;
+use kairos_core::run::{AttemptOutcome, AttemptStatus};
 use kairos_core::spec::{HooksSpec, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
@@ -169,10 +169,13 @@ impl TaskExecutor {
             return outcome;
         }
         let outcome = self.run_task(req).await;
-        req.output.push_stream_line(
-            "kairos",
-            &format!("task finished: {}", outcome.status.label()),
-        );
+        // An error's reason goes into the output too, so that `run logs` of an attempt that
+        // never started says why (error messages never hold secret values).
+        let line = match &outcome.status {
+            AttemptStatus::Error { message } => format!("task finished: error: {message}"),
+            status => format!("task finished: {}", status.label()),
+        };
+        req.output.push_stream_line("kairos", &line);
         if let Some(post) = &req.hooks.post {
             hooks::post(post, req, &outcome).await;
         }

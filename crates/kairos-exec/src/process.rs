@@ -1,8 +1,9 @@
 //! `command` and `shell` tasks (and hooks): one child process in its own process group.
 //!
 //! Life of a process:
-//! 1. The environment is built ([`crate::env`]) and the working directory checked; any problem
-//!    is an `Error` outcome before anything starts.
+//! 1. The environment is built ([`crate::env`]) and the working directory checked, on a blocking
+//!    thread and under the attempt's timeout and cancel (a file system call may hang); any
+//!    problem is an `Error` outcome before anything starts.
 //! 2. The child is started by the spawner thread ([`crate::spawn`]; on Linux a vfork-style
 //!    `clone`, no copy of the server's memory) with stdin from `/dev/null` and stdout/stderr
 //!    piped, becomes a session and group leader (`setsid`) and gets `PR_SET_PDEATHSIG(SIGKILL)`.
@@ -26,6 +27,7 @@ use kairos_core::run::{AttemptOutcome, AttemptStatus, ResourceUsage};
 use kairos_core::spec::ProcessSettings;
 use rustix::process::{Pid, Signal};
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::group::{Leader, Reaped, WaitMode};
@@ -73,43 +75,49 @@ enum Stop {
 
 /// Runs the process to its end and reports the outcome (without output; the caller adds it).
 pub(crate) async fn run(run: ProcessRun<'_>) -> AttemptOutcome {
-    run_with(run, WaitMode::Auto).await
+    run_with(run, WaitMode::Auto, prepare_child).await
 }
 
-/// [`run`], noticing the leader's exit as `mode` says.
-async fn run_with(run: ProcessRun<'_>, mode: WaitMode) -> AttemptOutcome {
+/// [`run`], noticing the leader's exit as `mode` says, with the child prepared by `prepare`
+/// (tests put a hanging file system there).
+async fn run_with<P>(run: ProcessRun<'_>, mode: WaitMode, prepare: P) -> AttemptOutcome
+where
+    P: FnOnce(
+            &[String],
+            &ProcessSettings,
+            &RunContext,
+            &[(String, String)],
+        ) -> Result<Prepared, String>
+        + Send
+        + 'static,
+{
     let Some(&program) = run.argv.first() else {
         return AttemptOutcome::error("argv is empty");
     };
-    let env = match env::build_env(run.settings, run.context, &run.extra_env) {
-        Ok(env) => env,
-        Err(e) => return AttemptOutcome::error(e.to_string()),
+    let deadline = run.timeout.map(|t| Instant::now() + to_std(t));
+    // Reading env and secret files and checking the working directory touch the file system,
+    // where a call can block for good (a stuck network mount): a blocking thread does it, so
+    // that only this attempt waits, and the attempt's timeout and cancel still apply.
+    let preparing = tokio::task::spawn_blocking({
+        let argv: Vec<String> = run.argv.iter().map(|a| (*a).to_owned()).collect();
+        let settings = run.settings.clone();
+        let context = run.context.clone();
+        let extra_env = run.extra_env.clone();
+        move || prepare(&argv, &settings, &context, &extra_env)
+    });
+    let prepared = match until_stopped(preparing, deadline, run.cancel).await {
+        Ok(Ok(Ok(prepared))) => prepared,
+        Ok(Ok(Err(message))) => return AttemptOutcome::error(message),
+        Ok(Err(e)) => return AttemptOutcome::error(format!("preparing `{program}` failed: {e}")),
+        Err(stop) => return stopped_before_start(stop, &run, "while reading its files"),
     };
-    let cwd = run.settings.cwd.as_deref();
-    if let Some(cwd) = cwd {
-        match std::fs::metadata(cwd) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return AttemptOutcome::error(format!(
-                    "working directory `{cwd}` is not a directory"
-                ));
-            }
-            Err(e) => {
-                return AttemptOutcome::error(format!("working directory `{cwd}`: {e}"));
-            }
-        }
-    }
-    let started = match spawn::prepare(ChildSpec {
-        argv: &run.argv,
-        env,
-        cwd,
-    }) {
-        Ok(child) => spawn(child).await,
-        Err(e) => Err(e),
-    };
-    let child = match started {
-        Ok(child) => child,
-        Err(e) => return AttemptOutcome::error(format!("cannot start `{program}`: {e}")),
+    // The spawner thread starts one process at a time; a start that hangs (a program on a
+    // stuck mount) must not hold this attempt past its timeout either. If the wait is given
+    // up, the spawner kills the process it started for nobody.
+    let child = match until_stopped(spawn(prepared), deadline, run.cancel).await {
+        Ok(Ok(child)) => child,
+        Ok(Err(e)) => return AttemptOutcome::error(format!("cannot start `{program}`: {e}")),
+        Err(stop) => return stopped_before_start(stop, &run, "while starting"),
     };
     // Whatever happens to this future from here on, the group does not outlive it (see
     // `Leader`'s drop).
@@ -133,7 +141,7 @@ async fn run_with(run: ProcessRun<'_>, mode: WaitMode) -> AttemptOutcome {
     let mut reading = pin!(read_output(stdout, stderr, run.output));
     let mut read_all = false;
     let (reaped, stop) = {
-        let mut supervising = pin!(supervise(&mut leader, &run));
+        let mut supervising = pin!(supervise(&mut leader, &run, deadline));
         loop {
             tokio::select! {
                 biased;
@@ -154,13 +162,14 @@ async fn run_with(run: ProcessRun<'_>, mode: WaitMode) -> AttemptOutcome {
 
 /// Waits for the leader to exit (see [`crate::group`]); on timeout or cancel, SIGTERM to the
 /// group, SIGKILL after the kill grace. Returns once the leader was reaped.
-async fn supervise(leader: &mut Leader, run: &ProcessRun<'_>) -> (Reaped, Option<Stop>) {
-    let timeout = run.timeout.map(to_std);
-    let stop = tokio::select! {
-        biased;
-        reaped = leader.wait() => return (reaped, None),
-        () = sleep_opt(timeout) => Stop::Timeout,
-        () = run.cancel.cancelled() => Stop::Cancel,
+async fn supervise(
+    leader: &mut Leader,
+    run: &ProcessRun<'_>,
+    deadline: Option<Instant>,
+) -> (Reaped, Option<Stop>) {
+    let stop = match until_stopped(leader.wait(), deadline, run.cancel).await {
+        Ok(reaped) => return (reaped, None),
+        Err(stop) => stop,
     };
     let why = match (stop, run.timeout) {
         (Stop::Timeout, Some(t)) => format!("{} timed out after {t:#}", run.role),
@@ -262,9 +271,70 @@ async fn drain(reading: Pin<&mut impl Future<Output = ()>>, output: &OutputBuffe
     }
 }
 
-async fn sleep_opt(duration: Option<Duration>) {
-    match duration {
-        Some(d) => tokio::time::sleep(d).await,
+/// Everything the child needs, from the file system and the spec: its environment (env and
+/// secret files read), its checked working directory, its argv. Blocking: runs on a blocking
+/// thread. `Err` is the attempt's error message.
+fn prepare_child(
+    argv: &[String],
+    settings: &ProcessSettings,
+    context: &RunContext,
+    extra_env: &[(String, String)],
+) -> Result<Prepared, String> {
+    let env = env::build_env(settings, context, extra_env).map_err(|e| e.to_string())?;
+    let cwd = settings.cwd.as_deref();
+    if let Some(cwd) = cwd {
+        match std::fs::metadata(cwd) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(format!("working directory `{cwd}` is not a directory")),
+            Err(e) => return Err(format!("working directory `{cwd}`: {e}")),
+        }
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let program = argv.first().copied().unwrap_or_default();
+    spawn::prepare(ChildSpec {
+        argv: &argv,
+        env,
+        cwd,
+    })
+    .map_err(|e| format!("cannot start `{program}`: {e}"))
+}
+
+/// Waits for `fut` until the deadline passes or the attempt is cancelled.
+async fn until_stopped<T>(
+    fut: impl Future<Output = T>,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+) -> Result<T, Stop> {
+    tokio::select! {
+        biased;
+        value = fut => Ok(value),
+        () = sleep_until_opt(deadline) => Err(Stop::Timeout),
+        () = cancel.cancelled() => Err(Stop::Cancel),
+    }
+}
+
+/// The outcome of a process stopped by its timeout or a cancel before it ran.
+fn stopped_before_start(stop: Stop, run: &ProcessRun<'_>, phase: &str) -> AttemptOutcome {
+    let (status, why) = match (stop, run.timeout) {
+        (Stop::Timeout, Some(t)) => (
+            AttemptStatus::TimedOut,
+            format!(
+                "{} timed out after {t:#} {phase}, before it started",
+                run.role
+            ),
+        ),
+        _ => (
+            AttemptStatus::Cancelled,
+            format!("{} cancelled {phase}, before it started", run.role),
+        ),
+    };
+    run.output.push_stream_line("kairos", &why);
+    AttemptOutcome::from_status(status)
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }
@@ -382,7 +452,7 @@ mod tests {
                 output: &self.output,
                 cancel: &self.cancel,
             };
-            run_with(run, mode).await
+            run_with(run, mode, prepare_child).await
         }
 
         /// The text of the captured `stream` lines.
@@ -485,6 +555,55 @@ mod tests {
             assert_eq!(s.lines("stderr"), ["oops"], "{mode:?}");
             // The outcome comes back only once the leader was reaped.
             assert!(reaped(s.printed_pid()), "{mode:?}");
+        }
+    }
+
+    /// A file system call that hangs while the child is prepared (a stuck mount) holds only its
+    /// own attempt: the timeout and the cancel still end it, and the hung call is left behind on
+    /// its blocking thread.
+    #[tokio::test]
+    async fn a_hanging_preparation_is_stopped_by_timeout_and_cancel() {
+        for stop in [Stop::Timeout, Stop::Cancel] {
+            let s = setup();
+            let (release, hang) = mpsc::channel::<()>();
+            let hanging =
+                move |_: &[String], _: &ProcessSettings, _: &RunContext, _: &[(String, String)]| {
+                    let _ = hang.recv();
+                    Err("released".to_owned())
+                };
+            let timeout = match stop {
+                Stop::Timeout => Some(SignedDuration::from_millis(300)),
+                Stop::Cancel => {
+                    s.cancel.cancel();
+                    None
+                }
+            };
+            let run = ProcessRun {
+                role: "task",
+                argv: shell_argv("true"),
+                settings: &s.settings,
+                extra_env: Vec::new(),
+                expected_exit_codes: &[0],
+                timeout,
+                kill_grace: SignedDuration::from_millis(300),
+                context: &s.context,
+                output: &s.output,
+                cancel: &s.cancel,
+            };
+            let outcome = tokio::time::timeout(PATIENCE, run_with(run, WaitMode::Auto, hanging))
+                .await
+                .expect("the attempt ends although its preparation hangs");
+            let expected = match stop {
+                Stop::Timeout => AttemptStatus::TimedOut,
+                Stop::Cancel => AttemptStatus::Cancelled,
+            };
+            assert_eq!(outcome.status, expected);
+            let output = s.output.snapshot();
+            assert!(
+                output.contains("while reading its files, before it started"),
+                "{output}"
+            );
+            drop(release);
         }
     }
 

@@ -122,3 +122,77 @@ async fn cross_site_and_rebinding_requests_are_refused() {
     assert!(server.runs("own").await.is_empty(), "nothing was triggered");
     assert!(!proof.exists());
 }
+
+/// A job whose secret file is a FIFO (nobody ever writes to it) froze the whole node: the read
+/// blocked both runtime threads. Now the attempt fails on its own, `/health` answers all along
+/// and another job keeps firing every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_secret_blocks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("s.fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(
+                json!({"name": "tick", "triggers": [{"cron": "* * * * * *"}],
+                "task": {"kind": "command", "argv": ["true"]}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "fifo", "timeout": "2s",
+                "task": {"kind": "shell", "script": "echo $S", "secret_files": {"S": fifo}}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(server.trigger("fifo").await);
+    }
+    // The node answers throughout: each probe must come back within its own short timeout.
+    let probe = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
+    for _ in 0..30 {
+        let health = probe.get(format!("{}/health", server.url)).send().await;
+        assert!(
+            health.is_ok_and(|r| r.status() == 200),
+            "/health did not answer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for id in ids {
+        let run = server.wait_for_run_state(20, id, "failed").await;
+        let error = run["attempts"][0]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("a FIFO, not a regular file"), "{run}");
+    }
+    // The other job fired every second meanwhile (a frozen scheduler leaves gaps).
+    let mut due: Vec<jiff::Timestamp> = server
+        .runs("tick")
+        .await
+        .iter()
+        .map(|r| r["scheduled_for"].as_str().unwrap().parse().unwrap())
+        .collect();
+    due.sort();
+    assert!(due.len() >= 3, "{due:?}");
+    for pair in due.windows(2) {
+        assert_eq!(
+            pair[1].duration_since(pair[0]),
+            jiff::SignedDuration::from_secs(1),
+            "{due:?}"
+        );
+    }
+}

@@ -221,3 +221,79 @@ async fn the_tasks_path_replaces_the_servers() {
         "{message}"
     );
 }
+
+/// The error message of an attempt whose secret (or env) file cannot be used.
+async fn file_error(settings: ProcessSettings) -> String {
+    let mut req = request(command_with(&["/bin/true"], settings));
+    req.timeout = Some(jiff::SignedDuration::from_secs(20));
+    let outcome = execute(req).await;
+    match outcome.status {
+        AttemptStatus::Error { message } => message,
+        other => panic!("expected an error, got {other:?}: {}", outcome.output),
+    }
+}
+
+fn secret(path: &str) -> ProcessSettings {
+    ProcessSettings {
+        secret_files: [("S".to_owned(), path.to_owned())].into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_fifo_secret_is_refused_at_once_instead_of_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("s.fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    let fifo = fifo.to_string_lossy().into_owned();
+    let message = file_error(secret(&fifo)).await;
+    assert!(message.contains("a FIFO, not a regular file"), "{message}");
+    // The output of the attempt that never started says why, for `run logs`.
+    let outcome = execute(request(command_with(&["/bin/true"], secret(&fifo)))).await;
+    assert!(
+        outcome
+            .output
+            .contains("kairos task finished: error: cannot read secret file"),
+        "{}",
+        outcome.output
+    );
+    let message = file_error(ProcessSettings {
+        env_files: vec![fifo],
+        ..Default::default()
+    })
+    .await;
+    assert!(message.contains("a FIFO, not a regular file"), "{message}");
+}
+
+#[tokio::test]
+async fn devices_directories_and_large_files_are_refused() {
+    let message = file_error(secret("/dev/zero")).await;
+    assert!(message.contains("a character device"), "{message}");
+    let dir = tempfile::tempdir().unwrap();
+    let message = file_error(secret(dir.path().to_str().unwrap())).await;
+    assert!(message.contains("a directory"), "{message}");
+    let big = write(&dir, "big", &"x".repeat(64 * 1024 + 1));
+    let message = file_error(secret(&big)).await;
+    assert!(message.contains("larger than 65536 bytes"), "{message}");
+    assert!(!message.contains("xxx"), "{message}");
+    let message = file_error(ProcessSettings {
+        env_files: vec![big],
+        ..Default::default()
+    })
+    .await;
+    assert!(message.contains("larger than 65536 bytes"), "{message}");
+    // At the limit is fine.
+    let limit = write(&dir, "limit", &"y".repeat(64 * 1024));
+    let outcome = execute(request(command_with(&["/bin/true"], secret(&limit)))).await;
+    assert_eq!(
+        outcome.status,
+        AttemptStatus::Succeeded,
+        "{}",
+        outcome.output
+    );
+}
