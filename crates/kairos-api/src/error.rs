@@ -96,7 +96,9 @@ impl From<StoreError> for ApiError {
                 "The job exists already",
                 detail,
             ),
-            StoreError::JobNotFound { .. } | StoreError::RunNotFound(_) => Self::not_found(detail),
+            StoreError::JobNotFound { .. }
+            | StoreError::RunNotFound(_)
+            | StoreError::JobGone(_) => Self::not_found(detail),
             StoreError::VersionConflict { .. } => Self::new(
                 StatusCode::CONFLICT,
                 "version-conflict",
@@ -109,19 +111,23 @@ impl From<StoreError> for ApiError {
                 "The run cannot do that in its state",
                 detail,
             ),
-            StoreError::Locked(_) | StoreError::Unavailable(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store-unavailable",
-                "The store is unavailable",
-                detail,
-            ),
+            // The details (file paths, SQL errors) go to the log, never to the client.
+            StoreError::Locked(_) | StoreError::Unavailable(_) => {
+                tracing::warn!(error = %detail, "store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "The store is unavailable",
+                    "the store cannot be reached; the server's log says why",
+                )
+            }
             StoreError::Internal(_) => {
                 tracing::error!(error = %detail, "store error");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
                     "Internal error",
-                    detail,
+                    "an internal error occurred; the server's log has the details",
                 )
             }
         }
@@ -172,7 +178,8 @@ pub async fn problem_for_rejections(response: Response) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
         _ => ("bad-request", "The request is invalid"),
     };
-    let detail = if detail.is_empty() {
+    // A server error's text is not for clients (it may hold internal detail).
+    let detail = if detail.is_empty() || status.is_server_error() {
         title.to_owned()
     } else {
         detail

@@ -231,7 +231,15 @@ impl JobService {
                 },
                 now: self.ctx.clock.store_now(),
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Deleted between the read above and the insert.
+                StoreError::JobGone(_) => StoreError::JobNotFound {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+                e => e,
+            })?;
         if run.state == RunState::Queued {
             self.ctx.worker_wake.notify_one();
             self.ctx.telemetry.emit(Event::RunQueued {

@@ -80,6 +80,15 @@ fn write_job(
         .ok_or_else(|| StoreError::Internal("written job vanished".into()))
 }
 
+/// `JobGone` unless the job exists (in this transaction, so a delete cannot come between).
+fn ensure_job_exists(conn: &Connection, job_id: JobId) -> StoreResult<()> {
+    first(conn, "SELECT 1 FROM jobs WHERE id = ?1", [job_id], |r| {
+        col::<i64>(r, 0)
+    })?
+    .map(|_| ())
+    .ok_or(StoreError::JobGone(job_id))
+}
+
 fn version_conflict(p_ns: &str, p_name: &str, expected: i64, actual: i64) -> StoreError {
     StoreError::VersionConflict {
         namespace: p_ns.to_owned(),
@@ -326,6 +335,7 @@ impl Store for SqliteStore {
         let now = now_or(p.now);
         self.db
             .write(move |tx| {
+                ensure_job_exists(tx, p.job_id)?;
                 let id = match batch::insert_run(tx, p.job_id, &p.run, now)? {
                     Some(id) => id,
                     None => first(
@@ -345,6 +355,7 @@ impl Store for SqliteStore {
         let now = now_or(p.now);
         self.db
             .write(move |tx| {
+                ensure_job_exists(tx, p.job_id)?;
                 let mut created = Vec::with_capacity(p.runs.len());
                 for run in &p.runs {
                     if let Some(id) = batch::insert_run(tx, p.job_id, run, now)? {

@@ -29,7 +29,7 @@ macro_rules! conformance_tests {
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_rescue_expired_leases,
             run_exclusive_runs_one_at_a_time, run_cancel_states, run_list_filters_and_counts,
             run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, job_fire_many_and_active_counts, ids_are_never_reused, run_rescue_gives_up_on_runs_that_keep_losing_their_lease, run_claim_concurrent_never_doubles, run_release_keeps_attempt,
-            early_runs_are_withdrawn_by_pause_and_reschedule
+            early_runs_are_withdrawn_by_pause_and_reschedule, run_insert_for_a_deleted_job_is_job_gone
         );
     };
 }
@@ -980,6 +980,50 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
             .unwrap(),
         1
     );
+}
+
+/// Trigger-now racing a delete: the run's job is gone, which is a clear error, never a
+/// constraint failure, and nothing is written.
+pub async fn run_insert_for_a_deleted_job_is_job_gone(store: Arc<dyn Store>) {
+    let job = create(&store, "j", None).await;
+    store
+        .job_delete(JobDeleteParams {
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let at = t("2026-03-01T00:01:00Z");
+    let err = store
+        .run_insert(RunInsertParams {
+            job_id: job.id,
+            run: insert(at),
+            now: Some(at),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::JobGone(id) if id == job.id),
+        "{err:?}"
+    );
+    let err = store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs: vec![insert(at)],
+            now: Some(at),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::JobGone(_)), "{err:?}");
+    let runs = store
+        .run_list(RunListParams {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(runs.is_empty());
 }
 
 pub async fn run_claim_concurrent_never_doubles(store: Arc<dyn Store>) {

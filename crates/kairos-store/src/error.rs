@@ -1,4 +1,4 @@
-use kairos_core::run::RunId;
+use kairos_core::run::{JobId, RunId};
 
 /// Errors of every store backend.
 #[derive(Debug, thiserror::Error)]
@@ -9,6 +9,9 @@ pub enum StoreError {
     JobNotFound { namespace: String, name: String },
     #[error("run {0} not found")]
     RunNotFound(RunId),
+    /// The job a write refers to by id was deleted meanwhile (trigger-now racing a delete).
+    #[error("job {0} no longer exists")]
+    JobGone(JobId),
     #[error(
         "job `{namespace}/{name}` is at version {actual}, not {expected}; reload it and apply the change again"
     )]

@@ -196,3 +196,32 @@ async fn a_fifo_secret_blocks_nothing() {
         );
     }
 }
+
+/// A delete racing nine trigger-nows: every answer is a success or a clear 404, never a 5xx
+/// with a store error inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_racing_delete_is_never_a_server_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for round in 0..5 {
+        server.create_shell_job("racy", "sleep 5").await;
+        let delete = server.call(Method::DELETE, "/api/v1/jobs/racy", None);
+        let triggers = (0..9).map(|_| server.call(Method::POST, "/api/v1/jobs/racy/trigger", None));
+        let (deleted, triggered) = tokio::join!(delete, futures::future::join_all(triggers));
+        assert_eq!(deleted.0, 204, "round {round}: {:?}", deleted.2);
+        for (status, content_type, body) in triggered {
+            assert!(
+                status == 202 || status == 404,
+                "round {round}: {status} {body}"
+            );
+            if status == 404 {
+                assert_eq!(content_type, "application/problem+json");
+                let detail = body["detail"].as_str().unwrap();
+                assert!(!detail.contains("store error"), "{detail}");
+            }
+            *statuses.entry(status).or_default() += 1;
+        }
+    }
+    assert!(statuses.keys().all(|s| *s < 500), "{statuses:?}");
+}
