@@ -17,6 +17,14 @@ pub const DEFAULT_CATCHUP_WINDOW: SignedDuration = SignedDuration::from_secs(360
 pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 /// Most triggers per job.
 pub const MAX_TRIGGERS: usize = 64;
+/// Largest `jitter` of a trigger.
+pub const MAX_JITTER: SignedDuration = SignedDuration::from_hours(24);
+/// Largest `kill_grace`.
+pub const MAX_KILL_GRACE: SignedDuration = SignedDuration::from_hours(1);
+/// Longest time zone name.
+pub const MAX_TIMEZONE_LEN: usize = 64;
+/// Longest HTTP task URL.
+pub const MAX_URL_LEN: usize = 8192;
 
 /// The validated, typed form of a job.
 #[derive(Debug, Clone)]
@@ -52,9 +60,24 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn parse_instant(s: &str) -> Result<Timestamp, String> {
+/// Parses an RFC 3339 instant; one that is well formed but beyond what Kairos can represent is
+/// out of range, not malformed.
+pub fn parse_instant(s: &str) -> Result<Timestamp, String> {
+    if s.len() > 64 {
+        return Err(format!(
+            "is {} characters long; not an RFC 3339 instant such as `2026-01-01T00:00:00Z`",
+            s.len()
+        ));
+    }
     s.parse::<Timestamp>()
-        .map_err(|_| format!("`{s}` is not an RFC 3339 instant such as `2026-01-01T00:00:00Z`"))
+        .map_err(|_| match jiff::fmt::temporal::Pieces::parse(s) {
+            Ok(pieces) if pieces.offset().is_some() && pieces.time().is_some() => format!(
+                "`{s}` is out of range: instants must be between {} and {}",
+                Timestamp::MIN,
+                Timestamp::MAX
+            ),
+            _ => format!("`{s}` is not an RFC 3339 instant such as `2026-01-01T00:00:00Z`"),
+        })
 }
 
 impl JobSpec {
@@ -101,6 +124,9 @@ impl JobSpec {
             Some(DEFAULT_CATCHUP_WINDOW),
         )
         .unwrap_or(DEFAULT_CATCHUP_WINDOW);
+        if kill_grace > MAX_KILL_GRACE {
+            errs.push("kill_grace", "must be at most 1h");
+        }
 
         let retry = match &self.retry {
             None => RetryPolicy::none(),
@@ -189,6 +215,10 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
     let jitter = match &t.jitter {
         None => None,
         Some(j) => match parse_duration(j, true) {
+            Ok(d) if d > MAX_JITTER => {
+                errs.push(path(at, "jitter"), "must be at most 24h");
+                None
+            }
             Ok(d) => Some(d),
             Err(e) => {
                 errs.push(path(at, "jitter"), e);
@@ -196,6 +226,18 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
             }
         },
     };
+    if let Some(zone) = &t.timezone
+        && zone.len() > MAX_TIMEZONE_LEN
+    {
+        errs.push(
+            path(at, "timezone"),
+            format!(
+                "is {} characters long; at most {MAX_TIMEZONE_LEN}",
+                zone.len()
+            ),
+        );
+        return None;
+    }
     let kind = if let Some(expr) = &t.cron {
         match CronSchedule::parse(expr, t.timezone.as_deref()) {
             Ok(c) => Some(TriggerKind::Cron(c)),
@@ -224,6 +266,13 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
         match parse_duration(every, false) {
             Ok(d) if d < SignedDuration::from_millis(100) => {
                 errs.push(path(at, "interval"), "must be at least 100ms");
+                None
+            }
+            Ok(d) if jitter.is_some_and(|j| j >= d) => {
+                errs.push(
+                    path(at, "jitter"),
+                    format!("must be shorter than the interval ({every})"),
+                );
                 None
             }
             Ok(d) => Some(TriggerKind::Interval { every: d }),
@@ -332,7 +381,14 @@ fn validate_task(task: &TaskSpec, at: &str, errs: &mut ValidationErrors) {
                 );
             }
             let lower = h.url.to_ascii_lowercase();
-            if !(lower.starts_with("http://") || lower.starts_with("https://")) || h.url.len() < 8 {
+            if h.url.len() > MAX_URL_LEN {
+                errs.push(
+                    path(at, "url"),
+                    format!("is {} characters long; at most {MAX_URL_LEN}", h.url.len()),
+                );
+            } else if !(lower.starts_with("http://") || lower.starts_with("https://"))
+                || h.url.len() < 8
+            {
                 errs.push(
                     path(at, "url"),
                     format!("`{}` is not an http:// or https:// URL", h.url),

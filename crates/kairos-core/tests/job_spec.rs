@@ -319,3 +319,66 @@ fn type_errors_and_validation_errors_come_in_one_report() {
             .any(|f| f.contains("max_concurrent") && f != &"max_concurrent")
     );
 }
+
+/// The message of the one problem reported for `field`.
+fn message_for(errors: &ValidationErrors, field: &str) -> String {
+    assert_eq!(fields(errors), [field], "{errors}");
+    errors.errors[0].message.clone()
+}
+
+#[test]
+fn durations_jitter_and_expressions_are_bounded() {
+    // A jitter that wrapped around gave run_at values in 1855 and 2317.
+    let spec = example_with(|j| {
+        j["triggers"] = json!([{"interval": "1s", "jitter": "999999999999999h"}]);
+    });
+    let m = message_for(&spec.validate().unwrap_err(), "triggers[0].jitter");
+    assert!(m.contains("at most 8784h"), "{m}");
+    let spec = example_with(|j| j["triggers"] = json!([{"cron": "@daily", "jitter": "25h"}]));
+    let m = message_for(&spec.validate().unwrap_err(), "triggers[0].jitter");
+    assert!(m.contains("at most 24h"), "{m}");
+    let spec = example_with(|j| j["triggers"] = json!([{"interval": "1s", "jitter": "1h"}]));
+    let m = message_for(&spec.validate().unwrap_err(), "triggers[0].jitter");
+    assert!(m.contains("shorter than the interval (1s)"), "{m}");
+    let spec = example_with(|j| j["triggers"] = json!([{"interval": "10m", "jitter": "30s"}]));
+    assert!(spec.validate().is_ok());
+    for (field, value) in [
+        ("timeout", "9000h"),
+        ("catchup_window", "8785h"),
+        ("kill_grace", "2h"),
+    ] {
+        let spec = example_with(|j| j[field] = json!(value));
+        message_for(&spec.validate().unwrap_err(), field);
+    }
+    let spec = example_with(|j| j["triggers"] = json!([{"interval": "9999h"}]));
+    message_for(&spec.validate().unwrap_err(), "triggers[0].interval");
+
+    // A 100 000-character cron broke `kairos job ls` for everyone.
+    let spec = example_with(|j| j["triggers"] = json!([{"cron": "5".repeat(100_000)}]));
+    let m = message_for(&spec.validate().unwrap_err(), "triggers[0].cron");
+    assert!(m.contains("100000 characters long; at most 1024"), "{m}");
+    let spec = example_with(|j| {
+        j["triggers"] = json!([{"cron": "@daily", "timezone": "Z".repeat(1000)}]);
+    });
+    message_for(&spec.validate().unwrap_err(), "triggers[0].timezone");
+    let spec = example_with(|j| {
+        j["task"] = json!({"kind": "http", "url": format!("https://x/{}", "a".repeat(10_000))});
+    });
+    let m = message_for(&spec.validate().unwrap_err(), "task.url");
+    assert!(
+        !m.contains("aaaa"),
+        "the message does not repeat the value: {m}"
+    );
+}
+
+#[test]
+fn an_instant_beyond_the_range_says_so() {
+    let spec = example_with(|j| j["triggers"] = json!([{"at": "9999-12-31T23:59:59Z"}]));
+    let m = message_for(&spec.validate().unwrap_err(), "triggers[0].at");
+    assert!(m.contains("out of range"), "{m}");
+    let spec = example_with(|j| j["triggers"] = json!([{"at": "tomorrow"}]));
+    let m = message_for(&spec.validate().unwrap_err(), "triggers[0].at");
+    assert!(m.contains("not an RFC 3339 instant"), "{m}");
+    let spec = example_with(|j| j["triggers"] = json!([{"at": "9999-12-30T00:00:00Z"}]));
+    assert!(spec.validate().is_ok());
+}

@@ -116,6 +116,8 @@ fn next_prints_rfc3339_lines_with_dst_notes() {
         vec!["next", "@daily", "--tz", "Mars/Base"],
         vec!["next", "@daily", "--from", "yesterday"],
         vec!["next", "0 0 30 2 *"],
+        vec!["next", "@yearly", "--from", "9998-06-01T00:00:00Z"],
+        vec!["next", "@yearly", "--from", "9999-12-31T23:59:59Z"],
     ] {
         let out = kairos(&bad, None);
         assert!(!out.status.success(), "{bad:?} should fail");
@@ -126,6 +128,33 @@ fn next_prints_rfc3339_lines_with_dst_notes() {
         );
         assert!(!stderr(&out).contains("panicked"));
     }
+    let out = kairos(&["next", "@yearly", "--from", "9998-06-01T00:00:00Z"], None);
+    assert!(
+        stderr(&out).contains("no fire times after 9998-06-01T00:00:00Z"),
+        "{}",
+        stderr(&out)
+    );
+    let out = kairos(&["next", "@yearly", "--from", "9999-12-31T23:59:59Z"], None);
+    assert!(stderr(&out).contains("out of range"), "{}", stderr(&out));
+    // Fewer left than asked: the ones there are, and a note.
+    let out = kairos(
+        &[
+            "next",
+            "@yearly",
+            "--from",
+            "4998-06-01T00:00:00Z",
+            "-n",
+            "5",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("only 2 of 5 shown"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,12 @@ impl CronSchedule {
     ///
     /// An expression that matches no date at all (`0 0 30 2 *`) is an error.
     pub fn parse(expr: &str, tz: Option<&str>) -> Result<Self, CronScheduleError> {
+        if expr.len() > MAX_CRON_LEN {
+            return Err(CronScheduleError::Expression(format!(
+                "it is {} characters long; at most {MAX_CRON_LEN}",
+                expr.len()
+            )));
+        }
         let fields = cron_syntax::check(expr).map_err(CronScheduleError::Expression)?;
         let (dom, dow) = fields.day_fields();
         let unrestricted = |f: &str| f.starts_with('*') || f == "?";
@@ -189,6 +195,13 @@ impl CronSchedule {
         }
     }
 }
+
+/// Cron fire times are computed up to this year (croner's search ends there); a schedule has no
+/// fire time after it.
+pub const CRON_LAST_YEAR: i16 = 5000;
+
+/// Longest cron expression (a long list of values fits; a page of text does not).
+pub const MAX_CRON_LEN: usize = 1024;
 
 /// Why a cron trigger is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,7 @@ mod cron_syntax;
 
 use jiff::{SignedDuration, Timestamp};
 
-pub use cron::{CronSchedule, CronScheduleError, DstNote};
+pub use cron::{CRON_LAST_YEAR, CronSchedule, CronScheduleError, DstNote, MAX_CRON_LEN};
 
 /// One trigger with its bounds and jitter.
 #[derive(Debug, Clone)]
@@ -68,8 +68,9 @@ impl Trigger {
             return SignedDuration::ZERO;
         }
         let seed = splitmix64(job_key ^ (scheduled_for.as_nanosecond() as u64));
-        let offset = (seed as u128 % nanos as u128) as i128;
-        SignedDuration::from_nanos(offset as i64)
+        let offset = seed as u128 % nanos as u128;
+        // Below `jitter`, so it fits whenever the jitter does (validation bounds it to 24h).
+        i64::try_from(offset).map_or(SignedDuration::ZERO, SignedDuration::from_nanos)
     }
 }
 

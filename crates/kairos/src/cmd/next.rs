@@ -32,12 +32,9 @@ pub fn lines(
         CronSchedule::parse(&args.expr, args.tz.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let from = match &args.from {
         None => now,
-        Some(s) => match s.parse::<Timestamp>() {
-            Ok(t) => t,
-            Err(_) => {
-                bail!("--from: `{s}` is not an RFC 3339 instant such as 2026-01-01T00:00:00Z")
-            }
-        },
+        Some(s) => {
+            kairos_core::job::parse_instant(s).map_err(|e| anyhow::anyhow!("--from: {e}"))?
+        }
     };
     let mut out = Vec::with_capacity(args.count);
     let mut cursor = from;
@@ -52,8 +49,31 @@ pub fn lines(
     Ok(out)
 }
 
+/// The start instant as given (or now).
+fn from_text(args: &NextArgs, now: Timestamp) -> String {
+    args.from.clone().unwrap_or_else(|| now.to_string())
+}
+
 pub fn run(args: NextArgs, now: Timestamp) -> anyhow::Result<()> {
     let lines = lines(&args, now)?;
+    // Fewer fire times than asked: none is left within the years Kairos computes. Saying
+    // nothing would look like success.
+    let last = lines.last().map(|l| l.0.clone());
+    let end_note = format!(
+        "no fire times after {}",
+        last.unwrap_or_else(|| from_text(&args, now))
+    );
+    let horizon = kairos_core::trigger::CRON_LAST_YEAR;
+    if lines.is_empty() {
+        bail!("{end_note}: cron fire times are computed up to the year {horizon}");
+    }
+    if lines.len() < args.count {
+        eprintln!(
+            "note: {end_note} up to the year {horizon} (only {} of {} shown)",
+            lines.len(),
+            args.count
+        );
+    }
     if args.json {
         let items: Vec<_> = lines
             .iter()
