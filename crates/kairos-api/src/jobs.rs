@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
+use kairos_core::document::JsonError;
 use kairos_core::run::RunState;
 use kairos_core::spec::{DEFAULT_NAMESPACE, JobSpec};
 use kairos_store::RunListParams;
@@ -28,8 +29,12 @@ impl NamespaceQuery {
 
 /// Parses a JSON body into a job document, naming the field of a type error.
 fn parse_spec(body: &[u8]) -> Result<(JobSpec, Option<i64>), ApiError> {
-    let mut value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("", format!("the body is not valid JSON: {e}")))?;
+    let mut value = kairos_core::document::parse_json(body).map_err(|e| match e {
+        JsonError::Malformed(e) => {
+            ApiError::bad_request("", format!("the body is not valid JSON: {e}"))
+        }
+        duplicate => ApiError::invalid(duplicate.into()),
+    })?;
     let Some(object) = value.as_object_mut() else {
         return Err(ApiError::bad_request(
             "",

@@ -391,3 +391,68 @@ async fn health_ready_metrics_openapi() {
     assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
     assert_eq!(nowhere.content_type, "application/problem+json");
 }
+
+/// Sends raw body text (not re-serialized, so a duplicate key survives).
+async fn post_text(s: &Setup, uri: &str, text: &str) -> Reply {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(text.to_owned()))
+        .unwrap();
+    let resp = s.app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Reply {
+        status,
+        content_type: String::new(),
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+fn error_fields(r: &Reply) -> Vec<String> {
+    let mut fields: Vec<String> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
+    fields.sort();
+    fields
+}
+
+#[tokio::test]
+async fn duplicate_keys_and_unknown_kinds_are_reported_with_every_other_problem() {
+    let s = setup().await;
+    let twice = post_text(
+        &s,
+        "/api/v1/jobs",
+        r#"{"name":"a","task":{"kind":"shell","script":"true"},"name":"b"}"#,
+    )
+    .await;
+    assert_eq!(
+        twice.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        twice.text
+    );
+    assert_eq!(error_fields(&twice), ["name"]);
+    let unknown_kind = post_text(
+        &s,
+        "/api/v1/jobs",
+        r#"{"name":"Bad Name","triggers":[{"cron":"61 * * * *"}],"task":{"kind":"bogus"}}"#,
+    )
+    .await;
+    assert_eq!(unknown_kind.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error_fields(&unknown_kind),
+        ["name", "task.kind", "triggers[0].cron"]
+    );
+    let no_task = post_text(&s, "/api/v1/jobs", r#"{"name":"x"}"#).await;
+    assert_eq!(error_fields(&no_task), ["task"]);
+    assert_eq!(s.jobs_in_store().await, 0);
+}

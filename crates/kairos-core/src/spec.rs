@@ -341,90 +341,79 @@ pub enum HookSpec {
 }
 
 impl JobSpec {
-    /// Parses a job from JSON; a type error names its field path.
+    /// Parses a job from JSON text (a key given twice is an error); see [`JobSpec::from_value`].
     pub fn from_json(input: &str) -> Result<Self, crate::ValidationErrors> {
-        let value: serde_json::Value = serde_json::from_str(input)
-            .map_err(|e| crate::ValidationErrors::single("", format!("not valid JSON: {e}")))?;
-        Self::from_value(value)
+        Self::from_value(crate::document::parse_json(input.as_bytes())?)
     }
 
     /// Parses a job from a JSON value, reporting every problem with its field path: each type
-    /// error (or unknown field) is recorded, the offending field removed, and the rest parsed
-    /// again; when the rest parses, its validation errors are added too.
+    /// error (or unknown field) is recorded and the offending part taken out or replaced by a
+    /// stand-in, and the rest parsed again. When there were type errors, the rest is validated
+    /// too and its problems added (except those about what was taken out), so that one answer
+    /// lists everything. A document without type errors comes back unvalidated: call
+    /// [`JobSpec::validate`].
     pub fn from_value(value: serde_json::Value) -> Result<Self, crate::ValidationErrors> {
+        use crate::document::{Removed, collect, collect_tagged};
         let mut value = value;
-        let mut errs = crate::ValidationErrors::default();
-        let mut removed: Vec<String> = Vec::new();
-        for _ in 0..MAX_TYPE_ERRORS {
-            let err = match serde_path_to_error::deserialize::<_, JobSpec>(value.clone()) {
-                Ok(spec) if errs.is_empty() => return Ok(spec),
-                Ok(spec) => {
-                    if let Err(more) = spec.validate() {
-                        for e in more.errors {
-                            let hidden = removed.iter().any(|r| {
-                                e.field == *r
-                                    || e.field.starts_with(&format!("{r}."))
-                                    || e.field.starts_with(&format!("{r}["))
-                            });
-                            if !hidden {
-                                errs.errors.push(e);
-                            }
-                        }
-                    }
-                    return Err(errs);
-                }
-                Err(err) => err,
-            };
-            let segments: Vec<String> = err.path().iter().map(ToString::to_string).collect();
-            let message = err.inner().to_string();
-            let field = crate::error::from_serde_path(err).errors.remove(0).field;
-            // A field this loop removed is now missing: not a problem of the input.
-            let missing_removed = message
-                .strip_prefix("missing field `")
-                .and_then(|m| m.split('`').next())
-                .is_some_and(|name| {
-                    removed
-                        .iter()
-                        .any(|r| r == name || r.ends_with(&format!(".{name}")))
-                });
-            if !missing_removed {
-                errs.push(field.clone(), message.clone());
-            }
-            // An unknown field's name is in the message (and usually the last path segment).
-            let target = match message
-                .strip_prefix("unknown field `")
-                .and_then(|m| m.split('`').next())
-            {
-                Some(name) if segments.last().map(String::as_str) != Some(name) => {
-                    segments.iter().cloned().chain([name.to_owned()]).collect()
-                }
-                _ => segments,
-            };
-            if missing_removed || !remove_field(&mut value, &target) {
-                return Err(errs);
-            }
-            removed.push(target.join("."));
+        if !value.is_object() {
+            return Err(crate::ValidationErrors::single(
+                "",
+                "a job document is a JSON object",
+            ));
         }
-        Err(errs)
+        let mut errs = crate::ValidationErrors::default();
+        let mut removed = Removed::default();
+        collect_tagged(
+            &mut value,
+            &["task"],
+            &["command", "shell", "http", "function"],
+            Some(serde_json::json!({"kind": "function", "name": "placeholder"})),
+            &mut errs,
+            &mut removed,
+            |kind, fields, at, errs, removed| match kind {
+                "command" => collect_process::<CommandTask>(fields, at, errs, removed),
+                "shell" => collect_process::<ShellTask>(fields, at, errs, removed),
+                "http" => collect::<HttpTask>(fields, at, errs, removed).is_some(),
+                _ => collect::<FunctionTask>(fields, at, errs, removed).is_some(),
+            },
+        );
+        for hook in ["pre", "post"] {
+            collect_tagged(
+                &mut value,
+                &["hooks", hook],
+                &["command", "shell"],
+                None,
+                &mut errs,
+                &mut removed,
+                |kind, fields, at, errs, removed| match kind {
+                    "command" => collect_process::<CommandTask>(fields, at, errs, removed),
+                    _ => collect_process::<ShellTask>(fields, at, errs, removed),
+                },
+            );
+        }
+        let Some(spec) = collect::<JobSpec>(&mut value, "", &mut errs, &mut removed) else {
+            return Err(errs);
+        };
+        if errs.is_empty() {
+            return Ok(spec);
+        }
+        if let Err(more) = spec.validate() {
+            errs.errors
+                .extend(more.errors.into_iter().filter(|e| !removed.hides(&e.field)));
+        }
+        errs.into_result(spec)
     }
 }
 
-/// Most type errors collected from one document before giving up.
-const MAX_TYPE_ERRORS: usize = 32;
-
-/// Removes the object field at `path` (segments of object keys). False when the path does not
-/// name an object field (an array element, the root, or nothing).
-fn remove_field(value: &mut serde_json::Value, path: &[String]) -> bool {
-    let Some((last, parents)) = path.split_last() else {
-        return false;
-    };
-    let mut node = value;
-    for key in parents {
-        match node.get_mut(key.as_str()) {
-            Some(next) => node = next,
-            None => return false,
-        }
-    }
-    node.as_object_mut()
-        .is_some_and(|obj| obj.remove(last.as_str()).is_some())
+/// Collects a `command` or `shell` task's fields: the process settings first, on their own,
+/// because serde loses the path inside a flattened struct (`task.env.A`, not `task`).
+fn collect_process<T: serde::de::DeserializeOwned>(
+    fields: &mut serde_json::Value,
+    at: &str,
+    errs: &mut crate::ValidationErrors,
+    removed: &mut crate::document::Removed,
+) -> bool {
+    use crate::document::collect;
+    collect::<ProcessSettings>(fields, at, errs, removed).is_some()
+        && collect::<T>(fields, at, errs, removed).is_some()
 }

@@ -382,3 +382,101 @@ fn an_instant_beyond_the_range_says_so() {
     let spec = example_with(|j| j["triggers"] = json!([{"at": "9999-12-30T00:00:00Z"}]));
     assert!(spec.validate().is_ok());
 }
+
+/// Every problem of a document, as `(field, message)`.
+fn problems(doc: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = JobSpec::from_json(doc)
+        .unwrap_err()
+        .errors
+        .into_iter()
+        .map(|e| (e.field, e.message))
+        .collect();
+    out.sort();
+    out
+}
+
+fn problem_fields(doc: &str) -> Vec<String> {
+    problems(doc).into_iter().map(|(f, _)| f).collect()
+}
+
+#[test]
+fn an_unknown_or_missing_task_hides_no_other_problem() {
+    let bad_rest = r#""name":"Bad Name","triggers":[{"cron":"61 * * * *"}]"#;
+    assert_eq!(
+        problem_fields(&format!(
+            r#"{{{bad_rest},"task":{{"kind":"bogus","x":1}}}}"#
+        )),
+        ["name", "task.kind", "triggers[0].cron"]
+    );
+    assert_eq!(
+        problem_fields(&format!("{{{bad_rest}}}")),
+        ["name", "task", "triggers[0].cron"],
+        "a missing task has its own path, not the empty one"
+    );
+    assert_eq!(
+        problem_fields(&format!(r#"{{{bad_rest},"task":{{"script":"x"}}}}"#)),
+        ["name", "task.kind", "triggers[0].cron"]
+    );
+    assert_eq!(
+        problem_fields(&format!(r#"{{{bad_rest},"task":{{"kind":"shell"}}}}"#)),
+        ["name", "task.script", "triggers[0].cron"]
+    );
+    assert_eq!(
+        problem_fields(
+            r#"{"task":{"kind":"shell","script":"x"},"triggers":[{"cron":"61 * * * *"}]}"#
+        ),
+        ["name", "triggers[0].cron"]
+    );
+}
+
+#[test]
+fn type_errors_inside_tasks_hooks_and_lists_have_their_paths() {
+    assert_eq!(
+        problem_fields(
+            r#"{"name":"ok","triggers":[{"cron":5},"x",{"interval":3}],
+                "task":{"kind":"command","argv":"x","env":{"A":1},"cwd":7}}"#
+        ),
+        [
+            "task.argv",
+            "task.cwd",
+            "task.env.A",
+            "triggers[0].cron",
+            "triggers[1]",
+            "triggers[2].interval"
+        ]
+    );
+    assert_eq!(
+        problem_fields(
+            r#"{"name":"ok","task":{"kind":"command","argv":["a",5]},
+                "expected_exit_codes":[0,"x",300],"labels":{"a":5},
+                "hooks":{"pre":{"kind":"nope"},"post":{"kind":"shell","script":1,"x":2}}}"#
+        ),
+        [
+            "expected_exit_codes[1]",
+            "expected_exit_codes[2]",
+            "hooks.post.script",
+            "hooks.post.x",
+            "hooks.pre.kind",
+            "labels.a",
+            "task.argv[1]"
+        ]
+    );
+    assert_eq!(
+        problem_fields(r#"{"name":"ok","task":{"kind":"http","url":5,"method":3,"bogus":1}}"#),
+        ["task.bogus", "task.method", "task.url"]
+    );
+}
+
+#[test]
+fn a_key_given_twice_is_an_error_at_its_path() {
+    let found = problems(r#"{"name":"a","name":"b","task":{"kind":"shell","script":"x"}}"#);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, "name");
+    assert!(found[0].1.contains("given twice"), "{found:?}");
+    assert_eq!(
+        problem_fields(
+            r#"{"name":"a","task":{"kind":"shell","script":"x","env":{"K":"1","K":"2"}}}"#
+        ),
+        ["task.env.K"]
+    );
+}

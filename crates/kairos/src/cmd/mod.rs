@@ -23,8 +23,8 @@ pub fn read_document(path: &Path) -> anyhow::Result<Value> {
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         serde_json::to_value(value).context("TOML to JSON")
     } else {
-        serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", path.display()))
+        kairos_core::document::parse_json(text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 }
 
