@@ -6,7 +6,7 @@ use kairos_core::spec::{ExecutionMode, JobSpec};
 use kairos_store::{Attempt, Job, Run};
 use serde::{Deserialize, Serialize};
 
-/// A stored job: the document as written plus bookkeeping.
+/// A stored job: the document as written, with its defaults written out, plus bookkeeping.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobDto {
     #[serde(flatten)]
@@ -30,7 +30,7 @@ impl From<Job> for JobDto {
             job.next_fire_at
         };
         Self {
-            spec: job.spec,
+            spec: job.spec.with_defaults(),
             version: job.version,
             created_at: job.created_at,
             updated_at: job.updated_at,

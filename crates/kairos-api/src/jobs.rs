@@ -14,18 +14,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::dto::{JobDto, READ_ONLY_FIELDS, RunDto};
 use crate::error::ApiError;
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct NamespaceQuery {
-    /// Namespace of the job. Default `default`.
-    pub namespace: Option<String>,
-}
-
-impl NamespaceQuery {
-    fn get(&self) -> &str {
-        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
-    }
-}
+use crate::query::{NamespaceQuery, NoQuery, checked_namespace};
 
 /// Parses a JSON body into a job document, naming the field of a type error.
 fn parse_spec(body: &[u8]) -> Result<(JobSpec, Option<i64>), ApiError> {
@@ -62,7 +51,8 @@ pub async fn list(
     State(app): State<AppState>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<Vec<JobDto>>, ApiError> {
-    let jobs = app.jobs.list(q.namespace).await?;
+    let namespace = checked_namespace(q.namespace.as_deref())?.map(str::to_owned);
+    let jobs = app.jobs.list(namespace).await?;
     Ok(Json(jobs.into_iter().map(JobDto::from).collect()))
 }
 
@@ -74,6 +64,7 @@ pub async fn list(
         (status = 422, description = "Invalid job; every problem with its field path", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(app): State<AppState>,
+    Query(NoQuery {}): Query<NoQuery>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let (spec, _) = parse_spec(&body)?;
@@ -94,21 +85,37 @@ pub async fn get(
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = app.jobs.get(q.get(), &name).await?;
+    let job = app.jobs.get(q.get()?, &name).await?;
     let etag = format!("\"{}\"", job.version);
     Ok(([(header::ETAG, etag)], Json(JobDto::from(job))))
 }
 
-/// The expected version from `If-Match` (`"3"`, `3` or `W/"3"`).
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+/// What an `If-Match` header asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IfMatch {
+    /// No header.
+    Absent,
+    /// `*`: whatever the version is (the job must exist).
+    Any,
+    /// `"3"`, `3` or `W/"3"`.
+    Version(i64),
+}
+
+fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
+        return Ok(IfMatch::Absent);
     };
     let text = value.to_str().unwrap_or_default().trim();
-    let text = text.trim_start_matches("W/").trim_matches('"');
-    text.parse::<i64>()
-        .map(Some)
-        .map_err(|_| ApiError::bad_request("If-Match", format!("`{text}` is not a job version")))
+    if text == "*" {
+        return Ok(IfMatch::Any);
+    }
+    let version = text.trim_start_matches("W/").trim_matches('"');
+    version.parse::<i64>().map(IfMatch::Version).map_err(|_| {
+        ApiError::bad_request(
+            "If-Match",
+            format!("`{text}` is not a job version (`\"3\"`) or `*`"),
+        )
+    })
 }
 
 #[utoipa::path(put, path = "/api/v1/jobs/{name}", tag = "jobs",
@@ -127,16 +134,19 @@ pub async fn replace(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let (spec, body_version) = parse_spec(&body)?;
-    let header_version = if_match(&headers)?;
-    let version = match (body_version, header_version) {
-        (Some(b), Some(h)) if b != h => {
+    let namespace = q.get()?;
+    let version = match (body_version, if_match(&headers)?) {
+        (Some(b), IfMatch::Version(h)) if b != h => {
             return Err(ApiError::bad_request(
                 "version",
                 format!("the body says {b} but If-Match says {h}"),
             ));
         }
-        (Some(v), _) | (None, Some(v)) => v,
-        (None, None) => {
+        (Some(v), _) | (None, IfMatch::Version(v)) => v,
+        // An unconditional replace: fenced by the version read now, so a write that comes in
+        // between is a conflict rather than lost.
+        (None, IfMatch::Any) => app.jobs.get(namespace, &name).await?.version,
+        (None, IfMatch::Absent) => {
             return Err(ApiError::new(
                 StatusCode::PRECONDITION_REQUIRED,
                 "version-required",
@@ -145,7 +155,7 @@ pub async fn replace(
             ));
         }
     };
-    let job = app.jobs.update(q.get(), &name, version, spec).await?;
+    let job = app.jobs.update(namespace, &name, version, spec).await?;
     Ok(Json(JobDto::from(job)))
 }
 
@@ -158,7 +168,11 @@ pub async fn delete(
     Query(q): Query<NamespaceQuery>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    app.jobs.delete(q.get(), &name, if_match(&headers)?).await?;
+    let expected_version = match if_match(&headers)? {
+        IfMatch::Version(v) => Some(v),
+        IfMatch::Any | IfMatch::Absent => None,
+    };
+    app.jobs.delete(q.get()?, &name, expected_version).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -171,7 +185,7 @@ pub async fn pause(
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<JobDto>, ApiError> {
     Ok(Json(
-        app.jobs.set_paused(q.get(), &name, true).await?.into(),
+        app.jobs.set_paused(q.get()?, &name, true).await?.into(),
     ))
 }
 
@@ -184,7 +198,7 @@ pub async fn resume(
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<JobDto>, ApiError> {
     Ok(Json(
-        app.jobs.set_paused(q.get(), &name, false).await?.into(),
+        app.jobs.set_paused(q.get()?, &name, false).await?.into(),
     ))
 }
 
@@ -196,11 +210,12 @@ pub async fn trigger(
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let run = app.jobs.trigger(q.get(), &name).await?;
+    let run = app.jobs.trigger(q.get()?, &name).await?;
     Ok((StatusCode::ACCEPTED, Json(RunDto::from(run))))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     pub namespace: Option<String>,
     /// Only runs in this state (`queued`, `running`, `succeeded`, `failed`, `timed_out`, ...).
@@ -219,7 +234,7 @@ pub async fn runs(
     Path(name): Path<String>,
     Query(q): Query<RunsQuery>,
 ) -> Result<Json<Vec<RunDto>>, ApiError> {
-    let namespace = q.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    let namespace = checked_namespace(q.namespace.as_deref())?.unwrap_or(DEFAULT_NAMESPACE);
     let job = app.jobs.get(namespace, &name).await?;
     list_runs(&app, Some(job.id), None, q).await
 }
@@ -231,7 +246,7 @@ pub async fn all_runs(
     State(app): State<AppState>,
     Query(q): Query<RunsQuery>,
 ) -> Result<Json<Vec<RunDto>>, ApiError> {
-    let namespace = q.namespace.clone();
+    let namespace = checked_namespace(q.namespace.as_deref())?.map(str::to_owned);
     list_runs(&app, None, namespace, q).await
 }
 

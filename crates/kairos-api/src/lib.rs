@@ -11,6 +11,7 @@ pub mod error;
 pub mod guard;
 mod jobs;
 mod ops;
+pub mod query;
 mod runs;
 
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -14,6 +14,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::AppState;
+use crate::query::NoQuery;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -70,6 +71,7 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/api/v1/events", tag = "ops", responses((status = 200, description = "Server-sent events: job changes, runs queued, started, finished, skipped", content_type = "text/event-stream")))]
 pub async fn events(
     State(app): State<AppState>,
+    Query(NoQuery {}): Query<NoQuery>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let stream = BroadcastStream::new(app.ctx.telemetry.subscribe()).filter_map(|event| {
         let event = event.ok()?;
@@ -78,7 +80,7 @@ pub async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-pub async fn openapi() -> impl IntoResponse {
+pub async fn openapi(Query(NoQuery {}): Query<NoQuery>) -> impl IntoResponse {
     use utoipa::OpenApi;
     Json(crate::ApiDoc::openapi())
 }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::AppState;
 use crate::dto::{AttemptDto, RunDto};
 use crate::error::ApiError;
+use crate::query::NoQuery;
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
@@ -24,6 +25,7 @@ use crate::error::ApiError;
 pub async fn get(
     State(app): State<AppState>,
     Path(id): Path<i64>,
+    Query(NoQuery {}): Query<NoQuery>,
 ) -> Result<Json<RunDto>, ApiError> {
     let run = load_run(&app, id).await?;
     let attempts = app
@@ -42,6 +44,7 @@ pub async fn get(
 pub async fn cancel(
     State(app): State<AppState>,
     Path(id): Path<i64>,
+    Query(NoQuery {}): Query<NoQuery>,
 ) -> Result<Json<RunDto>, ApiError> {
     let run = app
         .ctx
@@ -56,6 +59,7 @@ pub async fn cancel(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct OutputQuery {
     /// Stream the output while the run is active, ending when it finishes.
     #[serde(default)]

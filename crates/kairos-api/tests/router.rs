@@ -456,3 +456,82 @@ async fn duplicate_keys_and_unknown_kinds_are_reported_with_every_other_problem(
     assert_eq!(error_fields(&no_task), ["task"]);
     assert_eq!(s.jobs_in_store().await, 0);
 }
+
+#[tokio::test]
+async fn queries_are_checked_and_if_match_star_is_unconditional() {
+    let s = setup().await;
+    s.call(Method::POST, "/api/v1/jobs", Some(job("j")), &[])
+        .await;
+    for uri in [
+        "/api/v1/jobs?namespace=BAD!",
+        "/api/v1/jobs/j?namespace=BAD!",
+        "/api/v1/runs?namespace=Not%20A%20Name",
+    ] {
+        let r = s.call(Method::GET, uri, None, &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.text);
+        assert_eq!(r.body["errors"][0]["field"], "namespace", "{uri}");
+    }
+    for uri in [
+        "/api/v1/jobs?namspace=default",
+        "/api/v1/jobs/j?verbose=1",
+        "/api/v1/jobs/j/runs?limt=5",
+        "/api/v1/runs/1?x=1",
+        "/api/v1/runs/1/output?follow=true&tail=5",
+        "/api/v1/openapi.json?v=2",
+    ] {
+        let r = s.call(Method::GET, uri, None, &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.text);
+        assert_eq!(r.content_type, "application/problem+json", "{uri}");
+        assert!(r.text.contains("unknown field"), "{uri}: {}", r.text);
+    }
+    let r = s
+        .call(Method::POST, "/api/v1/jobs/j/pause?force=1", None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+
+    // GET shows the defaults the docs promise.
+    let got = s.call(Method::GET, "/api/v1/jobs/j", None, &[]).await;
+    assert_eq!(got.body["kill_grace"], "10s");
+    assert_eq!(got.body["catchup_window"], "1h");
+    assert_eq!(got.body["retry"]["max_attempts"], 1);
+    assert_eq!(got.body["retry"]["backoff"]["initial"], "10s");
+    assert_eq!(got.body["retry"]["on"], json!(["any"]));
+    assert_eq!(got.body["expected_exit_codes"], json!([0]));
+
+    // If-Match: * replaces (or deletes) whatever the version is.
+    let mut body = job("j");
+    body["description"] = json!("any version");
+    let star = s
+        .call(
+            Method::PUT,
+            "/api/v1/jobs/j",
+            Some(body),
+            &[("if-match", "*")],
+        )
+        .await;
+    assert_eq!(star.status, StatusCode::OK, "{}", star.text);
+    assert_eq!(star.body["version"], 2);
+    assert_eq!(star.body["description"], "any version");
+    let missing = s
+        .call(
+            Method::PUT,
+            "/api/v1/jobs/nope",
+            Some(job("nope")),
+            &[("if-match", "*")],
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let bad = s
+        .call(
+            Method::DELETE,
+            "/api/v1/jobs/j",
+            None,
+            &[("if-match", "soon")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let del = s
+        .call(Method::DELETE, "/api/v1/jobs/j", None, &[("if-match", "*")])
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.text);
+}

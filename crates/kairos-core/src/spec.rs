@@ -227,6 +227,16 @@ pub struct RetrySpec {
     pub on: Vec<String>,
 }
 
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            backoff: BackoffSpec::default(),
+            on: default_retry_on(),
+        }
+    }
+}
+
 fn default_max_attempts() -> u32 {
     1
 }
@@ -341,6 +351,19 @@ pub enum HookSpec {
 }
 
 impl JobSpec {
+    /// The same job with the defaults written out (`kill_grace`, `catchup_window`, `retry`), as
+    /// the API shows it. Two specs that differ only in spelled-out defaults have equal forms.
+    pub fn with_defaults(mut self) -> Self {
+        use crate::duration::format_duration;
+        use crate::job::{DEFAULT_CATCHUP_WINDOW, DEFAULT_KILL_GRACE};
+        self.kill_grace
+            .get_or_insert_with(|| format_duration(DEFAULT_KILL_GRACE));
+        self.catchup_window
+            .get_or_insert_with(|| format_duration(DEFAULT_CATCHUP_WINDOW));
+        self.retry.get_or_insert_with(RetrySpec::default);
+        self
+    }
+
     /// Parses a job from JSON text (a key given twice is an error); see [`JobSpec::from_value`].
     pub fn from_json(input: &str) -> Result<Self, crate::ValidationErrors> {
         Self::from_value(crate::document::parse_json(input.as_bytes())?)

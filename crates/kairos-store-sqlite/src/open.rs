@@ -1,5 +1,6 @@
 //! Opening the store: data directory, lock file, connections, migrations.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +41,11 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in a data directory and locks the directory.
+    ///
+    /// The directory holds job definitions (with their environment) and task output: it is
+    /// created readable by its owner only (0700), and so are the files in it (0600).
     pub async fn open_dir(dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        create_private_dir(dir).map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot create data directory {}: {e}",
                 dir.display()
@@ -52,6 +56,7 @@ impl SqliteStore {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(PRIVATE_FILE_MODE)
             .open(&lock_path)
             .map_err(|e| {
                 StoreError::Unavailable(format!(
@@ -136,9 +141,69 @@ pub fn writer_connection(path: &Path) -> StoreResult<Connection> {
     Ok(writer)
 }
 
+/// Mode of the data directory: its owner only.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of the database, its WAL files and the lock file.
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` (0700) and its missing parents (with the usual mode). An existing directory is
+/// left as it is, with a warning when others may read it.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new()
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            let mode = std::fs::metadata(dir)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    data_dir = %dir.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the data directory is readable by other users; it holds job definitions \
+                     and output (chmod 700 it)"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the database file and its WAL files readable by their owner only: a new file is
+/// created 0600 (SQLite gives its WAL files the database's mode) and existing ones are
+/// tightened.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::metadata(&name) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&name, std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Opens the writer (creating the file and migrating it) and the readers.
 fn connect_all(path: &Path) -> StoreResult<(Connection, Vec<Connection>)> {
     let describe = |e| describe_open_error(path, e);
+    make_private(path).map_err(|e| {
+        StoreError::Unavailable(format!("cannot create database {}: {e}", path.display()))
+    })?;
     let writer = writer_connection(path)?;
     let readers = (0..READERS)
         .map(|_| {

@@ -237,3 +237,35 @@ async fn a_newer_schema_is_refused() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The data directory holds job environments and task output: only its owner may read it.
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_private() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("nested").join("data");
+    let store = SqliteStore::open_dir(&dir).await.unwrap();
+    create(&store, "a").await;
+    assert_eq!(mode(&dir), 0o700);
+    for name in [
+        DB_FILE_NAME,
+        "kairos.db-wal",
+        "kairos.db-shm",
+        "kairos.lock",
+    ] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+    store.close().await;
+
+    // A database an earlier Kairos left readable by everyone is tightened on open.
+    use std::os::unix::fs::PermissionsExt;
+    let db = dir.join(DB_FILE_NAME);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = SqliteStore::open_dir(&dir).await.unwrap();
+    assert_eq!(mode(&db), 0o600);
+    store.close().await;
+}

@@ -123,7 +123,9 @@ pub fn plan(desired: &[JobSpec], current: &[(JobSpec, i64)], prune: bool) -> Vec
     for spec in desired {
         let action = match by_key.get(&(spec.namespace.as_str(), spec.name.as_str())) {
             None => Action::Create,
-            Some((existing, version)) if *existing == spec => {
+            Some((existing, version))
+                if (*existing).clone().with_defaults() == spec.clone().with_defaults() =>
+            {
                 Action::Unchanged { version: *version }
             }
             Some((_, version)) => Action::Update {
