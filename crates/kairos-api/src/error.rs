@@ -98,7 +98,14 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::JobNotFound { .. }
             | StoreError::RunNotFound(_)
-            | StoreError::JobGone(_) => Self::not_found(detail),
+            | StoreError::JobGone(_)
+            | StoreError::TokenNotFound(_) => Self::not_found(detail),
+            StoreError::TokenExists(_) => Self::new(
+                StatusCode::CONFLICT,
+                "token-exists",
+                "A token with this name exists already",
+                detail,
+            ),
             StoreError::VersionConflict { .. } => Self::new(
                 StatusCode::CONFLICT,
                 "version-conflict",

@@ -51,8 +51,11 @@ pub async fn list(
     State(app): State<AppState>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<Vec<JobDto>>, ApiError> {
-    let namespace = checked_namespace(q.namespace.as_deref())?.map(str::to_owned);
-    let jobs = app.jobs.list(namespace).await?;
+    let namespace = checked_namespace(q.namespace.as_deref())?;
+    let jobs = app
+        .jobs
+        .list(namespace.map(|ns| vec![ns.to_owned()]))
+        .await?;
     Ok(Json(jobs.into_iter().map(JobDto::from).collect()))
 }
 
@@ -271,7 +274,7 @@ async fn list_runs(
         .store
         .run_list(RunListParams {
             job_id,
-            namespace,
+            namespaces: namespace.map(|ns| vec![ns]),
             state,
             limit,
             before_id: q.before,

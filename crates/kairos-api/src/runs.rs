@@ -50,6 +50,7 @@ pub async fn cancel(
         .ctx
         .store
         .run_cancel(RunCancelParams {
+            actor: kairos_runtime::jobs::SYSTEM_ACTOR.into(),
             run_id: id,
             now: app.ctx.clock.store_now(),
         })

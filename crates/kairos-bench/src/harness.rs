@@ -59,6 +59,7 @@ pub fn spec(doc: serde_json::Value) -> BenchResult<JobSpec> {
 pub async fn noop_job(store: &dyn Store, name: &str) -> BenchResult<Job> {
     Ok(store
         .job_create(JobCreateParams {
+            actor: "bench".into(),
             spec: spec(serde_json::json!({
                 "name": name,
                 "task": {"kind": "function", "name": NOOP},

@@ -74,6 +74,7 @@ pub async fn run(url: &StoreUrl, p: &W3Params) -> BenchResult<Measurement> {
     let job = open
         .store
         .job_create(JobCreateParams {
+            actor: "bench".into(),
             spec: harness::spec(json!({
                 "name": "true",
                 "task": {"kind": "command", "argv": [TRUE]},

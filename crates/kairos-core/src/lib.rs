@@ -10,6 +10,7 @@
 //!
 //! Nothing here reads a clock, a socket or a database: every decision takes `now` as input.
 
+pub mod auth;
 pub mod document;
 pub mod duration;
 pub mod error;

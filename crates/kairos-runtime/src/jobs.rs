@@ -1,6 +1,8 @@
 //! Changing jobs at run time: every write is validated first, fenced by version, and wakes the
 //! scheduler so that it takes effect at once.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use kairos_core::ValidationErrors;
 use kairos_core::job::JobPlan;
@@ -20,11 +22,16 @@ pub enum JobError {
     Store(#[from] StoreError),
 }
 
-/// Job operations of one node (API, CLI and library all use these).
+/// Job operations of one node (API, CLI and library all use these). Every change is written to
+/// the audit log under the service's actor ([`JobService::acting_as`]).
 #[derive(Clone)]
 pub struct JobService {
     ctx: NodeContext,
+    actor: Arc<str>,
 }
+
+/// The actor of changes made through the library (not through the API).
+pub const SYSTEM_ACTOR: &str = "system";
 
 fn next_fire(plan: &JobPlan, after: Timestamp) -> Option<Timestamp> {
     plan.schedule.next_after(after).map(|f| f.at)
@@ -32,7 +39,18 @@ fn next_fire(plan: &JobPlan, after: Timestamp) -> Option<Timestamp> {
 
 impl JobService {
     pub fn new(ctx: NodeContext) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            actor: Arc::from(SYSTEM_ACTOR),
+        }
+    }
+
+    /// The same service, recording its changes as made by `actor` (a token's name).
+    pub fn acting_as(&self, actor: &str) -> Self {
+        Self {
+            ctx: self.ctx.clone(),
+            actor: Arc::from(actor),
+        }
     }
 
     fn changed(&self, job: &Job, change: &'static str) {
@@ -55,6 +73,7 @@ impl JobService {
             .ctx
             .store
             .job_create(JobCreateParams {
+                actor: self.actor.to_string(),
                 next_fire_at: next_fire(&plan, now),
                 spec,
                 now: self.ctx.clock.store_now(),
@@ -81,12 +100,13 @@ impl JobService {
             })
     }
 
-    pub async fn list(&self, namespace: Option<String>) -> Result<Vec<Job>, JobError> {
+    /// Jobs of these namespaces (`None`: all), by namespace and name.
+    pub async fn list(&self, namespaces: Option<Vec<String>>) -> Result<Vec<Job>, JobError> {
         Ok(self
             .ctx
             .store
             .job_list(JobListParams {
-                namespace,
+                namespaces,
                 limit: 0,
             })
             .await?)
@@ -141,6 +161,7 @@ impl JobService {
             .ctx
             .store
             .job_update(JobUpdateParams {
+                actor: self.actor.to_string(),
                 namespace: namespace.into(),
                 name: name.into(),
                 expected_version,
@@ -162,6 +183,8 @@ impl JobService {
         self.ctx
             .store
             .job_delete(JobDeleteParams {
+                actor: self.actor.to_string(),
+                now: self.ctx.clock.store_now(),
                 namespace: namespace.into(),
                 name: name.into(),
                 expected_version,
@@ -198,6 +221,7 @@ impl JobService {
             .ctx
             .store
             .job_set_paused(JobSetPausedParams {
+                actor: self.actor.to_string(),
                 namespace: namespace.into(),
                 name: name.into(),
                 paused,
@@ -219,6 +243,7 @@ impl JobService {
             .ctx
             .store
             .run_insert(RunInsertParams {
+                actor: self.actor.to_string(),
                 job_id: job.id,
                 run: RunInsert {
                     scheduled_for: now,

@@ -287,6 +287,7 @@ async fn a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat() {
     hanging.started().await;
     ctx.store
         .run_cancel(kairos_store::RunCancelParams {
+            actor: "test".into(),
             run_id: run.id,
             now: None,
         })

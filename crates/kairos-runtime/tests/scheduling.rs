@@ -151,6 +151,7 @@ async fn overlap_forbid_records_a_skip() {
     s.ctx
         .store
         .run_cancel(kairos_store::RunCancelParams {
+            actor: "test".into(),
             run_id: runs[0].id,
             now: None,
         })
@@ -502,6 +503,7 @@ async fn a_blocked_queued_run_does_not_delay_the_next_timed_one() {
         .ctx
         .store
         .run_insert(kairos_store::RunInsertParams {
+            actor: "test".into(),
             job_id: later.id,
             run: kairos_store::RunInsert {
                 scheduled_for: due,
@@ -619,6 +621,7 @@ async fn a_run_cancelled_while_waiting_for_its_due_time_never_runs() {
     s.ctx
         .store
         .run_cancel(kairos_store::RunCancelParams {
+            actor: "test".into(),
             run_id: run.id,
             now: s.ctx.clock.store_now(),
         })

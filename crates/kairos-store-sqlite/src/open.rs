@@ -19,6 +19,7 @@ const LOCK_FILE_NAME: &str = "kairos.lock";
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_active_runs_index.sql"),
+    include_str!("../migrations/0003_tokens_and_audit.sql"),
 ];
 
 /// Reader connections (and threads).

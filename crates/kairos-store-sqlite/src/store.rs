@@ -2,10 +2,12 @@
 //! the SQL inside is plain synchronous code.
 
 use jiff::Timestamp;
+use kairos_core::auth::AuditAction;
 use kairos_core::run::{JobId, RunId, RunState};
 use kairos_store::*;
 use rusqlite::{Connection, params};
 
+use crate::auth::{self, Change, audit};
 use crate::batch;
 use crate::open::SqliteStore;
 use crate::rows::{
@@ -138,11 +140,12 @@ pub(crate) fn cancel_active_runs(
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn job_create(&self, p: JobCreateParams) -> StoreResult<Job> {
-        let now = micros(now_or(p.now));
+        let at = now_or(p.now);
+        let now = micros(at);
         let spec = spec_json(&p.spec)?;
         self.db
             .write(move |tx| {
-                write_job(
+                let job = write_job(
                     tx,
                     "INSERT INTO jobs (namespace, name, spec, version, paused, next_fire_at, \
                      created_at, updated_at) VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?6)",
@@ -155,7 +158,15 @@ impl Store for SqliteStore {
                         now
                     ],
                     &p.spec,
-                )
+                )?;
+                let change = Change::job(
+                    &p.actor,
+                    AuditAction::JobCreate,
+                    job.namespace(),
+                    job.name(),
+                );
+                audit(tx, change.versions(None, Some(job.version)), at)?;
+                Ok(job)
             })
             .await
     }
@@ -190,10 +201,11 @@ impl Store for SqliteStore {
                 all(
                     conn,
                     &format!(
-                        "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR namespace = ?1) \
+                        "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL \
+                         OR namespace IN (SELECT value FROM json_each(?1))) \
                          ORDER BY namespace, name LIMIT ?2"
                     ),
-                    params![p.namespace, limit],
+                    params![namespaces_json(p.namespaces.as_deref())?, limit],
                     rows::job,
                 )
             })
@@ -201,7 +213,8 @@ impl Store for SqliteStore {
     }
 
     async fn job_update(&self, p: JobUpdateParams) -> StoreResult<Job> {
-        let now = micros(now_or(p.now));
+        let at = now_or(p.now);
+        let now = micros(at);
         let spec = spec_json(&p.spec)?;
         self.db
             .write(move |tx| {
@@ -222,7 +235,7 @@ impl Store for SqliteStore {
                 {
                     withdraw_early_runs(tx, current.id, now)?;
                 }
-                write_job(
+                let job = write_job(
                     tx,
                     "UPDATE jobs SET namespace = ?1, name = ?2, spec = ?3, paused = ?4, \
                      next_fire_at = ?5, version = version + 1, updated_at = ?6 \
@@ -238,12 +251,20 @@ impl Store for SqliteStore {
                         p.expected_version
                     ],
                     &p.spec,
-                )
+                )?;
+                let change = Change::job(&p.actor, AuditAction::JobUpdate, &p.namespace, &p.name);
+                audit(
+                    tx,
+                    change.versions(Some(current.version), Some(job.version)),
+                    at,
+                )?;
+                Ok(job)
             })
             .await
     }
 
     async fn job_delete(&self, p: JobDeleteParams) -> StoreResult<()> {
+        let at = now_or(p.now);
         self.db
             .write(move |tx| {
                 let current = fetch_existing_job(tx, &p.namespace, &p.name)?;
@@ -257,14 +278,25 @@ impl Store for SqliteStore {
                         current.version,
                     ));
                 }
-                exec(tx, "DELETE FROM jobs WHERE id = ?1", [current.id])?;
+                // Fenced by the version read: a change in between is a conflict, not lost.
+                let deleted = exec(
+                    tx,
+                    "DELETE FROM jobs WHERE id = ?1 AND version = ?2",
+                    params![current.id, current.version],
+                )?;
+                if deleted != 1 {
+                    return Err(StoreError::Internal("deleted job changed meanwhile".into()));
+                }
+                let change = Change::job(&p.actor, AuditAction::JobDelete, &p.namespace, &p.name);
+                audit(tx, change.versions(Some(current.version), None), at)?;
                 Ok(())
             })
             .await
     }
 
     async fn job_set_paused(&self, p: JobSetPausedParams) -> StoreResult<Job> {
-        let now = micros(now_or(p.now));
+        let at = now_or(p.now);
+        let now = micros(at);
         self.db
             .write(move |tx| {
                 let mut current = fetch_existing_job(tx, &p.namespace, &p.name)?;
@@ -281,14 +313,36 @@ impl Store for SqliteStore {
                 } else {
                     p.next_fire_at
                 };
-                exec(
+                let changed = exec(
                     tx,
                     "UPDATE jobs SET paused = ?1, spec = ?2, next_fire_at = ?3, \
-                     version = version + 1, updated_at = ?4 WHERE id = ?5",
-                    params![p.paused, spec, next.map(micros), now, current.id],
+                     version = version + 1, updated_at = ?4 WHERE id = ?5 AND version = ?6",
+                    params![
+                        p.paused,
+                        spec,
+                        next.map(micros),
+                        now,
+                        current.id,
+                        current.version
+                    ],
                 )?;
-                fetch_job(tx, &p.namespace, &p.name)?
-                    .ok_or_else(|| StoreError::Internal("paused job vanished".into()))
+                if changed != 1 {
+                    return Err(StoreError::Internal("paused job changed meanwhile".into()));
+                }
+                let job = fetch_job(tx, &p.namespace, &p.name)?
+                    .ok_or_else(|| StoreError::Internal("paused job vanished".into()))?;
+                let action = if p.paused {
+                    AuditAction::JobPause
+                } else {
+                    AuditAction::JobResume
+                };
+                let change = Change::job(&p.actor, action, &p.namespace, &p.name);
+                audit(
+                    tx,
+                    change.versions(Some(current.version), Some(job.version)),
+                    at,
+                )?;
+                Ok(job)
             })
             .await
     }
@@ -337,7 +391,17 @@ impl Store for SqliteStore {
             .write(move |tx| {
                 ensure_job_exists(tx, p.job_id)?;
                 let id = match batch::insert_run(tx, p.job_id, &p.run, now)? {
-                    Some(id) => id,
+                    Some(id) => {
+                        let run = fetch_run(tx, id)?.ok_or(StoreError::RunNotFound(id))?;
+                        let change = Change::job(
+                            &p.actor,
+                            AuditAction::JobTrigger,
+                            &run.namespace,
+                            &run.job_name,
+                        );
+                        audit(tx, change.run(id), now)?;
+                        return Ok(run);
+                    }
                     None => first(
                         tx,
                         "SELECT id FROM runs WHERE job_id = ?1 AND scheduled_for = ?2",
@@ -563,7 +627,8 @@ impl Store for SqliteStore {
     }
 
     async fn run_cancel(&self, p: RunCancelParams) -> StoreResult<Run> {
-        let now = micros(now_or(p.now));
+        let at = now_or(p.now);
+        let now = micros(at);
         self.db
             .write(move |tx| {
                 let run = fetch_run(tx, p.run_id)?.ok_or(StoreError::RunNotFound(p.run_id))?;
@@ -572,14 +637,14 @@ impl Store for SqliteStore {
                         exec(
                             tx,
                             "UPDATE runs SET state = 'cancelled', finished_at = ?1, \
-                             reason = 'cancelled' WHERE id = ?2",
-                            params![now, p.run_id],
+                             reason = 'cancelled' WHERE id = ?2 AND state = ?3",
+                            params![now, p.run_id, run.state.as_str()],
                         )?;
                     }
                     RunState::Running => {
                         exec(
                             tx,
-                            "UPDATE runs SET cancel_requested = 1 WHERE id = ?1",
+                            "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
                             [p.run_id],
                         )?;
                     }
@@ -591,6 +656,9 @@ impl Store for SqliteStore {
                         });
                     }
                 }
+                let change =
+                    Change::job(&p.actor, AuditAction::RunCancel, &run.namespace, &run.job_name);
+                audit(tx, change.run(run.id), at)?;
                 fetch_run(tx, p.run_id)?.ok_or(StoreError::RunNotFound(p.run_id))
             })
             .await
@@ -612,12 +680,13 @@ impl Store for SqliteStore {
                     conn,
                     &format!(
                         "{RUN_SELECT} WHERE (?1 IS NULL OR r.job_id = ?1) \
-                         AND (?2 IS NULL OR j.namespace = ?2) AND (?3 IS NULL OR r.state = ?3) \
+                         AND (?2 IS NULL OR j.namespace IN (SELECT value FROM json_each(?2))) \
+                         AND (?3 IS NULL OR r.state = ?3) \
                          AND (?4 IS NULL OR r.id < ?4) ORDER BY r.id DESC LIMIT ?5"
                     ),
                     params![
                         p.job_id,
-                        p.namespace,
+                        namespaces_json(p.namespaces.as_deref())?,
                         p.state.map(|s| s.as_str()),
                         p.before_id,
                         limit
@@ -668,6 +737,43 @@ impl Store for SqliteStore {
             })
             .await
     }
+
+    async fn token_create(&self, p: TokenCreateParams) -> StoreResult<Token> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| auth::token_create(tx, &p, now))
+            .await
+    }
+
+    async fn token_list(&self, p: TokenListParams) -> StoreResult<Vec<Token>> {
+        self.db.read(move |conn| auth::token_list(conn, &p)).await
+    }
+
+    async fn token_revoke(&self, p: TokenRevokeParams) -> StoreResult<Token> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| auth::token_revoke(tx, &p, now))
+            .await
+    }
+
+    async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>> {
+        let now = now_or(p.now);
+        self.db
+            .read(move |conn| auth::token_authenticate(conn, &p, now))
+            .await
+    }
+
+    async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>> {
+        self.db.read(move |conn| auth::audit_list(conn, &p)).await
+    }
+}
+
+/// A namespace filter as a JSON array for `json_each` (`None`: no filter).
+fn namespaces_json(namespaces: Option<&[String]>) -> StoreResult<Option<String>> {
+    namespaces
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 /// The instant a `SELECT MIN(...)` over microseconds returns, if any row matched.

@@ -15,6 +15,7 @@ use kairos_store_sqlite::{DB_FILE_NAME, SqliteStore};
 async fn create(store: &SqliteStore, name: &str) {
     store
         .job_create(JobCreateParams {
+            actor: "test".into(),
             spec: spec(name),
             next_fire_at: None,
             now: None,
@@ -24,7 +25,7 @@ async fn create(store: &SqliteStore, name: &str) {
 }
 
 /// The schema version this Kairos writes: the number of migrations.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
@@ -150,6 +151,7 @@ async fn a_closed_store_refuses_work_clearly() {
     }
     match clone
         .job_create(JobCreateParams {
+            actor: "test".into(),
             spec: spec("late"),
             next_fire_at: None,
             now: None,

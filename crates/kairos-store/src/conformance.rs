@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
+use kairos_core::auth::{AuditAction, Role, Scope};
 use kairos_core::run::{AttemptOutcome, AttemptStatus, RunOrigin, RunState, SkipReason};
 use kairos_core::spec::{ExecutionMode, JobSpec};
 
@@ -29,7 +30,8 @@ macro_rules! conformance_tests {
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_rescue_expired_leases,
             run_exclusive_runs_one_at_a_time, run_cancel_states, run_list_filters_and_counts,
             run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, job_fire_many_and_active_counts, ids_are_never_reused, run_rescue_gives_up_on_runs_that_keep_losing_their_lease, run_claim_concurrent_never_doubles, run_release_keeps_attempt,
-            early_runs_are_withdrawn_by_pause_and_reschedule, run_insert_for_a_deleted_job_is_job_gone
+            early_runs_are_withdrawn_by_pause_and_reschedule, run_insert_for_a_deleted_job_is_job_gone,
+            token_create_authenticate_revoke, audit_records_every_change_with_its_change
         );
     };
 }
@@ -65,6 +67,7 @@ pub fn spec(name: &str) -> JobSpec {
 async fn create(store: &Arc<dyn Store>, name: &str, next: Option<Timestamp>) -> Job {
     store
         .job_create(JobCreateParams {
+            actor: "test".into(),
             spec: spec(name),
             next_fire_at: next,
             now: Some(t(T0)),
@@ -127,6 +130,7 @@ async fn set_paused(
 ) -> Job {
     store
         .job_set_paused(JobSetPausedParams {
+            actor: "test".into(),
             namespace: "default".into(),
             name: name.into(),
             paused,
@@ -178,6 +182,7 @@ pub async fn job_create_get_list(store: Arc<dyn Store>) {
     );
     let dup = store
         .job_create(JobCreateParams {
+            actor: "test".into(),
             spec: spec("b-job"),
             next_fire_at: None,
             now: Some(t(T0)),
@@ -209,6 +214,7 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
     new_spec.description = Some("changed".into());
     let updated = store
         .job_update(JobUpdateParams {
+            actor: "test".into(),
             namespace: "default".into(),
             name: "j".into(),
             expected_version: 1,
@@ -228,6 +234,7 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
     stale_spec.description = Some("stale".into());
     let stale = store
         .job_update(JobUpdateParams {
+            actor: "test".into(),
             namespace: "default".into(),
             name: "j".into(),
             expected_version: 1,
@@ -253,6 +260,7 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
 
     let missing = store
         .job_update(JobUpdateParams {
+            actor: "test".into(),
             namespace: "default".into(),
             name: "nope".into(),
             expected_version: 1,
@@ -271,6 +279,8 @@ pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
     assert_eq!(fired.inserted.len(), 1);
     let stale = store
         .job_delete(JobDeleteParams {
+            actor: "test".into(),
+            now: Some(t(T0)),
             namespace: "default".into(),
             name: "j".into(),
             expected_version: Some(7),
@@ -279,6 +289,8 @@ pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
     assert!(matches!(stale, Err(StoreError::VersionConflict { .. })));
     store
         .job_delete(JobDeleteParams {
+            actor: "test".into(),
+            now: Some(t(T0)),
             namespace: "default".into(),
             name: "j".into(),
             expected_version: Some(1),
@@ -303,6 +315,8 @@ pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
     );
     let again = store
         .job_delete(JobDeleteParams {
+            actor: "test".into(),
+            now: Some(t(T0)),
             namespace: "default".into(),
             name: "j".into(),
             expected_version: None,
@@ -847,6 +861,7 @@ pub async fn run_cancel_states(store: Arc<dyn Store>) {
         .id;
     let cancelled = store
         .run_cancel(RunCancelParams {
+            actor: "test".into(),
             run_id: queued_id,
             now: Some(a),
         })
@@ -856,6 +871,7 @@ pub async fn run_cancel_states(store: Arc<dyn Store>) {
     assert_eq!(cancelled.finished_at, Some(a));
     let asked = store
         .run_cancel(RunCancelParams {
+            actor: "test".into(),
             run_id: running.run.id,
             now: Some(a),
         })
@@ -874,6 +890,7 @@ pub async fn run_cancel_states(store: Arc<dyn Store>) {
     assert!(hb[0].held && hb[0].cancel_requested);
     let again = store
         .run_cancel(RunCancelParams {
+            actor: "test".into(),
             run_id: queued_id,
             now: Some(a),
         })
@@ -881,6 +898,7 @@ pub async fn run_cancel_states(store: Arc<dyn Store>) {
     assert!(matches!(again, Err(StoreError::InvalidRunState { .. })));
     let missing = store
         .run_cancel(RunCancelParams {
+            actor: "test".into(),
             run_id: 999_999,
             now: Some(a),
         })
@@ -940,7 +958,7 @@ pub async fn run_list_filters_and_counts(store: Arc<dyn Store>) {
     assert_eq!(counts, vec![(RunState::Queued, 4), (RunState::Running, 2)]);
     let other_ns = store
         .run_list(RunListParams {
-            namespace: Some("elsewhere".into()),
+            namespaces: Some(vec!["elsewhere".into()]),
             ..Default::default()
         })
         .await
@@ -956,6 +974,7 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
     manual.origin = RunOrigin::Manual;
     let first = store
         .run_insert(RunInsertParams {
+            actor: "test".into(),
             job_id: job.id,
             run: manual.clone(),
             now: Some(at),
@@ -966,6 +985,7 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
     assert_eq!(first.state, RunState::Queued);
     let second = store
         .run_insert(RunInsertParams {
+            actor: "test".into(),
             job_id: job.id,
             run: manual,
             now: Some(at),
@@ -988,6 +1008,8 @@ pub async fn run_insert_for_a_deleted_job_is_job_gone(store: Arc<dyn Store>) {
     let job = create(&store, "j", None).await;
     store
         .job_delete(JobDeleteParams {
+            actor: "test".into(),
+            now: Some(t(T0)),
             namespace: "default".into(),
             name: "j".into(),
             expected_version: None,
@@ -997,6 +1019,7 @@ pub async fn run_insert_for_a_deleted_job_is_job_gone(store: Arc<dyn Store>) {
     let at = t("2026-03-01T00:01:00Z");
     let err = store
         .run_insert(RunInsertParams {
+            actor: "test".into(),
             job_id: job.id,
             run: insert(at),
             now: Some(at),
@@ -1306,6 +1329,7 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
     // Queued runs at `a` (two) and, for `three`, a retry-like run at `b`.
     store
         .run_insert(RunInsertParams {
+            actor: "test".into(),
             job_id: three.id,
             run: insert(b),
             now: Some(a),
@@ -1343,6 +1367,8 @@ pub async fn ids_are_never_reused(store: Arc<dyn Store>) {
     let fired = fire(&store, &first, a, None).await;
     store
         .job_delete(JobDeleteParams {
+            actor: "test".into(),
+            now: Some(t(T0)),
             namespace: "default".into(),
             name: "first".into(),
             expected_version: None,
@@ -1446,6 +1472,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
     // An update that keeps the next due time keeps the early run.
     let kept = store
         .job_update(JobUpdateParams {
+            actor: "test".into(),
             namespace: "default".into(),
             name: "j".into(),
             expected_version: 1,
@@ -1494,6 +1521,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
     assert!(current.version > kept.version);
     store
         .job_update(JobUpdateParams {
+            actor: "test".into(),
             namespace: "default".into(),
             name: "j".into(),
             expected_version: current.version,
@@ -1610,4 +1638,280 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
         .expect("run");
     assert_eq!((after.state, after.attempt), (RunState::Queued, 0));
     assert_eq!(after.run_at, due, "still waits for its due time");
+}
+
+fn token_params(name: &str, hash: &str, expires_at: Option<Timestamp>) -> TokenCreateParams {
+    TokenCreateParams {
+        name: name.into(),
+        role: Role::Operator,
+        scope: Scope::parse(&["team-a".into(), "team-b".into()]).unwrap(),
+        hash: hash.into(),
+        expires_at,
+        actor: "root".into(),
+        now: Some(t(T0)),
+    }
+}
+
+async fn authenticate(store: &Arc<dyn Store>, hash: &str, now: &str) -> Option<Token> {
+    store
+        .token_authenticate(TokenAuthenticateParams {
+            hash: hash.into(),
+            now: Some(t(now)),
+        })
+        .await
+        .unwrap()
+}
+
+pub async fn token_create_authenticate_revoke(store: Arc<dyn Store>) {
+    let ci = store
+        .token_create(token_params("ci", "aa", None))
+        .await
+        .unwrap();
+    assert_eq!(ci.name, "ci");
+    assert_eq!(ci.role, Role::Operator);
+    assert!(ci.scope.allows("team-b") && !ci.scope.allows("team-c"));
+    assert_eq!(ci.created_by, "root");
+    assert_eq!(ci.created_at, t(T0));
+    let err = store
+        .token_create(token_params("ci", "bb", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::TokenExists(ref n) if n == "ci"),
+        "{err:?}"
+    );
+    let found = authenticate(&store, "aa", "2026-03-02T00:00:00Z")
+        .await
+        .unwrap();
+    assert_eq!(found, ci);
+    assert!(
+        authenticate(&store, "zz", "2026-03-02T00:00:00Z")
+            .await
+            .is_none()
+    );
+
+    // Expiry is judged by the clock of the request.
+    store
+        .token_create(token_params("short", "cc", Some(t("2026-03-01T01:00:00Z"))))
+        .await
+        .unwrap();
+    assert!(
+        authenticate(&store, "cc", "2026-03-01T00:59:59Z")
+            .await
+            .is_some()
+    );
+    assert!(
+        authenticate(&store, "cc", "2026-03-01T01:00:00Z")
+            .await
+            .is_none()
+    );
+
+    // Revoked: refused at once, revoked once, and the name is free again.
+    let revoked = store
+        .token_revoke(TokenRevokeParams {
+            name: "ci".into(),
+            actor: "root".into(),
+            now: Some(t("2026-03-01T00:10:00Z")),
+        })
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(t("2026-03-01T00:10:00Z")));
+    assert!(
+        authenticate(&store, "aa", "2026-03-01T00:10:00Z")
+            .await
+            .is_none()
+    );
+    let again = store
+        .token_revoke(TokenRevokeParams {
+            name: "ci".into(),
+            actor: "root".into(),
+            now: Some(t("2026-03-01T00:11:00Z")),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(again, StoreError::TokenNotFound(_)), "{again:?}");
+    store
+        .token_create(token_params("ci", "dd", None))
+        .await
+        .unwrap();
+    let names = |tokens: Vec<Token>| tokens.into_iter().map(|t| t.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.token_list(TokenListParams::default()).await.unwrap()),
+        ["ci", "short"]
+    );
+    assert_eq!(
+        names(
+            store
+                .token_list(TokenListParams {
+                    include_revoked: true
+                })
+                .await
+                .unwrap()
+        ),
+        ["ci", "ci", "short"]
+    );
+}
+
+pub async fn audit_records_every_change_with_its_change(store: Arc<dyn Store>) {
+    let job = create(&store, "j", None).await;
+    let updated = store
+        .job_update(JobUpdateParams {
+            actor: "alice".into(),
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: 1,
+            spec: spec("j"),
+            next_fire_at: None,
+            now: Some(t(T0)),
+        })
+        .await
+        .unwrap();
+    // A stale write changes nothing and records nothing.
+    store
+        .job_update(JobUpdateParams {
+            actor: "mallory".into(),
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: 1,
+            spec: spec("j"),
+            next_fire_at: None,
+            now: Some(t(T0)),
+        })
+        .await
+        .unwrap_err();
+    set_paused(&store, "j", true, None, t(T0)).await;
+    set_paused(&store, "j", false, None, t(T0)).await;
+    let at = t("2026-03-01T00:05:00Z");
+    let run = store
+        .run_insert(RunInsertParams {
+            actor: "bob".into(),
+            job_id: job.id,
+            run: insert(at),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    // The same due time again: no new run, no entry.
+    store
+        .run_insert(RunInsertParams {
+            actor: "bob".into(),
+            job_id: job.id,
+            run: insert(at),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    store
+        .run_cancel(RunCancelParams {
+            actor: "carol".into(),
+            run_id: run.id,
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    store
+        .token_create(token_params("ci", "aa", None))
+        .await
+        .unwrap();
+    store
+        .job_delete(JobDeleteParams {
+            actor: "dave".into(),
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: None,
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+
+    let all = store
+        .audit_list(AuditListParams {
+            include_global: true,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seen: Vec<(&str, AuditAction, Option<i64>, Option<i64>)> = all
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e.actor.as_str(),
+                e.action,
+                e.version_before,
+                e.version_after,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("test", AuditAction::JobCreate, None, Some(1)),
+            (
+                "alice",
+                AuditAction::JobUpdate,
+                Some(1),
+                Some(updated.version)
+            ),
+            ("test", AuditAction::JobPause, Some(2), Some(3)),
+            ("test", AuditAction::JobResume, Some(3), Some(4)),
+            ("bob", AuditAction::JobTrigger, None, None),
+            ("carol", AuditAction::RunCancel, None, None),
+            ("root", AuditAction::TokenCreate, None, None),
+            ("dave", AuditAction::JobDelete, Some(4), None),
+        ]
+    );
+    let trigger = all
+        .iter()
+        .find(|e| e.action == AuditAction::JobTrigger)
+        .unwrap();
+    assert_eq!(trigger.run_id, Some(run.id));
+    assert_eq!(trigger.namespace.as_deref(), Some("default"));
+    assert_eq!(trigger.job.as_deref(), Some("j"));
+    assert_eq!(trigger.at, at);
+    let token = all
+        .iter()
+        .find(|e| e.action == AuditAction::TokenCreate)
+        .unwrap();
+    assert_eq!(token.namespace, None);
+    assert!(token.detail.as_deref().unwrap().contains("ci"), "{token:?}");
+    assert!(
+        !token.detail.as_deref().unwrap().contains("aa"),
+        "no hash in the log"
+    );
+
+    // Filters: by namespace (no global entries unless asked), and paging.
+    let scoped = store
+        .audit_list(AuditListParams {
+            namespaces: Some(vec!["default".into()]),
+            include_global: false,
+            limit: 100,
+            before_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(scoped.len(), 7);
+    let elsewhere = store
+        .audit_list(AuditListParams {
+            namespaces: Some(vec!["other".into()]),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(elsewhere.is_empty());
+    let page = store
+        .audit_list(AuditListParams {
+            include_global: true,
+            limit: 2,
+            before_id: Some(all[1].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [all[2].id, all[3].id]
+    );
 }

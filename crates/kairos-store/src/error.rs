@@ -21,6 +21,10 @@ pub enum StoreError {
         expected: i64,
         actual: i64,
     },
+    #[error("a token named `{0}` exists already")]
+    TokenExists(String),
+    #[error("token `{0}` not found")]
+    TokenNotFound(String),
     #[error("run {run_id} is {state} and cannot be {action}")]
     InvalidRunState {
         run_id: RunId,

@@ -13,6 +13,9 @@
 //! 3. Job writes are fenced by `version`; a stale write changes nothing.
 //! 4. Lease writes (heartbeat, finish) are fenced by the lease token and report whether they
 //!    applied; an expired lease is rescued exactly once.
+//! 5. Every change a user makes (job create, update, delete, pause, resume, trigger; run cancel;
+//!    token create, revoke) writes its audit entry in the same transaction: no change without
+//!    its entry, no entry without its change.
 
 pub mod conformance;
 mod error;
@@ -20,5 +23,5 @@ mod model;
 mod store;
 
 pub use error::{StoreError, StoreResult};
-pub use model::{Attempt, ClaimedRun, Job, Run};
+pub use model::{Attempt, AuditEntry, ClaimedRun, Job, Run, Token};
 pub use store::*;

@@ -1,6 +1,7 @@
 //! What the store holds: jobs, runs and attempts.
 
 use jiff::Timestamp;
+use kairos_core::auth::{AuditAction, Role, Scope};
 use kairos_core::run::{JobId, RunId, RunOrigin, RunState};
 use kairos_core::spec::{ExecutionMode, JobSpec};
 use serde::Serialize;
@@ -84,4 +85,37 @@ pub struct ClaimedRun {
     pub lease_token: String,
     /// The job as it is now (its current definition runs).
     pub job: Job,
+}
+
+/// An API token. The secret itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: i64,
+    /// Unique among tokens not revoked.
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    pub created_at: Timestamp,
+    /// Who created it (a token name, or `offline` for the CLI against the store).
+    pub created_by: String,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// One change in the audit log, written in the same transaction as the change itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: Timestamp,
+    /// Who: a token name (`anonymous` with authentication off, `system` for the library).
+    pub actor: String,
+    pub action: AuditAction,
+    /// `None` for token changes.
+    pub namespace: Option<String>,
+    pub job: Option<String>,
+    pub run_id: Option<RunId>,
+    pub version_before: Option<i64>,
+    pub version_after: Option<i64>,
+    /// More about the change (a token's name, role and namespaces).
+    pub detail: Option<String>,
 }

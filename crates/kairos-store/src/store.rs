@@ -3,16 +3,19 @@
 //! store's own clock rules) and `Some` under a manual clock in tests.
 
 use jiff::{SignedDuration, Timestamp};
+use kairos_core::auth::{Role, Scope};
 use kairos_core::run::{AttemptOutcome, JobId, RunId, RunOrigin, RunState, SkipReason};
 use kairos_core::spec::{ExecutionMode, JobSpec};
 
 use crate::error::StoreResult;
-use crate::model::{Attempt, ClaimedRun, Job, Run};
+use crate::model::{Attempt, AuditEntry, ClaimedRun, Job, Run, Token};
 
 #[derive(Debug, Clone)]
 pub struct JobCreateParams {
     pub spec: JobSpec,
     pub next_fire_at: Option<Timestamp>,
+    /// Who makes the change (for the audit log).
+    pub actor: String,
     pub now: Option<Timestamp>,
 }
 
@@ -49,8 +52,8 @@ pub struct RunActiveCountsParams {
 
 #[derive(Debug, Clone, Default)]
 pub struct JobListParams {
-    /// Only this namespace; `None`: all.
-    pub namespace: Option<String>,
+    /// Only these namespaces (a token's scope); `None`: all.
+    pub namespaces: Option<Vec<String>>,
     /// Most jobs returned.
     pub limit: u32,
 }
@@ -63,6 +66,7 @@ pub struct JobUpdateParams {
     pub expected_version: i64,
     pub spec: JobSpec,
     pub next_fire_at: Option<Timestamp>,
+    pub actor: String,
     pub now: Option<Timestamp>,
 }
 
@@ -71,6 +75,8 @@ pub struct JobDeleteParams {
     pub namespace: String,
     pub name: String,
     pub expected_version: Option<i64>,
+    pub actor: String,
+    pub now: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +127,7 @@ pub struct JobSetPausedParams {
     pub paused: bool,
     /// On resume, the next due time after now (a resume does not replay the pause).
     pub next_fire_at: Option<Timestamp>,
+    pub actor: String,
     pub now: Option<Timestamp>,
 }
 
@@ -128,6 +135,8 @@ pub struct JobSetPausedParams {
 pub struct RunInsertParams {
     pub job_id: JobId,
     pub run: RunInsert,
+    /// Who asked for the run (trigger-now; audited when a run is created).
+    pub actor: String,
     pub now: Option<Timestamp>,
 }
 
@@ -228,13 +237,15 @@ pub struct RescueReport {
 #[derive(Debug, Clone)]
 pub struct RunCancelParams {
     pub run_id: RunId,
+    pub actor: String,
     pub now: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct RunListParams {
     pub job_id: Option<JobId>,
-    pub namespace: Option<String>,
+    /// Only runs of jobs in these namespaces (a token's scope); `None`: all.
+    pub namespaces: Option<Vec<String>>,
     pub state: Option<RunState>,
     /// Most runs returned, newest first.
     pub limit: u32,
@@ -242,25 +253,69 @@ pub struct RunListParams {
     pub before_id: Option<RunId>,
 }
 
+#[derive(Debug, Clone)]
+pub struct TokenCreateParams {
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    /// SHA-256 of the secret, lowercase hex. Unique.
+    pub hash: String,
+    pub expires_at: Option<Timestamp>,
+    pub actor: String,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TokenListParams {
+    /// Also list revoked tokens.
+    pub include_revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRevokeParams {
+    pub name: String,
+    pub actor: String,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenAuthenticateParams {
+    /// SHA-256 of the presented secret, lowercase hex.
+    pub hash: String,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditListParams {
+    /// Only entries of these namespaces; `None`: all.
+    pub namespaces: Option<Vec<String>>,
+    /// Also entries without a namespace (token changes).
+    pub include_global: bool,
+    /// Most entries returned, newest first.
+    pub limit: u32,
+    /// Only entries with an id below this (paging).
+    pub before_id: Option<i64>,
+}
+
 /// The seam between Kairos and its database. Object safe: used as `Arc<dyn Store>`.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Creates a job at version 1. `JobExists` if the name is taken in the namespace.
+    /// Creates a job at version 1 (audited). `JobExists` if the name is taken in the namespace.
     async fn job_create(&self, p: JobCreateParams) -> StoreResult<Job>;
     async fn job_get(&self, p: JobGetParams) -> StoreResult<Option<Job>>;
     async fn job_get_by_id(&self, p: JobGetByIdParams) -> StoreResult<Option<Job>>;
     /// Jobs ordered by namespace and name.
     async fn job_list(&self, p: JobListParams) -> StoreResult<Vec<Job>>;
-    /// Full replace, fenced by version; `VersionConflict` changes nothing. When the update changes
-    /// the triggers, moves `next_fire_at` or pauses the job, runs created ahead of their due time
-    /// (scheduled, not started, due after now; queued or claimed) are deleted: the new schedule
-    /// decides those due times again.
+    /// Full replace (audited), fenced by version; `VersionConflict` changes nothing. When the
+    /// update changes the triggers, moves `next_fire_at` or pauses the job, runs created ahead
+    /// of their due time (scheduled, not started, due after now; queued or claimed) are
+    /// deleted: the new schedule decides those due times again.
     async fn job_update(&self, p: JobUpdateParams) -> StoreResult<Job>;
-    /// Deletes the job and its runs.
+    /// Deletes the job and its runs (audited).
     async fn job_delete(&self, p: JobDeleteParams) -> StoreResult<()>;
-    /// Pauses or resumes; increments the version. Pausing leaves queued runs that are due alone,
-    /// but deletes those created ahead of their due time (scheduled, not started, due after
-    /// now; queued or claimed): a pause stops every due time that has not come yet.
+    /// Pauses or resumes (audited); increments the version. Pausing leaves queued runs that are
+    /// due alone, but deletes those created ahead of their due time (scheduled, not started,
+    /// due after now; queued or claimed): a pause stops every due time that has not come yet.
     async fn job_set_paused(&self, p: JobSetPausedParams) -> StoreResult<Job>;
     /// Unpaused jobs due at or before `before`, earliest first (reads the `next_fire_at` index).
     async fn job_due(&self, p: JobDueParams) -> StoreResult<Vec<Job>>;
@@ -271,7 +326,8 @@ pub trait Store: Send + Sync + 'static {
     /// `job_fire` for many jobs in one transaction (each fenced on its own).
     async fn job_fire_many(&self, ps: &[JobFireParams]) -> StoreResult<Vec<JobFireResult>>;
 
-    /// Creates one run (trigger-now). An existing `(job_id, scheduled_for)` returns that run.
+    /// Creates one run (trigger-now; audited when created). An existing `(job_id,
+    /// scheduled_for)` returns that run. `JobGone` when the job was deleted.
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run>;
     /// Creates many runs of one job in one transaction (bulk enqueue). Returns the ids of the
     /// runs created; due times that already had a run are skipped.
@@ -300,7 +356,7 @@ pub trait Store: Send + Sync + 'static {
     /// that has already used `max_attempts + 2` attempts is `lost` too, so a task that keeps
     /// killing its worker does not loop forever.
     async fn run_rescue(&self, p: RunRescueParams) -> StoreResult<RescueReport>;
-    /// Cancels a queued run at once; asks the worker of a running run to stop it.
+    /// Cancels a queued run at once; asks the worker of a running run to stop it (audited).
     async fn run_cancel(&self, p: RunCancelParams) -> StoreResult<Run>;
     async fn run_get(&self, p: RunGetParams) -> StoreResult<Option<Run>>;
     async fn run_list(&self, p: RunListParams) -> StoreResult<Vec<Run>>;
@@ -310,4 +366,15 @@ pub trait Store: Send + Sync + 'static {
     async fn run_count_by_state(&self) -> StoreResult<Vec<(RunState, u64)>>;
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates a token (audited). `TokenExists` if a token not revoked has the name.
+    async fn token_create(&self, p: TokenCreateParams) -> StoreResult<Token>;
+    /// Tokens by name (without secrets).
+    async fn token_list(&self, p: TokenListParams) -> StoreResult<Vec<Token>>;
+    /// Revokes the token not revoked with this name (audited); `TokenNotFound` otherwise.
+    async fn token_revoke(&self, p: TokenRevokeParams) -> StoreResult<Token>;
+    /// The token with this hash if it is neither revoked nor expired.
+    async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>>;
+    /// Audit entries, newest first.
+    async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>>;
 }
