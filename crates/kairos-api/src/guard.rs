@@ -41,6 +41,10 @@ pub struct Access {
     pub allowed_origins: Vec<String>,
     /// The listener serves HTTPS (the server's own origin is `https://HOST`).
     pub tls: bool,
+    /// Whether requests need a token (see [`crate::auth`]).
+    pub auth: crate::auth::AuthMode,
+    /// `/metrics` answers without a token.
+    pub metrics_public: bool,
 }
 
 impl Access {

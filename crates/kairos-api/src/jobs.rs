@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
+use kairos_core::auth::Role;
 use kairos_core::document::JsonError;
 use kairos_core::run::RunState;
 use kairos_core::spec::{DEFAULT_NAMESPACE, JobSpec};
@@ -12,6 +13,7 @@ use kairos_store::RunListParams;
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::dto::{JobDto, READ_ONLY_FIELDS, RunDto};
 use crate::error::ApiError;
 use crate::query::{NamespaceQuery, NoQuery, checked_namespace};
@@ -49,13 +51,12 @@ fn parse_spec(body: &[u8]) -> Result<(JobSpec, Option<i64>), ApiError> {
     responses((status = 200, description = "Jobs, by namespace and name", body = Vec<JobDto>)))]
 pub async fn list(
     State(app): State<AppState>,
+    caller: Caller,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<Vec<JobDto>>, ApiError> {
+    caller.require(Role::Viewer)?;
     let namespace = checked_namespace(q.namespace.as_deref())?;
-    let jobs = app
-        .jobs
-        .list(namespace.map(|ns| vec![ns.to_owned()]))
-        .await?;
+    let jobs = app.jobs.list(caller.0.scope.filter(namespace)).await?;
     Ok(Json(jobs.into_iter().map(JobDto::from).collect()))
 }
 
@@ -67,11 +68,14 @@ pub async fn list(
         (status = 422, description = "Invalid job; every problem with its field path", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(app): State<AppState>,
+    caller: Caller,
     Query(NoQuery {}): Query<NoQuery>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Role::Operator)?;
     let (spec, _) = parse_spec(&body)?;
-    let job = app.jobs.create(spec).await?;
+    caller.sees(&spec.namespace)?;
+    let job = app.jobs.acting_as(caller.name()).create(spec).await?;
     let location = format!("/api/v1/jobs/{}?namespace={}", job.name(), job.namespace());
     Ok((
         StatusCode::CREATED,
@@ -85,10 +89,13 @@ pub async fn create(
     responses((status = 200, body = JobDto), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(app): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = app.jobs.get(q.get()?, &name).await?;
+    let namespace = q.get()?;
+    caller.may(Role::Viewer, namespace)?;
+    let job = app.jobs.get(namespace, &name).await?;
     let etag = format!("\"{}\"", job.version);
     Ok(([(header::ETAG, etag)], Json(JobDto::from(job))))
 }
@@ -131,13 +138,15 @@ fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
         (status = 428, description = "No version given", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn replace(
     State(app): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (spec, body_version) = parse_spec(&body)?;
     let namespace = q.get()?;
+    caller.may(Role::Operator, namespace)?;
+    let (spec, body_version) = parse_spec(&body)?;
     let version = match (body_version, if_match(&headers)?) {
         (Some(b), IfMatch::Version(h)) if b != h => {
             return Err(ApiError::bad_request(
@@ -158,7 +167,11 @@ pub async fn replace(
             ));
         }
     };
-    let job = app.jobs.update(namespace, &name, version, spec).await?;
+    let job = app
+        .jobs
+        .acting_as(caller.name())
+        .update(namespace, &name, version, spec)
+        .await?;
     Ok(Json(JobDto::from(job)))
 }
 
@@ -167,15 +180,21 @@ pub async fn replace(
     responses((status = 204, description = "Deleted with its runs"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn delete(
     State(app): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    let namespace = q.get()?;
+    caller.may(Role::Operator, namespace)?;
     let expected_version = match if_match(&headers)? {
         IfMatch::Version(v) => Some(v),
         IfMatch::Any | IfMatch::Absent => None,
     };
-    app.jobs.delete(q.get()?, &name, expected_version).await?;
+    app.jobs
+        .acting_as(caller.name())
+        .delete(namespace, &name, expected_version)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -184,12 +203,14 @@ pub async fn delete(
     responses((status = 200, body = JobDto)))]
 pub async fn pause(
     State(app): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<JobDto>, ApiError> {
-    Ok(Json(
-        app.jobs.set_paused(q.get()?, &name, true).await?.into(),
-    ))
+    let namespace = q.get()?;
+    caller.may(Role::Operator, namespace)?;
+    let jobs = app.jobs.acting_as(caller.name());
+    Ok(Json(jobs.set_paused(namespace, &name, true).await?.into()))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{name}/resume", tag = "jobs",
@@ -197,12 +218,14 @@ pub async fn pause(
     responses((status = 200, body = JobDto)))]
 pub async fn resume(
     State(app): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<Json<JobDto>, ApiError> {
-    Ok(Json(
-        app.jobs.set_paused(q.get()?, &name, false).await?.into(),
-    ))
+    let namespace = q.get()?;
+    caller.may(Role::Operator, namespace)?;
+    let jobs = app.jobs.acting_as(caller.name());
+    Ok(Json(jobs.set_paused(namespace, &name, false).await?.into()))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{name}/trigger", tag = "jobs",
@@ -210,10 +233,17 @@ pub async fn resume(
     responses((status = 202, description = "A run was queued", body = RunDto)))]
 pub async fn trigger(
     State(app): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let run = app.jobs.trigger(q.get()?, &name).await?;
+    let namespace = q.get()?;
+    caller.may(Role::Operator, namespace)?;
+    let run = app
+        .jobs
+        .acting_as(caller.name())
+        .trigger(namespace, &name)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(RunDto::from(run))))
 }
 
@@ -234,10 +264,12 @@ pub struct RunsQuery {
     responses((status = 200, description = "Runs, newest first", body = Vec<RunDto>)))]
 pub async fn runs(
     State(app): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<RunsQuery>,
 ) -> Result<Json<Vec<RunDto>>, ApiError> {
     let namespace = checked_namespace(q.namespace.as_deref())?.unwrap_or(DEFAULT_NAMESPACE);
+    caller.may(Role::Viewer, namespace)?;
     let job = app.jobs.get(namespace, &name).await?;
     list_runs(&app, Some(job.id), None, q).await
 }
@@ -247,16 +279,20 @@ pub async fn runs(
     responses((status = 200, description = "Runs of all jobs (or of one namespace), newest first", body = Vec<RunDto>)))]
 pub async fn all_runs(
     State(app): State<AppState>,
+    caller: Caller,
     Query(q): Query<RunsQuery>,
 ) -> Result<Json<Vec<RunDto>>, ApiError> {
-    let namespace = checked_namespace(q.namespace.as_deref())?.map(str::to_owned);
-    list_runs(&app, None, namespace, q).await
+    caller.require(Role::Viewer)?;
+    let namespace = checked_namespace(q.namespace.as_deref())?;
+    let namespaces = caller.0.scope.filter(namespace);
+    list_runs(&app, None, namespaces, q).await
 }
 
+/// Runs of one job, or of these namespaces (`None`: all), newest first.
 async fn list_runs(
     app: &AppState,
     job_id: Option<i64>,
-    namespace: Option<String>,
+    namespaces: Option<Vec<String>>,
     q: RunsQuery,
 ) -> Result<Json<Vec<RunDto>>, ApiError> {
     let state = q
@@ -274,7 +310,7 @@ async fn list_runs(
         .store
         .run_list(RunListParams {
             job_id,
-            namespaces: namespace.map(|ns| vec![ns]),
+            namespaces,
             state,
             limit,
             before_id: q.before,

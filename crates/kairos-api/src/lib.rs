@@ -6,6 +6,7 @@
 //! ([`error::ApiError`] is the one mapping). Request bodies are limited to [`BODY_LIMIT`]. The
 //! OpenAPI document is generated from the handlers and served at `/api/v1/openapi.json`.
 
+pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod guard;
@@ -13,13 +14,14 @@ mod jobs;
 mod ops;
 pub mod query;
 mod runs;
+pub mod tokens;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use kairos_runtime::{JobService, NodeContext};
+use kairos_runtime::{JobService, NodeContext, TokenService};
 use utoipa::OpenApi;
 
 /// Largest request body accepted (1 MiB).
@@ -30,17 +32,24 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     pub ctx: NodeContext,
     pub jobs: JobService,
-    /// Where requests may come from (see [`guard`]).
+    pub tokens: TokenService,
+    /// Who may call and from where (see [`guard`] and [`auth`]).
     pub access: Arc<guard::Access>,
 }
 
 impl AppState {
-    /// A state with the default [`guard::Access`]: loopback names and IP addresses only.
+    /// A state with the default [`guard::Access`]: loopback names and IP addresses only, no
+    /// authentication.
     pub fn new(ctx: NodeContext, jobs: JobService) -> Self {
+        Self::with_access(ctx, jobs, guard::Access::default())
+    }
+
+    pub fn with_access(ctx: NodeContext, jobs: JobService, access: guard::Access) -> Self {
         Self {
+            tokens: TokenService::new(ctx.store.clone(), ctx.clock.clone()),
             ctx,
             jobs,
-            access: Arc::default(),
+            access: Arc::new(access),
         }
     }
 }
@@ -68,17 +77,41 @@ impl AppState {
         ops::health,
         ops::ready,
         ops::metrics,
-        ops::events
+        ops::events,
+        tokens::create,
+        tokens::list,
+        tokens::revoke,
+        tokens::audit
     ),
     components(schemas(
         dto::JobDto,
         dto::RunDto,
         dto::AttemptDto,
         error::Problem,
-        error::FieldErrorDto
-    ))
+        error::FieldErrorDto,
+        tokens::TokenDto,
+        tokens::NewTokenDto,
+        tokens::AuditEntryDto
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer token scheme that every route but the open ones requires when the
+/// node's `auth` is `required`.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
 
 /// The whole HTTP surface of a node.
 pub fn router(state: AppState) -> Router {
@@ -96,6 +129,9 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/output", get(runs::output))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/audit", get(tokens::audit))
         .route("/events", get(ops::events))
         .route("/openapi.json", get(ops::openapi));
     Router::new()
@@ -105,6 +141,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.access.clone(),
             guard::guard,

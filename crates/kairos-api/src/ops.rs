@@ -8,12 +8,15 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
+use kairos_core::auth::{Role, Scope};
 use kairos_core::run::RunState;
 use serde::Serialize;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::query::NoQuery;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -71,13 +74,25 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/api/v1/events", tag = "ops", responses((status = 200, description = "Server-sent events: job changes, runs queued, started, finished, skipped", content_type = "text/event-stream")))]
 pub async fn events(
     State(app): State<AppState>,
+    caller: Caller,
     Query(NoQuery {}): Query<NoQuery>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let stream = BroadcastStream::new(app.ctx.telemetry.subscribe()).filter_map(|event| {
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    // Events of namespaces out of the token's scope are left out; events without a namespace
+    // (runs released or rescued, by id) only go to tokens that see every namespace.
+    let scope = caller.0.scope;
+    let stream = BroadcastStream::new(app.ctx.telemetry.subscribe()).filter_map(move |event| {
         let event = event.ok()?;
+        let visible = match event.namespace() {
+            Some(ns) => scope.allows(ns),
+            None => scope == Scope::All,
+        };
+        if !visible {
+            return None;
+        }
         SseEvent::default().json_data(&event).ok().map(Ok)
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 pub async fn openapi(Query(NoQuery {}): Query<NoQuery>) -> impl IntoResponse {

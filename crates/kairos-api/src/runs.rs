@@ -9,12 +9,14 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use kairos_core::auth::Role;
 use kairos_exec::OutputBuffer;
 use kairos_store::RunCancelParams;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::dto::{AttemptDto, RunDto};
 use crate::error::ApiError;
 use crate::query::NoQuery;
@@ -24,10 +26,11 @@ use crate::query::NoQuery;
     responses((status = 200, description = "The run with its attempts", body = RunDto), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<i64>,
     Query(NoQuery {}): Query<NoQuery>,
 ) -> Result<Json<RunDto>, ApiError> {
-    let run = load_run(&app, id).await?;
+    let run = load_run(&app, &caller, Role::Viewer, id).await?;
     let attempts = app
         .ctx
         .store
@@ -43,14 +46,16 @@ pub async fn get(
     responses((status = 200, description = "Cancelled (queued) or asked to stop (running)", body = RunDto), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<i64>,
     Query(NoQuery {}): Query<NoQuery>,
 ) -> Result<Json<RunDto>, ApiError> {
+    load_run(&app, &caller, Role::Operator, id).await?;
     let run = app
         .ctx
         .store
         .run_cancel(RunCancelParams {
-            actor: kairos_runtime::jobs::SYSTEM_ACTOR.into(),
+            actor: caller.name().to_owned(),
             run_id: id,
             now: app.ctx.clock.store_now(),
         })
@@ -74,10 +79,11 @@ pub struct OutputQuery {
     responses((status = 200, description = "Captured output: timestamped lines of stdout and stderr", content_type = "text/plain")))]
 pub async fn output(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<i64>,
     Query(q): Query<OutputQuery>,
 ) -> Result<Response, ApiError> {
-    let run = load_run(&app, id).await?;
+    let run = load_run(&app, &caller, Role::Viewer, id).await?;
     if !q.follow || run.state.is_terminal() {
         let text = match (q.attempt, app.ctx.live.get(id)) {
             (None, Some(live)) => live.snapshot(),
@@ -175,11 +181,22 @@ async fn follow(app: AppState, id: i64, tx: mpsc::Sender<Result<String, Infallib
     }
 }
 
-/// The run, or 404.
-async fn load_run(app: &AppState, id: i64) -> Result<kairos_store::Run, ApiError> {
-    app.ctx
+/// The run if the caller sees its namespace and has `role`; 404 (also for a run out of the
+/// caller's scope) or 403.
+async fn load_run(
+    app: &AppState,
+    caller: &Caller,
+    role: Role,
+    id: i64,
+) -> Result<kairos_store::Run, ApiError> {
+    let not_found = || ApiError::not_found(format!("run {id} not found"));
+    let run = app
+        .ctx
         .store
         .run_get(kairos_store::RunGetParams { id })
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))
+        .ok_or_else(not_found)?;
+    caller.sees(&run.namespace).map_err(|_| not_found())?;
+    caller.require(role)?;
+    Ok(run)
 }

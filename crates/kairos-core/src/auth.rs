@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
+use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
 use crate::job::validate_name;
@@ -145,6 +146,61 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Who makes a request: a token's name, role and scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+}
+
+impl Principal {
+    /// Whoever calls a node that runs without authentication: an admin of every namespace.
+    pub fn anonymous() -> Self {
+        Self {
+            name: "anonymous".into(),
+            role: Role::Admin,
+            scope: Scope::All,
+        }
+    }
+
+    /// The CLI working on the store directly (`kairos token create --data-dir`): whoever can
+    /// read the data directory is an admin already.
+    pub fn offline() -> Self {
+        Self {
+            name: "offline".into(),
+            role: Role::Admin,
+            scope: Scope::All,
+        }
+    }
+}
+
+/// Longest token lifetime: ten years.
+pub const MAX_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(24 * 3650);
+
+/// Parses a token lifetime: `90d` (days of 24 hours) or a duration such as `12h`; one minute to
+/// ten years.
+pub fn parse_lifetime(input: &str) -> Result<SignedDuration, String> {
+    let input = input.trim();
+    let parsed = match input.strip_suffix('d') {
+        Some(days)
+            if !days.is_empty() && days.len() <= 5 && days.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            days.parse::<i64>()
+                .map(|d| SignedDuration::from_hours(d * 24))
+                .map_err(|e| e.to_string())
+        }
+        _ if input.len() <= 64 => input
+            .parse::<SignedDuration>()
+            .map_err(|_| format!("`{input}` is not a lifetime; write e.g. `90d` or `12h`")),
+        _ => Err("is too long; write e.g. `90d` or `12h`".into()),
+    }?;
+    if parsed < SignedDuration::from_mins(1) || parsed > MAX_TOKEN_LIFETIME {
+        return Err(format!("`{input}` must be between 1m and 3650d"));
+    }
+    Ok(parsed)
+}
+
 /// Checks a token name: 1 to 63 characters as for job names.
 pub fn validate_token_name(name: &str) -> Result<(), String> {
     validate_name(name)
@@ -267,6 +323,12 @@ mod tests {
         assert!(may_grant(Role::Admin, &a, Role::Viewer, &all).is_err());
         assert!(may_grant(Role::Operator, &all, Role::Viewer, &a).is_err());
         assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+        assert_eq!(parse_lifetime("90d"), Ok(SignedDuration::from_hours(2160)));
+        assert_eq!(parse_lifetime("12h"), Ok(SignedDuration::from_hours(12)));
+        assert!(parse_lifetime("0d").is_err());
+        assert!(parse_lifetime("3651d").is_err());
+        assert!(parse_lifetime("99999999999d").is_err());
+        assert!(parse_lifetime("soon").is_err());
         for action in AuditAction::ALL {
             assert_eq!(action.as_str().parse::<AuditAction>(), Ok(action));
         }

@@ -5,6 +5,7 @@
 //! - [`worker::Worker`] claims runs with a lease, executes them, heartbeats, retries.
 //! - [`rescuer::Rescuer`] recovers runs whose lease expired.
 //! - [`jobs::JobService`] changes jobs at run time and wakes the scheduler.
+//! - [`tokens::TokenService`] creates, lists, revokes and checks API tokens.
 //! - [`telemetry::Telemetry`] logs, counts and broadcasts typed events.
 //!
 //! Each service has one loop that only waits and a `run_once`/`claim_once` that does the work
@@ -17,6 +18,7 @@ pub mod node;
 pub mod rescuer;
 pub mod scheduler;
 pub mod telemetry;
+pub mod tokens;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -25,4 +27,5 @@ pub use jobs::{JobError, JobService};
 pub use node::{Node, NodeConfig};
 pub use scheduler::SchedulerConfig;
 pub use telemetry::{Event, Telemetry};
+pub use tokens::{NewToken, TokenError, TokenRequest, TokenService};
 pub use worker::WorkerConfig;

@@ -66,6 +66,21 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The namespace the event belongs to (`None` for events about runs by id only).
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Event::JobChanged { namespace, .. }
+            | Event::RunQueued { namespace, .. }
+            | Event::RunSkipped { namespace, .. }
+            | Event::RunStarted { namespace, .. }
+            | Event::RunRetrying { namespace, .. }
+            | Event::RunFinished { namespace, .. } => Some(namespace),
+            Event::RunReleased { .. } | Event::RunsRescued { .. } => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,

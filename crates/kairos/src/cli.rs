@@ -16,11 +16,27 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How the CLI reaches a server.
 #[derive(Debug, Args)]
-pub struct ClientArgs {
+pub struct ConnArgs {
     /// URL of the Kairos server.
     #[arg(long, env = "KAIROS_SERVER", default_value = crate::client::DEFAULT_SERVER, global = true)]
     pub server: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// File holding the API token (else env `KAIROS_TOKEN`).
+    #[arg(long, env = "KAIROS_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate of a CA to trust for an https:// server (besides the usual roots).
+    #[arg(long, env = "KAIROS_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
     /// Namespace of the jobs.
     #[arg(
         long,
@@ -30,9 +46,6 @@ pub struct ClientArgs {
         global = true
     )]
     pub namespace: String,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +67,18 @@ pub enum Command {
         /// Log format: `text` or `json` (env `KAIROS_LOG_FORMAT`).
         #[arg(long)]
         log_format: Option<String>,
+        /// `required` or `off` (env `KAIROS_AUTH`; default: `off` on loopback, else `required`).
+        #[arg(long)]
+        auth: Option<String>,
+        /// Allow `--auth off` on an address beyond loopback; warns at every start.
+        #[arg(long)]
+        insecure_no_auth: bool,
+        /// PEM certificate chain to serve HTTPS with (env `KAIROS_TLS_CERT`).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of the certificate (env `KAIROS_TLS_KEY`).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Print the next fire times of a cron expression (no server needed).
     Next {
@@ -85,6 +110,20 @@ pub enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         command: RunCmd,
+    },
+    /// Manage API tokens (admin).
+    Token {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// Read the audit log of changes.
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: AuditCmd,
     },
     /// Make the server's jobs match a file (TOML `[[jobs]]` or JSON); prints the plan.
     Apply {
@@ -147,4 +186,46 @@ pub enum RunCmd {
     },
     /// Cancel a run.
     Cancel { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; its secret is printed once.
+    Create {
+        /// 1 to 63 characters: lowercase letters, digits, `_`, `.`, `-`.
+        #[arg(long)]
+        name: String,
+        /// `viewer`, `operator` or `admin`.
+        #[arg(long)]
+        role: String,
+        /// A namespace the token sees (repeat for several); default every namespace (`*`).
+        #[arg(long = "namespace", value_name = "NS")]
+        namespaces: Vec<String>,
+        /// Lifetime, e.g. `90d` or `12h`; default no expiry.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Create it in this data directory's store instead of through a server (the first admin
+        /// token; the server must be stopped).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// List tokens (never their secrets).
+    Ls,
+    /// Revoke a token: it stops working at once.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// List changes, newest first (in the `-N` namespace, or all with `-A`).
+    Ls {
+        /// Every namespace the token sees, and token changes (for admins of all namespaces).
+        #[arg(long, short = 'A')]
+        all_namespaces: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only entries older than this id (paging).
+        #[arg(long)]
+        before: Option<i64>,
+    },
 }

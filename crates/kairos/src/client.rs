@@ -5,6 +5,8 @@ use reqwest::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::cli::ConnArgs;
+
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7433";
 
 pub struct Client {
@@ -48,16 +50,57 @@ impl std::fmt::Display for ApiFailure {
 impl std::error::Error for ApiFailure {}
 
 impl Client {
+    /// A client of `base` without a token.
     pub fn new(base: &str) -> anyhow::Result<Self> {
+        Self::build(base, None, None)
+    }
+
+    /// A client as the CLI's connection flags say: the token from `--token-file` or
+    /// `KAIROS_TOKEN`, and an extra CA from `--ca-cert`.
+    pub fn connect(conn: &ConnArgs) -> anyhow::Result<Self> {
+        let token = match &conn.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--token-file: cannot read {}", path.display()))?;
+                Some(text.trim().to_owned())
+            }
+            None => std::env::var("KAIROS_TOKEN")
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
+        };
+        let ca = match &conn.ca_cert {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("--ca-cert: cannot read {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Self::build(&conn.server, token.as_deref(), ca.as_deref())
+    }
+
+    fn build(base: &str, token: Option<&str>, ca_pem: Option<&[u8]>) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!("--server: `{base}` is not an http:// or https:// URL");
         }
         // reqwest is built with rustls and no default provider: pick ring (no C toolchain needed).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .build()
-            .context("cannot build the HTTP client")?;
+        let mut builder = reqwest::Client::builder();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| anyhow!("the token holds characters a header cannot carry"))?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(pem) = ca_pem {
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| anyhow!("--ca-cert: not a PEM certificate: {e}"))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().context("cannot build the HTTP client")?;
         Ok(Self { base, http })
     }
 

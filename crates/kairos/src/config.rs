@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use kairos_api::auth::AuthMode;
 use kairos_core::duration::parse_duration;
 use serde::Deserialize;
 
@@ -35,6 +36,20 @@ pub struct FileConfig {
     /// Origins (`https://ui.example`) whose pages may send state-changing requests, besides the
     /// server's own. Env `KAIROS_ALLOWED_ORIGINS`, comma-separated. Default: none.
     pub allowed_origins: Option<Vec<String>>,
+    /// `required` (every request but `/health`, `/ready` and the OpenAPI document carries a
+    /// token) or `off`. Env `KAIROS_AUTH`. Default: `off` on a loopback address, else
+    /// `required`; `off` on another address needs `insecure_no_auth`.
+    pub auth: Option<String>,
+    /// Allow `auth = "off"` on an address beyond loopback (anyone who reaches the port runs
+    /// commands). Env `KAIROS_INSECURE_NO_AUTH=1`. Default false.
+    pub insecure_no_auth: Option<bool>,
+    /// `/metrics` answers without a token. Env `KAIROS_METRICS_PUBLIC=1`. Default false.
+    pub metrics_public: Option<bool>,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`). Env `KAIROS_TLS_CERT`.
+    /// Default: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`. Env `KAIROS_TLS_KEY`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Resolved server settings.
@@ -52,6 +67,19 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// `scheme://host[:port]`, lowercase.
     pub allowed_origins: Vec<String>,
+    pub auth: kairos_api::auth::AuthMode,
+    /// Authentication is off on an address beyond loopback, as asked.
+    pub insecure_no_auth: bool,
+    pub metrics_public: bool,
+    /// Certificate chain and key files (PEM), for HTTPS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The files of the server's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Flags of `kairos server` (each overrides file and environment).
@@ -62,6 +90,10 @@ pub struct ServerFlags {
     pub listen: Option<String>,
     pub node_name: Option<String>,
     pub log_format: Option<String>,
+    pub auth: Option<String>,
+    pub insecure_no_auth: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
@@ -94,6 +126,16 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A boolean from the environment (`1`/`true`, `0`/`false`), else the file's, else false.
+fn flag(env_name: &str, file: Option<bool>) -> anyhow::Result<bool> {
+    match env(env_name).as_deref() {
+        Some("1" | "true") => Ok(true),
+        Some("0" | "false") => Ok(false),
+        Some(other) => bail!("{env_name}: `{other}` is not `1`, `true`, `0` or `false`"),
+        None => Ok(file.unwrap_or(false)),
+    }
 }
 
 /// A comma-separated list from the environment, else the file's list.
@@ -225,7 +267,49 @@ impl ServerConfig {
             .iter()
             .map(|o| check_origin("allowed_origins", o))
             .collect::<anyhow::Result<_>>()?;
+        let insecure_no_auth =
+            flags.insecure_no_auth || flag("KAIROS_INSECURE_NO_AUTH", file.insecure_no_auth)?;
+        let metrics_public = flag("KAIROS_METRICS_PUBLIC", file.metrics_public)?;
+        let loopback = listen.ip().is_loopback();
+        let auth = match flags
+            .auth
+            .or_else(|| env("KAIROS_AUTH"))
+            .or(file.auth)
+            .as_deref()
+        {
+            Some("required") => AuthMode::Required,
+            Some("off") => AuthMode::Off,
+            None if loopback => AuthMode::Off,
+            None => AuthMode::Required,
+            Some(other) => bail!("auth: `{other}` is not `required` or `off`"),
+        };
+        if auth == AuthMode::Off && !loopback && !insecure_no_auth {
+            bail!(
+                "auth: refusing to listen on {listen} without authentication: anyone who reaches \
+                 the port could run commands. Create a token (`kairos token create --data-dir \
+                 DIR --name admin --role admin`) and keep `auth = \"required\"`, listen on \
+                 127.0.0.1, or pass --insecure-no-auth if something else guards the port"
+            );
+        }
+        let tls_cert = flags
+            .tls_cert
+            .or_else(|| env("KAIROS_TLS_CERT").map(PathBuf::from))
+            .or(file.tls_cert);
+        let tls_key = flags
+            .tls_key
+            .or_else(|| env("KAIROS_TLS_KEY").map(PathBuf::from))
+            .or(file.tls_key);
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => bail!("tls_key: a TLS certificate needs its key (--tls-key)"),
+            (None, Some(_)) => bail!("tls_cert: a TLS key needs its certificate (--tls-cert)"),
+        };
         Ok(Self {
+            auth,
+            insecure_no_auth: insecure_no_auth && auth == AuthMode::Off && !loopback,
+            metrics_public,
+            tls,
             allowed_hosts,
             allowed_origins,
             data_dir,
@@ -271,6 +355,65 @@ mod tests {
         assert!(err.contains("lookahead") && err.contains("5s"), "{err}");
         let err = with_file("lookahead = \"soon\"").unwrap_err().to_string();
         assert!(err.starts_with("lookahead:"), "{err}");
+    }
+
+    fn with_flags(flags: ServerFlags) -> anyhow::Result<ServerConfig> {
+        ServerConfig::resolve(flags)
+    }
+
+    #[test]
+    fn auth_defaults_to_required_beyond_loopback() {
+        let on = |listen: &str| ServerFlags {
+            listen: Some(listen.into()),
+            ..ServerFlags::default()
+        };
+        assert_eq!(
+            with_flags(on("127.0.0.1:7433")).unwrap().auth,
+            AuthMode::Off
+        );
+        assert_eq!(with_flags(on("[::1]:7433")).unwrap().auth, AuthMode::Off);
+        assert_eq!(
+            with_flags(on("0.0.0.0:7433")).unwrap().auth,
+            AuthMode::Required
+        );
+        let err = with_flags(ServerFlags {
+            auth: Some("off".into()),
+            ..on("0.0.0.0:7433")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("refusing to listen on 0.0.0.0:7433"), "{err}");
+        let insecure = with_flags(ServerFlags {
+            auth: Some("off".into()),
+            insecure_no_auth: true,
+            ..on("0.0.0.0:7433")
+        })
+        .unwrap();
+        assert_eq!(insecure.auth, AuthMode::Off);
+        assert!(insecure.insecure_no_auth);
+        assert_eq!(
+            with_flags(ServerFlags {
+                auth: Some("required".into()),
+                ..on("127.0.0.1:7433")
+            })
+            .unwrap()
+            .auth,
+            AuthMode::Required
+        );
+        let err = with_flags(ServerFlags {
+            auth: Some("maybe".into()),
+            ..on("127.0.0.1:7433")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("auth:"), "{err}");
+        let err = with_flags(ServerFlags {
+            tls_cert: Some("c.pem".into()),
+            ..on("127.0.0.1:7433")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("tls_key:"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod config;
 mod embedded;
 pub mod server;
 mod table;
+pub mod tls;
 
 pub use embedded::{Embedded, EmbeddedConfig};
 pub use kairos_core::{JobSpec, ValidationErrors};

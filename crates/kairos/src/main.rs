@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kairos::cli::{Cli, Command};
 use kairos::client::Client;
-use kairos::cmd::{apply, job, next, run};
+use kairos::cmd::{apply, audit, job, next, run, token};
 use kairos::config::{ServerConfig, ServerFlags};
 
 fn main() -> ExitCode {
@@ -37,6 +37,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
             node_name,
             log_format,
+            auth,
+            insecure_no_auth,
+            tls_cert,
+            tls_key,
         } => {
             let config = ServerConfig::resolve(ServerFlags {
                 config,
@@ -44,6 +48,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 listen,
                 node_name,
                 log_format,
+                auth,
+                insecure_no_auth,
+                tls_cert,
+                tls_key,
             })?;
             kairos::init_logging(config.log_json);
             kairos::server::serve(config, kairos_exec::FunctionRegistry::new()).await
@@ -65,12 +73,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             kairos::wall_clock_now(),
         ),
         Command::Job { client, command } => {
-            let c = Client::new(&client.server)?;
-            job::run(&c, &client.namespace, client.json, command).await
+            let c = Client::connect(&client.conn)?;
+            job::run(&c, &client.namespace, client.conn.json, command).await
         }
         Command::Run { client, command } => {
-            let c = Client::new(&client.server)?;
-            run::run(&c, &client.namespace, client.json, command).await
+            let c = Client::connect(&client.conn)?;
+            run::run(&c, &client.namespace, client.conn.json, command).await
+        }
+        Command::Token { conn, command } => token::run(&conn, command).await,
+        Command::Audit { client, command } => {
+            let c = Client::connect(&client.conn)?;
+            audit::run(&c, &client.namespace, client.conn.json, command).await
         }
         Command::Apply {
             client,
@@ -78,11 +91,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             prune,
             dry_run,
         } => {
-            let c = Client::new(&client.server)?;
+            let c = Client::connect(&client.conn)?;
             apply::run(
                 &c,
                 &client.namespace,
-                client.json,
+                client.conn.json,
                 apply::ApplyArgs {
                     file,
                     prune,

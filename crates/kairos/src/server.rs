@@ -1,4 +1,4 @@
-//! `kairos server`: one node on the embedded SQLite store, serving the API.
+//! `kairos server`: one node on the embedded SQLite store, serving the API (HTTP or HTTPS).
 
 use std::sync::Arc;
 
@@ -31,31 +31,50 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         shutdown_grace: config.shutdown_grace,
         ..NodeConfig::default()
     };
+    // Everything that can fail on the user's input (the TLS files, the address) fails before
+    // the node starts.
+    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    warn_about_access(&config, ctx.store.as_ref()).await;
     let node = Node::start(
         ctx.clone(),
         Arc::new(TaskExecutor::new(functions)),
         node_config,
     )
     .await;
-    let app = kairos_api::router(kairos_api::AppState {
+    let access = kairos_api::guard::Access {
+        allowed_hosts: config.allowed_hosts.clone(),
+        allowed_origins: config.allowed_origins.clone(),
+        tls: tls.is_some(),
+        auth: config.auth,
+        metrics_public: config.metrics_public,
+    };
+    let app = kairos_api::router(kairos_api::AppState::with_access(
         ctx,
-        jobs: node.jobs.clone(),
-        access: Arc::new(kairos_api::guard::Access {
-            allowed_hosts: config.allowed_hosts.clone(),
-            allowed_origins: config.allowed_origins.clone(),
-            tls: false,
-        }),
-    });
-    tracing::info!(url = %format!("http://{}", config.listen), "listening");
+        node.jobs.clone(),
+        access,
+    ));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(url = %format!("{scheme}://{}", config.listen), auth = ?config.auth, "listening");
     let shutdown = node.shutdown_token();
     let http_stop = shutdown.clone();
     let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await
+        let stopped = async move { http_stop.cancelled().await };
+        match tls {
+            Some(acceptor) => {
+                let listener = crate::tls::TlsListener::new(listener, acceptor)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        }
     });
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -67,6 +86,37 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         _ => {}
     }
     Ok(())
+}
+
+/// Warns at every start about settings that leave the node open, or locked for everyone.
+async fn warn_about_access(config: &ServerConfig, store: &dyn Store) {
+    use kairos_api::auth::AuthMode;
+    if config.insecure_no_auth {
+        tracing::warn!(
+            listen = %config.listen,
+            "authentication is OFF on an address beyond loopback (--insecure-no-auth): anyone \
+             who reaches this port can run commands on this machine"
+        );
+    }
+    if config.auth == AuthMode::Required
+        && store
+            .token_list(kairos_store::TokenListParams::default())
+            .await
+            .is_ok_and(|tokens| tokens.is_empty())
+    {
+        tracing::warn!(
+            data_dir = %config.data_dir.display(),
+            "authentication is required but no token exists yet: stop the server and run \
+             `kairos token create --data-dir DIR --name admin --role admin`"
+        );
+    }
+    if config.tls.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.listen,
+            "serving plain HTTP beyond loopback: tokens cross the network in clear text; \
+             use --tls-cert and --tls-key"
+        );
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,9 +1,11 @@
 //! The CLI's commands.
 
 pub mod apply;
+pub mod audit;
 pub mod job;
 pub mod next;
 pub mod run;
+pub mod token;
 
 use std::path::Path;
 

@@ -1,0 +1,146 @@
+//! Authentication and authorisation of API requests.
+//!
+//! With `auth = "required"` every request but `/health`, `/ready`, `/api/v1/openapi.json` (and
+//! `/metrics` with `metrics_public`) carries `Authorization: Bearer <token>`; the token's
+//! [`Principal`] goes with the request to the handlers. With `auth = "off"` (loopback only, or
+//! `--insecure-no-auth`) every request is [`Principal::anonymous`], an admin of everything.
+//!
+//! Handlers take a [`Caller`] and ask it:
+//! - [`Caller::require`] for the role a route needs: `403` otherwise;
+//! - [`Caller::sees`] for the namespace a request addresses: a namespace out of the token's
+//!   scope answers `404`, exactly like one without the job, so a token learns nothing about
+//!   namespaces it does not see.
+//!
+//! No token, or an unknown, expired or revoked one, is `401` with `WWW-Authenticate: Bearer`.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kairos_core::auth::{Principal, Role};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Whether requests must carry a token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every request acts as an admin of every namespace (a loopback node by default).
+    #[default]
+    Off,
+    /// Every request but the open routes carries a live token.
+    Required,
+}
+
+/// The bearer secret of a request, if it has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, secret) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
+}
+
+fn unauthorized(detail: &str) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Authentication is required",
+        detail,
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"kairos\""),
+    );
+    response
+}
+
+/// Routes that answer without a token.
+fn is_open(app: &AppState, path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/api/v1/openapi.json")
+        || (path == "/metrics" && app.access.metrics_public)
+}
+
+/// The middleware: finds the request's principal (see the module docs).
+pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let principal = match app.access.auth {
+        AuthMode::Off => Some(Principal::anonymous()),
+        AuthMode::Required => {
+            let open = is_open(&app, req.uri().path());
+            match bearer(req.headers()) {
+                Some(secret) => match app.tokens.authenticate(secret).await {
+                    Ok(Some(principal)) => Some(principal),
+                    Ok(None) if open => None,
+                    Ok(None) => return unauthorized("the token is unknown, expired or revoked"),
+                    Err(e) => return ApiError::from(e).into_response(),
+                },
+                None if open => None,
+                None => {
+                    return unauthorized(
+                        "this node requires a token: send `Authorization: Bearer <token>`",
+                    );
+                }
+            }
+        }
+    };
+    if let Some(principal) = principal {
+        req.extensions_mut().insert(principal);
+    }
+    next.run(req).await
+}
+
+/// The principal of a request, for handlers.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| unauthorized("this route requires a token"))
+    }
+}
+
+impl Caller {
+    /// `403` unless the token's role is at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.0.role >= role {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "The token's role does not allow this",
+            format!(
+                "token `{}` has the {} role; this needs {role}",
+                self.0.name, self.0.role
+            ),
+        ))
+    }
+
+    /// `404` (as for a namespace without jobs) unless the token sees `namespace`.
+    pub fn sees(&self, namespace: &str) -> Result<(), ApiError> {
+        if self.0.scope.allows(namespace) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!(
+                "namespace `{namespace}` not found"
+            )))
+        }
+    }
+
+    /// [`Caller::require`] and [`Caller::sees`] together.
+    pub fn may(&self, role: Role, namespace: &str) -> Result<(), ApiError> {
+        self.sees(namespace)?;
+        self.require(role)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+}
