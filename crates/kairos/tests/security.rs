@@ -225,3 +225,249 @@ async fn trigger_racing_delete_is_never_a_server_error() {
     }
     assert!(statuses.keys().all(|s| *s < 500), "{statuses:?}");
 }
+
+/// Runs the CLI with `env` set; returns (success, stdout, stderr).
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"));
+    cmd.args(args).env_remove("KAIROS_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Beyond loopback a node refuses to start without authentication, unless told it is
+/// insecure, and then warns at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_node_listens_beyond_loopback_without_auth_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = common::free_port().to_string();
+    let listen = format!("0.0.0.0:{port}");
+    let data_arg = data.to_str().unwrap();
+    let (ok, _, err) = cli(
+        &[
+            "server",
+            "--data-dir",
+            data_arg,
+            "--listen",
+            &listen,
+            "--auth",
+            "off",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains("refusing to listen on 0.0.0.0"), "{err}");
+    assert!(!data.exists(), "nothing was created: {err}");
+
+    // Required by default beyond loopback: a request without a token is 401.
+    let mut server = Server::start(&data, &["--listen", &listen]).await;
+    let (status, _, _) = server.call(Method::GET, "/api/v1/jobs", None).await;
+    assert_eq!(status, 401);
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("no token exists yet"), "{log}");
+    server.terminate(std::time::Duration::from_secs(10)).await;
+
+    let server = Server::start(
+        &data,
+        &["--listen", &listen, "--auth", "off", "--insecure-no-auth"],
+    )
+    .await;
+    let (status, _, _) = server.call(Method::GET, "/api/v1/jobs", None).await;
+    assert_eq!(status, 200);
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("authentication is OFF"), "{log}");
+}
+
+/// The first admin token is made offline against the data directory; the CLI then works with
+/// it (from `KAIROS_TOKEN` or `--token-file`), and every change lands in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_token_offline_then_the_cli_with_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let (ok, admin, err) = cli(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data_arg,
+            "--name",
+            "admin",
+            "--role",
+            "admin",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let admin = admin.trim().to_owned();
+    assert!(admin.starts_with("kairos_"), "{admin}");
+    assert!(err.contains("shown only now"), "{err}");
+    let server = Server::start(&data, &["--auth", "required"]).await;
+    let url = server.url.clone();
+    // Offline creation refuses a data directory in use.
+    let (ok, _, err) = cli(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data_arg,
+            "--name",
+            "x",
+            "--role",
+            "viewer",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains("stop the server"), "{err}");
+
+    let as_admin = [
+        ("KAIROS_TOKEN", admin.as_str()),
+        ("KAIROS_SERVER", url.as_str()),
+    ];
+    let (ok, viewer, err) = cli(
+        &[
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--role",
+            "viewer",
+            "--namespace",
+            "team-a",
+            "--expires",
+            "30d",
+        ],
+        &as_admin,
+    );
+    assert!(ok, "{err}");
+    let token_file = dir.path().join("ci.token");
+    std::fs::write(&token_file, viewer.trim()).unwrap();
+    let job_file = dir.path().join("job.json");
+    std::fs::write(
+        &job_file,
+        r#"{"name": "hello", "namespace": "team-a", "task": {"kind": "shell", "script": "true"}}"#,
+    )
+    .unwrap();
+    let job_arg = job_file.to_str().unwrap();
+    let (ok, _, err) = cli(&["job", "create", "-f", job_arg], &as_admin);
+    assert!(ok, "{err}");
+    let as_viewer = [("KAIROS_SERVER", url.as_str())];
+    let file_arg = token_file.to_str().unwrap();
+    let (ok, out, err) = cli(
+        &["job", "ls", "-N", "team-a", "--token-file", file_arg],
+        &as_viewer,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("hello"), "{out}");
+    let (ok, _, err) = cli(
+        &[
+            "job",
+            "trigger",
+            "hello",
+            "-N",
+            "team-a",
+            "--token-file",
+            file_arg,
+        ],
+        &as_viewer,
+    );
+    assert!(!ok);
+    assert!(err.contains("403"), "{err}");
+    let (ok, _, err) = cli(&["job", "ls"], &as_viewer);
+    assert!(!ok);
+    assert!(err.contains("401"), "{err}");
+    let (ok, out, err) = cli(&["token", "ls"], &as_admin);
+    assert!(ok, "{err}");
+    assert!(out.contains("ci") && out.contains("team-a"), "{out}");
+    assert!(!out.contains("kairos_"), "no secret in a listing: {out}");
+    let (ok, out, err) = cli(&["audit", "ls", "-A"], &as_admin);
+    assert!(ok, "{err}");
+    for expected in ["token.create", "job.create", "offline", "admin", "hello"] {
+        assert!(out.contains(expected), "{expected} missing:\n{out}");
+    }
+    let (ok, _, err) = cli(&["token", "revoke", "ci"], &as_admin);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(
+        &["job", "ls", "-N", "team-a", "--token-file", file_arg],
+        &as_viewer,
+    );
+    assert!(!ok, "a revoked token stops working at once");
+    assert!(err.contains("401"), "{err}");
+}
+
+/// HTTPS: the node serves TLS with the given certificate; the CLI trusts it through
+/// `--ca-cert`; plain HTTP on the same port gets nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, ca.cert.pem()).unwrap();
+    std::fs::write(&key, ca.key_pair.serialize_pem()).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--tls-cert", cert_arg, "--tls-key", key_arg],
+        "https",
+        https,
+    )
+    .await;
+    server.create_shell_job("tls", "true").await;
+    let (ok, out, err) = cli(
+        &["job", "ls", "--server", &server.url, "--ca-cert", cert_arg],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("tls"), "{out}");
+    let (ok, _, err) = cli(&["job", "ls", "--server", &server.url], &[]);
+    assert!(!ok, "an unknown CA is refused");
+    assert!(err.contains("cannot reach"), "{err}");
+    let plain = server.url.replacen("https://", "http://", 1);
+    let r = common::http_client()
+        .get(format!("{plain}/health"))
+        .send()
+        .await;
+    assert!(r.is_err() || !r.unwrap().status().is_success());
+
+    // A key that does not fit, or a missing file: a clear error before anything starts.
+    let other = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
+    let other_key = dir.path().join("other.pem");
+    std::fs::write(&other_key, other.key_pair.serialize_pem()).unwrap();
+    for (c, k, expected) in [
+        (cert_arg, other_key.to_str().unwrap(), "does not fit"),
+        ("/nonexistent.pem", key_arg, "tls_cert"),
+    ] {
+        let data = dir.path().join("data2");
+        let (ok, _, err) = cli(
+            &[
+                "server",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                c,
+                "--tls-key",
+                k,
+            ],
+            &[],
+        );
+        assert!(!ok);
+        assert!(err.contains(expected), "{err}");
+    }
+}

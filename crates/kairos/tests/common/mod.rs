@@ -32,18 +32,36 @@ pub fn http_client() -> reqwest::Client {
 impl Server {
     /// Starts `kairos server` on `data_dir` with extra args and waits until it answers.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
+        Self::start_with(data_dir, extra, "http", http_client()).await
+    }
+
+    /// [`Server::start`] for a server reached as `scheme` (`https` with `--tls-cert`) through
+    /// `http`.
+    pub async fn start_with(
+        data_dir: &Path,
+        extra: &[&str],
+        scheme: &str,
+        http: reqwest::Client,
+    ) -> Server {
+        // `--listen` among the extra args wins (its port is the one to call).
+        let given = extra
+            .iter()
+            .position(|a| *a == "--listen")
+            .and_then(|i| extra.get(i + 1))
+            .and_then(|addr| addr.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        let port = given.unwrap_or_else(free_port);
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let log = data_dir.with_extension(format!("{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_kairos"))
             .args(["server", "--data-dir"])
             .arg(data_dir)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--node-name",
-                "e2e-node",
-            ])
+            .args(if given.is_some() {
+                vec![]
+            } else {
+                vec!["--listen".to_owned(), format!("127.0.0.1:{port}")]
+            })
+            .args(["--node-name", "e2e-node"])
             .args(extra)
             .env("KAIROS_LOG", "info")
             .stdin(Stdio::null())
@@ -56,7 +74,7 @@ impl Server {
             url,
             data_dir: data_dir.to_owned(),
             log,
-            http: http_client(),
+            http,
         };
         server.wait_ready().await;
         server
