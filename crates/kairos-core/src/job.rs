@@ -25,6 +25,13 @@ pub const MAX_KILL_GRACE: SignedDuration = SignedDuration::from_hours(1);
 pub const MAX_TIMEZONE_LEN: usize = 64;
 /// Longest HTTP task URL.
 pub const MAX_URL_LEN: usize = 8192;
+/// Bounds of `limits.memory`, in bytes.
+pub const MIN_MEMORY_LIMIT: u64 = 1 << 20;
+pub const MAX_MEMORY_LIMIT: u64 = 16 << 40;
+/// Largest `limits.open_files`.
+pub const MAX_OPEN_FILES_LIMIT: u64 = 1 << 20;
+/// Largest `limits.processes`.
+pub const MAX_PROCESSES_LIMIT: u64 = 1_000_000;
 
 /// The validated, typed form of a job.
 #[derive(Debug, Clone)]
@@ -334,6 +341,64 @@ fn validate_process(
         if f.is_empty() {
             errs.push(path(at, &format!("secret_files.{k}")), "must name a file");
         }
+    }
+    if let Some(run_as) = &p.run_as {
+        let at = path(at, "run_as");
+        if let Err(e) = validate_account(&run_as.user) {
+            errs.push(path(&at, "user"), e);
+        }
+        if let Some(Err(e)) = run_as.group.as_deref().map(validate_account) {
+            errs.push(path(&at, "group"), e);
+        }
+    }
+    let at = path(at, "limits");
+    let limits = &p.limits;
+    if let Some(memory) = &limits.memory {
+        match crate::size::parse_size(memory) {
+            Ok(bytes) if !(MIN_MEMORY_LIMIT..=MAX_MEMORY_LIMIT).contains(&bytes) => {
+                errs.push(path(&at, "memory"), "must be between 1MiB and 16TiB");
+            }
+            Ok(_) => {}
+            Err(e) => errs.push(path(&at, "memory"), e),
+        }
+    }
+    if let Some(cpu) = &limits.cpu_time {
+        match parse_duration(cpu, false) {
+            Ok(d) if d < SignedDuration::from_secs(1) => {
+                errs.push(path(&at, "cpu_time"), "must be at least 1s");
+            }
+            Ok(_) => {}
+            Err(e) => errs.push(path(&at, "cpu_time"), e),
+        }
+    }
+    if limits
+        .open_files
+        .is_some_and(|n| !(1..=MAX_OPEN_FILES_LIMIT).contains(&n))
+    {
+        errs.push(path(&at, "open_files"), "must be between 1 and 1048576");
+    }
+    if limits
+        .processes
+        .is_some_and(|n| !(1..=MAX_PROCESSES_LIMIT).contains(&n))
+    {
+        errs.push(path(&at, "processes"), "must be between 1 and 1000000");
+    }
+}
+
+/// A user or group for `run_as`: a numeric id, or a name of 1 to 32 characters (letters,
+/// digits, `_`, `-`, `.`, not starting with `-`).
+fn validate_account(name: &str) -> Result<(), String> {
+    let numeric = !name.is_empty() && name.len() <= 10 && name.bytes().all(|b| b.is_ascii_digit());
+    let named = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if numeric && name.parse::<u32>().is_ok() || !numeric && named {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a user or group name or id"))
     }
 }
 

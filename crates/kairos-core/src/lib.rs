@@ -17,6 +17,7 @@ pub mod error;
 pub mod job;
 pub mod policy;
 pub mod run;
+pub mod size;
 pub mod spec;
 pub mod trigger;
 

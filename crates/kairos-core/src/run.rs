@@ -200,7 +200,9 @@ impl AttemptStatus {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResourceUsage {
-    pub max_rss_kib: i64,
+    /// The most memory the task used at once (its cgroup's peak); `None` where it cannot be
+    /// measured.
+    pub max_rss_kib: Option<i64>,
     pub user_cpu_us: i64,
     pub sys_cpu_us: i64,
 }

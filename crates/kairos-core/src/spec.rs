@@ -146,6 +146,45 @@ pub struct ProcessSettings {
     /// Start from an empty environment instead of the server's. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_env: bool,
+    /// Run as this user (and group) instead of the server's; the server must run as root.
+    /// Default: the server's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
+    /// Resource limits of the process and everything it starts. Default: none.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub limits: LimitsSpec,
+}
+
+/// The user (and group) a process runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RunAs {
+    /// A user name or numeric id.
+    pub user: String,
+    /// A group name or numeric id. Default: the user's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Resource limits of a process and everything it starts: a per-task cgroup where Kairos can
+/// create one, else `setrlimit` (see the docs for what each limit means then).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Memory, e.g. `512MiB` (at least `1MiB`). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// CPU time, e.g. `10m` (each process of the task; at least `1s`). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time: Option<String>,
+    /// Open files per process (1 to 1048576). Default: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
+    /// Processes and threads at once (1 to 1000000). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

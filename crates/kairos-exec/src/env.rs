@@ -1,7 +1,7 @@
 //! The environment of a task or hook process.
 //!
-//! Layers, later ones winning: the server's environment (unless `clear_env`), `env_files` in
-//! order, `env`, `secret_files`, extra variables from the executor (`KAIROS_OUTCOME` for post
+//! Layers, later ones winning: the server's environment (unless `clear_env`), the `run_as`
+//! user's `USER`, `LOGNAME` and `HOME`, `env_files` in order, `env`, `secret_files`, extra variables from the executor (`KAIROS_OUTCOME` for post
 //! hooks), and last the `KAIROS_*` run variables, which a task cannot override.
 //!
 //! Values from env files and secret files may be secrets: errors name files, variables and line
@@ -19,6 +19,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use kairos_core::spec::ProcessSettings;
 
 use crate::RunContext;
+use crate::identity::Identity;
 
 /// Largest env file or secret file read (64 KiB).
 pub const MAX_FILE_BYTES: u64 = 64 * 1024;
@@ -43,12 +44,23 @@ pub(crate) fn build_env(
     settings: &ProcessSettings,
     context: &RunContext,
     extra: &[(String, String)],
+    identity: Option<&Identity>,
 ) -> Result<BTreeMap<OsString, OsString>, EnvError> {
     let mut env: BTreeMap<OsString, OsString> = if settings.clear_env {
         BTreeMap::new()
     } else {
         std::env::vars_os().collect()
     };
+    // A process run as another user gets that user's `USER`, `LOGNAME` and `HOME`, as with
+    // `su -` or `sudo -u` (the job's own variables still win).
+    if let Some(identity) = identity {
+        env.insert("USER".into(), identity.user.clone().into());
+        env.insert("LOGNAME".into(), identity.user.clone().into());
+        match &identity.home {
+            Some(home) => env.insert("HOME".into(), home.into()),
+            None => env.remove(OsStr::new("HOME")),
+        };
+    }
     for path in &settings.env_files {
         let content = read_regular_file(path).map_err(|reason| EnvError::EnvFileRead {
             path: path.clone(),

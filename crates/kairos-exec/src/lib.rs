@@ -64,11 +64,14 @@
 //! or `Cancelled` however the process then exits. A post-hook failure is written into the
 //! output and leaves the outcome unchanged.
 
+mod cgroup;
 mod env;
 mod function;
 mod group;
 mod hooks;
 mod http;
+mod identity;
+mod limits;
 mod output;
 mod process;
 mod spawn;
@@ -85,6 +88,28 @@ use tokio_util::sync::CancellationToken;
 pub use env::EnvError;
 pub use function::{FunctionCall, FunctionRegistry};
 pub use output::{DEFAULT_OUTPUT_LIMIT, OutputBuffer};
+
+/// What per-task cgroups give on this machine (see the `cgroup` module): `None` when tasks run
+/// without them (limits then use `setrlimit`, and task memory is not measured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskCgroups {
+    /// cgroup v2 (else v1).
+    pub v2: bool,
+    /// The memory controller: memory limits for whole tasks and their peak memory.
+    pub memory: bool,
+    /// The pids controller: process limits for whole tasks.
+    pub processes: bool,
+}
+
+/// Finds (once) whether tasks get cgroups of their own. Blocking: reads `/proc` and may create
+/// directories; call it from a blocking thread or at start-up.
+pub fn task_cgroups() -> Option<TaskCgroups> {
+    cgroup::setup().as_ref().ok().map(|setup| TaskCgroups {
+        v2: setup.version() == cgroup::Version::V2,
+        memory: setup.has_memory(),
+        processes: setup.has_pids(),
+    })
+}
 
 /// Which run and attempt an execution belongs to; exported to processes as `KAIROS_*`.
 #[derive(Debug, Clone, PartialEq, Eq)]

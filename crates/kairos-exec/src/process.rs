@@ -30,11 +30,13 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cgroup::{self, CgroupGuard, CgroupLimits, TaskCgroup};
 use crate::group::{Leader, Reaped, WaitMode};
 use crate::output::{LineSplitter, OutputBuffer};
 use crate::spawn::{self, ChildSpec, Prepared, Spawned, Spawner};
+use crate::sys::Restrictions;
 use crate::sys::{self, ExitKind};
-use crate::{RunContext, env};
+use crate::{RunContext, env, identity, limits};
 
 /// How long output is still read after the group was killed before capture stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
@@ -87,7 +89,7 @@ where
             &ProcessSettings,
             &RunContext,
             &[(String, String)],
-        ) -> Result<Prepared, String>
+        ) -> Result<PreparedChild, String>
         + Send
         + 'static,
 {
@@ -105,12 +107,19 @@ where
         let extra_env = run.extra_env.clone();
         move || prepare(&argv, &settings, &context, &extra_env)
     });
-    let prepared = match until_stopped(preparing, deadline, run.cancel).await {
+    let PreparedChild {
+        child: prepared,
+        cgroup,
+        notes,
+    } = match until_stopped(preparing, deadline, run.cancel).await {
         Ok(Ok(Ok(prepared))) => prepared,
         Ok(Ok(Err(message))) => return AttemptOutcome::error(message),
         Ok(Err(e)) => return AttemptOutcome::error(format!("preparing `{program}` failed: {e}")),
         Err(stop) => return stopped_before_start(stop, &run, "while reading its files"),
     };
+    for note in &notes {
+        run.output.push_stream_line("kairos", note);
+    }
     // The spawner thread starts one process at a time; a start that hangs (a program on a
     // stuck mount) must not hold this attempt past its timeout either. If the wait is given
     // up, the spawner kills the process it started for nobody.
@@ -154,8 +163,32 @@ where
         drain(reading, run.output).await;
     }
 
+    // The task's own figures and what the kernel did to it, from its cgroup; then anything of
+    // it still running (it left the process group) is killed, and the cgroup removed. Cgroup
+    // files are read on a blocking thread, as every file is.
+    let (peak_kib, oom_killed) = match cgroup {
+        Some(guard) => tokio::task::spawn_blocking(move || {
+            let found = guard
+                .get()
+                .map_or((None, false), |task| (task.peak_kib(), task.oom_killed()));
+            drop(guard);
+            found
+        })
+        .await
+        .unwrap_or((None, false)),
+        None => (None, false),
+    };
+    if oom_killed {
+        run.output.push_stream_line(
+            "kairos",
+            &format!("{} went over its memory limit and was killed", run.role),
+        );
+    }
     match reaped {
-        Ok((kind, usage)) => outcome(kind, usage, stop, run.expected_exit_codes),
+        Ok((kind, mut usage)) => {
+            usage.max_rss_kib = peak_kib;
+            outcome(kind, usage, stop, run.expected_exit_codes)
+        }
         Err(e) => AttemptOutcome::error(format!("waiting for the process failed: {e}")),
     }
 }
@@ -271,16 +304,30 @@ async fn drain(reading: Pin<&mut impl Future<Output = ()>>, output: &OutputBuffe
     }
 }
 
-/// Everything the child needs, from the file system and the spec: its environment (env and
-/// secret files read), its checked working directory, its argv. Blocking: runs on a blocking
-/// thread. `Err` is the attempt's error message.
+/// A child ready to start, with its cgroup (where there is one) and lines for the output.
+pub(crate) struct PreparedChild {
+    pub child: Prepared,
+    pub cgroup: Option<CgroupGuard>,
+    pub notes: Vec<String>,
+}
+
+/// Everything the child needs, from the file system and the spec: its identity (`run_as`), its
+/// environment (env and secret files read), its checked working directory, its limits and
+/// cgroup, its argv. Blocking: runs on a blocking thread. `Err` is the attempt's error message.
 fn prepare_child(
     argv: &[String],
     settings: &ProcessSettings,
     context: &RunContext,
     extra_env: &[(String, String)],
-) -> Result<Prepared, String> {
-    let env = env::build_env(settings, context, extra_env).map_err(|e| e.to_string())?;
+) -> Result<PreparedChild, String> {
+    let server_uid = identity::current_uid();
+    let identity = settings
+        .run_as
+        .as_ref()
+        .map(|run_as| identity::resolve(run_as, server_uid))
+        .transpose()?;
+    let env = env::build_env(settings, context, extra_env, identity.as_ref())
+        .map_err(|e| e.to_string())?;
     let cwd = settings.cwd.as_deref();
     if let Some(cwd) = cwd {
         match std::fs::metadata(cwd) {
@@ -289,14 +336,61 @@ fn prepare_child(
             Err(e) => return Err(format!("working directory `{cwd}`: {e}")),
         }
     }
+    let task_uid = identity.as_ref().map_or(server_uid, |i| i.uid);
+    let cgroups = cgroup::setup().as_ref().ok();
+    let plan = limits::plan(&settings.limits, cgroups, task_uid)?;
+    let cgroup = match cgroups {
+        Some(setup) => {
+            let name = format!("run-{}-{}", context.run_id, context.attempt);
+            match TaskCgroup::create(setup, &name, plan.cgroup) {
+                Ok(task) => Some(CgroupGuard::new(task)),
+                // Limits that need the cgroup cannot go without it.
+                Err(e) if plan.cgroup != CgroupLimits::default() => {
+                    return Err(format!(
+                        "cannot create the task's cgroup for its limits: {e}"
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create a task cgroup; running without");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let procs = match cgroup.as_ref().and_then(CgroupGuard::get) {
+        Some(task) => task
+            .procs_files()
+            .map_err(|e| format!("cannot open the task's cgroup: {e}"))?,
+        None => Vec::new(),
+    };
+    let mut notes: Vec<String> = plan.summary.into_iter().collect();
+    notes.extend(
+        plan.not_applied
+            .iter()
+            .map(|why| format!("limit not applied: {why}")),
+    );
+    if let Some(identity) = &identity {
+        notes.push(format!(
+            "running as user {} (uid {}, gid {})",
+            identity.user, identity.uid, identity.gid
+        ));
+    }
+    let restrictions = Restrictions::new(procs, &plan.rlimits, identity.as_ref());
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let program = argv.first().copied().unwrap_or_default();
-    spawn::prepare(ChildSpec {
+    let child = spawn::prepare(ChildSpec {
         argv: &argv,
         env,
         cwd,
+        restrictions,
     })
-    .map_err(|e| format!("cannot start `{program}`: {e}"))
+    .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+    Ok(PreparedChild {
+        child,
+        cgroup,
+        notes,
+    })
 }
 
 /// Waits for `fut` until the deadline passes or the attempt is cancelled.
@@ -551,7 +645,10 @@ mod tests {
             );
             assert_eq!(outcome.exit_code, Some(3), "{mode:?}");
             let usage = outcome.usage.unwrap();
-            assert!(usage.max_rss_kib > 0, "{mode:?}: {usage:?}");
+            assert!(
+                usage.max_rss_kib.is_none_or(|kib| kib > 0),
+                "{mode:?}: {usage:?}"
+            );
             assert_eq!(s.lines("stderr"), ["oops"], "{mode:?}");
             // The outcome comes back only once the leader was reaped.
             assert!(reaped(s.printed_pid()), "{mode:?}");
@@ -684,6 +781,7 @@ mod tests {
                 argv: &["/bin/true"],
                 env: Default::default(),
                 cwd: None,
+                restrictions: Default::default(),
             })
             .unwrap();
             let child = spawn(prepared).await.unwrap();

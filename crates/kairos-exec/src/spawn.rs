@@ -40,6 +40,8 @@ pub(crate) struct ChildSpec<'a> {
     pub env: BTreeMap<OsString, OsString>,
     /// Working directory; the server's when `None`.
     pub cwd: Option<&'a str>,
+    /// Cgroups to join, limits and identity, applied by the child before `exec`.
+    pub restrictions: crate::sys::Restrictions,
 }
 
 /// A [`ChildSpec`] in the form the child uses; built before the spawner thread is involved.
@@ -56,6 +58,7 @@ pub(crate) struct Prepared {
     /// `KEY=VALUE` entries.
     pub envp: Vec<CString>,
     pub cwd: Option<CString>,
+    pub restrictions: crate::sys::Restrictions,
 }
 
 /// Shows no environment values: they may be secrets.
@@ -66,6 +69,7 @@ impl fmt::Debug for Prepared {
             .field("argv", &self.argv)
             .field("env_vars", &self.envp.len())
             .field("cwd", &self.cwd)
+            .field("restrictions", &self.restrictions)
             .finish()
     }
 }
@@ -118,6 +122,7 @@ pub(crate) fn prepare(spec: ChildSpec<'_>) -> io::Result<Prepared> {
         argv,
         envp,
         cwd,
+        restrictions: spec.restrictions,
     })
 }
 
@@ -195,7 +200,7 @@ pub(crate) mod fork {
             if let Some(cwd) = &child.cwd {
                 cmd.current_dir(os(cwd));
             }
-            sys::isolate(&mut cmd);
+            sys::isolate(&mut cmd, child.restrictions.try_clone()?);
             let mut started = cmd.spawn()?;
             let pipes = (started.stdout.take(), started.stderr.take());
             // Dropping a std `Child` neither kills nor reaps it; the caller's waiter reaps it.
@@ -257,6 +262,7 @@ mod tests {
             argv: &["prog", "arg"],
             env: env.clone(),
             cwd: Some("/tmp"),
+            restrictions: Default::default(),
         })
         .unwrap();
         assert_eq!(prepared.envp, [c"A=1=2"]);
@@ -269,6 +275,7 @@ mod tests {
             argv: &["prog", "a\0b"],
             env,
             cwd: None,
+            restrictions: Default::default(),
         })
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
@@ -281,6 +288,7 @@ mod tests {
                 argv,
                 env: BTreeMap::new(),
                 cwd: None,
+                restrictions: Default::default(),
             })
             .unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
@@ -300,7 +308,7 @@ pub(crate) mod spawner_tests {
 
     pub(crate) type Spawn = Box<dyn FnMut(&Prepared) -> io::Result<Spawned>>;
 
-    fn spawners() -> Vec<(&'static str, Spawn)> {
+    pub(crate) fn spawners() -> Vec<(&'static str, Spawn)> {
         let mut fork = fork::Spawner::new().unwrap();
         let mut main = Spawner::new().unwrap();
         vec![
@@ -324,7 +332,12 @@ pub(crate) mod spawner_tests {
             .iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v)))
             .collect();
-        let child = spawn(&prepare(ChildSpec { argv, env, cwd })?)?;
+        let child = spawn(&prepare(ChildSpec {
+            argv,
+            env,
+            cwd,
+            restrictions: Default::default(),
+        })?)?;
         let mut stdout = String::new();
         std::fs::File::from(child.stdout)
             .read_to_string(&mut stdout)
@@ -427,6 +440,95 @@ echo "$0|$1|$A|$(pwd)|$((pid == pgrp && pid == sid))""#;
             let argv = ["/bin/sh", "-c", script, "zero", "one"];
             let ran = run(&mut spawn, &argv, &[("A", "a=1")], Some("/tmp")).unwrap();
             assert_eq!(ran.stdout, "zero|one|a=1|/tmp|1\n", "{name}");
+        }
+    }
+}
+
+/// The restrictions a child applies to itself, the same with both spawners: limits by
+/// `setrlimit` (the fallback without cgroups) and, as root, another user.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod restriction_tests {
+    use super::spawner_tests::{Ran, spawners};
+    use super::*;
+    use crate::identity::Identity;
+    use crate::limits::{Resource, Rlimit};
+    use crate::sys::{self, ExitKind, Restrictions};
+
+    fn run_restricted(restrictions: Restrictions, script: &str) -> Vec<Ran> {
+        let mut out = Vec::new();
+        for (_, mut spawn) in spawners() {
+            let child = spawn(
+                &prepare(ChildSpec {
+                    argv: &["/bin/sh", "-c", script],
+                    env: [("PATH".into(), "/usr/bin:/bin".into())].into(),
+                    cwd: None,
+                    restrictions: restrictions.try_clone().unwrap(),
+                })
+                .unwrap(),
+            )
+            .unwrap();
+            let mut stdout = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(child.stdout), &mut stdout)
+                .unwrap();
+            let (exit, _) = sys::wait4(child.pid).unwrap();
+            out.push(Ran { exit, stdout });
+        }
+        out
+    }
+
+    #[test]
+    fn limits_apply_in_the_child() {
+        let rlimits = [
+            Rlimit {
+                resource: Resource::OpenFiles,
+                soft: 50,
+                hard: 50,
+            },
+            Rlimit {
+                resource: Resource::AddressSpace,
+                soft: 1 << 30,
+                hard: 1 << 30,
+            },
+            Rlimit {
+                resource: Resource::CpuSeconds,
+                soft: 7,
+                hard: 8,
+            },
+        ];
+        for ran in run_restricted(
+            Restrictions::new(Vec::new(), &rlimits, None),
+            "ulimit -n; ulimit -v; ulimit -t",
+        ) {
+            assert_eq!(ran.exit, ExitKind::Code(0));
+            assert_eq!(ran.stdout, "50\n1048576\n7\n");
+        }
+    }
+
+    #[test]
+    fn another_user_as_root() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let nobody = Identity {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+            user: "nobody".into(),
+            home: None,
+        };
+        let rlimits = [Rlimit {
+            resource: Resource::Processes,
+            soft: 3,
+            hard: 3,
+        }];
+        let restrictions = Restrictions::new(Vec::new(), &rlimits, Some(&nobody));
+        for ran in run_restricted(
+            restrictions,
+            "id -u; id -g; id -G; grep -c . /proc/self/status >/dev/null && echo ok",
+        ) {
+            assert_eq!(ran.exit, ExitKind::Code(0), "{}", ran.stdout);
+            assert_eq!(ran.stdout, "65534\n65534\n65534\nok\n");
         }
     }
 }

@@ -9,6 +9,115 @@ use std::os::unix::process::CommandExt;
 
 use kairos_core::run::ResourceUsage;
 
+/// What a child applies to itself before `exec` (see [`restrict`]), in the form the child
+/// uses: prepared in full by the parent, so the child only makes system calls.
+#[derive(Debug, Default)]
+pub(crate) struct Restrictions {
+    /// `cgroup.procs` files of the task's cgroup, open for writing.
+    pub cgroup_procs: Vec<std::os::fd::OwnedFd>,
+    /// `(resource, limit)` pairs for `prlimit64`.
+    pub rlimits: Vec<(libc::c_int, libc::rlimit64)>,
+    /// `(uid, gid, supplementary groups)` to switch to.
+    pub identity: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+}
+
+impl Restrictions {
+    pub(crate) fn new(
+        cgroup_procs: Vec<std::os::fd::OwnedFd>,
+        rlimits: &[crate::limits::Rlimit],
+        identity: Option<&crate::identity::Identity>,
+    ) -> Self {
+        use crate::limits::Resource;
+        let rlimits = rlimits
+            .iter()
+            .map(|r| {
+                let resource = match r.resource {
+                    Resource::AddressSpace => libc::RLIMIT_AS,
+                    Resource::CpuSeconds => libc::RLIMIT_CPU,
+                    Resource::OpenFiles => libc::RLIMIT_NOFILE,
+                    Resource::Processes => libc::RLIMIT_NPROC,
+                };
+                let limit = libc::rlimit64 {
+                    rlim_cur: r.soft,
+                    rlim_max: r.hard,
+                };
+                (resource as libc::c_int, limit)
+            })
+            .collect();
+        Self {
+            cgroup_procs,
+            rlimits,
+            identity: identity.map(|i| (i.uid, i.gid, i.groups.clone())),
+        }
+    }
+}
+
+impl Restrictions {
+    /// A copy with duplicated descriptors (for the portable spawn, whose hook owns its data).
+    #[cfg(any(not(target_os = "linux"), test))]
+    pub(crate) fn try_clone(&self) -> io::Result<Self> {
+        Ok(Self {
+            cgroup_procs: self
+                .cgroup_procs
+                .iter()
+                .map(|fd| fd.try_clone())
+                .collect::<io::Result<_>>()?,
+            rlimits: self.rlimits.clone(),
+            identity: self.identity.clone(),
+        })
+    }
+}
+
+/// Applies `r` to the calling process: joins the task's cgroups, sets its limits, then switches
+/// user and groups. Returns the errno of the step that failed.
+///
+/// Raw system calls only, through `syscall`: this runs in a child that may share the server's
+/// memory (`crate::vfork`), where the C library's `setuid` would signal the server's threads.
+/// The parent death signal is cleared by a change of credentials, so callers set it after this.
+///
+/// # Safety
+///
+/// Only in a child process before `exec`; `r` is valid for the call.
+pub(crate) unsafe fn restrict(r: &Restrictions) -> Result<(), libc::c_int> {
+    use std::os::fd::AsRawFd;
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL)
+    };
+    // SAFETY (whole block): each call passes valid pointers to data owned by `r` (or to a
+    // static byte string) with their lengths; the calls change only the calling process.
+    unsafe {
+        for fd in &r.cgroup_procs {
+            // `0` is the writing process.
+            if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                return Err(errno());
+            }
+        }
+        for (resource, limit) in &r.rlimits {
+            let none: *mut libc::rlimit64 = std::ptr::null_mut();
+            if libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                *resource,
+                limit as *const libc::rlimit64,
+                none,
+            ) != 0
+            {
+                return Err(errno());
+            }
+        }
+        if let Some((uid, gid, groups)) = &r.identity
+            && (libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
+                || libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) != 0
+                || libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) != 0)
+        {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
 /// How the group leader ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ExitKind {
@@ -24,11 +133,13 @@ pub(crate) enum ExitKind {
 ///
 /// Only for the portable spawn: Linux uses [`crate::vfork`] (and builds this in tests only).
 #[cfg(any(not(target_os = "linux"), test))]
-pub(crate) fn isolate(cmd: &mut std::process::Command) {
+pub(crate) fn isolate(cmd: &mut std::process::Command, restrictions: Restrictions) {
     #[cfg(target_os = "linux")]
     let parent = rustix::process::getpid();
     let hook = move || -> io::Result<()> {
         rustix::process::setsid()?;
+        // SAFETY: in the forked child before exec; `restrictions` lives in the hook.
+        unsafe { restrict(&restrictions) }.map_err(io::Error::from_raw_os_error)?;
         #[cfg(target_os = "linux")]
         {
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
@@ -40,9 +151,10 @@ pub(crate) fn isolate(cmd: &mut std::process::Command) {
         Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe work is
-    // allowed. It makes raw system calls through rustix (setsid, prctl, getppid), which do not
-    // allocate or take locks, builds an `io::Error` from a raw errno (no allocation), and only
-    // reads `parent`, a `Copy` value captured before the fork.
+    // allowed. It makes raw system calls through rustix and `syscall` (setsid, write, prlimit64,
+    // setgroups, setresgid, setresuid, prctl, getppid), which do not allocate or take locks,
+    // builds an `io::Error` from a raw errno (no allocation), and only reads `parent` and
+    // `restrictions`, captured before the fork.
     unsafe {
         cmd.pre_exec(hook);
     }
@@ -91,8 +203,10 @@ pub(crate) fn wait4(pid: i32) -> io::Result<(ExitKind, ResourceUsage)> {
     };
     let micros = |tv: libc::timeval| i64::from(tv.tv_sec) * 1_000_000 + i64::from(tv.tv_usec);
     let usage = ResourceUsage {
-        // Linux reports ru_maxrss in KiB.
-        max_rss_kib: i64::from(usage.ru_maxrss),
+        // Linux reports ru_maxrss in KiB, but for a child started from the server it counts
+        // the server's pages until `exec`: not the task's memory. The caller fills this in from
+        // the task's cgroup where there is one.
+        max_rss_kib: None,
         user_cpu_us: micros(usage.ru_utime),
         sys_cpu_us: micros(usage.ru_stime),
     };

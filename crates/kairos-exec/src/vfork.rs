@@ -84,6 +84,7 @@ impl Spawner {
                 stderr_child.as_raw_fd(),
             ],
             parent: rustix::process::getpid().as_raw_nonzero().get(),
+            restrictions: &child.restrictions,
             max_signal: self.max_signal,
             errno: AtomicI32::new(0),
         };
@@ -142,6 +143,8 @@ struct ChildArgs<'a> {
     stdio: [RawFd; 3],
     /// The server's pid, taken before the clone.
     parent: libc::pid_t,
+    /// Cgroups, limits and identity (see `sys::restrict`).
+    restrictions: &'a crate::sys::Restrictions,
     max_signal: c_int,
     /// Set by the child when it fails before `execve`.
     errno: AtomicI32,
@@ -172,13 +175,18 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
 /// Only to be called in the child of [`Spawner::spawn`]'s clone, with all signals blocked.
 unsafe fn exec_child(args: &ChildArgs<'_>) -> c_int {
     // SAFETY (whole function): every call is a plain system call wrapper (sigaction, setsid,
-    // prctl, getppid, dup2, close_range, chdir, pthread_sigmask, execve) on pointers into
-    // `args`, which are valid and NUL-terminated as built by `Spawner::spawn`, or on locals.
-    // Closing descriptors affects only the child: without `CLONE_FILES` it has its own table.
+    // write, prlimit64, setgroups, setresgid, setresuid, prctl, getppid, dup2, close_range,
+    // chdir, pthread_sigmask, execve) on pointers into `args`, which are valid and
+    // NUL-terminated as built by `Spawner::spawn`, or on locals. Closing descriptors affects
+    // only the child: without `CLONE_FILES` it has its own table.
     unsafe {
         reset_signal_actions(args.max_signal);
         if libc::setsid() == -1 {
             return errno();
+        }
+        // Before the parent death signal: a change of user clears it.
+        if let Err(e) = crate::sys::restrict(args.restrictions) {
+            return e;
         }
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,

@@ -217,7 +217,7 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
                 error,
                 o.output,
                 o.output_truncated,
-                o.usage.map(|u| u.max_rss_kib),
+                o.usage.and_then(|u| u.max_rss_kib),
                 o.usage.map(|u| u.user_cpu_us),
                 o.usage.map(|u| u.sys_cpu_us),
             ],

@@ -10,6 +10,7 @@ mod env;
 mod function;
 mod hooks;
 mod http;
+mod limits;
 mod node;
 mod output;
 mod process;

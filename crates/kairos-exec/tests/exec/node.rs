@@ -10,6 +10,15 @@ const HELPER_ENV: &str = "KAIROS_EXEC_NODE_HELPER";
 
 #[tokio::test]
 async fn child_dies_with_its_node() {
+    child_dies_with_its_node_as("server").await;
+    // A change of user clears the parent death signal: it must be set after the switch.
+    if rustix::process::geteuid().is_root() {
+        child_dies_with_its_node_as("nobody").await;
+    }
+}
+
+/// `user` is `server` (the test's own user) or a user for `run_as`.
+async fn child_dies_with_its_node_as(user: &str) {
     // The helper is this test binary running only the ignored `node::helper` test.
     let mut node = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -19,7 +28,7 @@ async fn child_dies_with_its_node() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(HELPER_ENV, "1")
+        .env(HELPER_ENV, user)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -64,13 +73,17 @@ async fn child_dies_with_its_node() {
 #[tokio::test]
 #[ignore = "helper process of `child_dies_with_its_node`"]
 async fn helper() {
-    if std::env::var_os(HELPER_ENV).is_none() {
+    let Ok(user) = std::env::var(HELPER_ENV) else {
         return;
-    }
+    };
+    let settings = kairos_core::spec::ProcessSettings {
+        run_as: (user != "server").then_some(kairos_core::spec::RunAs { user, group: None }),
+        ..Default::default()
+    };
     // `exec` keeps the pid (and the parent death signal) for `sleep`.
     let req = kairos_exec::ExecRequest {
         timeout: None,
-        ..request(shell("echo pgid=$$; exec sleep 300"))
+        ..request(shell_with("echo pgid=$$; exec sleep 300", settings))
     };
     let output = std::sync::Arc::clone(&req.output);
     let running = tokio::spawn(execute(req));
