@@ -18,7 +18,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use kairos_core::auth::{Principal, Role};
+use kairos_runtime::tokens::hash_secret;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -67,9 +71,13 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         AuthMode::Off => Some(Principal::anonymous()),
         AuthMode::Required => {
             let open = is_open(&app, req.uri().path());
-            match bearer(req.headers()) {
-                Some(secret) => match app.tokens.authenticate(secret).await {
-                    Ok(Some(principal)) => Some(principal),
+            match bearer(req.headers()).map(str::to_owned) {
+                Some(secret) => match app.tokens.authenticate(&secret).await {
+                    Ok(Some(principal)) => {
+                        req.extensions_mut()
+                            .insert(TokenHash(Arc::from(hash_secret(&secret))));
+                        Some(principal)
+                    }
                     Ok(None) if open => None,
                     Ok(None) => return unauthorized("the token is unknown, expired or revoked"),
                     Err(e) => return ApiError::from(e).into_response(),
@@ -89,19 +97,24 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     next.run(req).await
 }
 
-/// The principal of a request, for handlers.
+/// The hash of the token a request came with, to check it again during long requests.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Principal);
+struct TokenHash(Arc<str>);
+
+/// The principal of a request, for handlers (and the hash of its token, if it had one).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal, Option<Arc<str>>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let hash = parts.extensions.get::<TokenHash>().map(|h| h.0.clone());
         parts
             .extensions
             .get::<Principal>()
             .cloned()
-            .map(Caller)
+            .map(|principal| Caller(principal, hash))
             .ok_or_else(|| unauthorized("this route requires a token"))
     }
 }
@@ -143,4 +156,32 @@ impl Caller {
     pub fn name(&self) -> &str {
         &self.0.name
     }
+
+    /// A token cancelled once the caller's token stops working (revoked or expired), checked
+    /// every [`RECHECK_EVERY`] while the returned guard lives: streams that outlast a request
+    /// (events, followed output) end with it. Never cancelled without authentication.
+    pub fn watch_revocation(&self, app: &AppState) -> (CancellationToken, DropGuard) {
+        let revoked = CancellationToken::new();
+        let ended = CancellationToken::new();
+        if let Some(hash) = self.1.clone() {
+            let every = app.access.stream_recheck.unwrap_or(RECHECK_EVERY);
+            let (app, revoked, ended) = (app.clone(), revoked.clone(), ended.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = ended.cancelled() => return,
+                        () = tokio::time::sleep(every) => {}
+                    }
+                    if let Ok(None) = app.tokens.authenticate_hash(&hash).await {
+                        revoked.cancel();
+                        return;
+                    }
+                }
+            });
+        }
+        (revoked, ended.drop_guard())
+    }
 }
+
+/// How often a stream checks that its token still works.
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -45,6 +45,9 @@ pub struct Access {
     pub auth: crate::auth::AuthMode,
     /// `/metrics` answers without a token.
     pub metrics_public: bool,
+    /// How often a stream that outlasts its request checks that its token still works
+    /// (`None`: [`crate::auth::RECHECK_EVERY`]).
+    pub stream_recheck: Option<std::time::Duration>,
 }
 
 impl Access {

@@ -18,6 +18,22 @@ use crate::dto::{JobDto, READ_ONLY_FIELDS, RunDto};
 use crate::error::ApiError;
 use crate::query::{NamespaceQuery, NoQuery, checked_namespace};
 
+/// [`parse_spec`] on a blocking thread: a body of up to 1 MiB may take several passes to
+/// report every problem, which must not hold an async thread.
+async fn parse_spec_apart(body: Bytes) -> Result<(JobSpec, Option<i64>), ApiError> {
+    tokio::task::spawn_blocking(move || parse_spec(&body))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "parsing a job document failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "an internal error occurred; the server's log has the details",
+            )
+        })?
+}
+
 /// Parses a JSON body into a job document, naming the field of a type error.
 fn parse_spec(body: &[u8]) -> Result<(JobSpec, Option<i64>), ApiError> {
     let mut value = kairos_core::document::parse_json(body).map_err(|e| match e {
@@ -73,7 +89,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Operator)?;
-    let (spec, _) = parse_spec(&body)?;
+    let (spec, _) = parse_spec_apart(body).await?;
     caller.sees(&spec.namespace)?;
     let job = app.jobs.acting_as(caller.name()).create(spec).await?;
     let location = format!("/api/v1/jobs/{}?namespace={}", job.name(), job.namespace());
@@ -146,7 +162,7 @@ pub async fn replace(
 ) -> Result<impl IntoResponse, ApiError> {
     let namespace = q.get()?;
     caller.may(Role::Operator, namespace)?;
-    let (spec, body_version) = parse_spec(&body)?;
+    let (spec, body_version) = parse_spec_apart(body).await?;
     let version = match (body_version, if_match(&headers)?) {
         (Some(b), IfMatch::Version(h)) if b != h => {
             return Err(ApiError::bad_request(

@@ -80,8 +80,15 @@ pub async fn events(
     caller.require(Role::Viewer)?;
     // Events of namespaces out of the token's scope are left out; events without a namespace
     // (runs released or rescued, by id) only go to tokens that see every namespace.
+    // The stream ends when the token is revoked or expires.
+    let (revoked, watching) = caller.watch_revocation(&app);
     let scope = caller.0.scope;
-    let stream = BroadcastStream::new(app.ctx.telemetry.subscribe()).filter_map(move |event| {
+    let events = futures::StreamExt::take_until(
+        BroadcastStream::new(app.ctx.telemetry.subscribe()),
+        revoked.cancelled_owned(),
+    );
+    let stream = events.filter_map(move |event| {
+        let _watching = &watching;
         let event = event.ok()?;
         let visible = match event.namespace() {
             Some(ns) => scope.allows(ns),

@@ -92,7 +92,15 @@ pub async fn output(
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
     }
     let (tx, rx) = mpsc::channel::<Result<String, Infallible>>(16);
-    tokio::spawn(follow(app, id, tx));
+    // Following ends when the token is revoked or expires.
+    let (revoked, watching) = caller.watch_revocation(&app);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = follow(app, id, tx) => {}
+            () = revoked.cancelled() => {}
+        }
+        drop(watching);
+    });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     Ok((
         [

@@ -40,6 +40,7 @@ async fn setup_with(metrics_public: bool) -> Setup {
     let access = Access {
         auth: AuthMode::Required,
         metrics_public,
+        stream_recheck: Some(std::time::Duration::from_millis(50)),
         ..Access::default()
     };
     let state = AppState::with_access(ctx.clone(), JobService::new(ctx), access);
@@ -63,8 +64,19 @@ struct Reply {
 }
 
 impl Setup {
-    /// A token made by the offline admin; returns its secret.
+    /// A token without expiry made by the offline admin; returns its secret.
     async fn token(&self, name: &str, role: Role, namespaces: &[&str]) -> String {
+        self.token_for(name, role, namespaces, None).await
+    }
+
+    /// A token made by the offline admin, living `expires_in`; returns its secret.
+    async fn token_for(
+        &self,
+        name: &str,
+        role: Role,
+        namespaces: &[&str],
+        expires_in: Option<jiff::SignedDuration>,
+    ) -> String {
         self.state
             .tokens
             .create(
@@ -73,7 +85,7 @@ impl Setup {
                     name: name.into(),
                     role,
                     namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
-                    expires_in: Some(jiff::SignedDuration::from_hours(1)),
+                    expires_in,
                 },
             )
             .await
@@ -125,7 +137,8 @@ fn job(namespace: &str, name: &str) -> Value {
 #[tokio::test]
 async fn no_bad_expired_or_revoked_token_is_401() {
     let s = setup().await;
-    let admin = s.token("admin", Role::Admin, &["*"]).await;
+    let hour = Some(jiff::SignedDuration::from_hours(1));
+    let admin = s.token_for("admin", Role::Admin, &["*"], hour).await;
     let r = s.call(None, Method::GET, "/api/v1/jobs", None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
     assert_eq!(
@@ -509,4 +522,73 @@ async fn tokens_never_grant_more_than_their_creator_has() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+/// A stream that outlasts its request (events, followed output) ends once its token is revoked.
+#[tokio::test]
+async fn revoking_a_token_ends_its_event_stream() {
+    use futures::StreamExt;
+    let s = setup().await;
+    let watcher = s.token("watcher", Role::Viewer, &["*"]).await;
+    let req = Request::builder()
+        .uri("/api/v1/events")
+        .header(header::AUTHORIZATION, format!("Bearer {watcher}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = s.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body().into_data_stream();
+    s.state
+        .tokens
+        .revoke(&Principal::offline(), "watcher")
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its revoked token");
+}
+
+#[tokio::test]
+async fn expiring_tokens_make_no_longer_lived_ones_and_actor_names_are_reserved() {
+    let s = setup().await;
+    let hour = Some(jiff::SignedDuration::from_hours(1));
+    let short = s.token_for("short-admin", Role::Admin, &["*"], hour).await;
+    for body in [
+        json!({"name": "forever", "role": "viewer"}),
+        json!({"name": "longer", "role": "viewer", "expires_in": "2h"}),
+    ] {
+        let r = s
+            .call(Some(&short), Method::POST, "/api/v1/tokens", Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    }
+    let r = s
+        .call(
+            Some(&short),
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "shorter", "role": "viewer", "expires_in": "30m"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    for reserved in ["anonymous", "system", "offline"] {
+        let r = s
+            .call(
+                Some(&short),
+                Method::POST,
+                "/api/v1/tokens",
+                Some(json!({"name": reserved, "role": "viewer", "expires_in": "30m"})),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{reserved}: {}",
+            r.text
+        );
+    }
 }

@@ -152,6 +152,8 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     pub scope: Scope,
+    /// When the token stops working (`None`: never).
+    pub expires_at: Option<jiff::Timestamp>,
 }
 
 impl Principal {
@@ -161,6 +163,7 @@ impl Principal {
             name: "anonymous".into(),
             role: Role::Admin,
             scope: Scope::All,
+            expires_at: None,
         }
     }
 
@@ -171,6 +174,7 @@ impl Principal {
             name: "offline".into(),
             role: Role::Admin,
             scope: Scope::All,
+            expires_at: None,
         }
     }
 }
@@ -201,9 +205,19 @@ pub fn parse_lifetime(input: &str) -> Result<SignedDuration, String> {
     Ok(parsed)
 }
 
-/// Checks a token name: 1 to 63 characters as for job names.
+/// Actor names Kairos uses itself in the audit log; no token may take them.
+pub const RESERVED_ACTORS: [&str; 3] = ["anonymous", "system", "offline"];
+
+/// Checks a token name: 1 to 63 characters as for job names, and not an actor name Kairos
+/// writes into the audit log itself.
 pub fn validate_token_name(name: &str) -> Result<(), String> {
-    validate_name(name)
+    validate_name(name)?;
+    if RESERVED_ACTORS.contains(&name) {
+        return Err(format!(
+            "`{name}` is reserved: the audit log uses it for changes made without a token"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a token with `role` and `scope` may create (or revoke) a token with `grant_role`

@@ -53,7 +53,7 @@ pub fn parse_json(input: &[u8]) -> Result<Value, JsonError> {
     let duplicate = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(input);
     let parsed = StrictValue {
-        path: String::new(),
+        at: None,
         duplicate: &duplicate,
     }
     .deserialize(&mut de)
@@ -68,20 +68,49 @@ pub fn parse_json(input: &[u8]) -> Result<Value, JsonError> {
     }
 }
 
+/// Where a value sits: its step from its parent, and the parent's place. Borrowed, so a deep or
+/// wide document costs no string per value; the path is written out only for a duplicate.
+struct Place<'p> {
+    parent: Option<&'p Place<'p>>,
+    step: PlaceStep<'p>,
+}
+
+enum PlaceStep<'p> {
+    Key(&'p str),
+    Index(usize),
+}
+
+fn written(place: Option<&Place<'_>>) -> String {
+    let mut steps = Vec::new();
+    let mut at = place;
+    while let Some(p) = at {
+        steps.push(&p.step);
+        at = p.parent;
+    }
+    let mut out = String::new();
+    for step in steps.into_iter().rev() {
+        out = match step {
+            PlaceStep::Key(key) => path(&out, key),
+            PlaceStep::Index(i) => index(&out, *i),
+        };
+    }
+    out
+}
+
 /// A seed that builds a `Value` and notes the first duplicate key (with its object's path).
-struct StrictValue<'a> {
-    path: String,
+struct StrictValue<'a, 'p> {
+    at: Option<&'p Place<'p>>,
     duplicate: &'a RefCell<Option<(String, String)>>,
 }
 
-impl<'de> DeserializeSeed<'de> for StrictValue<'_> {
+impl<'de> DeserializeSeed<'de> for StrictValue<'_, '_> {
     type Value = Value;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for StrictValue<'_> {
+impl<'de> Visitor<'de> for StrictValue<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -115,23 +144,36 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(StrictValue {
-            path: index(&self.path, items.len()),
-            duplicate: self.duplicate,
-        })? {
-            items.push(item);
+        loop {
+            let place = Place {
+                parent: self.at,
+                step: PlaceStep::Index(items.len()),
+            };
+            let item = seq.next_element_seed(StrictValue {
+                at: Some(&place),
+                duplicate: self.duplicate,
+            })?;
+            match item {
+                Some(item) => items.push(item),
+                None => return Ok(Value::Array(items)),
+            }
         }
-        Ok(Value::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(StrictValue {
-                path: path(&self.path, &key),
-                duplicate: self.duplicate,
-            })?;
+            let value = {
+                let place = Place {
+                    parent: self.at,
+                    step: PlaceStep::Key(&key),
+                };
+                map.next_value_seed(StrictValue {
+                    at: Some(&place),
+                    duplicate: self.duplicate,
+                })?
+            };
             if object.contains_key(&key) {
-                self.duplicate.replace(Some((self.path.clone(), key)));
+                self.duplicate.replace(Some((written(self.at), key)));
                 return Err(de::Error::custom("duplicate key"));
             }
             object.insert(key, value);

@@ -68,6 +68,16 @@ pub(crate) fn shell_argv(script: &str) -> Vec<&str> {
     vec!["/bin/sh", "-c", script]
 }
 
+/// Most preparations (see [`prepare_child`]) under way at once on blocking threads.
+const MAX_PREPARING: usize = 128;
+
+fn preparing_permits() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    PERMITS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_PREPARING)))
+        .clone()
+}
+
 /// Why the executor stopped the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -99,13 +109,25 @@ where
     let deadline = run.timeout.map(|t| Instant::now() + to_std(t));
     // Reading env and secret files and checking the working directory touch the file system,
     // where a call can block for good (a stuck network mount): a blocking thread does it, so
-    // that only this attempt waits, and the attempt's timeout and cancel still apply.
+    // that only this attempt waits, and the attempt's timeout and cancel still apply. A hung
+    // call keeps its thread; past `MAX_PREPARING` of them, attempts fail at once rather than
+    // use up the blocking threads every other part of the node needs.
+    let Ok(permit) = preparing_permits().try_acquire_owned() else {
+        return AttemptOutcome::error(format!(
+            "{MAX_PREPARING} attempts are still reading their files or checking their working \
+             directories (a file system that hangs?); this one did not start"
+        ));
+    };
     let preparing = tokio::task::spawn_blocking({
         let argv: Vec<String> = run.argv.iter().map(|a| (*a).to_owned()).collect();
         let settings = run.settings.clone();
         let context = run.context.clone();
         let extra_env = run.extra_env.clone();
-        move || prepare(&argv, &settings, &context, &extra_env)
+        move || {
+            let prepared = prepare(&argv, &settings, &context, &extra_env);
+            drop(permit);
+            prepared
+        }
     });
     let PreparedChild {
         child: prepared,

@@ -25,10 +25,20 @@ use crate::clock::Clock;
 pub const SECRET_PREFIX: &str = "kairos_";
 
 /// A new token and its secret (the only time the secret is seen).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewToken {
     pub token: Token,
     pub secret: String,
+}
+
+/// Shows no secret.
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewToken")
+            .field("token", &self.token)
+            .field("secret", &"<hidden>")
+            .finish()
+    }
 }
 
 /// What a token to create looks like.
@@ -98,6 +108,15 @@ impl TokenService {
         let expires_at = req
             .expires_in
             .and_then(|d| self.clock.now().checked_add(d).ok());
+        // A token that expires cannot make one that outlives it.
+        if let Some(limit) = by.expires_at
+            && expires_at.is_none_or(|at| at > limit)
+        {
+            return Err(TokenError::Forbidden(format!(
+                "token `{}` expires at {limit}; a token it creates must expire by then too",
+                by.name
+            )));
+        }
         let secret = new_secret();
         let token = self
             .store
@@ -138,14 +157,18 @@ impl TokenService {
             .find(|t| t.name == name)
             .ok_or_else(|| StoreError::TokenNotFound(name.to_owned()))?;
         may_grant(by.role, &by.scope, token.role, &token.scope).map_err(TokenError::Forbidden)?;
-        Ok(self
-            .store
+        // By id: the token checked above, not one that took its name meanwhile.
+        self.store
             .token_revoke(TokenRevokeParams {
-                name: name.to_owned(),
+                id: token.id,
                 actor: by.name.clone(),
                 now: self.clock.store_now(),
             })
-            .await?)
+            .await
+            .map_err(|e| match e {
+                StoreError::TokenNotFound(_) => StoreError::TokenNotFound(name.to_owned()).into(),
+                e => e.into(),
+            })
     }
 
     /// The principal of a presented secret, if it is a live token.
@@ -158,10 +181,16 @@ impl TokenService {
         if !well_formed {
             return Ok(None);
         }
+        self.authenticate_hash(&hash_secret(secret)).await
+    }
+
+    /// The principal of a token by the hash of its secret, if it is still live (long requests
+    /// such as event streams check again while they run).
+    pub async fn authenticate_hash(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
         let token = self
             .store
             .token_authenticate(TokenAuthenticateParams {
-                hash: hash_secret(secret),
+                hash: hash.to_owned(),
                 now: self.clock.store_now(),
             })
             .await?;
@@ -169,6 +198,7 @@ impl TokenService {
             name: t.name,
             role: t.role,
             scope: t.scope,
+            expires_at: t.expires_at,
         }))
     }
 }

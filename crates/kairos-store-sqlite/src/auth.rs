@@ -159,13 +159,13 @@ pub(crate) fn token_revoke(
     let revoked = first(
         conn,
         &format!(
-            "UPDATE tokens SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL \
+            "UPDATE tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL \
              RETURNING {TOKEN_COLUMNS}"
         ),
-        params![micros(now), p.name],
+        params![micros(now), p.id],
         token,
     )?
-    .ok_or_else(|| StoreError::TokenNotFound(p.name.clone()))?;
+    .ok_or_else(|| StoreError::TokenNotFound(format!("#{}", p.id)))?;
     audit(
         conn,
         Change {

@@ -65,6 +65,10 @@ impl SqliteStore {
                     dir.display()
                 ))
             })?;
+        // A lock file an earlier Kairos made readable by everyone is tightened too.
+        let _ = lock.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+            PRIVATE_FILE_MODE,
+        ));
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
             |_| {
                 StoreError::Locked(format!(

@@ -285,7 +285,13 @@ impl Store for SqliteStore {
                     params![current.id, current.version],
                 )?;
                 if deleted != 1 {
-                    return Err(StoreError::Internal("deleted job changed meanwhile".into()));
+                    let actual = fetch_existing_job(tx, &p.namespace, &p.name)?.version;
+                    return Err(version_conflict(
+                        &p.namespace,
+                        &p.name,
+                        current.version,
+                        actual,
+                    ));
                 }
                 let change = Change::job(&p.actor, AuditAction::JobDelete, &p.namespace, &p.name);
                 audit(tx, change.versions(Some(current.version), None), at)?;
@@ -327,7 +333,13 @@ impl Store for SqliteStore {
                     ],
                 )?;
                 if changed != 1 {
-                    return Err(StoreError::Internal("paused job changed meanwhile".into()));
+                    let actual = fetch_existing_job(tx, &p.namespace, &p.name)?.version;
+                    return Err(version_conflict(
+                        &p.namespace,
+                        &p.name,
+                        current.version,
+                        actual,
+                    ));
                 }
                 let job = fetch_job(tx, &p.namespace, &p.name)?
                     .ok_or_else(|| StoreError::Internal("paused job vanished".into()))?;
@@ -632,22 +644,18 @@ impl Store for SqliteStore {
         self.db
             .write(move |tx| {
                 let run = fetch_run(tx, p.run_id)?.ok_or(StoreError::RunNotFound(p.run_id))?;
-                match run.state {
-                    RunState::Scheduled | RunState::Queued => {
-                        exec(
-                            tx,
-                            "UPDATE runs SET state = 'cancelled', finished_at = ?1, \
+                let changed = match run.state {
+                    RunState::Scheduled | RunState::Queued => exec(
+                        tx,
+                        "UPDATE runs SET state = 'cancelled', finished_at = ?1, \
                              reason = 'cancelled' WHERE id = ?2 AND state = ?3",
-                            params![now, p.run_id, run.state.as_str()],
-                        )?;
-                    }
-                    RunState::Running => {
-                        exec(
-                            tx,
-                            "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
-                            [p.run_id],
-                        )?;
-                    }
+                        params![now, p.run_id, run.state.as_str()],
+                    )?,
+                    RunState::Running => exec(
+                        tx,
+                        "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
+                        [p.run_id],
+                    )?,
                     state => {
                         return Err(StoreError::InvalidRunState {
                             run_id: p.run_id,
@@ -655,9 +663,22 @@ impl Store for SqliteStore {
                             action: "cancelled",
                         });
                     }
+                };
+                // Fenced by the state read: a run that moved on meanwhile was not cancelled.
+                if changed != 1 {
+                    let state = fetch_run(tx, p.run_id)?.map_or(run.state, |r| r.state);
+                    return Err(StoreError::InvalidRunState {
+                        run_id: p.run_id,
+                        state: state.to_string(),
+                        action: "cancelled",
+                    });
                 }
-                let change =
-                    Change::job(&p.actor, AuditAction::RunCancel, &run.namespace, &run.job_name);
+                let change = Change::job(
+                    &p.actor,
+                    AuditAction::RunCancel,
+                    &run.namespace,
+                    &run.job_name,
+                );
                 audit(tx, change.run(run.id), at)?;
                 fetch_run(tx, p.run_id)?.ok_or(StoreError::RunNotFound(p.run_id))
             })

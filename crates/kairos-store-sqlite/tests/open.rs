@@ -267,7 +267,10 @@ async fn the_data_directory_and_its_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let db = dir.join(DB_FILE_NAME);
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let lock = dir.join("kairos.lock");
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
     let store = SqliteStore::open_dir(&dir).await.unwrap();
     assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&lock), 0o600);
     store.close().await;
 }

@@ -1709,7 +1709,7 @@ pub async fn token_create_authenticate_revoke(store: Arc<dyn Store>) {
     // Revoked: refused at once, revoked once, and the name is free again.
     let revoked = store
         .token_revoke(TokenRevokeParams {
-            name: "ci".into(),
+            id: ci.id,
             actor: "root".into(),
             now: Some(t("2026-03-01T00:10:00Z")),
         })
@@ -1723,17 +1723,32 @@ pub async fn token_create_authenticate_revoke(store: Arc<dyn Store>) {
     );
     let again = store
         .token_revoke(TokenRevokeParams {
-            name: "ci".into(),
+            id: ci.id,
             actor: "root".into(),
             now: Some(t("2026-03-01T00:11:00Z")),
         })
         .await
         .unwrap_err();
     assert!(matches!(again, StoreError::TokenNotFound(_)), "{again:?}");
-    store
+    let successor = store
         .token_create(token_params("ci", "dd", None))
         .await
         .unwrap();
+    // Revoking the old id again never touches the token that took its name.
+    store
+        .token_revoke(TokenRevokeParams {
+            id: ci.id,
+            actor: "root".into(),
+            now: Some(t("2026-03-01T00:12:00Z")),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        authenticate(&store, "dd", "2026-03-01T00:12:00Z")
+            .await
+            .is_some()
+    );
+    assert_ne!(successor.id, ci.id);
     let names = |tokens: Vec<Token>| tokens.into_iter().map(|t| t.name).collect::<Vec<_>>();
     assert_eq!(
         names(store.token_list(TokenListParams::default()).await.unwrap()),

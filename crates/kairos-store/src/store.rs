@@ -273,16 +273,26 @@ pub struct TokenListParams {
 
 #[derive(Debug, Clone)]
 pub struct TokenRevokeParams {
-    pub name: String,
+    /// The token's id (the one read and checked, not whichever holds its name now).
+    pub id: i64,
     pub actor: String,
     pub now: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TokenAuthenticateParams {
     /// SHA-256 of the presented secret, lowercase hex.
     pub hash: String,
     pub now: Option<Timestamp>,
+}
+
+/// Shows no hash.
+impl std::fmt::Debug for TokenAuthenticateParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuthenticateParams")
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -371,7 +381,8 @@ pub trait Store: Send + Sync + 'static {
     async fn token_create(&self, p: TokenCreateParams) -> StoreResult<Token>;
     /// Tokens by name (without secrets).
     async fn token_list(&self, p: TokenListParams) -> StoreResult<Vec<Token>>;
-    /// Revokes the token not revoked with this name (audited); `TokenNotFound` otherwise.
+    /// Revokes the token with this id if it is not revoked yet (audited); `TokenNotFound`
+    /// otherwise.
     async fn token_revoke(&self, p: TokenRevokeParams) -> StoreResult<Token>;
     /// The token with this hash if it is neither revoked nor expired.
     async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>>;

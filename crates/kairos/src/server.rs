@@ -50,6 +50,7 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         tls: tls.is_some(),
         auth: config.auth,
         metrics_public: config.metrics_public,
+        stream_recheck: None,
     };
     let app = kairos_api::router(kairos_api::AppState::with_access(
         ctx,
