@@ -274,13 +274,26 @@ fn setup_v2(own: &Path) -> Result<Parent, String> {
     })
 }
 
-/// Removes task cgroups a previous server left (empty ones only; `rmdir` refuses others).
+/// Removes task cgroups that servers no longer running left behind (empty ones only: `rmdir`
+/// refuses others). Several servers may share a parent (nodes started from one shell), and a
+/// live server's cgroup is empty for a moment before its task joins it, so a cgroup whose
+/// server (the pid in its name) still runs is left alone.
 fn clean_stale(parent: &Path) {
-    if let Ok(entries) = fs::read_dir(parent) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = fs::remove_dir(entry.path());
-            }
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let name = entry.file_name();
+        let server = name
+            .to_str()
+            .and_then(|n| n.rsplit('-').nth(1))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let alive = server.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = fs::remove_dir(entry.path());
         }
     }
 }
@@ -473,5 +486,34 @@ impl Drop for CgroupGuard {
             }
             Err(_) => clean_up(cgroup),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use super::*;
+
+    /// Nodes started from one shell share a parent: one starting up must not remove another's
+    /// cgroup in the moment it is empty, before its task joins it.
+    #[test]
+    fn only_cgroups_of_servers_that_are_gone_are_cleaned() {
+        let parent = tempfile::tempdir().unwrap();
+        let live = format!("run-1-1-{}-0", std::process::id());
+        let gone = "run-1-1-4194999-7";
+        for name in [live.as_str(), gone, "odd-name"] {
+            fs::create_dir(parent.path().join(name)).unwrap();
+        }
+        clean_stale(parent.path());
+        assert!(parent.path().join(&live).exists());
+        assert!(!parent.path().join(gone).exists());
+        assert!(!parent.path().join("odd-name").exists());
+    }
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(unescape(r"/sys/fs/cgroup/a\040b"), "/sys/fs/cgroup/a b");
+        assert_eq!(unescape(r"/x\"), r"/x\");
+        assert_eq!(unescape("/é\\1"), "/é\\1");
     }
 }

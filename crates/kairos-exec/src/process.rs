@@ -110,13 +110,15 @@ where
     // Reading env and secret files and checking the working directory touch the file system,
     // where a call can block for good (a stuck network mount): a blocking thread does it, so
     // that only this attempt waits, and the attempt's timeout and cancel still apply. A hung
-    // call keeps its thread; past `MAX_PREPARING` of them, attempts fail at once rather than
-    // use up the blocking threads every other part of the node needs.
-    let Ok(permit) = preparing_permits().try_acquire_owned() else {
-        return AttemptOutcome::error(format!(
-            "{MAX_PREPARING} attempts are still reading their files or checking their working \
-             directories (a file system that hangs?); this one did not start"
-        ));
+    // call keeps its thread; at most `MAX_PREPARING` preparations run at once, so hung ones
+    // never use up the blocking threads every other part of the node needs (further attempts
+    // wait for a place, under their timeout and cancel).
+    let permit = match until_stopped(preparing_permits().acquire_owned(), deadline, run.cancel)
+        .await
+    {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) => return AttemptOutcome::error("the executor is shutting down"),
+        Err(stop) => return stopped_before_start(stop, &run, "while waiting to read its files"),
     };
     let preparing = tokio::task::spawn_blocking({
         let argv: Vec<String> = run.argv.iter().map(|a| (*a).to_owned()).collect();

@@ -38,6 +38,9 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     warn_about_access(&config, ctx.store.as_ref()).await;
+    // Per-task cgroups are set up now (a cgroup v2 server moves itself into a leaf), not at the
+    // first task; the executor logs what it found.
+    let _ = tokio::task::spawn_blocking(kairos_exec::task_cgroups).await;
     let node = Node::start(
         ctx.clone(),
         Arc::new(TaskExecutor::new(functions)),
