@@ -213,6 +213,10 @@ pub struct W3Args {
     /// Processes at once (worker concurrency; the bare loop's limit).
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Give each task a cgroup of its own where the machine allows (as `kairos server` does by
+    /// default); `false` measures tasks without.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub task_cgroups: bool,
 }
 
 #[derive(Debug, Args)]
@@ -344,6 +348,7 @@ pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
             vec![Plan::W3(W3Params {
                 n: a.n,
                 concurrency: a.concurrency,
+                task_cgroups: a.task_cgroups,
                 keep,
             })],
             None,

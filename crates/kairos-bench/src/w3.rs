@@ -40,6 +40,8 @@ pub struct W3Params {
     pub n: u64,
     /// Processes at once (worker concurrency; the bare loop's limit).
     pub concurrency: usize,
+    /// Per-task cgroups where the machine allows (the server's default).
+    pub task_cgroups: bool,
     pub keep: bool,
 }
 
@@ -48,6 +50,7 @@ impl Default for W3Params {
         Self {
             n: 5000,
             concurrency: 16,
+            task_cgroups: true,
             keep: false,
         }
     }
@@ -62,6 +65,9 @@ pub async fn run(url: &StoreUrl, p: &W3Params) -> BenchResult<Measurement> {
         });
     }
     let concurrency = p.concurrency.max(1);
+    if !p.task_cgroups {
+        kairos_exec::disable_task_cgroups();
+    }
 
     let cpu0 = CpuTimes::now();
     let t0 = Instant::now();

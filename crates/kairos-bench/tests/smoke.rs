@@ -107,6 +107,7 @@ async fn w3_runs_true_through_kairos_and_the_bare_loop() {
             n: 20,
             concurrency: 4,
             keep: false,
+            ..W3Params::default()
         },
     )
     .await

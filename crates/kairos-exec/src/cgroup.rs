@@ -57,11 +57,22 @@ pub(crate) struct Setup {
     parents: Vec<Parent>,
 }
 
+static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns task cgroups off (before the first [`setup`]).
+pub(crate) fn disable() {
+    DISABLED.store(true, Ordering::Relaxed);
+}
+
 /// The setup, found on first use; `Err` says why there is none.
 pub(crate) fn setup() -> &'static Result<Setup, String> {
     static SETUP: OnceLock<Result<Setup, String>> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let found = detect();
+        let found = if DISABLED.load(Ordering::Relaxed) {
+            Err("turned off (task_cgroups = false)".to_owned())
+        } else {
+            detect()
+        };
         match &found {
             Ok(setup) => tracing::info!(
                 parents = ?setup.parents.iter().map(|p| p.dir.display().to_string()).collect::<Vec<_>>(),
@@ -451,6 +462,21 @@ impl CgroupGuard {
 
     pub(crate) fn get(&self) -> Option<&TaskCgroup> {
         self.0.as_ref()
+    }
+
+    /// After the task: its peak memory (KiB) and whether the kernel killed a process of it for
+    /// its memory limit; then what is left of it is killed and the cgroup removed (in the
+    /// background if its processes take a moment to go). Blocking.
+    pub(crate) fn finish(mut self) -> (Option<i64>, bool) {
+        let Some(cgroup) = self.0.take() else {
+            return (None, false);
+        };
+        let found = (cgroup.peak_kib(), cgroup.oom_killed());
+        cgroup.kill_all();
+        if !cgroup.try_remove() {
+            self.0 = Some(cgroup);
+        }
+        found
     }
 }
 

@@ -101,6 +101,12 @@ pub struct TaskCgroups {
     pub processes: bool,
 }
 
+/// Turns per-task cgroups off for this process (limits then use `setrlimit`, and task memory
+/// is not measured). Effective only before the first task or [`task_cgroups`] call.
+pub fn disable_task_cgroups() {
+    cgroup::disable();
+}
+
 /// Finds (once) whether tasks get cgroups of their own. Blocking: reads `/proc` and may create
 /// directories; call it from a blocking thread or at start-up.
 pub fn task_cgroups() -> Option<TaskCgroups> {

@@ -191,15 +191,9 @@ where
     // it still running (it left the process group) is killed, and the cgroup removed. Cgroup
     // files are read on a blocking thread, as every file is.
     let (peak_kib, oom_killed) = match cgroup {
-        Some(guard) => tokio::task::spawn_blocking(move || {
-            let found = guard
-                .get()
-                .map_or((None, false), |task| (task.peak_kib(), task.oom_killed()));
-            drop(guard);
-            found
-        })
-        .await
-        .unwrap_or((None, false)),
+        Some(guard) => tokio::task::spawn_blocking(move || guard.finish())
+            .await
+            .unwrap_or((None, false)),
         None => (None, false),
     };
     if oom_killed {

@@ -50,6 +50,10 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`. Env `KAIROS_TLS_KEY`.
     pub tls_key: Option<PathBuf>,
+    /// Give each command and hook process a cgroup of its own where the machine allows (whole-
+    /// task limits, the task's peak memory, no process escaping the task). Env
+    /// `KAIROS_TASK_CGROUPS`. Default true.
+    pub task_cgroups: Option<bool>,
 }
 
 /// Resolved server settings.
@@ -73,6 +77,7 @@ pub struct ServerConfig {
     pub metrics_public: bool,
     /// Certificate chain and key files (PEM), for HTTPS.
     pub tls: Option<TlsFiles>,
+    pub task_cgroups: bool,
 }
 
 /// The files of the server's TLS identity.
@@ -305,7 +310,12 @@ impl ServerConfig {
             (Some(_), None) => bail!("tls_key: a TLS certificate needs its key (--tls-key)"),
             (None, Some(_)) => bail!("tls_cert: a TLS key needs its certificate (--tls-cert)"),
         };
+        let task_cgroups = match env("KAIROS_TASK_CGROUPS") {
+            Some(_) => flag("KAIROS_TASK_CGROUPS", None)?,
+            None => file.task_cgroups.unwrap_or(true),
+        };
         Ok(Self {
+            task_cgroups,
             auth,
             insecure_no_auth: insecure_no_auth && auth == AuthMode::Off && !loopback,
             metrics_public,

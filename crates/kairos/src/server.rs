@@ -40,6 +40,9 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
     warn_about_access(&config, ctx.store.as_ref()).await;
     // Per-task cgroups are set up now (a cgroup v2 server moves itself into a leaf), not at the
     // first task; the executor logs what it found.
+    if !config.task_cgroups {
+        kairos_exec::disable_task_cgroups();
+    }
     let _ = tokio::task::spawn_blocking(kairos_exec::task_cgroups).await;
     let node = Node::start(
         ctx.clone(),
