@@ -21,8 +21,11 @@ use axum::http::{Method, Request, header};
 use kairos_core::JobSpec;
 use tower::ServiceExt;
 
+/// A fuzz entry point.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name (the corpus directories have these names).
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("cron", cron),
     ("duration", duration),
     ("job_json", job_json),
