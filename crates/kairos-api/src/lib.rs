@@ -93,10 +93,44 @@ impl AppState {
         tokens::NewTokenDto,
         tokens::AuditEntryDto
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &JobDtoSchema),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// Writes the `JobDto` schema out as one object: the job document's properties and the
+/// server's. The generated form (`allOf` of `JobSpec` and the extra fields) is unsatisfiable,
+/// because `JobSpec` forbids additional properties (unknown fields in a document are errors).
+struct JobDtoSchema;
+
+impl utoipa::Modify for JobDtoSchema {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(spec))) = components.schemas.get("JobSpec").cloned()
+        else {
+            return;
+        };
+        let Some(RefOr::T(Schema::AllOf(all_of))) = components.schemas.get("JobDto") else {
+            return;
+        };
+        let mut merged = spec;
+        merged.additional_properties = None;
+        merged.description = Some("A stored job: the job document with its defaults written out, and the server's bookkeeping.".into());
+        for item in &all_of.items {
+            if let RefOr::T(Schema::Object(extra)) = item {
+                merged.properties.extend(extra.properties.clone());
+                merged.required.extend(extra.required.clone());
+            }
+        }
+        components
+            .schemas
+            .insert("JobDto".into(), RefOr::T(Schema::Object(merged)));
+    }
+}
 
 /// Declares the bearer token scheme that every route but the open ones requires when the
 /// node's `auth` is `required`.

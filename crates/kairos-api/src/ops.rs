@@ -25,7 +25,7 @@ pub struct Health {
     pub node: String,
 }
 
-#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "ops", security(()), responses((status = 200, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -33,7 +33,7 @@ pub async fn health(State(app): State<AppState>) -> Json<Health> {
     })
 }
 
-#[utoipa::path(get, path = "/ready", tag = "ops",
+#[utoipa::path(get, path = "/ready", tag = "ops", security(()),
     responses((status = 200, description = "The store is reachable", body = Health), (status = 503, description = "The store is not reachable")))]
 pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
     match app.ctx.store.ping().await {

@@ -51,7 +51,10 @@ pub fn cron(data: &[u8]) {
         let Some(next) = schedule.next_after(at) else {
             break;
         };
-        assert!(next > at, "fire times never go backwards: {next} after {at}");
+        assert!(
+            next > at,
+            "fire times never go backwards: {next} after {at}"
+        );
         let _ = schedule.dst_note(next);
         at = next;
     }
