@@ -6,18 +6,17 @@
     reason = "tests: a failed step panics with its location"
 )]
 
-use std::sync::Arc;
+mod common;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
+use common::Reply;
 use kairos_api::auth::AuthMode;
 use kairos_api::guard::Access;
 use kairos_api::{AppState, router};
 use kairos_core::auth::{Principal, Role};
-use kairos_runtime::{JobService, ManualClock, NodeContext, TokenRequest};
-use kairos_store::Store;
-use kairos_store_sqlite::SqliteStore;
+use kairos_runtime::{JobService, ManualClock, TokenRequest};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -29,14 +28,7 @@ struct Setup {
 }
 
 async fn setup_with(metrics_public: bool) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_file(&dir.path().join("k.db"))
-            .await
-            .unwrap(),
-    );
-    let clock = ManualClock::new("2026-03-01T00:00:00Z".parse().unwrap());
-    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
+    let (ctx, clock, dir) = common::context().await;
     let access = Access {
         auth: AuthMode::Required,
         metrics_public,
@@ -54,13 +46,6 @@ async fn setup_with(metrics_public: bool) -> Setup {
 
 async fn setup() -> Setup {
     setup_with(false).await
-}
-
-struct Reply {
-    status: StatusCode,
-    body: Value,
-    text: String,
-    www_authenticate: Option<String>,
 }
 
 impl Setup {
@@ -100,33 +85,12 @@ impl Setup {
         uri: &str,
         body: Option<Value>,
     ) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(token) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        }
-        .unwrap();
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let www_authenticate = resp
-            .headers()
-            .get(header::WWW_AUTHENTICATE)
-            .map(|v| v.to_str().unwrap().to_owned());
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        Reply {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-            www_authenticate,
-        }
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("authorization", b.as_str()))
+            .collect();
+        common::call(&self.app, method, uri, body, &headers).await
     }
 }
 

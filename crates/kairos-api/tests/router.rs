@@ -6,18 +6,19 @@
     reason = "tests: a failed step panics with its location"
 )]
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
+use common::Reply;
 use kairos_api::{AppState, router};
 use kairos_exec::{FunctionRegistry, TaskExecutor};
 use kairos_runtime::scheduler::Scheduler;
 use kairos_runtime::worker::Worker;
 use kairos_runtime::{JobService, ManualClock, NodeContext, WorkerConfig};
-use kairos_store::Store;
-use kairos_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -29,14 +30,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_file(&dir.path().join("k.db"))
-            .await
-            .unwrap(),
-    );
-    let clock = ManualClock::new("2026-03-01T00:00:00Z".parse().unwrap());
-    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
+    let (ctx, clock, dir) = common::context().await;
     let app = router(AppState::new(ctx.clone(), JobService::new(ctx.clone())));
     Setup {
         app,
@@ -44,13 +38,6 @@ async fn setup() -> Setup {
         clock,
         _dir: dir,
     }
-}
-
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    body: Value,
-    text: String,
 }
 
 impl Setup {
@@ -61,34 +48,7 @@ impl Setup {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = match body {
-            Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        }
-        .unwrap();
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        Reply {
-            status,
-            content_type,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-        }
+        common::call(&self.app, method, uri, body, headers).await
     }
 
     async fn jobs_in_store(&self) -> usize {
@@ -409,6 +369,7 @@ async fn post_text(s: &Setup, uri: &str, text: &str) -> Reply {
     Reply {
         status,
         content_type: String::new(),
+        www_authenticate: None,
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
         text,
     }
