@@ -5,7 +5,7 @@
 #   fuzz/run.sh [SECONDS] [TARGET...]
 #
 # A crash leaves its input in fuzz/artifacts/<target>/: fix the bug, then copy the input into
-# fuzz/corpus/<target>/ so that the replay test keeps it.
+# fuzz/regressions/<target>/ (never minimized away) so that the replay test keeps it.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-180}
