@@ -483,21 +483,30 @@ impl CgroupGuard {
 /// Tries to remove the cgroup for this long before leaving it (an empty one is removed at the
 /// next start).
 const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Pause between tries while killed processes leave the cgroup.
+const REMOVE_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn clean_up(cgroup: TaskCgroup) {
-    let started = std::time::Instant::now();
-    loop {
-        cgroup.kill_all();
-        if cgroup.try_remove() {
-            return;
+/// Kills what is left in `cgroup` and removes it, retrying while the killed processes exit:
+/// each try on a blocking thread, the pauses on the runtime's timer.
+async fn clean_up(cgroup: TaskCgroup) {
+    let mut cgroup = Some(cgroup);
+    let deadline = tokio::time::Instant::now() + REMOVE_PATIENCE;
+    while let Some(task) = cgroup.take() {
+        let tried = tokio::task::spawn_blocking(move || {
+            task.kill_all();
+            (!task.try_remove()).then_some(task)
+        })
+        .await;
+        match tried {
+            Ok(Some(task)) if tokio::time::Instant::now() < deadline => {
+                cgroup = Some(task);
+                tokio::time::sleep(REMOVE_RETRY).await;
+            }
+            Ok(Some(task)) => {
+                tracing::warn!(dirs = ?task.dirs, "a task's cgroup could not be removed");
+            }
+            Ok(None) | Err(_) => {}
         }
-        if started.elapsed() > REMOVE_PATIENCE {
-            tracing::warn!(dirs = ?cgroup.dirs, "a task's cgroup could not be removed");
-            return;
-        }
-        // Killed processes take a moment to leave the cgroup.
-        std::thread::yield_now();
-        std::thread::park_timeout(std::time::Duration::from_millis(5));
     }
 }
 
@@ -508,9 +517,13 @@ impl Drop for CgroupGuard {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn_blocking(move || clean_up(cgroup));
+                handle.spawn(clean_up(cgroup));
             }
-            Err(_) => clean_up(cgroup),
+            // Outside a runtime there is nothing to wait with: one try.
+            Err(_) => {
+                cgroup.kill_all();
+                let _ = cgroup.try_remove();
+            }
         }
     }
 }
