@@ -371,11 +371,12 @@ fn validate_process(
             Err(e) => errs.push(path(&at, "cpu_time"), e),
         }
     }
+    // At least stdin, stdout and stderr.
     if limits
         .open_files
-        .is_some_and(|n| !(1..=MAX_OPEN_FILES_LIMIT).contains(&n))
+        .is_some_and(|n| !(3..=MAX_OPEN_FILES_LIMIT).contains(&n))
     {
-        errs.push(path(&at, "open_files"), "must be between 1 and 1048576");
+        errs.push(path(&at, "open_files"), "must be between 3 and 1048576");
     }
     if limits
         .processes
@@ -395,10 +396,15 @@ fn validate_account(name: &str) -> Result<(), String> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if numeric && name.parse::<u32>().is_ok() || !numeric && named {
+    // `4294967295` is `(uid_t) -1`, which `setresuid` reads as "leave unchanged": a task would
+    // keep the server's (root) identity.
+    let id_ok = name.parse::<u32>().is_ok_and(|id| id != u32::MAX);
+    if numeric && id_ok || !numeric && named {
         Ok(())
     } else {
-        Err(format!("`{name}` is not a user or group name or id"))
+        Err(format!(
+            "`{name}` is not a user or group name or id (0 to 4294967294)"
+        ))
     }
 }
 

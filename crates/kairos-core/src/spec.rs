@@ -179,7 +179,7 @@ pub struct LimitsSpec {
     /// CPU time, e.g. `10m` (each process of the task; at least `1s`). Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_time: Option<String>,
-    /// Open files per process (1 to 1048576). Default: the server's.
+    /// Open files per process (3 to 1048576). Default: the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_files: Option<u64>,
     /// Processes and threads at once (1 to 1000000). Default: none.

@@ -168,13 +168,19 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The directory of cgroup `path` (as in `/proc/self/cgroup`) in `mount`.
-fn dir_in(mount: &Mount, path: &str) -> PathBuf {
-    let relative = path
-        .strip_prefix(mount.root.as_str())
-        .unwrap_or(path)
-        .trim_start_matches('/');
-    mount.point.join(relative)
+/// The directory of cgroup `path` (as in `/proc/self/cgroup`) in `mount`, if the mount shows it:
+/// the mount's root must hold the path (component by component), and a path that climbs out
+/// (`..`, from another cgroup namespace) is none.
+fn dir_in(mount: &Mount, path: &str) -> Option<PathBuf> {
+    let path = Path::new(path);
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return None;
+    }
+    let relative = path.strip_prefix(&mount.root).ok()?;
+    Some(mount.point.join(relative))
 }
 
 fn detect() -> Result<Setup, String> {
@@ -199,15 +205,19 @@ fn detect() -> Result<Setup, String> {
         }
     }
     let mut reasons = Vec::new();
-    if let (Some(path), Some(mount)) = (&v2_path, mounts.iter().find(|m| m.version == Version::V2))
-    {
-        match setup_v2(&dir_in(mount, path)) {
-            Ok(parent) => {
+    if let Some(path) = &v2_path {
+        let own = mounts
+            .iter()
+            .filter(|m| m.version == Version::V2)
+            .find_map(|m| dir_in(m, path));
+        match own.map(|own| setup_v2(&own)) {
+            Some(Ok(parent)) => {
                 return Ok(Setup {
                     parents: vec![parent],
                 });
             }
-            Err(why) => reasons.push(format!("cgroup v2: {why}")),
+            Some(Err(why)) => reasons.push(format!("cgroup v2: {why}")),
+            None => reasons.push(format!("cgroup v2: no mount shows {path}")),
         }
     }
     let mut parents = Vec::new();
@@ -218,10 +228,11 @@ fn detect() -> Result<Setup, String> {
             .and_then(|(_, path)| {
                 mounts
                     .iter()
-                    .find(|m| {
+                    .filter(|m| {
                         m.version == Version::V1 && m.controllers.iter().any(|c| c == controller)
                     })
-                    .map(|m| dir_in(m, path).join(TASKS_DIR))
+                    .find_map(|m| dir_in(m, path))
+                    .map(|dir| dir.join(TASKS_DIR))
             });
         let Some(dir) = found else {
             reasons.push(format!("no cgroup v1 `{controller}` hierarchy"));
@@ -285,8 +296,8 @@ fn setup_v2(own: &Path) -> Result<Parent, String> {
     })
 }
 
-/// Removes task cgroups that servers no longer running left behind (empty ones only: `rmdir`
-/// refuses others). Several servers may share a parent (nodes started from one shell), and a
+/// Removes task cgroups that servers no longer running left behind, killing what still runs in
+/// them. Several servers may share a parent (nodes started from one shell), and a
 /// live server's cgroup is empty for a moment before its task joins it, so a cgroup whose
 /// server (the pid in its name) still runs is left alone.
 fn clean_stale(parent: &Path) {
@@ -304,7 +315,25 @@ fn clean_stale(parent: &Path) {
             .and_then(|pid| pid.parse::<u32>().ok());
         let alive = server.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
+            // Processes of a node that died (kill -9) outlive it when they were not its direct
+            // children: they end now. A cgroup they take a moment to leave goes at the next start.
+            kill_members(&entry.path());
             let _ = fs::remove_dir(entry.path());
+        }
+    }
+}
+
+/// Kills every process in the cgroup `dir`: `cgroup.kill` where the kernel has it (v2, 5.14),
+/// else each pid it lists.
+fn kill_members(dir: &Path) {
+    if write_file(&dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    if let Ok(pids) = fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
         }
     }
 }
@@ -331,7 +360,12 @@ pub(crate) struct TaskCgroup {
 
 impl TaskCgroup {
     /// Makes the cgroup `name`-N with `limits`. Each limit is written where its controller is.
-    pub(crate) fn create(setup: &Setup, name: &str, limits: CgroupLimits) -> io::Result<Self> {
+    /// On error nothing is left behind. The notes say what the limits do not cover.
+    pub(crate) fn create(
+        setup: &Setup,
+        name: &str,
+        limits: CgroupLimits,
+    ) -> io::Result<(Self, Vec<String>)> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let unique = format!(
             "{name}-{}-{}",
@@ -339,37 +373,49 @@ impl TaskCgroup {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let mut cgroup = Self { dirs: Vec::new() };
-        for parent in &setup.parents {
-            let dir = parent.dir.join(&unique);
-            fs::create_dir(&dir)?;
-            cgroup
-                .dirs
-                .push((dir.clone(), parent.version, parent.memory));
-            if parent.memory
-                && let Some(bytes) = limits.memory_bytes
-            {
-                match parent.version {
-                    Version::V2 => {
-                        write_file(&dir.join("memory.max"), &bytes.to_string())?;
-                        // Without swap, or the limit would only move memory to swap.
-                        let _ = write_file(&dir.join("memory.swap.max"), "0");
-                    }
-                    Version::V1 => {
-                        write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
-                        let _ = write_file(
-                            &dir.join("memory.memsw.limit_in_bytes"),
-                            &bytes.to_string(),
+        let mut notes = Vec::new();
+        let made = (|| {
+            for parent in &setup.parents {
+                let dir = parent.dir.join(&unique);
+                fs::create_dir(&dir)?;
+                cgroup
+                    .dirs
+                    .push((dir.clone(), parent.version, parent.memory));
+                if parent.memory
+                    && let Some(bytes) = limits.memory_bytes
+                {
+                    let (limit, swap, swap_value) = match parent.version {
+                        Version::V2 => ("memory.max", "memory.swap.max", "0".to_owned()),
+                        Version::V1 => (
+                            "memory.limit_in_bytes",
+                            "memory.memsw.limit_in_bytes",
+                            bytes.to_string(),
+                        ),
+                    };
+                    write_file(&dir.join(limit), &bytes.to_string())?;
+                    // Else the limit would only move memory to swap.
+                    if write_file(&dir.join(swap), &swap_value).is_err() {
+                        notes.push(
+                            "the memory limit does not cover swap (no swap accounting here)"
+                                .to_owned(),
                         );
                     }
                 }
+                if parent.pids
+                    && let Some(n) = limits.processes
+                {
+                    write_file(&dir.join("pids.max"), &n.to_string())?;
+                }
             }
-            if parent.pids
-                && let Some(n) = limits.processes
-            {
-                write_file(&dir.join("pids.max"), &n.to_string())?;
+            Ok(())
+        })();
+        match made {
+            Ok(()) => Ok((cgroup, notes)),
+            Err(e) => {
+                let _ = cgroup.try_remove();
+                Err(e)
             }
         }
-        Ok(cgroup)
     }
 
     /// `cgroup.procs` of each directory, open for writing: the child writes `0` into each to
@@ -421,19 +467,16 @@ impl TaskCgroup {
         })
     }
 
+    /// [`TaskCgroup::kill_all`] to run elsewhere (on a blocking thread).
+    pub(crate) fn killer(&self) -> impl FnOnce() + Send + 'static {
+        let dirs: Vec<PathBuf> = self.dirs.iter().map(|(dir, _, _)| dir.clone()).collect();
+        move || dirs.iter().for_each(|dir| kill_members(dir))
+    }
+
     /// Kills every process still in the cgroup (those that left the task's process group).
     pub(crate) fn kill_all(&self) {
-        for (dir, version, _) in &self.dirs {
-            if *version == Version::V2 && write_file(&dir.join("cgroup.kill"), "1").is_ok() {
-                continue;
-            }
-            if let Ok(pids) = fs::read_to_string(dir.join("cgroup.procs")) {
-                for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                    }
-                }
-            }
+        for (dir, _, _) in &self.dirs {
+            kill_members(dir);
         }
     }
 
@@ -515,6 +558,8 @@ impl Drop for CgroupGuard {
         let Some(cgroup) = self.0.take() else {
             return;
         };
+        // At once, in case the runtime is shutting down and the clean-up below never runs.
+        cgroup.kill_all();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(clean_up(cgroup));
@@ -547,6 +592,54 @@ mod tests {
         assert!(parent.path().join(&live).exists());
         assert!(!parent.path().join(gone).exists());
         assert!(!parent.path().join("odd-name").exists());
+    }
+
+    /// A node killed with -9 leaves the grandchildren of its tasks running in their cgroups; the
+    /// next node to start ends them.
+    #[test]
+    fn a_dead_nodes_leftover_processes_are_killed() {
+        let Ok(setup) = setup() else { return };
+        let parent = &setup.parents[0].dir;
+        let dir = parent.join("run-9-9-4194999-0");
+        fs::create_dir(&dir).unwrap();
+        let mut survivor = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        write_file(&dir.join("cgroup.procs"), &survivor.id().to_string()).unwrap();
+        clean_stale(parent);
+        let status = survivor.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+        // Gone now, or at the next start once the killed process has left.
+        clean_stale(parent);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn cgroup_paths_are_found_in_their_mount_only() {
+        let mount = Mount {
+            point: PathBuf::from("/sys/fs/cgroup/memory"),
+            root: "/process_api".into(),
+            version: Version::V1,
+            controllers: vec!["memory".into()],
+        };
+        assert_eq!(
+            dir_in(&mount, "/process_api/abc"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/abc"))
+        );
+        assert_eq!(dir_in(&mount, "/process_apiX/abc"), None);
+        assert_eq!(dir_in(&mount, "/process_api/../etc"), None);
+        let root = Mount {
+            root: "/".into(),
+            ..mount
+        };
+        assert_eq!(
+            dir_in(&root, "/a/b"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/a/b"))
+        );
     }
 
     #[test]

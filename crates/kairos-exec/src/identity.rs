@@ -21,6 +21,9 @@ pub(crate) struct Identity {
     pub groups: Vec<u32>,
     pub user: String,
     pub home: Option<String>,
+    /// The child changes its credentials (a root server). A server that is not root can only
+    /// "switch" to itself, which needs no change (and `setgroups` would be refused).
+    pub switch: bool,
 }
 
 /// A user's entry.
@@ -38,6 +41,13 @@ pub(crate) fn resolve(run_as: &RunAs, server_uid: u32) -> Result<Identity, Strin
         Some(group) => lookup_group(group)?,
         None => user.gid,
     };
+    // `(uid_t) -1` means "leave unchanged" to `setresuid`: the task would stay root.
+    if user.uid == u32::MAX || gid == u32::MAX {
+        return Err(format!(
+            "run_as: user `{}` has the id 4294967295, which cannot be switched to",
+            run_as.user
+        ));
+    }
     if server_uid != 0 && (user.uid != server_uid || gid != current_gid()) {
         return Err(format!(
             "run_as: the server runs as uid {server_uid} and cannot switch to user `{}`; \
@@ -55,6 +65,7 @@ pub(crate) fn resolve(run_as: &RunAs, server_uid: u32) -> Result<Identity, Strin
         groups,
         user: user.name,
         home: user.home,
+        switch: server_uid == 0,
     })
 }
 
@@ -221,6 +232,21 @@ mod tests {
         assert!(err.contains("no user `no-such-user-kairos`"), "{err}");
         let err = resolve(&run_as("root", Some("no-such-group-kairos")), 0).unwrap_err();
         assert!(err.contains("no group"), "{err}");
+        // `(uid_t) -1` would leave a root task root.
+        let err = resolve(&run_as("4294967295", Some("65534")), 0).unwrap_err();
+        assert!(err.contains("cannot be switched to"), "{err}");
+        // A server that is not root may "switch" to itself: no credential change.
+        let me = rustix::process::geteuid().as_raw();
+        let own = resolve(
+            &run_as(
+                &me.to_string(),
+                Some(&rustix::process::getegid().as_raw().to_string()),
+            ),
+            me,
+        );
+        if me != 0 {
+            assert!(!own.unwrap().switch);
+        }
         // A server that is not root cannot switch users.
         let err = resolve(&run_as("root", None), 1000).unwrap_err();
         assert!(err.contains("cannot switch"), "{err}");

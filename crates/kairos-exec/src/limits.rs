@@ -40,14 +40,18 @@ pub(crate) struct LimitPlan {
     pub summary: Option<String>,
     /// Limits that could not be applied, and why.
     pub not_applied: Vec<String>,
+    /// Limits lowered to what the server may grant (see [`clamp_to_hard_limits`]).
+    pub lowered: Vec<String>,
 }
 
-/// Plans `spec` for a task running as `task_uid`, with `cgroups` where there are some. The spec
-/// was validated; a value that does not parse is an error anyway.
+/// Plans `spec` for a task running as `task_uid` on a server running as `server_uid`, with
+/// `cgroups` where there are some. The spec was validated; a value that does not parse is an
+/// error anyway.
 pub(crate) fn plan(
     spec: &LimitsSpec,
     cgroups: Option<&Setup>,
     task_uid: u32,
+    server_uid: u32,
 ) -> Result<LimitPlan, String> {
     let mut plan = LimitPlan::default();
     let mut applied = Vec::new();
@@ -78,7 +82,7 @@ pub(crate) fn plan(
                 plan.cgroup.processes = Some(n);
                 applied.push(format!("processes {n} ({})", cgroup_name(setup)));
             }
-            None if task_uid != 0 => {
+            None if task_uid != 0 && task_uid != server_uid => {
                 plan.rlimits.push(Rlimit {
                     resource: Resource::Processes,
                     soft: n,
@@ -86,9 +90,14 @@ pub(crate) fn plan(
                 });
                 applied.push(format!("processes {n} (every process of uid {task_uid})"));
             }
-            None => plan.not_applied.push(format!(
+            None if task_uid == 0 => plan.not_applied.push(format!(
                 "processes {n}: no pids cgroup here, and RLIMIT_NPROC does not bind root; run the \
                  task as another user (run_as) or give Kairos a cgroup"
+            )),
+            None => plan.not_applied.push(format!(
+                "processes {n}: no pids cgroup here, and RLIMIT_NPROC would count the server's \
+                 own threads (the task runs as its user); run the task as another user (run_as) \
+                 or give Kairos a cgroup"
             )),
         }
     }
@@ -116,6 +125,31 @@ pub(crate) fn plan(
     Ok(plan)
 }
 
+/// Lowers each limit to the server's own hard limit: a server that is not root cannot raise a
+/// hard limit, and the child's `prlimit64` would fail. Blocking (reads the limits).
+pub(crate) fn clamp_to_hard_limits(plan: &mut LimitPlan) {
+    use rustix::process::{Resource as R, getrlimit};
+    for rlimit in &mut plan.rlimits {
+        let (resource, name) = match rlimit.resource {
+            Resource::AddressSpace => (R::As, "memory"),
+            Resource::CpuSeconds => (R::Cpu, "cpu_time"),
+            Resource::OpenFiles => (R::Nofile, "open_files"),
+            Resource::Processes => (R::Nproc, "processes"),
+        };
+        let Some(hard) = getrlimit(resource).maximum else {
+            continue;
+        };
+        if rlimit.hard > hard {
+            plan.lowered.push(format!(
+                "limit lowered: {name} to the server's own hard limit {hard} (a server that is \
+                 not root cannot raise it)"
+            ));
+            rlimit.hard = hard;
+            rlimit.soft = rlimit.soft.min(hard);
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 mod tests {
@@ -132,7 +166,7 @@ mod tests {
 
     #[test]
     fn without_cgroups_limits_fall_back_to_setrlimit_and_say_so() {
-        let plan = plan(&limits(Some("64MiB"), Some(10)), None, 1000).unwrap();
+        let plan = plan(&limits(Some("64MiB"), Some(10)), None, 1000, 0).unwrap();
         assert_eq!(plan.cgroup, CgroupLimits::default());
         let resources: Vec<Resource> = plan.rlimits.iter().map(|r| r.resource).collect();
         assert_eq!(
@@ -150,7 +184,7 @@ mod tests {
         assert!(summary.contains("every process of uid 1000"), "{summary}");
 
         // For root, RLIMIT_NPROC binds nothing: the limit is reported as not applied.
-        let plan = super::plan(&limits(None, Some(10)), None, 0).unwrap();
+        let plan = super::plan(&limits(None, Some(10)), None, 0, 0).unwrap();
         assert!(
             plan.rlimits
                 .iter()
@@ -161,9 +195,44 @@ mod tests {
             "{:?}",
             plan.not_applied
         );
+        // Nor for a task of the server's own user: it would count the server's threads.
+        let plan = super::plan(&limits(None, Some(10)), None, 1000, 1000).unwrap();
+        assert!(
+            plan.rlimits
+                .iter()
+                .all(|r| r.resource != Resource::Processes)
+        );
+        assert!(
+            plan.not_applied[0].contains("server's own threads"),
+            "{:?}",
+            plan.not_applied
+        );
         assert_eq!(
-            super::plan(&LimitsSpec::default(), None, 0).unwrap(),
+            super::plan(&LimitsSpec::default(), None, 0, 0).unwrap(),
             LimitPlan::default()
         );
+    }
+
+    #[test]
+    fn limits_above_the_servers_hard_limits_are_lowered() {
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .maximum
+            .unwrap_or(u64::MAX);
+        if hard == u64::MAX {
+            return;
+        }
+        let mut plan = plan(
+            &LimitsSpec {
+                open_files: Some(hard + 1),
+                ..LimitsSpec::default()
+            },
+            None,
+            1000,
+            1000,
+        )
+        .unwrap();
+        clamp_to_hard_limits(&mut plan);
+        assert_eq!(plan.rlimits[0].hard, hard);
+        assert!(plan.lowered[0].contains("open_files"), "{:?}", plan.lowered);
     }
 }

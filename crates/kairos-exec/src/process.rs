@@ -184,6 +184,15 @@ where
         }
     };
     if !read_all {
+        // Something of the task still holds its output open: a process that left the group.
+        // Its cgroup (where there is one) ends it now, rather than after the drain's patience.
+        if let Some(killer) = cgroup
+            .as_ref()
+            .and_then(CgroupGuard::get)
+            .map(TaskCgroup::killer)
+        {
+            let _ = tokio::task::spawn_blocking(killer).await;
+        }
         drain(reading, run.output).await;
     }
 
@@ -356,12 +365,19 @@ fn prepare_child(
     }
     let task_uid = identity.as_ref().map_or(server_uid, |i| i.uid);
     let cgroups = cgroup::setup().as_ref().ok();
-    let plan = limits::plan(&settings.limits, cgroups, task_uid)?;
+    let mut plan = limits::plan(&settings.limits, cgroups, task_uid, server_uid)?;
+    if server_uid != 0 {
+        limits::clamp_to_hard_limits(&mut plan);
+    }
+    let mut cgroup_notes = Vec::new();
     let cgroup = match cgroups {
         Some(setup) => {
             let name = format!("run-{}-{}", context.run_id, context.attempt);
             match TaskCgroup::create(setup, &name, plan.cgroup) {
-                Ok(task) => Some(CgroupGuard::new(task)),
+                Ok((task, notes)) => {
+                    cgroup_notes = notes;
+                    Some(CgroupGuard::new(task))
+                }
                 // Limits that need the cgroup cannot go without it.
                 Err(e) if plan.cgroup != CgroupLimits::default() => {
                     return Err(format!(
@@ -388,6 +404,10 @@ fn prepare_child(
             .iter()
             .map(|why| format!("limit not applied: {why}")),
     );
+    notes.extend(plan.lowered);
+    if plan.cgroup != CgroupLimits::default() {
+        notes.extend(cgroup_notes);
+    }
     if let Some(identity) = &identity {
         notes.push(format!(
             "running as user {} (uid {}, gid {})",

@@ -516,6 +516,7 @@ mod restriction_tests {
             groups: vec![65534],
             user: "nobody".into(),
             home: None,
+            switch: true,
         };
         let rlimits = [Rlimit {
             resource: Resource::Processes,

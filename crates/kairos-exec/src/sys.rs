@@ -47,7 +47,9 @@ impl Restrictions {
         Self {
             cgroup_procs,
             rlimits,
-            identity: identity.map(|i| (i.uid, i.gid, i.groups.clone())),
+            identity: identity
+                .filter(|i| i.switch)
+                .map(|i| (i.uid, i.gid, i.groups.clone())),
         }
     }
 }
@@ -67,6 +69,20 @@ impl Restrictions {
         })
     }
 }
+
+// The 32-bit-id calls: on i386 and arm the plain numbers are the old 16-bit ones.
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid32;
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid32;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid;
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid;
 
 /// Applies `r` to the calling process: joins the task's cgroups, sets its limits, then switches
 /// user and groups. Returns the errno of the step that failed.
@@ -108,9 +124,9 @@ pub(crate) unsafe fn restrict(r: &Restrictions) -> Result<(), libc::c_int> {
             }
         }
         if let Some((uid, gid, groups)) = &r.identity
-            && (libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
-                || libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) != 0
-                || libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) != 0)
+            && (libc::syscall(SYS_SETGROUPS, groups.len(), groups.as_ptr()) != 0
+                || libc::syscall(SYS_SETRESGID, *gid, *gid, *gid) != 0
+                || libc::syscall(SYS_SETRESUID, *uid, *uid, *uid) != 0)
         {
             return Err(errno());
         }

@@ -202,3 +202,32 @@ async fn run_as_switches_user_groups_and_home() {
 fn kairos_exec_is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// A process that leaves the task's session and group (`setsid`) escapes group signals; its
+/// cgroup still holds it, so it ends with the task.
+#[tokio::test]
+async fn a_process_that_left_the_group_ends_with_the_task() {
+    if !kairos_exec::task_cgroups().is_some_and(|c| c.memory || c.processes) {
+        return;
+    }
+    let marker = "kairos-escapee-marker";
+    let outcome = execute(request(shell(&format!(
+        "setsid sh -c 'sleep 300 # {marker}' & echo started"
+    ))))
+    .await;
+    assert_eq!(
+        outcome.status,
+        AttemptStatus::Succeeded,
+        "{}",
+        outcome.output
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !processes_with(marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the escapee outlived its task: {:?}",
+            processes_with(marker)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
