@@ -168,7 +168,14 @@ fn lookup_group(name: &str) -> Result<u32, String> {
     }
 }
 
-/// The user's groups as `initgroups` would set them (empty if they cannot be listed).
+/// Elsewhere than Linux, only the primary group.
+#[cfg(not(target_os = "linux"))]
+fn group_list(_user: &str, gid: u32) -> Vec<u32> {
+    vec![gid]
+}
+
+/// The user's groups as `initgroups` would set them (only `gid` if they cannot be listed).
+#[cfg(target_os = "linux")]
 fn group_list(user: &str, gid: u32) -> Vec<u32> {
     let Ok(c_user) = CString::new(user) else {
         return vec![gid];

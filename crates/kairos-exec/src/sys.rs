@@ -15,8 +15,8 @@ use kairos_core::run::ResourceUsage;
 pub(crate) struct Restrictions {
     /// `cgroup.procs` files of the task's cgroup, open for writing.
     pub cgroup_procs: Vec<std::os::fd::OwnedFd>,
-    /// `(resource, limit)` pairs for `prlimit64`.
-    pub rlimits: Vec<(libc::c_int, libc::rlimit64)>,
+    /// `(resource, soft, hard)` for `prlimit64`.
+    pub rlimits: Vec<(libc::c_int, u64, u64)>,
     /// `(uid, gid, supplementary groups)` to switch to.
     pub identity: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
 }
@@ -37,11 +37,7 @@ impl Restrictions {
                     Resource::OpenFiles => libc::RLIMIT_NOFILE,
                     Resource::Processes => libc::RLIMIT_NPROC,
                 };
-                let limit = libc::rlimit64 {
-                    rlim_cur: r.soft,
-                    rlim_max: r.hard,
-                };
-                (resource as libc::c_int, limit)
+                (resource as libc::c_int, r.soft, r.hard)
             })
             .collect();
         Self {
@@ -70,18 +66,42 @@ impl Restrictions {
     }
 }
 
+/// Elsewhere than Linux, `run_as` and limits are not supported: a child that needs them does not
+/// start.
+///
+/// # Safety
+///
+/// As the Linux version.
+#[cfg(not(target_os = "linux"))]
+pub(crate) unsafe fn restrict(r: &Restrictions) -> Result<(), libc::c_int> {
+    if r.cgroup_procs.is_empty() && r.rlimits.is_empty() && r.identity.is_none() {
+        Ok(())
+    } else {
+        Err(libc::ENOSYS)
+    }
+}
+
 // The 32-bit-id calls: on i386 and arm the plain numbers are the old 16-bit ones.
-#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+#[cfg(all(target_os = "linux", any(target_arch = "x86", target_arch = "arm")))]
 const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups32;
-#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+#[cfg(all(target_os = "linux", any(target_arch = "x86", target_arch = "arm")))]
 const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid32;
-#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+#[cfg(all(target_os = "linux", any(target_arch = "x86", target_arch = "arm")))]
 const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid32;
-#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+#[cfg(all(
+    target_os = "linux",
+    not(any(target_arch = "x86", target_arch = "arm"))
+))]
 const SYS_SETGROUPS: libc::c_long = libc::SYS_setgroups;
-#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+#[cfg(all(
+    target_os = "linux",
+    not(any(target_arch = "x86", target_arch = "arm"))
+))]
 const SYS_SETRESGID: libc::c_long = libc::SYS_setresgid;
-#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+#[cfg(all(
+    target_os = "linux",
+    not(any(target_arch = "x86", target_arch = "arm"))
+))]
 const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid;
 
 /// Applies `r` to the calling process: joins the task's cgroups, sets its limits, then switches
@@ -94,6 +114,7 @@ const SYS_SETRESUID: libc::c_long = libc::SYS_setresuid;
 /// # Safety
 ///
 /// Only in a child process before `exec`; `r` is valid for the call.
+#[cfg(target_os = "linux")]
 pub(crate) unsafe fn restrict(r: &Restrictions) -> Result<(), libc::c_int> {
     use std::os::fd::AsRawFd;
     let errno = || {
@@ -110,16 +131,13 @@ pub(crate) unsafe fn restrict(r: &Restrictions) -> Result<(), libc::c_int> {
                 return Err(errno());
             }
         }
-        for (resource, limit) in &r.rlimits {
+        for &(resource, soft, hard) in &r.rlimits {
+            let limit = libc::rlimit64 {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
             let none: *mut libc::rlimit64 = std::ptr::null_mut();
-            if libc::syscall(
-                libc::SYS_prlimit64,
-                0,
-                *resource,
-                limit as *const libc::rlimit64,
-                none,
-            ) != 0
-            {
+            if libc::syscall(libc::SYS_prlimit64, 0, resource, &raw const limit, none) != 0 {
                 return Err(errno());
             }
         }
