@@ -81,6 +81,16 @@ impl ApiError {
         e
     }
 
+    /// A 500 that says nothing of its cause (the caller logs it).
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an internal error occurred; the server's log has the details",
+        )
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
@@ -130,12 +140,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Internal(_) => {
                 tracing::error!(error = %detail, "store error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                    "an internal error occurred; the server's log has the details",
-                )
+                Self::internal()
             }
         }
     }

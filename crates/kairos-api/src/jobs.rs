@@ -25,12 +25,7 @@ async fn parse_spec_apart(body: Bytes) -> Result<(JobSpec, Option<i64>), ApiErro
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "parsing a job document failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                "an internal error occurred; the server's log has the details",
-            )
+            ApiError::internal()
         })?
 }
 

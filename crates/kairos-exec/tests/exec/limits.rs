@@ -34,6 +34,19 @@ fn processes_with(marker: &str) -> Vec<i32> {
     found
 }
 
+/// Waits until no process with `marker` in its command line is left.
+async fn all_gone(marker: &str) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !processes_with(marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {:?}",
+            processes_with(marker)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Before the fix, `max_rss_kib` of `true` was the server's own memory (the vfork start counts
 /// the parent's pages until `exec`). Here the test process holds 256 MiB while it starts `true`.
 #[tokio::test]
@@ -106,15 +119,7 @@ async fn a_fork_bomb_stops_at_its_process_limit_and_leaves_nothing_behind() {
         run_shell("echo alive").await.status,
         AttemptStatus::Succeeded
     );
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !processes_with(marker).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "left behind: {:?}",
-            processes_with(marker)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    all_gone(marker).await;
 }
 
 #[tokio::test]
@@ -221,13 +226,5 @@ async fn a_process_that_left_the_group_ends_with_the_task() {
         "{}",
         outcome.output
     );
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !processes_with(marker).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the escapee outlived its task: {:?}",
-            processes_with(marker)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    all_gone(marker).await;
 }
