@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 use kairos_core::auth::{Principal, Role};
-use kairos_runtime::tokens::hash_secret;
+use kairos_runtime::tokens::hash_of_well_formed;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::AppState;
@@ -71,17 +71,23 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         AuthMode::Off => Some(Principal::anonymous()),
         AuthMode::Required => {
             let open = is_open(&app, req.uri().path());
-            match bearer(req.headers()).map(str::to_owned) {
-                Some(secret) => match app.tokens.authenticate(&secret).await {
-                    Ok(Some(principal)) => {
-                        req.extensions_mut()
-                            .insert(TokenHash(Arc::from(hash_secret(&secret))));
-                        Some(principal)
+            let presented = bearer(req.headers()).map(hash_of_well_formed);
+            match presented {
+                Some(hash) => {
+                    let found = match &hash {
+                        Some(hash) => app.tokens.authenticate_hash(hash).await,
+                        None => Ok(None),
+                    };
+                    match (found, hash) {
+                        (Ok(Some(principal)), Some(hash)) => {
+                            req.extensions_mut().insert(TokenHash(Arc::from(hash)));
+                            Some(principal)
+                        }
+                        (Err(e), _) => return ApiError::from(e).into_response(),
+                        _ if open => None,
+                        _ => return unauthorized("the token is unknown, expired or revoked"),
                     }
-                    Ok(None) if open => None,
-                    Ok(None) => return unauthorized("the token is unknown, expired or revoked"),
-                    Err(e) => return ApiError::from(e).into_response(),
-                },
+                }
                 None if open => None,
                 None => {
                     return unauthorized(

@@ -70,6 +70,17 @@ pub fn hash_secret(secret: &str) -> String {
         .collect()
 }
 
+/// The hash of `secret` if it has the form of a secret (`kairos_` and 64 hex digits); anything
+/// else is no token, found without a store read.
+pub fn hash_of_well_formed(secret: &str) -> Option<String> {
+    let well_formed = secret.len() == SECRET_PREFIX.len() + 64
+        && secret.starts_with(SECRET_PREFIX)
+        && secret[SECRET_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit());
+    well_formed.then(|| hash_secret(secret))
+}
+
 fn new_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     let mut secret = String::with_capacity(SECRET_PREFIX.len() + 64);
@@ -173,15 +184,10 @@ impl TokenService {
 
     /// The principal of a presented secret, if it is a live token.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, StoreError> {
-        let well_formed = secret.len() == SECRET_PREFIX.len() + 64
-            && secret.starts_with(SECRET_PREFIX)
-            && secret[SECRET_PREFIX.len()..]
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit());
-        if !well_formed {
-            return Ok(None);
+        match hash_of_well_formed(secret) {
+            Some(hash) => self.authenticate_hash(&hash).await,
+            None => Ok(None),
         }
-        self.authenticate_hash(&hash_secret(secret)).await
     }
 
     /// The principal of a token by the hash of its secret, if it is still live (long requests
