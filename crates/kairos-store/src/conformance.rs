@@ -1652,6 +1652,16 @@ fn token_params(name: &str, hash: &str, expires_at: Option<Timestamp>) -> TokenC
     }
 }
 
+async fn revoke(store: &Arc<dyn Store>, id: i64, now: &str) -> StoreResult<Token> {
+    store
+        .token_revoke(TokenRevokeParams {
+            id,
+            actor: "root".into(),
+            now: Some(t(now)),
+        })
+        .await
+}
+
 async fn authenticate(store: &Arc<dyn Store>, hash: &str, now: &str) -> Option<Token> {
     store
         .token_authenticate(TokenAuthenticateParams {
@@ -1707,26 +1717,14 @@ pub async fn token_create_authenticate_revoke(store: Arc<dyn Store>) {
     );
 
     // Revoked: refused at once, revoked once, and the name is free again.
-    let revoked = store
-        .token_revoke(TokenRevokeParams {
-            id: ci.id,
-            actor: "root".into(),
-            now: Some(t("2026-03-01T00:10:00Z")),
-        })
-        .await
-        .unwrap();
+    let revoked = revoke(&store, ci.id, "2026-03-01T00:10:00Z").await.unwrap();
     assert_eq!(revoked.revoked_at, Some(t("2026-03-01T00:10:00Z")));
     assert!(
         authenticate(&store, "aa", "2026-03-01T00:10:00Z")
             .await
             .is_none()
     );
-    let again = store
-        .token_revoke(TokenRevokeParams {
-            id: ci.id,
-            actor: "root".into(),
-            now: Some(t("2026-03-01T00:11:00Z")),
-        })
+    let again = revoke(&store, ci.id, "2026-03-01T00:11:00Z")
         .await
         .unwrap_err();
     assert!(matches!(again, StoreError::TokenNotFound(_)), "{again:?}");
@@ -1735,12 +1733,7 @@ pub async fn token_create_authenticate_revoke(store: Arc<dyn Store>) {
         .await
         .unwrap();
     // Revoking the old id again never touches the token that took its name.
-    store
-        .token_revoke(TokenRevokeParams {
-            id: ci.id,
-            actor: "root".into(),
-            now: Some(t("2026-03-01T00:12:00Z")),
-        })
+    revoke(&store, ci.id, "2026-03-01T00:12:00Z")
         .await
         .unwrap_err();
     assert!(

@@ -67,10 +67,10 @@ async fn seed(server: &Server, token: Option<&str>) {
     assert_eq!(r.status(), 201);
 }
 
-fn run(st: &PathBuf, server: &Server, checks: &str, token: Option<&str>) {
+async fn run(st: &PathBuf, server: &Server, checks: &str, token: Option<&str>) {
     let seed = std::env::var("KAIROS_SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".into());
     let report = server.data_dir.with_extension("schemathesis");
-    let mut cmd = Command::new(st);
+    let mut cmd = tokio::process::Command::new(st);
     cmd.args(["run", &format!("{}/api/v1/openapi.json", server.url)])
         .args(["--checks", checks])
         .args(["--max-examples", "5", "--seed", &seed, "--workers", "1"])
@@ -90,7 +90,7 @@ fn run(st: &PathBuf, server: &Server, checks: &str, token: Option<&str>) {
     if let Some(token) = token {
         cmd.args(["--header", &format!("Authorization: Bearer {token}")]);
     }
-    let out = cmd.output().expect("run schemathesis");
+    let out = cmd.output().await.expect("run schemathesis");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -106,18 +106,13 @@ async fn the_api_keeps_its_openapi_document_without_authentication() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]).await;
     seed(&server, None).await;
-    let server = std::sync::Arc::new(server);
-    let s = server.clone();
-    tokio::task::spawn_blocking(move || {
-        run(
-            &st,
-            &s,
-            "not_a_server_error,response_schema_conformance",
-            None,
-        )
-    })
-    .await
-    .unwrap();
+    run(
+        &st,
+        &server,
+        "not_a_server_error,response_schema_conformance",
+        None,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,16 +141,11 @@ async fn the_api_keeps_its_openapi_document_with_authentication() {
     let admin = String::from_utf8(created.stdout).unwrap().trim().to_owned();
     let server = Server::start(&data, &["--auth", "required"]).await;
     seed(&server, Some(&admin)).await;
-    let server = std::sync::Arc::new(server);
-    let s = server.clone();
-    tokio::task::spawn_blocking(move || {
-        run(
-            &st,
-            &s,
-            "not_a_server_error,response_schema_conformance,ignored_auth",
-            Some(&admin),
-        )
-    })
-    .await
-    .unwrap();
+    run(
+        &st,
+        &server,
+        "not_a_server_error,response_schema_conformance,ignored_auth",
+        Some(&admin),
+    )
+    .await;
 }
