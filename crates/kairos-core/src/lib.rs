@@ -7,6 +7,8 @@
 //!   Specification defines it), interval and one-off triggers; `next_after` is strictly increasing.
 //! - [`policy`]: retry, misfire (catch-up) and overlap decisions as pure functions.
 //! - [`run`]: run states, origins and attempt outcomes.
+//! - [`lease`]: lease timing (heartbeat, the point a worker gives an attempt up) and the rescue
+//!   rule for runs whose lease expired.
 //!
 //! Nothing here reads a clock, a socket or a database: every decision takes `now` as input.
 
@@ -15,6 +17,7 @@ pub mod document;
 pub mod duration;
 pub mod error;
 pub mod job;
+pub mod lease;
 pub mod policy;
 pub mod run;
 pub mod size;

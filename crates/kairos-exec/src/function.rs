@@ -136,10 +136,18 @@ pub(crate) async fn run(
         _ = req.cancel.cancelled() => AttemptStatus::Cancelled,
     };
     call_cancel.cancel();
+    let grace = async {
+        if !req.kill.is_cancelled() {
+            tokio::select! {
+                _ = tokio::time::sleep(to_std(req.kill_grace)) => {}
+                _ = req.kill.cancelled() => {}
+            }
+        }
+    };
     tokio::select! {
         biased;
         _ = &mut call => {}
-        _ = tokio::time::sleep(to_std(req.kill_grace)) => {
+        _ = grace => {
             // Returning drops the handler's future: it is aborted.
             req.output.push_stream_line(
                 "kairos",

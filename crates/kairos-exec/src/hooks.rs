@@ -75,6 +75,7 @@ async fn run(
         context: &req.context,
         output: &req.output,
         cancel: &req.cancel,
+        kill: &req.kill,
     })
     .await;
     req.output.push_stream_line(

@@ -145,6 +145,10 @@ pub struct ExecRequest {
     pub output: Arc<OutputBuffer>,
     /// Cancelled: stop the attempt (the process group is killed), status `Cancelled`.
     pub cancel: CancellationToken,
+    /// Cancelled: stop the attempt at once, without the kill grace (SIGKILL to the process
+    /// group, a function aborted). The worker uses it when its lease may have passed to another
+    /// node, where the run may start again: the task must not outlive the lease.
+    pub kill: CancellationToken,
 }
 
 impl ExecRequest {
@@ -160,6 +164,7 @@ impl ExecRequest {
             context,
             output: Arc::new(OutputBuffer::new(DEFAULT_OUTPUT_LIMIT)),
             cancel: CancellationToken::new(),
+            kill: CancellationToken::new(),
         }
     }
 }
@@ -236,6 +241,7 @@ impl TaskExecutor {
             context: &req.context,
             output: &req.output,
             cancel: &req.cancel,
+            kill: &req.kill,
         })
         .await
     }

@@ -56,6 +56,8 @@ pub(crate) struct ProcessRun<'a> {
     pub context: &'a RunContext,
     pub output: &'a Arc<OutputBuffer>,
     pub cancel: &'a CancellationToken,
+    /// Cancelled: SIGKILL at once, without the grace (see [`crate::ExecRequest::kill`]).
+    pub kill: &'a CancellationToken,
 }
 
 /// The argv of a `command` task.
@@ -235,20 +237,27 @@ async fn supervise(
         (Stop::Timeout, Some(t)) => format!("{} timed out after {t:#}", run.role),
         _ => format!("{} cancelled", run.role),
     };
-    run.output.push_stream_line(
-        "kairos",
-        &format!("{why}: sending SIGTERM to its process group"),
-    );
-    leader.signal(Signal::TERM);
-    tokio::select! {
-        biased;
-        reaped = leader.wait() => return (reaped, Some(stop)),
-        () = tokio::time::sleep(to_std(run.kill_grace)) => {}
+    if !run.kill.is_cancelled() {
+        run.output.push_stream_line(
+            "kairos",
+            &format!("{why}: sending SIGTERM to its process group"),
+        );
+        leader.signal(Signal::TERM);
+        tokio::select! {
+            biased;
+            reaped = leader.wait() => return (reaped, Some(stop)),
+            () = tokio::time::sleep(to_std(run.kill_grace)) => {}
+            () = run.kill.cancelled() => {}
+        }
     }
-    let message = format!(
-        "{} still running after {:#}: sending SIGKILL to its process group",
-        run.role, run.kill_grace
-    );
+    let message = if run.kill.is_cancelled() {
+        format!("{why}: stopped at once, sending SIGKILL to its process group")
+    } else {
+        format!(
+            "{} still running after {:#}: sending SIGKILL to its process group",
+            run.role, run.kill_grace
+        )
+    };
     run.output.push_stream_line("kairos", &message);
     leader.signal(Signal::KILL);
     (leader.wait().await, Some(stop))
@@ -548,6 +557,7 @@ mod tests {
         context: RunContext,
         output: Arc<OutputBuffer>,
         cancel: CancellationToken,
+        kill: CancellationToken,
     }
 
     fn setup() -> Setup {
@@ -562,6 +572,7 @@ mod tests {
             },
             output: Arc::new(OutputBuffer::default()),
             cancel: CancellationToken::new(),
+            kill: CancellationToken::new(),
         }
     }
 
@@ -583,6 +594,7 @@ mod tests {
                 context: &self.context,
                 output: &self.output,
                 cancel: &self.cancel,
+                kill: &self.kill,
             };
             run_with(run, mode, prepare_child).await
         }
@@ -724,6 +736,7 @@ mod tests {
                 context: &s.context,
                 output: &s.output,
                 cancel: &s.cancel,
+                kill: &s.kill,
             };
             let outcome = tokio::time::timeout(PATIENCE, run_with(run, WaitMode::Auto, hanging))
                 .await

@@ -16,7 +16,7 @@ use kairos_core::run::{AttemptStatus, RunState};
 use kairos_runtime::rescuer::Rescuer;
 use kairos_runtime::scheduler::Scheduler;
 use kairos_runtime::worker::Worker;
-use kairos_runtime::{Event, JobService, ManualClock, NodeContext, WorkerConfig};
+use kairos_runtime::{Clock as _, Event, JobService, ManualClock, NodeContext, WorkerConfig};
 use kairos_store::{Run, RunListParams};
 use kairos_testkit::{
     FailingExecutor, HangingExecutor, RecordingExecutor, TempStore, node_context, wait_for_event,
@@ -108,6 +108,107 @@ async fn an_attempt_whose_lease_was_lost_is_stopped_and_its_result_refused() {
         .unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].status, "lost");
+}
+
+async fn run_now(ctx: &NodeContext, id: kairos_core::run::RunId) -> Run {
+    ctx.store
+        .run_get(kairos_store::RunGetParams { id })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A worker that cannot renew its lease (the store is unreachable, the node is cut off) kills
+/// the attempt before the lease can expire in the store and drops its result, so the run never
+/// executes on two nodes at once. Renewals push the point back. The manual clock stands for
+/// the worker's clock; no heartbeat runs between the steps (the test calls them).
+#[tokio::test]
+async fn an_attempt_whose_lease_cannot_be_renewed_is_killed_before_it_expires() {
+    let (ctx, clock, _temp, run) =
+        one_triggered_run(r#"{"name":"slow","task":{"kind":"shell","script":"true"}}"#).await;
+    let hanging = Arc::new(HangingExecutor::default());
+    // A 30 s lease: renewed every 10 s, given up 24 s after the last renewal was sent.
+    let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
+    let mut tasks = JoinSet::new();
+    assert_eq!(worker.claim_once(&mut tasks).await.unwrap(), 1);
+    hanging.started().await;
+    clock.advance(SignedDuration::from_secs(20));
+    worker.heartbeat_once().await.unwrap();
+    // 30 s after the claim: the renewal sent at 20 s holds it until 44 s.
+    clock.advance(SignedDuration::from_secs(10));
+    worker.expire_once();
+    tokio::task::yield_now().await;
+    assert!(tasks.try_join_next().is_none(), "renewed: still running");
+    clock.advance(SignedDuration::from_secs(13));
+    worker.expire_once();
+    assert!(tasks.try_join_next().is_none(), "43 s: still running");
+    // The heartbeats meant to come at 30 s and 40 s did not get through.
+    clock.advance(SignedDuration::from_secs(1));
+    worker.expire_once();
+    tasks.join_next().await.unwrap().unwrap();
+    assert!(hanging.killed(), "killed at once, not after the kill grace");
+    let after = run_now(&ctx, run.id).await;
+    assert_eq!(after.state, RunState::Running, "the result was dropped");
+    assert_eq!(after.attempt, 1);
+    // Once the lease has expired in the store, the rescuer requeues the run.
+    let rescuer = Rescuer::new(ctx.clone(), Duration::from_secs(5));
+    assert_eq!(rescuer.run_once(false).await.unwrap(), Default::default());
+    clock.advance(SignedDuration::from_secs(7));
+    assert_eq!(
+        rescuer.run_once(false).await.unwrap().requeued,
+        vec![run.id]
+    );
+}
+
+/// A run claimed ahead of its due time does not start if the lease is no longer safe by then;
+/// it goes back to the queue as it was (nothing ran).
+#[tokio::test]
+async fn a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe() {
+    let (ctx, clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
+    let jobs = JobService::new(ctx.clone());
+    let job = jobs
+        .create(spec(
+            r#"{"name":"ahead","task":{"kind":"shell","script":"true"}}"#,
+        ))
+        .await
+        .unwrap();
+    let due: jiff::Timestamp = "2026-03-01T00:00:00.200Z".parse().unwrap();
+    let run = ctx
+        .store
+        .run_insert(kairos_store::RunInsertParams {
+            job_id: job.id,
+            run: kairos_store::RunInsert {
+                scheduled_for: due,
+                run_at: due,
+                origin: kairos_core::run::RunOrigin::Schedule,
+                skip: None,
+                exclusive: false,
+                max_attempts: 1,
+                execution: kairos_core::spec::ExecutionMode::AtMostOnce,
+            },
+            actor: "test".into(),
+            now: Some(clock.now()),
+        })
+        .await
+        .unwrap();
+    let recorder = Arc::new(RecordingExecutor::default());
+    let worker = Worker::new(ctx.clone(), recorder.clone(), WorkerConfig::default());
+    let mut tasks = JoinSet::new();
+    assert_eq!(
+        worker.claim_once(&mut tasks).await.unwrap(),
+        1,
+        "claimed ahead"
+    );
+    // The node stalls: by the time it looks again, the lease is past its safe point.
+    clock.advance(SignedDuration::from_secs(25));
+    tasks.join_next().await.unwrap().unwrap();
+    assert!(recorder.recorded().is_empty(), "the task never ran");
+    let after = run_now(&ctx, run.id).await;
+    assert_eq!(after.state, RunState::Queued, "released");
+    assert_eq!(
+        after.attempt, 0,
+        "the attempt that never began is not counted"
+    );
 }
 
 #[tokio::test]
@@ -275,9 +376,9 @@ async fn a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat() {
     let (ctx, _clock, _temp, run) =
         one_triggered_run(r#"{"name":"long","task":{"kind":"shell","script":"true"}}"#).await;
     let hanging = Arc::new(HangingExecutor::default());
-    // Heartbeats every hour: only the wake-up can deliver the cancel in time.
+    // Heartbeats every 20 minutes: only the wake-up can deliver the cancel in time.
     let config = WorkerConfig {
-        heartbeat: Duration::from_secs(3600),
+        lease: kairos_core::lease::LeaseTiming::new(kairos_core::lease::LeaseTiming::MAX).unwrap(),
         ..WorkerConfig::default()
     };
     let worker = Worker::new(ctx.clone(), hanging.clone(), config);

@@ -428,7 +428,8 @@ async fn the_worker_loop_starts_a_queued_run_when_the_one_before_it_ends() {
     // Heartbeats (real time) also make the worker claim; keep them out of the picture.
     let mut r = start_node(NodeConfig {
         worker: WorkerConfig {
-            heartbeat: std::time::Duration::from_secs(3600),
+            lease: kairos_core::lease::LeaseTiming::new(kairos_core::lease::LeaseTiming::MAX)
+                .unwrap(),
             ..WorkerConfig::default()
         },
         ..NodeConfig::default()
@@ -457,14 +458,15 @@ async fn the_worker_loop_starts_a_queued_run_when_the_one_before_it_ends() {
 
 /// A queued run that waits behind a running one (`overlap: queue`) does not hide a later run
 /// of another job from the worker's timer: a run due in two seconds (a retry, a jittered
-/// start) starts when due, not at the next poll. Polls and heartbeats are an hour apart here,
+/// start) starts when due, not at the next poll. Polls are an hour apart and heartbeats 20 minutes here,
 /// and the manual clock only jumps to the later run's due time.
 #[tokio::test]
 async fn a_blocked_queued_run_does_not_delay_the_next_timed_one() {
     let hour = std::time::Duration::from_secs(3600);
     let mut r = start_node(NodeConfig {
         worker: WorkerConfig {
-            heartbeat: hour,
+            lease: kairos_core::lease::LeaseTiming::new(kairos_core::lease::LeaseTiming::MAX)
+                .unwrap(),
             poll: hour,
             ..WorkerConfig::default()
         },

@@ -25,7 +25,7 @@ pub(crate) fn execution_str(e: ExecutionMode) -> &'static str {
     }
 }
 
-fn execution_from(s: &str) -> StoreResult<ExecutionMode> {
+pub(crate) fn execution_from(s: &str) -> StoreResult<ExecutionMode> {
     match s {
         "at_least_once" => Ok(ExecutionMode::AtLeastOnce),
         "at_most_once" => Ok(ExecutionMode::AtMostOnce),

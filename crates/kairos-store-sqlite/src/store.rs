@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 use kairos_core::auth::AuditAction;
+use kairos_core::lease::{ExpiredRun, RescueDecision, rescue_decision};
 use kairos_core::run::{JobId, RunId, RunState};
 use kairos_store::*;
 use rusqlite::{Connection, params};
@@ -14,10 +15,6 @@ use crate::rows::{
     self, ATTEMPT_COLUMNS, JOB_COLUMNS, RUN_SELECT, all, col, exec, first, instant, internal,
     micros,
 };
-
-/// Attempts a run may lose to expired leases beyond its `max_attempts` before it is marked
-/// `lost` (see `Store::run_rescue`).
-const RESCUE_EXTRA_ATTEMPTS: i64 = 2;
 
 /// The store's clock: in production the node's wall clock (one node shares one file).
 #[allow(
@@ -551,47 +548,70 @@ impl Store for SqliteStore {
             .write(move |tx| {
                 struct Expired {
                     id: i64,
-                    attempt: i64,
-                    max_attempts: i64,
-                    at_most_once: bool,
+                    token: String,
                     node: Option<String>,
                     started: Option<i64>,
-                    cancel: bool,
+                    run: ExpiredRun,
                 }
                 let expired = all(
                     tx,
-                    "SELECT id, attempt, max_attempts, execution, node, started_at, \
+                    "SELECT id, lease_token, attempt, max_attempts, execution, node, started_at, \
                      cancel_requested FROM runs \
                      WHERE state = 'running' AND (lease_expires_at < ?1 OR node = ?2) \
                      ORDER BY lease_expires_at LIMIT ?3",
                     params![now, p.orphaned_node, i64::from(p.limit.max(1))],
                     |r| {
+                        let started: Option<i64> = col(r, 6)?;
                         Ok(Expired {
                             id: col(r, 0)?,
-                            attempt: col(r, 1)?,
-                            max_attempts: col(r, 2)?,
-                            at_most_once: col::<String>(r, 3)? == "at_most_once",
-                            node: col(r, 4)?,
-                            started: col(r, 5)?,
-                            cancel: col::<i64>(r, 6)? != 0,
+                            token: col::<Option<String>>(r, 1)?.unwrap_or_default(),
+                            node: col(r, 5)?,
+                            started,
+                            run: ExpiredRun {
+                                attempt: col::<u32>(r, 2)?,
+                                max_attempts: col::<u32>(r, 3)?,
+                                execution: rows::execution_from(&col::<String>(r, 4)?)?,
+                                cancel_requested: col::<i64>(r, 7)? != 0,
+                                never_started: started.is_some_and(|s| s > now),
+                            },
                         })
                     },
                 )?;
                 let mut report = RescueReport::default();
                 for run in expired {
-                    // Claimed ahead of a due time that has not come (its node stopped before it
-                    // started it): nothing ran, so it goes back to the queue as it was, whatever
-                    // its execution mode, without counting an attempt.
-                    if !run.cancel && run.started.is_some_and(|s| s > now) {
-                        exec(
+                    let decision = rescue_decision(&run.run);
+                    // Each write is fenced by the lease it rescues: a heartbeat or a finish that
+                    // came first wins, and the run is left alone.
+                    if decision == RescueDecision::Release {
+                        let changed = exec(
                             tx,
                             "UPDATE runs SET state = 'queued', attempt = attempt - 1, node = NULL, \
                              lease_token = NULL, lease_expires_at = NULL, started_at = NULL, \
                              reason = 'released: its node stopped before the due time' \
-                             WHERE id = ?1",
-                            [run.id],
+                             WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
+                            params![run.id, run.token],
                         )?;
-                        report.requeued.push(run.id);
+                        if changed == 1 {
+                            report.requeued.push(run.id);
+                        }
+                        continue;
+                    }
+                    let (state, list) = match decision {
+                        RescueDecision::Cancelled => ("cancelled", None),
+                        RescueDecision::Lost => ("lost", Some(&mut report.lost)),
+                        _ => ("queued", Some(&mut report.requeued)),
+                    };
+                    let finished = (state != "queued").then_some(now);
+                    let changed = exec(
+                        tx,
+                        "UPDATE runs SET state = ?1, \
+                         run_at = CASE WHEN ?1 = 'queued' THEN ?2 ELSE run_at END, \
+                         finished_at = ?3, lease_token = NULL, lease_expires_at = NULL, \
+                         reason = 'lease expired' \
+                         WHERE id = ?4 AND lease_token = ?5 AND state = 'running'",
+                        params![state, now, finished, run.id, run.token],
+                    )?;
+                    if changed != 1 {
                         continue;
                     }
                     exec(
@@ -602,32 +622,11 @@ impl Store for SqliteStore {
                          ON CONFLICT (run_id, attempt) DO NOTHING",
                         params![
                             run.id,
-                            run.attempt,
+                            run.run.attempt,
                             run.node.unwrap_or_default(),
                             run.started.unwrap_or(now),
                             now
                         ],
-                    )?;
-                    // A run whose worker keeps dying (a task that kills its node, say) is given
-                    // up after RESCUE_EXTRA_ATTEMPTS attempts beyond its retry budget instead of
-                    // looping forever.
-                    let (state, list) = if run.cancel {
-                        ("cancelled", None)
-                    } else if run.at_most_once
-                        || run.attempt >= run.max_attempts + RESCUE_EXTRA_ATTEMPTS
-                    {
-                        ("lost", Some(&mut report.lost))
-                    } else {
-                        ("queued", Some(&mut report.requeued))
-                    };
-                    let finished = (state != "queued").then_some(now);
-                    exec(
-                        tx,
-                        "UPDATE runs SET state = ?1, \
-                         run_at = CASE WHEN ?1 = 'queued' THEN ?2 ELSE run_at END, \
-                         finished_at = ?3, lease_token = NULL, lease_expires_at = NULL, \
-                         reason = 'lease expired' WHERE id = ?4",
-                        params![state, now, finished, run.id],
                     )?;
                     if let Some(list) = list {
                         list.push(run.id);

@@ -50,12 +50,18 @@ pub async fn node_context(start: &str) -> (NodeContext, ManualClock, TempStore) 
 #[derive(Debug, Default)]
 pub struct HangingExecutor {
     started: tokio::sync::Notify,
+    killed: std::sync::atomic::AtomicBool,
 }
 
 impl HangingExecutor {
     /// Resolves when an attempt has started.
     pub async fn started(&self) {
         self.started.notified().await;
+    }
+
+    /// An attempt was told to stop at once, without the kill grace.
+    pub fn killed(&self) -> bool {
+        self.killed.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -64,6 +70,9 @@ impl Executor for HangingExecutor {
     async fn execute(&self, req: ExecRequest) -> AttemptOutcome {
         self.started.notify_one();
         req.cancel.cancelled().await;
+        if req.kill.is_cancelled() {
+            self.killed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         AttemptOutcome::from_status(AttemptStatus::Cancelled)
     }
 }

@@ -65,7 +65,7 @@ pub struct ServerConfig {
     pub log_json: bool,
     pub concurrency: usize,
     pub shutdown_grace: std::time::Duration,
-    pub lease: jiff::SignedDuration,
+    pub lease: kairos_core::lease::LeaseTiming,
     pub lookahead: jiff::SignedDuration,
     /// Lowercase host names, without ports.
     pub allowed_hosts: Vec<String>,
@@ -250,10 +250,10 @@ impl ServerConfig {
             file.shutdown_grace,
             "30s",
         )?;
+        // The heartbeat and the point a worker gives an attempt up derive from the lease.
         let lease = duration("lease", "KAIROS_LEASE", file.lease, "30s")?;
-        if lease < jiff::SignedDuration::from_secs(3) {
-            bail!("lease: must be at least 3s");
-        }
+        let lease = kairos_core::lease::LeaseTiming::new(lease)
+            .map_err(|e| anyhow::anyhow!("lease: {e}"))?;
         let lookahead = duration_or_zero(
             "lookahead",
             "KAIROS_LOOKAHEAD",

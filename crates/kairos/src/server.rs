@@ -29,7 +29,12 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
             lookahead: config.lookahead,
         },
         shutdown_grace: config.shutdown_grace,
-        ..NodeConfig::default()
+        // A run whose lease expired waits at most a heartbeat (or 5 s) for its rescue.
+        rescue_interval: config
+            .lease
+            .heartbeat()
+            .unsigned_abs()
+            .min(std::time::Duration::from_secs(5)),
     };
     // Everything that can fail on the user's input (the TLS files, the address) fails before
     // the node starts.

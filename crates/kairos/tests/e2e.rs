@@ -259,6 +259,35 @@ async fn sigterm_kills_running_tasks_after_the_grace_and_their_runs_run_again() 
     );
 }
 
+/// A short lease is renewed often enough: a task that runs for several leases runs once, as one
+/// attempt, and is never rescued while it runs (a heartbeat that stayed at 10 s whatever the
+/// lease once let the rescuer start the same run three times at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_longer_than_a_short_lease_runs_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("kairos.toml");
+    std::fs::write(&config, "lease = \"3s\"\n").unwrap();
+    let starts = dir.path().join("starts");
+    let server = Server::start(&data, &["--config", config.to_str().unwrap()]).await;
+    let script = format!(
+        "echo \"start $$\" >> {f}; sleep 8; echo \"end $$\" >> {f}",
+        f = starts.display()
+    );
+    server.create_shell_job("long", &script).await;
+    let id = server.trigger("long").await;
+    let run = server.wait_for_run_state(40, id, "succeeded").await;
+    let log = std::fs::read_to_string(&starts).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "one start and one end: {log}");
+    assert!(
+        lines[0].starts_with("start") && lines[1].starts_with("end"),
+        "{log}"
+    );
+    assert_eq!(run["attempt"], 1, "{run}");
+    assert_eq!(run["attempts"].as_array().unwrap().len(), 1, "{run}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_data_dirs_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();

@@ -265,6 +265,43 @@ async fn cancel_kills_the_group() {
     );
 }
 
+/// A stop that cannot wait (the worker's lease may have passed to another node) kills the group
+/// at once: a process that ignores SIGTERM does not get the kill grace.
+#[tokio::test]
+async fn kill_stops_the_group_at_once_without_the_grace() {
+    let req = kairos_exec::ExecRequest {
+        kill_grace: SignedDuration::from_secs(3600),
+        ..request(shell("trap '' TERM; echo pgid=$$; sleep 300 & sleep 300"))
+    };
+    let (output, cancel, kill) = (
+        Arc::clone(&req.output),
+        req.cancel.clone(),
+        req.kill.clone(),
+    );
+    let running = tokio::spawn(execute(req));
+    output_contains(&output, "pgid=").await;
+    let pgid = pgid_in(&output.snapshot());
+    kill.cancel();
+    cancel.cancel();
+    // The grace is an hour: only the kill can end it within the test's timeout.
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), running)
+        .await
+        .expect("killed without waiting for the grace")
+        .unwrap();
+    assert_eq!(outcome.status, AttemptStatus::Cancelled);
+    assert!(
+        outcome.output.contains("stopped at once"),
+        "{}",
+        outcome.output
+    );
+    assert!(!outcome.output.contains("SIGTERM"), "{}", outcome.output);
+    assert!(
+        group_gone(pgid).await,
+        "group {pgid} still has {:?}",
+        live_members(pgid)
+    );
+}
+
 #[tokio::test]
 async fn dropping_the_attempt_kills_the_group() {
     let req = request(shell("echo pgid=$$; sleep 300"));

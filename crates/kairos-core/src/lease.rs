@@ -1,0 +1,199 @@
+//! Leases on claimed runs: how long one lasts, how often a worker renews it, when a worker that
+//! could not renew it must give the attempt up, and what the rescuer does with a run whose lease
+//! expired.
+//!
+//! The model: a worker claims a run with a lease of length `L` that the store dates with its own
+//! clock. The worker renews it every `L / 3` (so two heartbeats may fail before it is at risk).
+//! It measures its lease from the moment it *sent* the last claim or renewal that held: the
+//! store dated that write no earlier, so the store's expiry is at least `sent + L` in real time,
+//! whatever the offset between the two clocks. A worker that has not renewed by
+//! `sent + L − margin` (the store is unreachable, the node is cut off) kills the attempt at
+//! once and drops its result, so the task has ended before anyone can rescue the run and start
+//! it elsewhere: at no time do two attempts of one run execute.
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::spec::ExecutionMode;
+
+/// The validated lease settings of a worker; every derived interval comes from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    lease: SignedDuration,
+}
+
+/// A lease length outside its bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("lease must be between {min:#} and {max:#}, not {actual:#}")]
+pub struct LeaseError {
+    pub min: SignedDuration,
+    pub max: SignedDuration,
+    pub actual: SignedDuration,
+}
+
+impl LeaseTiming {
+    /// The shortest lease: a heartbeat every second.
+    pub const MIN: SignedDuration = SignedDuration::from_secs(3);
+    /// The longest lease: a dead node's runs wait at most this long for rescue.
+    pub const MAX: SignedDuration = SignedDuration::from_secs(3600);
+    /// The default lease.
+    pub const DEFAULT: SignedDuration = SignedDuration::from_secs(30);
+
+    pub fn new(lease: SignedDuration) -> Result<Self, LeaseError> {
+        if lease < Self::MIN || lease > Self::MAX {
+            return Err(LeaseError {
+                min: Self::MIN,
+                max: Self::MAX,
+                actual: lease,
+            });
+        }
+        Ok(Self { lease })
+    }
+
+    pub fn lease(&self) -> SignedDuration {
+        self.lease
+    }
+
+    /// Time between renewals: a third of the lease.
+    pub fn heartbeat(&self) -> SignedDuration {
+        self.lease / 3
+    }
+
+    /// How long before the lease's earliest possible expiry a worker gives the attempt up: a
+    /// fifth of the lease, room for killing the process group and for clock rates that differ.
+    pub fn margin(&self) -> SignedDuration {
+        self.lease / 5
+    }
+
+    /// The instant by which a worker must have stopped an attempt whose last claim or renewal
+    /// that held was sent at `sent` (by the worker's clock).
+    pub fn stop_at(&self, sent: Timestamp) -> Timestamp {
+        sent.checked_add(self.lease - self.margin())
+            .unwrap_or(Timestamp::MAX)
+    }
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        Self {
+            lease: Self::DEFAULT,
+        }
+    }
+}
+
+/// Attempts a run may lose to expired leases beyond its `max_attempts` before the rescuer gives
+/// it up as `lost`. A lease lost to a crash or a partition is not the task's failure, so it does
+/// not use up the retry budget as such (as a Kubernetes Job ignores pod disruptions); but a task
+/// that keeps taking its node down must not loop forever.
+pub const RESCUE_EXTRA_ATTEMPTS: u32 = 2;
+
+/// A running run whose lease expired, as the rescuer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiredRun {
+    /// The attempt that was running (counted at its claim).
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub execution: ExecutionMode,
+    pub cancel_requested: bool,
+    /// Claimed ahead of a due time that has not come (its `started_at` is after now): the node
+    /// stopped before it began, so nothing ran.
+    pub never_started: bool,
+}
+
+/// What the rescuer does with a run whose lease expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RescueDecision {
+    /// Back to `queued` as it was: the attempt is not counted and none is recorded.
+    Release,
+    /// Back to `queued` for a new attempt now; the lost attempt is recorded.
+    Requeue,
+    /// The run ends `lost`; the lost attempt is recorded.
+    Lost,
+    /// Someone asked to cancel it: the run ends `cancelled`.
+    Cancelled,
+}
+
+/// The rescue rule: a run that never started goes back as it was; a cancel that was asked for
+/// is honoured; `at_most_once` runs are never repeated; others are repeated until they have lost
+/// [`RESCUE_EXTRA_ATTEMPTS`] attempts beyond their `max_attempts`.
+pub fn rescue_decision(run: &ExpiredRun) -> RescueDecision {
+    if run.never_started && !run.cancel_requested {
+        RescueDecision::Release
+    } else if run.cancel_requested {
+        RescueDecision::Cancelled
+    } else if run.execution == ExecutionMode::AtMostOnce
+        || run.attempt >= run.max_attempts.saturating_add(RESCUE_EXTRA_ATTEMPTS)
+    {
+        RescueDecision::Lost
+    } else {
+        RescueDecision::Requeue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: i64) -> SignedDuration {
+        SignedDuration::from_secs(s)
+    }
+
+    #[test]
+    fn intervals_derive_from_the_lease() {
+        let t = LeaseTiming::new(secs(30)).unwrap_or_default();
+        assert_eq!(t.heartbeat(), secs(10));
+        assert_eq!(t.margin(), secs(6));
+        let sent: Timestamp = "2026-03-01T00:00:00Z".parse().unwrap_or_default();
+        assert_eq!(
+            t.stop_at(sent),
+            "2026-03-01T00:00:24Z".parse().unwrap_or_default()
+        );
+        // Two heartbeats may fail before the attempt is given up.
+        assert!(t.heartbeat() * 2 < t.lease() - t.margin());
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        assert!(LeaseTiming::new(secs(2)).is_err());
+        assert!(LeaseTiming::new(secs(3)).is_ok());
+        assert!(LeaseTiming::new(secs(3600)).is_ok());
+        let e = LeaseTiming::new(secs(3601)).err();
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some("lease must be between 3s and 1h, not 1h 1s")
+        );
+    }
+
+    fn expired(attempt: u32) -> ExpiredRun {
+        ExpiredRun {
+            attempt,
+            max_attempts: 1,
+            execution: ExecutionMode::AtLeastOnce,
+            cancel_requested: false,
+            never_started: false,
+        }
+    }
+
+    #[test]
+    fn rescue_rule() {
+        assert_eq!(rescue_decision(&expired(1)), RescueDecision::Requeue);
+        assert_eq!(rescue_decision(&expired(2)), RescueDecision::Requeue);
+        assert_eq!(rescue_decision(&expired(3)), RescueDecision::Lost);
+        let at_most_once = ExpiredRun {
+            execution: ExecutionMode::AtMostOnce,
+            ..expired(1)
+        };
+        assert_eq!(rescue_decision(&at_most_once), RescueDecision::Lost);
+        let cancelled = ExpiredRun {
+            cancel_requested: true,
+            never_started: true,
+            ..expired(1)
+        };
+        assert_eq!(rescue_decision(&cancelled), RescueDecision::Cancelled);
+        let early = ExpiredRun {
+            never_started: true,
+            execution: ExecutionMode::AtMostOnce,
+            ..expired(5)
+        };
+        assert_eq!(rescue_decision(&early), RescueDecision::Release);
+    }
+}

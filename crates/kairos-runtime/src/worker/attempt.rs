@@ -1,0 +1,198 @@
+//! One attempt of one claimed run: wait for its due time if claimed ahead, execute, decide what
+//! follows (retry, finish, release) and record it, fenced by the lease.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kairos_core::policy::RetryDecision;
+use kairos_core::run::{AttemptOutcome, AttemptStatus, RunState};
+use kairos_core::spec::ExecutionMode;
+use kairos_exec::{ExecRequest, Executor, OutputBuffer, RunContext};
+use kairos_store::{ClaimedRun, RunFinishParams, RunNext};
+
+use super::completer::Completer;
+use super::leases::{Lease, Leases, StopCause};
+use crate::context::NodeContext;
+use crate::telemetry::{Event, millis_between};
+
+/// An execution slot; dropping it frees the slot and wakes the worker to claim again.
+pub(super) struct Slot {
+    pub executing: Arc<AtomicUsize>,
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.executing.fetch_sub(1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+}
+
+/// One attempt of one claimed run.
+pub(super) struct Attempt {
+    pub ctx: NodeContext,
+    pub completer: Completer,
+    pub executor: Arc<dyn Executor>,
+    pub output_limit: usize,
+    pub leases: Arc<Leases>,
+    pub slot_wake: Arc<tokio::sync::Notify>,
+}
+
+impl Attempt {
+    pub(super) async fn run(self, c: ClaimedRun, lease: Arc<Lease>, slot: Slot) {
+        let run = &c.run;
+        // Claimed ahead of its due time: wait for it (a cancel, lease loss or shutdown meanwhile
+        // ends the attempt before it starts).
+        if run.run_at > self.ctx.clock.now() {
+            tokio::select! {
+                _ = self.ctx.clock.sleep_until(run.run_at) => {}
+                _ = lease.cancel.cancelled() => {}
+            }
+        }
+        // Stopped before it began (or its lease is no longer safe): nothing of the task runs.
+        let never_started = !lease.begin(self.ctx.clock.now());
+        let started = self.ctx.clock.now();
+        let (ns, job) = (run.namespace.clone(), run.job_name.clone());
+        self.ctx.telemetry.emit(Event::RunStarted {
+            run_id: run.id,
+            namespace: ns.clone(),
+            job: job.clone(),
+            attempt: run.attempt,
+            lag_ms: millis_between(run.run_at.max(run.scheduled_for), started),
+        });
+        let output = Arc::new(OutputBuffer::new(self.output_limit));
+        self.ctx.live.insert(run.id, output.clone());
+        let (outcome, plan) = match self.ctx.plans.get(&c.job) {
+            // Stopped while waiting for its due time: it never starts.
+            Ok(plan) if never_started => (
+                AttemptOutcome::from_status(AttemptStatus::Cancelled),
+                Some(plan),
+            ),
+            Ok(plan) => {
+                let req = ExecRequest {
+                    task: c.job.spec.task.clone(),
+                    hooks: c.job.spec.hooks.clone(),
+                    timeout: plan.timeout,
+                    kill_grace: plan.kill_grace,
+                    expected_exit_codes: c.job.spec.expected_exit_codes.clone(),
+                    context: RunContext {
+                        job: job.clone(),
+                        namespace: ns.clone(),
+                        run_id: run.id,
+                        attempt: run.attempt,
+                        scheduled_for: run.scheduled_for,
+                    },
+                    output: output.clone(),
+                    cancel: lease.cancel.clone(),
+                    kill: lease.kill.clone(),
+                };
+                (self.executor.execute(req).await, Some(plan))
+            }
+            Err(e) => (
+                AttemptOutcome::error(format!("job no longer validates: {e}")),
+                None,
+            ),
+        };
+        output.close();
+        // The slot is free for the next claim while the result is being recorded.
+        drop(slot);
+        let stop = lease.cause();
+        let now = self.ctx.clock.now();
+        let next = match (&outcome.status, stop) {
+            // Stopped by shutdown, or for its lease, while it waited for its due time: it never
+            // ran, so it goes back to the queue whatever its execution mode (if the lease still
+            // holds: the release is fenced by it like every result).
+            (_, Some(StopCause::Shutdown | StopCause::LeaseLost | StopCause::LeaseExpired))
+                if never_started =>
+            {
+                Some(RunNext::Release)
+            }
+            // The lease is, or may soon be, someone else's: the result is dropped, and the run
+            // is rescued after its lease expires.
+            (_, Some(cause)) if cause.lost_lease() => None,
+            // Stopped by shutdown: run it again later, unless the job must never run twice.
+            (AttemptStatus::Cancelled, Some(StopCause::Shutdown)) => {
+                match plan.as_ref().map(|p| p.execution) {
+                    Some(ExecutionMode::AtMostOnce) => Some(RunNext::Finish(RunState::Cancelled)),
+                    _ => Some(RunNext::Release),
+                }
+            }
+            (AttemptStatus::Cancelled, _) => Some(RunNext::Finish(RunState::Cancelled)),
+            (status, _) if status.is_success() => Some(RunNext::Finish(RunState::Succeeded)),
+            (status, _) => {
+                let decision = plan
+                    .as_ref()
+                    .map(|p| p.retry.decide(run.attempt, status, rand::random::<f64>()))
+                    .unwrap_or(RetryDecision::Finish);
+                Some(match decision {
+                    RetryDecision::Retry { delay } => RunNext::Retry {
+                        run_at: now.checked_add(delay).unwrap_or(now),
+                    },
+                    RetryDecision::Finish => RunNext::Finish(status.final_state()),
+                })
+            }
+        };
+        let requeued = matches!(next, Some(RunNext::Retry { .. } | RunNext::Release));
+        if let Some(next) = next {
+            let applied = self
+                .completer
+                .finish(RunFinishParams {
+                    run_id: run.id,
+                    lease_token: c.lease_token.clone(),
+                    attempt: run.attempt,
+                    node: self.ctx.node.clone(),
+                    started_at: started,
+                    outcome: outcome.clone(),
+                    next: next.clone(),
+                    now: self.ctx.clock.store_now(),
+                })
+                .await;
+            if applied {
+                self.report(&c, &outcome, &next, started, now);
+            }
+        }
+        self.ctx.live.remove(run.id);
+        self.leases.remove(run.id);
+        if requeued {
+            // The run is queued again: a new run as far as the worker is concerned.
+            self.ctx.worker_wake.notify_one();
+        } else {
+            // A run behind this one (an exclusive run) may be claimable now.
+            self.slot_wake.notify_one();
+        }
+    }
+
+    fn report(
+        &self,
+        c: &ClaimedRun,
+        outcome: &AttemptOutcome,
+        next: &RunNext,
+        started: jiff::Timestamp,
+        now: jiff::Timestamp,
+    ) {
+        let run = &c.run;
+        let (namespace, job) = (run.namespace.clone(), run.job_name.clone());
+        match next {
+            RunNext::Finish(state) => self.ctx.telemetry.emit(Event::RunFinished {
+                run_id: run.id,
+                namespace,
+                job,
+                attempt: run.attempt,
+                state: *state,
+                outcome: outcome.status.label(),
+                duration_ms: millis_between(started, now),
+            }),
+            RunNext::Retry { run_at } => self.ctx.telemetry.emit(Event::RunRetrying {
+                run_id: run.id,
+                namespace,
+                job,
+                attempt: run.attempt,
+                run_at: *run_at,
+            }),
+            RunNext::Release => self
+                .ctx
+                .telemetry
+                .emit(Event::RunReleased { run_id: run.id }),
+        }
+    }
+}

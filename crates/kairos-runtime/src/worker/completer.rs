@@ -1,0 +1,83 @@
+//! Records finished attempts in batches: whatever has finished while the previous write was
+//! running goes into the next transaction together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairos_store::{RunFinishParams, Store};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most attempts recorded in one transaction.
+const COMPLETION_BATCH: usize = 512;
+
+type Completion = (RunFinishParams, oneshot::Sender<bool>);
+
+/// Records finished attempts: whatever has finished while the previous write was running goes
+/// into the next transaction together (one commit for many attempts under load, one per attempt
+/// when idle).
+#[derive(Clone)]
+pub(super) struct Completer {
+    tx: mpsc::UnboundedSender<Completion>,
+}
+
+impl Completer {
+    pub(super) fn spawn(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(complete_loop(store, rx));
+        Self { tx }
+    }
+
+    /// Records one attempt; false when its lease was lost (nothing was written).
+    pub(super) async fn finish(&self, params: RunFinishParams) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send((params, done)).is_err() {
+            return false;
+        }
+        wait.await.unwrap_or(false)
+    }
+}
+
+async fn complete_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    let mut params = Vec::with_capacity(COMPLETION_BATCH);
+    let mut waiters = Vec::with_capacity(COMPLETION_BATCH);
+    while let Some((p, w)) = rx.recv().await {
+        params.push(p);
+        waiters.push(w);
+        while params.len() < COMPLETION_BATCH {
+            match rx.try_recv() {
+                Ok((p, w)) => {
+                    params.push(p);
+                    waiters.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        let results = write_with_retries(store.as_ref(), &params).await;
+        for (i, waiter) in waiters.drain(..).enumerate() {
+            let applied = results.get(i).copied().unwrap_or(false);
+            if !applied {
+                tracing::warn!(
+                    run_id = params[i].run_id,
+                    "lease lost before the result was recorded; the result is dropped"
+                );
+            }
+            let _ = waiter.send(applied);
+        }
+        params.clear();
+    }
+}
+
+/// Writes a batch, retrying transient store errors a few times. After that the results are
+/// dropped (the runs' leases expire and the rescuer requeues them: at-least-once).
+async fn write_with_retries(store: &dyn Store, params: &[RunFinishParams]) -> Vec<bool> {
+    for attempt in 0..5u32 {
+        match store.run_finish_many(params).await {
+            Ok(results) => return results,
+            Err(e) => {
+                tracing::error!(error = %e, attempt, batch = params.len(), "recording attempts failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+            }
+        }
+    }
+    vec![false; params.len()]
+}

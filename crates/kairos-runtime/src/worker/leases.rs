@@ -1,0 +1,247 @@
+//! The leases a worker holds, their renewal, and the rule that keeps one run from executing on
+//! two nodes at once: an attempt whose lease was not renewed in time is killed before the lease
+//! can expire in the store (see [`kairos_core::lease`]).
+//!
+//! The keeper runs beside the claim loop, in two loops of its own: heartbeats (every third of
+//! the lease, each under a timeout so that a store that hangs cannot hold them up) and expiry
+//! (wakes at the earliest point an attempt must be given up). Neither waits for a claim, an
+//! attempt or a result being recorded.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use kairos_core::lease::LeaseTiming;
+use kairos_core::run::RunId;
+use kairos_store::{RunHeartbeatParams, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::NodeContext;
+
+/// Why an attempt was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StopCause {
+    /// A user or `overlap: replace` cancelled the run.
+    Cancelled,
+    /// The node is shutting down: release the run so it runs again.
+    Shutdown,
+    /// The store says the lease is gone; the run belongs to someone else now.
+    LeaseLost,
+    /// The lease could not be renewed in time; it may expire and be rescued any moment.
+    LeaseExpired,
+}
+
+impl StopCause {
+    /// The run may be (or soon be) someone else's: the attempt ends at once and its result is
+    /// not recorded.
+    pub(super) fn lost_lease(self) -> bool {
+        matches!(self, StopCause::LeaseLost | StopCause::LeaseExpired)
+    }
+}
+
+/// One claimed run's lease, shared by the keeper and the attempt.
+pub(super) struct Lease {
+    pub run_id: RunId,
+    pub token: String,
+    /// Stops the attempt (process group: TERM, KILL after the grace).
+    pub cancel: CancellationToken,
+    /// Stops it at once (KILL): the lease may pass to another node.
+    pub kill: CancellationToken,
+    cause: Mutex<Option<StopCause>>,
+    /// The attempt has begun (a run claimed ahead waits for its due time until then).
+    started: AtomicBool,
+    /// When the attempt must have been stopped unless a renewal holds (worker clock).
+    stop_at: Mutex<Timestamp>,
+}
+
+impl Lease {
+    /// A lease claimed by a request sent at `sent`.
+    pub(super) fn new(run_id: RunId, token: String, stop_at: Timestamp) -> Self {
+        Self {
+            run_id,
+            token,
+            cancel: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            cause: Mutex::new(None),
+            started: AtomicBool::new(false),
+            stop_at: Mutex::new(stop_at),
+        }
+    }
+
+    /// Stops the attempt; the first cause is the one kept.
+    pub(super) fn stop(&self, cause: StopCause) {
+        let first = *self
+            .cause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(cause);
+        if first.lost_lease() {
+            self.kill.cancel();
+        }
+        self.cancel.cancel();
+    }
+
+    pub(super) fn cause(&self) -> Option<StopCause> {
+        *self.cause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// Marks the attempt as begun at `now`. False when it must not begin: it was stopped, or
+    /// its lease is no longer safe (then it is stopped now).
+    pub(super) fn begin(&self, now: Timestamp) -> bool {
+        self.started.store(true, Ordering::SeqCst);
+        if now >= self.stop_at() {
+            self.stop(StopCause::LeaseExpired);
+        }
+        !self.cancel.is_cancelled()
+    }
+
+    fn stop_at(&self) -> Timestamp {
+        *self.stop_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn renewed(&self, stop_at: Timestamp) {
+        let mut at = self.stop_at.lock().unwrap_or_else(|p| p.into_inner());
+        *at = (*at).max(stop_at);
+    }
+}
+
+/// The leases of one worker.
+pub(super) struct Leases {
+    pub timing: LeaseTiming,
+    held: Mutex<HashMap<RunId, Arc<Lease>>>,
+}
+
+impl Leases {
+    pub(super) fn new(timing: LeaseTiming) -> Self {
+        Self {
+            timing,
+            held: Mutex::default(),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Arc<Lease>>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn insert(&self, lease: Arc<Lease>) {
+        self.held().insert(lease.run_id, lease);
+    }
+
+    pub(super) fn remove(&self, run_id: RunId) {
+        self.held().remove(&run_id);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.held().len()
+    }
+
+    pub(super) fn all(&self) -> Vec<Arc<Lease>> {
+        self.held().values().cloned().collect()
+    }
+
+    /// Renews every lease held; stops attempts that were cancelled or whose lease is gone.
+    pub(super) async fn heartbeat_once(&self, ctx: &NodeContext) -> Result<(), StoreError> {
+        let leases: Vec<(RunId, String)> = self
+            .held()
+            .values()
+            .map(|l| (l.run_id, l.token.clone()))
+            .collect();
+        if leases.is_empty() {
+            return Ok(());
+        }
+        // The store dates the renewal no earlier than this.
+        let sent = ctx.clock.now();
+        let results = ctx
+            .store
+            .run_heartbeat(RunHeartbeatParams {
+                leases,
+                lease: self.timing.lease(),
+                now: ctx.clock.store_now(),
+            })
+            .await?;
+        let stop_at = self.timing.stop_at(sent);
+        let held = self.held();
+        for r in results {
+            let Some(lease) = held.get(&r.run_id) else {
+                continue;
+            };
+            if !r.held {
+                tracing::warn!(run_id = r.run_id, "lease lost; stopping the attempt");
+                lease.stop(StopCause::LeaseLost);
+            } else {
+                lease.renewed(stop_at);
+                if r.cancel_requested {
+                    lease.stop(StopCause::Cancelled);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every attempt whose lease was not renewed in time. Returns the earliest point a
+    /// lease still held must be renewed by.
+    pub(super) fn expire_once(&self, now: Timestamp) -> Option<Timestamp> {
+        let mut earliest: Option<Timestamp> = None;
+        for lease in self.held().values() {
+            if lease.cancel.is_cancelled() && lease.cause().is_some_and(StopCause::lost_lease) {
+                continue;
+            }
+            let at = lease.stop_at();
+            if now >= at {
+                tracing::error!(
+                    run_id = lease.run_id,
+                    "lease not renewed in time (store unreachable?): killing the attempt"
+                );
+                lease.stop(StopCause::LeaseExpired);
+            } else {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+        }
+        earliest
+    }
+}
+
+/// Heartbeats and expiry until `stop`.
+pub(super) async fn keep(leases: Arc<Leases>, ctx: NodeContext, stop: CancellationToken) {
+    let beat = leases.timing.heartbeat().unsigned_abs();
+    let heartbeats = async {
+        let mut tick = tokio::time::interval(beat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                // A cancel or `overlap: replace` on this node: act now, not at the next beat.
+                _ = ctx.heartbeat_wake.notified() => {}
+                _ = tick.tick() => {}
+            }
+            match tokio::time::timeout(beat, leases.heartbeat_once(&ctx)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "heartbeat failed"),
+                Err(_) => tracing::error!(timeout = ?beat, "heartbeat timed out"),
+            }
+        }
+    };
+    let expiry = async {
+        loop {
+            let now = ctx.clock.now();
+            // With nothing held, a lease claimed meanwhile cannot need stopping before the
+            // next look: it has almost its whole lease ahead.
+            let next = leases.expire_once(now).unwrap_or_else(|| {
+                now.checked_add(leases.timing.heartbeat())
+                    .unwrap_or(Timestamp::MAX)
+            });
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = ctx.clock.sleep_until(next) => {}
+            }
+        }
+    };
+    tokio::join!(heartbeats, expiry);
+}
