@@ -11,6 +11,7 @@ pub mod dto;
 pub mod error;
 pub mod guard;
 mod jobs;
+mod nodes;
 mod ops;
 pub mod query;
 mod runs;
@@ -81,7 +82,8 @@ impl AppState {
         tokens::create,
         tokens::list,
         tokens::revoke,
-        tokens::audit
+        tokens::audit,
+        nodes::list
     ),
     components(schemas(
         dto::JobDto,
@@ -91,7 +93,8 @@ impl AppState {
         error::FieldErrorDto,
         tokens::TokenDto,
         tokens::NewTokenDto,
-        tokens::AuditEntryDto
+        tokens::AuditEntryDto,
+        nodes::NodeDto
     )),
     modifiers(&BearerAuth, &JobDtoSchema),
     security(("bearer" = []))
@@ -166,6 +169,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/audit", get(tokens::audit))
+        .route("/nodes", get(nodes::list))
         .route("/events", get(ops::events))
         .route("/openapi.json", get(ops::openapi));
     Router::new()

@@ -7,7 +7,7 @@ use kairos_core::ValidationErrors;
 use kairos_core::job::JobPlan;
 use kairos_core::run::RunId;
 use kairos_exec::OutputBuffer;
-use kairos_store::{Job, Store};
+use kairos_store::{Change, Job, Store};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -33,6 +33,15 @@ impl LiveOutputs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(run, buffer);
+    }
+
+    /// Attempts running on this node.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub(crate) fn remove(&self, run: RunId) {
@@ -83,6 +92,9 @@ impl PlanCache {
 pub struct NodeContext {
     /// This node's name (owner of leases).
     pub node: String,
+    /// This process's identity among the nodes: fresh at every start, so two processes that
+    /// share a name are two nodes (leadership and the registry use it).
+    pub node_id: String,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub telemetry: Arc<Telemetry>,
@@ -93,20 +105,63 @@ pub struct NodeContext {
     /// Asks the worker for a heartbeat now (a run it holds was cancelled or replaced), so the
     /// stop takes effect at once instead of at the next beat.
     pub heartbeat_wake: Arc<Notify>,
+    /// Wakes the elector (leadership changed hands).
+    pub leader_wake: Arc<Notify>,
     pub live: LiveOutputs,
     pub plans: PlanCache,
 }
 
 impl NodeContext {
+    /// Wakes the services a change concerns.
+    pub fn wake_for(&self, change: Change) {
+        match change {
+            Change::Jobs => self.scheduler_wake.notify_one(),
+            Change::Runs => self.worker_wake.notify_one(),
+            Change::Cancel => self.heartbeat_wake.notify_one(),
+            Change::Leader => self.leader_wake.notify_one(),
+            Change::Resync => {
+                self.scheduler_wake.notify_one();
+                self.worker_wake.notify_one();
+                self.heartbeat_wake.notify_one();
+                self.leader_wake.notify_one();
+            }
+        }
+    }
+
+    /// Follows the store's change feed (other nodes' writes) until `stop`, waking the services
+    /// each change concerns. Nothing to do for a store only this node uses.
+    pub async fn follow_changes(self, stop: tokio_util::sync::CancellationToken) {
+        let Some(mut changes) = self.store.changes() else {
+            return;
+        };
+        loop {
+            let change = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                change = changes.recv() => change,
+            };
+            match change {
+                Ok(change) => self.wake_for(change),
+                // Some were dropped while this node was busy: look at everything.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.wake_for(Change::Resync)
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
     pub fn new(node: impl Into<String>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         Self {
             node: node.into(),
+            node_id: uuid::Uuid::new_v4().to_string(),
             store,
             clock,
             telemetry: Arc::new(Telemetry::new()),
             scheduler_wake: Arc::new(Notify::new()),
             worker_wake: Arc::new(Notify::new()),
             heartbeat_wake: Arc::new(Notify::new()),
+            leader_wake: Arc::new(Notify::new()),
             live: LiveOutputs::default(),
             plans: PlanCache::default(),
         }

@@ -3,7 +3,9 @@
 //! - [`scheduler::Scheduler`] turns due times into runs (exactly once, through the store's
 //!   unique key and the fenced `job_fire`).
 //! - [`worker::Worker`] claims runs with a lease, executes them, heartbeats, retries.
-//! - [`rescuer::Rescuer`] recovers runs whose lease expired.
+//! - [`rescuer::Rescuer`] recovers runs whose lease expired and expires silent nodes.
+//! - [`elector::Elector`] elects the leader (a term per change of hands) and starts and stops
+//!   the leader's services (scheduler, rescuer) through one gate.
 //! - [`jobs::JobService`] changes jobs at run time and wakes the scheduler.
 //! - [`tokens::TokenService`] creates, lists, revokes and checks API tokens.
 //! - [`telemetry::Telemetry`] logs, counts and broadcasts typed events.
@@ -13,6 +15,7 @@
 
 pub mod clock;
 pub mod context;
+pub mod elector;
 pub mod jobs;
 pub mod node;
 pub mod rescuer;
@@ -23,6 +26,7 @@ pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{LiveOutputs, NodeContext};
+pub use elector::{Elector, ElectorConfig, LeaderGate};
 pub use jobs::{JobError, JobService};
 pub use node::{Node, NodeConfig};
 pub use scheduler::SchedulerConfig;

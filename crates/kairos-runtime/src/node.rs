@@ -1,5 +1,5 @@
-//! A node: the scheduler, the worker and the rescuer over one store, started together and
-//! stopped together.
+//! A node: the worker on every node, and the leader's services (scheduler, rescuer) behind the
+//! elector's gate, over one store; started together and stopped together.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::NodeContext;
+use crate::elector::{Elector, ElectorConfig, LeaderGate};
 use crate::jobs::JobService;
 use crate::rescuer::Rescuer;
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -23,6 +24,12 @@ pub struct NodeConfig {
     pub rescue_interval: Duration,
     /// Time running attempts get to finish on shutdown before they are stopped. Default 30s.
     pub shutdown_grace: Duration,
+    pub elector: ElectorConfig,
+    /// At start, recover every run held under this node's name before the worker claims
+    /// anything: right for a store only this node uses (SQLite, whose data directory is
+    /// locked), wrong for a shared one, where another process may use the same name (there,
+    /// a dead node's runs are rescued when their lease expires). Default true.
+    pub recover_on_start: bool,
 }
 
 impl Default for NodeConfig {
@@ -32,6 +39,8 @@ impl Default for NodeConfig {
             worker: WorkerConfig::default(),
             rescue_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
+            elector: ElectorConfig::default(),
+            recover_on_start: true,
         }
     }
 }
@@ -55,13 +64,17 @@ impl Node {
         let scheduler = Scheduler::with_config(ctx.clone(), config.scheduler.clone());
         let worker = Worker::new(ctx.clone(), executor, config.worker.clone());
         let rescuer = Rescuer::new(ctx.clone(), config.rescue_interval);
-        if let Err(e) = rescuer.run_once(true).await {
+        if config.recover_on_start
+            && let Err(e) = rescuer.run_once(true).await
+        {
             tracing::error!(error = %e, "recovering the runs of the previous start failed");
         }
+        let gate = LeaderGate::new(Arc::new(scheduler), Arc::new(rescuer));
+        let elector = Elector::new(ctx.clone(), config.elector.clone(), gate);
         let tasks = vec![
-            tokio::spawn(scheduler.run(shutdown.clone())),
+            tokio::spawn(ctx.clone().follow_changes(shutdown.clone())),
+            tokio::spawn(elector.run(shutdown.clone())),
             tokio::spawn(worker.run(shutdown.clone(), config.shutdown_grace)),
-            tokio::spawn(rescuer.run(shutdown.clone())),
         ];
         tracing::info!(node = %ctx.node, "node started");
         Self {

@@ -1,16 +1,19 @@
 //! The rescuer: runs whose lease expired (their worker died or was cut off) are requeued as a
 //! new attempt (`at_least_once`) or marked `lost` (`at_most_once`). A startup pass also recovers
-//! every run this node held before it restarted, without waiting for the lease.
+//! every run this node held before it restarted, without waiting for the lease. The rescuer
+//! runs on the leader only, and also removes nodes that stopped heartbeating from the registry.
 
 use std::time::Duration;
 
-use kairos_store::{RescueReport, RunRescueParams, StoreError};
+use kairos_store::{NodeExpireParams, RescueReport, RunRescueParams, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::NodeContext;
 use crate::telemetry::Event;
 
 const RESCUE_BATCH: u32 = 1000;
+/// A node silent for this long is taken off the registry.
+pub const NODE_EXPIRY: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
 
 pub struct Rescuer {
     ctx: NodeContext,
@@ -43,9 +46,25 @@ impl Rescuer {
         Ok(report)
     }
 
+    /// Removes registry rows of nodes not heard from for [`NODE_EXPIRY`].
+    pub async fn expire_nodes_once(&self) -> Result<Vec<String>, StoreError> {
+        let gone = self
+            .ctx
+            .store
+            .node_expire(NodeExpireParams {
+                after: NODE_EXPIRY,
+                now: self.ctx.clock.store_now(),
+            })
+            .await?;
+        if !gone.is_empty() {
+            tracing::warn!(nodes = ?gone, "nodes stopped heartbeating; removed from the registry");
+        }
+        Ok(gone)
+    }
+
     /// Runs until `shutdown`: a pass for expired leases every `interval`. (The startup pass for
     /// this node's own runs is done by [`crate::Node::start`] before the worker starts.)
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(&self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -53,6 +72,9 @@ impl Rescuer {
             }
             if let Err(e) = self.run_once(false).await {
                 tracing::error!(error = %e, "rescuer pass failed");
+            }
+            if let Err(e) = self.expire_nodes_once().await {
+                tracing::error!(error = %e, "expiring nodes failed");
             }
         }
     }

@@ -34,7 +34,7 @@ use crate::telemetry::Event;
 /// Jobs handled per store read; more are handled in the next pass without sleeping.
 const DUE_BATCH: u32 = 512;
 /// Longest sleep without looking at the store (fallback for missed notifications).
-const POLL_FALLBACK: SignedDuration = SignedDuration::from_secs(5);
+const POLL_FALLBACK: SignedDuration = SignedDuration::from_secs(1);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -243,7 +243,7 @@ impl Scheduler {
     }
 
     /// Runs until `shutdown`: a pass, then sleep until the next due time or a change.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(&self, shutdown: CancellationToken) {
         loop {
             let mut report = SchedulerReport::default();
             match self.run_once().await {

@@ -64,6 +64,11 @@ pub enum Event {
         requeued: Vec<RunId>,
         lost: Vec<RunId>,
     },
+    /// This node became leader for `term`, or stopped leading it.
+    Leadership {
+        term: i64,
+        leading: bool,
+    },
 }
 
 impl Event {
@@ -76,7 +81,9 @@ impl Event {
             | Event::RunStarted { namespace, .. }
             | Event::RunRetrying { namespace, .. }
             | Event::RunFinished { namespace, .. } => Some(namespace),
-            Event::RunReleased { .. } | Event::RunsRescued { .. } => None,
+            Event::RunReleased { .. } | Event::RunsRescued { .. } | Event::Leadership { .. } => {
+                None
+            }
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct Metrics {
     fire_lag: Histogram,
     run_duration: Histogram,
     runs_rescued: Counter,
+    leader: Gauge,
+    leader_term: Gauge,
 }
 
 /// Events and metrics of one node.
@@ -127,6 +136,8 @@ impl Telemetry {
             fire_lag: Histogram::new(exponential_buckets(0.0005, 2.0, 20)),
             run_duration: Histogram::new(exponential_buckets(0.001, 2.0, 24)),
             runs_rescued: Counter::default(),
+            leader: Gauge::default(),
+            leader_term: Gauge::default(),
         };
         let mut registry = Registry::with_prefix("kairos");
         registry.register(
@@ -159,6 +170,16 @@ impl Telemetry {
             "runs_rescued",
             "Runs whose lease expired and were rescued",
             metrics.runs_rescued.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this node is the leader (fires triggers, rescues runs), else 0",
+            metrics.leader.clone(),
+        );
+        registry.register(
+            "leader_term",
+            "The term this node last led",
+            metrics.leader_term.clone(),
         );
         let (events, _) = broadcast::channel(4096);
         Self {
@@ -272,6 +293,15 @@ impl Telemetry {
                     m.tasks_failed.inc();
                 }
                 tracing::warn!(?requeued, ?lost, "runs rescued after their lease expired");
+            }
+            Event::Leadership { term, leading } => {
+                m.leader.set(i64::from(*leading));
+                m.leader_term.set(*term);
+                if *leading {
+                    tracing::info!(term, "leading: firing triggers and rescuing runs");
+                } else {
+                    tracing::warn!(term, "no longer leading");
+                }
             }
         }
         let _ = self.events.send(event);

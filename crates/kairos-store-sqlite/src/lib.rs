@@ -13,6 +13,7 @@
 
 mod auth;
 mod batch;
+mod cluster;
 mod db;
 mod open;
 mod rows;

@@ -10,6 +10,7 @@ use rusqlite::{Connection, params};
 
 use crate::auth::{self, Change, audit};
 use crate::batch;
+use crate::cluster;
 use crate::open::SqliteStore;
 use crate::rows::{
     self, ATTEMPT_COLUMNS, JOB_COLUMNS, RUN_SELECT, all, col, exec, first, instant, internal,
@@ -785,6 +786,48 @@ impl Store for SqliteStore {
 
     async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>> {
         self.db.read(move |conn| auth::audit_list(conn, &p)).await
+    }
+
+    async fn leader_elect(&self, p: LeaderElectParams) -> StoreResult<Leader> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| cluster::leader_elect(tx, &p, now))
+            .await
+    }
+
+    async fn leader_resign(&self, p: LeaderResignParams) -> StoreResult<bool> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| cluster::leader_resign(tx, &p, now))
+            .await
+    }
+
+    async fn leader_get(&self) -> StoreResult<Option<Leader>> {
+        self.db.read(cluster::leader_get).await
+    }
+
+    async fn node_heartbeat(&self, p: NodeHeartbeatParams) -> StoreResult<()> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| cluster::node_heartbeat(tx, &p, now))
+            .await
+    }
+
+    async fn node_list(&self) -> StoreResult<Vec<NodeInfo>> {
+        self.db.read(cluster::node_list).await
+    }
+
+    async fn node_expire(&self, p: NodeExpireParams) -> StoreResult<Vec<String>> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| cluster::node_expire(tx, &p, now))
+            .await
+    }
+
+    async fn node_leave(&self, p: NodeLeaveParams) -> StoreResult<()> {
+        self.db
+            .write(move |tx| cluster::node_leave(tx, &p.id))
+            .await
     }
 }
 

@@ -17,11 +17,15 @@
 //!    token create, revoke) writes its audit entry in the same transaction: no change without
 //!    its entry, no entry without its change.
 
+mod changes;
+mod cluster;
 pub mod conformance;
 mod error;
 mod model;
 mod store;
 
+pub use changes::Change;
+pub use cluster::*;
 pub use error::{StoreError, StoreResult};
 pub use model::{Attempt, AuditEntry, ClaimedRun, Job, Run, Token};
 pub use store::*;

@@ -7,6 +7,7 @@ use kairos_core::auth::{Role, Scope};
 use kairos_core::run::{AttemptOutcome, JobId, RunId, RunOrigin, RunState, SkipReason};
 use kairos_core::spec::{ExecutionMode, JobSpec};
 
+use crate::cluster::*;
 use crate::error::StoreResult;
 use crate::model::{Attempt, AuditEntry, ClaimedRun, Job, Run, Token};
 
@@ -388,4 +389,28 @@ pub trait Store: Send + Sync + 'static {
     async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>>;
     /// Audit entries, newest first.
     async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Takes leadership if nobody holds it, its lease expired, or the store knows its holder is
+    /// gone (a new term); renews it if `p.node_id` holds it (same term, new expiry). Returns
+    /// the leader after the attempt, this node or another.
+    async fn leader_elect(&self, p: LeaderElectParams) -> StoreResult<Leader>;
+    /// Gives leadership up at once if `p.node_id` holds term `p.term`, so another node can take
+    /// it without waiting for the lease. False when it did not hold it.
+    async fn leader_resign(&self, p: LeaderResignParams) -> StoreResult<bool>;
+    /// The leader row, if any (it may have expired).
+    async fn leader_get(&self) -> StoreResult<Option<Leader>>;
+    /// Creates or refreshes a node's registry row.
+    async fn node_heartbeat(&self, p: NodeHeartbeatParams) -> StoreResult<()>;
+    /// Nodes by name, then start.
+    async fn node_list(&self) -> StoreResult<Vec<NodeInfo>>;
+    /// Removes nodes not heard from within `p.after`; returns their ids.
+    async fn node_expire(&self, p: NodeExpireParams) -> StoreResult<Vec<String>>;
+    /// Removes a node's row (a node that stops).
+    async fn node_leave(&self, p: NodeLeaveParams) -> StoreResult<()>;
+
+    /// Changes made through this store by any node (see [`crate::Change`]), for a store that
+    /// several nodes share; `None` for one that only this node uses.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Change>> {
+        None
+    }
 }

@@ -7,6 +7,10 @@
 //! real SQLite store, a paused runtime auto-advances whenever it waits on a database thread,
 //! which moves tokio's timers (heartbeats, polls) in ways a test does not control. Tokio's paused
 //! clock is used where no store is involved.
+//!
+//! [`postgres`] makes PostgreSQL stores, one schema per test, for tests that run per backend.
+
+pub mod postgres;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

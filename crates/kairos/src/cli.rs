@@ -50,11 +50,16 @@ pub struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a node: scheduler, worker and API on the embedded SQLite store.
+    /// Start a node: scheduler, worker and API, on the embedded SQLite store or, with
+    /// `--store postgres://…`, as one node of a cluster.
     Server {
         /// Data directory (default `$XDG_DATA_HOME/kairos`; env `KAIROS_DATA_DIR`).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Store URL: `sqlite:///DIR` or `postgres://user:password@host/db[?schema=NAME]`
+        /// (env `KAIROS_STORE`; default: SQLite in the data directory).
+        #[arg(long)]
+        store: Option<String>,
         /// Address to listen on (default 127.0.0.1:7433; env `KAIROS_LISTEN`).
         #[arg(long)]
         listen: Option<String>,
@@ -124,6 +129,13 @@ pub enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         command: AuditCmd,
+    },
+    /// List the nodes of the cluster and the leader.
+    Node {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: NodeCmd,
     },
     /// Make the server's jobs match a file (TOML `[[jobs]]` or JSON); prints the plan.
     Apply {
@@ -228,4 +240,10 @@ pub enum AuditCmd {
         #[arg(long)]
         before: Option<i64>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List nodes by name: address, leader and term, running attempts, last heartbeat.
+    Ls,
 }

@@ -9,12 +9,18 @@ use kairos_api::auth::AuthMode;
 use kairos_core::duration::parse_duration;
 use serde::Deserialize;
 
+use crate::store_url::StoreUrl;
+
 /// The config file (`kairos server --config FILE`). Every field is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Directory of the embedded store. Default `$XDG_DATA_HOME/kairos` (`~/.local/share/kairos`).
     pub data_dir: Option<PathBuf>,
+    /// The store: `sqlite:///DIR` or `postgres://user:password@host:port/db[?schema=NAME]`
+    /// (a cluster: every node given the same database shares the work). Env `KAIROS_STORE`.
+    /// Default: the embedded SQLite store in `data_dir`.
+    pub store: Option<String>,
     /// Address of the API and UI. Default `127.0.0.1:7433`.
     pub listen: Option<String>,
     /// Name of this node (owner of leases). Default: the host name.
@@ -60,6 +66,7 @@ pub struct FileConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    pub store: StoreUrl,
     pub listen: SocketAddr,
     pub node_name: String,
     pub log_json: bool,
@@ -92,6 +99,7 @@ pub struct TlsFiles {
 pub struct ServerFlags {
     pub config: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
     pub listen: Option<String>,
     pub node_name: Option<String>,
     pub log_format: Option<String>,
@@ -197,6 +205,12 @@ impl ServerConfig {
             .or_else(|| env("KAIROS_DATA_DIR").map(PathBuf::from))
             .or(file.data_dir)
             .unwrap_or_else(default_data_dir);
+        let store = match flags.store.or_else(|| env("KAIROS_STORE")).or(file.store) {
+            Some(url) => StoreUrl::parse(&url)?,
+            None => StoreUrl::Sqlite {
+                dir: data_dir.clone(),
+            },
+        };
         let listen = flags
             .listen
             .or_else(|| env("KAIROS_LISTEN"))
@@ -323,6 +337,7 @@ impl ServerConfig {
             allowed_hosts,
             allowed_origins,
             data_dir,
+            store,
             listen,
             node_name,
             log_json,

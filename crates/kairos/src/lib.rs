@@ -25,6 +25,7 @@ pub mod cmd;
 pub mod config;
 mod embedded;
 pub mod server;
+pub mod store_url;
 mod table;
 pub mod tls;
 

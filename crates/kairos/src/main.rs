@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kairos::cli::{Cli, Command};
 use kairos::client::Client;
-use kairos::cmd::{apply, audit, job, next, run, token};
+use kairos::cmd::{apply, audit, job, next, node, run, token};
 use kairos::config::{ServerConfig, ServerFlags};
 
 fn main() -> ExitCode {
@@ -33,6 +33,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server {
             data_dir,
+            store,
             listen,
             config,
             node_name,
@@ -45,6 +46,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = ServerConfig::resolve(ServerFlags {
                 config,
                 data_dir,
+                store,
                 listen,
                 node_name,
                 log_format,
@@ -84,6 +86,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { client, command } => {
             let c = Client::connect(&client.conn)?;
             audit::run(&c, &client.namespace, client.conn.json, command).await
+        }
+        Command::Node { conn, command } => {
+            let c = Client::connect(&conn)?;
+            node::run(&c, conn.json, command).await
         }
         Command::Apply {
             client,

@@ -1,23 +1,27 @@
-//! `kairos server`: one node on the embedded SQLite store, serving the API (HTTP or HTTPS).
+//! `kairos server`: one node, on the embedded SQLite store or as a member of a cluster on
+//! PostgreSQL, serving the API (HTTP or HTTPS).
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use kairos_exec::{FunctionRegistry, TaskExecutor};
-use kairos_runtime::{Node, NodeConfig, NodeContext, SchedulerConfig, SystemClock, WorkerConfig};
+use kairos_runtime::{
+    ElectorConfig, Node, NodeConfig, NodeContext, SchedulerConfig, SystemClock, WorkerConfig,
+};
 use kairos_store::Store;
-use kairos_store_sqlite::SqliteStore;
 
 use crate::config::ServerConfig;
 
 /// Starts a node with `functions` registered and serves until SIGTERM or SIGINT.
 pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow::Result<()> {
-    let store = SqliteStore::open_dir(&config.data_dir)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tracing::info!(data_dir = %config.data_dir.display(), "store opened");
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = config.store.open().await?;
+    tracing::info!(store = %config.store.redacted(), "store opened");
     let ctx = NodeContext::new(config.node_name.clone(), store, Arc::new(SystemClock));
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let node_config = NodeConfig {
         worker: WorkerConfig {
             concurrency: config.concurrency,
@@ -35,6 +39,11 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
             .heartbeat()
             .unsigned_abs()
             .min(std::time::Duration::from_secs(5)),
+        elector: ElectorConfig {
+            address: Some(format!("{scheme}://{}", config.listen)),
+            ..ElectorConfig::default()
+        },
+        recover_on_start: config.store.exclusive(),
     };
     // Everything that can fail on the user's input (the TLS files, the address) fails before
     // the node starts.
@@ -68,7 +77,6 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         node.jobs.clone(),
         access,
     ));
-    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(url = %format!("{scheme}://{}", config.listen), auth = ?config.auth, "listening");
     let shutdown = node.shutdown_token();
     let http_stop = shutdown.clone();

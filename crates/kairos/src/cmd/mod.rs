@@ -4,6 +4,7 @@ pub mod apply;
 pub mod audit;
 pub mod job;
 pub mod next;
+pub mod node;
 pub mod run;
 pub mod token;
 

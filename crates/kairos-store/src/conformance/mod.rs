@@ -18,12 +18,20 @@ use kairos_core::spec::{ExecutionMode, JobSpec};
 
 use crate::*;
 
+mod cluster;
+pub use cluster::*;
+
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating to
 /// an async closure (or fn) returning `Arc<dyn Store>`.
+///
+/// `conformance_tests!(optional $make)` is for a backend that needs a service which may be
+/// absent: `$make` returns `Option<G>`, where `G` is the store (`Arc<dyn Store>`) or a guard
+/// that lends it (`G: Borrow<Arc<dyn Store>>`) and is dropped when the case ends. `None` skips
+/// the case (the factory says why).
 #[macro_export]
 macro_rules! conformance_tests {
-    ($make:expr) => {
-        $crate::__conformance_cases!($make;
+    (@cases $($mode:ident)?; $make:expr) => {
+        $crate::__conformance_cases!($($mode)? $make;
             job_create_get_list, job_update_is_fenced_by_version, job_delete_removes_runs,
             job_pause_resume, job_due_reads_next_fire_at, job_fire_is_exactly_once,
             job_fire_concurrent_applies_once, job_fire_replace_cancels_active,
@@ -31,17 +39,40 @@ macro_rules! conformance_tests {
             run_exclusive_runs_one_at_a_time, run_cancel_states, run_list_filters_and_counts,
             run_insert_is_idempotent, run_insert_many_skips_existing_due_times, run_finish_many_fences_each_lease, job_fire_many_and_active_counts, ids_are_never_reused, run_rescue_gives_up_on_runs_that_keep_losing_their_lease, run_claim_concurrent_never_doubles, run_release_keeps_attempt,
             early_runs_are_withdrawn_by_pause_and_reschedule, run_insert_for_a_deleted_job_is_job_gone,
-            token_create_authenticate_revoke, audit_records_every_change_with_its_change
+            token_create_authenticate_revoke, audit_records_every_change_with_its_change,
+            leader_terms_are_fenced, leader_concurrent_candidates_agree_on_one_per_term,
+            nodes_join_refresh_leave_and_expire, the_store_clock_rules_without_now
         );
+    };
+    (optional $make:expr) => {
+        $crate::conformance_tests!(@cases optional; $make);
+    };
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases; $make);
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
+    (optional $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(made) = ($make)().await else {
+                    return;
+                };
+                let store: ::std::sync::Arc<dyn $crate::Store> = ::std::sync::Arc::clone(
+                    ::std::borrow::Borrow::<::std::sync::Arc<dyn $crate::Store>>::borrow(&made),
+                );
+                $crate::conformance::$name(store).await;
+                drop(made);
+            }
+        )*
+    };
     ($make:expr; $($name:ident),* $(,)?) => {
         $(
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let store: ::std::sync::Arc<dyn $crate::Store> = ($make)().await;
                 $crate::conformance::$name(store).await;

@@ -1,0 +1,257 @@
+//! Leadership: which node fires triggers and runs maintenance, and the gate that starts and
+//! stops that work for each term.
+//!
+//! Every node runs an elector. A follower asks the store to elect it every
+//! [`ElectorConfig::attempt`] (and at once when another node resigns); the store grants a new
+//! term when the row is free, expired, or (PostgreSQL) its holder's connection is gone. The
+//! leader renews every `ttl / 5`. The leader's services (the scheduler and the rescuer, which
+//! also expires dead nodes) run under the [`LeaderGate`]: started when a term begins, stopped
+//! when it ends, started again for the next one.
+//!
+//! A leader that cannot renew (the store is unreachable, the node is cut off) stops its
+//! services once `ttl − ttl/5` has passed since the last renewal it sent, before the row can
+//! expire and another node take over: two schedulers rarely overlap, and when they do (a
+//! paused process), exactly-once still holds through the unique run key and the fenced fire.
+//! On shutdown the leader resigns, so another node takes over at once.
+//!
+//! Each node also refreshes its row in the node registry every [`ElectorConfig::attempt`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_store::{
+    Leader, LeaderElectParams, LeaderResignParams, NodeHeartbeatParams, NodeLeaveParams,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::NodeContext;
+use crate::rescuer::Rescuer;
+use crate::scheduler::Scheduler;
+use crate::telemetry::Event;
+
+/// Election settings.
+#[derive(Debug, Clone)]
+pub struct ElectorConfig {
+    /// Lease of the leadership. Default 10s.
+    pub ttl: SignedDuration,
+    /// Time between a follower's election attempts and every node's registry heartbeat.
+    /// Default 500ms.
+    pub attempt: Duration,
+    /// Where this node's API listens, for the registry. Default none.
+    pub address: Option<String>,
+}
+
+impl Default for ElectorConfig {
+    fn default() -> Self {
+        Self {
+            ttl: SignedDuration::from_secs(10),
+            attempt: Duration::from_millis(500),
+            address: None,
+        }
+    }
+}
+
+/// The leader-only services, started for a term and stopped at its end.
+pub struct LeaderGate {
+    scheduler: Arc<Scheduler>,
+    rescuer: Arc<Rescuer>,
+    running: Option<(i64, CancellationToken, Vec<JoinHandle<()>>)>,
+}
+
+impl LeaderGate {
+    pub fn new(scheduler: Arc<Scheduler>, rescuer: Arc<Rescuer>) -> Self {
+        Self {
+            scheduler,
+            rescuer,
+            running: None,
+        }
+    }
+
+    /// The term whose services run, if any.
+    pub fn term(&self) -> Option<i64> {
+        self.running.as_ref().map(|(term, _, _)| *term)
+    }
+
+    fn start(&mut self, ctx: &NodeContext, term: i64) {
+        let stop = CancellationToken::new();
+        let (scheduler, rescuer) = (self.scheduler.clone(), self.rescuer.clone());
+        let (s, r) = (stop.clone(), stop.clone());
+        let tasks = vec![
+            tokio::spawn(async move { scheduler.run(s).await }),
+            tokio::spawn(async move { rescuer.run(r).await }),
+        ];
+        self.running = Some((term, stop, tasks));
+        ctx.telemetry.emit(Event::Leadership {
+            term,
+            leading: true,
+        });
+    }
+
+    async fn stop(&mut self, ctx: &NodeContext) {
+        if let Some((term, stop, tasks)) = self.running.take() {
+            stop.cancel();
+            for task in tasks {
+                if let Err(e) = task.await {
+                    tracing::error!(error = %e, "a leader service ended abnormally");
+                }
+            }
+            ctx.telemetry.emit(Event::Leadership {
+                term,
+                leading: false,
+            });
+        }
+    }
+}
+
+/// Elects, renews, and switches the [`LeaderGate`].
+pub struct Elector {
+    ctx: NodeContext,
+    config: ElectorConfig,
+    gate: LeaderGate,
+    started_at: Timestamp,
+    /// The services must be stopped by then unless a renewal holds (this node's clock).
+    held_until: Option<Timestamp>,
+}
+
+impl Elector {
+    pub fn new(ctx: NodeContext, config: ElectorConfig, gate: LeaderGate) -> Self {
+        let started_at = ctx.clock.now();
+        Self {
+            ctx,
+            config,
+            gate,
+            started_at,
+            held_until: None,
+        }
+    }
+
+    /// The term this node leads, if any.
+    pub fn leading(&self) -> Option<i64> {
+        self.gate.term()
+    }
+
+    fn margin(&self) -> SignedDuration {
+        self.config.ttl / 5
+    }
+
+    /// One election attempt (or renewal), switching the gate by its result. Returns the leader
+    /// the store reported, if the store answered.
+    pub async fn run_once(&mut self) -> Option<Leader> {
+        let sent = self.ctx.clock.now();
+        let limit = self.config.ttl.unsigned_abs() / 5;
+        let result = tokio::time::timeout(
+            limit,
+            self.ctx.store.leader_elect(LeaderElectParams {
+                node_id: self.ctx.node_id.clone(),
+                node_name: self.ctx.node.clone(),
+                ttl: self.config.ttl,
+                now: self.ctx.clock.store_now(),
+            }),
+        )
+        .await;
+        let leader = match result {
+            Ok(Ok(leader)) => leader,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "leader election failed");
+                self.check_hold().await;
+                return None;
+            }
+            Err(_) => {
+                tracing::error!("leader election timed out");
+                self.check_hold().await;
+                return None;
+            }
+        };
+        if leader.node_id == self.ctx.node_id {
+            self.held_until = sent.checked_add(self.config.ttl - self.margin()).ok();
+            if self.gate.term() != Some(leader.term) {
+                // A new term (or a term lost and regained): its services start afresh.
+                self.gate.stop(&self.ctx).await;
+                self.gate.start(&self.ctx, leader.term);
+            }
+        } else {
+            self.held_until = None;
+            self.gate.stop(&self.ctx).await;
+        }
+        Some(leader)
+    }
+
+    /// A leader that could not renew in time stops its services.
+    async fn check_hold(&mut self) {
+        if self.gate.term().is_some()
+            && self
+                .held_until
+                .is_none_or(|until| self.ctx.clock.now() >= until)
+        {
+            tracing::error!("leadership not renewed in time (store unreachable?): stepping down");
+            self.held_until = None;
+            self.gate.stop(&self.ctx).await;
+        }
+    }
+
+    /// Refreshes this node's registry row.
+    pub async fn heartbeat_once(&self) {
+        let result = self
+            .ctx
+            .store
+            .node_heartbeat(NodeHeartbeatParams {
+                id: self.ctx.node_id.clone(),
+                name: self.ctx.node.clone(),
+                address: self.config.address.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_at: self.started_at,
+                running: u32::try_from(self.ctx.live.len()).unwrap_or(u32::MAX),
+                now: self.ctx.clock.store_now(),
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "node heartbeat failed");
+        }
+    }
+
+    /// Runs until `shutdown`; then stops the leader services, resigns and leaves the registry.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let renew = self.config.ttl.unsigned_abs() / 5;
+        loop {
+            self.heartbeat_once().await;
+            self.run_once().await;
+            let wait = if self.gate.term().is_some() {
+                renew.min(self.config.attempt.max(Duration::from_millis(1)) * 2)
+            } else {
+                self.config.attempt
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = self.ctx.leader_wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        if let Some(term) = self.gate.term() {
+            self.gate.stop(&self.ctx).await;
+            let resigned = self
+                .ctx
+                .store
+                .leader_resign(LeaderResignParams {
+                    node_id: self.ctx.node_id.clone(),
+                    term,
+                    now: self.ctx.clock.store_now(),
+                })
+                .await;
+            match resigned {
+                Ok(true) => tracing::info!(term, "resigned leadership"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "resigning leadership failed"),
+            }
+        }
+        let _ = self
+            .ctx
+            .store
+            .node_leave(NodeLeaveParams {
+                id: self.ctx.node_id.clone(),
+            })
+            .await;
+    }
+}

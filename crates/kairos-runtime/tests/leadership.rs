@@ -1,0 +1,88 @@
+//! Leadership under a manual clock: two nodes (two contexts, one store) elect one leader, the
+//! gate starts and stops the leader's services per term, and a node that lost its term stops
+//! them.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
+
+use std::sync::Arc;
+
+use jiff::SignedDuration;
+use kairos_runtime::rescuer::Rescuer;
+use kairos_runtime::scheduler::Scheduler;
+use kairos_runtime::{Elector, ElectorConfig, Event, LeaderGate, NodeContext};
+use kairos_testkit::node_context;
+
+fn elector(ctx: &NodeContext) -> Elector {
+    let gate = LeaderGate::new(
+        Arc::new(Scheduler::new(ctx.clone())),
+        Arc::new(Rescuer::new(ctx.clone(), std::time::Duration::from_secs(5))),
+    );
+    Elector::new(ctx.clone(), ElectorConfig::default(), gate)
+}
+
+#[tokio::test]
+async fn one_leader_per_term_and_the_gate_follows_it() {
+    let (a_ctx, clock, temp) = node_context("2026-03-01T00:00:00Z").await;
+    let b_ctx = NodeContext::new("node-b", temp.store.clone(), Arc::new(clock.clone()));
+    let mut a_events = a_ctx.telemetry.subscribe();
+    let (mut a, mut b) = (elector(&a_ctx), elector(&b_ctx));
+
+    let leader = a.run_once().await.unwrap();
+    assert_eq!(
+        (leader.node_id.as_str(), leader.term),
+        (a_ctx.node_id.as_str(), 1)
+    );
+    assert_eq!(a.leading(), Some(1));
+    assert!(matches!(
+        a_events.try_recv().unwrap(),
+        Event::Leadership {
+            term: 1,
+            leading: true
+        }
+    ));
+    assert_eq!(b.run_once().await.unwrap().node_id, a_ctx.node_id);
+    assert_eq!(b.leading(), None);
+
+    // A renews within its lease; B still follows.
+    clock.advance(SignedDuration::from_secs(5));
+    assert_eq!(a.run_once().await.unwrap().term, 1);
+    clock.advance(SignedDuration::from_secs(9));
+    assert_eq!(b.run_once().await.unwrap().node_id, a_ctx.node_id);
+
+    // A stalls past its lease: B takes a new term; A, back, finds it lost and stops its
+    // services.
+    clock.advance(SignedDuration::from_secs(2));
+    let leader = b.run_once().await.unwrap();
+    assert_eq!(
+        (leader.node_id.as_str(), leader.term),
+        (b_ctx.node_id.as_str(), 2)
+    );
+    assert_eq!(b.leading(), Some(2));
+    assert_eq!(a.run_once().await.unwrap().term, 2);
+    assert_eq!(a.leading(), None);
+    assert!(matches!(
+        a_events.try_recv().unwrap(),
+        Event::Leadership {
+            term: 1,
+            leading: false
+        }
+    ));
+
+    // B shuts down: it resigns, so A takes over at once, without waiting for B's lease.
+    let stop = tokio_util::sync::CancellationToken::new();
+    stop.cancel();
+    b.run(stop).await;
+    let leader = a.run_once().await.unwrap();
+    assert_eq!(
+        (leader.node_id.as_str(), leader.term),
+        (a_ctx.node_id.as_str(), 3)
+    );
+    assert_eq!(a.leading(), Some(3));
+    // B left the registry; A is in it.
+    let nodes = temp.store.node_list().await.unwrap();
+    assert!(nodes.iter().all(|n| n.id != b_ctx.node_id), "{nodes:?}");
+}

@@ -1,0 +1,255 @@
+//! Tokens and the audit log. Audit entries are written by the same transaction as the change
+//! they describe ([`audit`]).
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use kairos_core::auth::{AuditAction, Role, Scope};
+use kairos_store::*;
+use tokio_postgres::Row;
+
+use crate::connect::PostgresStore;
+use crate::rows::{col, execute, pg_error, query, query_opt, query_opt_unique};
+
+/// One change to record.
+pub(crate) struct Change<'a> {
+    pub actor: &'a str,
+    pub action: AuditAction,
+    pub namespace: Option<&'a str>,
+    pub job: Option<&'a str>,
+    pub run_id: Option<i64>,
+    pub version_before: Option<i64>,
+    pub version_after: Option<i64>,
+    pub detail: Option<String>,
+}
+
+impl<'a> Change<'a> {
+    /// A change to job `namespace/job`.
+    pub fn job(actor: &'a str, action: AuditAction, namespace: &'a str, job: &'a str) -> Self {
+        Self {
+            actor,
+            action,
+            namespace: Some(namespace),
+            job: Some(job),
+            run_id: None,
+            version_before: None,
+            version_after: None,
+            detail: None,
+        }
+    }
+
+    /// A change to a token (no namespace).
+    fn token(actor: &'a str, action: AuditAction, token: &Token) -> Self {
+        Self {
+            actor,
+            action,
+            namespace: None,
+            job: None,
+            run_id: None,
+            version_before: None,
+            version_after: None,
+            detail: Some(token_detail(token)),
+        }
+    }
+
+    pub fn versions(mut self, before: Option<i64>, after: Option<i64>) -> Self {
+        self.version_before = before;
+        self.version_after = after;
+        self
+    }
+
+    pub fn run(mut self, run_id: i64) -> Self {
+        self.run_id = Some(run_id);
+        self
+    }
+}
+
+/// Appends `change` to the audit log, inside the caller's transaction; `now: None` is the
+/// transaction's time on the database clock.
+pub(crate) async fn audit(
+    c: &impl GenericClient,
+    change: Change<'_>,
+    now: &Option<Timestamp>,
+) -> StoreResult<()> {
+    execute(
+        c,
+        "INSERT INTO audit (at, actor, action, namespace, job, run_id, version_before, \
+         version_after, detail) \
+         VALUES (coalesce($1::timestamptz, now()), $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            now,
+            &change.actor,
+            &change.action.as_str(),
+            &change.namespace,
+            &change.job,
+            &change.run_id,
+            &change.version_before,
+            &change.version_after,
+            &change.detail,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, name, role, namespaces, created_at, created_by, expires_at, revoked_at";
+
+fn token(row: &Row) -> StoreResult<Token> {
+    let namespaces: Vec<String> = col(row, 3)?;
+    Ok(Token {
+        id: col(row, 0)?,
+        name: col(row, 1)?,
+        role: col::<&str>(row, 2)?
+            .parse::<Role>()
+            .map_err(StoreError::Internal)?,
+        scope: Scope::parse(&namespaces).map_err(StoreError::Internal)?,
+        created_at: col(row, 4)?,
+        created_by: col(row, 5)?,
+        expires_at: col(row, 6)?,
+        revoked_at: col(row, 7)?,
+    })
+}
+
+/// What a token change says in the audit log.
+fn token_detail(t: &Token) -> String {
+    format!(
+        "token `{}`: role {}, namespaces {}",
+        t.name, t.role, t.scope
+    )
+}
+
+impl PostgresStore {
+    pub(crate) async fn token_create_tx(&self, p: TokenCreateParams) -> StoreResult<Token> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let inserted = query_opt_unique(
+            &tx,
+            &format!(
+                "INSERT INTO tokens (name, role, namespaces, hash, created_at, created_by, \
+                 expires_at) VALUES ($1, $2, $3, $4, coalesce($5::timestamptz, now()), $6, $7) \
+                 RETURNING {TOKEN_COLUMNS}"
+            ),
+            &[
+                &p.name,
+                &p.role.as_str(),
+                &p.scope.to_list(),
+                &p.hash,
+                &p.now,
+                &p.actor,
+                &p.expires_at,
+            ],
+        )
+        .await?;
+        // Like the SQLite store: a taken name (or, astronomically unlikely, a taken hash) is
+        // reported as the name being taken.
+        let row = inserted
+            .map_err(|_| StoreError::TokenExists(p.name.clone()))?
+            .ok_or_else(|| StoreError::Internal("created token vanished".into()))?;
+        let created = token(&row)?;
+        audit(
+            &tx,
+            Change::token(&p.actor, AuditAction::TokenCreate, &created),
+            &p.now,
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(created)
+    }
+
+    pub(crate) async fn token_revoke_tx(&self, p: TokenRevokeParams) -> StoreResult<Token> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        // Fenced: only a token not revoked yet is revoked, and only once.
+        let row = query_opt(
+            &tx,
+            &format!(
+                "UPDATE tokens SET revoked_at = coalesce($1::timestamptz, now()) \
+                 WHERE id = $2 AND revoked_at IS NULL RETURNING {TOKEN_COLUMNS}"
+            ),
+            &[&p.now, &p.id],
+        )
+        .await?
+        .ok_or_else(|| StoreError::TokenNotFound(format!("#{}", p.id)))?;
+        let revoked = token(&row)?;
+        audit(
+            &tx,
+            Change::token(&p.actor, AuditAction::TokenRevoke, &revoked),
+            &p.now,
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(revoked)
+    }
+
+    pub(crate) async fn token_list_read(&self, p: TokenListParams) -> StoreResult<Vec<Token>> {
+        let client = self.client().await?;
+        query(
+            &client,
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE $1 OR revoked_at IS NULL \
+                 ORDER BY name, id"
+            ),
+            &[&p.include_revoked],
+        )
+        .await?
+        .iter()
+        .map(token)
+        .collect()
+    }
+
+    pub(crate) async fn token_authenticate_read(
+        &self,
+        p: TokenAuthenticateParams,
+    ) -> StoreResult<Option<Token>> {
+        let client = self.client().await?;
+        query_opt(
+            &client,
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > coalesce($2::timestamptz, now()))"
+            ),
+            &[&p.hash, &p.now],
+        )
+        .await?
+        .as_ref()
+        .map(token)
+        .transpose()
+    }
+
+    pub(crate) async fn audit_list_read(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>> {
+        let limit = if p.limit == 0 {
+            100
+        } else {
+            i64::from(p.limit)
+        };
+        let client = self.client().await?;
+        query(
+            &client,
+            "SELECT id, at, actor, action, namespace, job, run_id, version_before, \
+             version_after, detail FROM audit \
+             WHERE ((namespace IS NULL AND $1) OR (namespace IS NOT NULL \
+               AND ($2::text[] IS NULL OR namespace = ANY($2)))) \
+             AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+            &[&p.include_global, &p.namespaces, &p.before_id, &limit],
+        )
+        .await?
+        .iter()
+        .map(entry)
+        .collect()
+    }
+}
+
+fn entry(row: &Row) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        id: col(row, 0)?,
+        at: col(row, 1)?,
+        actor: col(row, 2)?,
+        action: col::<&str>(row, 3)?.parse().map_err(StoreError::Internal)?,
+        namespace: col(row, 4)?,
+        job: col(row, 5)?,
+        run_id: col(row, 6)?,
+        version_before: col(row, 7)?,
+        version_after: col(row, 8)?,
+        detail: col(row, 9)?,
+    })
+}

@@ -1,0 +1,466 @@
+//! The hot paths: firing jobs, claiming runs, heartbeats, recording attempts. Each function runs
+//! inside the caller's transaction (READ COMMITTED: every statement sees what was committed
+//! before it started).
+//!
+//! Every run insert is `ON CONFLICT DO NOTHING` on `(job_id, scheduled_for)`, every fire is fenced
+//! by its job's `next_fire_at`, every heartbeat and finish by its lease token.
+//!
+//! Lock order, so that two writers never wait for each other in a circle: a transaction locks
+//! jobs' rows (in job id order) before any run, and runs in ascending id order over the whole
+//! transaction (one statement per batch where a batch spans jobs, `ORDER BY id FOR UPDATE`
+//! inside it). A claim never waits for a row at all (`SKIP LOCKED`); the advisory locks it may
+//! wait for are taken before any row lock, in key order, and only by claims.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use kairos_core::run::{AttemptStatus, JobId, RunId, RunState};
+use kairos_store::*;
+use tokio_postgres::types::ToSql;
+
+use crate::rows::{
+    self, RUN_WIDTH, col, execute, int, job_columns, micros, pg_error, query, run_columns,
+};
+
+/// Inserts runs of one job unless their `(job_id, scheduled_for)` exists: the new runs' ids and
+/// due times, by due time. One statement however many runs; rows go in by due time, so two
+/// batches that share due times wait for each other in the same order.
+pub(crate) async fn insert_runs(
+    c: &impl GenericClient,
+    job_id: JobId,
+    runs: &[RunInsert],
+    now: &Option<Timestamp>,
+) -> StoreResult<Vec<(RunId, Timestamp)>> {
+    if runs.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut runs: Vec<&RunInsert> = runs.iter().collect();
+    runs.sort_by_key(|r| r.scheduled_for);
+    let column = |f: fn(&RunInsert) -> _| runs.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let scheduled: Vec<Timestamp> = column(|r| r.scheduled_for);
+    let run_at: Vec<Timestamp> = column(|r| r.run_at);
+    let state: Vec<&str> = runs
+        .iter()
+        .map(|r| match r.skip {
+            Some(_) => RunState::Skipped.as_str(),
+            None => RunState::Queued.as_str(),
+        })
+        .collect();
+    let origin: Vec<&str> = runs.iter().map(|r| r.origin.as_str()).collect();
+    let max_attempts: Vec<i32> = runs.iter().map(|r| int(r.max_attempts)).collect();
+    let execution: Vec<&str> = runs
+        .iter()
+        .map(|r| rows::execution_str(r.execution))
+        .collect();
+    let exclusive: Vec<bool> = runs.iter().map(|r| r.exclusive).collect();
+    let reason: Vec<Option<&str>> = runs.iter().map(|r| r.skip.map(|s| s.as_str())).collect();
+    let rows = query(
+        c,
+        "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
+         execution, exclusive, reason, created_at, finished_at) \
+         SELECT $1::bigint, u.scheduled_for, u.run_at, u.state, u.origin, u.max_attempts, \
+           u.execution, u.exclusive, u.reason, coalesce($2::timestamptz, now()), \
+           CASE WHEN u.state = 'skipped' THEN coalesce($2::timestamptz, now()) END \
+         FROM unnest($3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[], \
+           $7::integer[], $8::text[], $9::boolean[], $10::text[]) WITH ORDINALITY \
+           AS u (scheduled_for, run_at, state, origin, max_attempts, execution, exclusive, \
+             reason, ord) \
+         ORDER BY u.ord \
+         ON CONFLICT (job_id, scheduled_for) DO NOTHING \
+         RETURNING id, scheduled_for",
+        &[
+            &job_id,
+            now,
+            &scheduled,
+            &run_at,
+            &state,
+            &origin,
+            &max_attempts,
+            &execution,
+            &exclusive,
+            &reason,
+        ],
+    )
+    .await?;
+    let mut inserted = rows
+        .iter()
+        .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
+        .collect::<StoreResult<Vec<(RunId, Timestamp)>>>()?;
+    inserted.sort_by_key(|(id, at)| (*at, *id));
+    Ok(inserted)
+}
+
+/// `job_fire_many`: every fire fenced on its own, in one transaction.
+///
+/// Done in phases so that the transaction takes its locks in one order: the jobs' rows (each
+/// fence, in job id order), then the active runs of every job that replaces them (one
+/// statement, in run id order), then the new runs. Firing job by job instead would lock one
+/// job's runs before the next job's, and a worker heartbeating runs of both jobs (in run id
+/// order) could then wait for this transaction while it waits for the worker.
+///
+/// A job that appears twice in a batch is fired again in a later wave, after the first fire's
+/// runs are in, as if the fires had been made one after the other (such a batch, which the
+/// scheduler never sends, gives up the single lock order).
+pub(crate) async fn fire_many(
+    c: &impl GenericClient,
+    ps: &[JobFireParams],
+) -> StoreResult<Vec<JobFireResult>> {
+    let mut results = vec![JobFireResult::default(); ps.len()];
+    let mut pending: Vec<usize> = (0..ps.len()).collect();
+    pending.sort_by_key(|&i| ps[i].job_id);
+    while !pending.is_empty() {
+        let mut wave = Vec::with_capacity(pending.len());
+        let mut later = Vec::new();
+        for i in pending {
+            if wave
+                .last()
+                .is_some_and(|&w: &usize| ps[w].job_id == ps[i].job_id)
+            {
+                later.push(i);
+            } else {
+                wave.push(i);
+            }
+        }
+        fire_wave(c, ps, &wave, &mut results).await?;
+        pending = later;
+    }
+    Ok(results)
+}
+
+/// Fires of distinct jobs, in job id order.
+async fn fire_wave(
+    c: &impl GenericClient,
+    ps: &[JobFireParams],
+    wave: &[usize],
+    results: &mut [JobFireResult],
+) -> StoreResult<()> {
+    let mut applied = Vec::with_capacity(wave.len());
+    for &i in wave {
+        let p = &ps[i];
+        // The fence and the job's row lock in one: a concurrent fire of the same due time
+        // waits here, then finds `next_fire_at` moved and changes nothing. The statements
+        // after this one see everything that earlier holders of the lock committed.
+        let fenced = execute(
+            c,
+            "UPDATE jobs SET next_fire_at = $1 \
+             WHERE id = $2 AND NOT paused AND next_fire_at = $3",
+            &[&p.next_fire_at, &p.job_id, &p.expected_next_fire_at],
+        )
+        .await?;
+        if fenced == 1 {
+            applied.push(i);
+        }
+    }
+    let replacing: Vec<&JobFireParams> = applied
+        .iter()
+        .map(|&i| &ps[i])
+        .filter(|p| p.cancel_active)
+        .collect();
+    if !replacing.is_empty() {
+        cancel_active_runs(c, &replacing).await?;
+    }
+    for i in applied {
+        let p = &ps[i];
+        results[i] = JobFireResult {
+            applied: true,
+            inserted: insert_runs(c, p.job_id, &p.runs, &p.now).await?,
+        };
+    }
+    Ok(())
+}
+
+/// `overlap: replace`: cancels the jobs' runs that have not started and asks their running ones
+/// to stop, locking them in one pass in id order. The caller holds the jobs' row locks.
+async fn cancel_active_runs(c: &impl GenericClient, fires: &[&JobFireParams]) -> StoreResult<()> {
+    let job_ids: Vec<JobId> = fires.iter().map(|p| p.job_id).collect();
+    let nows: Vec<Option<Timestamp>> = fires.iter().map(|p| p.now).collect();
+    execute(
+        c,
+        "WITH locked AS MATERIALIZED ( \
+           SELECT r.id, f.now FROM runs r \
+           JOIN unnest($1::bigint[], $2::timestamptz[]) AS f (job_id, now) ON r.job_id = f.job_id \
+           WHERE r.state IN ('scheduled', 'queued', 'running') ORDER BY r.id FOR UPDATE OF r) \
+         UPDATE runs r SET \
+           state = CASE WHEN r.state = 'running' THEN r.state ELSE 'cancelled' END, \
+           finished_at = CASE WHEN r.state = 'running' THEN r.finished_at \
+             ELSE coalesce(locked.now, now()) END, \
+           reason = CASE WHEN r.state = 'running' THEN r.reason ELSE 'replaced' END, \
+           cancel_requested = r.cancel_requested OR r.state = 'running' \
+         FROM locked WHERE r.id = locked.id",
+        &[&job_ids, &nows],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Exclusive runs (`overlap: queue`) that may start now: queued, due, no run of their job
+/// running and no earlier exclusive run of their job waiting; earliest first.
+const EXCLUSIVE_HEADS: &str = "SELECT r.job_id FROM runs r \
+     WHERE r.state = 'queued' AND r.exclusive \
+       AND r.run_at <= coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond' \
+       AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
+       AND NOT EXISTS (SELECT 1 FROM runs y WHERE y.job_id = r.job_id AND y.state = 'queued' \
+         AND y.exclusive AND (y.run_at < r.run_at OR (y.run_at = r.run_at AND y.id < r.id))) \
+     ORDER BY r.run_at, r.id LIMIT $3";
+
+/// The claim: picks and locks due queued runs (skipping rows another claimer holds), moves them
+/// to `running` with the lease, and returns each with its job. Exclusive runs qualify only for
+/// jobs in `$4`, whose advisory locks this transaction holds.
+const CLAIM: &str = concat!(
+    "WITH picked AS MATERIALIZED ( \
+       SELECT r.id FROM runs r \
+       WHERE r.state = 'queued' \
+         AND r.run_at <= coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond' \
+         AND (NOT r.exclusive OR (r.job_id = ANY($4::bigint[]) \
+           AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
+           AND NOT EXISTS (SELECT 1 FROM runs y WHERE y.job_id = r.job_id \
+             AND y.state = 'queued' AND y.exclusive \
+             AND (y.run_at < r.run_at OR (y.run_at = r.run_at AND y.id < r.id))))) \
+       ORDER BY r.run_at, r.id LIMIT $3 \
+       FOR UPDATE SKIP LOCKED) \
+     UPDATE runs r SET state = 'running', attempt = r.attempt + 1, node = $5, lease_token = $6, \
+       lease_expires_at = \
+         coalesce($1::timestamptz, now()) + $7::bigint * interval '1 microsecond', \
+       started_at = coalesce(r.started_at, greatest(coalesce($1::timestamptz, now()), r.run_at)), \
+       reason = NULL \
+     FROM picked, jobs j WHERE r.id = picked.id AND j.id = r.job_id \
+     RETURNING ",
+    run_columns!(),
+    ", ",
+    job_columns!()
+);
+
+/// Claims up to `limit` queued runs due by now + `ahead` (a worker that claims ahead waits for
+/// `run_at` itself), with one lease token. A run's `started_at` is its first attempt's start:
+/// now, or its `run_at` if later.
+///
+/// The exclusive rule (an exclusive run starts only when no run of its job is running and no
+/// earlier exclusive run of its job is waiting) is checked against the statement's snapshot.
+/// Under READ COMMITTED with `SKIP LOCKED` that alone would let two claimers each start a
+/// different exclusive run of one job: each sees the other's claim uncommitted (so the job
+/// has nothing running), and each locks a different row (so neither waits). The claim
+/// therefore first takes a transaction-scoped advisory lock on every job with an exclusive run
+/// ready to start (in key order, so that claimers never wait in a circle), and the claim
+/// statement after it considers exclusive runs of those jobs only. Whoever claims an exclusive
+/// run of a job holds that job's lock until it commits, and the next holder's statement starts
+/// after that commit and sees the run as running. Claims of other runs take no lock and never
+/// wait. (A claim of a non-exclusive run of the same job is not serialized with it: as in the
+/// SQLite store, where one claim may take both, an exclusive run only waits for runs that were
+/// running before its claim.)
+pub(crate) async fn claim(
+    c: &impl GenericClient,
+    lock_class: i32,
+    p: &RunClaimParams,
+    token: &str,
+) -> StoreResult<Vec<ClaimedRun>> {
+    let limit = i64::from(p.limit.max(1));
+    let ahead = micros(p.ahead);
+    let heads = query(c, EXCLUSIVE_HEADS, &[&p.now, &ahead, &limit]).await?;
+    let jobs = heads
+        .iter()
+        .map(|r| col(r, 0))
+        .collect::<StoreResult<Vec<JobId>>>()?;
+    if !jobs.is_empty() {
+        // Keys are job ids truncated to 32 bits: a collision only makes two jobs share a lock.
+        let mut keys: Vec<i32> = jobs.iter().map(|id| *id as i32).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        query(
+            c,
+            "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::integer[]) AS k",
+            &[&lock_class, &keys],
+        )
+        .await?;
+    }
+    let rows = query(
+        c,
+        CLAIM,
+        &[
+            &p.now,
+            &ahead,
+            &limit,
+            &jobs,
+            &p.node,
+            &token,
+            &micros(p.lease),
+        ],
+    )
+    .await?;
+    let mut jobs: HashMap<JobId, Job> = HashMap::new();
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let run = rows::run(row)?;
+        let job = match jobs.get(&run.job_id) {
+            Some(job) => job.clone(),
+            None => {
+                let job = rows::job_at(row, RUN_WIDTH)?;
+                jobs.insert(job.id, job.clone());
+                job
+            }
+        };
+        claimed.push(ClaimedRun {
+            run,
+            lease_token: token.to_owned(),
+            job,
+        });
+    }
+    claimed.sort_by_key(|c| (c.run.run_at, c.run.id));
+    Ok(claimed)
+}
+
+/// Extends the leases still held, in one statement; reports each lease in the order given.
+pub(crate) async fn heartbeat(
+    c: &impl GenericClient,
+    p: &RunHeartbeatParams,
+) -> StoreResult<Vec<HeartbeatResult>> {
+    if p.leases.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids: Vec<RunId> = p.leases.iter().map(|(id, _)| *id).collect();
+    let tokens: Vec<&str> = p.leases.iter().map(|(_, t)| t.as_str()).collect();
+    let rows = query(
+        c,
+        "WITH held AS MATERIALIZED ( \
+           SELECT r.id FROM runs r \
+           JOIN unnest($1::bigint[], $2::text[]) AS l (id, token) \
+             ON r.id = l.id AND r.lease_token = l.token \
+           WHERE r.state = 'running' ORDER BY r.id FOR UPDATE OF r) \
+         UPDATE runs r SET lease_expires_at = \
+           coalesce($3::timestamptz, now()) + $4::bigint * interval '1 microsecond' \
+         FROM held WHERE r.id = held.id \
+         RETURNING r.id, r.lease_token, r.cancel_requested",
+        &[&ids, &tokens, &p.now, &micros(p.lease)],
+    )
+    .await?;
+    let mut held: HashMap<(RunId, String), bool> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        held.insert((col(row, 0)?, col(row, 1)?), col(row, 2)?);
+    }
+    Ok(p.leases
+        .iter()
+        .map(|(run_id, token)| {
+            let cancel = held.get(&(*run_id, token.clone()));
+            HeartbeatResult {
+                run_id: *run_id,
+                held: cancel.is_some(),
+                cancel_requested: cancel.copied().unwrap_or(false),
+            }
+        })
+        .collect())
+}
+
+/// Moves the run on if the lease holds and records the attempt (not for a release, which gives
+/// the attempt back and keeps the previous exit code), in one statement; returns how many runs
+/// moved (0: the lease was lost, nothing written).
+const FINISH: &str = "WITH moved AS ( \
+       UPDATE runs SET state = $3, run_at = coalesce($4::timestamptz, run_at), \
+         finished_at = CASE WHEN $5::boolean THEN coalesce($6::timestamptz, now()) END, \
+         exit_code = CASE WHEN $7::boolean THEN exit_code ELSE $8::integer END, \
+         attempt = attempt - CASE WHEN $7::boolean THEN 1 ELSE 0 END, \
+         lease_token = NULL, lease_expires_at = NULL \
+       WHERE id = $1 AND lease_token = $2 AND state = 'running' \
+       RETURNING id), \
+     recorded AS ( \
+       INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, status, exit_code, \
+         http_status, error, output, output_truncated, max_rss_kib, user_cpu_us, sys_cpu_us) \
+       SELECT id, $9::integer, $10::text, $11::timestamptz, coalesce($6::timestamptz, now()), \
+         $12::text, $8::integer, $13::integer, $14::text, $15::text, $16::boolean, \
+         $17::bigint, $18::bigint, $19::bigint \
+       FROM moved WHERE NOT $7::boolean \
+       ON CONFLICT (run_id, attempt) DO NOTHING) \
+     SELECT count(*) FROM moved";
+
+/// One finish's statement parameters, owned so that a batch can be sent at once.
+struct FinishArgs<'a> {
+    p: &'a RunFinishParams,
+    state: &'static str,
+    run_at: Option<Timestamp>,
+    finishes: bool,
+    release: bool,
+    attempt: i32,
+    status: String,
+    http_status: Option<i32>,
+    error: Option<&'a str>,
+    max_rss_kib: Option<i64>,
+    user_cpu_us: Option<i64>,
+    sys_cpu_us: Option<i64>,
+}
+
+impl<'a> FinishArgs<'a> {
+    fn new(p: &'a RunFinishParams) -> Self {
+        let (state, run_at, finishes, release) = match &p.next {
+            RunNext::Finish(state) => (state.as_str(), None, true, false),
+            RunNext::Retry { run_at } => (RunState::Queued.as_str(), Some(*run_at), false, false),
+            RunNext::Release => (RunState::Queued.as_str(), None, false, true),
+        };
+        let o = &p.outcome;
+        Self {
+            p,
+            state,
+            run_at,
+            finishes,
+            release,
+            attempt: int(p.attempt),
+            status: o.status.label(),
+            http_status: o.http_status.map(i32::from),
+            error: match &o.status {
+                AttemptStatus::Error { message } => Some(message.as_str()),
+                _ => None,
+            },
+            max_rss_kib: o.usage.and_then(|u| u.max_rss_kib),
+            user_cpu_us: o.usage.map(|u| u.user_cpu_us),
+            sys_cpu_us: o.usage.map(|u| u.sys_cpu_us),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
+        let (p, o) = (self.p, &self.p.outcome);
+        [
+            &p.run_id,
+            &p.lease_token,
+            &self.state,
+            &self.run_at,
+            &self.finishes,
+            &p.now,
+            &self.release,
+            &o.exit_code,
+            &self.attempt,
+            &p.node,
+            &p.started_at,
+            &self.status,
+            &self.http_status,
+            &self.error,
+            &o.output,
+            &o.output_truncated,
+            &self.max_rss_kib,
+            &self.user_cpu_us,
+            &self.sys_cpu_us,
+        ]
+    }
+}
+
+/// `run_finish` for a batch: one statement per attempt, all sent at once (pipelined) in run id
+/// order (the order their rows are locked in); each reports whether its lease held.
+pub(crate) async fn finish_many(
+    c: &impl GenericClient,
+    ps: &[RunFinishParams],
+) -> StoreResult<Vec<bool>> {
+    let stmt = c.prepare_cached(FINISH).await.map_err(pg_error)?;
+    let mut order: Vec<usize> = (0..ps.len()).collect();
+    order.sort_by_key(|&i| ps[i].run_id);
+    let args: Vec<FinishArgs<'_>> = order.iter().map(|&i| FinishArgs::new(&ps[i])).collect();
+    let stmt = &stmt;
+    let sent = args.iter().map(|a| async move {
+        let params = a.params();
+        c.query_one(stmt, &params).await
+    });
+    let rows = futures::future::try_join_all(sent)
+        .await
+        .map_err(pg_error)?;
+    let mut held = vec![false; ps.len()];
+    for (&i, row) in order.iter().zip(&rows) {
+        held[i] = col::<i64>(row, 0)? > 0;
+    }
+    Ok(held)
+}

@@ -1,0 +1,306 @@
+//! Connecting: configuration, the connection pool, the schema and its migrations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use kairos_store::{StoreError, StoreResult};
+use tokio_postgres::NoTls;
+
+use crate::rows::{describe, pg_error, pool_error};
+
+/// The schema the store's tables live in unless configured otherwise.
+pub const DEFAULT_SCHEMA: &str = "kairos";
+/// Connections in the pool unless configured otherwise.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// The schema, one migration per entry; `schema_migrations` records the versions applied.
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_cluster.sql")),
+];
+
+/// How long a new connection may take before the attempt fails (unless the URL says).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller waits for a free pooled connection before `Unavailable`.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// Where the store lives.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// A libpq-style connection string: `postgres://user:password@host:port/db?…` or
+    /// `host=… user=… dbname=…`. TLS is not supported yet (`sslmode=disable` or `prefer`).
+    pub url: String,
+    /// The schema holding the store's tables, created if missing: `[a-z_][a-z0-9_]{0,62}`, not
+    /// starting with `pg_`. Several Kairos clusters can share a database, one schema each.
+    /// Default: `kairos`.
+    pub schema: String,
+    /// Most connections open at once (per node). Default: 16.
+    pub pool_size: usize,
+}
+
+impl PostgresConfig {
+    /// The default schema and pool size on the database at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            pool_size: DEFAULT_POOL_SIZE,
+        }
+    }
+}
+
+/// Shows no password.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact(&self.url))
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// `url` without its password (URL form: `user:secret@` becomes `user:***@`; key-value form:
+/// `password=secret` becomes `password=***`).
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        if let Some((userinfo, host)) = authority.rsplit_once('@')
+            && let Some((user, _)) = userinfo.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}{tail}");
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The PostgreSQL store. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    schema: Arc<str>,
+    /// First key of the advisory locks a claim takes on jobs (`pg_advisory_xact_lock(class,
+    /// job)`), derived from the schema so that clusters in other schemas do not contend.
+    pub(crate) claim_lock_class: i32,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects, creates the schema if missing and applies the migrations not applied yet.
+    ///
+    /// Several nodes may start at once: the migrations run in one transaction that first takes
+    /// an advisory lock derived from the schema name, so they apply once and the others wait
+    /// and find them applied. A bad URL or schema name, or a database that cannot be reached,
+    /// is `Unavailable` with the reason.
+    pub async fn connect(config: PostgresConfig) -> StoreResult<Self> {
+        validate_schema(&config.schema)?;
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
+            StoreError::Unavailable(format!(
+                "invalid PostgreSQL URL {}: {}",
+                redact(&config.url),
+                describe(&e)
+            ))
+        })?;
+        // The session default, set at connection start: it survives `RESET ALL` and
+        // `DISCARD ALL`, unlike a `SET` after connecting.
+        let search_path = format!("-csearch_path={}", quote(&config.schema));
+        let options = match pg.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {search_path}"),
+            _ => search_path,
+        };
+        pg.options(options);
+        if pg.get_application_name().is_none() {
+            pg.application_name("kairos");
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("PostgreSQL connection pool: {e}")))?;
+        let store = Self {
+            pool,
+            claim_lock_class: fnv1a(&format!("kairos.claim.{}", config.schema)) as i32,
+            schema: config.schema.into(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Closes the pool: idle connections are dropped, later calls fail as `Unavailable`.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// A pooled connection.
+    pub(crate) async fn client(&self) -> StoreResult<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let schema = &*self.schema;
+        let failed = |e: StoreError| match e {
+            StoreError::Internal(msg) => StoreError::Unavailable(format!(
+                "cannot set up schema `{schema}` in PostgreSQL: {msg}"
+            )),
+            other => other,
+        };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        // Nodes starting together queue here; `CREATE SCHEMA IF NOT EXISTS` and the version
+        // check are not safe against each other without it.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&(fnv1a(&format!("kairos.migrate.{schema}")) as i64)],
+        )
+        .await
+        .map_err(|e| failed(pg_error(e)))?;
+        let q = quote(schema);
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {q}; SET LOCAL search_path TO {q}; \
+             CREATE TABLE IF NOT EXISTS schema_migrations ( \
+               version integer PRIMARY KEY, \
+               applied_at timestamptz NOT NULL DEFAULT now())"
+        ))
+        .await
+        .map_err(|e| failed(pg_error(e)))?;
+        let applied: Vec<i32> = tx
+            .query("SELECT version FROM schema_migrations", &[])
+            .await
+            .map_err(|e| failed(pg_error(e)))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        if let Some(newer) = applied.iter().copied().find(|v| *v > known) {
+            return Err(StoreError::Unavailable(format!(
+                "schema `{schema}` is at version {newer}, newer than this Kairos knows \
+                 ({known}); run a newer Kairos on it"
+            )));
+        }
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| failed(pg_error(e)))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(|e| failed(pg_error(e)))?;
+            tracing::info!(schema, version, "applied PostgreSQL store migration");
+        }
+        tx.commit().await.map_err(|e| failed(pg_error(e)))
+    }
+}
+
+/// Accepts `[a-z_][a-z0-9_]{0,62}` not starting with `pg_` (reserved by PostgreSQL).
+fn validate_schema(schema: &str) -> StoreResult<()> {
+    let mut chars = schema.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && schema.len() <= 63
+        && !schema.starts_with("pg_");
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "invalid PostgreSQL schema name `{schema}`: use 1 to 63 lowercase letters, digits \
+             and `_`, not starting with a digit or `pg_`"
+        )))
+    }
+}
+
+/// A validated schema name as a quoted identifier.
+fn quote(schema: &str) -> String {
+    format!("\"{}\"", schema.replace('"', "\"\""))
+}
+
+/// 64-bit FNV-1a: a lock key every node derives alike from the same name (std's hasher makes no
+/// promise of stability across Rust versions).
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked() {
+        for ok in ["kairos", "_k", "kt_0123abcd", &"a".repeat(63)] {
+            assert!(validate_schema(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Kairos",
+            "1k",
+            "k-t",
+            "k t",
+            "pg_x",
+            "a\"b",
+            &"a".repeat(64),
+        ] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("host=h password=secret user=u"),
+            "host=h password=*** user=u"
+        );
+    }
+
+    #[test]
+    fn lock_keys_are_stable() {
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,257 @@
+//! Job writes: create, update, delete, pause and resume. Each locks the job's row first
+//! (`FOR UPDATE`), so the version it checks cannot change under it, fences its write by that
+//! version as well, and writes its audit entry in the same transaction.
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use kairos_core::auth::AuditAction;
+use kairos_core::run::JobId;
+use kairos_store::*;
+
+use crate::auth::{Change, audit};
+use crate::connect::PostgresStore;
+use crate::rows::{
+    self, JOB_SELECT, execute, job_columns, pg_error, query, query_opt, query_opt_unique,
+};
+
+fn spec_json(spec: &kairos_core::JobSpec) -> StoreResult<String> {
+    serde_json::to_string(spec).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn not_found(namespace: &str, name: &str) -> StoreError {
+    StoreError::JobNotFound {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+fn version_conflict(namespace: &str, name: &str, expected: i64, actual: i64) -> StoreError {
+    StoreError::VersionConflict {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        expected,
+        actual,
+    }
+}
+
+/// A job write that violated the `(namespace, name)` constraint: the name is taken.
+fn job_exists(spec: &kairos_core::JobSpec) -> StoreError {
+    StoreError::JobExists {
+        namespace: spec.namespace.clone(),
+        name: spec.name.clone(),
+    }
+}
+
+/// Reads the job and locks its row for the rest of the transaction.
+async fn lock_job(c: &impl GenericClient, namespace: &str, name: &str) -> StoreResult<Job> {
+    let row = query_opt(
+        c,
+        &format!("{JOB_SELECT} WHERE j.namespace = $1 AND j.name = $2 FOR UPDATE"),
+        &[&namespace, &name],
+    )
+    .await?
+    .ok_or_else(|| not_found(namespace, name))?;
+    rows::job(&row)
+}
+
+/// Takes back the runs created ahead of their due time (look-ahead) that have not started: a
+/// pause, or a new schedule, decides those due times again. They are deleted, as if never
+/// fired, so that the same due time can be fired again: queued ones, and ones a worker already
+/// claimed and waits to start at their `run_at` (its lease is gone, so the worker drops them
+/// at its next heartbeat and the store refuses their results). Only runs created before their
+/// due time qualify, so a clock stepped backwards never takes back a run fired when due. The
+/// caller holds the job's row lock; the runs are locked in id order.
+async fn withdraw_early_runs(
+    c: &impl GenericClient,
+    job_id: JobId,
+    now: &Option<Timestamp>,
+) -> StoreResult<()> {
+    execute(
+        c,
+        "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = $1 \
+           AND origin = 'schedule' AND scheduled_for > coalesce($2::timestamptz, now()) \
+           AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
+             OR (state = 'running' AND attempt = 1 \
+               AND started_at > coalesce($2::timestamptz, now()))) \
+           ORDER BY id FOR UPDATE)",
+        &[&job_id, now],
+    )
+    .await?;
+    Ok(())
+}
+
+impl PostgresStore {
+    pub(crate) async fn job_create_tx(&self, p: JobCreateParams) -> StoreResult<Job> {
+        let spec = spec_json(&p.spec)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let row = query_opt_unique(
+            &tx,
+            concat!(
+                "INSERT INTO jobs AS j (namespace, name, spec, version, paused, next_fire_at, \
+                 created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $5, \
+                 coalesce($6::timestamptz, now()), coalesce($6::timestamptz, now())) RETURNING ",
+                job_columns!()
+            ),
+            &[
+                &p.spec.namespace,
+                &p.spec.name,
+                &spec,
+                &p.spec.paused,
+                &p.next_fire_at,
+                &p.now,
+            ],
+        )
+        .await?
+        .map_err(|_| job_exists(&p.spec))?
+        .ok_or_else(|| StoreError::Internal("created job vanished".into()))?;
+        let job = rows::job(&row)?;
+        let change = Change::job(
+            &p.actor,
+            AuditAction::JobCreate,
+            job.namespace(),
+            job.name(),
+        );
+        audit(&tx, change.versions(None, Some(job.version)), &p.now).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(job)
+    }
+
+    pub(crate) async fn job_update_tx(&self, p: JobUpdateParams) -> StoreResult<Job> {
+        let spec = spec_json(&p.spec)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let current = lock_job(&tx, &p.namespace, &p.name).await?;
+        if current.version != p.expected_version {
+            return Err(version_conflict(
+                &p.namespace,
+                &p.name,
+                p.expected_version,
+                current.version,
+            ));
+        }
+        // A new schedule, a moved next due time or a pause decides the due times that have not
+        // come yet again.
+        if p.next_fire_at != current.next_fire_at
+            || p.spec.triggers != current.spec.triggers
+            || (p.spec.paused && !current.spec.paused)
+        {
+            withdraw_early_runs(&tx, current.id, &p.now).await?;
+        }
+        let row = query_opt_unique(
+            &tx,
+            concat!(
+                "UPDATE jobs AS j SET namespace = $1, name = $2, spec = $3, paused = $4, \
+                 next_fire_at = $5, version = version + 1, \
+                 updated_at = coalesce($6::timestamptz, now()) \
+                 WHERE id = $7 AND version = $8 RETURNING ",
+                job_columns!()
+            ),
+            &[
+                &p.spec.namespace,
+                &p.spec.name,
+                &spec,
+                &p.spec.paused,
+                &p.next_fire_at,
+                &p.now,
+                &current.id,
+                &p.expected_version,
+            ],
+        )
+        .await?
+        .map_err(|_| job_exists(&p.spec))?
+        // The row is locked: the version fence cannot fail, but a write never goes unfenced.
+        .ok_or_else(|| StoreError::Internal("locked job changed".into()))?;
+        let job = rows::job(&row)?;
+        let change = Change::job(&p.actor, AuditAction::JobUpdate, &p.namespace, &p.name);
+        let change = change.versions(Some(current.version), Some(job.version));
+        audit(&tx, change, &p.now).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(job)
+    }
+
+    pub(crate) async fn job_delete_tx(&self, p: JobDeleteParams) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let current = lock_job(&tx, &p.namespace, &p.name).await?;
+        if let Some(expected) = p.expected_version
+            && expected != current.version
+        {
+            return Err(version_conflict(
+                &p.namespace,
+                &p.name,
+                expected,
+                current.version,
+            ));
+        }
+        // The cascade deletes the job's runs in no particular order; locking them in id order
+        // first keeps it from waiting in a circle with a batch that holds some of them.
+        query(
+            &tx,
+            "SELECT count(*) FROM (SELECT 1 FROM runs WHERE job_id = $1 ORDER BY id FOR UPDATE) s",
+            &[&current.id],
+        )
+        .await?;
+        let deleted = execute(
+            &tx,
+            "DELETE FROM jobs WHERE id = $1 AND version = $2",
+            &[&current.id, &current.version],
+        )
+        .await?;
+        if deleted != 1 {
+            return Err(StoreError::Internal("locked job changed".into()));
+        }
+        let change = Change::job(&p.actor, AuditAction::JobDelete, &p.namespace, &p.name);
+        audit(&tx, change.versions(Some(current.version), None), &p.now).await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    pub(crate) async fn job_set_paused_tx(&self, p: JobSetPausedParams) -> StoreResult<Job> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let mut current = lock_job(&tx, &p.namespace, &p.name).await?;
+        if current.spec.paused == p.paused {
+            return Ok(current);
+        }
+        current.spec.paused = p.paused;
+        let spec = spec_json(&current.spec)?;
+        // Pausing keeps next_fire_at (it is recomputed on resume, so a resume never replays
+        // the pause).
+        let next = if p.paused {
+            withdraw_early_runs(&tx, current.id, &p.now).await?;
+            current.next_fire_at
+        } else {
+            p.next_fire_at
+        };
+        let row = query_opt(
+            &tx,
+            concat!(
+                "UPDATE jobs AS j SET paused = $1, spec = $2, next_fire_at = $3, \
+                 version = version + 1, updated_at = coalesce($4::timestamptz, now()) \
+                 WHERE id = $5 AND version = $6 RETURNING ",
+                job_columns!()
+            ),
+            &[
+                &p.paused,
+                &spec,
+                &next,
+                &p.now,
+                &current.id,
+                &current.version,
+            ],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Internal("locked job changed".into()))?;
+        let job = rows::job(&row)?;
+        let action = if p.paused {
+            AuditAction::JobPause
+        } else {
+            AuditAction::JobResume
+        };
+        let change = Change::job(&p.actor, action, &p.namespace, &p.name);
+        let change = change.versions(Some(current.version), Some(job.version));
+        audit(&tx, change, &p.now).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(job)
+    }
+}

@@ -1,0 +1,437 @@
+//! `Store` for PostgreSQL: each method is one transaction (or one read) on a pooled connection.
+//! Job writes are in [`crate::jobs`], the hot paths in [`crate::batch`], the rescue in
+//! [`crate::rescue`], tokens and the audit log in [`crate::auth`].
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use kairos_core::auth::AuditAction;
+use kairos_core::run::{JobId, RunId, RunState};
+use kairos_store::*;
+
+use crate::auth::{Change, audit};
+use crate::batch;
+use crate::connect::PostgresStore;
+use crate::rows::{
+    self, ATTEMPT_COLUMNS, JOB_SELECT, RUN_SELECT, col, execute, pg_error, query, query_opt,
+};
+
+async fn fetch_run(c: &impl GenericClient, id: RunId) -> StoreResult<Option<Run>> {
+    query_opt(c, &format!("{RUN_SELECT} WHERE r.id = $1"), &[&id])
+        .await?
+        .as_ref()
+        .map(rows::run)
+        .transpose()
+}
+
+/// `JobGone` unless the job exists; holds a key-share lock on it, so a delete waits for this
+/// transaction (and a deleted job is seen as gone).
+async fn ensure_job_exists(c: &impl GenericClient, job_id: JobId) -> StoreResult<()> {
+    query_opt(
+        c,
+        "SELECT 1 FROM jobs WHERE id = $1 FOR KEY SHARE",
+        &[&job_id],
+    )
+    .await?
+    .map(|_| ())
+    .ok_or(StoreError::JobGone(job_id))
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn job_create(&self, p: JobCreateParams) -> StoreResult<Job> {
+        self.job_create_tx(p).await
+    }
+
+    async fn job_get(&self, p: JobGetParams) -> StoreResult<Option<Job>> {
+        let client = self.client().await?;
+        query_opt(
+            &client,
+            &format!("{JOB_SELECT} WHERE j.namespace = $1 AND j.name = $2"),
+            &[&p.namespace, &p.name],
+        )
+        .await?
+        .as_ref()
+        .map(rows::job)
+        .transpose()
+    }
+
+    async fn job_get_by_id(&self, p: JobGetByIdParams) -> StoreResult<Option<Job>> {
+        let client = self.client().await?;
+        query_opt(&client, &format!("{JOB_SELECT} WHERE j.id = $1"), &[&p.id])
+            .await?
+            .as_ref()
+            .map(rows::job)
+            .transpose()
+    }
+
+    async fn job_list(&self, p: JobListParams) -> StoreResult<Vec<Job>> {
+        let limit = if p.limit == 0 {
+            i64::MAX
+        } else {
+            i64::from(p.limit)
+        };
+        let client = self.client().await?;
+        query(
+            &client,
+            &format!(
+                "{JOB_SELECT} WHERE ($1::text[] IS NULL OR j.namespace = ANY($1)) \
+                 ORDER BY j.namespace, j.name LIMIT $2"
+            ),
+            &[&p.namespaces, &limit],
+        )
+        .await?
+        .iter()
+        .map(rows::job)
+        .collect()
+    }
+
+    async fn job_update(&self, p: JobUpdateParams) -> StoreResult<Job> {
+        self.job_update_tx(p).await
+    }
+
+    async fn job_delete(&self, p: JobDeleteParams) -> StoreResult<()> {
+        self.job_delete_tx(p).await
+    }
+
+    async fn job_set_paused(&self, p: JobSetPausedParams) -> StoreResult<Job> {
+        self.job_set_paused_tx(p).await
+    }
+
+    async fn job_due(&self, p: JobDueParams) -> StoreResult<Vec<Job>> {
+        let client = self.client().await?;
+        query(
+            &client,
+            &format!(
+                "{JOB_SELECT} WHERE NOT j.paused AND j.next_fire_at IS NOT NULL \
+                 AND j.next_fire_at <= $1 ORDER BY j.next_fire_at LIMIT $2"
+            ),
+            &[&p.before, &i64::from(p.limit.max(1))],
+        )
+        .await?
+        .iter()
+        .map(rows::job)
+        .collect()
+    }
+
+    async fn job_next_fire_at(&self) -> StoreResult<Option<Timestamp>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            "SELECT min(next_fire_at) FROM jobs WHERE NOT paused AND next_fire_at IS NOT NULL",
+            &[],
+        )
+        .await?;
+        rows::earliest(row, 0)
+    }
+
+    async fn job_fire(&self, p: JobFireParams) -> StoreResult<JobFireResult> {
+        let results = self.job_fire_many(std::slice::from_ref(&p)).await?;
+        Ok(results.into_iter().next().unwrap_or_default())
+    }
+
+    async fn job_fire_many(&self, ps: &[JobFireParams]) -> StoreResult<Vec<JobFireResult>> {
+        if ps.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let results = batch::fire_many(&tx, ps).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(results)
+    }
+
+    async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        ensure_job_exists(&tx, p.job_id).await?;
+        let inserted =
+            batch::insert_runs(&tx, p.job_id, std::slice::from_ref(&p.run), &p.now).await?;
+        let Some(&(id, _)) = inserted.first() else {
+            // The due time has its run already: that one, unchanged and not audited.
+            let row = query_opt(
+                &tx,
+                &format!("{RUN_SELECT} WHERE r.job_id = $1 AND r.scheduled_for = $2"),
+                &[&p.job_id, &p.run.scheduled_for],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Internal("existing run vanished".into()))?;
+            return rows::run(&row);
+        };
+        let run = fetch_run(&tx, id)
+            .await?
+            .ok_or(StoreError::RunNotFound(id))?;
+        let change = Change::job(
+            &p.actor,
+            AuditAction::JobTrigger,
+            &run.namespace,
+            &run.job_name,
+        );
+        audit(&tx, change.run(id), &p.now).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(run)
+    }
+
+    async fn run_insert_many(&self, p: RunInsertManyParams) -> StoreResult<Vec<RunId>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        ensure_job_exists(&tx, p.job_id).await?;
+        let created = batch::insert_runs(&tx, p.job_id, &p.runs, &p.now).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(created.into_iter().map(|(id, _)| id).collect())
+    }
+
+    async fn run_active_count(&self, p: RunActiveCountParams) -> StoreResult<u64> {
+        let counts = self
+            .run_active_counts(RunActiveCountsParams {
+                job_ids: vec![p.job_id],
+            })
+            .await?;
+        Ok(counts.first().map_or(0, |(_, n)| *n))
+    }
+
+    async fn run_active_counts(&self, p: RunActiveCountsParams) -> StoreResult<Vec<(JobId, u64)>> {
+        if p.job_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let client = self.client().await?;
+        query(
+            &client,
+            // The condition of the `runs_job_active` index, word for word.
+            "SELECT job_id, count(*) FROM runs WHERE job_id = ANY($1) \
+             AND state IN ('scheduled', 'queued', 'running') GROUP BY job_id",
+            &[&p.job_ids],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((col(r, 0)?, col::<i64>(r, 1)?.unsigned_abs())))
+        .collect()
+    }
+
+    async fn run_next_at(&self, p: RunNextAtParams) -> StoreResult<NextQueued> {
+        let client = self.client().await?;
+        // Two lookups in the `runs_queued` index.
+        let row = query_opt(
+            &client,
+            "SELECT (SELECT min(run_at) FROM runs WHERE state = 'queued'), \
+             (SELECT min(run_at) FROM runs WHERE state = 'queued' AND run_at > $1)",
+            &[&p.after],
+        )
+        .await?;
+        let Some(row) = row else {
+            return Ok(NextQueued::default());
+        };
+        Ok(NextQueued {
+            earliest: col(&row, 0)?,
+            earliest_after: col(&row, 1)?,
+        })
+    }
+
+    async fn run_claim(&self, p: RunClaimParams) -> StoreResult<Vec<ClaimedRun>> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let claimed = batch::claim(&tx, self.claim_lock_class, &p, &token).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(claimed)
+    }
+
+    async fn run_heartbeat(&self, p: RunHeartbeatParams) -> StoreResult<Vec<HeartbeatResult>> {
+        let client = self.client().await?;
+        batch::heartbeat(&client, &p).await
+    }
+
+    async fn run_finish(&self, p: RunFinishParams) -> StoreResult<bool> {
+        let results = self.run_finish_many(std::slice::from_ref(&p)).await?;
+        Ok(results.first().copied().unwrap_or(false))
+    }
+
+    async fn run_finish_many(&self, ps: &[RunFinishParams]) -> StoreResult<Vec<bool>> {
+        if ps.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let held = batch::finish_many(&tx, ps).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(held)
+    }
+
+    async fn run_rescue(&self, p: RunRescueParams) -> StoreResult<RescueReport> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let report = crate::rescue::rescue(&tx, &p).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(report)
+    }
+
+    async fn run_cancel(&self, p: RunCancelParams) -> StoreResult<Run> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        // Locked: the state read stays true until this transaction ends.
+        let row = query_opt(
+            &tx,
+            &format!("{RUN_SELECT} WHERE r.id = $1 FOR UPDATE OF r"),
+            &[&p.run_id],
+        )
+        .await?
+        .ok_or(StoreError::RunNotFound(p.run_id))?;
+        let run = rows::run(&row)?;
+        let invalid = |state: RunState| StoreError::InvalidRunState {
+            run_id: p.run_id,
+            state: state.to_string(),
+            action: "cancelled",
+        };
+        let changed =
+            match run.state {
+                RunState::Scheduled | RunState::Queued => {
+                    execute(
+                        &tx,
+                        "UPDATE runs SET state = 'cancelled', \
+                     finished_at = coalesce($1::timestamptz, now()), reason = 'cancelled' \
+                     WHERE id = $2 AND state = $3",
+                        &[&p.now, &p.run_id, &run.state.as_str()],
+                    )
+                    .await?
+                }
+                RunState::Running => execute(
+                    &tx,
+                    "UPDATE runs SET cancel_requested = true WHERE id = $1 AND state = 'running'",
+                    &[&p.run_id],
+                )
+                .await?,
+                state => return Err(invalid(state)),
+            };
+        if changed != 1 {
+            return Err(invalid(run.state));
+        }
+        let change = Change::job(
+            &p.actor,
+            AuditAction::RunCancel,
+            &run.namespace,
+            &run.job_name,
+        );
+        audit(&tx, change.run(run.id), &p.now).await?;
+        let run = fetch_run(&tx, p.run_id)
+            .await?
+            .ok_or(StoreError::RunNotFound(p.run_id))?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(run)
+    }
+
+    async fn run_get(&self, p: RunGetParams) -> StoreResult<Option<Run>> {
+        let client = self.client().await?;
+        fetch_run(&client, p.id).await
+    }
+
+    async fn run_list(&self, p: RunListParams) -> StoreResult<Vec<Run>> {
+        let limit = if p.limit == 0 {
+            100
+        } else {
+            i64::from(p.limit)
+        };
+        let client = self.client().await?;
+        query(
+            &client,
+            &format!(
+                "{RUN_SELECT} WHERE ($1::bigint IS NULL OR r.job_id = $1) \
+                 AND ($2::text[] IS NULL OR j.namespace = ANY($2)) \
+                 AND ($3::text IS NULL OR r.state = $3) \
+                 AND ($4::bigint IS NULL OR r.id < $4) ORDER BY r.id DESC LIMIT $5"
+            ),
+            &[
+                &p.job_id,
+                &p.namespaces,
+                &p.state.map(|s| s.as_str()),
+                &p.before_id,
+                &limit,
+            ],
+        )
+        .await?
+        .iter()
+        .map(rows::run)
+        .collect()
+    }
+
+    async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>> {
+        let client = self.client().await?;
+        query(
+            &client,
+            &format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = $1 ORDER BY attempt"),
+            &[&p.run_id],
+        )
+        .await?
+        .iter()
+        .map(rows::attempt)
+        .collect()
+    }
+
+    async fn run_count_by_state(&self) -> StoreResult<Vec<(RunState, u64)>> {
+        let client = self.client().await?;
+        query(
+            &client,
+            "SELECT state, count(*) FROM runs GROUP BY state",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let state = col::<&str>(r, 0)?.parse().map_err(StoreError::Internal)?;
+            Ok((state, col::<i64>(r, 1)?.unsigned_abs()))
+        })
+        .collect()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        query(&client, "SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn token_create(&self, p: TokenCreateParams) -> StoreResult<Token> {
+        self.token_create_tx(p).await
+    }
+
+    async fn token_list(&self, p: TokenListParams) -> StoreResult<Vec<Token>> {
+        self.token_list_read(p).await
+    }
+
+    async fn token_revoke(&self, p: TokenRevokeParams) -> StoreResult<Token> {
+        self.token_revoke_tx(p).await
+    }
+
+    async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>> {
+        self.token_authenticate_read(p).await
+    }
+
+    async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>> {
+        self.audit_list_read(p).await
+    }
+
+    async fn leader_elect(&self, p: LeaderElectParams) -> StoreResult<Leader> {
+        self.leader_elect_write(p).await
+    }
+
+    async fn leader_resign(&self, p: LeaderResignParams) -> StoreResult<bool> {
+        self.leader_resign_write(p).await
+    }
+
+    async fn leader_get(&self) -> StoreResult<Option<Leader>> {
+        self.leader_get_read().await
+    }
+
+    async fn node_heartbeat(&self, p: NodeHeartbeatParams) -> StoreResult<()> {
+        self.node_heartbeat_write(p).await
+    }
+
+    async fn node_list(&self) -> StoreResult<Vec<NodeInfo>> {
+        self.node_list_read().await
+    }
+
+    async fn node_expire(&self, p: NodeExpireParams) -> StoreResult<Vec<String>> {
+        self.node_expire_write(p).await
+    }
+
+    async fn node_leave(&self, p: NodeLeaveParams) -> StoreResult<()> {
+        self.node_leave_write(p).await
+    }
+}

@@ -1,0 +1,145 @@
+//! The exclusive rule (`overlap: queue`) across claimers on different connections: never two
+//! exclusive runs of one job running at once, while runs are inserted ahead of waiting ones.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_core::run::{AttemptOutcome, AttemptStatus, RunOrigin, RunState};
+use kairos_core::spec::ExecutionMode;
+use kairos_store::*;
+use kairos_testkit::postgres::temp_postgres;
+
+const RUNS: i64 = 150;
+const CLAIMERS: usize = 6;
+
+fn exclusive(at: Timestamp) -> RunInsert {
+    RunInsert {
+        scheduled_for: at,
+        run_at: at,
+        origin: RunOrigin::Manual,
+        skip: None,
+        exclusive: true,
+        max_attempts: 1,
+        execution: ExecutionMode::AtLeastOnce,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exclusive_runs_never_overlap_across_concurrent_claimers() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let store = pg.store.clone();
+    let t0: Timestamp = "2026-03-01T00:00:00Z".parse().unwrap();
+    let later = t0 + SignedDuration::from_hours(1);
+    let job = store
+        .job_create(JobCreateParams {
+            spec: kairos_store::conformance::spec("serial"),
+            next_fire_at: None,
+            actor: "test".into(),
+            now: Some(t0),
+        })
+        .await
+        .unwrap();
+    // Each new run is due before the ones already waiting: it becomes the job's next
+    // exclusive run, which a claimer whose snapshot predates it does not know about.
+    let inserting = Arc::new(AtomicBool::new(true));
+    let inserter = {
+        let (store, inserting) = (store.clone(), inserting.clone());
+        tokio::spawn(async move {
+            for i in 0..RUNS {
+                let at = t0 - SignedDuration::from_millis(i);
+                store
+                    .run_insert(RunInsertParams {
+                        job_id: job.id,
+                        run: exclusive(at),
+                        actor: "test".into(),
+                        now: Some(t0),
+                    })
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+            inserting.store(false, Ordering::SeqCst);
+        })
+    };
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let mut claimers = Vec::new();
+    for n in 0..CLAIMERS {
+        let (store, inserting) = (store.clone(), inserting.clone());
+        let (overlaps, finished) = (overlaps.clone(), finished.clone());
+        claimers.push(tokio::spawn(async move {
+            // Bounded: every round either finishes a run or finds none claimable.
+            for _ in 0..20 * RUNS {
+                let claimed = store
+                    .run_claim(RunClaimParams {
+                        node: format!("n{n}"),
+                        limit: 3,
+                        lease: SignedDuration::from_secs(60),
+                        ahead: SignedDuration::ZERO,
+                        now: Some(later),
+                    })
+                    .await
+                    .unwrap();
+                if claimed.is_empty() && !inserting.load(Ordering::SeqCst) {
+                    let active = store
+                        .run_active_count(RunActiveCountParams { job_id: job.id })
+                        .await
+                        .unwrap();
+                    if active == 0 {
+                        return;
+                    }
+                }
+                assert!(claimed.len() <= 1, "one claim took {} runs", claimed.len());
+                for c in claimed {
+                    let running = store
+                        .run_list(RunListParams {
+                            job_id: Some(job.id),
+                            state: Some(RunState::Running),
+                            limit: 10,
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                    if running.len() > 1 {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let done = store
+                        .run_finish(RunFinishParams {
+                            run_id: c.run.id,
+                            lease_token: c.lease_token.clone(),
+                            attempt: c.run.attempt,
+                            node: format!("n{n}"),
+                            started_at: later,
+                            outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),
+                            next: RunNext::Finish(RunState::Succeeded),
+                            now: Some(later),
+                        })
+                        .await
+                        .unwrap();
+                    assert!(done, "the lease held");
+                    finished.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            panic!("claimer n{n} did not see the queue drain");
+        }));
+    }
+    inserter.await.unwrap();
+    for c in claimers {
+        c.await.unwrap();
+    }
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "exclusive runs overlapped"
+    );
+    assert_eq!(finished.load(Ordering::SeqCst), RUNS as usize);
+}

@@ -1,0 +1,172 @@
+//! PostgreSQL stores for tests, isolated by schema: each test gets a schema of its own
+//! (`kt_<random hex>`) on the database at `KAIROS_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), dropped when its guard drops.
+//!
+//! Without a reachable server the factories return `None` and print why to stderr, so that
+//! `cargo test` passes on a machine without PostgreSQL; with `KAIROS_REQUIRE_SERVICES=1` (CI)
+//! they panic instead, so that a missing service fails the run rather than skipping it.
+//!
+//! Cleanup: the guard's `Drop` ends the test's own connections (they carry the schema name as
+//! their `application_name`; a transaction a test left open would otherwise block the drop)
+//! and drops the schema, on a thread with its own runtime, since `Drop` cannot await. A test
+//! process killed before its guards drop leaves `kt_*` schemas behind; they hold only test
+//! data, and `DROP SCHEMA kt_… CASCADE` removes one.
+
+use std::borrow::Borrow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairos_store::Store;
+use kairos_store_postgres::{PostgresConfig, PostgresStore, redact};
+use tokio_postgres::NoTls;
+
+/// The variable naming the test database.
+pub const URL_ENV: &str = "KAIROS_TEST_POSTGRES_URL";
+/// The test database when [`URL_ENV`] is not set.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Set to `1` to fail, not skip, when a service is unreachable.
+pub const REQUIRE_ENV: &str = "KAIROS_REQUIRE_SERVICES";
+
+/// How long reaching the server, or cleaning up, may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fresh schema name on the test database, dropped (with everything in it) on `Drop`.
+#[derive(Debug)]
+pub struct TempSchema {
+    /// The schema's name, `kt_` and 32 hex digits.
+    pub name: String,
+    /// The test database's URL, as configured.
+    pub base_url: String,
+}
+
+impl TempSchema {
+    /// A store configuration for this schema: its connections are named after it (so that the
+    /// cleanup can end them), with a small pool.
+    pub fn config(&self) -> PostgresConfig {
+        let sep = if !self.base_url.contains("://") {
+            " "
+        } else if self.base_url.contains('?') {
+            "&"
+        } else {
+            "?"
+        };
+        PostgresConfig {
+            url: format!("{}{sep}application_name={}", self.base_url, self.name),
+            schema: self.name.clone(),
+            pool_size: 8,
+        }
+    }
+}
+
+impl Drop for TempSchema {
+    fn drop(&mut self) {
+        let url = self.base_url.clone();
+        let schema = self.name.clone();
+        let cleanup = std::thread::spawn(move || -> Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                tokio::time::timeout(TIMEOUT * 3, drop_schema(&url, &schema))
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+            })
+        });
+        let outcome = cleanup
+            .join()
+            .unwrap_or_else(|_| Err("the cleanup panicked".into()));
+        if let Err(e) = outcome {
+            eprintln!(
+                "could not drop test schema {} (drop it by hand): {e}",
+                self.name
+            );
+        }
+    }
+}
+
+/// Ends the schema's connections, then drops it.
+async fn drop_schema(url: &str, schema: &str) -> Result<(), String> {
+    let client = connect(url).await?;
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .batch_execute(&format!(
+            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        ))
+        .await
+        .map_err(|e| format!("{e}: {:?}", e.as_db_error().map(|d| d.message())))
+}
+
+/// A connection whose driver task runs on the current runtime.
+async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = tokio::time::timeout(TIMEOUT, tokio_postgres::connect(url, NoTls))
+        .await
+        .map_err(|_| "timed out connecting".to_owned())?
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A fresh schema name on the test database, or `None` (after saying why on stderr) when the
+/// server cannot be reached and [`REQUIRE_ENV`] is not `1`.
+pub async fn temp_schema() -> Option<TempSchema> {
+    let url = std::env::var(URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    let probe = async {
+        connect(&url)
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = probe.await {
+        let msg = format!("PostgreSQL at {} is unreachable: {e}", redact(&url));
+        if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
+            panic!("{msg} ({REQUIRE_ENV}=1: services are required)");
+        }
+        eprintln!("skipped: {msg}; set {URL_ENV} to a test database to run this test");
+        return None;
+    }
+    Some(TempSchema {
+        name: format!("kt_{}", uuid::Uuid::new_v4().simple()),
+        base_url: url,
+    })
+}
+
+/// A migrated PostgreSQL store in a schema of its own; the schema is dropped with the guard.
+pub struct TempPostgres {
+    pub store: Arc<dyn Store>,
+    /// The same store, for PostgreSQL-specific calls.
+    pub postgres: PostgresStore,
+    /// Declared last: dropped after the store's handles.
+    pub schema: TempSchema,
+}
+
+impl Borrow<Arc<dyn Store>> for TempPostgres {
+    fn borrow(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+/// A migrated store in a fresh schema, or `None` (see [`temp_schema`]) without a server.
+/// Panics if the server is reachable but the store cannot be set up (that is a bug to see).
+pub async fn temp_postgres() -> Option<TempPostgres> {
+    let schema = temp_schema().await?;
+    let postgres = PostgresStore::connect(schema.config())
+        .await
+        .unwrap_or_else(|e| panic!("cannot set up test schema {}: {e}", schema.name));
+    Some(TempPostgres {
+        store: Arc::new(postgres.clone()),
+        postgres,
+        schema,
+    })
+}
