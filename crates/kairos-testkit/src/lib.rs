@@ -10,7 +10,9 @@
 //!
 //! [`postgres`] makes PostgreSQL stores, one schema per test, for tests that run per backend.
 
+pub mod pg_instance;
 pub mod postgres;
+pub mod proxy;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,0 +1,306 @@
+//! A cluster of real `kairos` processes on a private PostgreSQL (started by the test with
+//! `initdb`/`pg_ctl`, so it can be crashed), each node reaching it through a TCP proxy that can
+//! cut it off. Over more than a minute of a job due every second, the leader is killed with
+//! SIGKILL twice (and restarted), PostgreSQL crashes and restarts, a follower and then the
+//! leader are cut off for longer than their leases. Afterwards every due time of the window has
+//! exactly one run, every run succeeded, and no run ever executed twice at the same time.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, free_port, http_client};
+use kairos_testkit::pg_instance::PrivatePostgres;
+use kairos_testkit::proxy::TcpProxy;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+struct Node {
+    name: String,
+    port: u16,
+    proxy: TcpProxy,
+    server: Server,
+    dir: PathBuf,
+}
+
+/// Starts (or restarts) node `name` on `port`, on the store behind `proxy`.
+fn spawn(name: &str, port: u16, proxy: &TcpProxy, dir: &Path) -> Server {
+    let config = dir.join(format!("{name}.toml"));
+    // A short run lease, so that the cuts below outlast it.
+    std::fs::write(&config, "lease = \"3s\"\nshutdown_grace = \"1s\"\n").unwrap();
+    let log = unique(dir.join(name));
+    let child = Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--node-name", name, "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join(format!("{name}-data")))
+        .arg("--store")
+        .arg(format!("postgres://postgres@{}/kairos", proxy.addr))
+        .env("KAIROS_LOG", "info")
+        // The tasks write which node ran them.
+        .env("TEST_NODE", name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start kairos");
+    Server {
+        child: Some(child),
+        url: format!("http://127.0.0.1:{port}"),
+        data_dir: dir.to_owned(),
+        log,
+        http: http_client(),
+    }
+}
+
+fn unique(path: PathBuf) -> PathBuf {
+    let mut n = 0;
+    loop {
+        let candidate = path.with_extension(format!("{n}.log"));
+        if !candidate.exists() {
+            return candidate;
+        }
+        n += 1;
+    }
+}
+
+async fn ready(server: &Server) {
+    server
+        .wait_for(60, "the node to be ready", || async {
+            let r = server
+                .http
+                .get(format!("{}/ready", server.url))
+                .send()
+                .await;
+            r.ok().filter(|r| r.status().is_success()).map(|_| ())
+        })
+        .await;
+}
+
+/// The node that leads, as a live node reports it.
+async fn leader(nodes: &[Node]) -> Option<usize> {
+    for n in nodes.iter().filter(|n| n.server.child.is_some()) {
+        let Ok(r) = n
+            .server
+            .http
+            .get(format!("{}/api/v1/nodes", n.server.url))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let Ok(list) = r.json::<Value>().await else {
+            continue;
+        };
+        let name = list.as_array().and_then(|l| {
+            l.iter()
+                .find(|x| x["leader"] == true)
+                .and_then(|x| x["name"].as_str().map(str::to_owned))
+        });
+        if let Some(name) = name {
+            return nodes.iter().position(|n| n.name == name);
+        }
+    }
+    None
+}
+
+/// Waits for a leader other than `not` (a node just killed still leads until its term ends).
+async fn wait_leader(nodes: &[Node], not: Option<usize>, what: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(i) = leader(nodes).await.filter(|i| Some(*i) != not) {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no leader {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn live(nodes: &[Node]) -> &Server {
+    &nodes
+        .iter()
+        .find(|n| n.server.child.is_some())
+        .expect("a live node")
+        .server
+}
+
+async fn pause(secs: u64) {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_survives_kills_a_database_crash_and_partitions_with_exactly_one_run_per_due_time()
+ {
+    let Some(pg) = PrivatePostgres::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let target: SocketAddr = format!("127.0.0.1:{}", pg.port).parse().unwrap();
+    let mut nodes = Vec::new();
+    for name in ["alpha", "beta", "gamma"] {
+        let proxy = TcpProxy::start(target).await.unwrap();
+        let port = free_port();
+        let server = spawn(name, port, &proxy, dir.path());
+        nodes.push(Node {
+            name: name.into(),
+            port,
+            proxy,
+            server,
+            dir: dir.path().to_owned(),
+        });
+    }
+    for n in &nodes {
+        ready(&n.server).await;
+    }
+    let log = dir.path().join("tasks.log");
+    let locks = dir.path().join("locks");
+    std::fs::create_dir(&locks).unwrap();
+    // Each attempt holds a lock named after its run while it executes: a second attempt of
+    // the same run starting while the first still runs finds it taken and says so.
+    let script = format!(
+        "if flock -n {locks}/$KAIROS_RUN_ID -c 'echo \"$KAIROS_RUN_ID $KAIROS_ATTEMPT $TEST_NODE start\" >> {log}; sleep 0.4; echo \"$KAIROS_RUN_ID $KAIROS_ATTEMPT $TEST_NODE end\" >> {log}'; \
+         then :; else echo \"$KAIROS_RUN_ID $KAIROS_ATTEMPT $TEST_NODE overlap\" >> {log}; fi",
+        locks = locks.display(),
+        log = log.display()
+    );
+    let job = json!({
+        "name": "tick",
+        "triggers": [{"cron": "* * * * * *"}],
+        "catchup": "all",
+        "catchup_window": "10m",
+        "overlap": "allow",
+        "max_concurrent": 100,
+        "task": {"kind": "shell", "script": script},
+    });
+    let (status, _, body) = nodes[1]
+        .server
+        .call(Method::POST, "/api/v1/jobs", Some(job))
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // 1. SIGKILL the leader twice, restarting it each time.
+    for round in 0..2 {
+        pause(7).await;
+        let i = wait_leader(&nodes, None, "before a kill").await;
+        nodes[i].server.kill9();
+        let before = Instant::now();
+        let next = wait_leader(&nodes, Some(i), "after a kill").await;
+        eprintln!(
+            "round {round}: {} killed, {} leads after {:?}",
+            nodes[i].name,
+            nodes[next].name,
+            before.elapsed()
+        );
+        pause(3).await;
+        let n = &mut nodes[i];
+        n.server = spawn(&n.name, n.port, &n.proxy, &n.dir);
+        ready(&n.server).await;
+    }
+
+    // 2. PostgreSQL crashes and comes back.
+    pause(5).await;
+    pg.crash().await;
+    pause(3).await;
+    pg.start_again().await;
+
+    // 3. A follower, then the leader, cut off for longer than their leases (the leader for
+    // longer than its leadership too).
+    pause(6).await;
+    let leading = wait_leader(&nodes, None, "before the first cut").await;
+    let follower = (leading + 1) % nodes.len();
+    nodes[follower].proxy.cut();
+    pause(8).await;
+    nodes[follower].proxy.restore();
+    pause(5).await;
+    let leading = wait_leader(&nodes, None, "before the second cut").await;
+    nodes[leading].proxy.cut();
+    pause(15).await;
+    nodes[leading].proxy.restore();
+    pause(6).await;
+
+    // The window ends: no more due times. Then every run must finish.
+    let server = live(&nodes);
+    let (status, _, body) = server
+        .call(Method::POST, "/api/v1/jobs/tick/pause", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let runs = server
+        .wait_for(90, "every run to finish", || async {
+            let runs = server.runs("tick").await;
+            let done = runs.iter().all(|r| {
+                !matches!(
+                    r["state"].as_str(),
+                    Some("queued" | "running" | "scheduled")
+                )
+            });
+            done.then_some(runs)
+        })
+        .await;
+
+    // Every due time of the window has exactly one run, and none is missing.
+    let mut due: BTreeMap<String, u32> = BTreeMap::new();
+    for r in &runs {
+        *due.entry(r["scheduled_for"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(
+        due.len() >= 60,
+        "at least a minute of due times: {}",
+        due.len()
+    );
+    assert!(due.values().all(|n| *n == 1), "duplicates: {due:?}");
+    let times: Vec<jiff::Timestamp> = due.keys().map(|s| s.parse().unwrap()).collect();
+    for pair in times.windows(2) {
+        assert_eq!(
+            pair[1].duration_since(pair[0]),
+            jiff::SignedDuration::from_secs(1),
+            "a due time is missing after {}",
+            pair[0]
+        );
+    }
+    let states: BTreeSet<&str> = runs.iter().filter_map(|r| r["state"].as_str()).collect();
+    let not_succeeded: Vec<&Value> = runs.iter().filter(|r| r["state"] != "succeeded").collect();
+    assert!(
+        not_succeeded.is_empty(),
+        "every run succeeds in the end ({states:?}): {not_succeeded:#?}"
+    );
+
+    // No run executed twice at once; runs that lost their node ran again elsewhere.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("overlap"), "{text}");
+    let mut ended: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f[3] == "end" {
+            ended.entry(f[0]).or_default().push(f[2]);
+        }
+    }
+    for r in &runs {
+        let id = r["id"].to_string();
+        assert!(
+            ended.contains_key(id.as_str()),
+            "run {id} succeeded without a task that ended: {r}"
+        );
+    }
+    let rescued = runs
+        .iter()
+        .filter(|r| r["attempt"].as_u64() > Some(1))
+        .count();
+    eprintln!(
+        "{} runs over {} s; {rescued} ran more than once (rescued after their node was lost)",
+        runs.len(),
+        due.len()
+    );
+    drop(pg);
+}
