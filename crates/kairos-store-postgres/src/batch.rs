@@ -19,18 +19,21 @@ use kairos_core::run::{AttemptStatus, JobId, RunId, RunState};
 use kairos_store::*;
 use tokio_postgres::types::ToSql;
 
+use crate::changes::Notices;
 use crate::rows::{
     self, RUN_WIDTH, col, execute, int, job_columns, micros, pg_error, query, run_columns,
 };
 
 /// Inserts runs of one job unless their `(job_id, scheduled_for)` exists: the new runs' ids and
 /// due times, by due time. One statement however many runs; rows go in by due time, so two
-/// batches that share due times wait for each other in the same order.
+/// batches that share due times wait for each other in the same order. Notes `Runs` if a
+/// queued run went in.
 pub(crate) async fn insert_runs(
     c: &impl GenericClient,
     job_id: JobId,
     runs: &[RunInsert],
     now: &Option<Timestamp>,
+    notices: &mut Notices,
 ) -> StoreResult<Vec<(RunId, Timestamp)>> {
     if runs.is_empty() {
         return Ok(vec![]);
@@ -68,7 +71,7 @@ pub(crate) async fn insert_runs(
              reason, ord) \
          ORDER BY u.ord \
          ON CONFLICT (job_id, scheduled_for) DO NOTHING \
-         RETURNING id, scheduled_for",
+         RETURNING id, scheduled_for, state = 'queued'",
         &[
             &job_id,
             now,
@@ -83,10 +86,11 @@ pub(crate) async fn insert_runs(
         ],
     )
     .await?;
-    let mut inserted = rows
-        .iter()
-        .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
-        .collect::<StoreResult<Vec<(RunId, Timestamp)>>>()?;
+    let mut inserted = Vec::with_capacity(rows.len());
+    for row in &rows {
+        inserted.push((col(row, 0)?, col(row, 1)?));
+        notices.add_if(col(row, 2)?, Change::Runs);
+    }
     inserted.sort_by_key(|(id, at)| (*at, *id));
     Ok(inserted)
 }
@@ -102,9 +106,12 @@ pub(crate) async fn insert_runs(
 /// A job that appears twice in a batch is fired again in a later wave, after the first fire's
 /// runs are in, as if the fires had been made one after the other (such a batch, which the
 /// scheduler never sends, gives up the single lock order).
+///
+/// Notes `Runs` if queued runs went in, `Cancel` if running runs were asked to stop.
 pub(crate) async fn fire_many(
     c: &impl GenericClient,
     ps: &[JobFireParams],
+    notices: &mut Notices,
 ) -> StoreResult<Vec<JobFireResult>> {
     let mut results = vec![JobFireResult::default(); ps.len()];
     let mut pending: Vec<usize> = (0..ps.len()).collect();
@@ -122,7 +129,7 @@ pub(crate) async fn fire_many(
                 wave.push(i);
             }
         }
-        fire_wave(c, ps, &wave, &mut results).await?;
+        fire_wave(c, ps, &wave, &mut results, notices).await?;
         pending = later;
     }
     Ok(results)
@@ -134,6 +141,7 @@ async fn fire_wave(
     ps: &[JobFireParams],
     wave: &[usize],
     results: &mut [JobFireResult],
+    notices: &mut Notices,
 ) -> StoreResult<()> {
     let mut applied = Vec::with_capacity(wave.len());
     for &i in wave {
@@ -158,40 +166,49 @@ async fn fire_wave(
         .filter(|p| p.cancel_active)
         .collect();
     if !replacing.is_empty() {
-        cancel_active_runs(c, &replacing).await?;
+        let stopping = cancel_active_runs(c, &replacing).await?;
+        notices.add_if(stopping, Change::Cancel);
     }
     for i in applied {
         let p = &ps[i];
         results[i] = JobFireResult {
             applied: true,
-            inserted: insert_runs(c, p.job_id, &p.runs, &p.now).await?,
+            inserted: insert_runs(c, p.job_id, &p.runs, &p.now, notices).await?,
         };
     }
     Ok(())
 }
 
 /// `overlap: replace`: cancels the jobs' runs that have not started and asks their running ones
-/// to stop, locking them in one pass in id order. The caller holds the jobs' row locks.
-async fn cancel_active_runs(c: &impl GenericClient, fires: &[&JobFireParams]) -> StoreResult<()> {
+/// to stop, locking them in one pass in id order. The caller holds the jobs' row locks. Returns
+/// whether a running run was asked to stop.
+async fn cancel_active_runs(c: &impl GenericClient, fires: &[&JobFireParams]) -> StoreResult<bool> {
     let job_ids: Vec<JobId> = fires.iter().map(|p| p.job_id).collect();
     let nows: Vec<Option<Timestamp>> = fires.iter().map(|p| p.now).collect();
-    execute(
+    let stopping = query(
         c,
         "WITH locked AS MATERIALIZED ( \
            SELECT r.id, f.now FROM runs r \
            JOIN unnest($1::bigint[], $2::timestamptz[]) AS f (job_id, now) ON r.job_id = f.job_id \
-           WHERE r.state IN ('scheduled', 'queued', 'running') ORDER BY r.id FOR UPDATE OF r) \
-         UPDATE runs r SET \
-           state = CASE WHEN r.state = 'running' THEN r.state ELSE 'cancelled' END, \
-           finished_at = CASE WHEN r.state = 'running' THEN r.finished_at \
-             ELSE coalesce(locked.now, now()) END, \
-           reason = CASE WHEN r.state = 'running' THEN r.reason ELSE 'replaced' END, \
-           cancel_requested = r.cancel_requested OR r.state = 'running' \
-         FROM locked WHERE r.id = locked.id",
+           WHERE r.state IN ('scheduled', 'queued', 'running') ORDER BY r.id FOR UPDATE OF r), \
+         changed AS ( \
+           UPDATE runs r SET \
+             state = CASE WHEN r.state = 'running' THEN r.state ELSE 'cancelled' END, \
+             finished_at = CASE WHEN r.state = 'running' THEN r.finished_at \
+               ELSE coalesce(locked.now, now()) END, \
+             reason = CASE WHEN r.state = 'running' THEN r.reason ELSE 'replaced' END, \
+             cancel_requested = r.cancel_requested OR r.state = 'running' \
+           FROM locked WHERE r.id = locked.id \
+           RETURNING r.state) \
+         SELECT count(*) FROM changed WHERE state = 'running'",
         &[&job_ids, &nows],
     )
     .await?;
-    Ok(())
+    Ok(stopping
+        .first()
+        .map(|r| col::<i64>(r, 0))
+        .transpose()?
+        .is_some_and(|n| n > 0))
 }
 
 /// Exclusive runs (`overlap: queue`) that may start now: queued, due, no run of their job

@@ -4,9 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use kairos_store::{StoreError, StoreResult};
+use kairos_store::{Change, StoreError, StoreResult};
+use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::changes;
+use crate::leader_lock::LeaderLock;
 use crate::rows::{describe, pg_error, pool_error};
 
 /// The schema the store's tables live in unless configured otherwise.
@@ -18,12 +22,20 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_cluster.sql")),
+    (3, include_str!("../migrations/0003_leader_lock.sql")),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a free pooled connection before `Unavailable`.
 const POOL_WAIT: Duration = Duration::from_secs(30);
+/// TCP keepalive of the dedicated connections (change feed, leader lock), unless the URL asks
+/// for less: they are idle for long stretches, and a peer that vanished without closing the
+/// connection (a host powered off, a network cut) is noticed within about a minute instead of
+/// the system's default of two hours.
+const DEDICATED_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const DEDICATED_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const DEDICATED_KEEPALIVE_RETRIES: u32 = 3;
 
 /// Where the store lives.
 #[derive(Clone)]
@@ -83,7 +95,9 @@ pub fn redact(url: &str) -> String {
         .join(" ")
 }
 
-/// The PostgreSQL store. Cheap to clone (the pool is shared).
+/// The PostgreSQL store. Cheap to clone (the pool, the change feed and the leader lock are
+/// shared by the clones). Its background connections end when it is closed or its last clone is
+/// dropped.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
@@ -91,6 +105,17 @@ pub struct PostgresStore {
     /// First key of the advisory locks a claim takes on jobs (`pg_advisory_xact_lock(class,
     /// job)`), derived from the schema so that clusters in other schemas do not contend.
     pub(crate) claim_lock_class: i32,
+    /// The `LISTEN/NOTIFY` channel of the schema, shared by every node on it.
+    pub(crate) channel: Arc<str>,
+    /// The change feed; the listener task holds the only strong sender, so that receivers see
+    /// the feed end when the task does.
+    feed: broadcast::WeakSender<Change>,
+    /// The session advisory lock on leadership and the node ids this instance elected.
+    pub(crate) leader_lock: Arc<LeaderLock>,
+    /// Cancelled by [`Self::close`], or when the last clone drops: ends the listener and the
+    /// leader lock's session.
+    stop: CancellationToken,
+    _stop_on_drop: Arc<DropGuard>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -132,6 +157,7 @@ impl PostgresStore {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
+        let dedicated = dedicated_config(&pg);
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -146,12 +172,41 @@ impl PostgresStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Unavailable(format!("PostgreSQL connection pool: {e}")))?;
+        let stop = CancellationToken::new();
+        let schema = config.schema;
+        let channel = changes::channel_name(&schema);
+        let leader_lock = LeaderLock::new(
+            dedicated,
+            fnv1a(&format!("kairos.leader.{schema}")) as i64,
+            stop.clone(),
+        );
+        let (feed, listening) =
+            changes::spawn_listener(leader_lock.config().clone(), channel.clone(), stop.clone());
         let store = Self {
             pool,
-            claim_lock_class: fnv1a(&format!("kairos.claim.{}", config.schema)) as i32,
-            schema: config.schema.into(),
+            claim_lock_class: fnv1a(&format!("kairos.claim.{schema}")) as i32,
+            schema: schema.into(),
+            channel: channel.into(),
+            feed,
+            leader_lock: Arc::new(leader_lock),
+            _stop_on_drop: Arc::new(stop.clone().drop_guard()),
+            stop,
         };
         store.migrate().await?;
+        // Writes made once `connect` returns reach this store's feed: wait for its LISTEN. A
+        // feed that cannot listen yet only delays wake-ups (every service also polls); it keeps
+        // trying, and reports `Resync` once it listens.
+        match tokio::time::timeout(CONNECT_TIMEOUT, listening).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(reason))) => tracing::warn!(
+                schema = %store.schema, %reason,
+                "the change feed cannot listen yet; retrying in the background"
+            ),
+            Ok(Err(_)) | Err(_) => tracing::warn!(
+                schema = %store.schema,
+                "the change feed is not listening yet; retrying in the background"
+            ),
+        }
         Ok(store)
     }
 
@@ -160,9 +215,21 @@ impl PostgresStore {
         &self.schema
     }
 
-    /// Closes the pool: idle connections are dropped, later calls fail as `Unavailable`.
+    /// Closes the store: idle pooled connections are dropped and later calls fail as
+    /// `Unavailable`; the change feed ends (its receivers see `Closed`) and the leader lock's
+    /// session closes, which releases the lock (a leader that closes without resigning is
+    /// succeeded at once, not after its lease). Every clone is closed.
     pub fn close(&self) {
         self.pool.close();
+        self.stop.cancel();
+    }
+
+    /// A receiver of the change feed; one that ends at once if the store is closed.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Change> {
+        match self.feed.upgrade() {
+            Some(sender) => sender.subscribe(),
+            None => broadcast::channel(1).1,
+        }
     }
 
     /// A pooled connection.
@@ -230,6 +297,21 @@ impl PostgresStore {
     }
 }
 
+/// The configuration of a dedicated (unpooled) connection: the pool's, with keepalives short
+/// enough to notice a vanished peer (unless the URL asks for shorter ones).
+fn dedicated_config(pg: &tokio_postgres::Config) -> tokio_postgres::Config {
+    let mut dedicated = pg.clone();
+    dedicated.keepalives(true);
+    dedicated.keepalives_idle(pg.get_keepalives_idle().min(DEDICATED_KEEPALIVE_IDLE));
+    if pg.get_keepalives_interval().is_none() {
+        dedicated.keepalives_interval(DEDICATED_KEEPALIVE_INTERVAL);
+    }
+    if pg.get_keepalives_retries().is_none() {
+        dedicated.keepalives_retries(DEDICATED_KEEPALIVE_RETRIES);
+    }
+    dedicated
+}
+
 /// Accepts `[a-z_][a-z0-9_]{0,62}` not starting with `pg_` (reserved by PostgreSQL).
 fn validate_schema(schema: &str) -> StoreResult<()> {
     let mut chars = schema.chars();
@@ -256,7 +338,7 @@ fn quote(schema: &str) -> String {
 
 /// 64-bit FNV-1a: a lock key every node derives alike from the same name (std's hasher makes no
 /// promise of stability across Rust versions).
-fn fnv1a(s: &str) -> u64 {
+pub(crate) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -9,6 +9,7 @@ use kairos_core::run::JobId;
 use kairos_store::*;
 
 use crate::auth::{Change, audit};
+use crate::changes::Notices;
 use crate::connect::PostgresStore;
 use crate::rows::{
     self, JOB_SELECT, execute, job_columns, pg_error, query, query_opt, query_opt_unique,
@@ -113,7 +114,8 @@ impl PostgresStore {
             job.name(),
         );
         audit(&tx, change.versions(None, Some(job.version)), &p.now).await?;
-        tx.commit().await.map_err(pg_error)?;
+        self.commit(tx, Notices::of(kairos_store::Change::Jobs))
+            .await?;
         Ok(job)
     }
 
@@ -166,7 +168,8 @@ impl PostgresStore {
         let change = Change::job(&p.actor, AuditAction::JobUpdate, &p.namespace, &p.name);
         let change = change.versions(Some(current.version), Some(job.version));
         audit(&tx, change, &p.now).await?;
-        tx.commit().await.map_err(pg_error)?;
+        self.commit(tx, Notices::of(kairos_store::Change::Jobs))
+            .await?;
         Ok(job)
     }
 
@@ -203,7 +206,8 @@ impl PostgresStore {
         }
         let change = Change::job(&p.actor, AuditAction::JobDelete, &p.namespace, &p.name);
         audit(&tx, change.versions(Some(current.version), None), &p.now).await?;
-        tx.commit().await.map_err(pg_error)
+        self.commit(tx, Notices::of(kairos_store::Change::Jobs))
+            .await
     }
 
     pub(crate) async fn job_set_paused_tx(&self, p: JobSetPausedParams) -> StoreResult<Job> {
@@ -251,7 +255,8 @@ impl PostgresStore {
         let change = Change::job(&p.actor, action, &p.namespace, &p.name);
         let change = change.versions(Some(current.version), Some(job.version));
         audit(&tx, change, &p.now).await?;
-        tx.commit().await.map_err(pg_error)?;
+        self.commit(tx, Notices::of(kairos_store::Change::Jobs))
+            .await?;
         Ok(job)
     }
 }

@@ -11,6 +11,26 @@
 //! Behaviour is defined by the shared conformance suite (`kairos_store::conformance`), which
 //! this store passes.
 //!
+//! Besides its pool, each store instance (one per node) keeps two dedicated connections (the
+//! lock's from its first election):
+//!
+//! - **The change feed** ([`Store::changes`](kairos_store::Store::changes), see `changes`):
+//!   writes that others wait for send, inside their transaction, one `pg_notify` on the
+//!   schema's channel (`kairos_<schema>`) per kind of change — `jobs` (create, update, delete,
+//!   pause, resume), `runs` (runs became queued: a fire, a trigger-now, a bulk insert, a retry,
+//!   a release, a rescue), `cancel` (a running run was asked to stop: a cancel, `overlap:
+//!   replace`), `leader` (a new term, a resignation) — and only when something of that kind
+//!   changed. PostgreSQL delivers them at commit, in commit order. A listener task `LISTEN`s on
+//!   the channel and forwards them to a broadcast channel: every node hears every node's
+//!   changes, its own included.
+//! - **The leader lock's session** (see `cluster` and `leader_lock`): the leader holds a
+//!   session advisory lock derived from the schema, and the leader row records (`locked`)
+//!   whether it held it at its last renewal. PostgreSQL releases the lock when the leader's
+//!   connection closes, so a follower that gets the lock while the row says `locked` knows the
+//!   leader is gone and starts a new term at its next election (followers elect about every
+//!   half second) instead of waiting for the lease (10 s). Fencing by node id and term is
+//!   unchanged; the lock only shortens the wait.
+//!
 //! # Time
 //!
 //! Every method takes `now: Option<Timestamp>`. With `None` the *database's* clock rules
@@ -44,23 +64,44 @@
 //!
 //! A bad URL or schema name and an unreachable or refusing server are
 //! `StoreError::Unavailable` with the reason; nothing panics. A connection lost mid-transaction
-//! rolls the transaction back (the server ends it). Migrations are embedded, recorded in
-//! `schema_migrations`, and applied in one transaction under an advisory lock derived from the
-//! schema name, so nodes starting together migrate once; a schema newer than this build is
-//! refused.
+//! rolls the transaction back (the server ends it), and with it the notifications it would have
+//! sent. Migrations are embedded, recorded in `schema_migrations`, and applied in one
+//! transaction under an advisory lock derived from the schema name, so nodes starting together
+//! migrate once; a schema newer than this build is refused.
+//!
+//! The change feed only makes nodes faster (every service also polls). `connect` waits for its
+//! first `LISTEN`, so a store's feed carries every write made after `connect` returns; if it
+//! cannot listen yet, `connect` still succeeds and the feed keeps trying. When its connection
+//! drops, the listener reconnects (100 ms, doubling, at most 1 s between attempts) and then
+//! sends `Resync`: notifications may have been missed, look at everything. A receiver that
+//! falls behind sees `Lagged`, which means the same. The feed ends (`Closed`) when the store is
+//! closed or its last clone dropped.
+//!
+//! The leader lock fails safe: without it the lease decides, as before. A failed or slow
+//! statement on the lock's session drops the session (which releases the lock) and the next
+//! election reconnects; a leader renews `locked` from the lock it actually holds, so one whose
+//! session died cannot be taken for alive-with-lock; a leader that took over by expiry while
+//! its cut-off predecessor still held the lock renews with `locked` false, and nobody may take
+//! over early from it until it holds the lock itself. A host that vanishes without closing its
+//! connections (power loss) keeps its lock until the server's TCP keepalive notices, so its
+//! successor waits for the lease then. The dedicated connections use short TCP keepalives
+//! (30 s idle) to notice a vanished server sooner. Closing the store (or dropping it) closes
+//! both connections: a leader that stops without resigning is succeeded at once.
 //!
 //! # Why tokio-postgres and deadpool
 //!
 //! A lean build (no macros, no compile-time database, no second SQLite), statements prepared
 //! once per connection and cached (`prepare_cached`), pipelining (a batch of finishes is sent
-//! at once instead of one round trip each), and a plain `tokio_postgres::Client` to hold a
-//! dedicated connection for `LISTEN/NOTIFY` change notifications later. TLS is not wired yet.
+//! at once instead of one round trip each), and plain `tokio_postgres::Client`s for the
+//! dedicated connections (`LISTEN/NOTIFY`, the session lock). TLS is not wired yet.
 
 mod auth;
 mod batch;
+mod changes;
 mod cluster;
 mod connect;
 mod jobs;
+mod leader_lock;
 mod rescue;
 mod rows;
 mod store;

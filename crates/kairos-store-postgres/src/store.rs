@@ -10,6 +10,7 @@ use kairos_store::*;
 
 use crate::auth::{Change, audit};
 use crate::batch;
+use crate::changes::Notices;
 use crate::connect::PostgresStore;
 use crate::rows::{
     self, ATTEMPT_COLUMNS, JOB_SELECT, RUN_SELECT, col, execute, pg_error, query, query_opt,
@@ -135,8 +136,9 @@ impl Store for PostgresStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let results = batch::fire_many(&tx, ps).await?;
-        tx.commit().await.map_err(pg_error)?;
+        let mut notices = Notices::default();
+        let results = batch::fire_many(&tx, ps, &mut notices).await?;
+        self.commit(tx, notices).await?;
         Ok(results)
     }
 
@@ -144,8 +146,15 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         ensure_job_exists(&tx, p.job_id).await?;
-        let inserted =
-            batch::insert_runs(&tx, p.job_id, std::slice::from_ref(&p.run), &p.now).await?;
+        let mut notices = Notices::default();
+        let inserted = batch::insert_runs(
+            &tx,
+            p.job_id,
+            std::slice::from_ref(&p.run),
+            &p.now,
+            &mut notices,
+        )
+        .await?;
         let Some(&(id, _)) = inserted.first() else {
             // The due time has its run already: that one, unchanged and not audited.
             let row = query_opt(
@@ -167,7 +176,7 @@ impl Store for PostgresStore {
             &run.job_name,
         );
         audit(&tx, change.run(id), &p.now).await?;
-        tx.commit().await.map_err(pg_error)?;
+        self.commit(tx, notices).await?;
         Ok(run)
     }
 
@@ -175,8 +184,9 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         ensure_job_exists(&tx, p.job_id).await?;
-        let created = batch::insert_runs(&tx, p.job_id, &p.runs, &p.now).await?;
-        tx.commit().await.map_err(pg_error)?;
+        let mut notices = Notices::default();
+        let created = batch::insert_runs(&tx, p.job_id, &p.runs, &p.now, &mut notices).await?;
+        self.commit(tx, notices).await?;
         Ok(created.into_iter().map(|(id, _)| id).collect())
     }
 
@@ -252,7 +262,14 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let held = batch::finish_many(&tx, ps).await?;
-        tx.commit().await.map_err(pg_error)?;
+        // A retry or a release queues the run again.
+        let queued = ps
+            .iter()
+            .zip(&held)
+            .any(|(p, held)| *held && !matches!(p.next, RunNext::Finish(_)));
+        let mut notices = Notices::default();
+        notices.add_if(queued, kairos_store::Change::Runs);
+        self.commit(tx, notices).await?;
         Ok(held)
     }
 
@@ -260,7 +277,9 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let report = crate::rescue::rescue(&tx, &p).await?;
-        tx.commit().await.map_err(pg_error)?;
+        let mut notices = Notices::default();
+        notices.add_if(!report.requeued.is_empty(), kairos_store::Change::Runs);
+        self.commit(tx, notices).await?;
         Ok(report)
     }
 
@@ -314,7 +333,10 @@ impl Store for PostgresStore {
         let run = fetch_run(&tx, p.run_id)
             .await?
             .ok_or(StoreError::RunNotFound(p.run_id))?;
-        tx.commit().await.map_err(pg_error)?;
+        // A queued run is simply gone; a running one's worker must hear of it.
+        let mut notices = Notices::default();
+        notices.add_if(run.state == RunState::Running, kairos_store::Change::Cancel);
+        self.commit(tx, notices).await?;
         Ok(run)
     }
 
@@ -433,5 +455,10 @@ impl Store for PostgresStore {
 
     async fn node_leave(&self, p: NodeLeaveParams) -> StoreResult<()> {
         self.node_leave_write(p).await
+    }
+
+    /// Every node's changes to this schema, this node's included (see [`crate::changes`]).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<kairos_store::Change>> {
+        Some(self.subscribe())
     }
 }

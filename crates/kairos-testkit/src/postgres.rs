@@ -6,8 +6,9 @@
 //! `cargo test` passes on a machine without PostgreSQL; with `KAIROS_REQUIRE_SERVICES=1` (CI)
 //! they panic instead, so that a missing service fails the run rather than skipping it.
 //!
-//! Cleanup: the guard's `Drop` ends the test's own connections (they carry the schema name as
-//! their `application_name`; a transaction a test left open would otherwise block the drop)
+//! Cleanup: the guard's `Drop` ends the test's own connections (they carry the schema name, or
+//! the schema name and a suffix, as their `application_name`; a transaction a test left open
+//! would otherwise block the drop)
 //! and drops the schema, on a thread with its own runtime, since `Drop` cannot await. A test
 //! process killed before its guards drop leaves `kt_*` schemas behind; they hold only test
 //! data, and `DROP SCHEMA kt_… CASCADE` removes one.
@@ -43,6 +44,16 @@ impl TempSchema {
     /// A store configuration for this schema: its connections are named after it (so that the
     /// cleanup can end them), with a small pool.
     pub fn config(&self) -> PostgresConfig {
+        self.config_with_name(&self.name)
+    }
+
+    /// [`Self::config`] for another store on the same schema (another "node") whose connections
+    /// a test tells apart: their `application_name` is `<schema>_<node>`.
+    pub fn config_as(&self, node: &str) -> PostgresConfig {
+        self.config_with_name(&format!("{}_{node}", self.name))
+    }
+
+    fn config_with_name(&self, application_name: &str) -> PostgresConfig {
         let sep = if !self.base_url.contains("://") {
             " "
         } else if self.base_url.contains('?') {
@@ -51,7 +62,7 @@ impl TempSchema {
             "?"
         };
         PostgresConfig {
-            url: format!("{}{sep}application_name={}", self.base_url, self.name),
+            url: format!("{}{sep}application_name={application_name}", self.base_url),
             schema: self.name.clone(),
             pool_size: 8,
         }
@@ -91,7 +102,8 @@ async fn drop_schema(url: &str, schema: &str) -> Result<(), String> {
     client
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+             WHERE (application_name = $1 OR starts_with(application_name, $1 || '_')) \
+               AND pid <> pg_backend_pid()",
             &[&schema],
         )
         .await
