@@ -9,7 +9,6 @@ use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use kairos_core::auth::{Role, Scope};
-use kairos_core::run::RunState;
 use serde::Serialize;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
@@ -52,13 +51,11 @@ pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let telemetry = &app.ctx.telemetry;
-    match app.ctx.store.run_count_by_state().await {
-        Ok(counts) => {
-            let queued = counts
-                .iter()
-                .find(|(s, _)| *s == RunState::Queued)
-                .map_or(0, |(_, n)| *n);
-            telemetry.metrics.tasks_pending.set(queued as i64);
+    match app.ctx.store.run_totals().await {
+        Ok(totals) => {
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            telemetry.metrics.tasks_pending.set(gauge(totals.queued));
+            telemetry.metrics.tasks_running.set(gauge(totals.running));
         }
         Err(e) => tracing::warn!(error = %e, "counting queued runs for metrics failed"),
     }

@@ -330,11 +330,14 @@ async fn health_ready_metrics_openapi() {
     let scheduler = Scheduler::new(s.ctx.clone());
     scheduler.run_once().await.unwrap();
     let metrics = s.call(Method::GET, "/metrics", None, &[]).await;
+    // Cluster-wide gauges have no node label; what this node did carries its name.
     for name in [
         "kairos_tasks_pending 1",
-        "kairos_tasks_failed_total",
+        "kairos_tasks_running 0",
+        "kairos_tasks_failed_total{node=\"node-a\"}",
         "kairos_fire_lag_seconds",
         "kairos_run_duration_seconds",
+        "kairos_leader{node=\"node-a\"}",
     ] {
         assert!(
             metrics.text.contains(name),

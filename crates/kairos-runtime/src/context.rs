@@ -152,12 +152,13 @@ impl NodeContext {
     }
 
     pub fn new(node: impl Into<String>, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        let node = node.into();
         Self {
-            node: node.into(),
+            telemetry: Arc::new(Telemetry::for_node(&node)),
+            node,
             node_id: uuid::Uuid::new_v4().to_string(),
             store,
             clock,
-            telemetry: Arc::new(Telemetry::new()),
             scheduler_wake: Arc::new(Notify::new()),
             worker_wake: Arc::new(Notify::new()),
             heartbeat_wake: Arc::new(Notify::new()),

@@ -102,6 +102,7 @@ struct ReasonLabels {
 #[derive(Debug)]
 pub struct Metrics {
     pub tasks_pending: Gauge,
+    pub tasks_running: Gauge,
     tasks_failed: Counter,
     runs: Family<OutcomeLabels, Counter>,
     runs_skipped: Family<ReasonLabels, Counter>,
@@ -127,9 +128,23 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
+    /// Telemetry of a node without a name (tests, embedders): per-node metrics carry no
+    /// `node` label.
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// Telemetry of node `name`: the metrics of what this node does (runs it finished, its
+    /// fire lag, leadership) carry a `node` label; cluster-wide ones (`tasks_pending`,
+    /// `tasks_running`) do not, so that every node reports the same series.
+    pub fn for_node(name: &str) -> Self {
+        Self::build(Some(name))
+    }
+
+    fn build(node: Option<&str>) -> Self {
         let metrics = Metrics {
             tasks_pending: Gauge::default(),
+            tasks_running: Gauge::default(),
             tasks_failed: Counter::default(),
             runs: Family::default(),
             runs_skipped: Family::default(),
@@ -139,12 +154,24 @@ impl Telemetry {
             leader: Gauge::default(),
             leader_term: Gauge::default(),
         };
-        let mut registry = Registry::with_prefix("kairos");
-        registry.register(
+        let mut root = Registry::with_prefix("kairos");
+        root.register(
             "tasks_pending",
-            "Runs queued and waiting for a worker",
+            "Runs queued and waiting for a worker (cluster-wide)",
             metrics.tasks_pending.clone(),
         );
+        root.register(
+            "tasks_running",
+            "Runs being executed (cluster-wide)",
+            metrics.tasks_running.clone(),
+        );
+        let registry = match node {
+            Some(name) => root.sub_registry_with_label((
+                std::borrow::Cow::Borrowed("node"),
+                std::borrow::Cow::Owned(name.to_owned()),
+            )),
+            None => &mut root,
+        };
         registry.register(
             "tasks_failed",
             "Runs that ended failed, timed out or lost",
@@ -184,7 +211,7 @@ impl Telemetry {
         let (events, _) = broadcast::channel(4096);
         Self {
             metrics,
-            registry,
+            registry: root,
             events,
         }
     }

@@ -403,6 +403,25 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn run_totals(&self) -> StoreResult<RunTotals> {
+        let client = self.client().await?;
+        // Each count reads one partial index (queued runs, leases).
+        let row = query(
+            &client,
+            "SELECT (SELECT count(*) FROM runs WHERE state = 'queued'), \
+             (SELECT count(*) FROM runs WHERE state = 'running')",
+            &[],
+        )
+        .await?;
+        let row = row
+            .first()
+            .ok_or_else(|| StoreError::Internal("no row from a count".into()))?;
+        Ok(RunTotals {
+            queued: col::<i64>(row, 0)?.unsigned_abs(),
+            running: col::<i64>(row, 1)?.unsigned_abs(),
+        })
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let client = self.client().await?;
         query(&client, "SELECT 1", &[]).await?;

@@ -750,6 +750,26 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn run_totals(&self) -> StoreResult<RunTotals> {
+        self.db
+            .read(|conn| {
+                // Each count reads one partial index (`runs_queued`, `runs_leases`).
+                let (queued, running): (i64, i64) = first(
+                    conn,
+                    "SELECT (SELECT COUNT(*) FROM runs WHERE state = 'queued'), \
+                     (SELECT COUNT(*) FROM runs WHERE state = 'running')",
+                    [],
+                    |r| Ok((col(r, 0)?, col(r, 1)?)),
+                )?
+                .unwrap_or_default();
+                Ok(RunTotals {
+                    queued: queued.unsigned_abs(),
+                    running: running.unsigned_abs(),
+                })
+            })
+            .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.db
             .read(|conn| {

@@ -193,6 +193,13 @@ pub struct HeartbeatResult {
     pub cancel_requested: bool,
 }
 
+/// Runs waiting and running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    pub queued: u64,
+    pub running: u64,
+}
+
 /// What follows a finished attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunNext {
@@ -373,8 +380,11 @@ pub trait Store: Send + Sync + 'static {
     async fn run_list(&self, p: RunListParams) -> StoreResult<Vec<Run>>;
     /// Attempts of a run, oldest first.
     async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>>;
-    /// Number of runs per state (for metrics).
+    /// Number of runs per state (reads every run: for reports, not for every scrape).
     async fn run_count_by_state(&self) -> StoreResult<Vec<(RunState, u64)>>;
+    /// Runs queued and running, cluster-wide, counted through the partial indexes of queued
+    /// runs and of leases (not a scan of the run history): for metrics.
+    async fn run_totals(&self) -> StoreResult<RunTotals>;
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
 
