@@ -14,6 +14,7 @@ mod jobs;
 mod nodes;
 mod ops;
 pub mod query;
+mod remote;
 mod runs;
 pub mod tokens;
 

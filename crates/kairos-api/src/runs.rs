@@ -7,9 +7,10 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use kairos_core::auth::Role;
+use kairos_core::run::RunState;
 use kairos_exec::OutputBuffer;
 use kairos_store::RunCancelParams;
 use serde::Deserialize;
@@ -82,8 +83,22 @@ pub async fn output(
     caller: Caller,
     Path(id): Path<i64>,
     Query(q): Query<OutputQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let run = load_run(&app, &caller, Role::Viewer, id).await?;
+    // Running on another node: its live output is there.
+    if run.state == RunState::Running
+        && app.ctx.live.get(id).is_none()
+        && run.node.as_deref() != Some(app.ctx.node.as_str())
+    {
+        let mut query = format!("follow={}", q.follow);
+        if let Some(attempt) = q.attempt {
+            query.push_str(&format!("&attempt={attempt}"));
+        }
+        if let Some(answer) = crate::remote::output(&app, &run, &query, &headers).await {
+            return Ok(answer);
+        }
+    }
     if !q.follow || run.state.is_terminal() {
         let text = match (q.attempt, app.ctx.live.get(id)) {
             (None, Some(live)) => live.snapshot(),

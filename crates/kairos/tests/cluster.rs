@@ -437,3 +437,65 @@ async fn changes_on_a_follower_reach_the_leader_within_a_second() {
     );
     drop(schema);
 }
+
+/// The live output of a run executing on one node can be followed through any other node:
+/// the request is passed on to the node running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_followed_live_through_any_node() {
+    let Some(schema) = kairos_testkit::postgres::temp_schema().await else {
+        return;
+    };
+    let url = format!("{}&schema={}", schema.config().url, schema.name);
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = [
+        spawn_on("one", &url, dir.path()),
+        spawn_on("two", &url, dir.path()),
+    ];
+    for n in &nodes {
+        ready(n).await;
+    }
+    let marker = dir.path().join("go");
+    let script = format!(
+        "echo first; while [ ! -e {m} ]; do sleep 0.1; done; echo second",
+        m = marker.display()
+    );
+    let job = json!({"name": "talk", "task": {"kind": "shell", "script": script}});
+    let (status, _, body) = nodes[0].call(Method::POST, "/api/v1/jobs", Some(job)).await;
+    assert_eq!(status, 201, "{body}");
+    let id = nodes[0].trigger("talk").await;
+    let run = nodes[0].wait_for_run_state(30, id, "running").await;
+    let runner = run["node"].as_str().unwrap();
+    let other = &nodes[if runner == "one" { 1 } else { 0 }];
+    let mut answer = other
+        .http
+        .get(format!("{}/api/v1/runs/{id}/output?follow=true", other.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // The first line arrives while the task still waits for the marker: live, not stored.
+    let mut text = String::new();
+    while !text.contains("first") {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), answer.chunk())
+            .await
+            .expect("live output")
+            .unwrap()
+            .expect("more output");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let (_, _, now) = other
+        .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
+        .await;
+    assert_eq!(now["state"], "running", "{now}");
+    std::fs::write(&marker, "").unwrap();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), answer.chunk())
+        .await
+        .expect("the stream ends when the run does")
+        .unwrap()
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("second"), "{text}");
+    other.wait_for_run_state(30, id, "succeeded").await;
+    drop(schema);
+}
