@@ -100,6 +100,7 @@ mod batch;
 mod changes;
 mod cluster;
 mod connect;
+mod import;
 mod jobs;
 mod leader_lock;
 mod rescue;

@@ -422,6 +422,14 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn job_import(&self, p: JobImportParams) -> StoreResult<Job> {
+        self.job_import_tx(p).await
+    }
+
+    async fn run_import(&self, p: RunImportParams) -> StoreResult<u64> {
+        self.run_import_tx(p).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let client = self.client().await?;
         query(&client, "SELECT 1", &[]).await?;

@@ -15,6 +15,7 @@ mod auth;
 mod batch;
 mod cluster;
 mod db;
+mod import;
 mod open;
 mod rows;
 mod store;

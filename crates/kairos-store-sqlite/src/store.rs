@@ -779,6 +779,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn job_import(&self, p: JobImportParams) -> StoreResult<Job> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| crate::import::job_import(tx, &p, now))
+            .await
+    }
+
+    async fn run_import(&self, p: RunImportParams) -> StoreResult<u64> {
+        self.db
+            .write(move |tx| crate::import::run_import(tx, &p))
+            .await
+    }
+
     async fn token_create(&self, p: TokenCreateParams) -> StoreResult<Token> {
         let now = now_or(p.now);
         self.db

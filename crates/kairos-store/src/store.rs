@@ -193,6 +193,23 @@ pub struct HeartbeatResult {
     pub cancel_requested: bool,
 }
 
+/// A job copied from another store (`kairos store copy`): its version, state and times kept.
+#[derive(Debug, Clone)]
+pub struct JobImportParams {
+    pub job: Job,
+    pub actor: String,
+    pub now: Option<Timestamp>,
+}
+
+/// Runs of one job copied from another store, with their attempts. A run that was `running` in
+/// the source (its node is gone) arrives `queued`, to run again; leases are not copied.
+#[derive(Debug, Clone)]
+pub struct RunImportParams {
+    /// The job in this store.
+    pub job_id: JobId,
+    pub runs: Vec<(Run, Vec<Attempt>)>,
+}
+
 /// Runs waiting and running.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunTotals {
@@ -387,6 +404,13 @@ pub trait Store: Send + Sync + 'static {
     async fn run_totals(&self) -> StoreResult<RunTotals>;
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Copies a job in as it was, under a new id (audited as a creation). `JobExists` if the
+    /// name is taken.
+    async fn job_import(&self, p: JobImportParams) -> StoreResult<Job>;
+    /// Copies runs in, in one transaction; a due time the job already has a run for is skipped.
+    /// Returns how many were copied.
+    async fn run_import(&self, p: RunImportParams) -> StoreResult<u64>;
 
     /// Creates a token (audited). `TokenExists` if a token not revoked has the name.
     async fn token_create(&self, p: TokenCreateParams) -> StoreResult<Token>;

@@ -130,6 +130,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Copy a store's jobs and run history into another (e.g. SQLite into PostgreSQL).
+    Store {
+        #[command(subcommand)]
+        command: StoreCmd,
+    },
     /// List the nodes of the cluster and the leader.
     Node {
         #[command(flatten)]
@@ -218,8 +223,12 @@ pub enum TokenCmd {
         expires: Option<String>,
         /// Create it in this data directory's store instead of through a server (the first admin
         /// token; the server must be stopped).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "store")]
         data_dir: Option<PathBuf>,
+        /// Create it directly in this store (`postgres://…`: the first admin token of a
+        /// cluster, while its nodes run; `sqlite:///DIR` as `--data-dir`).
+        #[arg(long)]
+        store: Option<String>,
     },
     /// List tokens (never their secrets).
     Ls,
@@ -246,4 +255,19 @@ pub enum AuditCmd {
 pub enum NodeCmd {
     /// List nodes by name: address, leader and term, running attempts, last heartbeat.
     Ls,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Copy jobs (with versions, state and next due times) and runs (with attempts and output)
+    /// into an empty store. The source must not be in use; tokens and the audit log are not
+    /// copied.
+    Copy {
+        /// The store to read: `sqlite:///DIR` or `postgres://…`.
+        #[arg(long)]
+        from: String,
+        /// The empty store to fill: `postgres://…[?schema=NAME]` or `sqlite:///DIR`.
+        #[arg(long)]
+        to: String,
+    },
 }

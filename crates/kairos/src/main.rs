@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kairos::cli::{Cli, Command};
 use kairos::client::Client;
-use kairos::cmd::{apply, audit, job, next, node, run, token};
+use kairos::cmd::{apply, audit, job, next, node, run, store, token};
 use kairos::config::{ServerConfig, ServerFlags};
 
 fn main() -> ExitCode {
@@ -87,6 +87,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let c = Client::connect(&client.conn)?;
             audit::run(&c, &client.namespace, client.conn.json, command).await
         }
+        Command::Store { command } => store::run(command).await,
         Command::Node { conn, command } => {
             let c = Client::connect(&conn)?;
             node::run(&c, conn.json, command).await

@@ -499,3 +499,127 @@ async fn output_is_followed_live_through_any_node() {
     other.wait_for_run_state(30, id, "succeeded").await;
     drop(schema);
 }
+
+fn kairos(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(args)
+        .output()
+        .expect("run kairos")
+}
+
+/// A single node grows into a cluster: `kairos store copy` moves its jobs (versions, paused
+/// state, next due times) and run history (attempts, output) from SQLite into PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_a_single_node_into_a_cluster() {
+    let Some(schema) = kairos_testkit::postgres::temp_schema().await else {
+        return;
+    };
+    let pg_url = format!("{}&schema={}", schema.config().url, schema.name);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut single = Server::start(&data, &[]).await;
+    single
+        .create_shell_job("hello", "echo hello from $KAIROS_RUN_ID")
+        .await;
+    let daily = json!({"name": "daily", "triggers": [{"cron": "0 3 * * *"}],
+        "task": {"kind": "shell", "script": "true"}});
+    let (status, _, _) = single.call(Method::POST, "/api/v1/jobs", Some(daily)).await;
+    assert_eq!(status, 201);
+    let (status, _, _) = single
+        .call(Method::POST, "/api/v1/jobs/daily/pause", None)
+        .await;
+    assert_eq!(status, 200);
+    for _ in 0..3 {
+        let id = single.trigger("hello").await;
+        single.wait_for_run_state(30, id, "succeeded").await;
+    }
+    let (_, _, jobs_before) = single.call(Method::GET, "/api/v1/jobs", None).await;
+    let runs_before = single.runs("hello").await;
+
+    // While the node holds its store, the copy refuses to read it.
+    let sqlite_url = format!("sqlite://{}", data.display());
+    let busy = kairos(&["store", "copy", "--from", &sqlite_url, "--to", &pg_url]);
+    assert!(!busy.status.success());
+    single.terminate(Duration::from_secs(30)).await;
+
+    let copied = kairos(&["store", "copy", "--from", &sqlite_url, "--to", &pg_url]);
+    let said = String::from_utf8_lossy(&copied.stderr);
+    assert!(copied.status.success(), "{said}");
+    assert!(said.contains("copied 2 jobs and 3 runs"), "{said}");
+    assert!(!said.contains("secret"), "{said}");
+    // A second copy into the same store is refused: it has jobs already.
+    let again = kairos(&["store", "copy", "--from", &sqlite_url, "--to", &pg_url]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("has jobs already"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let node = spawn_on("grown", &pg_url, dir.path());
+    ready(&node).await;
+    let (_, _, jobs_after) = node.call(Method::GET, "/api/v1/jobs", None).await;
+    for field in [
+        "name",
+        "version",
+        "paused",
+        "next_fire_at",
+        "created_at",
+        "triggers",
+    ] {
+        let pick = |jobs: &Value| -> Vec<Value> {
+            jobs.as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j[field].clone())
+                .collect()
+        };
+        assert_eq!(pick(&jobs_before), pick(&jobs_after), "{field}");
+    }
+    let runs_after = node.runs("hello").await;
+    assert_eq!(runs_after.len(), runs_before.len());
+    for (a, b) in runs_before.iter().zip(&runs_after) {
+        for field in [
+            "scheduled_for",
+            "state",
+            "attempt",
+            "origin",
+            "started_at",
+            "finished_at",
+        ] {
+            assert_eq!(a[field], b[field], "{field}");
+        }
+    }
+    let id = runs_after[0]["id"].as_i64().unwrap();
+    let output = node
+        .http
+        .get(format!("{}/api/v1/runs/{id}/output", node.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(output.contains("hello from"), "{output}");
+    // The copied job runs in the cluster.
+    let id = node.trigger("hello").await;
+    node.wait_for_run_state(30, id, "succeeded").await;
+
+    let bad = kairos(&["store", "copy", "--from", "mysql://x", "--to", &pg_url]);
+    assert!(!bad.status.success());
+
+    // The first admin token of a cluster is made directly in its store, while nodes run.
+    let token = kairos(&[
+        "token", "create", "--store", &pg_url, "--name", "admin", "--role", "admin",
+    ]);
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let secret = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    assert!(secret.len() >= 32, "{secret}");
+    let (_, _, tokens) = node.call(Method::GET, "/api/v1/tokens", None).await;
+    assert_eq!(tokens[0]["name"], "admin", "{tokens}");
+    drop(schema);
+}

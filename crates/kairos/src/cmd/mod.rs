@@ -6,6 +6,7 @@ pub mod job;
 pub mod next;
 pub mod node;
 pub mod run;
+pub mod store;
 pub mod token;
 
 use std::path::Path;

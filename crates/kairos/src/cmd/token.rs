@@ -1,18 +1,17 @@
 //! `kairos token …`: create, list and revoke API tokens, through a server or (for the first
 //! admin token) directly in a data directory's store.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use kairos_core::auth::{Principal, Role, parse_lifetime};
 use kairos_runtime::{SystemClock, TokenRequest, TokenService};
-use kairos_store_sqlite::SqliteStore;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::cli::{ConnArgs, TokenCmd};
 use crate::client::{Client, urlencode};
+use crate::store_url::StoreUrl;
 use crate::table;
 
 pub async fn run(conn: &ConnArgs, cmd: TokenCmd) -> anyhow::Result<()> {
@@ -23,14 +22,20 @@ pub async fn run(conn: &ConnArgs, cmd: TokenCmd) -> anyhow::Result<()> {
             namespaces,
             expires,
             data_dir,
+            store,
         } => {
             let namespaces = if namespaces.is_empty() {
                 vec!["*".to_owned()]
             } else {
                 namespaces
             };
-            let created = match data_dir {
-                Some(dir) => create_offline(&dir, &name, &role, namespaces, expires).await?,
+            let offline = match (data_dir, store) {
+                (Some(dir), _) => Some(StoreUrl::Sqlite { dir }),
+                (None, Some(url)) => Some(StoreUrl::parse(&url)?),
+                (None, None) => None,
+            };
+            let created = match offline {
+                Some(store) => create_offline(&store, &name, &role, namespaces, expires).await?,
                 None => {
                     let body = json!({"name": name, "role": role, "namespaces": namespaces,
                         "expires_in": expires});
@@ -114,10 +119,10 @@ fn list(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// Creates a token in the store of `dir` (the server must not be running on it), as the API
-/// would answer it.
+/// Creates a token directly in a store (for SQLite, the server must not be running on it), as
+/// the API would answer it.
 async fn create_offline(
-    dir: &Path,
+    url: &StoreUrl,
     name: &str,
     role: &str,
     namespaces: Vec<String>,
@@ -129,10 +134,13 @@ async fn create_offline(
         .map(parse_lifetime)
         .transpose()
         .map_err(|e| anyhow!("--expires: {e}"))?;
-    let store = SqliteStore::open_dir(dir).await.map_err(|e| {
-        anyhow!("{e}; stop the server, or create the token through it with an admin token")
+    let store = url.open().await.map_err(|e| match url {
+        StoreUrl::Sqlite { .. } => {
+            anyhow!("{e}; stop the server, or create the token through it with an admin token")
+        }
+        StoreUrl::Postgres { .. } => e,
     })?;
-    let tokens = TokenService::new(Arc::new(store.clone()), Arc::new(SystemClock));
+    let tokens = TokenService::new(store, Arc::new(SystemClock));
     let created = tokens
         .create(
             &Principal::offline(),
@@ -144,7 +152,6 @@ async fn create_offline(
             },
         )
         .await;
-    store.close().await;
     let created = created.map_err(|e| match e {
         kairos_runtime::TokenError::Invalid(errors) => anyhow!("{errors}"),
         other => anyhow!("{other}"),
