@@ -180,17 +180,32 @@ async fn fire_wave(
 }
 
 /// `overlap: replace`: cancels the jobs' runs that have not started and asks their running ones
-/// to stop, locking them in one pass in id order. The caller holds the jobs' row locks. Returns
-/// whether a running run was asked to stop.
+/// to stop, locking them in one pass in id order. The caller holds the jobs' row locks. The runs
+/// for the due times a round starts (its runs without `skip`) are left alone: a fire that
+/// repeats a due time must not cancel that due time's run, which nothing could replace (the
+/// unique key keeps the round's own run out). Returns whether a running run was asked to stop.
 async fn cancel_active_runs(c: &impl GenericClient, fires: &[&JobFireParams]) -> StoreResult<bool> {
     let job_ids: Vec<JobId> = fires.iter().map(|p| p.job_id).collect();
     let nows: Vec<Option<Timestamp>> = fires.iter().map(|p| p.now).collect();
+    let (keep_jobs, keep_times): (Vec<JobId>, Vec<Timestamp>) = fires
+        .iter()
+        .flat_map(|p| {
+            p.runs
+                .iter()
+                .filter(|r| r.skip.is_none())
+                .map(|r| (p.job_id, r.scheduled_for))
+        })
+        .unzip();
     let stopping = query(
         c,
         "WITH locked AS MATERIALIZED ( \
            SELECT r.id, f.now FROM runs r \
            JOIN unnest($1::bigint[], $2::timestamptz[]) AS f (job_id, now) ON r.job_id = f.job_id \
-           WHERE r.state IN ('scheduled', 'queued', 'running') ORDER BY r.id FOR UPDATE OF r), \
+           WHERE r.state IN ('scheduled', 'queued', 'running') \
+             AND NOT EXISTS (SELECT 1 FROM unnest($3::bigint[], $4::timestamptz[]) \
+               AS k (job_id, scheduled_for) \
+               WHERE k.job_id = r.job_id AND k.scheduled_for = r.scheduled_for) \
+           ORDER BY r.id FOR UPDATE OF r), \
          changed AS ( \
            UPDATE runs r SET \
              state = CASE WHEN r.state = 'running' THEN r.state ELSE 'cancelled' END, \
@@ -201,7 +216,7 @@ async fn cancel_active_runs(c: &impl GenericClient, fires: &[&JobFireParams]) ->
            FROM locked WHERE r.id = locked.id \
            RETURNING r.state) \
          SELECT count(*) FROM changed WHERE state = 'running'",
-        &[&job_ids, &nows],
+        &[&job_ids, &nows, &keep_jobs, &keep_times],
     )
     .await?;
     Ok(stopping

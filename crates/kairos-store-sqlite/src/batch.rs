@@ -71,7 +71,14 @@ pub(crate) fn fire(
         return Ok(JobFireResult::default());
     }
     if p.cancel_active {
-        crate::store::cancel_active_runs(conn, p.job_id, now)?;
+        // The due times this round starts keep their run if they have one already.
+        let keep: Vec<Timestamp> = p
+            .runs
+            .iter()
+            .filter(|r| r.skip.is_none())
+            .map(|r| r.scheduled_for)
+            .collect();
+        crate::store::cancel_active_runs(conn, p.job_id, now, &keep)?;
     }
     let mut inserted = Vec::with_capacity(p.runs.len());
     for run in &p.runs {

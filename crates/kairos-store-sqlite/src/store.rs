@@ -116,21 +116,30 @@ fn withdraw_early_runs(conn: &Connection, job_id: JobId, now: i64) -> StoreResul
     Ok(())
 }
 
+/// `overlap: replace`: cancels the job's runs that have not started and asks its running ones
+/// to stop, except the runs for the due times in `keep` (those the round starts): a fire that
+/// repeats a due time leaves that due time's run alone, since nothing could replace it (the
+/// unique key keeps the round's own run out).
 pub(crate) fn cancel_active_runs(
     conn: &Connection,
     job_id: JobId,
     now: Timestamp,
+    keep: &[Timestamp],
 ) -> StoreResult<()> {
+    let keep = serde_json::to_string(&keep.iter().map(|at| micros(*at)).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
     exec(
         conn,
         "UPDATE runs SET state = 'cancelled', finished_at = ?1, reason = 'replaced' \
-         WHERE job_id = ?2 AND (state = 'scheduled' OR state = 'queued')",
-        params![micros(now), job_id],
+         WHERE job_id = ?2 AND (state = 'scheduled' OR state = 'queued') \
+           AND scheduled_for NOT IN (SELECT value FROM json_each(?3))",
+        params![micros(now), job_id, keep],
     )?;
     exec(
         conn,
-        "UPDATE runs SET cancel_requested = 1 WHERE job_id = ?1 AND state = 'running'",
-        [job_id],
+        "UPDATE runs SET cancel_requested = 1 WHERE job_id = ?1 AND state = 'running' \
+           AND scheduled_for NOT IN (SELECT value FROM json_each(?2))",
+        params![job_id, keep],
     )?;
     Ok(())
 }

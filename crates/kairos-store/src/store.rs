@@ -107,7 +107,10 @@ pub struct JobFireParams {
     pub expected_next_fire_at: Timestamp,
     /// Runs to create; an existing `(job_id, scheduled_for)` is left alone (exactly once).
     pub runs: Vec<RunInsert>,
-    /// Cancel the job's active runs first (`overlap: replace`).
+    /// Cancel the job's active runs first (`overlap: replace`), except the runs for the due
+    /// times this round starts (its `runs` without `skip`): a fire that repeats a due time
+    /// leaves that due time's run alone, as it leaves its key alone, since nothing could
+    /// replace it.
     pub cancel_active: bool,
     pub next_fire_at: Option<Timestamp>,
     pub now: Option<Timestamp>,
@@ -333,6 +336,32 @@ pub struct AuditListParams {
 }
 
 /// The seam between Kairos and its database. Object safe: used as `Arc<dyn Store>`.
+///
+/// # Concurrency: every write is fenced
+///
+/// Many callers write at once: API handlers, the scheduler, workers, the rescuer, on one node or
+/// on many nodes sharing a database. A backend keeps them correct with one rule:
+///
+/// - **Every mutation carries its fence in its `WHERE` clause** and applies only if the fence
+///   still holds when it runs: a job's `version` (update, delete, pause, resume), the job's
+///   `next_fire_at` (fire), a run's lease token and state (heartbeat, finish, rescue), a lease's
+///   expiry (rescue, leader election), a leader's node id and term (renew, resign). Where the
+///   backend must read a row to decide what to write, it reads it under the same fence (a row
+///   lock taken before the read, or a single writer), and writes with the fence again.
+/// - **Every mutation reports whether it applied**: `applied`, `held`, a `bool`, the rows it
+///   moved, the leader after the attempt, or a typed error that changed nothing
+///   (`VersionConflict` with the expected and actual versions, `JobGone`, …). A write that lost
+///   its fence is never an `Internal` error, never partly applied, and never silent.
+/// - **No read-then-write by id without a fence**: reading a row and then writing it back by id
+///   alone lets a concurrent writer's change be overwritten. Exactly-once per due time never
+///   depends on a fence alone either: the unique `(job_id, scheduled_for)` key backs it.
+///
+/// # Time
+///
+/// `now: None` means the store's clock: the database's clock for a shared store, so that nodes
+/// whose clocks disagree still date leases, terms and due times alike; `now: Some` is a manual
+/// clock in tests. The conformance suite ([`crate::conformance`]) checks all of this on every
+/// backend, with concurrent cases on separate connections.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a job at version 1 (audited). `JobExists` if the name is taken in the namespace.

@@ -1,0 +1,210 @@
+//! Claiming: queued runs whose time has come go to one worker each, with a lease; exclusive
+//! runs (`overlap: queue`) of a job one at a time.
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_core::run::RunState;
+
+use super::{T0, claim, create, finish, insert, t};
+use crate::*;
+
+pub async fn run_exclusive_runs_one_at_a_time(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let b = t("2026-03-01T00:02:00Z");
+    let job = create(&store, "j", Some(a)).await;
+    let mut ra = insert(a);
+    ra.exclusive = true;
+    let mut rb = insert(b);
+    rb.exclusive = true;
+    store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: a,
+            runs: vec![ra, rb],
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(b),
+        })
+        .await
+        .unwrap();
+    let first = claim(&store, "n1", 10, b).await;
+    assert_eq!(first.len(), 1, "only the earliest exclusive run starts");
+    assert_eq!(first[0].run.scheduled_for, a);
+    assert!(
+        claim(&store, "n1", 10, b).await.is_empty(),
+        "the next waits while one runs"
+    );
+    assert!(finish(&store, &first[0], RunNext::Finish(RunState::Succeeded), b).await);
+    let second = claim(&store, "n1", 10, b).await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].run.scheduled_for, b);
+}
+
+pub async fn run_claim_concurrent_never_doubles(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "j", Some(a)).await;
+    let runs: Vec<_> = (0..40)
+        .map(|i| insert(a + SignedDuration::from_millis(i)))
+        .collect();
+    store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: a,
+            runs,
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = claim(
+                    &store,
+                    &format!("n{n}"),
+                    3,
+                    a + SignedDuration::from_secs(1),
+                )
+                .await;
+                if got.is_empty() {
+                    break;
+                }
+                mine.extend(got.into_iter().map(|c| c.run.id));
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, 40);
+    assert_eq!(all.len(), 40, "no run was claimed twice");
+}
+/// Exclusive runs (`overlap: queue`) of two jobs, all due, claimed by concurrent claimers on
+/// separate connections, each finishing what it got before it claims again: never two runs of
+/// one job running at once, each job's runs start in due-time order, each runs once.
+///
+/// Two checks, neither of which can fire falsely: a claimer counts a job's run as running from
+/// just after its claim returns until just before it finishes it (inside the time the store
+/// has it running), so a count above one means the store let two run at once; and while it
+/// holds the run, the store must list exactly that run of its job as running.
+pub async fn run_claim_concurrent_exclusive(store: Arc<dyn Store>) {
+    const ROUNDS: i64 = 20;
+    const JOBS: usize = 2;
+    const RUNS: usize = 6;
+    const CLAIMERS: usize = 4;
+    /// Claims (most of them empty while another claimer holds a job's run) before a claimer
+    /// gives up: far more than the rounds need, a bound so a stuck store fails instead of
+    /// hanging.
+    const MAX_CLAIMS: usize = 50_000;
+    for round in 0..ROUNDS {
+        let a = t(T0) + SignedDuration::from_hours(round);
+        let now = a + SignedDuration::from_mins(1);
+        let mut jobs = Vec::new();
+        for j in 0..JOBS {
+            let job = create(&store, &format!("queue-{round}-{j}"), None).await;
+            let runs = (0..RUNS)
+                .map(|i| {
+                    let mut run = insert(a + SignedDuration::from_secs(i as i64));
+                    run.exclusive = true;
+                    run
+                })
+                .collect();
+            store
+                .run_insert_many(RunInsertManyParams {
+                    job_id: job.id,
+                    runs,
+                    now: Some(a),
+                })
+                .await
+                .unwrap();
+            jobs.push(job.id);
+        }
+        let running: Arc<std::collections::HashMap<_, _>> = Arc::new(
+            jobs.iter()
+                .map(|id| (*id, std::sync::atomic::AtomicUsize::new(0)))
+                .collect(),
+        );
+        let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut claimers = tokio::task::JoinSet::new();
+        for n in 0..CLAIMERS {
+            let (store, running) = (store.clone(), running.clone());
+            let (started, done) = (started.clone(), done.clone());
+            claimers.spawn(async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                let node = format!("n{n}");
+                for _ in 0..MAX_CLAIMS {
+                    if done.load(SeqCst) == JOBS * RUNS {
+                        return;
+                    }
+                    let got = claim(&store, &node, 3, now).await;
+                    for c in &got {
+                        let before = running[&c.run.job_id].fetch_add(1, SeqCst);
+                        assert_eq!(
+                            before, 0,
+                            "round {round}: {node} got run {} of job {} while another \
+                                 of its runs was running",
+                            c.run.id, c.run.job_id
+                        );
+                        started
+                            .lock()
+                            .unwrap()
+                            .push((c.run.job_id, c.run.scheduled_for));
+                    }
+                    for c in &got {
+                        let listed: Vec<_> = store
+                            .run_list(RunListParams {
+                                job_id: Some(c.run.job_id),
+                                state: Some(RunState::Running),
+                                ..Default::default()
+                            })
+                            .await
+                            .unwrap()
+                            .into_iter()
+                            .map(|r| r.id)
+                            .collect();
+                        assert_eq!(listed, [c.run.id], "round {round}: one running");
+                    }
+                    for c in &got {
+                        running[&c.run.job_id].fetch_sub(1, SeqCst);
+                        assert!(finish(&store, c, RunNext::Finish(RunState::Succeeded), now).await);
+                        done.fetch_add(1, SeqCst);
+                    }
+                    if got.is_empty() {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                panic!("round {round}: {node} made no progress in {MAX_CLAIMS} claims");
+            });
+        }
+        // The first claimer to fail fails the case at once (the others would wait for it).
+        while let Some(joined) = claimers.join_next().await {
+            if let Err(e) = joined {
+                claimers.abort_all();
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        let started = started.lock().unwrap().clone();
+        for job in &jobs {
+            let order: Vec<Timestamp> = started
+                .iter()
+                .filter(|(j, _)| j == job)
+                .map(|(_, at)| *at)
+                .collect();
+            let due: Vec<Timestamp> = (0..RUNS)
+                .map(|i| a + SignedDuration::from_secs(i as i64))
+                .collect();
+            assert_eq!(order, due, "round {round}: once each, in due-time order");
+        }
+    }
+}

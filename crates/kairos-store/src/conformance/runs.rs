@@ -1,0 +1,259 @@
+//! Runs outside the scheduler: trigger-now and bulk inserts (idempotent per due time), cancel,
+//! lists, filters and counts.
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_core::run::{RunOrigin, RunState};
+
+use super::{T0, claim, create, fire, insert, t};
+use crate::*;
+
+pub async fn run_cancel_states(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let b = t("2026-03-01T00:02:00Z");
+    let job = create(&store, "j", Some(a)).await;
+    store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: a,
+            runs: vec![insert(a), insert(b)],
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    let running = claim(&store, "n1", 1, a).await.remove(0);
+    let queued_id = store
+        .run_list(RunListParams {
+            state: Some(RunState::Queued),
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .id;
+    let cancelled = store
+        .run_cancel(RunCancelParams {
+            actor: "test".into(),
+            run_id: queued_id,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    assert_eq!(cancelled.state, RunState::Cancelled);
+    assert_eq!(cancelled.finished_at, Some(a));
+    let asked = store
+        .run_cancel(RunCancelParams {
+            actor: "test".into(),
+            run_id: running.run.id,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    assert_eq!(asked.state, RunState::Running);
+    assert!(asked.cancel_requested);
+    let hb = store
+        .run_heartbeat(RunHeartbeatParams {
+            leases: vec![(running.run.id, running.lease_token.clone())],
+            lease: SignedDuration::from_secs(30),
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    assert!(hb[0].held && hb[0].cancel_requested);
+    let again = store
+        .run_cancel(RunCancelParams {
+            actor: "test".into(),
+            run_id: queued_id,
+            now: Some(a),
+        })
+        .await;
+    assert!(matches!(again, Err(StoreError::InvalidRunState { .. })));
+    let missing = store
+        .run_cancel(RunCancelParams {
+            actor: "test".into(),
+            run_id: 999_999,
+            now: Some(a),
+        })
+        .await;
+    assert!(matches!(missing, Err(StoreError::RunNotFound(999_999))));
+}
+
+pub async fn run_list_filters_and_counts(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let j1 = create(&store, "one", Some(a)).await;
+    let j2 = create(&store, "two", Some(a)).await;
+    let times: Vec<Timestamp> = (0..5).map(|i| a + SignedDuration::from_secs(i)).collect();
+    store
+        .job_fire(JobFireParams {
+            job_id: j1.id,
+            expected_next_fire_at: a,
+            runs: times.iter().copied().map(insert).collect(),
+            cancel_active: false,
+            next_fire_at: None,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    fire(&store, &j2, a, None).await;
+    let all = store.run_list(RunListParams::default()).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let j1_runs = store
+        .run_list(RunListParams {
+            job_id: Some(j1.id),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(j1_runs.len(), 2);
+    let page = store
+        .run_list(RunListParams {
+            job_id: Some(j1.id),
+            before_id: Some(j1_runs[1].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 3);
+    claim(&store, "n1", 2, a + SignedDuration::from_secs(10)).await;
+    let running = store
+        .run_list(RunListParams {
+            state: Some(RunState::Running),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 2);
+    let mut counts = store.run_count_by_state().await.unwrap();
+    counts.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(counts, vec![(RunState::Queued, 4), (RunState::Running, 2)]);
+    let other_ns = store
+        .run_list(RunListParams {
+            namespaces: Some(vec!["elsewhere".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(other_ns.is_empty());
+    store.ping().await.unwrap();
+}
+
+pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
+    let job = create(&store, "j", None).await;
+    let at = t("2026-03-01T00:01:00Z");
+    let mut manual = insert(at);
+    manual.origin = RunOrigin::Manual;
+    let first = store
+        .run_insert(RunInsertParams {
+            actor: "test".into(),
+            job_id: job.id,
+            run: manual.clone(),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.origin, RunOrigin::Manual);
+    assert_eq!(first.state, RunState::Queued);
+    let second = store
+        .run_insert(RunInsertParams {
+            actor: "test".into(),
+            job_id: job.id,
+            run: manual,
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.id, second.id);
+    assert_eq!(
+        store
+            .run_active_count(RunActiveCountParams { job_id: job.id })
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+/// Trigger-now racing a delete: the run's job is gone, which is a clear error, never a
+/// constraint failure, and nothing is written.
+pub async fn run_insert_for_a_deleted_job_is_job_gone(store: Arc<dyn Store>) {
+    let job = create(&store, "j", None).await;
+    store
+        .job_delete(JobDeleteParams {
+            actor: "test".into(),
+            now: Some(t(T0)),
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let at = t("2026-03-01T00:01:00Z");
+    let err = store
+        .run_insert(RunInsertParams {
+            actor: "test".into(),
+            job_id: job.id,
+            run: insert(at),
+            now: Some(at),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::JobGone(id) if id == job.id),
+        "{err:?}"
+    );
+    let err = store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs: vec![insert(at)],
+            now: Some(at),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::JobGone(_)), "{err:?}");
+    let runs = store
+        .run_list(RunListParams {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(runs.is_empty());
+}
+
+pub async fn run_insert_many_skips_existing_due_times(store: Arc<dyn Store>) {
+    let job = create(&store, "bulk", None).await;
+    let a = t("2026-03-01T00:01:00Z");
+    let runs: Vec<_> = (0..500)
+        .map(|i| insert(a + SignedDuration::from_millis(i)))
+        .collect();
+    let ids = store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs: runs.clone(),
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 500);
+    let mut more = runs[490..].to_vec();
+    more.push(insert(a + SignedDuration::from_secs(10)));
+    let again = store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs: more,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "only the new due time is created");
+    assert_eq!(
+        store
+            .run_active_count(RunActiveCountParams { job_id: job.id })
+            .await
+            .unwrap(),
+        501
+    );
+}
