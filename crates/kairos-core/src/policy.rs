@@ -350,3 +350,14 @@ pub fn decide_overlap(policy: OverlapPolicy, max_concurrent: u32, active: u64) -
         OverlapPolicy::Replace => OverlapDecision::Start,
     }
 }
+
+/// Whether a change of a job decides its due times that have not come yet again, so that the
+/// runs created ahead of them (look-ahead) are taken back: a new schedule, a moved next due
+/// time, or a pause. Stores apply it inside the update's transaction.
+pub fn reschedules(
+    old: &crate::spec::JobSpec,
+    new: &crate::spec::JobSpec,
+    next_moved: bool,
+) -> bool {
+    next_moved || old.triggers != new.triggers || (new.paused && !old.paused)
+}

@@ -153,9 +153,10 @@ impl JobService {
         // (a resume never replays the pause).
         let resumes = current.spec.paused && !spec.paused;
         let next_fire_at = if current.spec.triggers == spec.triggers && !resumes {
-            current.next_fire_at
+            // As stored when the update is written: a fire in between is not rewound.
+            NextFire::Keep
         } else {
-            next_fire(&plan, self.ctx.clock.now())
+            NextFire::Set(next_fire(&plan, self.ctx.clock.now()))
         };
         let job = self
             .ctx

@@ -21,10 +21,11 @@
 
 use std::collections::HashMap;
 
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
 use kairos_core::job::JobPlan;
 use kairos_core::policy::{FirePlan, OverlapDecision, decide_overlap, plan_fires};
 use kairos_core::run::{JobId, RunOrigin, SkipReason};
+use kairos_core::spec::OverlapPolicy;
 use kairos_store::{Job, JobDueParams, JobFireParams, JobFireResult, RunInsert, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -135,6 +136,7 @@ impl Scheduler {
                         expected_next_fire_at: expected,
                         runs: vec![],
                         cancel_active: false,
+                        max_active: None,
                         next_fire_at: None,
                         now: store_now,
                     });
@@ -169,11 +171,15 @@ impl Scheduler {
         for (job, plan, fires, expected, _) in &planned {
             let active = active.get(&job.id).copied().unwrap_or(0);
             let (runs, cancel_active) = round_runs(job.id, plan, fires, active);
+            // The decisions of `forbid` and `allow` rest on the count read above: the store
+            // applies the round only if no run was added since (a trigger-now on any node).
+            let counted = matches!(plan.overlap, OverlapPolicy::Forbid | OverlapPolicy::Allow);
             params.push(JobFireParams {
                 job_id: job.id,
                 expected_next_fire_at: *expected,
                 runs,
                 cancel_active,
+                max_active: counted.then_some(active),
                 next_fire_at: fires.next_fire_at,
                 now: store_now,
             });
@@ -189,8 +195,10 @@ impl Scheduler {
             if !result.applied {
                 tracing::debug!(
                     job = job.name(),
-                    "job changed while firing; it is read again next pass"
+                    "job changed while firing; it is read again at once"
                 );
+                // Its due time has come (or is within the window): the next pass, at once.
+                report.more = true;
                 continue;
             }
             report.jobs_fired += 1;
@@ -213,7 +221,10 @@ impl Scheduler {
         result: &JobFireResult,
         report: &mut SchedulerReport,
     ) {
-        for run in &p.runs {
+        // Only what was written: a due time that already had its run (fired again after an
+        // update) is neither skipped nor queued again.
+        let written = |at: Timestamp| result.inserted.iter().any(|(_, t)| *t == at);
+        for run in p.runs.iter().filter(|r| written(r.scheduled_for)) {
             match run.skip {
                 Some(reason) => {
                     report.runs_skipped += 1;

@@ -160,6 +160,42 @@ async fn fire_wave(
             applied.push(i);
         }
     }
+    // The overlap decision's fence, counted after the row locks are held (a new statement:
+    // it sees every run committed before, and a trigger-now takes a share lock on the job,
+    // so none can commit in between). A fire whose count grew is undone.
+    let fenced: Vec<JobId> = applied
+        .iter()
+        .filter(|&&i| ps[i].max_active.is_some())
+        .map(|&i| ps[i].job_id)
+        .collect();
+    if !fenced.is_empty() {
+        let counts = query(
+            c,
+            "SELECT job_id, count(*) FROM runs WHERE job_id = ANY($1) \
+             AND state IN ('scheduled', 'queued', 'running') GROUP BY job_id",
+            &[&fenced],
+        )
+        .await?;
+        let mut over = Vec::new();
+        for row in &counts {
+            let (job_id, n): (JobId, i64) = (col(row, 0)?, col(row, 1)?);
+            if let Some(&i) = applied.iter().find(|&&i| ps[i].job_id == job_id)
+                && ps[i].max_active.is_some_and(|max| n.unsigned_abs() > max)
+            {
+                over.push(i);
+            }
+        }
+        for &i in &over {
+            let p = &ps[i];
+            execute(
+                c,
+                "UPDATE jobs SET next_fire_at = $1 WHERE id = $2",
+                &[&p.expected_next_fire_at, &p.job_id],
+            )
+            .await?;
+        }
+        applied.retain(|i| !over.contains(i));
+    }
     let replacing: Vec<&JobFireParams> = applied
         .iter()
         .map(|&i| &ps[i])

@@ -132,20 +132,22 @@ impl PostgresStore {
                 current.version,
             ));
         }
-        // A new schedule, a moved next due time or a pause decides the due times that have not
-        // come yet again.
-        if p.next_fire_at != current.next_fire_at
-            || p.spec.triggers != current.spec.triggers
-            || (p.spec.paused && !current.spec.paused)
-        {
+        let (keep, next) = match p.next_fire_at {
+            NextFire::Keep => (true, None),
+            NextFire::Set(next) => (false, next),
+        };
+        let moved = !keep && next != current.next_fire_at;
+        if kairos_core::policy::reschedules(&current.spec, &p.spec, moved) {
             withdraw_early_runs(&tx, current.id, &p.now).await?;
         }
+        // `Keep` keeps what is stored when the write happens (the row is locked; a fire that
+        // committed before the lock was taken is kept).
         let row = query_opt_unique(
             &tx,
             concat!(
                 "UPDATE jobs AS j SET namespace = $1, name = $2, spec = $3, paused = $4, \
-                 next_fire_at = $5, version = version + 1, \
-                 updated_at = coalesce($6::timestamptz, now()) \
+                 next_fire_at = CASE WHEN $9 THEN j.next_fire_at ELSE $5 END, \
+                 version = version + 1, updated_at = coalesce($6::timestamptz, now()) \
                  WHERE id = $7 AND version = $8 RETURNING ",
                 job_columns!()
             ),
@@ -154,10 +156,11 @@ impl PostgresStore {
                 &p.spec.name,
                 &spec,
                 &p.spec.paused,
-                &p.next_fire_at,
+                &next,
                 &p.now,
                 &current.id,
                 &p.expected_version,
+                &keep,
             ],
         )
         .await?

@@ -24,17 +24,15 @@ async fn fetch_run(c: &impl GenericClient, id: RunId) -> StoreResult<Option<Run>
         .transpose()
 }
 
-/// `JobGone` unless the job exists; holds a key-share lock on it, so a delete waits for this
-/// transaction (and a deleted job is seen as gone).
+/// `JobGone` unless the job exists; holds a share lock on it, so a delete waits for this
+/// transaction (and a deleted job is seen as gone), and so does a fire: a fire counts the
+/// job's active runs once it holds the job (its overlap fence), so a run inserted here is
+/// either counted by it or created after it.
 async fn ensure_job_exists(c: &impl GenericClient, job_id: JobId) -> StoreResult<()> {
-    query_opt(
-        c,
-        "SELECT 1 FROM jobs WHERE id = $1 FOR KEY SHARE",
-        &[&job_id],
-    )
-    .await?
-    .map(|_| ())
-    .ok_or(StoreError::JobGone(job_id))
+    query_opt(c, "SELECT 1 FROM jobs WHERE id = $1 FOR SHARE", &[&job_id])
+        .await?
+        .map(|_| ())
+        .ok_or(StoreError::JobGone(job_id))
 }
 
 #[async_trait::async_trait]

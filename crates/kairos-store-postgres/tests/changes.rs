@@ -164,6 +164,7 @@ async fn fire(
             expected_next_fire_at: expected,
             runs,
             cancel_active,
+            max_active: None,
             next_fire_at: Some(next),
             now: Some(expected),
         })
@@ -368,7 +369,7 @@ async fn only_changes_of_note_are_sent() {
             name: "j".into(),
             expected_version: job.version,
             spec: kairos_store::conformance::spec("j"),
-            next_fire_at: Some(secs(660)),
+            next_fire_at: NextFire::Set(Some(secs(660))),
             actor: "test".into(),
             now: Some(secs(501)),
         })

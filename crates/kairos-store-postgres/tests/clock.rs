@@ -58,6 +58,7 @@ async fn without_now_the_database_clock_rules() {
                 execution: ExecutionMode::AtLeastOnce,
             }],
             cancel_active: false,
+            max_active: None,
             next_fire_at: None,
             now: None,
         })

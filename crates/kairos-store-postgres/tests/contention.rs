@@ -61,6 +61,7 @@ async fn scheduler(store: Arc<dyn Store>, jobs: Vec<JobId>) {
                     .map(|i| insert(at + SignedDuration::from_millis(i), k == 1))
                     .collect(),
                 cancel_active: round % 4 == 3,
+                max_active: None,
                 next_fire_at: Some(next),
                 now: Some(at),
             });
@@ -146,7 +147,7 @@ async fn meddler(store: Arc<dyn Store>, names: Vec<String>) {
                             name: name.clone(),
                             expected_version: job.version,
                             spec,
-                            next_fire_at: job.next_fire_at,
+                            next_fire_at: NextFire::Set(job.next_fire_at),
                             actor: "test".into(),
                             now: Some(t0()),
                         })
@@ -221,6 +222,7 @@ async fn churn(store: Arc<dyn Store>) {
                     .map(|i| insert(t0() + SignedDuration::from_millis(i), false))
                     .collect(),
                 cancel_active: false,
+                max_active: None,
                 next_fire_at: None,
                 now: Some(t0()),
             })

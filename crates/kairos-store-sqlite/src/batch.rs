@@ -16,7 +16,7 @@ use kairos_store::{
 };
 use rusqlite::{Connection, params};
 
-use crate::rows::{self, JOB_COLUMNS, col, exec, first, micros};
+use crate::rows::{self, JOB_COLUMNS, exec, first, micros};
 
 /// Inserts one run unless its `(job_id, scheduled_for)` exists; the new run's id.
 pub(crate) fn insert_run(
@@ -61,13 +61,23 @@ pub(crate) fn fire(
     p: &JobFireParams,
     now: Timestamp,
 ) -> StoreResult<JobFireResult> {
-    let current: Option<Option<i64>> = first(
+    // The overlap decision's fence: a run triggered meanwhile is counted.
+    if let Some(max) = p.max_active
+        && crate::store::active_count(conn, p.job_id)? > max
+    {
+        return Ok(JobFireResult::default());
+    }
+    // The fence itself, in the write: the job is not paused and nobody fired it since.
+    let fenced = exec(
         conn,
-        "SELECT next_fire_at FROM jobs WHERE id = ?1 AND paused = 0",
-        [p.job_id],
-        |r| col(r, 0),
+        "UPDATE jobs SET next_fire_at = ?1 WHERE id = ?2 AND paused = 0 AND next_fire_at = ?3",
+        params![
+            p.next_fire_at.map(micros),
+            p.job_id,
+            micros(p.expected_next_fire_at)
+        ],
     )?;
-    if current != Some(Some(micros(p.expected_next_fire_at))) {
+    if fenced != 1 {
         return Ok(JobFireResult::default());
     }
     if p.cancel_active {
@@ -87,11 +97,6 @@ pub(crate) fn fire(
         }
     }
     inserted.sort_by_key(|(_, at)| *at);
-    exec(
-        conn,
-        "UPDATE jobs SET next_fire_at = ?1 WHERE id = ?2",
-        params![p.next_fire_at.map(micros), p.job_id],
-    )?;
     Ok(JobFireResult {
         applied: true,
         inserted,

@@ -234,28 +234,31 @@ impl Store for SqliteStore {
                         current.version,
                     ));
                 }
-                // A new schedule, a moved next due time or a pause decides the due times that have
-                // not come yet again.
-                if p.next_fire_at != current.next_fire_at
-                    || p.spec.triggers != current.spec.triggers
-                    || (p.spec.paused && !current.spec.paused)
-                {
+                let (keep, next) = match p.next_fire_at {
+                    NextFire::Keep => (true, None),
+                    NextFire::Set(next) => (false, next),
+                };
+                let moved = !keep && next != current.next_fire_at;
+                if kairos_core::policy::reschedules(&current.spec, &p.spec, moved) {
                     withdraw_early_runs(tx, current.id, now)?;
                 }
+                // `Keep` keeps what is stored when the write happens, not what was read.
                 let job = write_job(
                     tx,
                     "UPDATE jobs SET namespace = ?1, name = ?2, spec = ?3, paused = ?4, \
-                     next_fire_at = ?5, version = version + 1, updated_at = ?6 \
+                     next_fire_at = CASE WHEN ?9 THEN next_fire_at ELSE ?5 END, \
+                     version = version + 1, updated_at = ?6 \
                      WHERE id = ?7 AND version = ?8",
                     params![
                         p.spec.namespace,
                         p.spec.name,
                         spec,
                         p.spec.paused,
-                        p.next_fire_at.map(micros),
+                        next.map(micros),
                         now,
                         current.id,
-                        p.expected_version
+                        p.expected_version,
+                        keep
                     ],
                     &p.spec,
                 )?;
@@ -887,7 +890,7 @@ fn earliest(conn: &Connection, sql: &str) -> StoreResult<Option<Timestamp>> {
     next.map(instant).transpose()
 }
 
-fn active_count(conn: &Connection, job_id: JobId) -> StoreResult<u64> {
+pub(crate) fn active_count(conn: &Connection, job_id: JobId) -> StoreResult<u64> {
     let n: i64 = first(
         conn,
         // The condition of the `runs_job_active` index, word for word, so the planner uses it.

@@ -66,9 +66,21 @@ pub struct JobUpdateParams {
     /// The write applies only if the stored version equals this.
     pub expected_version: i64,
     pub spec: JobSpec,
-    pub next_fire_at: Option<Timestamp>,
+    /// What becomes of the job's next due time.
+    pub next_fire_at: NextFire,
     pub actor: String,
     pub now: Option<Timestamp>,
+}
+
+/// What an update does with the job's `next_fire_at`. Decided by the store inside the update's
+/// transaction, so that a fire committed between the caller's read and the update is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextFire {
+    /// Leave it as stored (the schedule did not change): a due time fired meanwhile is not
+    /// rewound.
+    Keep,
+    /// Set it (a new schedule, or a resume through the update).
+    Set(Option<Timestamp>),
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +124,11 @@ pub struct JobFireParams {
     /// leaves that due time's run alone, as it leaves its key alone, since nothing could
     /// replace it.
     pub cancel_active: bool,
+    /// Fence for the overlap decision: the fire applies only if the job has at most this many
+    /// unfinished runs (scheduled, queued, running) once the fire holds the job, so a run
+    /// triggered on another node meanwhile is counted (`None`: no such fence, for policies
+    /// whose decision does not depend on the count).
+    pub max_active: Option<u64>,
     pub next_fire_at: Option<Timestamp>,
     pub now: Option<Timestamp>,
 }

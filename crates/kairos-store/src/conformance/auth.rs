@@ -138,7 +138,7 @@ pub async fn audit_records_every_change_with_its_change(store: Arc<dyn Store>) {
             name: "j".into(),
             expected_version: 1,
             spec: spec("j"),
-            next_fire_at: None,
+            next_fire_at: NextFire::Set(None),
             now: Some(t(T0)),
         })
         .await
@@ -151,7 +151,7 @@ pub async fn audit_records_every_change_with_its_change(store: Arc<dyn Store>) {
             name: "j".into(),
             expected_version: 1,
             spec: spec("j"),
-            next_fire_at: None,
+            next_fire_at: NextFire::Set(None),
             now: Some(t(T0)),
         })
         .await

@@ -23,6 +23,7 @@ pub async fn run_exclusive_runs_one_at_a_time(store: Arc<dyn Store>) {
             expected_next_fire_at: a,
             runs: vec![ra, rb],
             cancel_active: false,
+            max_active: None,
             next_fire_at: None,
             now: Some(b),
         })
@@ -53,6 +54,7 @@ pub async fn run_claim_concurrent_never_doubles(store: Arc<dyn Store>) {
             expected_next_fire_at: a,
             runs,
             cancel_active: false,
+            max_active: None,
             next_fire_at: None,
             now: Some(a),
         })

@@ -8,7 +8,7 @@ use kairos_core::auth::AuditAction;
 use kairos_core::run::{RunState, SkipReason};
 use kairos_core::spec::JobSpec;
 
-use super::{claim, create, fire, insert, spec, t};
+use super::{T0, claim, create, fire, insert, spec, t};
 use crate::*;
 
 pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
@@ -47,6 +47,7 @@ pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
             expected_next_fire_at: next,
             runs: vec![insert(at), insert(next)],
             cancel_active: false,
+            max_active: None,
             next_fire_at: None,
             now: Some(next),
         })
@@ -80,6 +81,7 @@ pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
             expected_next_fire_at: at,
             runs: vec![skipped],
             cancel_active: false,
+            max_active: None,
             next_fire_at: Some(next),
             now: Some(at),
         })
@@ -146,6 +148,7 @@ pub async fn job_fire_replace_cancels_active(store: Arc<dyn Store>) {
             expected_next_fire_at: c,
             runs: vec![insert(c)],
             cancel_active: true,
+            max_active: None,
             next_fire_at: None,
             now: Some(c),
         })
@@ -186,6 +189,7 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
         expected_next_fire_at: expected,
         runs: vec![insert(a)],
         cancel_active: false,
+        max_active: None,
         next_fire_at: Some(b),
         now: Some(a),
     };
@@ -289,7 +293,7 @@ async fn race_fire_and_update(
     store: &Arc<dyn Store>,
     job: &Job,
     spec: JobSpec,
-    next_fire_at: Option<Timestamp>,
+    next_fire_at: NextFire,
     (due, fire_now, update_now): (Timestamp, Timestamp, Timestamp),
     update_first: bool,
 ) -> FireVsUpdate {
@@ -300,6 +304,7 @@ async fn race_fire_and_update(
             expected_next_fire_at: due,
             runs: vec![insert(due)],
             cancel_active: false,
+            max_active: None,
             next_fire_at: Some(due + SignedDuration::from_mins(1)),
             now: Some(fire_now),
         };
@@ -333,19 +338,20 @@ async fn race_fire_and_update(
     }
 }
 
-/// A fire racing an update of the same job, on separate connections, in both kinds a user
-/// makes: one that keeps the triggers (the job service then passes the `next_fire_at` it read,
-/// which a fire may have moved since: the update is fenced by version, and a fire does not
-/// change the version) and one that changes them (a new `next_fire_at`). Odd rounds fire ahead
-/// of the due time (look-ahead), even rounds when it is due.
+/// A fire racing an update of the same job, on separate connections, in three kinds: one that
+/// keeps the triggers and says so (`NextFire::Keep`, as the job service does), one that keeps
+/// the triggers but writes back the `next_fire_at` it read before the fire (`Set` with a stale
+/// value: the update is fenced by version, and a fire does not change the version), and one
+/// that changes the triggers (a new `next_fire_at`). Odd rounds fire ahead of the due time
+/// (look-ahead), even rounds when it is due.
 ///
 /// Whatever the interleaving:
 /// - the update applies (nothing else changed the version): version 2, one audit entry;
 /// - the fire never fails; at most one run exists for the due time (the unique key), and no
 ///   other run;
-/// - `next_fire_at` is the value of whichever wrote last: the fire's (`due + 1m`) or the
-///   update's. A keep-the-triggers update that lands after the fire therefore writes its stale
-///   `due` back: the fire's advance is rewound. That is safe, not silent loss: the run the fire
+/// - `Keep` never rewinds: the fire applies, `next_fire_at` is the fire's, its run stays;
+/// - otherwise `next_fire_at` is the value of whichever wrote last. A stale `Set` that lands
+///   after the fire rewinds the advance; that is safe, not silent loss: the run the fire
 ///   created stays (fired when due), or is withdrawn by that same update (fired ahead: the
 ///   update moved `next_fire_at`), and the next fire of `due` — which the rewind makes the
 ///   scheduler do — is a no-op on the unique key or creates the one run again. The case
@@ -360,7 +366,7 @@ pub async fn job_fire_vs_update(store: Arc<dyn Store>) {
     let due = t("2026-03-01T01:00:00Z");
     let advanced = due + SignedDuration::from_mins(1);
     let rescheduled = due + SignedDuration::from_mins(2);
-    // (fire first, update first) for each kind of update, over the rounds.
+    // (fire first, update first) for the stale and the moving update, over the rounds.
     let mut seen = [[0u32; 2]; 2];
     for round in 0..ROUNDS {
         let early = round % 2 == 1;
@@ -376,13 +382,13 @@ pub async fn job_fire_vs_update(store: Arc<dyn Store>) {
         let update_first = round % 4 >= 2;
         // As the scheduler fires a job with `overlap: replace` whose run is active.
         let replace = (round / 4) % 2 == 0;
-        for (kind, keep) in [(0, true), (1, false)] {
-            let name = format!("{}-{round}", if keep { "keep" } else { "move" });
+        for kind in ["keep", "stale", "move"] {
+            let name = format!("{kind}-{round}");
             let job = create(&store, &name, Some(due)).await;
-            let (new_spec, new_next) = if keep {
-                (spec(&name), Some(due))
-            } else {
-                (spec_every(&name, "2m"), Some(rescheduled))
+            let (new_spec, new_next) = match kind {
+                "keep" => (spec(&name), NextFire::Keep),
+                "stale" => (spec(&name), NextFire::Set(Some(due))),
+                _ => (spec_every(&name, "2m"), NextFire::Set(Some(rescheduled))),
             };
             let race =
                 race_fire_and_update(&store, &job, new_spec, new_next, times, update_first).await;
@@ -424,26 +430,42 @@ pub async fn job_fire_vs_update(store: Arc<dyn Store>) {
                 );
             }
             // Which came first, from what each saw and left behind.
-            let fire_first = if keep {
-                assert!(
-                    race.fired.applied,
-                    "{ctx}: an update that keeps next_fire_at never fences out the fire"
-                );
-                assert!(
-                    stored.next_fire_at == Some(advanced) || stored.next_fire_at == Some(due),
-                    "{ctx}: next_fire_at is the fire's or the update's: {:?}",
-                    stored.next_fire_at
-                );
-                stored.next_fire_at == Some(due)
-            } else {
-                assert_eq!(
-                    stored.next_fire_at,
-                    Some(rescheduled),
-                    "{ctx}: the new schedule's next_fire_at, whichever came first"
-                );
-                race.fired.applied
+            let fire_first = match kind {
+                "keep" => {
+                    assert!(race.fired.applied, "{ctx}: Keep never fences out the fire");
+                    assert_eq!(
+                        stored.next_fire_at,
+                        Some(advanced),
+                        "{ctx}: Keep never rewinds the fire's advance"
+                    );
+                    // Either order leaves the same; nothing is withdrawn.
+                    false
+                }
+                "stale" => {
+                    assert!(
+                        race.fired.applied,
+                        "{ctx}: an update that keeps next_fire_at never fences out the fire"
+                    );
+                    assert!(
+                        stored.next_fire_at == Some(advanced) || stored.next_fire_at == Some(due),
+                        "{ctx}: next_fire_at is the fire's or the update's: {:?}",
+                        stored.next_fire_at
+                    );
+                    let first = stored.next_fire_at == Some(due);
+                    seen[0][usize::from(!first)] += 1;
+                    first
+                }
+                _ => {
+                    assert_eq!(
+                        stored.next_fire_at,
+                        Some(rescheduled),
+                        "{ctx}: the new schedule's next_fire_at, whichever came first"
+                    );
+                    let first = race.fired.applied;
+                    seen[1][usize::from(!first)] += 1;
+                    first
+                }
             };
-            seen[kind][usize::from(!fire_first)] += 1;
             let withdrawn = fire_first && early;
             let expect_run = race.fired.applied && !withdrawn;
             assert_eq!(
@@ -468,6 +490,7 @@ pub async fn job_fire_vs_update(store: Arc<dyn Store>) {
                         expected_next_fire_at: due,
                         runs: vec![insert(due)],
                         cancel_active: replace && !withdrawn,
+                        max_active: None,
                         next_fire_at: Some(advanced),
                         now: Some(update_now),
                     })
@@ -512,5 +535,87 @@ pub async fn job_fire_vs_update(store: Arc<dyn Store>) {
         }
     }
     // Not asserted (scheduling decides), but a run that never saw both orders proved less.
-    eprintln!("job_fire_vs_update: [keep, move] x [fire first, update first] = {seen:?}");
+    eprintln!("job_fire_vs_update: [stale, move] x [fire first, update first] = {seen:?}");
+}
+
+fn manual(at: Timestamp) -> RunInsert {
+    RunInsert {
+        origin: kairos_core::run::RunOrigin::Manual,
+        ..insert(at)
+    }
+}
+
+fn fenced_fire(job: &Job, due: Timestamp, max_active: u64) -> JobFireParams {
+    JobFireParams {
+        job_id: job.id,
+        expected_next_fire_at: due,
+        runs: vec![insert(due)],
+        cancel_active: false,
+        max_active: Some(max_active),
+        next_fire_at: Some(due + SignedDuration::from_mins(1)),
+        now: Some(due),
+    }
+}
+
+/// The overlap fence: a fire decided on a count of active runs applies only if the count has
+/// not grown once the fire holds the job; otherwise nothing is written and `next_fire_at`
+/// stays. Raced against trigger-now on separate connections, a manual run is either counted
+/// by the fire (which then does not apply) or created after it (a larger id).
+pub async fn job_fire_overlap_fence_counts_runs_added_meanwhile(store: Arc<dyn Store>) {
+    let due = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "fenced", Some(due)).await;
+    let trigger = |at: Timestamp| RunInsertParams {
+        job_id: job.id,
+        run: manual(at),
+        actor: "test".into(),
+        now: Some(at),
+    };
+    store.run_insert(trigger(t(T0))).await.unwrap();
+    let refused = store.job_fire(fenced_fire(&job, due, 0)).await.unwrap();
+    assert_eq!(
+        refused,
+        JobFireResult::default(),
+        "one active run, not zero"
+    );
+    let stored = store
+        .job_get_by_id(JobGetByIdParams { id: job.id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.next_fire_at,
+        Some(due),
+        "a refused fire moves nothing"
+    );
+    let fired = store.job_fire(fenced_fire(&job, due, 1)).await.unwrap();
+    assert!(fired.applied);
+    assert_eq!(fired.inserted.len(), 1);
+
+    for round in 0..30u32 {
+        let name = format!("race-{round}");
+        let job = create(&store, &name, Some(due)).await;
+        let fire = {
+            let (store, p) = (store.clone(), fenced_fire(&job, due, 0));
+            tokio::spawn(async move { store.job_fire(p).await.unwrap() })
+        };
+        let manual_run = {
+            let store = store.clone();
+            let p = RunInsertParams {
+                job_id: job.id,
+                run: manual(due - SignedDuration::from_secs(1)),
+                actor: "test".into(),
+                now: Some(due),
+            };
+            tokio::spawn(async move { store.run_insert(p).await.unwrap() })
+        };
+        let (fired, manual_run) = (fire.await.unwrap(), manual_run.await.unwrap());
+        if let Some((run_id, _)) = fired.inserted.first() {
+            assert!(
+                manual_run.id > *run_id,
+                "round {round}: the fire applied with a count of 0, so the manual run came after it"
+            );
+        } else {
+            assert!(!fired.applied, "round {round}: {fired:?}");
+        }
+    }
 }

@@ -72,7 +72,7 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
             name: "j".into(),
             expected_version: 1,
             spec: new_spec.clone(),
-            next_fire_at: Some(t("2026-03-01T00:05:00Z")),
+            next_fire_at: NextFire::Set(Some(t("2026-03-01T00:05:00Z"))),
             now: Some(t("2026-03-01T00:00:10Z")),
         })
         .await
@@ -92,7 +92,7 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
             name: "j".into(),
             expected_version: 1,
             spec: stale_spec,
-            next_fire_at: None,
+            next_fire_at: NextFire::Set(None),
             now: None,
         })
         .await;
@@ -118,7 +118,7 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
             name: "nope".into(),
             expected_version: 1,
             spec: spec("nope"),
-            next_fire_at: None,
+            next_fire_at: NextFire::Set(None),
             now: None,
         })
         .await;
@@ -149,7 +149,7 @@ pub async fn job_update_concurrent_one_wins(store: Arc<dyn Store>) {
                             name: "contended".into(),
                             expected_version: expected,
                             spec: new_spec,
-                            next_fire_at: None,
+                            next_fire_at: NextFire::Set(None),
                             now: Some(t(T0)),
                         })
                         .await
@@ -360,6 +360,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
         expected_next_fire_at: due,
         runs: vec![insert(due)],
         cancel_active: false,
+        max_active: None,
         next_fire_at: Some(next),
         now: Some(now),
     };
@@ -380,7 +381,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
             name: "j".into(),
             expected_version: 1,
             spec: spec("j"),
-            next_fire_at: Some(next),
+            next_fire_at: NextFire::Set(Some(next)),
             now: Some(now),
         })
         .await
@@ -429,7 +430,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
             name: "j".into(),
             expected_version: current.version,
             spec: spec("j"),
-            next_fire_at: Some(t("2026-03-01T00:00:59.900Z")),
+            next_fire_at: NextFire::Set(Some(t("2026-03-01T00:00:59.900Z"))),
             now: Some(now),
         })
         .await

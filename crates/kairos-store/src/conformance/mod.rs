@@ -67,6 +67,7 @@ macro_rules! conformance_tests {
             // fire
             job_fire_is_exactly_once, job_fire_concurrent_applies_once,
             job_fire_replace_cancels_active, job_fire_many_and_active_counts, job_fire_vs_update,
+            job_fire_overlap_fence_counts_runs_added_meanwhile,
             // claim
             run_exclusive_runs_one_at_a_time, run_claim_concurrent_never_doubles,
             run_claim_concurrent_exclusive,
@@ -173,6 +174,7 @@ async fn fire(
             expected_next_fire_at: at,
             runs: vec![insert(at)],
             cancel_active: false,
+            max_active: None,
             next_fire_at: next,
             now: Some(at),
         })

@@ -23,6 +23,7 @@ pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
             expected_next_fire_at: at,
             runs: vec![most, least],
             cancel_active: false,
+            max_active: None,
             next_fire_at: None,
             now: Some(at),
         })
@@ -135,6 +136,7 @@ pub async fn run_rescue_gives_up_on_runs_that_keep_losing_their_lease(store: Arc
             expected_next_fire_at: a,
             runs: vec![run],
             cancel_active: false,
+            max_active: None,
             next_fire_at: None,
             now: Some(a),
         })

@@ -19,6 +19,7 @@ pub async fn run_cancel_states(store: Arc<dyn Store>) {
             expected_next_fire_at: a,
             runs: vec![insert(a), insert(b)],
             cancel_active: false,
+            max_active: None,
             next_fire_at: None,
             now: Some(a),
         })
@@ -91,6 +92,7 @@ pub async fn run_list_filters_and_counts(store: Arc<dyn Store>) {
             expected_next_fire_at: a,
             runs: times.iter().copied().map(insert).collect(),
             cancel_active: false,
+            max_active: None,
             next_fire_at: None,
             now: Some(a),
         })
