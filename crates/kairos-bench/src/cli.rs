@@ -5,16 +5,16 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::chart::{self, Series};
+use kairos_store_postgres::{DEFAULT_POOL_SIZE, PostgresConfig};
+
+use crate::chart;
 use crate::error::{BenchError, BenchResult};
-use crate::floor::{self, FloorParams};
-use crate::report::{self, Measurement};
-use crate::store_url::StoreUrl;
-use crate::w1::{self, Shape, W1Params};
+use crate::plan::{Plan, plans, run_plans};
+use crate::report;
+use crate::store_url::{POSTGRES_URL_ENV, StoreLocation, StoreUrl};
+use crate::w1::Shape;
 use crate::w2::Shape as W2Shape;
-use crate::w2::{self, W2Params};
-use crate::w3::{self, W3Params};
-use crate::w4::{self, NodeProcess, W4Params};
+use crate::w4;
 
 const LONG_ABOUT: &str = "\
 Measures Kairos workloads on a real store and prints a table (or --json).
@@ -32,11 +32,16 @@ Workloads (each has its own --help):
   w4   scale: register M cron jobs with spread daily schedules; registration time, store size
        on disk, start-up time of a node on that store, its resident memory and idle CPU.
   all  every workload with its default sizes (override with --w1-n, --w2-jobs, ...).
-  floor  what one run's claim and finish cost through the store API and in SQLite itself,
-       one run at a time: the part of W1 and W3 that nothing above the store can remove.
+  floor  what one run's claim and finish cost through the store API and in the database
+       itself, one run at a time: the part of W1 and W3 that nothing above the store can remove.
+  failover  N real `kairos server` processes on a PostgreSQL schema, a job due every second;
+       the leader is killed K times: time to a new leader and to the next fired due time, and
+       missed and duplicate due times (both must be 0). Needs --store postgres://... and the
+       kairos binary (cargo build --release -p kairos). Not part of `all`.
 
-Every run of every workload gets a fresh, empty store. --repeat R runs everything R times
-(round robin) and reports the median with min-max. Figures depend on the machine and its load:
+Every run of every workload gets a fresh, empty store: a temporary SQLite directory, or with
+--store postgres://... a schema kb_<label>_<random> on that database, dropped afterwards.
+--repeat R runs everything R times (round robin) and reports the median with min-max. Figures depend on the machine and its load:
 quote them with the command and the machine. Progress goes to stderr; RUST_LOG=info also logs
 the node (which slows it down).
 
@@ -45,7 +50,10 @@ Examples:
   cargo run --release -p kairos-bench -- w2 --jobs 100,1000 --shape both --secs 60 --chart w2-lateness.svg
   cargo run --release -p kairos-bench -- w3 --n 5000 --json
   cargo run --release -p kairos-bench -- w4 --jobs 1000000 --store sqlite:///var/tmp/kairos-bench
-  cargo run --release -p kairos-bench -- all --repeat 5 --json > bench.json";
+  cargo run --release -p kairos-bench -- all --repeat 5 --json > bench.json
+  cargo run --release -p kairos-bench -- w1 --store postgres://postgres@127.0.0.1:5432/test
+  cargo run --release -p kairos-bench -- w2 --jobs 1000 --shape spread --nodes 3 --store postgres://postgres@127.0.0.1:5432/test
+  cargo build --release -p kairos && cargo run --release -p kairos-bench -- failover --store postgres://postgres@127.0.0.1:5432/test";
 
 /// Measures Kairos workloads on a real store.
 #[derive(Debug, Parser)]
@@ -53,9 +61,11 @@ Examples:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Store to run on: `sqlite://` (a temporary directory per run, deleted afterwards) or
-    /// `sqlite:///DIR` (a fresh subdirectory of DIR per run, to choose the file system).
-    /// `postgres://...` and `redis://...` are refused (exit code 2) until those stores exist.
+    /// Store to run on: `sqlite://` (a temporary directory per run, deleted afterwards),
+    /// `sqlite:///DIR` (a fresh subdirectory of DIR per run, to choose the file system), or
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` (a fresh schema `kb_<label>_<random>` per run
+    /// on that database, dropped afterwards; other query parameters go to the driver).
+    /// `redis://...` is refused (exit code 2) until that store exists.
     #[arg(long, global = true, default_value = "sqlite://")]
     pub store: String,
     /// Print JSON instead of the table: an array of {workload, params, runs, metrics: [{name,
@@ -65,7 +75,7 @@ pub struct Cli {
     /// Run each workload R times and report the median with min–max.
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
-    /// Keep each run's store files instead of deleting them.
+    /// Keep each run's store (SQLite directory, PostgreSQL schema) instead of deleting it.
     #[arg(long, global = true)]
     pub keep: bool,
 }
@@ -128,6 +138,23 @@ pub enum Command {
     /// transaction per run finishing the previous run and claiming the next. Reports CPU µs
     /// (user + system, whole process) and wall µs per run of each.
     Floor(FloorArgs),
+    /// Failover: kill the leader of a cluster of `kairos server` processes, K times.
+    ///
+    /// Needs `--store postgres://...` and the `kairos` binary: `cargo build --release -p
+    /// kairos` first (it is found next to this program, target/<profile>/kairos), or
+    /// --kairos-bin. N nodes start on 127.0.0.1 (free ports) on a fresh schema; a job due
+    /// every second (`catchup: all`, `overlap: allow`, `/bin/true`) is created through the
+    /// API. After its first fire and --settle-secs, K times: the leader (GET /api/v1/nodes)
+    /// is killed with SIGKILL; a survivor is polled every 20 ms until it names a new leader
+    /// (time to new leader) and until a run due after the kill and created after it appears
+    /// (time to next fire; a run the killed leader created ahead of its due time does not
+    /// count); the killed node restarts and the cluster gets --settle-secs. Then the job is
+    /// paused, its runs finish (runs the killed nodes held wait for their lease, --lease),
+    /// and every due time between the job's creation and the pause must have exactly one
+    /// run. Reports each kill's times, p50 and max over the kills, missed and duplicate due
+    /// times (both must be 0), runs that did not succeed and runs rescued. Goal: next fire
+    /// within 2 s of the kill.
+    Failover(FailoverArgs),
     /// The node phase of W4, in a fresh process (used by `w4`; prints JSON).
     #[command(hide = true)]
     W4Node(W4NodeArgs),
@@ -141,7 +168,7 @@ pub enum ShapeArg {
 }
 
 impl ShapeArg {
-    fn shapes(self) -> Vec<Shape> {
+    pub(crate) fn shapes(self) -> Vec<Shape> {
         match self {
             ShapeArg::Bulk => vec![Shape::Bulk],
             ShapeArg::Steady => vec![Shape::Steady],
@@ -158,7 +185,7 @@ pub enum W2ShapeArg {
 }
 
 impl W2ShapeArg {
-    fn shapes(self) -> Vec<W2Shape> {
+    pub(crate) fn shapes(self) -> Vec<W2Shape> {
         match self {
             W2ShapeArg::Herd => vec![W2Shape::Herd],
             W2ShapeArg::Spread => vec![W2Shape::Spread],
@@ -203,6 +230,11 @@ pub struct W2Args {
     /// Where to write the lateness chart (SVG).
     #[arg(long, default_value = "w2-lateness.svg")]
     pub chart: PathBuf,
+    /// Nodes in this process sharing the store, each with its own elector, scheduler and
+    /// worker (--concurrency each): one leads and fires, all claim and run. More than one
+    /// needs --store postgres://....
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub nodes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +277,9 @@ pub struct AllArgs {
     /// W2 measured seconds.
     #[arg(long, default_value_t = 60)]
     pub w2_secs: u64,
+    /// W2 nodes sharing the store (more than one needs --store postgres://...).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub w2_nodes: u64,
     /// W3 processes on each side (concurrency 16).
     #[arg(long, default_value_t = 5000)]
     pub w3_n: u64,
@@ -267,196 +302,59 @@ pub struct FloorArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct W4NodeArgs {
+pub struct FailoverArgs {
+    /// `kairos server` processes (at least 2).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=16))]
+    pub nodes: u64,
+    /// Times the leader is killed.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub kills: u64,
+    /// The `kairos` binary (default: `kairos` next to this program, target/<profile>/kairos).
     #[arg(long)]
-    pub dir: PathBuf,
+    pub kairos_bin: Option<PathBuf>,
+    /// Seconds the cluster gets after the first fire and after each restart.
+    #[arg(long, default_value_t = 5)]
+    pub settle_secs: u64,
+    /// The nodes' run lease (`KAIROS_LEASE`, e.g. `3s`; default: the server's, 30s). A run
+    /// the killed node had claimed waits this long before it is rescued.
+    #[arg(long)]
+    pub lease: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct W4NodeArgs {
+    /// The SQLite data directory.
+    #[arg(long, conflicts_with = "schema", required_unless_present = "schema")]
+    pub dir: Option<PathBuf>,
+    /// The PostgreSQL schema (the database's URL in the environment).
+    #[arg(long)]
+    pub schema: Option<String>,
+    #[arg(long, env = crate::store_url::POSTGRES_URL_ENV, hide_env_values = true, hide = true)]
+    pub postgres_url: Option<String>,
     #[arg(long)]
     pub idle_secs: u64,
 }
 
-/// One workload run with its parameters.
-#[derive(Debug, Clone)]
-pub enum Plan {
-    W1(W1Params),
-    W2(W2Params),
-    W3(W3Params),
-    W4(W4Params),
-    Floor(FloorParams),
-}
-
-impl Plan {
-    fn name(&self) -> String {
-        match self {
-            Plan::W1(p) => format!("w1-{} n={}", p.shape.as_str(), p.n),
-            Plan::W2(p) => format!("w2-{} jobs={} secs={}", p.shape.as_str(), p.jobs, p.secs),
-            Plan::W3(p) => format!("w3 n={}", p.n),
-            Plan::W4(p) => format!("w4 jobs={}", p.jobs),
-            Plan::Floor(p) => format!("floor n={}", p.n),
+impl W4NodeArgs {
+    fn location(&self) -> BenchResult<StoreLocation> {
+        match (&self.dir, &self.schema, &self.postgres_url) {
+            (Some(dir), _, _) => Ok(StoreLocation::SqliteDir(dir.clone())),
+            (None, Some(schema), Some(url)) => Ok(StoreLocation::Postgres(PostgresConfig {
+                url: url.clone(),
+                schema: schema.clone(),
+                pool_size: DEFAULT_POOL_SIZE,
+            })),
+            _ => Err(BenchError::InvalidParameter {
+                name: "--schema",
+                reason: format!("needs the PostgreSQL URL in {POSTGRES_URL_ENV}"),
+            }),
         }
     }
-}
-
-fn w4_node_process(in_process: bool) -> NodeProcess {
-    match (in_process, std::env::current_exe()) {
-        (false, Ok(exe)) => NodeProcess::Exe(exe),
-        _ => NodeProcess::InProcess,
-    }
-}
-
-/// The workloads a command asks for, and where the W2 chart goes.
-pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
-    let w1 = |n: u64, shape: Shape, depth: u64, concurrency: usize| {
-        Plan::W1(W1Params {
-            n,
-            shape,
-            depth,
-            concurrency,
-            keep,
-        })
-    };
-    let w2 = |jobs: u64, shape: W2Shape, secs: u64, concurrency: usize| {
-        Plan::W2(W2Params {
-            jobs,
-            shape,
-            secs,
-            concurrency,
-            keep,
-        })
-    };
-    match command {
-        Command::W1(a) => (
-            a.shape
-                .shapes()
-                .into_iter()
-                .map(|s| w1(a.n, s, a.depth, a.concurrency))
-                .collect(),
-            None,
-        ),
-        Command::W2(a) => (
-            a.jobs
-                .iter()
-                .flat_map(|&k| {
-                    a.shape
-                        .shapes()
-                        .into_iter()
-                        .map(move |shape| w2(k, shape, a.secs, a.concurrency))
-                })
-                .collect(),
-            Some(a.chart.clone()),
-        ),
-        Command::W3(a) => (
-            vec![Plan::W3(W3Params {
-                n: a.n,
-                concurrency: a.concurrency,
-                task_cgroups: a.task_cgroups,
-                keep,
-            })],
-            None,
-        ),
-        Command::W4(a) => (
-            vec![Plan::W4(W4Params {
-                jobs: a.jobs,
-                idle_secs: a.idle_secs,
-                node_process: w4_node_process(a.in_process),
-                keep,
-            })],
-            None,
-        ),
-        Command::All(a) => {
-            let defaults = W1Params::default();
-            let mut plans = vec![
-                w1(a.w1_n, Shape::Bulk, defaults.depth, defaults.concurrency),
-                w1(a.w1_n, Shape::Steady, defaults.depth, defaults.concurrency),
-            ];
-            let w2_defaults = W2Params::default();
-            plans.extend(a.w2_jobs.iter().flat_map(|&k| {
-                [W2Shape::Herd, W2Shape::Spread]
-                    .map(|shape| w2(k, shape, a.w2_secs, w2_defaults.concurrency))
-            }));
-            plans.push(Plan::W3(W3Params {
-                n: a.w3_n,
-                keep,
-                ..W3Params::default()
-            }));
-            plans.push(Plan::W4(W4Params {
-                jobs: a.w4_jobs,
-                idle_secs: a.w4_idle_secs,
-                node_process: w4_node_process(false),
-                keep,
-            }));
-            (plans, Some(a.chart.clone()))
-        }
-        Command::Floor(a) => (vec![Plan::Floor(FloorParams { n: a.n, keep })], None),
-        Command::W4Node(_) => (Vec::new(), None),
-    }
-}
-
-/// Figures worth a progress line.
-const HEADLINES: &[&str] = &[
-    "jobs_per_s",
-    "lateness_p50_ms",
-    "lateness_p99_ms",
-    "missed",
-    "duplicates",
-    "ratio",
-    "register_jobs_per_s",
-    "startup_ms",
-    "store_cpu_us_per_run",
-    "sqlite_cpu_us_per_run",
-];
-
-fn progress(m: &Measurement) -> String {
-    m.metrics
-        .iter()
-        .filter(|x| HEADLINES.contains(&x.name.as_str()))
-        .map(|x| format!("{} {}", x.name, report::format_value(x.value)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Runs the plans `repeat` times (round robin) and returns every measurement, and the W2
-/// samples per number of jobs for the chart.
-pub async fn run_plans(
-    url: &StoreUrl,
-    plans: &[Plan],
-    repeat: u32,
-) -> BenchResult<(Vec<Measurement>, Vec<Series>)> {
-    let mut measurements = Vec::new();
-    let mut series: Vec<Series> = Vec::new();
-    for r in 1..=repeat {
-        for plan in plans {
-            eprintln!("[{r}/{repeat}] {} ...", plan.name());
-            let m = match plan {
-                Plan::W1(p) => w1::run(url, p).await?,
-                Plan::W2(p) => {
-                    let out = w2::run(url, p).await?;
-                    let label = format!("K={} {}", p.jobs, p.shape.as_str());
-                    match series.iter_mut().find(|s| s.label == label) {
-                        Some(s) => s.lateness_us.extend(out.lateness_us),
-                        None => series.push(Series {
-                            label,
-                            lateness_us: out.lateness_us,
-                        }),
-                    }
-                    out.measurement
-                }
-                Plan::W3(p) => w3::run(url, p).await?,
-                Plan::W4(p) => w4::run(url, p).await?,
-                Plan::Floor(p) => floor::run(url, p).await?,
-            };
-            eprintln!("[{r}/{repeat}] {}: {}", plan.name(), progress(&m));
-            measurements.push(m);
-        }
-    }
-    for s in &mut series {
-        s.lateness_us.sort_unstable();
-    }
-    Ok((measurements, series))
 }
 
 async fn execute(cli: Cli) -> BenchResult<()> {
     if let Command::W4Node(a) = &cli.command {
-        let phase = w4::node_phase(&a.dir, a.idle_secs).await?;
+        let phase = w4::node_phase(&a.location()?, a.idle_secs).await?;
         let line =
             serde_json::to_string(&phase).map_err(|e| BenchError::Incomplete(e.to_string()))?;
         println!("{line}");

@@ -9,10 +9,16 @@ use kairos_store::StoreError;
 pub enum BenchError {
     /// A store URL naming a backend that does not exist yet.
     #[error(
-        "store `{0}` is not supported yet: only `sqlite://` works today; PostgreSQL and Redis \
-         plug in through --store when their stores exist"
+        "store `{0}` is not supported yet: `sqlite://` and `postgres://` work today; Redis \
+         plugs in through --store when its store exists"
     )]
     UnsupportedStore(String),
+    /// A workload that needs a cluster store (several nodes) was given a single-node one.
+    #[error("{workload} needs a cluster store (`--store postgres://...`), not `{store}`")]
+    NeedsCluster {
+        workload: &'static str,
+        store: String,
+    },
     #[error("invalid store URL `{url}`: {reason}")]
     InvalidStoreUrl { url: String, reason: String },
     #[error("invalid parameter {name}: {reason}")]
@@ -27,6 +33,12 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    /// A statement the benchmark itself sends (schema size, cleanup, the floor's plain SQL).
+    #[error("PostgreSQL: {context}: {message}")]
+    Postgres { context: String, message: String },
+    /// A `kairos server` process of the failover workload.
+    #[error("kairos server {node}: {reason}")]
+    Server { node: String, reason: String },
     #[error("cannot draw the chart {path}: {reason}")]
     Chart { path: String, reason: String },
     /// The workload did not reach its end (e.g. runs did not finish within the time limit).
@@ -46,6 +58,7 @@ impl BenchError {
     pub fn exit_code(&self) -> u8 {
         match self {
             BenchError::UnsupportedStore(_)
+            | BenchError::NeedsCluster { .. }
             | BenchError::InvalidStoreUrl { .. }
             | BenchError::InvalidParameter { .. } => 2,
             _ => 1,

@@ -1,5 +1,5 @@
-//! Floor: what one run's durable bookkeeping costs in the store and in SQLite itself, below
-//! the rest of Kairos. It puts W1's and W3's figures in proportion: the part of a job that no
+//! Floor: what one run's durable bookkeeping costs in the store and in the database itself,
+//! below the rest of Kairos. It puts W1's and W3's figures in proportion: the part of a job that no
 //! change above the store can remove.
 //!
 //! One job; 3·N runs are queued (as in W1). Then N runs each, one at a time:
@@ -17,6 +17,11 @@
 //!   next: the least any design with a durable claim before the work and a durable result
 //!   after it can write per run when runs end one at a time.
 //!
+//! On PostgreSQL the plain variants are named `postgres` and `postgres merged`: the same
+//! statements on one connection to the run's schema (round trips to the server included), and
+//! the round trip is a `SELECT 1` on a pooled connection. The CPU figures are this process's
+//! only; the server's own work shows in the wall times.
+//!
 //! Reported: CPU µs per run (per round trip) of the whole process (user + system) and wall µs,
 //! for each.
 
@@ -32,6 +37,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::error::{BenchError, BenchResult};
 use crate::harness;
+use crate::pg_schema::pg;
 use crate::procstat::CpuTimes;
 use crate::report::Measurement;
 use crate::store_url::StoreUrl;
@@ -131,23 +137,120 @@ pub async fn run(url: &StoreUrl, p: &FloorParams) -> BenchResult<Measurement> {
     drop(ctx);
     open.close().await;
 
-    let path = place.dir().join(DB_FILE_NAME);
     let n = p.n;
-    let (sqlite, merged) = tokio::task::spawn_blocking(move || sqlite_variants(&path, n))
-        .await
-        .map_err(|e| BenchError::Incomplete(e.to_string()))??;
+    let (plain, merged) = match (place.sqlite_dir(), place.postgres()) {
+        (Some(dir), _) => {
+            let path = dir.join(DB_FILE_NAME);
+            tokio::task::spawn_blocking(move || sqlite_variants(&path, n))
+                .await
+                .map_err(|e| BenchError::Incomplete(e.to_string()))??
+        }
+        (None, Some(schema)) => postgres_variants(&schema.client().await?, n).await?,
+        (None, None) => return Err(BenchError::UnsupportedStore(url.to_string())),
+    };
 
+    // `sqlite_…` or `postgres_…`: the plain statements on the backend's own terms.
+    let name = |what: &str| format!("{}_{what}", url.backend());
     let mut m = Measurement::new("floor");
     m.param("store", url.backend()).param("n", p.n);
     m.metric("round_trip_cpu_us", "µs", round_trip.cpu_us)
         .metric("round_trip_us", "µs", round_trip.wall_us)
         .metric("store_cpu_us_per_run", "µs", store.cpu_us)
         .metric("store_us_per_run", "µs", store.wall_us)
-        .metric("sqlite_cpu_us_per_run", "µs", sqlite.cpu_us)
-        .metric("sqlite_us_per_run", "µs", sqlite.wall_us)
-        .metric("sqlite_merged_cpu_us_per_run", "µs", merged.cpu_us)
-        .metric("sqlite_merged_us_per_run", "µs", merged.wall_us);
+        .metric(&name("cpu_us_per_run"), "µs", plain.cpu_us)
+        .metric(&name("us_per_run"), "µs", plain.wall_us)
+        .metric(&name("merged_cpu_us_per_run"), "µs", merged.cpu_us)
+        .metric(&name("merged_us_per_run"), "µs", merged.wall_us);
     Ok(m)
+}
+
+/// The two plain-PostgreSQL variants, on a connection to the run's schema (the store closed
+/// before): the statements of [`claim`] and [`finish`] in PostgreSQL's dialect.
+async fn postgres_variants(
+    client: &tokio_postgres::Client,
+    n: u64,
+) -> BenchResult<(PerRun, PerRun)> {
+    let sql = |e| pg("floor", e);
+    let queued: Vec<i64> = client
+        .query(
+            "SELECT id FROM runs WHERE state = 'queued' ORDER BY id LIMIT $1",
+            &[&(2 * n as i64)],
+        )
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if queued.len() as u64 != 2 * n {
+        return Err(BenchError::Incomplete(format!(
+            "expected {} queued runs, found {}",
+            2 * n,
+            queued.len()
+        )));
+    }
+    let (separate, together) = queued.split_at(n as usize);
+    let claim = client
+        .prepare(
+            "UPDATE runs SET state = 'running', attempt = attempt + 1, node = 'floor', \
+             lease_token = 'floor-lease', lease_expires_at = now() + interval '30 seconds', \
+             started_at = now() WHERE id = $1",
+        )
+        .await
+        .map_err(sql)?;
+    let finish = client
+        .prepare(
+            "UPDATE runs SET state = 'succeeded', finished_at = now(), lease_token = NULL, \
+             lease_expires_at = NULL WHERE id = $1 AND lease_token = 'floor-lease' \
+             AND state = 'running'",
+        )
+        .await
+        .map_err(sql)?;
+    let attempt = client
+        .prepare(
+            "INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, status) \
+             VALUES ($1, 1, 'floor', now(), now(), 'succeeded')",
+        )
+        .await
+        .map_err(sql)?;
+    let finish_run = |id: i64| {
+        let (finish, attempt) = (&finish, &attempt);
+        async move {
+            client.execute(finish, &[&id]).await?;
+            client.execute(attempt, &[&id]).await
+        }
+    };
+
+    let cpu0 = CpuTimes::now();
+    let t0 = Instant::now();
+    for &id in separate {
+        client.batch_execute("BEGIN").await.map_err(sql)?;
+        client.execute(&claim, &[&id]).await.map_err(sql)?;
+        client.batch_execute("COMMIT").await.map_err(sql)?;
+        client.batch_execute("BEGIN").await.map_err(sql)?;
+        finish_run(id).await.map_err(sql)?;
+        client.batch_execute("COMMIT").await.map_err(sql)?;
+    }
+    let plain = PerRun::since(&cpu0, t0, n);
+
+    let cpu0 = CpuTimes::now();
+    let t0 = Instant::now();
+    let mut previous: Option<i64> = None;
+    for &id in together {
+        client.batch_execute("BEGIN").await.map_err(sql)?;
+        if let Some(done) = previous {
+            finish_run(done).await.map_err(sql)?;
+        }
+        client.execute(&claim, &[&id]).await.map_err(sql)?;
+        client.batch_execute("COMMIT").await.map_err(sql)?;
+        previous = Some(id);
+    }
+    if let Some(done) = previous {
+        client.batch_execute("BEGIN").await.map_err(sql)?;
+        finish_run(done).await.map_err(sql)?;
+        client.batch_execute("COMMIT").await.map_err(sql)?;
+    }
+    let merged = PerRun::since(&cpu0, t0, n);
+    Ok((plain, merged))
 }
 
 /// The two plain-SQLite variants on the store's file (closed by the store before).

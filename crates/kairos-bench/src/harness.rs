@@ -36,15 +36,24 @@ pub fn executor() -> Arc<TaskExecutor> {
 }
 
 /// Node settings of the benchmarks: the defaults, with the given worker concurrency.
-pub fn node_config(concurrency: usize) -> NodeConfig {
+/// `exclusive`: only this node uses the store (SQLite), so it recovers the runs held under
+/// its name at start, as `kairos server` does; on a shared store it does not.
+pub fn node_config(concurrency: usize, exclusive: bool) -> NodeConfig {
     let mut config = NodeConfig::default();
     config.worker.concurrency = concurrency.max(1);
+    config.recover_on_start = exclusive;
     config
 }
 
-/// A node context on `store` with the wall clock.
+/// A node context named `bench` on `store` with the wall clock.
 pub fn context(store: Arc<dyn Store>) -> NodeContext {
-    NodeContext::new("bench", store, Arc::new(SystemClock))
+    context_named("bench", store)
+}
+
+/// A node context named `node` on `store` with the wall clock (nodes sharing a store need
+/// names of their own: leases and attempts carry them).
+pub fn context_named(node: &str, store: Arc<dyn Store>) -> NodeContext {
+    NodeContext::new(node, store, Arc::new(SystemClock))
 }
 
 /// A job document from JSON (the same documents as the API takes).

@@ -10,6 +10,7 @@
 //! - **W2, fire lateness** ([`w2`]): K jobs due every second for D seconds. For every run,
 //!   lateness = start of its attempt − its due time; reports p50, p99, p99.9 and max, and the
 //!   missed and duplicate due times (both must be 0), and draws the distribution ([`chart`]).
+//!   On a cluster store, `--nodes N` runs N nodes in this process on the one store.
 //! - **W3, shell jobs** ([`w3`]): N `/bin/true` command runs through Kairos against a bare
 //!   loop in this program that spawns `/bin/true` N times with the same output capture;
 //!   reports µs per job of both and their ratio (Kairos's overhead per process).
@@ -17,14 +18,22 @@
 //!   time, the store's size on disk, and for a node started on that store: start-up time,
 //!   resident memory and idle CPU.
 //! - **Floor** ([`floor`]): one run's claim and finish through the store API and as plain
-//!   SQLite statements on the same schema, one run at a time: what W1 and W3 cannot go below.
+//!   SQL statements on the same schema (SQLite or PostgreSQL), one run at a time: what W1 and
+//!   W3 cannot go below.
+//! - **Failover** ([`failover`]): N real `kairos server` processes ([`server_proc`]) on a
+//!   PostgreSQL schema and a job due every second; the leader is killed with SIGKILL K times.
+//!   Reports the time to a new leader and to the next fired due time, and missed and
+//!   duplicate due times over the whole window (both must be 0).
 //!
 //! # Method
 //!
 //! Every run of every workload starts from a fresh, empty store named by `--store`
-//! ([`store_url`]); only SQLite exists today, PostgreSQL and Redis plug in there. Nodes are the
-//! production ones (`Node::start` with the `TaskExecutor`, the wall clock, default settings but
-//! the worker concurrency). Elapsed time is measured with `Instant`; due times and attempt
+//! ([`store_url`]): a SQLite directory, or a PostgreSQL schema of its own ([`pg_schema`]);
+//! Redis plugs in there when it exists. The workloads are written once against `dyn Store`;
+//! only the floor's plain-SQL variants are per backend. Nodes are the production ones
+//! (`Node::start` with the `TaskExecutor`, the wall clock, default settings but the worker
+//! concurrency; on a shared store they do not recover runs under their name at start, as
+//! `kairos server` does not). Elapsed time is measured with `Instant`; due times and attempt
 //! starts are the instants Kairos itself records. CPU and memory come from `/proc`
 //! ([`procstat`]). `--repeat R` runs everything R times and reports the median with min–max
 //! ([`report`]).
@@ -35,10 +44,14 @@
 pub mod chart;
 pub mod cli;
 pub mod error;
+pub mod failover;
 pub mod floor;
 pub mod harness;
+pub mod pg_schema;
+pub mod plan;
 pub mod procstat;
 pub mod report;
+pub mod server_proc;
 pub mod stats;
 pub mod store_url;
 pub mod w1;

@@ -81,7 +81,7 @@ pub async fn run(url: &StoreUrl, p: &W1Params) -> BenchResult<Measurement> {
     let ctx = harness::context(open.store.clone());
     let counter = FinishCounter::start(ctx.telemetry.subscribe());
     let clock = SystemClock;
-    let config = harness::node_config(p.concurrency);
+    let config = harness::node_config(p.concurrency, !url.is_cluster());
     let limit = harness::drain_limit(p.n);
 
     let (node, timing) = match p.shape {

@@ -14,6 +14,11 @@
 //! after all jobs exist; the first (warm-up) and last (cool-down) of them are fired but not
 //! measured. After the last due time the node gets up to max(30 s, D) to finish the runs.
 //!
+//! With `nodes` > 1 (a cluster store), that many nodes run in this process, each with a store
+//! connection, elector, scheduler and worker of its own, as separate processes would: one of
+//! them leads and fires, all of them claim and run. Lateness then includes the hand-over from
+//! the leader to another node's worker (a change notification through the database).
+//!
 //! Then every run and attempt is read from the store. For each job and each whole second of the
 //! measured window: **missed** if it has no run, a skipped run, or a run that never started;
 //! **duplicate** for each run beyond the first with the same due time (the store's unique key
@@ -21,6 +26,7 @@
 //! scheduled_for`, both written by the node (the worker's clock and the due time), in µs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -35,7 +41,7 @@ use crate::harness;
 use crate::procstat::{self, CpuTimes};
 use crate::report::Measurement;
 use crate::stats::nearest_rank;
-use crate::store_url::StoreUrl;
+use crate::store_url::{OpenStore, StoreUrl};
 
 /// When in each second the K jobs are due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +80,10 @@ pub struct W2Params {
     pub shape: Shape,
     /// Measured seconds.
     pub secs: u64,
-    /// Worker concurrency of the node.
+    /// Worker concurrency of each node.
     pub concurrency: usize,
+    /// Nodes in this process sharing the store (more than one needs a cluster store).
+    pub nodes: usize,
     pub keep: bool,
 }
 
@@ -86,6 +94,7 @@ impl Default for W2Params {
             shape: Shape::Herd,
             secs: 60,
             concurrency: 64,
+            nodes: 1,
             keep: false,
         }
     }
@@ -128,26 +137,47 @@ fn plus(t: Timestamp, d: SignedDuration) -> BenchResult<Timestamp> {
 
 /// Runs W2 once.
 pub async fn run(url: &StoreUrl, p: &W2Params) -> BenchResult<W2Outcome> {
-    if p.jobs == 0 || p.secs == 0 {
+    if p.jobs == 0 || p.secs == 0 || p.nodes == 0 {
         return Err(BenchError::InvalidParameter {
-            name: "--jobs/--secs",
+            name: "--jobs/--secs/--nodes",
             reason: "must be at least 1".into(),
         });
     }
+    if p.nodes > 1 && !url.is_cluster() {
+        return Err(BenchError::NeedsCluster {
+            workload: "w2 --nodes 2 or more",
+            store: url.to_string(),
+        });
+    }
     let place = url.fresh("w2", p.keep)?;
-    let open = place.open().await?;
-    let ctx = harness::context(open.store.clone());
-    let node = Node::start(
-        ctx.clone(),
-        harness::executor(),
-        harness::node_config(p.concurrency),
-    )
-    .await;
+    // One store connection per node (pool, change feed and leader lock of its own), as nodes
+    // in processes of their own have; each node elects, schedules when it leads, and works.
+    let mut opened = Vec::with_capacity(p.nodes);
+    let mut nodes = Vec::with_capacity(p.nodes);
+    for i in 1..=p.nodes {
+        let (open, name) = if p.nodes == 1 {
+            (place.open().await?, "bench".to_owned())
+        } else {
+            let name = format!("n{i}");
+            (place.open_as(&name).await?, name)
+        };
+        let ctx = harness::context_named(&name, open.store.clone());
+        let node = Node::start(
+            ctx,
+            harness::executor(),
+            harness::node_config(p.concurrency, !url.is_cluster()),
+        )
+        .await;
+        opened.push(open);
+        nodes.push(node);
+    }
+    let store = nodes[0].ctx.store.clone();
     let clock = SystemClock;
 
-    // The warm-up second comes after every job exists: 0.5 s plus 3 ms per job of margin
-    // (creating a job takes well under 1 ms on SQLite).
-    let margin = SignedDuration::from_millis(500 + 3 * p.jobs as i64);
+    // The warm-up second comes after every job exists: 0.5 s plus a margin per job (creating
+    // a job takes well under 1 ms on SQLite, a few ms on a PostgreSQL server).
+    let per_job_ms = if url.is_cluster() { 10 } else { 3 };
+    let margin = SignedDuration::from_millis(500 + per_job_ms * p.jobs as i64);
     let t_create = Instant::now();
     let warmup = ceil_second(plus(clock.now(), margin)?)?;
     let first = plus(warmup, SignedDuration::from_secs(1))?;
@@ -168,7 +198,7 @@ pub async fn run(url: &StoreUrl, p: &W2Params) -> BenchResult<W2Outcome> {
                 "end_at": plus(cooldown, offset)?.to_string(),
             }),
         };
-        let job = node
+        let job = nodes[0]
             .jobs
             .create(harness::spec(json!({
                 "name": format!("tick-{i:05}"),
@@ -184,7 +214,7 @@ pub async fn run(url: &StoreUrl, p: &W2Params) -> BenchResult<W2Outcome> {
     let create_s = t_create.elapsed().as_secs_f64();
     let created = clock.now();
     if created >= first {
-        node.shutdown().await;
+        stop(nodes, opened, store).await;
         return Err(BenchError::Incomplete(format!(
             "creating {} jobs took {create_s:.1} s, past the first measured due time {first}; \
              use fewer jobs",
@@ -203,15 +233,20 @@ pub async fn run(url: &StoreUrl, p: &W2Params) -> BenchResult<W2Outcome> {
         .await;
     let fired = p.jobs * (p.secs + 2);
     let drain_limit = Duration::from_secs(p.secs.max(30));
-    let drained = wait_drained(&*ctx.store, fired, drain_limit).await?;
+    let drained = wait_drained(&*store, fired, drain_limit).await?;
     let cpu = CpuTimes::now().since(&cpu0).own.as_secs_f64();
     let wall = t_window.elapsed().as_secs_f64();
     let peak = procstat::peak_rss_kib();
-    node.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
 
-    let count = count_window(&*ctx.store, &jobs, first, last).await?;
-    drop(ctx);
-    open.close().await;
+    let count = count_window(&*store, &jobs, first, last).await;
+    drop(store);
+    for open in opened {
+        open.close().await;
+    }
+    let count = count?;
 
     let ms = |q: f64| nearest_rank(&count.lateness_us, q).map_or(f64::NAN, |us| us as f64 / 1e3);
     let mean = if count.lateness_us.is_empty() {
@@ -224,7 +259,8 @@ pub async fn run(url: &StoreUrl, p: &W2Params) -> BenchResult<W2Outcome> {
         .param("jobs", p.jobs)
         .param("shape", p.shape.as_str())
         .param("secs", p.secs)
-        .param("concurrency", p.concurrency as u64);
+        .param("concurrency", p.concurrency as u64)
+        .param("nodes", p.nodes as u64);
     m.metric("lateness_p50_ms", "ms", ms(0.5))
         .metric("lateness_p99_ms", "ms", ms(0.99))
         .metric("lateness_p999_ms", "ms", ms(0.999))
@@ -244,6 +280,17 @@ pub async fn run(url: &StoreUrl, p: &W2Params) -> BenchResult<W2Outcome> {
         measurement: m,
         lateness_us: count.lateness_us,
     })
+}
+
+/// Stops the nodes and closes their stores (on an early return).
+async fn stop(nodes: Vec<Node>, opened: Vec<OpenStore>, store: Arc<dyn Store>) {
+    for node in nodes {
+        node.shutdown().await;
+    }
+    drop(store);
+    for open in opened {
+        open.close().await;
+    }
 }
 
 /// Waits until at least `fired` runs exist and none is active. False if `limit` passed first

@@ -99,7 +99,7 @@ pub async fn run(url: &StoreUrl, p: &W3Params) -> BenchResult<Measurement> {
     let node = Node::start(
         ctx.clone(),
         harness::executor(),
-        harness::node_config(concurrency),
+        harness::node_config(concurrency, !url.is_cluster()),
     )
     .await;
     let (done, failed) = counter

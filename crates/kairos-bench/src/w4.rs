@@ -6,8 +6,8 @@
 //! the no-op function; so while the node idles, M / 86 400 jobs fire per second (about 12 for a
 //! million), as they would in production.
 //!
-//! Reported: registration time and jobs/s; the store's size on disk right after registration
-//! (every file, `-wal` included); then, for a node on that store: start-up time (from opening the
+//! Reported: registration time and jobs/s; the store's size right after registration (SQLite:
+//! every file, `-wal` included; PostgreSQL: the schema's tables, indexes included); then, for a node on that store: start-up time (from opening the
 //! store to `Node::start` returned and a store round trip, the readiness check), resident memory
 //! after start and after idling, and CPU over the idle period. The node phase runs in a fresh
 //! process of this program when possible (`w4-node`), so that its memory is the node's alone and
@@ -25,7 +25,7 @@ use crate::error::{BenchError, BenchResult};
 use crate::harness::{self, FinishCounter};
 use crate::procstat::{self, CpuTimes};
 use crate::report::Measurement;
-use crate::store_url::{OpenStore, StoreUrl};
+use crate::store_url::{StoreLocation, StoreUrl};
 
 /// Job creations in flight at once.
 pub const REGISTER_IN_FLIGHT: usize = 4;
@@ -35,7 +35,8 @@ pub const REGISTER_IN_FLIGHT: usize = 4;
 pub enum NodeProcess {
     /// In this process (its memory includes what registration left behind).
     InProcess,
-    /// In a new process: this program's executable, run as `EXE w4-node --dir D --idle-secs S`.
+    /// In a new process: this program's executable, run as `EXE w4-node --dir D --idle-secs S`
+    /// (or `--schema S` with the PostgreSQL URL in the environment).
     Exe(PathBuf),
 }
 
@@ -117,13 +118,14 @@ pub async fn run(url: &StoreUrl, p: &W4Params) -> BenchResult<Measurement> {
         .try_collect::<()>()
         .await?;
     let register = t0.elapsed().as_secs_f64();
-    let disk = place.disk_bytes()?;
+    let disk = place.size().await?;
     drop(jobs);
     open.close().await;
 
+    let location = place.location();
     let phase = match &p.node_process {
-        NodeProcess::InProcess => node_phase(place.dir(), p.idle_secs).await?,
-        NodeProcess::Exe(exe) => node_phase_in_child(exe, place.dir(), p.idle_secs).await?,
+        NodeProcess::InProcess => node_phase(&location, p.idle_secs).await?,
+        NodeProcess::Exe(exe) => node_phase_in_child(exe, &location, p.idle_secs).await?,
     };
 
     let mut m = Measurement::new("w4");
@@ -139,9 +141,11 @@ pub async fn run(url: &StoreUrl, p: &W4Params) -> BenchResult<Measurement> {
         );
     m.metric("register_s", "s", register)
         .metric("register_jobs_per_s", "jobs/s", p.jobs as f64 / register)
-        .metric("store_mib", "MiB", disk.total as f64 / 1_048_576.0)
-        .metric("store_wal_mib", "MiB", disk.wal as f64 / 1_048_576.0)
-        .metric("startup_ms", "ms", phase.startup_ms)
+        .metric("store_mib", "MiB", disk.total as f64 / 1_048_576.0);
+    if let Some(wal) = disk.wal {
+        m.metric("store_wal_mib", "MiB", wal as f64 / 1_048_576.0);
+    }
+    m.metric("startup_ms", "ms", phase.startup_ms)
         .metric(
             "rss_after_start_mib",
             "MiB",
@@ -161,14 +165,19 @@ pub async fn run(url: &StoreUrl, p: &W4Params) -> BenchResult<Measurement> {
     Ok(m)
 }
 
-/// Starts a node on the store in `dir`, measures start-up and memory, idles `idle_secs`
+/// Starts a node on the store at `location`, measures start-up and memory, idles `idle_secs`
 /// measuring CPU, and stops it.
-pub async fn node_phase(dir: &Path, idle_secs: u64) -> BenchResult<NodePhase> {
+pub async fn node_phase(location: &StoreLocation, idle_secs: u64) -> BenchResult<NodePhase> {
     let t0 = Instant::now();
-    let open = OpenStore::open_dir(dir).await?;
+    let open = location.open().await?;
     let ctx = harness::context(open.store.clone());
     let counter = FinishCounter::start(ctx.telemetry.subscribe());
-    let node = Node::start(ctx.clone(), harness::executor(), harness::node_config(16)).await;
+    let node = Node::start(
+        ctx.clone(),
+        harness::executor(),
+        harness::node_config(16, location.exclusive()),
+    )
+    .await;
     ctx.store.ping().await?;
     let startup_ms = t0.elapsed().as_secs_f64() * 1e3;
     let rss_after_start_kib = procstat::rss_kib();
@@ -195,11 +204,16 @@ pub async fn node_phase(dir: &Path, idle_secs: u64) -> BenchResult<NodePhase> {
 }
 
 /// Runs [`node_phase`] in a new process (`EXE w4-node ...`) and reads its JSON answer.
-pub async fn node_phase_in_child(exe: &Path, dir: &Path, idle_secs: u64) -> BenchResult<NodePhase> {
+pub async fn node_phase_in_child(
+    exe: &Path,
+    location: &StoreLocation,
+    idle_secs: u64,
+) -> BenchResult<NodePhase> {
+    let (args, env) = location.child_args();
     let out = tokio::process::Command::new(exe)
         .arg("w4-node")
-        .arg("--dir")
-        .arg(dir)
+        .args(args)
+        .envs(env)
         .arg("--idle-secs")
         .arg(idle_secs.to_string())
         .stdin(std::process::Stdio::null())

@@ -1,6 +1,12 @@
 //! Every workload once, at a tiny size, through the library: the benchmark keeps compiling and
 //! working. Nothing here asserts timing; only that figures come out and that no due time was
 //! missed or duplicated.
+//!
+//! The PostgreSQL tests run on the test database of `kairos_testkit::postgres`
+//! (`KAIROS_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`) and skip
+//! when it is unreachable, unless `KAIROS_REQUIRE_SERVICES=1`. The failover test also needs
+//! the `kairos` binary next to this crate's (`cargo build -p kairos`; `cargo test
+//! --workspace` builds it) and skips without it on the same terms.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,6 +16,7 @@
 
 use std::path::PathBuf;
 
+use kairos_bench::failover::{self, FailoverParams};
 use kairos_bench::floor::{self, FloorParams};
 use kairos_bench::report::Measurement;
 use kairos_bench::w1::{self, Shape, W1Params};
@@ -20,6 +27,32 @@ use kairos_bench::{StoreUrl, chart, report};
 
 fn store() -> StoreUrl {
     "sqlite://".parse().unwrap()
+}
+
+/// The test database as a `--store` URL, with a guard that only marks the test's use of it;
+/// `None` (skip) when it is unreachable and services are not required.
+async fn postgres() -> Option<(StoreUrl, kairos_testkit::postgres::TempSchema)> {
+    let guard = kairos_testkit::postgres::temp_schema().await?;
+    let url = guard.base_url.parse().unwrap();
+    Some((url, guard))
+}
+
+/// Schemas of this benchmark (`kb_…`) left on the test database.
+async fn bench_schemas(url: &str) -> Vec<String> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, 'kb_')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 fn metric(m: &Measurement, name: &str) -> f64 {
@@ -57,6 +90,7 @@ async fn w2_fires_every_due_time_once(shape: w2::Shape, jobs: u64) -> w2::W2Outc
             shape,
             secs: 2,
             concurrency: 8,
+            nodes: 1,
             keep: false,
         },
     )
@@ -165,12 +199,132 @@ async fn floor_claims_and_finishes_runs_three_ways() {
 #[test]
 fn unsupported_stores_are_refused_with_exit_code_2() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos-bench"))
-        .args(["w1", "--n", "1", "--store", "postgres://localhost/kairos"])
+        .args(["w1", "--n", "1", "--store", "redis://localhost"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not supported yet"), "{stderr}");
+
+    // Several nodes, or the failover, need a cluster store.
+    for args in [
+        &["w2", "--jobs", "1", "--nodes", "3"][..],
+        &["failover", "--kills", "1"][..],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos-bench"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("needs a cluster store"), "{stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w1_runs_on_postgres_in_a_schema_of_its_own_dropped_afterwards() {
+    let Some((url, guard)) = postgres().await else {
+        return;
+    };
+    for shape in [Shape::Bulk, Shape::Steady] {
+        let m = w1::run(
+            &url,
+            &W1Params {
+                n: 200,
+                shape,
+                depth: 50,
+                concurrency: 8,
+                keep: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.params["store"], "postgres", "{m:?}");
+        assert!(metric(&m, "jobs_per_s") > 0.0, "{m:?}");
+        assert_eq!(metric(&m, "failed"), 0.0, "{m:?}");
+    }
+    // A run's schema exists while it runs and is dropped with its place.
+    let place = url.fresh("smoke", false).unwrap();
+    let name = place.postgres().unwrap().name.clone();
+    place.open().await.unwrap().close().await;
+    assert!(bench_schemas(&guard.base_url).await.contains(&name));
+    drop(place);
+    assert!(!bench_schemas(&guard.base_url).await.contains(&name));
+}
+
+/// Three nodes in this process share one schema: each due time fires exactly once among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w2_with_three_nodes_on_postgres_fires_every_due_time_once() {
+    let Some((url, _guard)) = postgres().await else {
+        return;
+    };
+    let out = w2::run(
+        &url,
+        &W2Params {
+            jobs: 3,
+            shape: w2::Shape::Herd,
+            secs: 2,
+            concurrency: 8,
+            nodes: 3,
+            keep: false,
+        },
+    )
+    .await
+    .unwrap();
+    let m = &out.measurement;
+    assert_eq!(m.params["nodes"], 3, "{m:?}");
+    assert_eq!(metric(m, "missed"), 0.0, "{m:?}");
+    assert_eq!(metric(m, "duplicates"), 0.0, "{m:?}");
+    assert_eq!(metric(m, "runs_measured"), 6.0, "{m:?}");
+}
+
+/// The `kairos` binary beside this crate's, or `None` (skip) unless services are required.
+fn kairos_bin() -> Option<PathBuf> {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_kairos-bench")).with_file_name("kairos");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    let msg = format!(
+        "{} is missing: run `cargo build -p kairos` first",
+        bin.display()
+    );
+    if std::env::var(kairos_testkit::postgres::REQUIRE_ENV).is_ok_and(|v| v == "1") {
+        panic!("{msg}");
+    }
+    eprintln!("skipped: {msg}");
+    None
+}
+
+/// Two real nodes, one kill of the leader: a new leader comes, the job keeps firing, and every
+/// due time of the window has exactly one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_with_two_nodes_and_one_kill_keeps_one_run_per_due_time() {
+    let Some((url, _guard)) = postgres().await else {
+        return;
+    };
+    let Some(bin) = kairos_bin() else {
+        return;
+    };
+    let m = failover::run(
+        &url,
+        &FailoverParams {
+            nodes: 2,
+            kills: 1,
+            kairos_bin: Some(bin),
+            settle_secs: 1,
+            lease: Some("3s".into()),
+            keep: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(metric(&m, "missed"), 0.0, "{m:?}");
+    assert_eq!(metric(&m, "duplicates"), 0.0, "{m:?}");
+    assert_eq!(metric(&m, "not_succeeded"), 0.0, "{m:?}");
+    assert!(metric(&m, "due_times") >= 2.0, "{m:?}");
+    assert!(metric(&m, "kill1_new_leader_ms") > 0.0, "{m:?}");
+    assert!(metric(&m, "kill1_next_fire_ms") > 0.0, "{m:?}");
+    assert!(metric(&m, "next_fire_max_ms") >= metric(&m, "next_fire_p50_ms"));
 }
 
 #[test]
