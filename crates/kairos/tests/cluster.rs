@@ -623,3 +623,80 @@ async fn store_copy_moves_a_single_node_into_a_cluster() {
     assert_eq!(tokens[0]["name"], "admin", "{tokens}");
     drop(schema);
 }
+
+/// A cancel sent to one node stops the attempt running on another within a second (the cancel
+/// is a notification, not a wait for the next heartbeat), and a leader stopped with SIGTERM
+/// resigns: another node leads well before the leadership lease (10 s) would have run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_the_running_node_and_a_stopping_leader_hands_over() {
+    let Some(schema) = kairos_testkit::postgres::temp_schema().await else {
+        return;
+    };
+    let url = format!("{}&schema={}", schema.config().url, schema.name);
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = [
+        spawn_on("first", &url, dir.path()),
+        spawn_on("second", &url, dir.path()),
+    ];
+    for n in &nodes {
+        ready(n).await;
+    }
+    let (status, _, body) = nodes[0]
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "long", "task": {"kind": "shell", "script": "sleep 60"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = nodes[0].trigger("long").await;
+    let run = nodes[0].wait_for_run_state(30, id, "running").await;
+    let other = usize::from(run["node"] == "first");
+    let (status, _, body) = nodes[other]
+        .call(Method::POST, &format!("/api/v1/runs/{id}/cancel"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let cancelled = nodes[other].wait_for_run_state(30, id, "cancelled").await;
+    let (_, _, audit) = nodes[other].call(Method::GET, "/api/v1/audit", None).await;
+    let asked = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "run.cancel")
+        .map(|e| ts(&e["at"]))
+        .expect("the cancel is audited");
+    let stopped = ts(&cancelled["finished_at"]);
+    assert!(
+        stopped.duration_since(asked) <= jiff::SignedDuration::from_secs(1),
+        "asked at {asked}, stopped at {stopped}"
+    );
+
+    // SIGTERM to the leader: it resigns and the other node takes over at once.
+    let leading = nodes[0]
+        .wait_for(30, "a leader", || async {
+            let (_, _, list) = nodes[0].call(Method::GET, "/api/v1/nodes", None).await;
+            list.as_array()?
+                .iter()
+                .find(|n| n["leader"] == true)
+                .and_then(|n| n["name"].as_str().map(str::to_owned))
+        })
+        .await;
+    let (stop, stay) = if leading == "first" { (0, 1) } else { (1, 0) };
+    let status = nodes[stop].terminate(Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let survivor = &nodes[stay];
+    survivor
+        .wait_for(
+            5,
+            "the other node to lead after the resignation",
+            || async {
+                let (_, _, list) = survivor.call(Method::GET, "/api/v1/nodes", None).await;
+                list.as_array()?
+                    .iter()
+                    .find(|n| n["leader"] == true && n["this_node"] == true)
+                    .map(|_| ())
+            },
+        )
+        .await;
+    drop(schema);
+}
