@@ -36,6 +36,7 @@ pub mod cluster;
 pub mod fire;
 pub mod jobs;
 pub mod lease;
+mod notify;
 pub mod rescue;
 pub mod runs;
 
@@ -45,6 +46,7 @@ pub use cluster::*;
 pub use fire::*;
 pub use jobs::*;
 pub use lease::*;
+pub use notify::*;
 pub use rescue::*;
 pub use runs::*;
 
@@ -85,6 +87,8 @@ macro_rules! conformance_tests {
             // cluster
             leader_terms_are_fenced, leader_concurrent_candidates_agree_on_one_per_term,
             nodes_join_refresh_leave_and_expire, the_store_clock_rules_without_now,
+            // notify
+            changes_are_announced_on_the_feed,
         );
     };
     (optional $make:expr) => {
