@@ -700,3 +700,35 @@ async fn a_cancel_reaches_the_running_node_and_a_stopping_leader_hands_over() {
         .await;
     drop(schema);
 }
+
+/// A store URL that is wrong, or a database that cannot be reached, ends the start with a
+/// clear message and a non-zero exit (never a panic), without echoing a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_store_urls_and_unreachable_databases_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().to_string();
+    for (url, says) in [
+        ("mysql://u:pw@127.0.0.1/db", "unknown scheme `mysql`"),
+        ("sqlite://relative/dir", "absolute path"),
+        (
+            "postgres://u:hunter2@127.0.0.1:1/db",
+            "postgres://u:***@127.0.0.1:1/db",
+        ),
+        ("postgres://u@127.0.0.1:1/db?schema=Bad-Name", "schema"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--store", url])
+            .env("KAIROS_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: {text}");
+        assert_eq!(out.status.code(), Some(1), "{url}: not a panic: {text}");
+        assert!(text.contains(says), "{url}: {text}");
+        assert!(!text.contains("hunter2"), "{url}: {text}");
+        assert!(!text.contains("panicked"), "{url}: {text}");
+    }
+}
