@@ -1,5 +1,5 @@
 //! Failure modes, with fake executors from the testkit (a hanging or failing task) on a real
-//! SQLite store and a manual clock.
+//! store of each backend and a manual clock.
 
 #![allow(
     clippy::unwrap_used,
@@ -19,29 +19,51 @@ use kairos_runtime::worker::Worker;
 use kairos_runtime::{Clock as _, Event, JobService, ManualClock, NodeContext, WorkerConfig};
 use kairos_store::{Run, RunListParams};
 use kairos_testkit::{
-    FailingExecutor, HangingExecutor, RecordingExecutor, TempStore, node_context, wait_for_event,
+    Backend, FailingExecutor, HangingExecutor, RecordingExecutor, TestStore, node_context_on,
+    wait_for_event,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+kairos_testkit::backend_tests! {
+    shutdown_releases_attempts_that_outlive_the_grace,
+    an_attempt_whose_lease_was_lost_is_stopped_and_its_result_refused,
+    an_attempt_whose_lease_cannot_be_renewed_is_killed_before_it_expires,
+    a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe,
+    a_run_released_unstarted_after_a_cancel_request_ends_cancelled,
+    retries_follow_the_retry_conditions,
+    the_executor_gets_the_run_context_and_the_job_policies,
+    at_most_once_runs_stopped_by_shutdown_are_not_run_again,
+    a_shutdown_releases_a_run_still_waiting_for_its_due_time,
+    a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat,
+}
 
 fn spec(json: &str) -> JobSpec {
     JobSpec::from_json(json).unwrap()
 }
 
-/// A node context under a manual clock with one job created from `json` and one run of it
-/// triggered.
-async fn one_triggered_run(json: &str) -> (NodeContext, ManualClock, TempStore, Run) {
-    let (ctx, clock, temp) = node_context("2026-03-01T00:00:00Z").await;
+/// A node context on `backend` under a manual clock with one job created from `json` and one
+/// run of it triggered; `None` when the backend is unreachable.
+async fn one_triggered_run(
+    backend: Backend,
+    json: &str,
+) -> Option<(NodeContext, ManualClock, TestStore, Run)> {
+    let (ctx, clock, temp) = node_context_on(backend, "2026-03-01T00:00:00Z").await?;
     let jobs = JobService::new(ctx.clone());
     let job = jobs.create(spec(json)).await.unwrap();
     let run = jobs.trigger(job.namespace(), job.name()).await.unwrap();
-    (ctx, clock, temp, run)
+    Some((ctx, clock, temp, run))
 }
 
-#[tokio::test]
-async fn shutdown_releases_attempts_that_outlive_the_grace() {
-    let (ctx, _clock, _temp, run) =
-        one_triggered_run(r#"{"name":"stuck","task":{"kind":"shell","script":"true"}}"#).await;
+async fn shutdown_releases_attempts_that_outlive_the_grace(backend: Backend) {
+    let Some((ctx, _clock, _temp, run)) = one_triggered_run(
+        backend,
+        r#"{"name":"stuck","task":{"kind":"shell","script":"true"}}"#,
+    )
+    .await
+    else {
+        return;
+    };
     let hanging = Arc::new(HangingExecutor::default());
     let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
     let shutdown = CancellationToken::new();
@@ -71,10 +93,15 @@ async fn shutdown_releases_attempts_that_outlive_the_grace() {
     );
 }
 
-#[tokio::test]
-async fn an_attempt_whose_lease_was_lost_is_stopped_and_its_result_refused() {
-    let (ctx, clock, _temp, run) =
-        one_triggered_run(r#"{"name":"slow","task":{"kind":"shell","script":"true"}}"#).await;
+async fn an_attempt_whose_lease_was_lost_is_stopped_and_its_result_refused(backend: Backend) {
+    let Some((ctx, clock, _temp, run)) = one_triggered_run(
+        backend,
+        r#"{"name":"slow","task":{"kind":"shell","script":"true"}}"#,
+    )
+    .await
+    else {
+        return;
+    };
     let hanging = Arc::new(HangingExecutor::default());
     let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
     let mut tasks = JoinSet::new();
@@ -122,10 +149,15 @@ async fn run_now(ctx: &NodeContext, id: kairos_core::run::RunId) -> Run {
 /// the attempt before the lease can expire in the store and drops its result, so the run never
 /// executes on two nodes at once. Renewals push the point back. The manual clock stands for
 /// the worker's clock; no heartbeat runs between the steps (the test calls them).
-#[tokio::test]
-async fn an_attempt_whose_lease_cannot_be_renewed_is_killed_before_it_expires() {
-    let (ctx, clock, _temp, run) =
-        one_triggered_run(r#"{"name":"slow","task":{"kind":"shell","script":"true"}}"#).await;
+async fn an_attempt_whose_lease_cannot_be_renewed_is_killed_before_it_expires(backend: Backend) {
+    let Some((ctx, clock, _temp, run)) = one_triggered_run(
+        backend,
+        r#"{"name":"slow","task":{"kind":"shell","script":"true"}}"#,
+    )
+    .await
+    else {
+        return;
+    };
     let hanging = Arc::new(HangingExecutor::default());
     // A 30 s lease: renewed every 10 s, given up 24 s after the last renewal was sent.
     let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
@@ -162,9 +194,10 @@ async fn an_attempt_whose_lease_cannot_be_renewed_is_killed_before_it_expires() 
 
 /// A run claimed ahead of its due time does not start if the lease is no longer safe by then;
 /// it goes back to the queue as it was (nothing ran).
-#[tokio::test]
-async fn a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe() {
-    let (ctx, clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
+async fn a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe(backend: Backend) {
+    let Some((ctx, clock, _temp)) = node_context_on(backend, "2026-03-01T00:00:00Z").await else {
+        return;
+    };
     let jobs = JobService::new(ctx.clone());
     let job = jobs
         .create(spec(
@@ -211,14 +244,82 @@ async fn a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe() 
     );
 }
 
-#[tokio::test]
-async fn retries_follow_the_retry_conditions() {
+/// A run whose cancel was requested while its attempt waited for its due time, and which the
+/// worker then gives back unstarted (its lease no longer safe; a shutdown does the same)
+/// before a heartbeat delivered the cancel, ends cancelled: the release does not put a
+/// cancelled (or replaced) run back in the queue, where the next claim would start it again.
+async fn a_run_released_unstarted_after_a_cancel_request_ends_cancelled(backend: Backend) {
+    let Some((ctx, clock, _temp)) = node_context_on(backend, "2026-03-01T00:00:00Z").await else {
+        return;
+    };
+    let jobs = JobService::new(ctx.clone());
+    let job = jobs
+        .create(spec(
+            r#"{"name":"ahead","task":{"kind":"shell","script":"true"}}"#,
+        ))
+        .await
+        .unwrap();
+    let due: jiff::Timestamp = "2026-03-01T00:00:00.200Z".parse().unwrap();
+    let run = ctx
+        .store
+        .run_insert(kairos_store::RunInsertParams {
+            job_id: job.id,
+            run: kairos_store::RunInsert {
+                scheduled_for: due,
+                run_at: due,
+                origin: kairos_core::run::RunOrigin::Schedule,
+                skip: None,
+                exclusive: false,
+                max_attempts: 1,
+                execution: kairos_core::spec::ExecutionMode::AtLeastOnce,
+            },
+            actor: "test".into(),
+            now: Some(clock.now()),
+        })
+        .await
+        .unwrap();
+    let recorder = Arc::new(RecordingExecutor::default());
+    let worker = Worker::new(ctx.clone(), recorder.clone(), WorkerConfig::default());
+    let mut tasks = JoinSet::new();
+    assert_eq!(
+        worker.claim_once(&mut tasks).await.unwrap(),
+        1,
+        "claimed ahead"
+    );
+    // Cancelled in the store while the attempt waits; no heartbeat tells the worker.
+    ctx.store
+        .run_cancel(kairos_store::RunCancelParams {
+            actor: "test".into(),
+            run_id: run.id,
+            now: ctx.clock.store_now(),
+        })
+        .await
+        .unwrap();
+    assert!(run_now(&ctx, run.id).await.cancel_requested);
+    // The node stalls past the lease's safe point: the attempt never begins and is given back.
+    clock.advance(SignedDuration::from_secs(25));
+    tasks.join_next().await.unwrap().unwrap();
+    assert!(recorder.recorded().is_empty(), "the task never ran");
+    let after = run_now(&ctx, run.id).await;
+    assert_eq!(after.state, RunState::Cancelled, "not queued again");
+    assert_eq!(
+        after.attempt, 0,
+        "the attempt that never began is not counted"
+    );
+    assert_eq!(worker.claim_once(&mut tasks).await.unwrap(), 0);
+}
+
+async fn retries_follow_the_retry_conditions(backend: Backend) {
     // A 404 is not in `on`: the run fails at once.
-    let (ctx, _clock, _temp, run) = one_triggered_run(
+    let Some((ctx, _clock, _temp, run)) = one_triggered_run(
+        backend,
         r#"{"name":"http","task":{"kind":"http","url":"http://127.0.0.1:9/"},
             "retry":{"max_attempts":5,"on":["http:5xx"]}}"#,
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let worker = Worker::new(
         ctx.clone(),
         Arc::new(FailingExecutor(AttemptStatus::HttpStatus { status: 404 })),
@@ -237,10 +338,14 @@ async fn retries_follow_the_retry_conditions() {
         RunState::Failed
     );
     // A 503 is: the run goes back to the queue with a later run_at.
-    let (ctx2, clock2, _temp2, run2) = one_triggered_run(
+    let Some((ctx2, clock2, _temp2, run2)) = one_triggered_run(
+        backend,
         r#"{"name":"http","task":{"kind":"http","url":"http://127.0.0.1:9/"},"retry":{"max_attempts":5,"on":["http:5xx"]}}"#,
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let worker2 = Worker::new(
         ctx2.clone(),
         Arc::new(FailingExecutor(AttemptStatus::HttpStatus { status: 503 })),
@@ -259,9 +364,10 @@ async fn retries_follow_the_retry_conditions() {
     assert!(after.run_at > clock2.now(), "a backoff delay applies");
 }
 
-#[tokio::test]
-async fn the_executor_gets_the_run_context_and_the_job_policies() {
-    let (ctx, clock, _temp) = node_context("2026-03-01T00:00:00Z").await;
+async fn the_executor_gets_the_run_context_and_the_job_policies(backend: Backend) {
+    let Some((ctx, clock, _temp)) = node_context_on(backend, "2026-03-01T00:00:00Z").await else {
+        return;
+    };
     let jobs = JobService::new(ctx.clone());
     jobs.create(spec(
         r#"{"name":"rec","triggers":[{"interval":"1m"}],"task":{"kind":"shell","script":"true"},
@@ -294,12 +400,15 @@ async fn the_executor_gets_the_run_context_and_the_job_policies() {
     assert_eq!(runs[0].state, RunState::Succeeded);
 }
 
-#[tokio::test]
-async fn at_most_once_runs_stopped_by_shutdown_are_not_run_again() {
-    let (ctx, _clock, _temp, run) = one_triggered_run(
+async fn at_most_once_runs_stopped_by_shutdown_are_not_run_again(backend: Backend) {
+    let Some((ctx, _clock, _temp, run)) = one_triggered_run(
+        backend,
         r#"{"name":"once","execution":"at_most_once","task":{"kind":"shell","script":"true"}}"#,
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let hanging = Arc::new(HangingExecutor::default());
     let worker = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
     let shutdown = CancellationToken::new();
@@ -318,9 +427,11 @@ async fn at_most_once_runs_stopped_by_shutdown_are_not_run_again() {
 
 /// A run claimed ahead of its due time that is still waiting when the node shuts down never
 /// started: it goes back to the queue, even for `at_most_once`.
-#[tokio::test]
-async fn a_shutdown_releases_a_run_still_waiting_for_its_due_time() {
-    let (ctx, clock, _temp) = node_context("2026-03-01T00:00:59.800Z").await;
+async fn a_shutdown_releases_a_run_still_waiting_for_its_due_time(backend: Backend) {
+    let Some((ctx, clock, _temp)) = node_context_on(backend, "2026-03-01T00:00:59.800Z").await
+    else {
+        return;
+    };
     let jobs = JobService::new(ctx.clone());
     jobs.create(spec(
         r#"{"name":"early","execution":"at_most_once","triggers":[{"cron":"* * * * *"}],
@@ -371,10 +482,15 @@ async fn a_shutdown_releases_a_run_still_waiting_for_its_due_time() {
     assert_eq!(clock.now(), "2026-03-01T00:00:59.800Z".parse().unwrap());
 }
 
-#[tokio::test]
-async fn a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat() {
-    let (ctx, _clock, _temp, run) =
-        one_triggered_run(r#"{"name":"long","task":{"kind":"shell","script":"true"}}"#).await;
+async fn a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat(backend: Backend) {
+    let Some((ctx, _clock, _temp, run)) = one_triggered_run(
+        backend,
+        r#"{"name":"long","task":{"kind":"shell","script":"true"}}"#,
+    )
+    .await
+    else {
+        return;
+    };
     let hanging = Arc::new(HangingExecutor::default());
     // Heartbeats every 20 minutes: only the wake-up can deliver the cancel in time.
     let config = WorkerConfig {

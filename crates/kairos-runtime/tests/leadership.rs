@@ -14,7 +14,11 @@ use jiff::SignedDuration;
 use kairos_runtime::rescuer::Rescuer;
 use kairos_runtime::scheduler::Scheduler;
 use kairos_runtime::{Elector, ElectorConfig, Event, LeaderGate, NodeContext};
-use kairos_testkit::node_context;
+use kairos_testkit::{Backend, node_context_on};
+
+kairos_testkit::backend_tests! {
+    one_leader_per_term_and_the_gate_follows_it,
+}
 
 fn elector(ctx: &NodeContext) -> Elector {
     let gate = LeaderGate::new(
@@ -24,9 +28,10 @@ fn elector(ctx: &NodeContext) -> Elector {
     Elector::new(ctx.clone(), ElectorConfig::default(), gate)
 }
 
-#[tokio::test]
-async fn one_leader_per_term_and_the_gate_follows_it() {
-    let (a_ctx, clock, temp) = node_context("2026-03-01T00:00:00Z").await;
+async fn one_leader_per_term_and_the_gate_follows_it(backend: Backend) {
+    let Some((a_ctx, clock, temp)) = node_context_on(backend, "2026-03-01T00:00:00Z").await else {
+        return;
+    };
     let b_ctx = NodeContext::new("node-b", temp.store.clone(), Arc::new(clock.clone()));
     let mut a_events = a_ctx.telemetry.subscribe();
     let (mut a, mut b) = (elector(&a_ctx), elector(&b_ctx));

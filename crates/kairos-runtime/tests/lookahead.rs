@@ -1,6 +1,7 @@
 //! Look-ahead edge cases: changes to a job inside the window between the early fire (or the
 //! early claim) and the due time, shutdown and restart inside it, and jobs faster than the
-//! window. A manual clock and a real SQLite file; services are driven through `run_once`.
+//! window. A manual clock and a real store of each backend; services are driven through
+//! `run_once`.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,7 +17,20 @@ use jiff::SignedDuration;
 use kairos_core::run::RunState;
 use kairos_runtime::Clock as _;
 use kairos_store::{Run, RunListParams};
+use kairos_testkit::Backend;
 use tokio::task::JoinSet;
+
+kairos_testkit::backend_tests! {
+    an_update_after_the_early_claim_fires_the_due_time_again,
+    a_pause_and_resume_after_the_early_claim_fire_the_due_time_again,
+    the_scheduler_never_sleeps_past_a_due_time_in_the_window,
+    pausing_through_an_update_withdraws_the_early_run,
+    a_job_deleted_before_its_due_time_does_not_run,
+    a_restart_requeues_an_early_claimed_run_that_never_started,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_shutdown_does_not_start_a_run_claimed_ahead,
+    new_triggers_withdraw_an_early_run_they_do_not_contain,
+}
 
 const T: &str = "2026-03-01T00:01:00Z";
 
@@ -56,9 +70,10 @@ async fn assert_due_time_ran(s: &Setup, job: &str) {
 }
 
 /// A: update of the triggers (same due times) after the early run was claimed.
-#[tokio::test]
-async fn an_update_after_the_early_claim_fires_the_due_time_again() {
-    let s = setup().await;
+async fn an_update_after_the_early_claim_fires_the_due_time_again(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs.create(every_minute("u", "")).await.unwrap();
     let mut tasks = claim_early(&s).await;
     let cur = s.jobs.get("default", "u").await.unwrap();
@@ -78,9 +93,10 @@ async fn an_update_after_the_early_claim_fires_the_due_time_again() {
 }
 
 /// B: pause + resume inside the window after the early run was claimed.
-#[tokio::test]
-async fn a_pause_and_resume_after_the_early_claim_fire_the_due_time_again() {
-    let s = setup().await;
+async fn a_pause_and_resume_after_the_early_claim_fire_the_due_time_again(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs.create(every_minute("p", "")).await.unwrap();
     let mut tasks = claim_early(&s).await;
     s.jobs.set_paused("default", "p", true).await.unwrap();
@@ -100,9 +116,10 @@ async fn a_pause_and_resume_after_the_early_claim_fire_the_due_time_again() {
 }
 
 /// D: scheduler next_wake with a sub-lookahead interval job fired early and another deferred.
-#[tokio::test]
-async fn the_scheduler_never_sleeps_past_a_due_time_in_the_window() {
-    let s = setup().await;
+async fn the_scheduler_never_sleeps_past_a_due_time_in_the_window(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs.create(every_minute("slow", "")).await.unwrap();
     s.jobs.trigger("default", "slow").await.unwrap();
     s.clock.set(t("2026-03-01T00:00:59.700Z"));
@@ -123,9 +140,10 @@ async fn the_scheduler_never_sleeps_past_a_due_time_in_the_window() {
 }
 
 /// E: an update that pauses through the spec, inside the window.
-#[tokio::test]
-async fn pausing_through_an_update_withdraws_the_early_run() {
-    let s = setup().await;
+async fn pausing_through_an_update_withdraws_the_early_run(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs.create(every_minute("e", "")).await.unwrap();
     fire_early(&s).await;
     let cur = s.jobs.get("default", "e").await.unwrap();
@@ -144,10 +162,11 @@ async fn pausing_through_an_update_withdraws_the_early_run() {
 }
 
 /// F: delete inside the window after the early claim.
-#[tokio::test]
-async fn a_job_deleted_before_its_due_time_does_not_run() {
-    let s = setup().await;
-    let marker = s._dir.path().join("ran");
+async fn a_job_deleted_before_its_due_time_does_not_run(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    let marker = s.temp.dir().join("ran");
     let json = format!(
         r#"{{"name":"d","triggers":[{{"cron":"* * * * *"}}],"task":{{"kind":"shell","script":"touch {}"}}}}"#,
         marker.display()
@@ -166,9 +185,10 @@ async fn a_job_deleted_before_its_due_time_does_not_run() {
 }
 
 /// H: kill -9 with an at_most_once run claimed early, restart before its due time.
-#[tokio::test]
-async fn a_restart_requeues_an_early_claimed_run_that_never_started() {
-    let s = setup().await;
+async fn a_restart_requeues_an_early_claimed_run_that_never_started(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(every_minute("h", r#","execution":"at_most_once""#))
         .await
@@ -189,10 +209,11 @@ async fn a_restart_requeues_an_early_claimed_run_that_never_started() {
 }
 
 /// G: shutdown while an early-claimed run waits; its due time comes during the grace period.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shutdown_does_not_start_a_run_claimed_ahead() {
-    let s = setup().await;
-    let marker = s._dir.path().join("ran");
+async fn a_shutdown_does_not_start_a_run_claimed_ahead(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    let marker = s.temp.dir().join("ran");
     let json = format!(
         r#"{{"name":"g","execution":"at_most_once","triggers":[{{"cron":"* * * * *"}}],"task":{{"kind":"shell","script":"touch {}"}}}}"#,
         marker.display()
@@ -203,7 +224,7 @@ async fn a_shutdown_does_not_start_a_run_claimed_ahead() {
         worker,
         clock,
         ctx,
-        _dir,
+        temp: _temp,
         ..
     } = s;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -227,9 +248,10 @@ async fn a_shutdown_does_not_start_a_run_claimed_ahead() {
 }
 
 /// I: new triggers that drop the early-fired due time but keep the same next_fire_at.
-#[tokio::test]
-async fn new_triggers_withdraw_an_early_run_they_do_not_contain() {
-    let s = setup().await;
+async fn new_triggers_withdraw_an_early_run_they_do_not_contain(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs.create(every_minute("i", "")).await.unwrap();
     fire_early(&s).await;
     let cur = s.jobs.get("default", "i").await.unwrap();

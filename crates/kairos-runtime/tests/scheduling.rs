@@ -1,5 +1,6 @@
-//! Scheduler, worker and rescuer under a manual clock, on a real SQLite file, executing real
-//! processes. The services' `run_once` methods are driven directly; nothing sleeps on the clock.
+//! Scheduler, worker and rescuer under a manual clock, on a real store of each backend,
+//! executing real processes. The services' `run_once` methods are driven directly; nothing
+//! sleeps on the clock.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,11 +16,36 @@ use jiff::SignedDuration;
 use kairos_core::run::{RunState, SkipReason};
 use kairos_runtime::rescuer::Rescuer;
 use kairos_runtime::*;
+use kairos_testkit::Backend;
 use tokio::task::JoinSet;
 
-#[tokio::test]
-async fn fires_each_due_time_exactly_once() {
-    let s = setup().await;
+kairos_testkit::backend_tests! {
+    fires_each_due_time_exactly_once,
+    catchup_policies_after_downtime,
+    catchup_window_bounds_what_is_caught_up,
+    overlap_forbid_records_a_skip,
+    overlap_queue_runs_one_after_another,
+    overlap_replace_cancels_the_active_run,
+    replace_in_a_catch_up_round_records_the_replaced_due_times,
+    paused_jobs_do_not_fire_and_resume_does_not_replay,
+    failed_attempts_retry_with_backoff_then_fail,
+    expired_leases_are_rescued_and_a_restarted_node_recovers_at_once,
+    trigger_now_and_stale_updates,
+    node_runs_jobs_end_to_end_with_the_loops,
+    the_worker_loop_starts_a_queued_run_when_the_one_before_it_ends,
+    a_blocked_queued_run_does_not_delay_the_next_timed_one,
+    resuming_through_an_update_does_not_replay_the_pause,
+    fires_and_claims_ahead_of_the_due_time_and_starts_on_time,
+    a_run_cancelled_while_waiting_for_its_due_time_never_runs,
+    a_job_with_active_runs_is_fired_when_due_not_early,
+    a_pause_withdraws_an_early_run,
+    a_pause_withdraws_an_early_run_already_claimed,
+}
+
+async fn fires_each_due_time_exactly_once(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     let job = s.jobs.create(every_minute("tick", "")).await.unwrap();
     assert_eq!(job.next_fire_at, Some(t("2026-03-01T00:01:00Z")));
     // Nothing due yet.
@@ -58,9 +84,10 @@ async fn fires_each_due_time_exactly_once() {
     );
 }
 
-#[tokio::test]
-async fn catchup_policies_after_downtime() {
-    let s = setup().await;
+async fn catchup_policies_after_downtime(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     for (name, catchup) in [("all", "all"), ("latest", "latest"), ("skip", "skip")] {
         s.jobs
             .create(every_minute(
@@ -99,9 +126,10 @@ async fn catchup_policies_after_downtime() {
     assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 0);
 }
 
-#[tokio::test]
-async fn catchup_window_bounds_what_is_caught_up() {
-    let s = setup().await;
+async fn catchup_window_bounds_what_is_caught_up(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(every_minute(
             "w",
@@ -127,9 +155,10 @@ async fn catchup_window_bounds_what_is_caught_up() {
     );
 }
 
-#[tokio::test]
-async fn overlap_forbid_records_a_skip() {
-    let s = setup().await;
+async fn overlap_forbid_records_a_skip(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(spec(r#"{"name":"slow","triggers":[{"interval":"1m"}],"task":{"kind":"shell","script":"sleep 30"}}"#))
         .await
@@ -137,7 +166,7 @@ async fn overlap_forbid_records_a_skip() {
     s.clock.set(t("2026-03-01T00:01:00Z"));
     s.scheduler.run_once().await.unwrap();
     let mut tasks = JoinSet::new();
-    assert_eq!(s.worker.claim_once(&mut tasks).await.unwrap(), 1);
+    assert_eq!(s.claim_and_begin(&mut tasks).await, 1);
     s.clock.set(t("2026-03-01T00:02:00Z"));
     let report = s.scheduler.run_once().await.unwrap();
     assert_eq!((report.runs_queued, report.runs_skipped), (0, 1));
@@ -162,9 +191,10 @@ async fn overlap_forbid_records_a_skip() {
     assert_eq!(s.runs("slow").await[0].state, RunState::Cancelled);
 }
 
-#[tokio::test]
-async fn overlap_queue_runs_one_after_another() {
-    let s = setup().await;
+async fn overlap_queue_runs_one_after_another(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(every_minute("q", r#","overlap":"queue","catchup":"all""#))
         .await
@@ -184,9 +214,10 @@ async fn overlap_queue_runs_one_after_another() {
     }
 }
 
-#[tokio::test]
-async fn overlap_replace_cancels_the_active_run() {
-    let s = setup().await;
+async fn overlap_replace_cancels_the_active_run(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(spec(r#"{"name":"r","overlap":"replace","triggers":[{"interval":"1m"}],"task":{"kind":"shell","script":"sleep 30"}}"#))
         .await
@@ -194,7 +225,7 @@ async fn overlap_replace_cancels_the_active_run() {
     s.clock.set(t("2026-03-01T00:01:00Z"));
     s.scheduler.run_once().await.unwrap();
     let mut tasks = JoinSet::new();
-    s.worker.claim_once(&mut tasks).await.unwrap();
+    s.claim_and_begin(&mut tasks).await;
     s.clock.set(t("2026-03-01T00:02:00Z"));
     s.scheduler.run_once().await.unwrap();
     s.worker.heartbeat_once().await.unwrap();
@@ -204,9 +235,10 @@ async fn overlap_replace_cancels_the_active_run() {
     assert_eq!(runs[1].state, RunState::Queued);
 }
 
-#[tokio::test]
-async fn replace_in_a_catch_up_round_records_the_replaced_due_times() {
-    let s = setup().await;
+async fn replace_in_a_catch_up_round_records_the_replaced_due_times(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(every_minute(
             "rc",
@@ -230,9 +262,10 @@ async fn replace_in_a_catch_up_round_records_the_replaced_due_times() {
     );
 }
 
-#[tokio::test]
-async fn paused_jobs_do_not_fire_and_resume_does_not_replay() {
-    let s = setup().await;
+async fn paused_jobs_do_not_fire_and_resume_does_not_replay(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(every_minute(
             "p",
@@ -255,9 +288,10 @@ async fn paused_jobs_do_not_fire_and_resume_does_not_replay() {
     assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
 }
 
-#[tokio::test]
-async fn failed_attempts_retry_with_backoff_then_fail() {
-    let s = setup().await;
+async fn failed_attempts_retry_with_backoff_then_fail(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(spec(
             r#"{"name":"flaky","triggers":[{"at":"2026-03-01T00:01:00Z"}],
@@ -302,9 +336,10 @@ async fn failed_attempts_retry_with_backoff_then_fail() {
     assert!(attempts.iter().all(|a| a.status == "exit:3"));
 }
 
-#[tokio::test]
-async fn expired_leases_are_rescued_and_a_restarted_node_recovers_at_once() {
-    let s = setup().await;
+async fn expired_leases_are_rescued_and_a_restarted_node_recovers_at_once(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(spec(r#"{"name":"once","execution":"at_most_once","triggers":[{"interval":"1m"}],"task":{"kind":"shell","script":"true"}}"#))
         .await
@@ -360,9 +395,10 @@ async fn expired_leases_are_rescued_and_a_restarted_node_recovers_at_once() {
     assert_eq!(report.requeued.len() + report.lost.len(), 1);
 }
 
-#[tokio::test]
-async fn trigger_now_and_stale_updates() {
-    let s = setup().await;
+async fn trigger_now_and_stale_updates(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     let job = s.jobs.create(every_minute("m", "")).await.unwrap();
     let run = s.jobs.trigger("default", "m").await.unwrap();
     assert_eq!(run.state, RunState::Queued);
@@ -408,9 +444,10 @@ async fn trigger_now_and_stale_updates() {
     }
 }
 
-#[tokio::test]
-async fn node_runs_jobs_end_to_end_with_the_loops() {
-    let mut r = start_node(NodeConfig::default()).await;
+async fn node_runs_jobs_end_to_end_with_the_loops(backend: Backend) {
+    let Some(mut r) = start_node(backend, NodeConfig::default()).await else {
+        return;
+    };
     r.node.jobs.create(every_minute("loop", "")).await.unwrap();
     r.clock.set(t("2026-03-01T00:01:00Z"));
     let (_, finished) = tokio::time::timeout(std::time::Duration::from_secs(20), r.run_finished())
@@ -423,18 +460,23 @@ async fn node_runs_jobs_end_to_end_with_the_loops() {
 /// The worker loop claims a queued run that waits behind a running one (`overlap: queue`) as
 /// soon as the running one's result is recorded: a freed slot wakes it while such a backlog
 /// exists. The manual clock never moves, so no timer or poll can be what claims it.
-#[tokio::test]
-async fn the_worker_loop_starts_a_queued_run_when_the_one_before_it_ends() {
+async fn the_worker_loop_starts_a_queued_run_when_the_one_before_it_ends(backend: Backend) {
     // Heartbeats (real time) also make the worker claim; keep them out of the picture.
-    let mut r = start_node(NodeConfig {
-        worker: WorkerConfig {
-            lease: kairos_core::lease::LeaseTiming::new(kairos_core::lease::LeaseTiming::MAX)
-                .unwrap(),
-            ..WorkerConfig::default()
+    let Some(mut r) = start_node(
+        backend,
+        NodeConfig {
+            worker: WorkerConfig {
+                lease: kairos_core::lease::LeaseTiming::new(kairos_core::lease::LeaseTiming::MAX)
+                    .unwrap(),
+                ..WorkerConfig::default()
+            },
+            ..NodeConfig::default()
         },
-        ..NodeConfig::default()
-    })
-    .await;
+    )
+    .await
+    else {
+        return;
+    };
     r.node
         .jobs
         .create(spec(
@@ -460,20 +502,25 @@ async fn the_worker_loop_starts_a_queued_run_when_the_one_before_it_ends() {
 /// of another job from the worker's timer: a run due in two seconds (a retry, a jittered
 /// start) starts when due, not at the next poll. Polls are an hour apart and heartbeats 20 minutes here,
 /// and the manual clock only jumps to the later run's due time.
-#[tokio::test]
-async fn a_blocked_queued_run_does_not_delay_the_next_timed_one() {
+async fn a_blocked_queued_run_does_not_delay_the_next_timed_one(backend: Backend) {
     let hour = std::time::Duration::from_secs(3600);
-    let mut r = start_node(NodeConfig {
-        worker: WorkerConfig {
-            lease: kairos_core::lease::LeaseTiming::new(kairos_core::lease::LeaseTiming::MAX)
-                .unwrap(),
-            poll: hour,
-            ..WorkerConfig::default()
+    let Some(mut r) = start_node(
+        backend,
+        NodeConfig {
+            worker: WorkerConfig {
+                lease: kairos_core::lease::LeaseTiming::new(kairos_core::lease::LeaseTiming::MAX)
+                    .unwrap(),
+                poll: hour,
+                ..WorkerConfig::default()
+            },
+            shutdown_grace: std::time::Duration::from_millis(50),
+            ..NodeConfig::default()
         },
-        shutdown_grace: std::time::Duration::from_millis(50),
-        ..NodeConfig::default()
-    })
-    .await;
+    )
+    .await
+    else {
+        return;
+    };
     r.node
         .jobs
         .create(spec(
@@ -538,9 +585,10 @@ async fn a_blocked_queued_run_does_not_delay_the_next_timed_one() {
     r.node.shutdown().await;
 }
 
-#[tokio::test]
-async fn resuming_through_an_update_does_not_replay_the_pause() {
-    let s = setup().await;
+async fn resuming_through_an_update_does_not_replay_the_pause(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(every_minute(
             "p",
@@ -567,9 +615,10 @@ async fn resuming_through_an_update_does_not_replay_the_pause() {
 
 /// Look-ahead: a due time less than `lookahead` away is fired early as a queued run with
 /// `run_at` at the due time; the worker claims it ahead too, and starts it at the due time.
-#[tokio::test]
-async fn fires_and_claims_ahead_of_the_due_time_and_starts_on_time() {
-    let s = setup().await;
+async fn fires_and_claims_ahead_of_the_due_time_and_starts_on_time(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs.create(every_minute("soon", "")).await.unwrap();
     // Outside the window: nothing.
     s.clock.set(t("2026-03-01T00:00:59.500Z"));
@@ -611,9 +660,10 @@ async fn fires_and_claims_ahead_of_the_due_time_and_starts_on_time() {
 }
 
 /// A run claimed ahead and cancelled before its due time ends cancelled without running.
-#[tokio::test]
-async fn a_run_cancelled_while_waiting_for_its_due_time_never_runs() {
-    let s = setup().await;
+async fn a_run_cancelled_while_waiting_for_its_due_time_never_runs(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs.create(every_minute("c", "")).await.unwrap();
     s.clock.set(t("2026-03-01T00:00:59.800Z"));
     assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
@@ -638,9 +688,10 @@ async fn a_run_cancelled_while_waiting_for_its_due_time_never_runs() {
 
 /// A job with an active run is not fired early (the overlap decision needs the due time); it is
 /// fired when due, and the scheduler's next wake-up is that due time, not a busy loop.
-#[tokio::test]
-async fn a_job_with_active_runs_is_fired_when_due_not_early() {
-    let s = setup().await;
+async fn a_job_with_active_runs_is_fired_when_due_not_early(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs
         .create(every_minute("busy", r#","overlap":"forbid""#))
         .await
@@ -674,9 +725,10 @@ async fn a_job_with_active_runs_is_fired_when_due_not_early() {
 
 /// Pausing inside the look-ahead window takes the early run back; resuming before the due time
 /// fires it again.
-#[tokio::test]
-async fn a_pause_withdraws_an_early_run() {
-    let s = setup().await;
+async fn a_pause_withdraws_an_early_run(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs.create(every_minute("p", "")).await.unwrap();
     s.clock.set(t("2026-03-01T00:00:59.800Z"));
     assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);
@@ -695,9 +747,10 @@ async fn a_pause_withdraws_an_early_run() {
 
 /// Pausing after a worker claimed the early run (it waits for its due time) takes it back: the
 /// run is gone and the worker's attempt never starts.
-#[tokio::test]
-async fn a_pause_withdraws_an_early_run_already_claimed() {
-    let s = setup().await;
+async fn a_pause_withdraws_an_early_run_already_claimed(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
     s.jobs.create(every_minute("pc", "")).await.unwrap();
     s.clock.set(t("2026-03-01T00:00:59.800Z"));
     assert_eq!(s.scheduler.run_once().await.unwrap().runs_queued, 1);

@@ -420,10 +420,15 @@ pub(crate) async fn heartbeat(
 
 /// Moves the run on if the lease holds and records the attempt (not for a release, which gives
 /// the attempt back and keeps the previous exit code), in one statement; returns how many runs
-/// moved (0: the lease was lost, nothing written).
+/// moved (0: the lease was lost, nothing written). A released run whose cancel was requested
+/// meanwhile (a user, `overlap: replace`) ends cancelled instead of going back to the queue, as
+/// a rescue would decide (`kairos_core::lease::rescue_decision`).
 const FINISH: &str = "WITH moved AS ( \
-       UPDATE runs SET state = $3, run_at = coalesce($4::timestamptz, run_at), \
-         finished_at = CASE WHEN $5::boolean THEN coalesce($6::timestamptz, now()) END, \
+       UPDATE runs SET \
+         state = CASE WHEN $7::boolean AND cancel_requested THEN 'cancelled' ELSE $3 END, \
+         run_at = coalesce($4::timestamptz, run_at), \
+         finished_at = CASE WHEN $5::boolean OR ($7::boolean AND cancel_requested) \
+           THEN coalesce($6::timestamptz, now()) END, \
          exit_code = CASE WHEN $7::boolean THEN exit_code ELSE $8::integer END, \
          attempt = attempt - CASE WHEN $7::boolean THEN 1 ELSE 0 END, \
          lease_token = NULL, lease_expires_at = NULL \

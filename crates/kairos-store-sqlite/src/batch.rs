@@ -186,10 +186,14 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
         RunNext::Release => (RunState::Queued.as_str(), None, None, true),
     };
     let o = &p.outcome;
-    // A released run gives its attempt back and keeps its previous exit code.
+    // A released run gives its attempt back and keeps its previous exit code. One whose cancel
+    // was requested meanwhile (a user, `overlap: replace`) ends cancelled instead of going back
+    // to the queue, as a rescue would decide (`kairos_core::lease::rescue_decision`).
     let changed = exec(
         conn,
-        "UPDATE runs SET state = ?1, run_at = COALESCE(?2, run_at), finished_at = ?3, \
+        "UPDATE runs SET state = CASE WHEN ?4 AND cancel_requested THEN 'cancelled' ELSE ?1 END, \
+         run_at = COALESCE(?2, run_at), \
+         finished_at = CASE WHEN ?4 AND cancel_requested THEN ?8 ELSE ?3 END, \
          exit_code = CASE WHEN ?4 THEN exit_code ELSE ?5 END, attempt = attempt - ?4, \
          lease_token = NULL, lease_expires_at = NULL \
          WHERE id = ?6 AND lease_token = ?7 AND state = 'running'",
@@ -200,7 +204,8 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
             release,
             o.exit_code,
             p.run_id,
-            p.lease_token
+            p.lease_token,
+            micros(now)
         ],
     )?;
     if changed == 0 {

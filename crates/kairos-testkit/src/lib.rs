@@ -8,8 +8,11 @@
 //! which moves tokio's timers (heartbeats, polls) in ways a test does not control. Tokio's paused
 //! clock is used where no store is involved.
 //!
-//! [`postgres`] makes PostgreSQL stores, one schema per test, for tests that run per backend.
+//! [`postgres`] makes PostgreSQL stores, one schema per test. [`backend`] runs a test on every
+//! backend: [`store_for`] makes a fresh store of a [`Backend`], and
+//! [`backend_tests!`] runs a test body once per backend.
 
+pub mod backend;
 pub mod pg_instance;
 pub mod postgres;
 pub mod proxy;
@@ -24,6 +27,8 @@ use kairos_runtime::{Event, ManualClock, NodeContext};
 use kairos_store::Store;
 use kairos_store_sqlite::SqliteStore;
 use tokio::sync::broadcast;
+
+pub use backend::{Backend, TestStore, node_context_on, store_for};
 
 /// A SQLite store in a fresh temp directory (removed when the guard drops).
 pub struct TempStore {
@@ -43,7 +48,8 @@ pub async fn temp_sqlite() -> TempStore {
     }
 }
 
-/// A node context on a temp SQLite store and a manual clock at `start`.
+/// A node context on a temp SQLite store and a manual clock at `start`. For a test that runs
+/// on every backend, see [`node_context_on`].
 pub async fn node_context(start: &str) -> (NodeContext, ManualClock, TempStore) {
     let temp = temp_sqlite().await;
     let clock = ManualClock::new(start.parse::<Timestamp>().expect("start instant"));

@@ -1,7 +1,9 @@
-//! What the manual-clock runtime tests share: a node's services on a real SQLite file, driven
-//! through their `run_once`/`claim_once` methods under a [`ManualClock`].
+//! What the manual-clock runtime tests share: a node's services on a real store of each backend
+//! (a SQLite file, a PostgreSQL schema; see [`kairos_testkit::backend`]), driven through their
+//! `run_once`/`claim_once` methods under a [`ManualClock`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use kairos_core::JobSpec;
@@ -9,8 +11,8 @@ use kairos_exec::{FunctionRegistry, TaskExecutor};
 use kairos_runtime::scheduler::Scheduler;
 use kairos_runtime::worker::Worker;
 use kairos_runtime::*;
-use kairos_store::{Run, RunListParams, Store};
-use kairos_store_sqlite::SqliteStore;
+use kairos_store::{Run, RunListParams};
+use kairos_testkit::{Backend, TestStore, store_for};
 use tokio::task::JoinSet;
 
 pub struct Setup {
@@ -19,37 +21,34 @@ pub struct Setup {
     pub jobs: JobService,
     pub scheduler: Scheduler,
     pub worker: Worker,
-    pub _dir: tempfile::TempDir,
+    /// The store's guard, and a temp directory for files the test's tasks write.
+    pub temp: TestStore,
 }
 
 pub fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
-/// A node context on a fresh SQLite file, under a manual clock at 2026-03-01T00:00:00Z.
-async fn context() -> (tempfile::TempDir, ManualClock, NodeContext) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_file(&dir.path().join("k.db"))
-            .await
-            .unwrap(),
-    );
+/// A node context (node `node-a`) on a fresh store of `backend`, under a manual clock at
+/// 2026-03-01T00:00:00Z; `None` when the backend is unreachable (the test returns early).
+async fn context(backend: Backend) -> Option<(TestStore, ManualClock, NodeContext)> {
+    let temp = store_for(backend).await?;
     let clock = ManualClock::new(t("2026-03-01T00:00:00Z"));
-    let ctx = NodeContext::new("node-a", store, Arc::new(clock.clone()));
-    (dir, clock, ctx)
+    let ctx = NodeContext::new("node-a", temp.store.clone(), Arc::new(clock.clone()));
+    Some((temp, clock, ctx))
 }
 
-pub async fn setup() -> Setup {
-    let (dir, clock, ctx) = context().await;
+pub async fn setup(backend: Backend) -> Option<Setup> {
+    let (temp, clock, ctx) = context(backend).await?;
     let executor = Arc::new(TaskExecutor::new(FunctionRegistry::new()));
-    Setup {
+    Some(Setup {
         jobs: JobService::new(ctx.clone()),
         scheduler: Scheduler::new(ctx.clone()),
         worker: Worker::new(ctx.clone(), executor, WorkerConfig::default()),
         clock,
         ctx,
-        _dir: dir,
-    }
+        temp,
+    })
 }
 
 pub fn spec(json: &str) -> JobSpec {
@@ -79,6 +78,21 @@ impl Setup {
         runs
     }
 
+    /// Claims what is due and waits until each claimed attempt has begun. An attempt task runs
+    /// only when the test yields: a test that moves the clock past the lease's safe point right
+    /// after claiming would have the worker give the run back unstarted instead.
+    pub async fn claim_and_begin(&self, tasks: &mut JoinSet<()>) -> usize {
+        let mut events = self.ctx.telemetry.subscribe();
+        let n = self.worker.claim_once(tasks).await.unwrap();
+        for _ in 0..n {
+            kairos_testkit::wait_for_event(&mut events, Duration::from_secs(10), |e| {
+                matches!(e, Event::RunStarted { .. })
+            })
+            .await;
+        }
+        n
+    }
+
     /// Claims and runs everything due, waiting for the attempts to finish.
     pub async fn work(&self) -> usize {
         let mut tasks = JoinSet::new();
@@ -95,11 +109,11 @@ pub struct Running {
     pub ctx: NodeContext,
     pub node: Node,
     pub events: tokio::sync::broadcast::Receiver<Event>,
-    pub _dir: tempfile::TempDir,
+    pub temp: TestStore,
 }
 
-pub async fn start_node(config: NodeConfig) -> Running {
-    let (dir, clock, ctx) = context().await;
+pub async fn start_node(backend: Backend, config: NodeConfig) -> Option<Running> {
+    let (temp, clock, ctx) = context(backend).await?;
     let events = ctx.telemetry.subscribe();
     let node = Node::start(
         ctx.clone(),
@@ -107,13 +121,13 @@ pub async fn start_node(config: NodeConfig) -> Running {
         config,
     )
     .await;
-    Running {
+    Some(Running {
         clock,
         ctx,
         node,
         events,
-        _dir: dir,
-    }
+        temp,
+    })
 }
 
 impl Running {

@@ -184,6 +184,36 @@ pub async fn run_release_keeps_attempt(store: Arc<dyn Store>) {
     );
 }
 
+/// A run given back unstarted (shutdown, an unsafe lease) after someone asked to cancel it
+/// ends `cancelled`, not queued again: the cancel is not lost in the give-back.
+pub async fn run_release_after_a_cancel_request_ends_cancelled(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "jc", Some(a)).await;
+    fire(&store, &job, a, None).await;
+    let c = claim(&store, "n1", 1, a).await.remove(0);
+    store
+        .run_cancel(RunCancelParams {
+            run_id: c.run.id,
+            actor: "test".into(),
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    assert!(finish(&store, &c, RunNext::Release, a).await);
+    let run = store
+        .run_get(RunGetParams { id: c.run.id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.state, RunState::Cancelled);
+    assert_eq!(run.attempt, 0, "the attempt given back does not count");
+    assert!(run.finished_at.is_some());
+    assert!(
+        claim(&store, "n2", 1, a).await.is_empty(),
+        "never claimed again"
+    );
+}
+
 pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
     let a = t("2026-03-01T00:01:00Z");
     let job = create(&store, "batch", None).await;
