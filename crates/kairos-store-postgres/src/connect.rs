@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_cluster.sql")),
     (3, include_str!("../migrations/0003_leader_lock.sql")),
+    (4, include_str!("../migrations/0004_exclusive_due_index.sql")),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).
