@@ -35,8 +35,21 @@ pub(crate) async fn insert_runs(
     now: &Option<Timestamp>,
     notices: &mut Notices,
 ) -> StoreResult<Vec<(RunId, Timestamp)>> {
+    let (inserted, queued) = insert_job_runs(c, job_id, runs, now).await?;
+    notices.add_if(queued, Change::Runs);
+    Ok(inserted)
+}
+
+/// [`insert_runs`] without the notices: the runs created, and whether any of them is queued
+/// (so that several jobs' inserts can be sent at once).
+async fn insert_job_runs(
+    c: &impl GenericClient,
+    job_id: JobId,
+    runs: &[RunInsert],
+    now: &Option<Timestamp>,
+) -> StoreResult<(Vec<(RunId, Timestamp)>, bool)> {
     if runs.is_empty() {
-        return Ok(vec![]);
+        return Ok((vec![], false));
     }
     let mut runs: Vec<&RunInsert> = runs.iter().collect();
     runs.sort_by_key(|r| r.scheduled_for);
@@ -87,12 +100,13 @@ pub(crate) async fn insert_runs(
     )
     .await?;
     let mut inserted = Vec::with_capacity(rows.len());
+    let mut queued = false;
     for row in &rows {
         inserted.push((col(row, 0)?, col(row, 1)?));
-        notices.add_if(col(row, 2)?, Change::Runs);
+        queued |= col::<bool>(row, 2)?;
     }
     inserted.sort_by_key(|(id, at)| (*at, *id));
-    Ok(inserted)
+    Ok((inserted, queued))
 }
 
 /// `job_fire_many`: every fire fenced on its own, in one transaction.
@@ -143,23 +157,29 @@ async fn fire_wave(
     results: &mut [JobFireResult],
     notices: &mut Notices,
 ) -> StoreResult<()> {
-    let mut applied = Vec::with_capacity(wave.len());
-    for &i in wave {
+    // The fences and the jobs' row locks, one statement per job, sent at once (pipelined on
+    // the one connection: the server runs them in order, so the rows are locked in job id
+    // order, and the whole wave costs about one round trip instead of one per job). Each
+    // fence is also the lock: a concurrent fire of the same due time waits here, then finds
+    // `next_fire_at` moved and changes nothing; the statements after these see everything
+    // that earlier holders of the locks committed.
+    let fences = wave.iter().map(|&i| async move {
         let p = &ps[i];
-        // The fence and the job's row lock in one: a concurrent fire of the same due time
-        // waits here, then finds `next_fire_at` moved and changes nothing. The statements
-        // after this one see everything that earlier holders of the lock committed.
-        let fenced = execute(
+        execute(
             c,
             "UPDATE jobs SET next_fire_at = $1 \
              WHERE id = $2 AND NOT paused AND next_fire_at = $3",
             &[&p.next_fire_at, &p.job_id, &p.expected_next_fire_at],
         )
-        .await?;
-        if fenced == 1 {
-            applied.push(i);
-        }
-    }
+        .await
+    });
+    let fenced = futures::future::try_join_all(fences).await?;
+    let mut applied: Vec<usize> = wave
+        .iter()
+        .zip(&fenced)
+        .filter(|(_, n)| **n == 1)
+        .map(|(&i, _)| i)
+        .collect();
     // The overlap decision's fence, counted after the row locks are held (a new statement:
     // it sees every run committed before, and a trigger-now takes a share lock on the job,
     // so none can commit in between). A fire whose count grew is undone.
@@ -205,11 +225,17 @@ async fn fire_wave(
         let stopping = cancel_active_runs(c, &replacing).await?;
         notices.add_if(stopping, Change::Cancel);
     }
-    for i in applied {
+    // The new runs, one statement per job, sent at once too.
+    let inserts = applied.iter().map(|&i| {
         let p = &ps[i];
+        insert_job_runs(c, p.job_id, &p.runs, &p.now)
+    });
+    let inserted = futures::future::try_join_all(inserts).await?;
+    for (&i, (runs, queued)) in applied.iter().zip(inserted) {
+        notices.add_if(queued, Change::Runs);
         results[i] = JobFireResult {
             applied: true,
-            inserted: insert_runs(c, p.job_id, &p.runs, &p.now, notices).await?,
+            inserted: runs,
         };
     }
     Ok(())
