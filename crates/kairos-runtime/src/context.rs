@@ -44,11 +44,12 @@ impl LiveOutputs {
         self.len() == 0
     }
 
-    pub(crate) fn remove(&self, run: RunId) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&run);
+    /// Forgets `buffer` as the run's live output, unless a newer attempt's replaced it.
+    pub(crate) fn remove(&self, run: RunId, buffer: &Arc<OutputBuffer>) {
+        let mut live = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if live.get(&run).is_some_and(|b| Arc::ptr_eq(b, buffer)) {
+            live.remove(&run);
+        }
     }
 }
 
@@ -115,7 +116,12 @@ impl NodeContext {
     /// Wakes the services a change concerns.
     pub fn wake_for(&self, change: Change) {
         match change {
-            Change::Jobs => self.scheduler_wake.notify_one(),
+            // A job change may also have withdrawn a run this node claimed ahead (a pause, a
+            // new schedule, a delete): a heartbeat finds out at once.
+            Change::Jobs => {
+                self.scheduler_wake.notify_one();
+                self.heartbeat_wake.notify_one();
+            }
             Change::Runs => self.worker_wake.notify_one(),
             Change::Cancel => self.heartbeat_wake.notify_one(),
             Change::Leader => self.leader_wake.notify_one(),

@@ -191,23 +191,26 @@ impl Elector {
         }
     }
 
+    /// Longest wait for one store call: a store that hangs must not hold up stepping down.
+    fn call_limit(&self) -> Duration {
+        self.config.ttl.unsigned_abs() / 5
+    }
+
     /// Refreshes this node's registry row.
     pub async fn heartbeat_once(&self) {
-        let result = self
-            .ctx
-            .store
-            .node_heartbeat(NodeHeartbeatParams {
-                id: self.ctx.node_id.clone(),
-                name: self.ctx.node.clone(),
-                address: self.config.address.clone(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                started_at: self.started_at,
-                running: u32::try_from(self.ctx.live.len()).unwrap_or(u32::MAX),
-                now: self.ctx.clock.store_now(),
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "node heartbeat failed");
+        let call = self.ctx.store.node_heartbeat(NodeHeartbeatParams {
+            id: self.ctx.node_id.clone(),
+            name: self.ctx.node.clone(),
+            address: self.config.address.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: self.started_at,
+            running: u32::try_from(self.ctx.live.len()).unwrap_or(u32::MAX),
+            now: self.ctx.clock.store_now(),
+        });
+        match tokio::time::timeout(self.call_limit(), call).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "node heartbeat failed"),
+            Err(_) => tracing::warn!("node heartbeat timed out"),
         }
     }
 
@@ -231,27 +234,21 @@ impl Elector {
         }
         if let Some(term) = self.gate.term() {
             self.gate.stop(&self.ctx).await;
-            let resigned = self
-                .ctx
-                .store
-                .leader_resign(LeaderResignParams {
-                    node_id: self.ctx.node_id.clone(),
-                    term,
-                    now: self.ctx.clock.store_now(),
-                })
-                .await;
-            match resigned {
-                Ok(true) => tracing::info!(term, "resigned leadership"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "resigning leadership failed"),
+            let resign = self.ctx.store.leader_resign(LeaderResignParams {
+                node_id: self.ctx.node_id.clone(),
+                term,
+                now: self.ctx.clock.store_now(),
+            });
+            match tokio::time::timeout(self.call_limit(), resign).await {
+                Ok(Ok(true)) => tracing::info!(term, "resigned leadership"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "resigning leadership failed"),
+                Err(_) => tracing::warn!("resigning leadership timed out"),
             }
         }
-        let _ = self
-            .ctx
-            .store
-            .node_leave(NodeLeaveParams {
-                id: self.ctx.node_id.clone(),
-            })
-            .await;
+        let leave = self.ctx.store.node_leave(NodeLeaveParams {
+            id: self.ctx.node_id.clone(),
+        });
+        let _ = tokio::time::timeout(self.call_limit(), leave).await;
     }
 }

@@ -45,6 +45,29 @@ impl Default for NodeConfig {
     }
 }
 
+/// Ends the term of a leader that is not this process, on a store only this process uses.
+async fn take_over_stale_leadership(ctx: &NodeContext) {
+    let stale = match ctx.store.leader_get().await {
+        Ok(Some(leader)) if leader.node_id != ctx.node_id => leader,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the leader failed");
+            return;
+        }
+    };
+    let resigned = ctx
+        .store
+        .leader_resign(kairos_store::LeaderResignParams {
+            node_id: stale.node_id,
+            term: stale.term,
+            now: ctx.clock.store_now(),
+        })
+        .await;
+    if let Err(e) = resigned {
+        tracing::warn!(error = %e, "ending the previous process's leadership failed");
+    }
+}
+
 /// A running node.
 pub struct Node {
     pub ctx: NodeContext,
@@ -64,10 +87,13 @@ impl Node {
         let scheduler = Scheduler::with_config(ctx.clone(), config.scheduler.clone());
         let worker = Worker::new(ctx.clone(), executor, config.worker.clone());
         let rescuer = Rescuer::new(ctx.clone(), config.rescue_interval);
-        if config.recover_on_start
-            && let Err(e) = rescuer.run_once(true).await
-        {
-            tracing::error!(error = %e, "recovering the runs of the previous start failed");
+        if config.recover_on_start {
+            if let Err(e) = rescuer.run_once(true).await {
+                tracing::error!(error = %e, "recovering the runs of the previous start failed");
+            }
+            // Only this process uses the store: a leader row of an earlier process is stale
+            // (it crashed), so its term ends now instead of after its lease.
+            take_over_stale_leadership(&ctx).await;
         }
         let gate = LeaderGate::new(Arc::new(scheduler), Arc::new(rescuer));
         let elector = Elector::new(ctx.clone(), config.elector.clone(), gate);

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use jiff::SignedDuration;
 use kairos_runtime::rescuer::Rescuer;
 use kairos_runtime::scheduler::Scheduler;
-use kairos_runtime::{Elector, ElectorConfig, Event, LeaderGate, NodeContext};
+use kairos_runtime::{Clock as _, Elector, ElectorConfig, Event, LeaderGate, NodeContext};
 use kairos_testkit::{Backend, node_context_on};
 
 kairos_testkit::backend_tests! {
     one_leader_per_term_and_the_gate_follows_it,
+    a_restarted_node_on_its_own_store_leads_at_once,
 }
 
 fn elector(ctx: &NodeContext) -> Elector {
@@ -90,4 +91,41 @@ async fn one_leader_per_term_and_the_gate_follows_it(backend: Backend) {
     // B left the registry; A is in it.
     let nodes = temp.store.node_list().await.unwrap();
     assert!(nodes.iter().all(|n| n.id != b_ctx.node_id), "{nodes:?}");
+}
+
+/// On a store only this process uses (`recover_on_start`), the leader row an earlier process
+/// left (it crashed) is stale: a restarted node leads at once instead of waiting out the old
+/// lease, so due times fire without a pause.
+async fn a_restarted_node_on_its_own_store_leads_at_once(backend: Backend) {
+    let Some((ctx, clock, _temp)) = node_context_on(backend, "2026-03-01T00:00:00Z").await else {
+        return;
+    };
+    let crashed = ctx
+        .store
+        .leader_elect(kairos_store::LeaderElectParams {
+            node_id: "crashed-process".into(),
+            node_name: ctx.node.clone(),
+            ttl: SignedDuration::from_secs(3600),
+            now: Some(clock.now()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(crashed.term, 1);
+    let mut events = ctx.telemetry.subscribe();
+    let node = kairos_runtime::Node::start(
+        ctx.clone(),
+        Arc::new(kairos_testkit::HangingExecutor::default()),
+        kairos_runtime::NodeConfig::default(),
+    )
+    .await;
+    kairos_testkit::wait_for_event(&mut events, std::time::Duration::from_secs(20), |e| {
+        matches!(e, Event::Leadership { leading: true, .. })
+    })
+    .await;
+    let leader = ctx.store.leader_get().await.unwrap().unwrap();
+    assert_eq!(
+        (leader.node_id.as_str(), leader.term),
+        (ctx.node_id.as_str(), 2)
+    );
+    node.shutdown().await;
 }

@@ -480,7 +480,9 @@ struct FinishArgs<'a> {
     attempt: i32,
     status: String,
     http_status: Option<i32>,
-    error: Option<&'a str>,
+    error: Option<std::borrow::Cow<'a, str>>,
+    /// The captured output, without NUL characters (PostgreSQL's `text` cannot hold them).
+    output: std::borrow::Cow<'a, str>,
     max_rss_kib: Option<i64>,
     user_cpu_us: Option<i64>,
     sys_cpu_us: Option<i64>,
@@ -504,9 +506,10 @@ impl<'a> FinishArgs<'a> {
             status: o.status.label(),
             http_status: o.http_status.map(i32::from),
             error: match &o.status {
-                AttemptStatus::Error { message } => Some(message.as_str()),
+                AttemptStatus::Error { message } => Some(text(message)),
                 _ => None,
             },
+            output: text(&o.output),
             max_rss_kib: o.usage.and_then(|u| u.max_rss_kib),
             user_cpu_us: o.usage.map(|u| u.user_cpu_us),
             sys_cpu_us: o.usage.map(|u| u.sys_cpu_us),
@@ -530,12 +533,22 @@ impl<'a> FinishArgs<'a> {
             &self.status,
             &self.http_status,
             &self.error,
-            &o.output,
+            &self.output,
             &o.output_truncated,
             &self.max_rss_kib,
             &self.user_cpu_us,
             &self.sys_cpu_us,
         ]
+    }
+}
+
+/// `s` as PostgreSQL `text` can hold it: a NUL character (which a task may print) becomes
+/// U+FFFD, as other bytes that are not text do when the output is captured.
+pub(crate) fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
     }
 }
 

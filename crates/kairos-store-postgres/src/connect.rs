@@ -23,7 +23,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_cluster.sql")),
     (3, include_str!("../migrations/0003_leader_lock.sql")),
-    (4, include_str!("../migrations/0004_exclusive_due_index.sql")),
+    (
+        4,
+        include_str!("../migrations/0004_exclusive_due_index.sql"),
+    ),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).
@@ -78,14 +81,32 @@ impl std::fmt::Debug for PostgresConfig {
 /// `password=secret` becomes `password=***`).
 pub fn redact(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        if let Some((userinfo, host)) = authority.rsplit_once('@')
-            && let Some((user, _)) = userinfo.split_once(':')
-        {
-            return format!("{scheme}://{user}:***@{host}{tail}");
+        // The user information ends at the last `@` (a password may hold `/`, `?` or `#`
+        // unescaped; an `@` further on, in a parameter, only hides more than needed).
+        let (mut out, tail) = match rest.rsplit_once('@') {
+            Some((userinfo, tail)) => match userinfo.split_once(':') {
+                Some((user, _)) => (format!("{scheme}://{user}:***@"), tail),
+                None => (format!("{scheme}://{userinfo}@"), tail),
+            },
+            None => (format!("{scheme}://"), rest),
+        };
+        // `?password=…` among the parameters.
+        match tail.split_once('?') {
+            Some((path, params)) => {
+                let params: Vec<String> = params
+                    .split('&')
+                    .map(|kv| match kv.split_once('=') {
+                        Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                        _ => kv.to_owned(),
+                    })
+                    .collect();
+                out.push_str(path);
+                out.push('?');
+                out.push_str(&params.join("&"));
+            }
+            None => out.push_str(tail),
         }
-        return url.to_owned();
+        return out;
     }
     url.split_whitespace()
         .map(|kv| match kv.split_once('=') {
@@ -94,6 +115,28 @@ pub fn redact(url: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_show() {
+        for (url, shown) in [
+            ("postgres://u:secret@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:ab/cd@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:a?b#c@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://h/db?password=secret&x=1",
+                "postgres://h/db?password=***&x=1",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("host=h password=secret", "host=h password=***"),
+        ] {
+            assert_eq!(redact(url), shown);
+        }
+    }
 }
 
 /// The PostgreSQL store. Cheap to clone (the pool, the change feed and the leader lock are

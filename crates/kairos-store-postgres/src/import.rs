@@ -58,6 +58,10 @@ impl PostgresStore {
         for (run, attempts) in &p.runs {
             // A run whose node is gone runs again; the attempt it was in has no row.
             let (state, attempt) = match run.state {
+                // Asked to stop before the copy: it ends as the cancel asked.
+                RunState::Running if run.cancel_requested => {
+                    (RunState::Cancelled, attempts.len() as u32)
+                }
                 RunState::Running => (RunState::Queued, attempts.len() as u32),
                 state => (state, run.attempt),
             };
@@ -108,8 +112,8 @@ impl PostgresStore {
                         &a.status,
                         &a.exit_code,
                         &a.http_status.map(i32::from),
-                        &a.error,
-                        &a.output,
+                        &a.error.as_deref().map(crate::batch::text),
+                        &crate::batch::text(&a.output),
                         &a.output_truncated,
                         &a.max_rss_kib,
                         &a.user_cpu_us,

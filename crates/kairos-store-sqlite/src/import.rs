@@ -54,6 +54,10 @@ pub(crate) fn run_import(conn: &Connection, p: &RunImportParams) -> StoreResult<
     for (run, attempts) in &p.runs {
         // A run whose node is gone runs again; the attempt it was in has no row.
         let (state, attempt) = match run.state {
+            // Asked to stop before the copy: it ends as the cancel asked.
+            RunState::Running if run.cancel_requested => {
+                (RunState::Cancelled, attempts.len() as u32)
+            }
             RunState::Running => (RunState::Queued, attempts.len() as u32),
             state => (state, run.attempt),
         };

@@ -151,8 +151,8 @@ impl Attempt {
                 self.report(&c, &outcome, &next, started, now);
             }
         }
-        self.ctx.live.remove(run.id);
-        self.leases.remove(run.id);
+        self.ctx.live.remove(run.id, &output);
+        self.leases.remove(&lease);
         if requeued {
             // The run is queued again: a new run as far as the worker is concerned.
             self.ctx.worker_wake.notify_one();

@@ -67,17 +67,33 @@ async fn complete_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Co
     }
 }
 
-/// Writes a batch, retrying transient store errors a few times. After that the results are
-/// dropped (the runs' leases expire and the rescuer requeues them: at-least-once).
+/// Writes a batch. When it fails, each attempt is written on its own (one that the store
+/// refuses must not take the others with it), each retried a few times on transient errors.
+/// Results that still cannot be written are dropped: their runs' leases expire and the rescuer
+/// requeues them (at-least-once).
 async fn write_with_retries(store: &dyn Store, params: &[RunFinishParams]) -> Vec<bool> {
+    match store.run_finish_many(params).await {
+        Ok(results) => return results,
+        Err(e) => {
+            tracing::error!(error = %e, batch = params.len(), "recording attempts failed; recording them one by one")
+        }
+    }
+    let mut results = Vec::with_capacity(params.len());
+    for p in params {
+        results.push(write_one(store, p).await);
+    }
+    results
+}
+
+async fn write_one(store: &dyn Store, p: &RunFinishParams) -> bool {
     for attempt in 0..5u32 {
-        match store.run_finish_many(params).await {
-            Ok(results) => return results,
+        match store.run_finish_many(std::slice::from_ref(p)).await {
+            Ok(results) => return results.first().copied().unwrap_or(false),
             Err(e) => {
-                tracing::error!(error = %e, attempt, batch = params.len(), "recording attempts failed; retrying");
+                tracing::error!(error = %e, attempt, run_id = p.run_id, "recording an attempt failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
             }
         }
     }
-    vec![false; params.len()]
+    false
 }

@@ -69,14 +69,20 @@ impl Lease {
         }
     }
 
-    /// Stops the attempt; the first cause is the one kept.
+    /// Stops the attempt; the first cause is the one kept, except that a lost lease always
+    /// wins over a shutdown (the run is, or may soon be, someone else's: its result is dropped)
+    /// and always kills at once, whatever stopped it before (a task that ignores the SIGTERM
+    /// of a shutdown must not outlive the lease).
     pub(super) fn stop(&self, cause: StopCause) {
-        let first = *self
-            .cause
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(cause);
-        if first.lost_lease() {
+        {
+            let mut slot = self.cause.lock().unwrap_or_else(|p| p.into_inner());
+            match *slot {
+                Some(StopCause::Shutdown) if cause.lost_lease() => *slot = Some(cause),
+                Some(_) => {}
+                None => *slot = Some(cause),
+            }
+        }
+        if cause.lost_lease() {
             self.kill.cancel();
         }
         self.cancel.cancel();
@@ -132,8 +138,16 @@ impl Leases {
         self.held().insert(lease.run_id, lease);
     }
 
-    pub(super) fn remove(&self, run_id: RunId) {
-        self.held().remove(&run_id);
+    /// Forgets `lease`, unless the run is held under a newer lease by now (the run was
+    /// requeued and claimed again before this attempt's task got here).
+    pub(super) fn remove(&self, lease: &Lease) {
+        let mut held = self.held();
+        if held
+            .get(&lease.run_id)
+            .is_some_and(|l| l.token == lease.token)
+        {
+            held.remove(&lease.run_id);
+        }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -146,14 +160,16 @@ impl Leases {
 
     /// Renews every lease held; stops attempts that were cancelled or whose lease is gone.
     pub(super) async fn heartbeat_once(&self, ctx: &NodeContext) -> Result<(), StoreError> {
-        let leases: Vec<(RunId, String)> = self
-            .held()
-            .values()
-            .map(|l| (l.run_id, l.token.clone()))
-            .collect();
-        if leases.is_empty() {
+        // The leases as sent: results are matched to them, not to whatever holds the run by
+        // the time they come back.
+        let sent_leases: Vec<Arc<Lease>> = self.all();
+        if sent_leases.is_empty() {
             return Ok(());
         }
+        let leases: Vec<(RunId, String)> = sent_leases
+            .iter()
+            .map(|l| (l.run_id, l.token.clone()))
+            .collect();
         // The store dates the renewal no earlier than this.
         let sent = ctx.clock.now();
         let results = ctx
@@ -165,11 +181,11 @@ impl Leases {
             })
             .await?;
         let stop_at = self.timing.stop_at(sent);
-        let held = self.held();
-        for r in results {
-            let Some(lease) = held.get(&r.run_id) else {
+        // Stores report each lease in the order given.
+        for (lease, r) in sent_leases.iter().zip(results) {
+            if r.run_id != lease.run_id {
                 continue;
-            };
+            }
             if !r.held {
                 tracing::warn!(run_id = r.run_id, "lease lost; stopping the attempt");
                 lease.stop(StopCause::LeaseLost);

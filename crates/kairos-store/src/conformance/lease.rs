@@ -214,6 +214,49 @@ pub async fn run_release_after_a_cancel_request_ends_cancelled(store: Arc<dyn St
     );
 }
 
+/// Output a task printed is stored whatever bytes it holds (a NUL character included, which
+/// some databases' text types refuse): the attempt is recorded, not the whole batch lost.
+pub async fn run_finish_stores_any_output(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "nul", Some(a)).await;
+    fire(&store, &job, a, None).await;
+    let c = claim(&store, "n1", 1, a).await.remove(0);
+    let outcome = AttemptOutcome {
+        output: "before\0after\n".into(),
+        ..AttemptOutcome::from_status(AttemptStatus::Error {
+            message: "bad \0 byte".into(),
+        })
+    };
+    let applied = store
+        .run_finish(RunFinishParams {
+            run_id: c.run.id,
+            lease_token: c.lease_token.clone(),
+            attempt: c.run.attempt,
+            node: "n1".into(),
+            started_at: a,
+            outcome,
+            next: RunNext::Finish(RunState::Failed),
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    assert!(applied);
+    let attempts = store
+        .attempt_list(AttemptListParams { run_id: c.run.id })
+        .await
+        .unwrap();
+    assert!(
+        attempts[0].output.starts_with("before"),
+        "{:?}",
+        attempts[0].output
+    );
+    assert!(
+        attempts[0].output.contains("after"),
+        "{:?}",
+        attempts[0].output
+    );
+}
+
 pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
     let a = t("2026-03-01T00:01:00Z");
     let job = create(&store, "batch", None).await;

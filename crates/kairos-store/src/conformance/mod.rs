@@ -74,7 +74,7 @@ macro_rules! conformance_tests {
             run_exclusive_runs_one_at_a_time, run_claim_concurrent_never_doubles,
             run_claim_concurrent_exclusive,
             // lease
-            run_claim_lease_and_finish, run_retry_waits_for_run_at, run_release_keeps_attempt, run_release_after_a_cancel_request_ends_cancelled,
+            run_claim_lease_and_finish, run_retry_waits_for_run_at, run_release_keeps_attempt, run_release_after_a_cancel_request_ends_cancelled, run_finish_stores_any_output,
             run_finish_many_fences_each_lease,
             // rescue
             run_rescue_expired_leases, run_rescue_gives_up_on_runs_that_keep_losing_their_lease,
