@@ -262,6 +262,10 @@ impl Scheduler {
                 Err(e) => tracing::error!(error = %e, "scheduler pass failed; retrying"),
             }
             if report.more {
+                // More to do at once, unless the term (or the node) is ending.
+                if shutdown.is_cancelled() {
+                    return;
+                }
                 tokio::task::yield_now().await;
                 continue;
             }

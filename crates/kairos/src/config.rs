@@ -23,6 +23,11 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// Address of the API and UI. Default `127.0.0.1:7433`.
     pub listen: Option<String>,
+    /// The URL other nodes reach this node's API at (`http://node3.internal:7433`), for the
+    /// node registry and for passing on requests for live output. Env `KAIROS_ADVERTISE_URL`.
+    /// Default: from `listen`, with the host name in place of an unspecified address
+    /// (`0.0.0.0`, `::`).
+    pub advertise_url: Option<String>,
     /// Name of this node (owner of leases). Default: the host name.
     pub node_name: Option<String>,
     /// `text` or `json`. Default `text`.
@@ -67,6 +72,8 @@ pub struct FileConfig {
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub store: StoreUrl,
+    /// Where other nodes reach this one (scheme added by the server).
+    pub advertise: String,
     pub listen: SocketAddr,
     pub node_name: String,
     pub log_json: bool,
@@ -324,6 +331,22 @@ impl ServerConfig {
             (Some(_), None) => bail!("tls_key: a TLS certificate needs its key (--tls-key)"),
             (None, Some(_)) => bail!("tls_cert: a TLS key needs its certificate (--tls-cert)"),
         };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let advertise = match env("KAIROS_ADVERTISE_URL").or(file.advertise_url) {
+            Some(url) => {
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                    && url.len() <= 2048
+                    && !url.chars().any(char::is_whitespace);
+                if !ok {
+                    bail!("advertise_url: `{url}` is not a URL such as http://node3.internal:7433");
+                }
+                url.trim_end_matches('/').to_owned()
+            }
+            None if listen.ip().is_unspecified() => {
+                format!("{scheme}://{}:{}", host_name(), listen.port())
+            }
+            None => format!("{scheme}://{listen}"),
+        };
         let task_cgroups = match env("KAIROS_TASK_CGROUPS") {
             Some(_) => flag("KAIROS_TASK_CGROUPS", None)?,
             None => file.task_cgroups.unwrap_or(true),
@@ -338,6 +361,7 @@ impl ServerConfig {
             allowed_origins,
             data_dir,
             store,
+            advertise,
             listen,
             node_name,
             log_json,
@@ -384,6 +408,32 @@ mod tests {
 
     fn with_flags(flags: ServerFlags) -> anyhow::Result<ServerConfig> {
         ServerConfig::resolve(flags)
+    }
+
+    #[test]
+    fn the_advertised_url_comes_from_listen_or_the_setting() {
+        let on = |listen: &str| ServerFlags {
+            listen: Some(listen.into()),
+            insecure_no_auth: true,
+            auth: Some("off".into()),
+            ..ServerFlags::default()
+        };
+        assert_eq!(
+            with_flags(on("127.0.0.1:7433")).unwrap().advertise,
+            "http://127.0.0.1:7433"
+        );
+        let any = with_flags(on("0.0.0.0:7433")).unwrap().advertise;
+        assert!(
+            any.starts_with("http://") && any.ends_with(":7433"),
+            "{any}"
+        );
+        assert!(!any.contains("0.0.0.0"), "{any}");
+        let set = with_file("advertise_url = \"http://node3.internal:7433/\"\n").unwrap();
+        assert_eq!(set.advertise, "http://node3.internal:7433");
+        let bad = with_file("advertise_url = \"node3\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("advertise_url"), "{bad}");
     }
 
     #[test]

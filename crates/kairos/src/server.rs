@@ -40,7 +40,7 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
             .unsigned_abs()
             .min(std::time::Duration::from_secs(5)),
         elector: ElectorConfig {
-            address: Some(format!("{scheme}://{}", config.listen)),
+            address: Some(config.advertise.clone()),
             ..ElectorConfig::default()
         },
         recover_on_start: config.store.exclusive(),
