@@ -36,6 +36,52 @@ kairos_testkit::backend_tests! {
     at_most_once_runs_stopped_by_shutdown_are_not_run_again,
     a_shutdown_releases_a_run_still_waiting_for_its_due_time,
     a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat,
+    an_attempt_that_panics_gives_its_lease_up,
+}
+
+/// An executor whose attempts panic: a failure mode a bug could bring.
+#[derive(Debug, Default)]
+struct PanickingExecutor;
+
+#[async_trait::async_trait]
+impl kairos_exec::Executor for PanickingExecutor {
+    async fn execute(&self, _req: kairos_exec::ExecRequest) -> kairos_core::run::AttemptOutcome {
+        panic!("an executor bug");
+    }
+}
+
+/// An attempt whose task panics gives its lease up: the worker stops renewing it, so the run
+/// is rescued after the lease instead of staying `running` forever.
+async fn an_attempt_that_panics_gives_its_lease_up(backend: Backend) {
+    let Some((ctx, clock, _temp, run)) = one_triggered_run(
+        backend,
+        r#"{"name":"boom","task":{"kind":"shell","script":"true"}}"#,
+    )
+    .await
+    else {
+        return;
+    };
+    let worker = Worker::new(
+        ctx.clone(),
+        Arc::new(PanickingExecutor),
+        WorkerConfig::default(),
+    );
+    let mut tasks = JoinSet::new();
+    assert_eq!(worker.claim_once(&mut tasks).await.unwrap(), 1);
+    assert!(
+        tasks.join_next().await.unwrap().is_err(),
+        "the task panicked"
+    );
+    // A heartbeat after the panic renews nothing...
+    clock.advance(SignedDuration::from_secs(20));
+    worker.heartbeat_once().await.unwrap();
+    // ...so the lease taken at the claim expires, and the run is rescued.
+    clock.advance(SignedDuration::from_secs(11));
+    let report = Rescuer::new(ctx.clone(), Duration::from_secs(5))
+        .run_once(false)
+        .await
+        .unwrap();
+    assert_eq!(report.requeued, vec![run.id]);
 }
 
 fn spec(json: &str) -> JobSpec {

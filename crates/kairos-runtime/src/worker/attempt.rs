@@ -28,6 +28,21 @@ impl Drop for Slot {
     }
 }
 
+/// Releases an attempt's lease and live output when dropped.
+struct Held {
+    ctx: NodeContext,
+    leases: Arc<Leases>,
+    lease: Arc<Lease>,
+    output: Arc<OutputBuffer>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.ctx.live.remove(self.lease.run_id, &self.output);
+        self.leases.remove(&self.lease);
+    }
+}
+
 /// One attempt of one claimed run.
 pub(super) struct Attempt {
     pub ctx: NodeContext,
@@ -62,6 +77,14 @@ impl Attempt {
         });
         let output = Arc::new(OutputBuffer::new(self.output_limit));
         self.ctx.live.insert(run.id, output.clone());
+        // Whatever happens from here (a panic included), the lease and the live output are
+        // released: a lease left behind would be heartbeated forever and its run never rescued.
+        let held = Held {
+            ctx: self.ctx.clone(),
+            leases: self.leases.clone(),
+            lease: lease.clone(),
+            output: output.clone(),
+        };
         let (outcome, plan) = match self.ctx.plans.get(&c.job) {
             // Stopped while waiting for its due time: it never starts.
             Ok(plan) if never_started => (
@@ -151,8 +174,7 @@ impl Attempt {
                 self.report(&c, &outcome, &next, started, now);
             }
         }
-        self.ctx.live.remove(run.id, &output);
-        self.leases.remove(&lease);
+        drop(held);
         if requeued {
             // The run is queued again: a new run as far as the worker is concerned.
             self.ctx.worker_wake.notify_one();

@@ -92,18 +92,29 @@ impl Lease {
         *self.cause.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn started(&self) -> bool {
-        self.started.load(Ordering::SeqCst)
-    }
-
     /// Marks the attempt as begun at `now`. False when it must not begin: it was stopped, or
     /// its lease is no longer safe (then it is stopped now).
     pub(super) fn begin(&self, now: Timestamp) -> bool {
-        self.started.store(true, Ordering::SeqCst);
         if now >= self.stop_at() {
             self.stop(StopCause::LeaseExpired);
         }
+        // Under the cause lock, so that `stop_unstarted` either sees the attempt begun or has
+        // cancelled it before it begins: never both.
+        let _cause = self.cause.lock().unwrap_or_else(|p| p.into_inner());
+        self.started.store(true, Ordering::SeqCst);
         !self.cancel.is_cancelled()
+    }
+
+    /// Stops the attempt if it has not begun (it waits for its due time); an attempt that has
+    /// begun is left to run.
+    pub(super) fn stop_unstarted(&self, cause: StopCause) {
+        let mut slot = self.cause.lock().unwrap_or_else(|p| p.into_inner());
+        if self.started.load(Ordering::SeqCst) {
+            return;
+        }
+        slot.get_or_insert(cause);
+        // Still under the lock: `begin` sees the cancel.
+        self.cancel.cancel();
     }
 
     fn stop_at(&self) -> Timestamp {

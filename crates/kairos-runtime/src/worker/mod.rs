@@ -241,8 +241,8 @@ impl Worker {
         }
         // Runs claimed ahead that have not begun are released at once: a due time that comes
         // during the shutdown is not started by a stopping node.
-        for lease in self.leases.all().iter().filter(|l| !l.started()) {
-            lease.stop(StopCause::Shutdown);
+        for lease in self.leases.all() {
+            lease.stop_unstarted(StopCause::Shutdown);
         }
         if !tasks.is_empty() {
             tracing::info!(
