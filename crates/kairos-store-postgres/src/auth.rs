@@ -10,58 +10,8 @@ use tokio_postgres::Row;
 use crate::connect::PostgresStore;
 use crate::rows::{col, execute, pg_error, query, query_opt, query_opt_unique};
 
-/// One change to record.
-pub(crate) struct Change<'a> {
-    pub actor: &'a str,
-    pub action: AuditAction,
-    pub namespace: Option<&'a str>,
-    pub job: Option<&'a str>,
-    pub run_id: Option<i64>,
-    pub version_before: Option<i64>,
-    pub version_after: Option<i64>,
-    pub detail: Option<String>,
-}
-
-impl<'a> Change<'a> {
-    /// A change to job `namespace/job`.
-    pub fn job(actor: &'a str, action: AuditAction, namespace: &'a str, job: &'a str) -> Self {
-        Self {
-            actor,
-            action,
-            namespace: Some(namespace),
-            job: Some(job),
-            run_id: None,
-            version_before: None,
-            version_after: None,
-            detail: None,
-        }
-    }
-
-    /// A change to a token (no namespace).
-    fn token(actor: &'a str, action: AuditAction, token: &Token) -> Self {
-        Self {
-            actor,
-            action,
-            namespace: None,
-            job: None,
-            run_id: None,
-            version_before: None,
-            version_after: None,
-            detail: Some(token_detail(token)),
-        }
-    }
-
-    pub fn versions(mut self, before: Option<i64>, after: Option<i64>) -> Self {
-        self.version_before = before;
-        self.version_after = after;
-        self
-    }
-
-    pub fn run(mut self, run_id: i64) -> Self {
-        self.run_id = Some(run_id);
-        self
-    }
-}
+/// One change to record (the same for every store).
+pub(crate) type Change<'a> = AuditRecord<'a>;
 
 /// Appends `change` to the audit log, inside the caller's transaction; `now: None` is the
 /// transaction's time on the database clock.
@@ -108,14 +58,6 @@ fn token(row: &Row) -> StoreResult<Token> {
         expires_at: col(row, 6)?,
         revoked_at: col(row, 7)?,
     })
-}
-
-/// What a token change says in the audit log.
-fn token_detail(t: &Token) -> String {
-    format!(
-        "token `{}`: role {}, namespaces {}",
-        t.name, t.role, t.scope
-    )
 }
 
 impl PostgresStore {

@@ -8,44 +8,8 @@ use rusqlite::{Connection, Row, params};
 
 use crate::rows::{all, col, exec, first, instant, internal, micros};
 
-/// One change to record.
-pub(crate) struct Change<'a> {
-    pub actor: &'a str,
-    pub action: AuditAction,
-    pub namespace: Option<&'a str>,
-    pub job: Option<&'a str>,
-    pub run_id: Option<i64>,
-    pub version_before: Option<i64>,
-    pub version_after: Option<i64>,
-    pub detail: Option<String>,
-}
-
-impl<'a> Change<'a> {
-    /// A change to job `namespace/job`.
-    pub fn job(actor: &'a str, action: AuditAction, namespace: &'a str, job: &'a str) -> Self {
-        Self {
-            actor,
-            action,
-            namespace: Some(namespace),
-            job: Some(job),
-            run_id: None,
-            version_before: None,
-            version_after: None,
-            detail: None,
-        }
-    }
-
-    pub fn versions(mut self, before: Option<i64>, after: Option<i64>) -> Self {
-        self.version_before = before;
-        self.version_after = after;
-        self
-    }
-
-    pub fn run(mut self, run_id: i64) -> Self {
-        self.run_id = Some(run_id);
-        self
-    }
-}
+/// One change to record (the same for every store).
+pub(crate) type Change<'a> = AuditRecord<'a>;
 
 /// Appends `change` to the audit log (inside the caller's transaction).
 pub(crate) fn audit(conn: &Connection, change: Change<'_>, now: Timestamp) -> StoreResult<()> {
@@ -88,14 +52,6 @@ pub(crate) fn token(row: &Row<'_>) -> StoreResult<Token> {
     })
 }
 
-/// What a token change says in the audit log.
-fn token_detail(t: &Token) -> String {
-    format!(
-        "token `{}`: role {}, namespaces {}",
-        t.name, t.role, t.scope
-    )
-}
-
 pub(crate) fn token_create(
     conn: &Connection,
     p: &TokenCreateParams,
@@ -135,16 +91,7 @@ pub(crate) fn token_create(
     .ok_or_else(|| StoreError::Internal("created token vanished".into()))?;
     audit(
         conn,
-        Change {
-            actor: &p.actor,
-            action: AuditAction::TokenCreate,
-            namespace: None,
-            job: None,
-            run_id: None,
-            version_before: None,
-            version_after: None,
-            detail: Some(token_detail(&token)),
-        },
+        Change::token(&p.actor, AuditAction::TokenCreate, &token),
         now,
     )?;
     Ok(token)
@@ -168,16 +115,7 @@ pub(crate) fn token_revoke(
     .ok_or_else(|| StoreError::TokenNotFound(format!("#{}", p.id)))?;
     audit(
         conn,
-        Change {
-            actor: &p.actor,
-            action: AuditAction::TokenRevoke,
-            namespace: None,
-            job: None,
-            run_id: None,
-            version_before: None,
-            version_after: None,
-            detail: Some(token_detail(&revoked)),
-        },
+        Change::token(&p.actor, AuditAction::TokenRevoke, &revoked),
         now,
     )?;
     Ok(revoked)

@@ -17,6 +17,7 @@
 //!    token create, revoke) writes its audit entry in the same transaction: no change without
 //!    its entry, no entry without its change.
 
+mod audit;
 mod changes;
 mod cluster;
 pub mod conformance;
@@ -24,6 +25,7 @@ mod error;
 mod model;
 mod store;
 
+pub use audit::AuditRecord;
 pub use changes::Change;
 pub use cluster::*;
 pub use error::{StoreError, StoreResult};
