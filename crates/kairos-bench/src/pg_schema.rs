@@ -122,52 +122,15 @@ impl Drop for PgSchema {
             );
             return;
         }
-        let url = self.url.clone();
-        let schema = self.name.clone();
-        let cleanup = std::thread::spawn(move || -> Result<(), String> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                tokio::time::timeout(TIMEOUT * 3, drop_schema(&url, &schema))
-                    .await
-                    .map_err(|_| "timed out".to_owned())?
-            })
-        });
-        let outcome = cleanup
-            .join()
-            .unwrap_or_else(|_| Err("the cleanup panicked".into()));
-        if let Err(e) = outcome {
+        let dropped =
+            kairos_store_postgres::admin::drop_schema_blocking(&self.url, &self.name, TIMEOUT * 3);
+        if let Err(e) = dropped {
             eprintln!(
                 "kairos-bench: could not drop schema {} (drop it by hand): {e}",
                 self.name
             );
         }
     }
-}
-
-/// Ends the schema's connections, then drops it.
-async fn drop_schema(url: &str, schema: &str) -> Result<(), String> {
-    let client = connect(url).await.map_err(|e| e.to_string())?;
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE (application_name = $1 OR starts_with(application_name, $1 || '_')) \
-               AND pid <> pg_backend_pid()",
-            &[&schema],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    client
-        .batch_execute(&format!(
-            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-        ))
-        .await
-        .map_err(|e| match e.as_db_error() {
-            Some(db) => format!("{e}: {}", db.message()),
-            None => e.to_string(),
-        })
 }
 
 /// A connection whose driver task runs on the current runtime.

@@ -357,7 +357,7 @@ fn dedicated_config(pg: &tokio_postgres::Config) -> tokio_postgres::Config {
 }
 
 /// Accepts `[a-z_][a-z0-9_]{0,62}` not starting with `pg_` (reserved by PostgreSQL).
-fn validate_schema(schema: &str) -> StoreResult<()> {
+pub(crate) fn validate_schema(schema: &str) -> StoreResult<()> {
     let mut chars = schema.chars();
     let valid = chars
         .next()

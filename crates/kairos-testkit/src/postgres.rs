@@ -71,49 +71,18 @@ impl TempSchema {
 
 impl Drop for TempSchema {
     fn drop(&mut self) {
-        let url = self.base_url.clone();
-        let schema = self.name.clone();
-        let cleanup = std::thread::spawn(move || -> Result<(), String> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                tokio::time::timeout(TIMEOUT * 3, drop_schema(&url, &schema))
-                    .await
-                    .map_err(|_| "timed out".to_owned())?
-            })
-        });
-        let outcome = cleanup
-            .join()
-            .unwrap_or_else(|_| Err("the cleanup panicked".into()));
-        if let Err(e) = outcome {
+        let dropped = kairos_store_postgres::admin::drop_schema_blocking(
+            &self.base_url,
+            &self.name,
+            TIMEOUT * 3,
+        );
+        if let Err(e) = dropped {
             eprintln!(
                 "could not drop test schema {} (drop it by hand): {e}",
                 self.name
             );
         }
     }
-}
-
-/// Ends the schema's connections, then drops it.
-async fn drop_schema(url: &str, schema: &str) -> Result<(), String> {
-    let client = connect(url).await?;
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE (application_name = $1 OR starts_with(application_name, $1 || '_')) \
-               AND pid <> pg_backend_pid()",
-            &[&schema],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    client
-        .batch_execute(&format!(
-            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-        ))
-        .await
-        .map_err(|e| format!("{e}: {:?}", e.as_db_error().map(|d| d.message())))
 }
 
 /// A connection whose driver task runs on the current runtime.
