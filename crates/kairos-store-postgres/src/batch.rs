@@ -8,7 +8,9 @@
 //! Lock order, so that two writers never wait for each other in a circle: a transaction locks
 //! jobs' rows (in job id order) before any run, and runs in ascending id order over the whole
 //! transaction (one statement per batch where a batch spans jobs, `ORDER BY id FOR UPDATE`
-//! inside it). A claim never waits for a row at all (`SKIP LOCKED`); the advisory locks it may
+//! inside it). An insert's unique check waits for whoever changed a row with the same key, as
+//! a lock would: a fire locks the runs whose due times it repeats with the others, in id order,
+//! before it inserts. A claim never waits for a row at all (`SKIP LOCKED`); the advisory locks it may
 //! wait for are taken before any row lock, in key order, and only by claims.
 
 use std::collections::HashMap;
@@ -216,21 +218,16 @@ async fn fire_wave(
         }
         applied.retain(|i| !over.contains(i));
     }
-    let replacing: Vec<&JobFireParams> = applied
-        .iter()
-        .map(|&i| &ps[i])
-        .filter(|p| p.cancel_active)
-        .collect();
-    if !replacing.is_empty() {
-        let stopping = cancel_active_runs(c, &replacing).await?;
-        notices.add_if(stopping, Change::Cancel);
-    }
-    // The new runs, one statement per job, sent at once too.
-    let inserts = applied.iter().map(|&i| {
-        let p = &ps[i];
-        insert_job_runs(c, p.job_id, &p.runs, &p.now)
-    });
-    let inserted = futures::future::try_join_all(inserts).await?;
+    // The runs this wave touches, locked in id order before any insert (see
+    // [`lock_runs`]), then the new runs, one statement per job: all sent at once.
+    let fires: Vec<&JobFireParams> = applied.iter().map(|&i| &ps[i]).collect();
+    let inserts = futures::future::try_join_all(
+        fires
+            .iter()
+            .map(|p| insert_job_runs(c, p.job_id, &p.runs, &p.now)),
+    );
+    let (stopping, inserted) = futures::future::try_join(lock_runs(c, &fires), inserts).await?;
+    notices.add_if(stopping, Change::Cancel);
     for (&i, (runs, queued)) in applied.iter().zip(inserted) {
         notices.add_if(queued, Change::Runs);
         results[i] = JobFireResult {
@@ -241,15 +238,35 @@ async fn fire_wave(
     Ok(())
 }
 
-/// `overlap: replace`: cancels the jobs' runs that have not started and asks their running ones
-/// to stop, locking them in one pass in id order. The caller holds the jobs' row locks. The runs
-/// for the due times a round starts (its runs without `skip`) are left alone: a fire that
-/// repeats a due time must not cancel that due time's run, which nothing could replace (the
-/// unique key keeps the round's own run out). Returns whether a running run was asked to stop.
-async fn cancel_active_runs(c: &impl GenericClient, fires: &[&JobFireParams]) -> StoreResult<bool> {
-    let job_ids: Vec<JobId> = fires.iter().map(|p| p.job_id).collect();
-    let nows: Vec<Option<Timestamp>> = fires.iter().map(|p| p.now).collect();
-    let (keep_jobs, keep_times): (Vec<JobId>, Vec<Timestamp>) = fires
+/// Locks, in id order, every existing run a wave of fires may wait for, and cancels the runs
+/// that `overlap: replace` ends; the caller holds the jobs' row locks. Returns whether a running
+/// run was asked to stop.
+///
+/// Two kinds of rows are locked. The runs whose `(job_id, scheduled_for)` a fire inserts again
+/// (a schedule moved back, a catch-up that repeats a due time): the insert's unique check waits
+/// for any transaction that changed such a row, and a heartbeat or a finish that changed it may
+/// itself be waiting for a run this transaction holds; locked here, in the one order, the
+/// insert finds them held by this transaction and waits for nobody. And, for the fires with
+/// `cancel_active`, the job's active runs: the ones that have not started are cancelled, the
+/// running ones asked to stop. The runs for the due times a round starts (its runs without
+/// `skip`) are left alone: a fire that repeats a due time must not cancel that due time's run,
+/// which nothing could replace (the unique key keeps the round's own run out).
+///
+/// Which locked run is cancelled is decided on the row as it is once locked (a run that
+/// finished meanwhile is left alone).
+async fn lock_runs(c: &impl GenericClient, fires: &[&JobFireParams]) -> StoreResult<bool> {
+    let replacing: Vec<&&JobFireParams> = fires.iter().filter(|p| p.cancel_active).collect();
+    let key_count: usize = fires.iter().map(|p| p.runs.len()).sum();
+    if replacing.is_empty() && key_count == 0 {
+        return Ok(false);
+    }
+    let (key_jobs, key_times): (Vec<JobId>, Vec<Timestamp>) = fires
+        .iter()
+        .flat_map(|p| p.runs.iter().map(|r| (p.job_id, r.scheduled_for)))
+        .unzip();
+    let job_ids: Vec<JobId> = replacing.iter().map(|p| p.job_id).collect();
+    let nows: Vec<Option<Timestamp>> = replacing.iter().map(|p| p.now).collect();
+    let (keep_jobs, keep_times): (Vec<JobId>, Vec<Timestamp>) = replacing
         .iter()
         .flat_map(|p| {
             p.runs
@@ -260,13 +277,23 @@ async fn cancel_active_runs(c: &impl GenericClient, fires: &[&JobFireParams]) ->
         .unzip();
     let stopping = query(
         c,
-        "WITH locked AS MATERIALIZED ( \
-           SELECT r.id, f.now FROM runs r \
-           JOIN unnest($1::bigint[], $2::timestamptz[]) AS f (job_id, now) ON r.job_id = f.job_id \
-           WHERE r.state IN ('scheduled', 'queued', 'running') \
+        "WITH candidates AS ( \
+           SELECT r.id FROM runs r \
+           JOIN unnest($5::bigint[], $6::timestamptz[]) AS k (job_id, scheduled_for) \
+             ON r.job_id = k.job_id AND r.scheduled_for = k.scheduled_for \
+           UNION \
+           SELECT r.id FROM runs r WHERE r.job_id = ANY($1::bigint[]) \
+             AND r.state IN ('scheduled', 'queued', 'running')), \
+         locked AS MATERIALIZED ( \
+           SELECT r.id, f.now, \
+             f.job_id IS NOT NULL AND r.state IN ('scheduled', 'queued', 'running') \
              AND NOT EXISTS (SELECT 1 FROM unnest($3::bigint[], $4::timestamptz[]) \
                AS k (job_id, scheduled_for) \
-               WHERE k.job_id = r.job_id AND k.scheduled_for = r.scheduled_for) \
+               WHERE k.job_id = r.job_id AND k.scheduled_for = r.scheduled_for) AS ends \
+           FROM runs r \
+           LEFT JOIN unnest($1::bigint[], $2::timestamptz[]) AS f (job_id, now) \
+             ON r.job_id = f.job_id \
+           WHERE r.id IN (SELECT id FROM candidates) \
            ORDER BY r.id FOR UPDATE OF r), \
          changed AS ( \
            UPDATE runs r SET \
@@ -275,10 +302,17 @@ async fn cancel_active_runs(c: &impl GenericClient, fires: &[&JobFireParams]) ->
                ELSE coalesce(locked.now, now()) END, \
              reason = CASE WHEN r.state = 'running' THEN r.reason ELSE 'replaced' END, \
              cancel_requested = r.cancel_requested OR r.state = 'running' \
-           FROM locked WHERE r.id = locked.id \
+           FROM locked WHERE r.id = locked.id AND locked.ends \
            RETURNING r.state) \
          SELECT count(*) FROM changed WHERE state = 'running'",
-        &[&job_ids, &nows, &keep_jobs, &keep_times],
+        &[
+            &job_ids,
+            &nows,
+            &keep_jobs,
+            &keep_times,
+            &key_jobs,
+            &key_times,
+        ],
     )
     .await?;
     Ok(stopping

@@ -291,3 +291,125 @@ async fn concurrent_writers_never_deadlock() {
         .await
         .unwrap();
 }
+
+/// The fire's unique check on a due time that has its run already waits for whoever changed
+/// that run; a heartbeat that changed it and then waits for a run the fire holds must not close
+/// a circle. Run X (due time repeated by the fire) is changed and held by another transaction;
+/// the fire (with `replace`, which also ends run Y) must lock X before Y, so that the other
+/// transaction can still take Y and finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_due_time_does_not_deadlock_with_a_heartbeat() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let store = pg.store.clone();
+    let job = store
+        .job_create(JobCreateParams {
+            spec: kairos_store::conformance::spec("repeat"),
+            next_fire_at: Some(t0()),
+            actor: "test".into(),
+            now: Some(t0()),
+        })
+        .await
+        .unwrap();
+    let second = t0() + SignedDuration::from_secs(1);
+    let first = store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: t0(),
+            runs: vec![
+                insert(t0(), false),
+                insert(t0() + SignedDuration::from_millis(1), false),
+            ],
+            cancel_active: false,
+            max_active: None,
+            next_fire_at: Some(second),
+            now: Some(t0()),
+        })
+        .await
+        .unwrap();
+    let [(x, _), (y, _)] = first.inserted[..] else {
+        panic!("two runs: {:?}", first.inserted);
+    };
+    assert!(x < y);
+    let claimed = store
+        .run_claim(RunClaimParams {
+            node: "w".into(),
+            limit: 2,
+            lease: SignedDuration::from_secs(30),
+            ahead: SignedDuration::ZERO,
+            now: Some(second),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+
+    let url = pg.schema.config().url;
+    let (mut other, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (watch, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let runs = format!("{}.runs", pg.schema.name);
+    let touch = format!("UPDATE {runs} SET lease_expires_at = lease_expires_at WHERE id = $1");
+    let tx = other.transaction().await.unwrap();
+    tx.execute(&touch, &[&x]).await.unwrap();
+
+    let fire = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .job_fire(JobFireParams {
+                    job_id: job.id,
+                    expected_next_fire_at: second,
+                    runs: vec![
+                        insert(t0(), false),
+                        insert(t0() + SignedDuration::from_millis(5), false),
+                    ],
+                    cancel_active: true,
+                    max_active: None,
+                    next_fire_at: Some(second + SignedDuration::from_secs(1)),
+                    now: Some(second),
+                })
+                .await
+        }
+    });
+    // Until the fire waits for the other transaction.
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE application_name = $1 AND wait_event_type = 'Lock'";
+    let mut polls = 0;
+    while watch
+        .query_one(waiting, &[&pg.schema.name])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        polls += 1;
+        assert!(polls < 1000, "the fire never waited for the held run");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The other transaction goes on to the second run: not held by the fire yet.
+    tx.execute(&touch, &[&y]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let fired = fire.await.unwrap().expect("the fire waits, then applies");
+    assert!(fired.applied);
+    assert_eq!(
+        fired.inserted.len(),
+        1,
+        "the repeated due time keeps its run"
+    );
+    let y_run = store
+        .run_get(RunGetParams { id: y })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        y_run.cancel_requested,
+        "replace asks the running run to stop"
+    );
+}
