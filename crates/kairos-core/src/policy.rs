@@ -3,7 +3,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::run::{AttemptStatus, SkipReason};
+use crate::run::{AttemptStatus, JobId, RunId, SkipReason};
 use crate::spec::{CatchupPolicy, OverlapPolicy};
 use crate::trigger::{Fire, Schedule};
 
@@ -349,6 +349,46 @@ pub fn decide_overlap(policy: OverlapPolicy, max_concurrent: u32, active: u64) -
         OverlapPolicy::Replace if active > 0 => OverlapDecision::Replace,
         OverlapPolicy::Replace => OverlapDecision::Start,
     }
+}
+
+/// A due, waiting run of a job with `overlap: queue` (an exclusive run), as a claim sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExclusiveCandidate {
+    pub job_id: JobId,
+    pub run_id: RunId,
+    pub run_at: Timestamp,
+    /// Whether a run of the same job is running.
+    pub job_running: bool,
+}
+
+/// The exclusive runs a claim may start, at most `limit`, earliest first: for each job with no
+/// run running, its waiting exclusive run that is due first (ties by id); one per job, so a
+/// job's queue drains in order, one run at a time. Stores give every due waiting exclusive run
+/// (or at least each job's earliest) and claim the chosen ones fenced on the job still having
+/// nothing running.
+pub fn exclusive_heads(candidates: &[ExclusiveCandidate], limit: usize) -> Vec<RunId> {
+    let mut first: std::collections::HashMap<JobId, &ExclusiveCandidate> =
+        std::collections::HashMap::new();
+    let mut blocked = std::collections::HashSet::new();
+    for c in candidates {
+        if c.job_running {
+            blocked.insert(c.job_id);
+        }
+        first
+            .entry(c.job_id)
+            .and_modify(|f| {
+                if (c.run_at, c.run_id) < (f.run_at, f.run_id) {
+                    *f = c;
+                }
+            })
+            .or_insert(c);
+    }
+    let mut heads: Vec<&ExclusiveCandidate> = first
+        .into_values()
+        .filter(|c| !blocked.contains(&c.job_id))
+        .collect();
+    heads.sort_by_key(|c| (c.run_at, c.run_id));
+    heads.into_iter().take(limit).map(|c| c.run_id).collect()
 }
 
 /// Whether a change of a job decides its due times that have not come yet again, so that the

@@ -7,8 +7,8 @@
 
 use jiff::{SignedDuration, Timestamp};
 use kairos_core::policy::{
-    FirePlan, MAX_CATCHUP_RUNS, MAX_RECORDED_SKIPS, OverlapDecision, RetryDecision, RetryOn,
-    RetryPolicy, decide_overlap, plan_fires,
+    ExclusiveCandidate, FirePlan, MAX_CATCHUP_RUNS, MAX_RECORDED_SKIPS, OverlapDecision,
+    RetryDecision, RetryOn, RetryPolicy, decide_overlap, exclusive_heads, plan_fires,
 };
 use kairos_core::run::{AttemptStatus, SkipReason};
 use kairos_core::spec::{CatchupPolicy, OverlapPolicy};
@@ -746,5 +746,71 @@ fn retry_conditions_parse() {
     ] {
         let err = bad.parse::<RetryOn>().unwrap_err();
         assert!(err.contains(&format!("`{bad}`")), "{err}");
+    }
+}
+
+fn waiting(job_id: i64, run_id: i64, at: &str, job_running: bool) -> ExclusiveCandidate {
+    ExclusiveCandidate {
+        job_id,
+        run_id,
+        run_at: ts(at),
+        job_running,
+    }
+}
+
+#[test]
+fn exclusive_runs_start_one_per_idle_job_earliest_first() {
+    let candidates = [
+        waiting(1, 12, "2026-01-01T00:02:00Z", false),
+        waiting(1, 11, "2026-01-01T00:01:00Z", false),
+        waiting(2, 20, "2026-01-01T00:00:00Z", true),
+        waiting(3, 31, "2026-01-01T00:01:00Z", false),
+        waiting(3, 30, "2026-01-01T00:01:00Z", false),
+        waiting(4, 40, "2026-01-01T00:00:30Z", false),
+    ];
+    // Job 2 has a run running; job 1's head is its earliest; job 3's tie goes to the lower id.
+    assert_eq!(exclusive_heads(&candidates, 10), [40, 11, 30]);
+    assert_eq!(exclusive_heads(&candidates, 2), [40, 11]);
+    assert_eq!(exclusive_heads(&candidates, 0), Vec::<i64>::new());
+    assert_eq!(exclusive_heads(&[], 5), Vec::<i64>::new());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// At most one run per job, never for a job with a run running, always the job's earliest,
+    /// and no more than the limit.
+    #[test]
+    fn exclusive_heads_respect_the_rule(
+        runs in prop::collection::vec((0i64..6, 0i64..50, any::<bool>()), 0..40),
+        limit in 0usize..8,
+    ) {
+        let candidates: Vec<ExclusiveCandidate> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, &(job, minute, running))| ExclusiveCandidate {
+                job_id: job,
+                run_id: i as i64,
+                run_at: ts("2026-01-01T00:00:00Z") + SignedDuration::from_mins(minute),
+                job_running: running,
+            })
+            .collect();
+        let heads = exclusive_heads(&candidates, limit);
+        prop_assert!(heads.len() <= limit);
+        let mut jobs = std::collections::HashSet::new();
+        for id in &heads {
+            let c = candidates[*id as usize];
+            prop_assert!(jobs.insert(c.job_id), "two runs of job {}", c.job_id);
+            prop_assert!(candidates.iter().all(|o| o.job_id != c.job_id || !o.job_running));
+            prop_assert!(candidates
+                .iter()
+                .all(|o| o.job_id != c.job_id || (o.run_at, o.run_id) >= (c.run_at, c.run_id)));
+        }
+        let idle: std::collections::HashSet<i64> = candidates
+            .iter()
+            .map(|c| c.job_id)
+            .filter(|j| candidates.iter().all(|o| o.job_id != *j || !o.job_running))
+            .collect();
+        prop_assert_eq!(heads.len(), idle.len().min(limit));
     }
 }

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
+use kairos_core::policy::{ExclusiveCandidate, exclusive_heads};
 use kairos_core::run::{AttemptStatus, JobId, RunId, RunState};
 use kairos_store::*;
 use tokio_postgres::types::ToSql;
@@ -322,29 +323,26 @@ async fn lock_runs(c: &impl GenericClient, fires: &[&JobFireParams]) -> StoreRes
         .is_some_and(|n| n > 0))
 }
 
-/// Exclusive runs (`overlap: queue`) that may start now: queued, due, no run of their job
-/// running and no earlier exclusive run of their job waiting; earliest first.
-const EXCLUSIVE_HEADS: &str = "SELECT r.job_id FROM runs r \
+/// The facts for the exclusive rule (`kairos_core::policy::exclusive_heads`): each job's
+/// earliest due waiting exclusive run (`overlap: queue`), and whether the job has a run running.
+const EXCLUSIVE_WAITING: &str = "SELECT DISTINCT ON (r.job_id) r.job_id, r.id, r.run_at, \
+       EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
+     FROM runs r \
      WHERE r.state = 'queued' AND r.exclusive \
        AND r.run_at <= coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond' \
-       AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
-       AND NOT EXISTS (SELECT 1 FROM runs y WHERE y.job_id = r.job_id AND y.state = 'queued' \
-         AND y.exclusive AND (y.run_at < r.run_at OR (y.run_at = r.run_at AND y.id < r.id))) \
-     ORDER BY r.run_at, r.id LIMIT $3";
+     ORDER BY r.job_id, r.run_at, r.id";
 
 /// The claim: picks and locks due queued runs (skipping rows another claimer holds), moves them
-/// to `running` with the lease, and returns each with its job. Exclusive runs qualify only for
-/// jobs in `$4`, whose advisory locks this transaction holds.
+/// to `running` with the lease, and returns each with its job. Exclusive runs qualify only if
+/// chosen (`$4`, their jobs' advisory locks held by this transaction) and, the fence, if their
+/// job still has no run running.
 const CLAIM: &str = concat!(
     "WITH picked AS MATERIALIZED ( \
        SELECT r.id FROM runs r \
        WHERE r.state = 'queued' \
          AND r.run_at <= coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond' \
-         AND (NOT r.exclusive OR (r.job_id = ANY($4::bigint[]) \
-           AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
-           AND NOT EXISTS (SELECT 1 FROM runs y WHERE y.job_id = r.job_id \
-             AND y.state = 'queued' AND y.exclusive \
-             AND (y.run_at < r.run_at OR (y.run_at = r.run_at AND y.id < r.id))))) \
+         AND (NOT r.exclusive OR (r.id = ANY($4::bigint[]) \
+           AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running'))) \
        ORDER BY r.run_at, r.id LIMIT $3 \
        FOR UPDATE SKIP LOCKED) \
      UPDATE runs r SET state = 'running', attempt = r.attempt + 1, node = $5, lease_token = $6, \
@@ -364,14 +362,15 @@ const CLAIM: &str = concat!(
 /// now, or its `run_at` if later.
 ///
 /// The exclusive rule (an exclusive run starts only when no run of its job is running and no
-/// earlier exclusive run of its job is waiting) is checked against the statement's snapshot.
-/// Under READ COMMITTED with `SKIP LOCKED` that alone would let two claimers each start a
+/// earlier exclusive run of its job is waiting) is decided by
+/// `kairos_core::policy::exclusive_heads` on the facts one statement reads, and fenced in the
+/// claim statement (the chosen run is still queued, its job still has nothing running). Under
+/// READ COMMITTED with `SKIP LOCKED` that fence alone would let two claimers each start a
 /// different exclusive run of one job: each sees the other's claim uncommitted (so the job
 /// has nothing running), and each locks a different row (so neither waits). The claim
-/// therefore first takes a transaction-scoped advisory lock on every job with an exclusive run
-/// ready to start (in key order, so that claimers never wait in a circle), and the claim
-/// statement after it considers exclusive runs of those jobs only. Whoever claims an exclusive
-/// run of a job holds that job's lock until it commits, and the next holder's statement starts
+/// therefore first takes a transaction-scoped advisory lock on the job of every chosen run (in
+/// key order, so that claimers never wait in a circle). Whoever claims an exclusive run of a
+/// job holds that job's lock until it commits, and the next holder's claim statement starts
 /// after that commit and sees the run as running. Claims of other runs take no lock and never
 /// wait. (A claim of a non-exclusive run of the same job is not serialized with it: as in the
 /// SQLite store, where one claim may take both, an exclusive run only waits for runs that were
@@ -384,14 +383,26 @@ pub(crate) async fn claim(
 ) -> StoreResult<Vec<ClaimedRun>> {
     let limit = i64::from(p.limit.max(1));
     let ahead = micros(p.ahead);
-    let heads = query(c, EXCLUSIVE_HEADS, &[&p.now, &ahead, &limit]).await?;
-    let jobs = heads
+    let waiting = query(c, EXCLUSIVE_WAITING, &[&p.now, &ahead])
+        .await?
         .iter()
-        .map(|r| col(r, 0))
-        .collect::<StoreResult<Vec<JobId>>>()?;
-    if !jobs.is_empty() {
+        .map(|r| {
+            Ok(ExclusiveCandidate {
+                job_id: col(r, 0)?,
+                run_id: col(r, 1)?,
+                run_at: col(r, 2)?,
+                job_running: col(r, 3)?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let heads = exclusive_heads(&waiting, usize::try_from(limit).unwrap_or(usize::MAX));
+    if !heads.is_empty() {
         // Keys are job ids truncated to 32 bits: a collision only makes two jobs share a lock.
-        let mut keys: Vec<i32> = jobs.iter().map(|id| *id as i32).collect();
+        let jobs = waiting
+            .iter()
+            .filter(|w| heads.contains(&w.run_id))
+            .map(|w| w.job_id);
+        let mut keys: Vec<i32> = jobs.map(|id| id as i32).collect();
         keys.sort_unstable();
         keys.dedup();
         query(
@@ -408,7 +419,7 @@ pub(crate) async fn claim(
             &p.now,
             &ahead,
             &limit,
-            &jobs,
+            &heads,
             &p.node,
             &token,
             &micros(p.lease),

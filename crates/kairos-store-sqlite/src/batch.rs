@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use jiff::Timestamp;
+use kairos_core::policy::{ExclusiveCandidate, exclusive_heads};
 use kairos_core::run::{AttemptStatus, JobId, RunId, RunState};
 use kairos_store::{
     ClaimedRun, Job, JobFireParams, JobFireResult, RunFinishParams, RunInsert, RunNext, StoreError,
@@ -16,7 +17,7 @@ use kairos_store::{
 };
 use rusqlite::{Connection, params};
 
-use crate::rows::{self, JOB_COLUMNS, exec, first, micros};
+use crate::rows::{self, JOB_COLUMNS, col, exec, first, micros};
 
 /// Inserts one run unless its `(job_id, scheduled_for)` exists; the new run's id.
 pub(crate) fn insert_run(
@@ -120,7 +121,28 @@ pub(crate) fn claim(
     expires: Timestamp,
 ) -> StoreResult<Vec<ClaimedRun>> {
     // `exclusive` runs (overlap: queue) start only when no run of their job is running and no
-    // earlier exclusive run of the job is waiting.
+    // earlier exclusive run of the job is waiting: decided by `exclusive_heads` on what is
+    // waiting, and fenced in the claim (the chosen run is queued, its job has nothing running).
+    let waiting = rows::all(
+        conn,
+        "SELECT r.job_id, r.id, r.run_at, \
+           EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
+         FROM runs r WHERE r.state = 'queued' AND r.exclusive = 1 AND r.run_at <= ?1",
+        params![micros(horizon)],
+        |r| {
+            Ok(ExclusiveCandidate {
+                job_id: col(r, 0)?,
+                run_id: col(r, 1)?,
+                run_at: rows::instant(col(r, 2)?)?,
+                job_running: col::<i64>(r, 3)? != 0,
+            })
+        },
+    )?;
+    let heads = exclusive_heads(
+        &waiting,
+        usize::try_from(limit.max(1)).unwrap_or(usize::MAX),
+    );
+    let heads = serde_json::to_string(&heads).map_err(|e| StoreError::Internal(e.to_string()))?;
     // The claimed rows come back from the UPDATE itself, in `rows::run`'s column order; the job's
     // namespace and name (two empty strings here) are filled in from the job below.
     let runs = rows::all(
@@ -128,10 +150,8 @@ pub(crate) fn claim(
         "UPDATE runs SET state = 'running', attempt = attempt + 1, node = ?1, lease_token = ?2, \
          lease_expires_at = ?3, started_at = COALESCE(started_at, MAX(?4, run_at)), reason = NULL \
          WHERE id IN (SELECT r.id FROM runs r WHERE r.state = 'queued' AND r.run_at <= ?6 \
-           AND (r.exclusive = 0 OR ( \
-             NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
-             AND NOT EXISTS (SELECT 1 FROM runs y WHERE y.job_id = r.job_id AND y.state = 'queued' \
-               AND y.exclusive = 1 AND (y.run_at < r.run_at OR (y.run_at = r.run_at AND y.id < r.id))))) \
+           AND (r.exclusive = 0 OR (r.id IN (SELECT value FROM json_each(?7)) \
+             AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running'))) \
            ORDER BY r.run_at, r.id LIMIT ?5) \
          RETURNING id, job_id, '', '', scheduled_for, run_at, state, origin, attempt, \
            max_attempts, execution, exclusive, reason, node, lease_expires_at, cancel_requested, \
@@ -142,7 +162,8 @@ pub(crate) fn claim(
             micros(expires),
             micros(now),
             i64::from(limit.max(1)),
-            micros(horizon)
+            micros(horizon),
+            heads
         ],
         rows::run,
     )?;
