@@ -18,8 +18,17 @@
 //! active runs waits for its due time and is fired then, as without look-ahead. Until the due
 //! time comes the early run can be withdrawn: pausing the job, or an update that changes its next
 //! due time, deletes it (see `Store::job_set_paused`, `Store::job_update`).
+//!
+//! The look-ahead grows with the work: many jobs due in one instant (a herd of `* * * * *`
+//! jobs) take a while to fire, and their runs must be in the store before the instant comes.
+//! After each round of passes that fired something, the scheduler sets its look-ahead to four
+//! times what the round took (it wakes half the look-ahead early, which leaves the round's own
+//! time again for the workers to claim), never below the configured value and at most
+//! [`MAX_ADAPTIVE_LOOKAHEAD`]; it shrinks back by a quarter per round once rounds are quick
+//! ([`adapt_lookahead`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use jiff::{SignedDuration, Timestamp};
 use kairos_core::job::JobPlan;
@@ -36,6 +45,29 @@ use crate::telemetry::Event;
 const DUE_BATCH: u32 = 512;
 /// Longest sleep without looking at the store (fallback for missed notifications).
 const POLL_FALLBACK: SignedDuration = SignedDuration::from_secs(1);
+/// The longest look-ahead the scheduler grows to on its own (a configured one may be longer).
+pub const MAX_ADAPTIVE_LOOKAHEAD: SignedDuration = SignedDuration::from_secs(2);
+
+/// The look-ahead after a round of passes that fired jobs and took `round`: four times the
+/// round, or, when that is less than `current`, a quarter less than `current` (not below four
+/// times the round); never below `base` nor above [`MAX_ADAPTIVE_LOOKAHEAD`] (or `base`, if
+/// longer). A zero `base` (look-ahead off) stays off.
+pub fn adapt_lookahead(
+    base: SignedDuration,
+    current: SignedDuration,
+    round: SignedDuration,
+) -> SignedDuration {
+    if base.is_zero() {
+        return base;
+    }
+    let target = round.saturating_mul(4);
+    let next = if target >= current {
+        target
+    } else {
+        target.max(current - current / 4)
+    };
+    next.clamp(base, MAX_ADAPTIVE_LOOKAHEAD.max(base))
+}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -71,6 +103,8 @@ impl Default for SchedulerConfig {
 pub struct Scheduler {
     ctx: NodeContext,
     config: SchedulerConfig,
+    /// The look-ahead in use, in microseconds (see [`adapt_lookahead`]).
+    lookahead_us: AtomicI64,
 }
 
 impl Scheduler {
@@ -80,7 +114,17 @@ impl Scheduler {
     }
 
     pub fn with_config(ctx: NodeContext, config: SchedulerConfig) -> Self {
-        Self { ctx, config }
+        let lookahead_us = AtomicI64::new(micros(config.lookahead));
+        Self {
+            ctx,
+            config,
+            lookahead_us,
+        }
+    }
+
+    /// The look-ahead in use: the configured one, or longer after slow rounds.
+    pub fn lookahead(&self) -> SignedDuration {
+        SignedDuration::from_micros(self.lookahead_us.load(Ordering::Relaxed))
     }
 
     /// Fires every job due at `now`: plans each one (pure), reads the active-run counts that
@@ -88,7 +132,7 @@ impl Scheduler {
     pub async fn run_once(&self) -> Result<SchedulerReport, StoreError> {
         let now = self.ctx.clock.now();
         let store_now = self.ctx.clock.store_now();
-        let horizon = now.checked_add(self.config.lookahead).unwrap_or(now);
+        let horizon = now.checked_add(self.lookahead()).unwrap_or(now);
         let due = self
             .ctx
             .store
@@ -255,11 +299,23 @@ impl Scheduler {
 
     /// Runs until `shutdown`: a pass, then sleep until the next due time or a change.
     pub async fn run(&self, shutdown: CancellationToken) {
+        // The round of passes under way: when it began and whether it fired anything.
+        let mut round: Option<(Timestamp, bool)> = None;
         loop {
             let mut report = SchedulerReport::default();
+            let (began, fired) = *round.get_or_insert((self.ctx.clock.now(), false));
             match self.run_once().await {
                 Ok(r) => report = r,
                 Err(e) => tracing::error!(error = %e, "scheduler pass failed; retrying"),
+            }
+            round = Some((began, fired || report.jobs_fired > 0));
+            if !report.more {
+                if fired || report.jobs_fired > 0 {
+                    let took = self.ctx.clock.now().duration_since(began);
+                    let next = adapt_lookahead(self.config.lookahead, self.lookahead(), took);
+                    self.lookahead_us.store(micros(next), Ordering::Relaxed);
+                }
+                round = None;
             }
             if report.more {
                 // More to do at once, unless the term (or the node) is ending.
@@ -277,7 +333,7 @@ impl Scheduler {
                     None
                 }
             };
-            let wake = next_wake(now, next, self.config.lookahead);
+            let wake = next_wake(now, next, self.lookahead());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.ctx.scheduler_wake.notified() => {}
@@ -285,6 +341,10 @@ impl Scheduler {
             }
         }
     }
+}
+
+fn micros(d: SignedDuration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// When the scheduler looks at the store next: half the look-ahead before the earliest due time

@@ -271,3 +271,53 @@ async fn new_triggers_withdraw_an_early_run_they_do_not_contain(backend: Backend
         dump(&runs)
     );
 }
+
+/// The look-ahead grows to four times a slow round (a herd of jobs due together), at most 2 s,
+/// never below the configured value, shrinks back a quarter per quick round, and stays off when
+/// configured off.
+#[test]
+fn the_lookahead_grows_with_slow_rounds_and_shrinks_back() {
+    use kairos_runtime::scheduler::{MAX_ADAPTIVE_LOOKAHEAD, adapt_lookahead};
+    let ms = SignedDuration::from_millis;
+    let base = ms(250);
+    assert_eq!(
+        adapt_lookahead(base, base, ms(1)),
+        base,
+        "quick rounds keep it"
+    );
+    assert_eq!(
+        adapt_lookahead(base, base, ms(200)),
+        ms(800),
+        "a slow round grows it"
+    );
+    assert_eq!(
+        adapt_lookahead(base, base, ms(900)),
+        MAX_ADAPTIVE_LOOKAHEAD,
+        "bounded"
+    );
+    assert_eq!(
+        adapt_lookahead(base, ms(800), ms(10)),
+        ms(600),
+        "shrinks by a quarter"
+    );
+    assert_eq!(
+        adapt_lookahead(base, ms(800), ms(190)),
+        ms(760),
+        "not below 4 × the round"
+    );
+    let mut current = MAX_ADAPTIVE_LOOKAHEAD;
+    for _ in 0..20 {
+        current = adapt_lookahead(base, current, ms(1));
+    }
+    assert_eq!(current, base, "back to the configured value");
+    assert_eq!(
+        adapt_lookahead(ms(4000), ms(4000), ms(1)),
+        ms(4000),
+        "a longer base holds"
+    );
+    assert_eq!(
+        adapt_lookahead(SignedDuration::ZERO, SignedDuration::ZERO, ms(500)),
+        SignedDuration::ZERO,
+        "off stays off"
+    );
+}
