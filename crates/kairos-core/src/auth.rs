@@ -258,6 +258,8 @@ pub enum AuditAction {
     JobResume,
     #[serde(rename = "job.trigger")]
     JobTrigger,
+    #[serde(rename = "job.backfill")]
+    JobBackfill,
     #[serde(rename = "run.cancel")]
     RunCancel,
     #[serde(rename = "token.create")]
@@ -267,13 +269,14 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 9] = [
+    pub const ALL: [AuditAction; 10] = [
         AuditAction::JobCreate,
         AuditAction::JobUpdate,
         AuditAction::JobDelete,
         AuditAction::JobPause,
         AuditAction::JobResume,
         AuditAction::JobTrigger,
+        AuditAction::JobBackfill,
         AuditAction::RunCancel,
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
@@ -287,6 +290,7 @@ impl AuditAction {
             AuditAction::JobPause => "job.pause",
             AuditAction::JobResume => "job.resume",
             AuditAction::JobTrigger => "job.trigger",
+            AuditAction::JobBackfill => "job.backfill",
             AuditAction::RunCancel => "run.cancel",
             AuditAction::TokenCreate => "token.create",
             AuditAction::TokenRevoke => "token.revoke",

@@ -351,6 +351,47 @@ pub fn decide_overlap(policy: OverlapPolicy, max_concurrent: u32, active: u64) -
     }
 }
 
+/// Most due times one backfill may create.
+pub const MAX_BACKFILL_RUNS: usize = 10_000;
+
+/// The due times of `schedule` from `from` to `to`, both included, earliest first (without
+/// jitter: a backfill runs them as soon as it may). `Err(n)` when there are more than `limit`
+/// (`n` is `limit + 1`: the count is not pursued further).
+pub fn due_times_between(
+    schedule: &Schedule,
+    from: Timestamp,
+    to: Timestamp,
+    limit: usize,
+) -> Result<Vec<Timestamp>, usize> {
+    let mut times = Vec::new();
+    let Ok(mut after) = from.checked_sub(SignedDuration::from_nanos(1)) else {
+        return Ok(times);
+    };
+    while let Some(fire) = schedule.next_after(after) {
+        if fire.at > to {
+            break;
+        }
+        if times.len() == limit {
+            return Err(limit + 1);
+        }
+        times.push(fire.at);
+        after = fire.at;
+    }
+    Ok(times)
+}
+
+/// How many held runs of a backfill may join the queue now, with `active` runs of the job
+/// queued or running: up to `max_concurrent` at once with `overlap: allow`, else one at a time
+/// (`forbid`, `queue` and `replace` all mean one run of the job at a time; a backfill's runs
+/// wait for each other instead of being skipped or replaced).
+pub fn backfill_release(policy: OverlapPolicy, max_concurrent: u32, active: u64) -> u64 {
+    let limit = match policy {
+        OverlapPolicy::Allow => u64::from(max_concurrent.max(1)),
+        OverlapPolicy::Forbid | OverlapPolicy::Queue | OverlapPolicy::Replace => 1,
+    };
+    limit.saturating_sub(active)
+}
+
 /// A due, waiting run of a job with `overlap: queue` (an exclusive run), as a claim sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExclusiveCandidate {

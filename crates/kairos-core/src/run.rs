@@ -103,6 +103,8 @@ pub enum RunOrigin {
     Schedule,
     /// Someone asked for it (trigger-now).
     Manual,
+    /// A backfill asked for this due time.
+    Backfill,
 }
 
 impl RunOrigin {
@@ -110,6 +112,7 @@ impl RunOrigin {
         match self {
             RunOrigin::Schedule => "schedule",
             RunOrigin::Manual => "manual",
+            RunOrigin::Backfill => "backfill",
         }
     }
 }
@@ -120,6 +123,7 @@ impl std::str::FromStr for RunOrigin {
         match s {
             "schedule" => Ok(RunOrigin::Schedule),
             "manual" => Ok(RunOrigin::Manual),
+            "backfill" => Ok(RunOrigin::Backfill),
             _ => Err(format!("unknown run origin `{s}`")),
         }
     }

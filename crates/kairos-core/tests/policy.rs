@@ -814,3 +814,69 @@ proptest! {
         prop_assert_eq!(heads.len(), idle.len().min(limit));
     }
 }
+
+#[test]
+fn backfill_due_times_include_both_ends_and_are_bounded() {
+    use kairos_core::policy::due_times_between;
+    let s = minutely();
+    let times = due_times_between(
+        &s,
+        ts("2026-01-01T00:10:00Z"),
+        ts("2026-01-01T00:13:00Z"),
+        100,
+    )
+    .unwrap();
+    assert_eq!(
+        times,
+        [
+            ts("2026-01-01T00:10:00Z"),
+            ts("2026-01-01T00:11:00Z"),
+            ts("2026-01-01T00:12:00Z"),
+            ts("2026-01-01T00:13:00Z")
+        ]
+    );
+    let inside = due_times_between(
+        &s,
+        ts("2026-01-01T00:10:30Z"),
+        ts("2026-01-01T00:10:59Z"),
+        100,
+    )
+    .unwrap();
+    assert!(inside.is_empty(), "no due time in the range");
+    assert_eq!(
+        due_times_between(
+            &s,
+            ts("2026-01-01T00:00:00Z"),
+            ts("2026-01-02T00:00:00Z"),
+            10
+        ),
+        Err(11)
+    );
+    assert!(
+        due_times_between(
+            &Schedule { triggers: vec![] },
+            ts("2026-01-01T00:00:00Z"),
+            ts("2026-01-02T00:00:00Z"),
+            10
+        )
+        .unwrap()
+        .is_empty()
+    );
+}
+
+#[test]
+fn backfill_releases_one_at_a_time_unless_overlap_allows_more() {
+    use kairos_core::policy::backfill_release;
+    for policy in [
+        OverlapPolicy::Forbid,
+        OverlapPolicy::Queue,
+        OverlapPolicy::Replace,
+    ] {
+        assert_eq!(backfill_release(policy, 1, 0), 1);
+        assert_eq!(backfill_release(policy, 1, 1), 0);
+        assert_eq!(backfill_release(policy, 1, 3), 0);
+    }
+    assert_eq!(backfill_release(OverlapPolicy::Allow, 4, 1), 3);
+    assert_eq!(backfill_release(OverlapPolicy::Allow, 4, 4), 0);
+    assert_eq!(backfill_release(OverlapPolicy::Allow, 4, 9), 0);
+}

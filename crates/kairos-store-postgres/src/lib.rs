@@ -97,6 +97,7 @@
 
 pub mod admin;
 mod auth;
+mod backfill;
 mod batch;
 mod changes;
 mod cluster;

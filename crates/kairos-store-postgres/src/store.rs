@@ -188,6 +188,18 @@ impl Store for PostgresStore {
         Ok(created.into_iter().map(|(id, _)| id).collect())
     }
 
+    async fn run_backfill(&self, p: RunBackfillParams) -> StoreResult<RunBackfillResult> {
+        self.backfill(p).await
+    }
+
+    async fn run_held(&self) -> StoreResult<Vec<HeldRuns>> {
+        self.held().await
+    }
+
+    async fn run_release(&self, p: RunReleaseParams) -> StoreResult<Vec<RunId>> {
+        self.release(p).await
+    }
+
     async fn run_active_count(&self, p: RunActiveCountParams) -> StoreResult<u64> {
         let counts = self
             .run_active_counts(RunActiveCountsParams {

@@ -9,6 +9,7 @@ use kairos_store::*;
 use rusqlite::{Connection, params};
 
 use crate::auth::{self, Change, audit};
+use crate::backfill;
 use crate::batch;
 use crate::cluster;
 use crate::open::SqliteStore;
@@ -451,6 +452,28 @@ impl Store for SqliteStore {
                 created.sort_unstable();
                 Ok(created.into_iter().map(|(_, id)| id).collect())
             })
+            .await
+    }
+
+    async fn run_backfill(&self, p: RunBackfillParams) -> StoreResult<RunBackfillResult> {
+        let now = now_or(p.now);
+        if p.dry_run {
+            return self
+                .db
+                .read(move |conn| backfill::create(conn, &p, now))
+                .await;
+        }
+        self.db.write(move |tx| backfill::create(tx, &p, now)).await
+    }
+
+    async fn run_held(&self) -> StoreResult<Vec<HeldRuns>> {
+        self.db.read(backfill::held).await
+    }
+
+    async fn run_release(&self, p: RunReleaseParams) -> StoreResult<Vec<RunId>> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| backfill::release(tx, &p, now))
             .await
     }
 

@@ -169,6 +169,56 @@ pub struct RunInsertManyParams {
     pub now: Option<Timestamp>,
 }
 
+/// A backfill: runs for past (or future) due times of a job, created `scheduled` (held) and
+/// released to the queue by the scheduler as the job's overlap policy allows.
+#[derive(Debug, Clone)]
+pub struct RunBackfillParams {
+    pub job_id: JobId,
+    /// The range's due times; those that have a run already are left alone.
+    pub due_times: Vec<Timestamp>,
+    pub max_attempts: u32,
+    pub execution: ExecutionMode,
+    /// Only tell which due times have a run already; write nothing.
+    pub dry_run: bool,
+    /// Who asked (audited when runs are created).
+    pub actor: String,
+    pub now: Option<Timestamp>,
+}
+
+/// One due time of a backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackfillRun {
+    pub scheduled_for: Timestamp,
+    /// The run created; `None` on a dry run.
+    pub run_id: Option<RunId>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunBackfillResult {
+    /// Due times that got a run (or would, on a dry run), earliest first.
+    pub created: Vec<BackfillRun>,
+    /// Due times that had a run already, earliest first.
+    pub existing: Vec<Timestamp>,
+}
+
+/// A job with held (`scheduled`) runs, and how many of its runs are queued or running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldRuns {
+    pub job_id: JobId,
+    pub held: u64,
+    pub active: u64,
+}
+
+/// Releases held runs of a job to the queue, earliest due time first, if the job still has
+/// `expected_active` runs queued or running (the fence of the overlap decision).
+#[derive(Debug, Clone)]
+pub struct RunReleaseParams {
+    pub job_id: JobId,
+    pub count: u32,
+    pub expected_active: u64,
+    pub now: Option<Timestamp>,
+}
+
 #[derive(Debug, Clone)]
 pub struct RunClaimParams {
     pub node: String,
@@ -413,6 +463,16 @@ pub trait Store: Send + Sync + 'static {
     /// Creates many runs of one job in one transaction (bulk enqueue). Returns the ids of the
     /// runs created; due times that already had a run are skipped.
     async fn run_insert_many(&self, p: RunInsertManyParams) -> StoreResult<Vec<RunId>>;
+    /// Creates a backfill's runs, held as `scheduled`, for the due times that have no run yet
+    /// (or, on a dry run, only tells which have one); audited once when runs are created.
+    /// `JobGone` when the job was deleted.
+    async fn run_backfill(&self, p: RunBackfillParams) -> StoreResult<RunBackfillResult>;
+    /// Jobs that have held (`scheduled`) runs, with their queued and running counts.
+    async fn run_held(&self) -> StoreResult<Vec<HeldRuns>>;
+    /// Moves up to `count` held runs of a job to `queued` (earliest due time first, `run_at`
+    /// now), fenced by the job's count of queued and running runs: nothing when it is no
+    /// longer `expected_active`. The runs released.
+    async fn run_release(&self, p: RunReleaseParams) -> StoreResult<Vec<RunId>>;
     /// Runs of the job that are not finished (`scheduled`, `queued`, `running`).
     async fn run_active_count(&self, p: RunActiveCountParams) -> StoreResult<u64>;
     /// `run_active_count` for many jobs in one read; jobs without active runs are absent.

@@ -7,7 +7,8 @@
 //! Cases are grouped by area, one module each: [`jobs`] (definitions, version fence, pause,
 //! withdrawal of early runs), [`fire`] (scheduling rounds, the `next_fire_at` fence), [`claim`],
 //! [`lease`] (heartbeat and finish, fenced by the lease token), [`rescue`] (expired leases),
-//! [`runs`] (trigger-now, bulk insert, cancel, lists), [`auth`] (tokens, audit log) and
+//! [`runs`] (trigger-now, bulk insert, cancel, lists), [`backfill`] (held runs and their
+//! release), [`auth`] (tokens, audit log) and
 //! [`cluster`] (leadership, node registry, the store's clock). This module holds the macro and
 //! the helpers the cases share; every case is re-exported here, so that the macro names it as
 //! `$crate::conformance::<case>`.
@@ -31,6 +32,7 @@ use kairos_core::spec::{ExecutionMode, JobSpec};
 use crate::*;
 
 pub mod auth;
+pub mod backfill;
 pub mod claim;
 pub mod cluster;
 pub mod fire;
@@ -41,6 +43,7 @@ pub mod rescue;
 pub mod runs;
 
 pub use auth::*;
+pub use backfill::*;
 pub use claim::*;
 pub use cluster::*;
 pub use fire::*;
@@ -82,6 +85,10 @@ macro_rules! conformance_tests {
             // runs
             run_cancel_states, run_list_filters_and_counts, run_insert_is_idempotent,
             run_insert_for_a_deleted_job_is_job_gone, run_insert_many_skips_existing_due_times,
+            // backfill
+            run_backfill_holds_runs_for_due_times_without_one,
+            run_release_is_fenced_by_the_active_count,
+            run_release_concurrent_never_exceeds_the_decision,
             // auth
             token_create_authenticate_revoke, audit_records_every_change_with_its_change,
             // cluster
