@@ -431,7 +431,7 @@ fn validate_shell(s: &ShellTask, at: &str, errs: &mut ValidationErrors) {
     validate_process(&s.process, &s.unknown, at, errs);
 }
 
-fn validate_hook(h: &HookSpec, at: &str, errs: &mut ValidationErrors) {
+pub(crate) fn validate_hook(h: &HookSpec, at: &str, errs: &mut ValidationErrors) {
     match h {
         HookSpec::Command(c) => validate_command(c, at, errs),
         HookSpec::Shell(s) => validate_shell(s, at, errs),
@@ -440,7 +440,7 @@ fn validate_hook(h: &HookSpec, at: &str, errs: &mut ValidationErrors) {
 
 const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
-fn validate_task(task: &TaskSpec, at: &str, errs: &mut ValidationErrors) {
+pub(crate) fn validate_task(task: &TaskSpec, at: &str, errs: &mut ValidationErrors) {
     match task {
         TaskSpec::Command(c) => validate_command(c, at, errs),
         TaskSpec::Shell(s) => validate_shell(s, at, errs),
@@ -502,7 +502,7 @@ fn validate_task(task: &TaskSpec, at: &str, errs: &mut ValidationErrors) {
     }
 }
 
-fn validate_retry(r: &RetrySpec, at: &str, errs: &mut ValidationErrors) -> RetryPolicy {
+pub(crate) fn validate_retry(r: &RetrySpec, at: &str, errs: &mut ValidationErrors) -> RetryPolicy {
     let mut policy = RetryPolicy::none();
     if r.max_attempts == 0 || r.max_attempts > MAX_ATTEMPTS_LIMIT {
         errs.push(

@@ -9,6 +9,8 @@
 //! - [`run`]: run states, origins and attempt outcomes.
 //! - [`lease`]: lease timing (heartbeat, the point a worker gives an attempt up) and the rescue
 //!   rule for runs whose lease expired.
+//! - [`workflow`]: workflows as DAGs of steps: validation (references, cycles), Airflow's
+//!   trigger rules, and the pure decisions that advance a workflow run and rerun its failures.
 //!
 //! Nothing here reads a clock, a socket or a database: every decision takes `now` as input.
 
@@ -23,6 +25,7 @@ pub mod run;
 pub mod size;
 pub mod spec;
 pub mod trigger;
+pub mod workflow;
 
 pub use error::{FieldError, ValidationErrors};
 pub use job::JobPlan;
