@@ -7,6 +7,7 @@
 //! OpenAPI document is generated from the handlers and served at `/api/v1/openapi.json`.
 
 pub mod auth;
+mod backfill;
 pub mod dto;
 pub mod error;
 pub mod guard;
@@ -71,6 +72,7 @@ impl AppState {
         jobs::pause,
         jobs::resume,
         jobs::trigger,
+        backfill::backfill,
         jobs::runs,
         jobs::all_runs,
         runs::get,
@@ -162,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{name}/pause", post(jobs::pause))
         .route("/jobs/{name}/resume", post(jobs::resume))
         .route("/jobs/{name}/trigger", post(jobs::trigger))
+        .route("/jobs/{name}/backfill", post(backfill::backfill))
         .route("/jobs/{name}/runs", get(jobs::runs))
         .route("/runs", get(jobs::all_runs))
         .route("/runs/{id}", get(runs::get))

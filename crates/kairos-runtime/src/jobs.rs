@@ -6,6 +6,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use kairos_core::ValidationErrors;
 use kairos_core::job::JobPlan;
+use kairos_core::policy::{MAX_BACKFILL_RUNS, due_times_between};
 use kairos_core::run::{RunOrigin, RunState};
 use kairos_core::spec::{JobSpec, OverlapPolicy};
 use kairos_store::*;
@@ -232,6 +233,70 @@ impl JobService {
             .await?;
         self.changed(&job, if paused { "paused" } else { "resumed" });
         Ok(job)
+    }
+
+    /// A backfill: one run for each due time of the job's triggers from `from` to `to` (both
+    /// included) that has no run yet, or on a dry run only which due times would get one. The
+    /// runs are held (`scheduled`) and join the queue as the job's overlap policy allows:
+    /// up to `max_concurrent` at once with `overlap: allow`, else one at a time (the scheduler
+    /// releases them, see `kairos_core::policy::backfill_release`). At most
+    /// [`MAX_BACKFILL_RUNS`] due times per call.
+    pub async fn backfill(
+        &self,
+        namespace: &str,
+        name: &str,
+        from: Timestamp,
+        to: Timestamp,
+        dry_run: bool,
+    ) -> Result<RunBackfillResult, JobError> {
+        if to < from {
+            return Err(JobError::Invalid(ValidationErrors::single(
+                "to",
+                format!("{to} is before `from` ({from})"),
+            )));
+        }
+        let job = self.get(namespace, name).await?;
+        let plan = job.spec.validate().map_err(JobError::Invalid)?;
+        if plan.schedule.triggers.is_empty() {
+            return Err(JobError::Invalid(ValidationErrors::single(
+                "triggers",
+                format!("job `{name}` has no triggers: it has no due times to backfill"),
+            )));
+        }
+        let due_times =
+            due_times_between(&plan.schedule, from, to, MAX_BACKFILL_RUNS).map_err(|_| {
+                JobError::Invalid(ValidationErrors::single(
+                    "to",
+                    format!(
+                        "the range holds more than {MAX_BACKFILL_RUNS} due times of `{name}`; \
+                         backfill it in parts"
+                    ),
+                ))
+            })?;
+        let result = self
+            .ctx
+            .store
+            .run_backfill(RunBackfillParams {
+                job_id: job.id,
+                due_times,
+                max_attempts: plan.retry.max_attempts,
+                execution: plan.execution,
+                dry_run,
+                actor: self.actor.to_string(),
+                now: self.ctx.clock.store_now(),
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::JobGone(_) => StoreError::JobNotFound {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+                e => e,
+            })?;
+        if !result.created.is_empty() && !dry_run {
+            self.ctx.scheduler_wake.notify_one();
+        }
+        Ok(result)
     }
 
     /// Queues a run now, whatever the triggers say (also for paused jobs, as with

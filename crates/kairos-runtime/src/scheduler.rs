@@ -32,7 +32,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use jiff::{SignedDuration, Timestamp};
 use kairos_core::job::JobPlan;
-use kairos_core::policy::{FirePlan, OverlapDecision, decide_overlap, plan_fires};
+use kairos_core::policy::{
+    FirePlan, OverlapDecision, backfill_release, decide_overlap, plan_fires,
+};
 use kairos_core::run::{JobId, RunOrigin, SkipReason};
 use kairos_core::spec::OverlapPolicy;
 use kairos_store::{Job, JobDueParams, JobFireParams, JobFireResult, RunInsert, StoreError};
@@ -79,6 +81,8 @@ pub struct SchedulerReport {
     pub more: bool,
     /// Jobs fired early (look-ahead), among `jobs_fired`.
     pub jobs_fired_early: usize,
+    /// Held runs of backfills moved to the queue.
+    pub runs_released: usize,
     /// The earliest due time of a job in the look-ahead window that was not fired early because
     /// it has active runs: it is fired when due.
     pub deferred_until: Option<jiff::Timestamp>,
@@ -127,9 +131,57 @@ impl Scheduler {
         SignedDuration::from_micros(self.lookahead_us.load(Ordering::Relaxed))
     }
 
-    /// Fires every job due at `now`: plans each one (pure), reads the active-run counts that
-    /// overlap decisions need in one query, and writes the whole pass in one transaction.
+    /// One pass: queues held backfill runs the overlap policy now allows, then fires every job
+    /// due at `now`: plans each one (pure), reads the active-run counts that overlap decisions
+    /// need in one query, and writes the whole pass in one transaction.
     pub async fn run_once(&self) -> Result<SchedulerReport, StoreError> {
+        let runs_released = self.release_held().await?;
+        let mut report = self.fire_due().await?;
+        report.runs_released = runs_released;
+        Ok(report)
+    }
+
+    /// Moves held runs of backfills to the queue as each job's overlap policy allows
+    /// ([`backfill_release`]), fenced by the count the decision rests on.
+    async fn release_held(&self) -> Result<usize, StoreError> {
+        let held = self.ctx.store.run_held().await?;
+        let mut released = 0;
+        for h in held {
+            let Some(job) = self
+                .ctx
+                .store
+                .job_get_by_id(kairos_store::JobGetByIdParams { id: h.job_id })
+                .await?
+            else {
+                continue;
+            };
+            let Ok(plan) = self.ctx.plans.get(&job) else {
+                continue;
+            };
+            let count = backfill_release(plan.overlap, plan.max_concurrent, h.active).min(h.held);
+            if count == 0 {
+                continue;
+            }
+            let ids = self
+                .ctx
+                .store
+                .run_release(kairos_store::RunReleaseParams {
+                    job_id: job.id,
+                    count: u32::try_from(count).unwrap_or(u32::MAX),
+                    expected_active: h.active,
+                    now: self.ctx.clock.store_now(),
+                })
+                .await?;
+            if !ids.is_empty() {
+                tracing::debug!(job = job.name(), runs = ids.len(), "backfill runs queued");
+                released += ids.len();
+                self.ctx.worker_wake.notify_one();
+            }
+        }
+        Ok(released)
+    }
+
+    async fn fire_due(&self) -> Result<SchedulerReport, StoreError> {
         let now = self.ctx.clock.now();
         let store_now = self.ctx.clock.store_now();
         let horizon = now.checked_add(self.lookahead()).unwrap_or(now);

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         4,
         include_str!("../migrations/0004_exclusive_due_index.sql"),
     ),
+    (5, include_str!("../migrations/0005_held_runs_index.sql")),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_tokens_and_audit.sql"),
     include_str!("../migrations/0004_cluster.sql"),
     include_str!("../migrations/0005_exclusive_waiting_index.sql"),
+    include_str!("../migrations/0006_held_runs_index.sql"),
 ];
 
 /// Reader connections (and threads).

@@ -175,6 +175,20 @@ pub enum JobCmd {
     Resume { name: String },
     /// Queue a run now.
     Trigger { name: String },
+    /// Create one run for each due time from --from to --to (both included) that has none; the
+    /// runs start as the job's overlap policy allows (one at a time unless `overlap: allow`).
+    Backfill {
+        name: String,
+        /// First instant of the range (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// Last instant of the range (RFC 3339).
+        #[arg(long)]
+        to: String,
+        /// Only list the due times that would get a run.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete a job and its runs.
     Rm { name: String },
 }

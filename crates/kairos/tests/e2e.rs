@@ -432,3 +432,96 @@ async fn follow_keeps_its_place_past_the_output_cap_and_never_repeats() {
         "lines arrive in order, without repeats"
     );
 }
+
+/// A backfill of ten days of a daily job: a dry run lists ten due times and writes nothing; the
+/// backfill creates exactly ten runs, which run one at a time (`overlap: forbid`); a repeat
+/// creates none; a bad range is refused with its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_of_ten_days_runs_exactly_ten_runs_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let job = json!({"name": "etl", "triggers": [{"cron": "0 2 * * *"}],
+        "task": {"kind": "shell", "script": "sleep 0.2"}});
+    let (status, _, body) = server.call(Method::POST, "/api/v1/jobs", Some(job)).await;
+    assert_eq!(status, 201, "{body}");
+    let range = json!({"from": "2026-01-01T00:00:00Z", "to": "2026-01-10T23:59:59Z"});
+    let mut dry = range.clone();
+    dry["dry_run"] = json!(true);
+    let (status, _, planned) = server
+        .call(Method::POST, "/api/v1/jobs/etl/backfill", Some(dry))
+        .await;
+    assert_eq!(status, 200, "{planned}");
+    assert_eq!(planned["created"].as_array().unwrap().len(), 10);
+    assert!(
+        server.runs("etl").await.is_empty(),
+        "a dry run writes nothing"
+    );
+
+    let (status, _, created) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs/etl/backfill",
+            Some(range.clone()),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let created = created["created"].as_array().unwrap().clone();
+    assert_eq!(created.len(), 10);
+    let runs = server
+        .wait_for(90, "ten backfilled runs to succeed", || async {
+            let runs = server.runs("etl").await;
+            (runs.len() == 10 && runs.iter().all(|r| r["state"] == "succeeded")).then_some(runs)
+        })
+        .await;
+    let mut due = seconds(&runs);
+    due.dedup();
+    let expected: Vec<jiff::Timestamp> = (1..=10)
+        .map(|d| format!("2026-01-{d:02}T02:00:00Z").parse().unwrap())
+        .collect();
+    assert_eq!(due, expected, "one run per due time of the range");
+    assert!(runs.iter().all(|r| r["origin"] == "backfill"));
+    // One at a time: ordered by due time, each started after the one before had finished.
+    let mut by_due = runs.clone();
+    by_due.sort_by_key(|r| r["scheduled_for"].as_str().unwrap().to_owned());
+    let instant =
+        |r: &Value, f: &str| -> jiff::Timestamp { r[f].as_str().unwrap().parse().unwrap() };
+    for pair in by_due.windows(2) {
+        assert!(
+            instant(&pair[1], "started_at") >= instant(&pair[0], "finished_at"),
+            "{} started before {} finished",
+            pair[1]["id"],
+            pair[0]["id"]
+        );
+    }
+
+    let (status, _, again) = server
+        .call(Method::POST, "/api/v1/jobs/etl/backfill", Some(range))
+        .await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["created"], json!([]));
+    assert_eq!(again["existing"].as_array().unwrap().len(), 10);
+
+    let (status, ct, problem) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs/etl/backfill",
+            Some(json!({"from": "2026-01-10T00:00:00Z", "to": "2026-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(ct, "application/problem+json");
+    assert_eq!(problem["errors"][0]["field"], "to");
+    let (status, _, problem) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs/etl/backfill",
+            Some(json!({"from": "yesterday", "to": "2026-01-01T00:00:00Z", "extra": 1})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        server.runs("etl").await.len(),
+        10,
+        "nothing more was written"
+    );
+}

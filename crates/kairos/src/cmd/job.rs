@@ -101,6 +101,43 @@ pub async fn run(client: &Client, namespace: &str, json: bool, cmd: JobCmd) -> a
             }
             return Ok(());
         }
+        JobCmd::Backfill {
+            name,
+            from,
+            to,
+            dry_run,
+        } => {
+            let body = serde_json::json!({"from": from, "to": to, "dry_run": dry_run});
+            let done: Value = client
+                .json(Method::POST, &path(&name, "/backfill"), Some(&body))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+                return Ok(());
+            }
+            let created = done["created"].as_array().cloned().unwrap_or_default();
+            let existing = done["existing"].as_array().map_or(0, Vec::len);
+            let rows: Vec<Vec<String>> = created
+                .iter()
+                .map(|r| {
+                    vec![
+                        r["scheduled_for"].as_str().unwrap_or_default().to_owned(),
+                        r["run_id"]
+                            .as_i64()
+                            .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                table::print(&["DUE", "RUN"], &rows);
+            }
+            let verb = if dry_run { "would create" } else { "created" };
+            println!(
+                "{verb} {} runs for job {name}; {existing} due times of the range had a run already",
+                created.len()
+            );
+            return Ok(());
+        }
         JobCmd::Rm { name } => {
             client.send(Method::DELETE, &path(&name, ""), None).await?;
             if !json {
