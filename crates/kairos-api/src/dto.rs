@@ -74,6 +74,65 @@ pub struct RunDto {
     /// Present on `GET /runs/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<AttemptDto>>,
+    /// For a step run: its workflow run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<i64>,
+    /// For a step run: the step's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// A workflow run's steps, in step order; present on `GET /runs/{id}` of a workflow run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepDto>>,
+}
+
+/// One step of a workflow run. Its attempts and output are those of its run
+/// (`GET /runs/{run_id}`).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StepDto {
+    pub step: String,
+    /// The steps it waits for, as the run's document has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    pub trigger_rule: kairos_core::workflow::TriggerRule,
+    /// The step run's id.
+    pub run_id: i64,
+    /// `scheduled` while it waits for its upstream steps; `upstream_failed` or `skipped` when
+    /// its trigger rule decided without running it.
+    pub state: RunState,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+impl StepDto {
+    /// A step run, with its dependencies and rule from the workflow run's document.
+    pub fn new(r: Run, document: Option<&kairos_core::JobSpec>) -> Self {
+        let name = r.step.unwrap_or_default();
+        let spec = document.and_then(|d| d.steps.iter().find(|s| s.name == name));
+        Self {
+            depends_on: spec.map(|s| s.depends_on.clone()).unwrap_or_default(),
+            trigger_rule: spec.map(|s| s.trigger_rule).unwrap_or_default(),
+            step: name,
+            run_id: r.id,
+            state: r.state,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            reason: r.reason,
+            node: r.node,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            exit_code: r.exit_code,
+        }
+    }
 }
 
 impl From<Run> for RunDto {
@@ -97,6 +156,9 @@ impl From<Run> for RunDto {
             finished_at: r.finished_at,
             exit_code: r.exit_code,
             attempts: None,
+            parent_id: r.parent_id,
+            step: r.step,
+            steps: None,
         }
     }
 }

@@ -92,6 +92,7 @@ impl AppState {
         dto::JobDto,
         dto::RunDto,
         dto::AttemptDto,
+        dto::StepDto,
         error::Problem,
         error::FieldErrorDto,
         tokens::TokenDto,

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::dto::{AttemptDto, RunDto};
+use crate::dto::{AttemptDto, RunDto, StepDto};
 use crate::error::ApiError;
 use crate::query::NoQuery;
 
@@ -37,8 +37,29 @@ pub async fn get(
         .store
         .attempt_list(kairos_store::AttemptListParams { run_id: id })
         .await?;
+    let workflow = run.parent_id.is_none();
     let mut dto = RunDto::from(run);
     dto.attempts = Some(attempts.into_iter().map(AttemptDto::from).collect());
+    if workflow {
+        let steps = app
+            .ctx
+            .store
+            .run_steps(kairos_store::RunStepsParams { run_id: id })
+            .await?;
+        if !steps.is_empty() {
+            let document = app
+                .ctx
+                .store
+                .run_document(kairos_store::RunStepsParams { run_id: id })
+                .await?;
+            dto.steps = Some(
+                steps
+                    .into_iter()
+                    .map(|s| StepDto::new(s, document.as_ref()))
+                    .collect(),
+            );
+        }
+    }
     Ok(Json(dto))
 }
 

@@ -113,6 +113,7 @@ pub async fn run(url: &StoreUrl, p: &FloorParams) -> BenchResult<Measurement> {
             .store
             .run_finish(RunFinishParams {
                 run_id: c.run.id,
+                parent_id: None,
                 lease_token: c.lease_token,
                 attempt: c.run.attempt,
                 node: "floor".into(),

@@ -184,7 +184,7 @@ impl<'de> Visitor<'de> for StrictValue<'_, '_> {
 
 /// One step of a path into a JSON value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Step {
+pub(crate) enum Step {
     Key(String),
     Index(usize),
 }
@@ -341,18 +341,18 @@ fn walk<'v>(value: &'v mut Value, steps: &[Step]) -> Option<&'v mut Value> {
 /// `kinds`, and the fields of that kind are collected with `collect_kind` (which returns false
 /// when they cannot be read). A missing or unknown kind is recorded; then, or when the fields
 /// cannot be read, the object is replaced by `stand_in` (or removed when that is `None`).
-pub fn collect_tagged(
+pub(crate) fn collect_tagged(
     document: &mut Value,
-    at: &[&str],
+    at: &[Step],
     kinds: &[&str],
     stand_in: Option<Value>,
     errs: &mut ValidationErrors,
     removed: &mut Removed,
     collect_kind: impl FnOnce(&str, &mut Value, &str, &mut ValidationErrors, &mut Removed) -> bool,
 ) {
-    let steps: Vec<Step> = at.iter().map(|k| Step::Key((*k).to_owned())).collect();
-    let field = display(&steps);
-    let Some(node) = walk(document, &steps) else {
+    let steps = at;
+    let field = display(steps);
+    let Some(node) = walk(document, steps) else {
         return;
     };
     let Value::Object(object) = node else {
@@ -401,7 +401,7 @@ pub fn collect_tagged(
     removed.add(field);
     match stand_in {
         Some(stand_in) => {
-            if let Some(node) = walk(document, &steps) {
+            if let Some(node) = walk(document, steps) {
                 *node = stand_in;
             }
         }

@@ -45,6 +45,8 @@ pub struct JobPlan {
     pub catchup: CatchupPolicy,
     pub catchup_window: SignedDuration,
     pub execution: ExecutionMode,
+    /// `Some` for a workflow (`steps`), `None` for a job with one `task`.
+    pub workflow: Option<crate::workflow::Workflow>,
 }
 
 /// Checks a name against `^[a-z0-9][a-z0-9_.-]{0,62}$`.
@@ -109,7 +111,43 @@ impl JobSpec {
                 triggers.push(t);
             }
         }
-        validate_task(&self.task, "task", &mut errs);
+        let workflow = match (&self.task, self.steps.is_empty()) {
+            (Some(task), true) => {
+                validate_task(task, "task", &mut errs);
+                if self.max_concurrent_steps.is_some() {
+                    errs.push(
+                        "max_concurrent_steps",
+                        "only applies to a workflow (`steps`)",
+                    );
+                }
+                None
+            }
+            (None, false) => {
+                let max = self
+                    .max_concurrent_steps
+                    .unwrap_or(crate::workflow::DEFAULT_MAX_CONCURRENT_STEPS);
+                if max == 0 || max as usize > crate::workflow::MAX_STEPS {
+                    errs.push(
+                        "max_concurrent_steps",
+                        format!("must be between 1 and {}", crate::workflow::MAX_STEPS),
+                    );
+                }
+                crate::workflow::validate_steps(&self.steps, "steps", &mut errs).map(|dag| {
+                    crate::workflow::Workflow {
+                        dag,
+                        max_concurrent_steps: max,
+                    }
+                })
+            }
+            (Some(_), false) => {
+                errs.push("steps", "set exactly one of `task` and `steps`");
+                None
+            }
+            (None, true) => {
+                errs.push("task", "set exactly one of `task` and `steps`");
+                None
+            }
+        };
 
         let mut duration =
             |field: &str, value: &Option<String>, default: Option<SignedDuration>| match value {
@@ -189,6 +227,7 @@ impl JobSpec {
             catchup: self.catchup,
             catchup_window,
             execution: self.execution,
+            workflow,
         })
     }
 }

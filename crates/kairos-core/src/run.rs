@@ -8,6 +8,12 @@
 //! running ─► queued | lost               (lease expired: at_least_once | at_most_once)
 //! (due time)  ─► skipped                 (overlap or misfire policy)
 //! ```
+//!
+//! A workflow run (a job with `steps`) is claimed like any run, then stays `running` without a
+//! lease while its step runs go; it ends `succeeded`, `failed` or `cancelled` with its last
+//! step (see [`crate::workflow`]). A step run starts `scheduled` (waiting for its upstream
+//! steps), is queued when its trigger rule holds, or ends `upstream_failed` or `skipped` without
+//! running.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,10 +35,12 @@ pub enum RunState {
     Cancelled,
     Skipped,
     Lost,
+    /// A workflow's step that did not run because the steps it depends on failed.
+    UpstreamFailed,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 9] = [
+    pub const ALL: [RunState; 10] = [
         RunState::Scheduled,
         RunState::Queued,
         RunState::Running,
@@ -42,6 +50,7 @@ impl RunState {
         RunState::Cancelled,
         RunState::Skipped,
         RunState::Lost,
+        RunState::UpstreamFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +64,7 @@ impl RunState {
             RunState::Cancelled => "cancelled",
             RunState::Skipped => "skipped",
             RunState::Lost => "lost",
+            RunState::UpstreamFailed => "upstream_failed",
         }
     }
 

@@ -28,7 +28,7 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
-/// A job: *when* (triggers), *what* (task) and *how* (policies).
+/// A job: *when* (triggers), *what* (a task, or a workflow of steps) and *how* (policies).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -41,8 +41,16 @@ pub struct JobSpec {
     /// When the job fires. Empty: only manually or by dependency.
     #[serde(default)]
     pub triggers: Vec<TriggerSpec>,
-    /// What runs.
-    pub task: TaskSpec,
+    /// What runs: one task. Exactly one of `task` and `steps` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskSpec>,
+    /// What runs: a workflow, a DAG of steps (see [`crate::workflow`]). Exactly one of `task`
+    /// and `steps` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<crate::workflow::StepSpec>,
+    /// Steps of one workflow run queued or running at once. Default 16. Only with `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_steps: Option<u32>,
     /// Limit for one attempt, e.g. `10m`. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
@@ -415,7 +423,7 @@ impl JobSpec {
     /// lists everything. A document without type errors comes back unvalidated: call
     /// [`JobSpec::validate`].
     pub fn from_value(value: serde_json::Value) -> Result<Self, crate::ValidationErrors> {
-        use crate::document::{Removed, collect, collect_tagged};
+        use crate::document::{Removed, Step, collect, collect_tagged};
         let mut value = value;
         if !value.is_object() {
             return Err(crate::ValidationErrors::single(
@@ -425,33 +433,51 @@ impl JobSpec {
         }
         let mut errs = crate::ValidationErrors::default();
         let mut removed = Removed::default();
-        collect_tagged(
-            &mut value,
-            &["task"],
-            &["command", "shell", "http", "function"],
-            Some(serde_json::json!({"kind": "function", "name": "placeholder"})),
-            &mut errs,
-            &mut removed,
-            |kind, fields, at, errs, removed| match kind {
-                "command" => collect_process::<CommandTask>(fields, at, errs, removed),
-                "shell" => collect_process::<ShellTask>(fields, at, errs, removed),
-                "http" => collect::<HttpTask>(fields, at, errs, removed).is_some(),
-                _ => collect::<FunctionTask>(fields, at, errs, removed).is_some(),
-            },
-        );
-        for hook in ["pre", "post"] {
+        // The tasks and hooks of the job and of each step: internally tagged, read on their own.
+        let key = |k: &str| Step::Key(k.to_owned());
+        let mut tagged = vec![vec![key("task")]];
+        if let Some(steps) = value.get("steps").and_then(serde_json::Value::as_array) {
+            tagged
+                .extend((0..steps.len()).map(|i| vec![key("steps"), Step::Index(i), key("task")]));
+        }
+        for at in &tagged {
             collect_tagged(
                 &mut value,
-                &["hooks", hook],
-                &["command", "shell"],
-                None,
+                at,
+                &["command", "shell", "http", "function"],
+                Some(serde_json::json!({"kind": "function", "name": "placeholder"})),
                 &mut errs,
                 &mut removed,
                 |kind, fields, at, errs, removed| match kind {
                     "command" => collect_process::<CommandTask>(fields, at, errs, removed),
-                    _ => collect_process::<ShellTask>(fields, at, errs, removed),
+                    "shell" => collect_process::<ShellTask>(fields, at, errs, removed),
+                    "http" => collect::<HttpTask>(fields, at, errs, removed).is_some(),
+                    _ => collect::<FunctionTask>(fields, at, errs, removed).is_some(),
                 },
             );
+        }
+        let mut hooks = vec![vec![key("hooks")]];
+        if let Some(steps) = value.get("steps").and_then(serde_json::Value::as_array) {
+            hooks
+                .extend((0..steps.len()).map(|i| vec![key("steps"), Step::Index(i), key("hooks")]));
+        }
+        for base in &hooks {
+            for hook in ["pre", "post"] {
+                let mut at = base.clone();
+                at.push(key(hook));
+                collect_tagged(
+                    &mut value,
+                    &at,
+                    &["command", "shell"],
+                    None,
+                    &mut errs,
+                    &mut removed,
+                    |kind, fields, at, errs, removed| match kind {
+                        "command" => collect_process::<CommandTask>(fields, at, errs, removed),
+                        _ => collect_process::<ShellTask>(fields, at, errs, removed),
+                    },
+                );
+            }
         }
         let Some(spec) = collect::<JobSpec>(&mut value, "", &mut errs, &mut removed) else {
             return Err(errs);

@@ -697,3 +697,117 @@ pub fn rerun_failed(dag: &Dag, statuses: &[StepStatus]) -> Vec<usize> {
     }
     reset
 }
+
+/// Default `max_concurrent_steps`.
+pub const DEFAULT_MAX_CONCURRENT_STEPS: u32 = 16;
+
+/// A validated workflow: its DAG and how many of its steps may be active at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workflow {
+    pub dag: Dag,
+    pub max_concurrent_steps: u32,
+}
+
+/// What a store writes to a workflow run after one of its steps changed (see [`progress`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Steps to queue now, in topological order.
+    pub release: Vec<usize>,
+    /// Steps that end without running, with their status (`UpstreamFailed` or `Skipped`).
+    pub decide: Vec<(usize, StepStatus)>,
+    /// Waiting steps of a run being cancelled: they end `cancelled` without running.
+    pub cancel: Vec<usize>,
+    /// How the run ends, when no step is left active or waiting.
+    pub finish: Option<RunEnd>,
+}
+
+/// How a workflow run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    Succeeded,
+    Failed,
+    /// It was cancelled and its last active step has ended.
+    Cancelled,
+}
+
+/// The one decision a store applies whenever a step of a run changes (the run starts, a step
+/// ends, a user skips or reruns one): [`advance`], with at most `max_active` steps active at
+/// once (ready steps beyond that stay waiting and are released as others end), and the run's
+/// end once nothing is left to do. A run being cancelled releases nothing, cancels its waiting
+/// steps and ends `Cancelled` when its last active step has ended.
+///
+/// # Panics
+/// If `statuses` does not hold one status per step.
+pub fn progress(dag: &Dag, statuses: &[StepStatus], max_active: u32, cancelling: bool) -> Progress {
+    let active = statuses
+        .iter()
+        .filter(|s| **s == StepStatus::Active)
+        .count();
+    if cancelling {
+        return Progress {
+            cancel: (0..statuses.len())
+                .filter(|&i| statuses[i] == StepStatus::Waiting)
+                .collect(),
+            finish: (active == 0).then_some(RunEnd::Cancelled),
+            ..Progress::default()
+        };
+    }
+    let mut room = (max_active.max(1) as usize).saturating_sub(active);
+    let mut now = statuses.to_vec();
+    let mut out = Progress::default();
+    for (i, status) in advance(dag, statuses) {
+        if status == StepStatus::Active {
+            if room == 0 {
+                continue;
+            }
+            room -= 1;
+            out.release.push(i);
+        } else {
+            out.decide.push((i, status));
+        }
+        now[i] = status;
+    }
+    out.finish = outcome(dag, &now).map(|o| match o {
+        WorkflowOutcome::Succeeded => RunEnd::Succeeded,
+        WorkflowOutcome::Failed => RunEnd::Failed,
+    });
+    out
+}
+
+impl crate::spec::JobSpec {
+    /// The plain job one step of this workflow runs as: the step's task, with the step's
+    /// `timeout`, `retry`, `expected_exit_codes` and `hooks` in place of the job's where it
+    /// sets them, and its `env` added over the task's own. `None` if there is no such step.
+    pub fn step_job(&self, step: &str) -> Option<crate::spec::JobSpec> {
+        let s = self.steps.iter().find(|s| s.name == step)?;
+        let mut task = s.task.clone();
+        if !s.env.is_empty() {
+            let process = match &mut task {
+                TaskSpec::Command(c) => Some(&mut c.process),
+                TaskSpec::Shell(sh) => Some(&mut sh.process),
+                _ => None,
+            };
+            if let Some(p) = process {
+                p.env
+                    .extend(s.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        let mut job = self.clone();
+        job.task = Some(task);
+        job.steps = Vec::new();
+        job.max_concurrent_steps = None;
+        if s.timeout.is_some() {
+            job.timeout.clone_from(&s.timeout);
+        }
+        if s.retry.is_some() {
+            job.retry.clone_from(&s.retry);
+        }
+        if let Some(codes) = &s.expected_exit_codes {
+            job.expected_exit_codes.clone_from(codes);
+        }
+        if let Some(hooks) = &s.hooks {
+            job.hooks = hooks.clone();
+        }
+        Some(job)
+    }
+}

@@ -24,7 +24,7 @@ fn the_example_job_parses_and_validates() {
     let spec = JobSpec::from_json(EXAMPLE).unwrap();
     assert_eq!(spec.name, "backup-db");
     assert_eq!(spec.labels.get("team").map(String::as_str), Some("data"));
-    let TaskSpec::Command(task) = &spec.task else {
+    let Some(TaskSpec::Command(task)) = &spec.task else {
         panic!("a command task")
     };
     assert_eq!(task.argv, ["pg_dump", "-f", "/backups/db.sql"]);
@@ -385,8 +385,12 @@ fn an_instant_beyond_the_range_says_so() {
 
 /// Every problem of a document, as `(field, message)`.
 fn problems(doc: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = JobSpec::from_json(doc)
-        .unwrap_err()
+    // A document whose fields all have their types parses; its problems are then validation's.
+    let errs = match JobSpec::from_json(doc) {
+        Ok(spec) => spec.validate().unwrap_err(),
+        Err(errs) => errs,
+    };
+    let mut out: Vec<(String, String)> = errs
         .errors
         .into_iter()
         .map(|e| (e.field, e.message))

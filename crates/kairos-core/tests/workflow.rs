@@ -771,3 +771,156 @@ proptest! {
         }
     }
 }
+
+// ---- The job document: `task` or `steps`, and the plain job each step runs as ----
+
+fn job(v: Value) -> Result<kairos_core::JobPlan, Vec<(String, String)>> {
+    let spec: kairos_core::JobSpec = serde_json::from_value(v).unwrap();
+    spec.validate()
+        .map_err(|e| e.errors.into_iter().map(|e| (e.field, e.message)).collect())
+}
+
+#[test]
+fn a_job_has_exactly_one_of_task_and_steps() {
+    let task = json!({"kind": "shell", "script": "true"});
+    let steps = json!([{"name": "a", "task": task}]);
+    let plan = job(json!({"name": "j", "steps": steps})).unwrap();
+    let flow = plan.workflow.unwrap();
+    assert_eq!(flow.dag.len(), 1);
+    assert_eq!(flow.max_concurrent_steps, 16);
+    assert!(
+        job(json!({"name": "j", "task": task}))
+            .unwrap()
+            .workflow
+            .is_none()
+    );
+    assert_eq!(
+        job(json!({"name": "j", "task": task, "steps": steps})).unwrap_err(),
+        vec![problem("steps", "set exactly one of `task` and `steps`")]
+    );
+    assert_eq!(
+        job(json!({"name": "j"})).unwrap_err(),
+        vec![problem("task", "set exactly one of `task` and `steps`")]
+    );
+    assert_eq!(
+        job(json!({"name": "j", "task": task, "max_concurrent_steps": 2})).unwrap_err(),
+        vec![problem(
+            "max_concurrent_steps",
+            "only applies to a workflow (`steps`)"
+        )]
+    );
+    assert_eq!(
+        job(json!({"name": "j", "steps": steps, "max_concurrent_steps": 0})).unwrap_err(),
+        vec![problem("max_concurrent_steps", "must be between 1 and 500")]
+    );
+    // Problems in the steps come with their paths, beside the job's own.
+    let errs = job(json!({"name": "J", "steps": [
+        {"name": "a", "depends_on": ["b"], "task": task},
+        {"name": "b", "depends_on": ["a"], "task": task},
+    ]}))
+    .unwrap_err();
+    assert!(errs.iter().any(|(f, _)| f == "name"), "{errs:?}");
+    assert!(
+        errs.contains(&problem("steps", "cycle a → b → a")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn a_step_runs_as_the_job_with_its_overrides() {
+    let spec: kairos_core::JobSpec = serde_json::from_value(json!({
+        "name": "j",
+        "timeout": "1h",
+        "retry": {"max_attempts": 2},
+        "expected_exit_codes": [0, 3],
+        "steps": [
+            {"name": "plain", "task": {"kind": "shell", "script": "true"}},
+            {"name": "tuned", "task": {"kind": "shell", "script": "true", "env": {"A": "task", "B": "task"}},
+             "timeout": "5m", "retry": {"max_attempts": 4}, "expected_exit_codes": [7],
+             "env": {"B": "step", "C": "step"}},
+        ]
+    }))
+    .unwrap();
+    let plain = spec.step_job("plain").unwrap();
+    assert!(plain.steps.is_empty() && plain.task.is_some());
+    assert_eq!(plain.timeout.as_deref(), Some("1h"));
+    assert_eq!(plain.expected_exit_codes, vec![0, 3]);
+    let plan = plain.validate().unwrap();
+    assert_eq!(plan.retry.max_attempts, 2);
+    let tuned = spec.step_job("tuned").unwrap();
+    let plan = tuned.validate().unwrap();
+    assert_eq!(plan.timeout, Some(SignedDuration::from_mins(5)));
+    assert_eq!(plan.retry.max_attempts, 4);
+    assert_eq!(tuned.expected_exit_codes, vec![7]);
+    let Some(TaskSpec::Shell(shell)) = &tuned.task else {
+        panic!("a shell task")
+    };
+    let env: Vec<(&str, &str)> = shell
+        .process
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env, vec![("A", "task"), ("B", "step"), ("C", "step")]);
+    assert!(spec.step_job("missing").is_none());
+}
+
+#[test]
+fn progress_holds_releases_to_the_limit_and_ends_the_run() {
+    use kairos_core::workflow::{Progress, RunEnd, progress};
+    let steps = vec![
+        step("a", &[]),
+        step("b", &[]),
+        step("c", &[]),
+        step("d", &["a"]),
+    ];
+    let d = dag(&steps);
+    // Three roots, room for two.
+    let p = progress(&d, &[Waiting, Waiting, Waiting, Waiting], 2, false);
+    assert_eq!(p.release, vec![0, 1]);
+    assert!(p.decide.is_empty() && p.finish.is_none());
+    // a failed: d is decided at once; b holds one slot, c takes the other.
+    let p = progress(&d, &[Failed, Active, Waiting, Waiting], 2, false);
+    assert_eq!(p.release, vec![2]);
+    assert_eq!(p.decide, vec![(3, UpstreamFailed)]);
+    assert_eq!(p.finish, None);
+    // Everything ended: the run's outcome.
+    let p = progress(&d, &[Succeeded, Succeeded, Skipped, Waiting], 2, false);
+    assert_eq!(p.release, vec![3]);
+    let p = progress(&d, &[Succeeded, Succeeded, Skipped, Succeeded], 2, false);
+    assert_eq!(p.finish, Some(RunEnd::Succeeded));
+    let p = progress(&d, &[Failed, Succeeded, Succeeded, Waiting], 2, false);
+    assert_eq!(p.finish, Some(RunEnd::Failed));
+    // Cancelling: nothing released, the end comes with the last active step.
+    let p = progress(&d, &[Active, Succeeded, Waiting, Waiting], 2, true);
+    assert_eq!(
+        p,
+        Progress {
+            cancel: vec![2, 3],
+            ..Progress::default()
+        }
+    );
+    let p = progress(&d, &[Failed, Waiting, Waiting, Waiting], 2, true);
+    assert_eq!(p.cancel, vec![1, 2, 3]);
+    assert_eq!(p.finish, Some(RunEnd::Cancelled));
+}
+
+#[test]
+fn type_errors_inside_a_steps_task_and_hooks_have_their_paths() {
+    let doc = r#"{"name":"j","steps":[
+        {"name":"a","task":{"kind":"shell","script":"true"}},
+        {"name":"b","depends_on":["a"],"task":{"kind":"command","argv":"x","env":{"A":1}},
+         "hooks":{"pre":{"kind":"nope"}}}]}"#;
+    let errs = kairos_core::JobSpec::from_json(doc).unwrap_err();
+    let mut fields: Vec<&str> = errs.errors.iter().map(|e| e.field.as_str()).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "steps[1].hooks.pre.kind",
+            "steps[1].task.argv",
+            "steps[1].task.env.A"
+        ],
+        "{errs}"
+    );
+}

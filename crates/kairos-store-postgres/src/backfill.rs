@@ -31,7 +31,8 @@ impl PostgresStore {
         if p.dry_run {
             let rows = query(
                 &tx,
-                "SELECT scheduled_for FROM runs WHERE job_id = $1 AND scheduled_for = ANY($2)",
+                "SELECT scheduled_for FROM runs WHERE job_id = $1 AND scheduled_for = ANY($2) \
+                 AND parent_id IS NULL",
                 &[&p.job_id, &times],
             )
             .await?;
@@ -57,7 +58,7 @@ impl PostgresStore {
                execution, exclusive, created_at) \
              SELECT $1, t, t, 'scheduled', $3, $4, $5, false, coalesce($6::timestamptz, now()) \
              FROM unnest($2::timestamptz[]) WITH ORDINALITY AS u (t, ord) ORDER BY ord \
-             ON CONFLICT (job_id, scheduled_for) DO NOTHING \
+             ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING \
              RETURNING id, scheduled_for",
             &[
                 &p.job_id,
@@ -100,9 +101,9 @@ impl PostgresStore {
             &client,
             "SELECT h.job_id, h.n, \
                (SELECT count(*) FROM runs a WHERE a.job_id = h.job_id \
-                  AND a.state IN ('queued', 'running')) \
-             FROM (SELECT job_id, count(*) AS n FROM runs WHERE state = 'scheduled' \
-                   GROUP BY job_id) h \
+                  AND a.parent_id IS NULL AND a.state IN ('queued', 'running')) \
+             FROM (SELECT job_id, count(*) AS n FROM runs \
+                   WHERE state = 'scheduled' AND parent_id IS NULL GROUP BY job_id) h \
              ORDER BY h.job_id",
             &[],
         )
@@ -140,12 +141,13 @@ impl PostgresStore {
             &tx,
             "WITH picked AS MATERIALIZED ( \
                SELECT id FROM runs WHERE job_id = $1 AND state = 'scheduled' \
+                 AND parent_id IS NULL \
                ORDER BY scheduled_for, id LIMIT $2 FOR UPDATE) \
              UPDATE runs r SET state = 'queued', \
                run_at = greatest(r.run_at, coalesce($4::timestamptz, now())) \
              FROM picked WHERE r.id = picked.id AND r.state = 'scheduled' \
                AND (SELECT count(*) FROM runs a WHERE a.job_id = $1 \
-                      AND a.state IN ('queued', 'running')) = $3 \
+                      AND a.parent_id IS NULL AND a.state IN ('queued', 'running')) = $3 \
              RETURNING r.id",
             &[&p.job_id, &i64::from(p.count), &expected, &p.now],
         )

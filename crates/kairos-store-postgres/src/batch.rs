@@ -2,8 +2,9 @@
 //! inside the caller's transaction (READ COMMITTED: every statement sees what was committed
 //! before it started).
 //!
-//! Every run insert is `ON CONFLICT DO NOTHING` on `(job_id, scheduled_for)`, every fire is fenced
-//! by its job's `next_fire_at`, every heartbeat and finish by its lease token.
+//! Every run insert is `ON CONFLICT DO NOTHING` on `(job_id, scheduled_for)` (top-level runs),
+//! every fire is fenced by its job's `next_fire_at`, every heartbeat and finish by its lease
+//! token.
 //!
 //! Lock order, so that two writers never wait for each other in a circle: a transaction locks
 //! jobs' rows (in job id order) before any run, and runs in ascending id order over the whole
@@ -11,7 +12,9 @@
 //! inside it). An insert's unique check waits for whoever changed a row with the same key, as
 //! a lock would: a fire locks the runs whose due times it repeats with the others, in id order,
 //! before it inserts. A claim never waits for a row at all (`SKIP LOCKED`); the advisory locks it may
-//! wait for are taken before any row lock, in key order, and only by claims.
+//! wait for are taken before any row lock, in key order, and only by claims. A workflow run's id
+//! is lower than its steps', so this order locks it before them (see `crate::workflow` for the
+//! writes to waiting steps that settling a workflow run makes afterwards).
 
 use std::collections::HashMap;
 
@@ -86,7 +89,7 @@ async fn insert_job_runs(
            AS u (scheduled_for, run_at, state, origin, max_attempts, execution, exclusive, \
              reason, ord) \
          ORDER BY u.ord \
-         ON CONFLICT (job_id, scheduled_for) DO NOTHING \
+         ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING \
          RETURNING id, scheduled_for, state = 'queued'",
         &[
             &job_id,
@@ -195,7 +198,8 @@ async fn fire_wave(
         let counts = query(
             c,
             "SELECT job_id, count(*) FROM runs WHERE job_id = ANY($1) \
-             AND state IN ('scheduled', 'queued', 'running') GROUP BY job_id",
+             AND parent_id IS NULL AND state IN ('scheduled', 'queued', 'running') \
+             GROUP BY job_id",
             &[&fenced],
         )
         .await?;
@@ -227,8 +231,16 @@ async fn fire_wave(
             .iter()
             .map(|p| insert_job_runs(c, p.job_id, &p.runs, &p.now)),
     );
-    let (stopping, inserted) = futures::future::try_join(lock_runs(c, &fires), inserts).await?;
+    let ((stopping, flows), inserted) =
+        futures::future::try_join(lock_runs(c, &fires), inserts).await?;
     notices.add_if(stopping, Change::Cancel);
+    // The workflow runs asked to stop, locked above: their steps that have not started end,
+    // each ends now if none of its steps is running. The steps `lock_runs` saw are cancelled
+    // or asked to stop already; these catch the ones a start committed since (not running
+    // ones: this transaction holds runs of higher ids, see `crate::workflow::cancel`).
+    for (id, now) in flows {
+        crate::workflow::cancel(c, id, "replaced", false, &now, notices).await?;
+    }
     for (&i, (runs, queued)) in applied.iter().zip(inserted) {
         notices.add_if(queued, Change::Runs);
         results[i] = JobFireResult {
@@ -241,7 +253,8 @@ async fn fire_wave(
 
 /// Locks, in id order, every existing run a wave of fires may wait for, and cancels the runs
 /// that `overlap: replace` ends; the caller holds the jobs' row locks. Returns whether a running
-/// run was asked to stop.
+/// run was asked to stop, and the started workflow runs asked to stop (with their fire's `now`),
+/// in id order, for the caller to settle.
 ///
 /// Two kinds of rows are locked. The runs whose `(job_id, scheduled_for)` a fire inserts again
 /// (a schedule moved back, a catch-up that repeats a due time): the insert's unique check waits
@@ -255,11 +268,14 @@ async fn fire_wave(
 ///
 /// Which locked run is cancelled is decided on the row as it is once locked (a run that
 /// finished meanwhile is left alone).
-async fn lock_runs(c: &impl GenericClient, fires: &[&JobFireParams]) -> StoreResult<bool> {
+async fn lock_runs(
+    c: &impl GenericClient,
+    fires: &[&JobFireParams],
+) -> StoreResult<(bool, Vec<(RunId, Option<Timestamp>)>)> {
     let replacing: Vec<&&JobFireParams> = fires.iter().filter(|p| p.cancel_active).collect();
     let key_count: usize = fires.iter().map(|p| p.runs.len()).sum();
     if replacing.is_empty() && key_count == 0 {
-        return Ok(false);
+        return Ok((false, vec![]));
     }
     let (key_jobs, key_times): (Vec<JobId>, Vec<Timestamp>) = fires
         .iter()
@@ -304,8 +320,9 @@ async fn lock_runs(c: &impl GenericClient, fires: &[&JobFireParams]) -> StoreRes
              reason = CASE WHEN r.state = 'running' THEN r.reason ELSE 'replaced' END, \
              cancel_requested = r.cancel_requested OR r.state = 'running' \
            FROM locked WHERE r.id = locked.id AND locked.ends \
-           RETURNING r.state) \
-         SELECT count(*) FROM changed WHERE state = 'running'",
+           RETURNING r.id, r.state, r.parent_id IS NULL AND r.spec IS NOT NULL AS flow, \
+             locked.now) \
+         SELECT id, flow, now FROM changed WHERE state = 'running' ORDER BY id",
         &[
             &job_ids,
             &nows,
@@ -316,17 +333,20 @@ async fn lock_runs(c: &impl GenericClient, fires: &[&JobFireParams]) -> StoreRes
         ],
     )
     .await?;
-    Ok(stopping
-        .first()
-        .map(|r| col::<i64>(r, 0))
-        .transpose()?
-        .is_some_and(|n| n > 0))
+    let mut flows = Vec::new();
+    for row in &stopping {
+        if col(row, 1)? {
+            flows.push((col(row, 0)?, col(row, 2)?));
+        }
+    }
+    Ok((!stopping.is_empty(), flows))
 }
 
 /// The facts for the exclusive rule (`kairos_core::policy::exclusive_heads`): each job's
 /// earliest due waiting exclusive run (`overlap: queue`), and whether the job has a run running.
 const EXCLUSIVE_WAITING: &str = "SELECT DISTINCT ON (r.job_id) r.job_id, r.id, r.run_at, \
-       EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
+       EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.parent_id IS NULL \
+         AND x.state = 'running') \
      FROM runs r \
      WHERE r.state = 'queued' AND r.exclusive \
        AND r.run_at <= coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond' \
@@ -342,7 +362,8 @@ const CLAIM: &str = concat!(
        WHERE r.state = 'queued' \
          AND r.run_at <= coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond' \
          AND (NOT r.exclusive OR (r.id = ANY($4::bigint[]) \
-           AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running'))) \
+           AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id \
+             AND x.parent_id IS NULL AND x.state = 'running'))) \
        ORDER BY r.run_at, r.id LIMIT $3 \
        FOR UPDATE SKIP LOCKED) \
      UPDATE runs r SET state = 'running', attempt = r.attempt + 1, node = $5, lease_token = $6, \
@@ -428,8 +449,17 @@ pub(crate) async fn claim(
     .await?;
     let mut jobs: HashMap<JobId, Job> = HashMap::new();
     let mut claimed = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let run = rows::run(row)?;
+    // A step runs as its workflow run started: with the document stored on that run (read
+    // once per workflow run, without a lock: it never changes once written).
+    let runs = rows
+        .iter()
+        .map(rows::run)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let mut parents: Vec<RunId> = runs.iter().filter_map(|r| r.parent_id).collect();
+    parents.sort_unstable();
+    parents.dedup();
+    let flows = crate::workflow::specs(c, &parents).await?;
+    for (row, run) in rows.iter().zip(runs) {
         let job = match jobs.get(&run.job_id) {
             Some(job) => job.clone(),
             None => {
@@ -437,6 +467,13 @@ pub(crate) async fn claim(
                 jobs.insert(job.id, job.clone());
                 job
             }
+        };
+        let job = match run.parent_id.and_then(|p| flows.get(&p)) {
+            Some(spec) => Job {
+                spec: spec.clone(),
+                ..job
+            },
+            None => job,
         };
         claimed.push(ClaimedRun {
             run,
@@ -491,9 +528,10 @@ pub(crate) async fn heartbeat(
 
 /// Moves the run on if the lease holds and records the attempt (not for a release, which gives
 /// the attempt back and keeps the previous exit code), in one statement; returns how many runs
-/// moved (0: the lease was lost, nothing written). A released run whose cancel was requested
-/// meanwhile (a user, `overlap: replace`) ends cancelled instead of going back to the queue, as
-/// a rescue would decide (`kairos_core::lease::rescue_decision`).
+/// moved (0: the lease was lost, nothing written) and, for a step run that moved, its workflow
+/// run. A released run whose cancel was requested meanwhile (a user, `overlap: replace`) ends
+/// cancelled instead of going back to the queue, as a rescue would decide
+/// (`kairos_core::lease::rescue_decision`).
 const FINISH: &str = "WITH moved AS ( \
        UPDATE runs SET \
          state = CASE WHEN $7::boolean AND cancel_requested THEN 'cancelled' ELSE $3 END, \
@@ -504,7 +542,7 @@ const FINISH: &str = "WITH moved AS ( \
          attempt = attempt - CASE WHEN $7::boolean THEN 1 ELSE 0 END, \
          lease_token = NULL, lease_expires_at = NULL \
        WHERE id = $1 AND lease_token = $2 AND state = 'running' \
-       RETURNING id), \
+       RETURNING id, parent_id), \
      recorded AS ( \
        INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, status, exit_code, \
          http_status, error, output, output_truncated, max_rss_kib, user_cpu_us, sys_cpu_us) \
@@ -513,7 +551,7 @@ const FINISH: &str = "WITH moved AS ( \
          $17::bigint, $18::bigint, $19::bigint \
        FROM moved WHERE NOT $7::boolean \
        ON CONFLICT (run_id, attempt) DO NOTHING) \
-     SELECT count(*) FROM moved";
+     SELECT count(*), max(parent_id) FROM moved";
 
 /// One finish's statement parameters, owned so that a batch can be sent at once.
 struct FinishArgs<'a> {
@@ -598,11 +636,26 @@ pub(crate) fn text(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// `run_finish` for a batch: one statement per attempt, all sent at once (pipelined) in run id
-/// order (the order their rows are locked in); each reports whether its lease held.
+/// order (the order their rows are locked in); each reports whether its lease held. Notes
+/// `Runs` if a run was queued again or steps were released.
+///
+/// A step run that ended (anything but a retry) moves its workflow run on in the same
+/// transaction ([`crate::workflow::settle`]), each workflow run once, after all the finishes.
+/// When the batch has steps, the workflow runs named by `parent_id` and the runs to finish
+/// are locked first, together, in id order (a workflow run before its steps: the lock order
+/// of `crate::workflow`). A step whose caller did not name its workflow run is still settled,
+/// its workflow run locked late: out of order, so such a caller may meet a deadlock (reported
+/// as a write to retry), never a workflow run that stops moving.
 pub(crate) async fn finish_many(
     c: &impl GenericClient,
     ps: &[RunFinishParams],
+    notices: &mut Notices,
 ) -> StoreResult<Vec<bool>> {
+    let parents: Vec<RunId> = ps.iter().filter_map(|p| p.parent_id).collect();
+    if !parents.is_empty() {
+        let runs = ps.iter().map(|p| p.run_id).chain(parents.iter().copied());
+        crate::workflow::lock(c, &runs.collect::<Vec<_>>()).await?;
+    }
     let stmt = c.prepare_cached(FINISH).await.map_err(pg_error)?;
     let mut order: Vec<usize> = (0..ps.len()).collect();
     order.sort_by_key(|&i| ps[i].run_id);
@@ -616,8 +669,29 @@ pub(crate) async fn finish_many(
         .await
         .map_err(pg_error)?;
     let mut held = vec![false; ps.len()];
+    // The workflow runs to settle, in id order, each with the `now` of its first step's finish.
+    let mut settle: std::collections::BTreeMap<RunId, Option<Timestamp>> = Default::default();
     for (&i, row) in order.iter().zip(&rows) {
+        let p = &ps[i];
         held[i] = col::<i64>(row, 0)? > 0;
+        if held[i] && !matches!(p.next, RunNext::Finish(_)) {
+            notices.add(Change::Runs);
+        }
+        if let Some(parent) = col::<Option<RunId>>(row, 1)?
+            && held[i]
+            && !matches!(p.next, RunNext::Retry { .. })
+        {
+            settle.entry(parent).or_insert(p.now);
+        }
+    }
+    let late: Vec<RunId> = settle
+        .keys()
+        .filter(|id| !parents.contains(id))
+        .copied()
+        .collect();
+    crate::workflow::lock(c, &late).await?;
+    for (parent, now) in &settle {
+        crate::workflow::settle(c, *parent, now, notices).await?;
     }
     Ok(held)
 }

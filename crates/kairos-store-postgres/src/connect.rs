@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../migrations/0004_exclusive_due_index.sql"),
     ),
     (5, include_str!("../migrations/0005_held_runs_index.sql")),
+    (6, include_str!("../migrations/0006_workflows.sql")),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).

@@ -72,7 +72,7 @@ impl PostgresStore {
                  max_attempts, execution, exclusive, reason, node, cancel_requested, created_at, \
                  started_at, finished_at, exit_code) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                 ON CONFLICT (job_id, scheduled_for) DO NOTHING RETURNING id",
+                 ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING RETURNING id",
                 &[
                     &p.job_id,
                     &run.scheduled_for,

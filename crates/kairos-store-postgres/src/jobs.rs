@@ -70,7 +70,8 @@ async fn withdraw_early_runs(
     execute(
         c,
         "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = $1 \
-           AND origin = 'schedule' AND scheduled_for > coalesce($2::timestamptz, now()) \
+           AND parent_id IS NULL AND origin = 'schedule' \
+           AND scheduled_for > coalesce($2::timestamptz, now()) \
            AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
              OR (state = 'running' AND attempt = 1 \
                AND started_at > coalesce($2::timestamptz, now()))) \

@@ -4,10 +4,11 @@
 //! # Model
 //!
 //! The tables (one schema per cluster, see [`PostgresConfig::schema`]) are those of the SQLite
-//! store: `jobs` (the spec as written, a `version`, `next_fire_at`), `runs` (one per job and due
-//! time, `UNIQUE (job_id, scheduled_for)`), `attempts`, `tokens`, `audit`, and `leader` and
-//! `nodes` for leadership (a term and a lease, fenced by node id and term) and the node
-//! registry. Ids come from identity sequences and are never reused; instants are `timestamptz`.
+//! store: `jobs` (the spec as written, a `version`, `next_fire_at`), `runs` (one top-level run
+//! per job and due time, unique on `(job_id, scheduled_for)` among top-level runs; a workflow
+//! run's step runs are rows of `runs` too, with `parent_id`), `attempts`, `tokens`, `audit`, and
+//! `leader` and `nodes` for leadership (a term and a lease, fenced by node id and term) and the
+//! node registry. Ids come from identity sequences and are never reused; instants are `timestamptz`.
 //! Behaviour is defined by the shared conformance suite (`kairos_store::conformance`), which
 //! this store passes.
 //!
@@ -18,11 +19,11 @@
 //!   writes that others wait for send, inside their transaction, one `pg_notify` on the
 //!   schema's channel (`kairos_<schema>`) per kind of change — `jobs` (create, update, delete,
 //!   pause, resume), `runs` (runs became queued: a fire, a trigger-now, a bulk insert, a retry,
-//!   a release, a rescue), `cancel` (a running run was asked to stop: a cancel, `overlap:
-//!   replace`), `leader` (a new term, a resignation) — and only when something of that kind
-//!   changed. PostgreSQL delivers them at commit, in commit order. A listener task `LISTEN`s on
-//!   the channel and forwards them to a broadcast channel: every node hears every node's
-//!   changes, its own included.
+//!   a release, a rescue, steps whose workflow run moved on), `cancel` (a running run was asked
+//!   to stop: a cancel, `overlap: replace`), `leader` (a new term, a resignation) — and only
+//!   when something of that kind changed. PostgreSQL delivers them at commit, in commit order.
+//!   A listener task `LISTEN`s on the channel and forwards them to a broadcast channel: every
+//!   node hears every node's changes, its own included.
 //! - **The leader lock's session** (see `cluster` and `leader_lock`): the leader holds a
 //!   session advisory lock derived from the schema, and the leader row records (`locked`)
 //!   whether it held it at its last renewal. PostgreSQL releases the lock when the leader's
@@ -45,7 +46,8 @@
 //!
 //! - **Fire:** `UPDATE jobs SET next_fire_at = $new WHERE id = $1 AND NOT paused AND
 //!   next_fire_at = $expected` is the fence and takes the job's row lock; the round's runs go in
-//!   after it with `ON CONFLICT (job_id, scheduled_for) DO NOTHING`, in the same transaction.
+//!   after it with `ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING`, in
+//!   the same transaction.
 //!   A second scheduler with the same view waits on the row, then finds the fence moved.
 //! - **Job writes** (update, pause, delete) lock the job's row before reading its version, and
 //!   fence the write by that version too; a stale version is `VersionConflict`.
@@ -54,8 +56,11 @@
 //!   (`overlap: queue`) also needs a per-job advisory lock; see `batch::claim` for why.
 //! - **Leases:** heartbeats (one statement for all of a worker's leases), finishes and rescues
 //!   are fenced by the lease token and state and report whether they applied.
+//! - **Workflows:** a step run that ends moves its workflow run on in the same transaction,
+//!   which locks the workflow run's row before the step's and only then reads the steps, so
+//!   two steps ending at once never both miss the other (see `workflow`).
 //! - **Deadlocks** are designed out: a transaction locks jobs' rows before any run, and runs in
-//!   ascending id order (see `batch`). Should PostgreSQL still report one (or a serialization
+//!   ascending id order (see `batch`), which takes a workflow run before its steps. Should PostgreSQL still report one (or a serialization
 //!   failure), the call fails with `StoreError::Internal`, nothing applied; a test runs every
 //!   kind of writer at once on the same rows and expects none.
 //! - **Audit** entries are written in the transaction of the change they describe.
@@ -99,6 +104,7 @@ pub mod admin;
 mod auth;
 mod backfill;
 mod batch;
+mod cancel;
 mod changes;
 mod cluster;
 mod connect;
@@ -108,5 +114,6 @@ mod leader_lock;
 mod rescue;
 mod rows;
 mod store;
+mod workflow;
 
 pub use connect::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresConfig, PostgresStore, redact};

@@ -6,8 +6,9 @@ use jiff::Timestamp;
 use kairos_core::lease::{ExpiredRun, RescueDecision, rescue_decision};
 use kairos_core::run::RunId;
 use kairos_core::spec::ExecutionMode;
-use kairos_store::{RescueReport, RunRescueParams, StoreResult};
+use kairos_store::{Change, RescueReport, RunRescueParams, StoreResult};
 
+use crate::changes::Notices;
 use crate::rows::{col, query, query_opt};
 
 /// A running run whose lease expired (or whose node restarted).
@@ -17,24 +18,55 @@ struct Expired {
     run: ExpiredRun,
 }
 
+/// Running runs whose lease expired or whose node restarted. A started workflow run has no
+/// lease (its steps do): it is never rescued itself.
+const EXPIRED: &str = "FROM runs WHERE state = 'running' AND lease_token IS NOT NULL \
+       AND (lease_expires_at < coalesce($1::timestamptz, now()) OR node = $2::text)";
+
 /// `run_rescue`, inside the caller's transaction: selects expired leases (skipping runs another
 /// rescuer or a late heartbeat holds), decides each, applies each with a write fenced by its
 /// lease token. The expired attempt is recorded as `lost` (except for a release: nothing ran).
+///
+/// A step run that ends (`lost`, `cancelled`) moves its workflow run on, in the same
+/// transaction. The workflow runs are locked first, in id order, while this transaction holds
+/// no lock at all: they are those of the expired step runs a first read (without locks) finds.
+/// The expired runs are then locked (`SKIP LOCKED`: this waits for no row from then on), only
+/// steps of a workflow run locked here among them; a step that expired in between is left to
+/// the next round. So a rescue never holds a step while it waits for the step's workflow run,
+/// which a finish of a sibling step holds while it waits for the step (see `crate::workflow`).
 pub(crate) async fn rescue(
     c: &impl GenericClient,
     p: &RunRescueParams,
+    notices: &mut Notices,
 ) -> StoreResult<RescueReport> {
+    let limit = i64::from(p.limit.max(1));
+    let parents = query(
+        c,
+        &format!(
+            "SELECT DISTINCT parent_id FROM (SELECT parent_id {EXPIRED} \
+             ORDER BY lease_expires_at, id LIMIT $3) e WHERE parent_id IS NOT NULL"
+        ),
+        &[&p.now, &p.orphaned_node, &limit],
+    )
+    .await?
+    .iter()
+    .map(|r| col::<RunId>(r, 0))
+    .collect::<StoreResult<Vec<_>>>()?;
+    crate::workflow::lock(c, &parents).await?;
     let rows = query(
         c,
-        "SELECT id, lease_token, attempt, max_attempts, execution, started_at, \
-           cancel_requested, coalesce($1::timestamptz, now()) \
-         FROM runs WHERE state = 'running' \
-           AND (lease_expires_at < coalesce($1::timestamptz, now()) OR node = $2::text) \
-         ORDER BY lease_expires_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-        &[&p.now, &p.orphaned_node, &i64::from(p.limit.max(1))],
+        &format!(
+            "SELECT id, lease_token, attempt, max_attempts, execution, started_at, \
+               cancel_requested, coalesce($1::timestamptz, now()), parent_id {EXPIRED} \
+               AND (parent_id IS NULL OR parent_id = ANY($4)) \
+             ORDER BY lease_expires_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
+        ),
+        &[&p.now, &p.orphaned_node, &limit, &parents],
     )
     .await?;
     let mut report = RescueReport::default();
+    // The workflow runs to settle, in id order, with the instant of the rescue.
+    let mut settle = std::collections::BTreeMap::new();
     for row in &rows {
         let now: Timestamp = col(row, 7)?;
         let started_at: Option<Timestamp> = col(row, 5)?;
@@ -59,9 +91,20 @@ pub(crate) async fn rescue(
         }
         match decision {
             RescueDecision::Release | RescueDecision::Requeue => report.requeued.push(run.id),
-            RescueDecision::Lost => report.lost.push(run.id),
-            RescueDecision::Cancelled => {}
+            RescueDecision::Lost | RescueDecision::Cancelled => {
+                if decision == RescueDecision::Lost {
+                    report.lost.push(run.id);
+                }
+                // A step that ended moves its workflow run on.
+                if let Some(parent) = col::<Option<RunId>>(row, 8)? {
+                    settle.insert(parent, now);
+                }
+            }
         }
+    }
+    notices.add_if(!report.requeued.is_empty(), Change::Runs);
+    for (parent, now) in settle {
+        crate::workflow::settle(c, parent, &Some(now), notices).await?;
     }
     Ok(report)
 }

@@ -25,14 +25,14 @@ macro_rules! run_columns {
         "r.id, r.job_id, j.namespace, j.name, r.scheduled_for, r.run_at, r.state, r.origin, \
          r.attempt, r.max_attempts, r.execution, r.exclusive, r.reason, r.node, \
          r.lease_expires_at, r.cancel_requested, r.created_at, r.started_at, r.finished_at, \
-         r.exit_code"
+         r.exit_code, r.parent_id, r.step, r.result, r.params"
     };
 }
 
 pub(crate) use {job_columns, run_columns};
 
 /// Number of columns in `run_columns!()`: a claim's job columns follow at this offset.
-pub(crate) const RUN_WIDTH: usize = 20;
+pub(crate) const RUN_WIDTH: usize = 24;
 
 /// `{RUN_SELECT} WHERE …` rows map with [`run`].
 pub(crate) const RUN_SELECT: &str = concat!(
@@ -167,6 +167,10 @@ pub(crate) fn run(row: &Row) -> StoreResult<Run> {
         started_at: col(row, 17)?,
         finished_at: col(row, 18)?,
         exit_code: col(row, 19)?,
+        parent_id: col(row, 20)?,
+        step: col(row, 21)?,
+        result: col(row, 22)?,
+        params: col(row, 23)?,
     })
 }
 

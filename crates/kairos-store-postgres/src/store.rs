@@ -1,22 +1,22 @@
 //! `Store` for PostgreSQL: each method is one transaction (or one read) on a pooled connection.
 //! Job writes are in [`crate::jobs`], the hot paths in [`crate::batch`], the rescue in
-//! [`crate::rescue`], tokens and the audit log in [`crate::auth`].
+//! [`crate::rescue`], cancels in [`crate::cancel`], workflow runs in [`crate::workflow`], tokens
+//! and the audit log in [`crate::auth`].
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 use kairos_core::auth::AuditAction;
 use kairos_core::run::{JobId, RunId, RunState};
+use kairos_core::spec::JobSpec;
 use kairos_store::*;
 
 use crate::auth::{Change, audit};
 use crate::batch;
 use crate::changes::Notices;
 use crate::connect::PostgresStore;
-use crate::rows::{
-    self, ATTEMPT_COLUMNS, JOB_SELECT, RUN_SELECT, col, execute, pg_error, query, query_opt,
-};
+use crate::rows::{self, ATTEMPT_COLUMNS, JOB_SELECT, RUN_SELECT, col, pg_error, query, query_opt};
 
-async fn fetch_run(c: &impl GenericClient, id: RunId) -> StoreResult<Option<Run>> {
+pub(crate) async fn fetch_run(c: &impl GenericClient, id: RunId) -> StoreResult<Option<Run>> {
     query_opt(c, &format!("{RUN_SELECT} WHERE r.id = $1"), &[&id])
         .await?
         .as_ref()
@@ -157,7 +157,10 @@ impl Store for PostgresStore {
             // The due time has its run already: that one, unchanged and not audited.
             let row = query_opt(
                 &tx,
-                &format!("{RUN_SELECT} WHERE r.job_id = $1 AND r.scheduled_for = $2"),
+                &format!(
+                    "{RUN_SELECT} WHERE r.job_id = $1 AND r.scheduled_for = $2 \
+                     AND r.parent_id IS NULL"
+                ),
                 &[&p.job_id, &p.run.scheduled_for],
             )
             .await?
@@ -218,7 +221,8 @@ impl Store for PostgresStore {
             &client,
             // The condition of the `runs_job_active` index, word for word.
             "SELECT job_id, count(*) FROM runs WHERE job_id = ANY($1) \
-             AND state IN ('scheduled', 'queued', 'running') GROUP BY job_id",
+             AND parent_id IS NULL AND state IN ('scheduled', 'queued', 'running') \
+             GROUP BY job_id",
             &[&p.job_ids],
         )
         .await?
@@ -271,14 +275,8 @@ impl Store for PostgresStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let held = batch::finish_many(&tx, ps).await?;
-        // A retry or a release queues the run again.
-        let queued = ps
-            .iter()
-            .zip(&held)
-            .any(|(p, held)| *held && !matches!(p.next, RunNext::Finish(_)));
         let mut notices = Notices::default();
-        notices.add_if(queued, kairos_store::Change::Runs);
+        let held = batch::finish_many(&tx, ps, &mut notices).await?;
         self.commit(tx, notices).await?;
         Ok(held)
     }
@@ -286,68 +284,42 @@ impl Store for PostgresStore {
     async fn run_rescue(&self, p: RunRescueParams) -> StoreResult<RescueReport> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let report = crate::rescue::rescue(&tx, &p).await?;
         let mut notices = Notices::default();
-        notices.add_if(!report.requeued.is_empty(), kairos_store::Change::Runs);
+        let report = crate::rescue::rescue(&tx, &p, &mut notices).await?;
         self.commit(tx, notices).await?;
         Ok(report)
     }
 
     async fn run_cancel(&self, p: RunCancelParams) -> StoreResult<Run> {
+        self.run_cancel_tx(p).await
+    }
+
+    async fn workflow_start(&self, p: WorkflowStartParams) -> StoreResult<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        // Locked: the state read stays true until this transaction ends.
+        let mut notices = Notices::default();
+        if !crate::workflow::start(&tx, &p, &mut notices).await? {
+            return Ok(false);
+        }
+        self.commit(tx, notices).await?;
+        Ok(true)
+    }
+
+    async fn run_steps(&self, p: RunStepsParams) -> StoreResult<Vec<Run>> {
+        let client = self.client().await?;
+        crate::workflow::steps(&client, p.run_id).await
+    }
+
+    async fn run_document(&self, p: RunStepsParams) -> StoreResult<Option<JobSpec>> {
+        let client = self.client().await?;
         let row = query_opt(
-            &tx,
-            &format!("{RUN_SELECT} WHERE r.id = $1 FOR UPDATE OF r"),
+            &client,
+            "SELECT spec FROM runs WHERE id = $1 AND spec IS NOT NULL",
             &[&p.run_id],
         )
-        .await?
-        .ok_or(StoreError::RunNotFound(p.run_id))?;
-        let run = rows::run(&row)?;
-        let invalid = |state: RunState| StoreError::InvalidRunState {
-            run_id: p.run_id,
-            state: state.to_string(),
-            action: "cancelled",
-        };
-        let changed =
-            match run.state {
-                RunState::Scheduled | RunState::Queued => {
-                    execute(
-                        &tx,
-                        "UPDATE runs SET state = 'cancelled', \
-                     finished_at = coalesce($1::timestamptz, now()), reason = 'cancelled' \
-                     WHERE id = $2 AND state = $3",
-                        &[&p.now, &p.run_id, &run.state.as_str()],
-                    )
-                    .await?
-                }
-                RunState::Running => execute(
-                    &tx,
-                    "UPDATE runs SET cancel_requested = true WHERE id = $1 AND state = 'running'",
-                    &[&p.run_id],
-                )
-                .await?,
-                state => return Err(invalid(state)),
-            };
-        if changed != 1 {
-            return Err(invalid(run.state));
-        }
-        let change = Change::job(
-            &p.actor,
-            AuditAction::RunCancel,
-            &run.namespace,
-            &run.job_name,
-        );
-        audit(&tx, change.run(run.id), &p.now).await?;
-        let run = fetch_run(&tx, p.run_id)
-            .await?
-            .ok_or(StoreError::RunNotFound(p.run_id))?;
-        // A queued run is simply gone; a running one's worker must hear of it.
-        let mut notices = Notices::default();
-        notices.add_if(run.state == RunState::Running, kairos_store::Change::Cancel);
-        self.commit(tx, notices).await?;
-        Ok(run)
+        .await?;
+        row.map(|r| kairos_store::workflow::parse_spec(col(&r, 0)?))
+            .transpose()
     }
 
     async fn run_get(&self, p: RunGetParams) -> StoreResult<Option<Run>> {
@@ -365,7 +337,7 @@ impl Store for PostgresStore {
         query(
             &client,
             &format!(
-                "{RUN_SELECT} WHERE ($1::bigint IS NULL OR r.job_id = $1) \
+                "{RUN_SELECT} WHERE r.parent_id IS NULL AND ($1::bigint IS NULL OR r.job_id = $1) \
                  AND ($2::text[] IS NULL OR j.namespace = ANY($2)) \
                  AND ($3::text IS NULL OR r.state = $3) \
                  AND ($4::bigint IS NULL OR r.id < $4) ORDER BY r.id DESC LIMIT $5"

@@ -138,6 +138,7 @@ async fn finish(store: &dyn Store, c: &ClaimedRun, next: RunNext, now: Timestamp
     store
         .run_finish(RunFinishParams {
             run_id: c.run.id,
+            parent_id: None,
             lease_token: c.lease_token.clone(),
             attempt: c.run.attempt,
             node: "a".into(),
@@ -478,4 +479,97 @@ async fn wait_until_gone(admin: &tokio_postgres::Client, application_name: &str)
     tokio::time::timeout(WAIT, gone)
         .await
         .expect("the listener's connection closes");
+}
+
+/// Steps a workflow run queues (its start, a step's end) are queued runs for every node; the
+/// end of its last step queues nothing; cancelling it asks its running steps to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_a_workflow_run_queues_reach_other_nodes() {
+    let Some((a, b)) = two_nodes().await else {
+        return;
+    };
+    let store = &*a.store;
+    let mut feed = b.changes().unwrap();
+    let spec = kairos_core::spec::JobSpec::from_json(
+        r#"{"name":"flow","steps":[
+            {"name":"one","task":{"kind":"shell","script":"true"}},
+            {"name":"two","depends_on":["one"],"task":{"kind":"shell","script":"true"}}]}"#,
+    )
+    .unwrap();
+    let job = store
+        .job_create(JobCreateParams {
+            spec,
+            next_fire_at: None,
+            actor: "test".into(),
+            now: Some(t0()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut feed).await, Change::Jobs);
+    let flow_run = trigger(store, &job, secs(1)).await;
+    assert_eq!(next(&mut feed).await, Change::Runs);
+    let claimed = claim(store, secs(1)).await;
+    let start = |c: &ClaimedRun| WorkflowStartParams {
+        run_id: c.run.id,
+        lease_token: c.lease_token.clone(),
+        spec: c.job.spec.clone(),
+        now: Some(secs(1)),
+    };
+    assert!(store.workflow_start(start(&claimed[0])).await.unwrap());
+    assert_eq!(next(&mut feed).await, Change::Runs, "the root step");
+    let step_end = |c: &ClaimedRun| RunFinishParams {
+        run_id: c.run.id,
+        parent_id: c.run.parent_id,
+        lease_token: c.lease_token.clone(),
+        attempt: c.run.attempt,
+        node: "a".into(),
+        started_at: secs(2),
+        outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),
+        next: RunNext::Finish(RunState::Succeeded),
+        now: Some(secs(2)),
+    };
+    let one = claim(store, secs(2)).await;
+    assert!(store.run_finish(step_end(&one[0])).await.unwrap());
+    assert_eq!(next(&mut feed).await, Change::Runs, "the step it released");
+    let two = claim(store, secs(2)).await;
+    assert!(store.run_finish(step_end(&two[0])).await.unwrap());
+    assert_eq!(
+        store
+            .run_get(RunGetParams { id: flow_run.id })
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        RunState::Succeeded
+    );
+
+    create(store, "marker").await;
+    assert_eq!(next(&mut feed).await, Change::Jobs, "nothing before");
+
+    // Another run, cancelled while its first step runs.
+    trigger(store, &job, secs(3)).await;
+    assert_eq!(next(&mut feed).await, Change::Runs);
+    let claimed = claim(store, secs(3)).await;
+    assert!(store.workflow_start(start(&claimed[0])).await.unwrap());
+    assert_eq!(next(&mut feed).await, Change::Runs);
+    assert_eq!(claim(store, secs(3)).await.len(), 1);
+    let cancelled = store
+        .run_cancel(RunCancelParams {
+            run_id: claimed[0].run.id,
+            actor: "test".into(),
+            now: Some(secs(4)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(cancelled.state, RunState::Running, "until its step ends");
+    assert_eq!(next(&mut feed).await, Change::Cancel);
+    let steps = store
+        .run_steps(RunStepsParams {
+            run_id: claimed[0].run.id,
+        })
+        .await
+        .unwrap();
+    assert!(steps[0].cancel_requested);
+    assert_eq!(steps[1].state, RunState::Cancelled);
+    b.close();
 }

@@ -101,6 +101,7 @@ async fn without_now_the_database_clock_rules() {
         store
             .run_finish(RunFinishParams {
                 run_id: claimed.run.id,
+                parent_id: None,
                 lease_token: claimed.lease_token.clone(),
                 attempt: claimed.run.attempt,
                 node: "n1".into(),

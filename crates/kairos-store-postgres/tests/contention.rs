@@ -1,6 +1,7 @@
 //! Many writers at once on the same jobs and runs (firing with `replace`, claiming, heartbeats,
-//! batched finishes, rescues, updates, pauses): every call either applies or reports a fence
-//! or conflict; none fails with a deadlock or another internal error.
+//! batched finishes, rescues, updates, pauses, workflow runs and their steps): every call either
+//! applies or reports a fence or conflict; none fails with a deadlock or another internal error.
+//! Steps of one workflow run that end at once on two nodes never both miss the other.
 
 #![allow(
     clippy::unwrap_used,
@@ -107,6 +108,7 @@ async fn worker(store: Arc<dyn Store>, n: usize) {
             .enumerate()
             .map(|(i, c)| RunFinishParams {
                 run_id: c.run.id,
+                parent_id: None,
                 lease_token: c.lease_token.clone(),
                 attempt: c.run.attempt,
                 node: format!("w{n}"),
@@ -412,4 +414,532 @@ async fn a_repeated_due_time_does_not_deadlock_with_a_heartbeat() {
         y_run.cancel_requested,
         "replace asks the running run to stop"
     );
+}
+
+/// A workflow job: `steps` are `(name, depends_on)`, each a shell task.
+fn flow(name: &str, steps: &[(&str, &[&str])]) -> kairos_core::spec::JobSpec {
+    let steps: Vec<String> = steps
+        .iter()
+        .map(|(step, deps)| {
+            let deps: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
+            format!(
+                r#"{{"name":"{step}","depends_on":[{}],"task":{{"kind":"shell","script":"true"}}}}"#,
+                deps.join(",")
+            )
+        })
+        .collect();
+    kairos_core::spec::JobSpec::from_json(&format!(
+        r#"{{"name":"{name}","triggers":[{{"interval":"1m"}}],"steps":[{}]}}"#,
+        steps.join(",")
+    ))
+    .unwrap()
+}
+
+fn step_finish(c: &ClaimedRun, node: &str, next: RunNext, now: Timestamp) -> RunFinishParams {
+    RunFinishParams {
+        run_id: c.run.id,
+        parent_id: c.run.parent_id,
+        lease_token: c.lease_token.clone(),
+        attempt: c.run.attempt,
+        node: node.into(),
+        started_at: now,
+        outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),
+        next,
+        now: Some(now),
+    }
+}
+
+async fn claim_one(store: &dyn Store, node: &str, now: Timestamp) -> ClaimedRun {
+    let mut claimed = store
+        .run_claim(RunClaimParams {
+            node: node.into(),
+            limit: 1,
+            lease: SignedDuration::from_secs(30),
+            ahead: SignedDuration::ZERO,
+            now: Some(now),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "one queued run to claim");
+    claimed.remove(0)
+}
+
+/// Two upstream steps of a join end at once on two nodes (two stores, two pools): each finish
+/// locks the workflow run before it reads the steps, so the second waits for the first and
+/// sees its end. Without that lock each would read the other step still running and neither
+/// would queue the join (and a finish that locked the steps first could deadlock with the
+/// other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_ending_both_upstream_steps_queue_the_join_once() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let one: Arc<dyn Store> = pg.store.clone();
+    let two: Arc<dyn Store> = Arc::new(
+        kairos_store_postgres::PostgresStore::connect(pg.schema.config_as("two"))
+            .await
+            .unwrap(),
+    );
+    let job = one
+        .job_create(JobCreateParams {
+            spec: flow("join", &[("a", &[]), ("b", &[]), ("c", &["a", "b"])]),
+            next_fire_at: Some(t0()),
+            actor: "test".into(),
+            now: Some(t0()),
+        })
+        .await
+        .unwrap();
+    for round in 0..20 {
+        let at = t0() + SignedDuration::from_secs(round);
+        let fired = one
+            .job_fire(JobFireParams {
+                job_id: job.id,
+                expected_next_fire_at: at,
+                runs: vec![insert(at, false)],
+                cancel_active: false,
+                max_active: None,
+                next_fire_at: Some(at + SignedDuration::from_secs(1)),
+                now: Some(at),
+            })
+            .await
+            .unwrap();
+        assert!(fired.applied, "round {round}");
+        let flow_run = claim_one(&*one, "one", at).await;
+        assert!(
+            one.workflow_start(WorkflowStartParams {
+                run_id: flow_run.run.id,
+                lease_token: flow_run.lease_token.clone(),
+                spec: flow_run.job.spec.clone(),
+                now: Some(at),
+            })
+            .await
+            .unwrap()
+        );
+        // a on one node, b on the other.
+        let a = claim_one(&*one, "one", at).await;
+        let b = claim_one(&*two, "two", at).await;
+        assert_eq!(a.run.step.as_deref(), Some("a"));
+        assert_eq!(b.run.step.as_deref(), Some("b"));
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let ends = [(one.clone(), a, "one"), (two.clone(), b, "two")].map(|(store, c, node)| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                let finish = step_finish(&c, node, RunNext::Finish(RunState::Succeeded), at);
+                store.run_finish(finish).await
+            })
+        });
+        for end in ends {
+            assert!(
+                end.await.unwrap().expect("no deadlock, no error"),
+                "round {round}: the lease held"
+            );
+        }
+        let steps = one
+            .run_steps(RunStepsParams {
+                run_id: flow_run.run.id,
+            })
+            .await
+            .unwrap();
+        let states: Vec<_> = steps
+            .iter()
+            .map(|s| (s.step.clone().unwrap(), s.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("a".to_owned(), RunState::Succeeded),
+                ("b".to_owned(), RunState::Succeeded),
+                ("c".to_owned(), RunState::Queued),
+            ],
+            "round {round}: the join is queued"
+        );
+        // Once: exactly one run to claim, the join; its end ends the workflow run.
+        let c = claim_one(&*two, "two", at).await;
+        assert_eq!(c.run.step.as_deref(), Some("c"));
+        let none = one
+            .run_claim(RunClaimParams {
+                node: "one".into(),
+                limit: 10,
+                lease: SignedDuration::from_secs(30),
+                ahead: SignedDuration::ZERO,
+                now: Some(at),
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "round {round}: {none:?}");
+        let finish = step_finish(&c, "two", RunNext::Finish(RunState::Succeeded), at);
+        assert!(two.run_finish(finish).await.unwrap());
+        let ended = one
+            .run_get(RunGetParams {
+                id: flow_run.run.id,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended.state, RunState::Succeeded, "round {round}");
+    }
+}
+
+/// A worker that runs workflows: starts the workflow runs it claims, heartbeats, and finishes
+/// plain runs and steps in mixed batches (each step with its workflow run).
+async fn flow_worker(store: Arc<dyn Store>, n: usize) {
+    let now = t0() + SignedDuration::from_hours(1);
+    let node = format!("f{n}");
+    for round in 0..ROUNDS {
+        let claimed = store
+            .run_claim(RunClaimParams {
+                node: node.clone(),
+                limit: 6,
+                lease: SignedDuration::from_secs(30),
+                ahead: SignedDuration::ZERO,
+                now: Some(now),
+            })
+            .await
+            .unwrap();
+        let (flows, work): (Vec<_>, Vec<_>) = claimed
+            .into_iter()
+            .partition(|c| c.run.parent_id.is_none() && !c.job.spec.steps.is_empty());
+        for c in &flows {
+            store
+                .workflow_start(WorkflowStartParams {
+                    run_id: c.run.id,
+                    lease_token: c.lease_token.clone(),
+                    spec: c.job.spec.clone(),
+                    now: Some(now),
+                })
+                .await
+                .unwrap();
+        }
+        let leases: Vec<_> = work
+            .iter()
+            .rev()
+            .map(|c| (c.run.id, c.lease_token.clone()))
+            .collect();
+        store
+            .run_heartbeat(RunHeartbeatParams {
+                leases,
+                lease: SignedDuration::from_secs(30),
+                now: Some(now),
+            })
+            .await
+            .unwrap();
+        let finishes: Vec<_> = work
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, c)| {
+                let next = match (i + round + n) % 5 {
+                    0 => RunNext::Retry { run_at: now },
+                    1 => RunNext::Release,
+                    2 => RunNext::Finish(RunState::Failed),
+                    _ => RunNext::Finish(RunState::Succeeded),
+                };
+                step_finish(c, &node, next, now)
+            })
+            .collect();
+        store.run_finish_many(&finishes).await.unwrap();
+    }
+}
+
+/// Cancels workflow runs and steps, and rescues.
+async fn flow_meddler(store: Arc<dyn Store>, jobs: Vec<JobId>) {
+    let later = t0() + SignedDuration::from_hours(2);
+    for round in 0..ROUNDS {
+        if round % 4 == 0 {
+            store
+                .run_rescue(RunRescueParams {
+                    limit: 20,
+                    orphaned_node: None,
+                    now: Some(later),
+                })
+                .await
+                .unwrap();
+        }
+        let runs = store
+            .run_list(RunListParams {
+                job_id: Some(jobs[round % jobs.len()]),
+                limit: 4,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for run in runs {
+            let target = if round % 3 == 0 {
+                run.id
+            } else {
+                let steps = store
+                    .run_steps(RunStepsParams { run_id: run.id })
+                    .await
+                    .unwrap();
+                match steps.get(round % 4) {
+                    Some(step) => step.id,
+                    None => continue,
+                }
+            };
+            expected(
+                store
+                    .run_cancel(RunCancelParams {
+                        run_id: target,
+                        actor: "test".into(),
+                        now: Some(t0()),
+                    })
+                    .await,
+            );
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Workflows under every kind of writer at once (fires with `replace`, starts, claims,
+/// heartbeats, batches that finish plain runs and steps of several workflow runs, cancels of
+/// workflow runs and of steps, rescues, a delete): no deadlock, no other error; and no
+/// workflow run is left running with nothing left to run (a settle missed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workflow_writers_never_deadlock() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let store = pg.store.clone();
+    let other: Arc<dyn Store> = Arc::new(
+        kairos_store_postgres::PostgresStore::connect(pg.schema.config_as("other"))
+            .await
+            .unwrap(),
+    );
+    let diamond: &[(&str, &[&str])] = &[
+        ("a", &[]),
+        ("b", &["a"]),
+        ("c", &["a"]),
+        ("d", &["b", "c"]),
+        ("e", &[]),
+    ];
+    let mut jobs = Vec::new();
+    for spec in [
+        flow("w1", diamond),
+        kairos_store::conformance::spec("plain"),
+        flow("w2", diamond),
+    ] {
+        let job = store
+            .job_create(JobCreateParams {
+                spec,
+                next_fire_at: Some(t0()),
+                actor: "test".into(),
+                now: Some(t0()),
+            })
+            .await
+            .unwrap();
+        jobs.push(job.id);
+    }
+    let mut tasks = vec![
+        tokio::spawn(scheduler(store.clone(), jobs.clone())),
+        tokio::spawn(scheduler(
+            other.clone(),
+            jobs.iter().rev().copied().collect(),
+        )),
+        tokio::spawn(flow_meddler(store.clone(), jobs.clone())),
+        tokio::spawn(flow_meddler(other.clone(), jobs.clone())),
+    ];
+    for n in 0..4 {
+        let store = if n % 2 == 0 { &store } else { &other };
+        tasks.push(tokio::spawn(flow_worker(store.clone(), n)));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // A workflow run is running while (and only while) it has a step left to run: no settle
+    // was missed, and none ended a workflow run under a step still waiting.
+    for &job_id in &jobs {
+        let runs = store
+            .run_list(RunListParams {
+                job_id: Some(job_id),
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for run in runs {
+            let steps = store
+                .run_steps(RunStepsParams { run_id: run.id })
+                .await
+                .unwrap();
+            if steps.is_empty() {
+                continue; // not a started workflow run
+            }
+            let left = steps.iter().any(|s| {
+                matches!(
+                    s.state,
+                    RunState::Scheduled | RunState::Queued | RunState::Running
+                )
+            });
+            assert_eq!(
+                left,
+                run.state == RunState::Running,
+                "workflow run {} is {}: {steps:?}",
+                run.id,
+                run.state
+            );
+        }
+    }
+    // A workflow job goes with its runs and their steps, whatever state they are in.
+    store
+        .job_delete(JobDeleteParams {
+            namespace: "default".into(),
+            name: "w1".into(),
+            expected_version: None,
+            actor: "test".into(),
+            now: Some(t0()),
+        })
+        .await
+        .unwrap();
+}
+
+/// A batch that finishes a plain run R and a step S (of workflow run P) takes its locks in id
+/// order, R < P < S, as a fire's `replace` of both jobs does: locking P first (before R) would
+/// close a circle with a fire that holds R and waits for P. Run Q (R < Q < P) is held by
+/// another transaction so that the fire stops between R and P; the batch starts then, and
+/// must wait at R, holding nothing the fire needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_step_does_not_deadlock_with_a_replace() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let store = pg.store.clone();
+    let mut jobs = Vec::new();
+    for spec in [
+        kairos_store::conformance::spec("plain"),
+        flow("flow", &[("s", &[])]),
+    ] {
+        let job = store
+            .job_create(JobCreateParams {
+                spec,
+                next_fire_at: Some(t0()),
+                actor: "test".into(),
+                now: Some(t0()),
+            })
+            .await
+            .unwrap();
+        jobs.push(job.id);
+    }
+    let next = t0() + SignedDuration::from_secs(1);
+    let fire =
+        |job_id: JobId, runs: Vec<RunInsert>, expected: Timestamp, cancel: bool| JobFireParams {
+            job_id,
+            expected_next_fire_at: expected,
+            runs,
+            cancel_active: cancel,
+            max_active: None,
+            next_fire_at: Some(expected + SignedDuration::from_secs(1)),
+            now: Some(expected),
+        };
+    // R (due now) and Q (not due for an hour), then P.
+    let later = t0() + SignedDuration::from_hours(1);
+    let plain = store
+        .job_fire(fire(
+            jobs[0],
+            vec![
+                insert(t0(), false),
+                RunInsert {
+                    run_at: later,
+                    ..insert(later, false)
+                },
+            ],
+            t0(),
+            false,
+        ))
+        .await
+        .unwrap();
+    let [(r, _), (q, _)] = plain.inserted[..] else {
+        panic!("two runs: {:?}", plain.inserted);
+    };
+    store
+        .job_fire(fire(jobs[1], vec![insert(t0(), false)], t0(), false))
+        .await
+        .unwrap();
+    let r_run = claim_one(&*store, "w", t0()).await;
+    assert_eq!(r_run.run.id, r);
+    let p_run = claim_one(&*store, "w", t0()).await;
+    assert!(
+        store
+            .workflow_start(WorkflowStartParams {
+                run_id: p_run.run.id,
+                lease_token: p_run.lease_token.clone(),
+                spec: p_run.job.spec.clone(),
+                now: Some(t0()),
+            })
+            .await
+            .unwrap()
+    );
+    let s_run = claim_one(&*store, "w", t0()).await;
+    assert_eq!(s_run.run.parent_id, Some(p_run.run.id));
+    assert!(r < q && q < p_run.run.id && p_run.run.id < s_run.run.id);
+
+    let url = pg.schema.config().url;
+    let (mut other, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (watch, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = other.transaction().await.unwrap();
+    let touch = format!(
+        "UPDATE {}.runs SET lease_expires_at = lease_expires_at WHERE id = $1",
+        pg.schema.name
+    );
+    tx.execute(&touch, &[&q]).await.unwrap();
+    let waiting = |n: i64| {
+        let watch = &watch;
+        let name = pg.schema.name.clone();
+        async move {
+            let sql = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE application_name = $1 AND wait_event_type = 'Lock'";
+            let mut polls = 0;
+            while watch
+                .query_one(sql, &[&name])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                < n
+            {
+                polls += 1;
+                assert!(polls < 1000, "never {n} waiting");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+
+    // The fire locks R, then waits for Q.
+    let replace = tokio::spawn({
+        let store = store.clone();
+        let fires = vec![
+            fire(jobs[0], vec![insert(next, false)], next, true),
+            fire(jobs[1], vec![insert(next, false)], next, true),
+        ];
+        async move { store.job_fire_many(&fires).await }
+    });
+    waiting(1).await;
+    // The batch: R and S (with P).
+    let batch = tokio::spawn({
+        let store = store.clone();
+        let finishes = vec![
+            step_finish(&s_run, "w", RunNext::Finish(RunState::Succeeded), t0()),
+            step_finish(&r_run, "w", RunNext::Finish(RunState::Succeeded), t0()),
+        ];
+        async move { store.run_finish_many(&finishes).await }
+    });
+    waiting(2).await;
+    tx.commit().await.unwrap();
+
+    let fired = replace.await.unwrap().expect("the fire applies");
+    assert!(fired.iter().all(|f| f.applied));
+    let held = batch.await.unwrap().expect("the batch applies");
+    assert_eq!(held, vec![true, true]);
+    // The replace asked P to stop; S's end then ended it.
+    let p = store
+        .run_get(RunGetParams { id: p_run.run.id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.state, RunState::Cancelled);
 }

@@ -115,6 +115,7 @@ async fn exclusive_runs_never_overlap_across_concurrent_claimers() {
                     let done = store
                         .run_finish(RunFinishParams {
                             run_id: c.run.id,
+                            parent_id: None,
                             lease_token: c.lease_token.clone(),
                             attempt: c.run.attempt,
                             node: format!("n{n}"),

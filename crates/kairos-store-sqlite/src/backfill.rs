@@ -48,7 +48,7 @@ pub(crate) fn create(
                 "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
                  execution, exclusive, created_at) \
                  VALUES (?1, ?2, ?2, 'scheduled', ?3, ?4, ?5, 0, ?6) \
-                 ON CONFLICT (job_id, scheduled_for) DO NOTHING",
+                 ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING",
                 params![
                     p.job_id,
                     micros(at),
@@ -91,10 +91,10 @@ pub(crate) fn held(conn: &Connection) -> StoreResult<Vec<HeldRuns>> {
     all(
         conn,
         "SELECT h.job_id, h.n, \
-           (SELECT count(*) FROM runs a WHERE a.job_id = h.job_id \
+           (SELECT count(*) FROM runs a WHERE a.job_id = h.job_id AND a.parent_id IS NULL \
               AND a.state IN ('queued', 'running')) \
-         FROM (SELECT job_id, count(*) AS n FROM runs WHERE state = 'scheduled' \
-               GROUP BY job_id) h \
+         FROM (SELECT job_id, count(*) AS n FROM runs \
+               WHERE state = 'scheduled' AND parent_id IS NULL GROUP BY job_id) h \
          ORDER BY h.job_id",
         [],
         |r| {
@@ -121,9 +121,9 @@ pub(crate) fn release(
         conn,
         "UPDATE runs SET state = 'queued', run_at = max(run_at, ?4) \
          WHERE id IN (SELECT id FROM runs WHERE job_id = ?1 AND state = 'scheduled' \
-             ORDER BY scheduled_for, id LIMIT ?2) \
+             AND parent_id IS NULL ORDER BY scheduled_for, id LIMIT ?2) \
            AND state = 'scheduled' \
-           AND (SELECT count(*) FROM runs a WHERE a.job_id = ?1 \
+           AND (SELECT count(*) FROM runs a WHERE a.job_id = ?1 AND a.parent_id IS NULL \
                   AND a.state IN ('queued', 'running')) = ?3 \
          RETURNING id",
         params![p.job_id, p.count, expected, micros(now)],

@@ -37,7 +37,7 @@ pub(crate) fn insert_run(
         "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
          execution, exclusive, reason, created_at, finished_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-         ON CONFLICT (job_id, scheduled_for) DO NOTHING",
+         ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING",
         params![
             job_id,
             micros(run.scheduled_for),
@@ -126,7 +126,7 @@ pub(crate) fn claim(
     let waiting = rows::all(
         conn,
         "SELECT r.job_id, r.id, r.run_at, \
-           EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running') \
+           EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.parent_id IS NULL AND x.state = 'running') \
          FROM runs r WHERE r.state = 'queued' AND r.exclusive = 1 AND r.run_at <= ?1",
         params![micros(horizon)],
         |r| {
@@ -151,11 +151,11 @@ pub(crate) fn claim(
          lease_expires_at = ?3, started_at = COALESCE(started_at, MAX(?4, run_at)), reason = NULL \
          WHERE id IN (SELECT r.id FROM runs r WHERE r.state = 'queued' AND r.run_at <= ?6 \
            AND (r.exclusive = 0 OR (r.id IN (SELECT value FROM json_each(?7)) \
-             AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.state = 'running'))) \
+             AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.parent_id IS NULL AND x.state = 'running'))) \
            ORDER BY r.run_at, r.id LIMIT ?5) \
          RETURNING id, job_id, '', '', scheduled_for, run_at, state, origin, attempt, \
            max_attempts, execution, exclusive, reason, node, lease_expires_at, cancel_requested, \
-           created_at, started_at, finished_at, exit_code",
+           created_at, started_at, finished_at, exit_code, parent_id, step, result, params",
         params![
             node,
             token,
@@ -168,6 +168,7 @@ pub(crate) fn claim(
         rows::run,
     )?;
     let mut jobs: HashMap<JobId, Job> = HashMap::new();
+    let mut flows: HashMap<RunId, kairos_core::JobSpec> = HashMap::new();
     let mut claimed = Vec::with_capacity(runs.len());
     let job_sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
     for mut run in runs {
@@ -183,6 +184,30 @@ pub(crate) fn claim(
         };
         run.namespace.clone_from(&job.spec.namespace);
         run.job_name.clone_from(&job.spec.name);
+        // A step runs as its workflow run started: with the document stored on that run.
+        let job = match run.parent_id {
+            None => job,
+            Some(parent) => {
+                let spec = match flows.get(&parent) {
+                    Some(spec) => spec.clone(),
+                    None => {
+                        let json: String = first(
+                            conn,
+                            "SELECT spec FROM runs WHERE id = ?1 AND spec IS NOT NULL",
+                            [parent],
+                            |r| col(r, 0),
+                        )?
+                        .ok_or_else(|| {
+                            StoreError::Internal(format!("workflow run {parent} has no document"))
+                        })?;
+                        let spec = kairos_store::workflow::parse_spec(&json)?;
+                        flows.insert(parent, spec.clone());
+                        spec
+                    }
+                };
+                Job { spec, ..job }
+            }
+        };
         claimed.push(ClaimedRun {
             run,
             lease_token: token.to_owned(),
@@ -260,6 +285,12 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
                 o.usage.map(|u| u.sys_cpu_us),
             ],
         )?;
+    }
+    // A step that ended (or went back to the queue cancelled) moves its workflow run on.
+    if let Some(parent) = p.parent_id
+        && !matches!(p.next, RunNext::Retry { .. })
+    {
+        crate::workflow::settle(conn, parent, now)?;
     }
     Ok(true)
 }

@@ -67,7 +67,7 @@ pub(crate) fn run_import(conn: &Connection, p: &RunImportParams) -> StoreResult<
              max_attempts, execution, exclusive, reason, node, cancel_requested, created_at, \
              started_at, finished_at, exit_code) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-             ON CONFLICT (job_id, scheduled_for) DO NOTHING",
+             ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING",
             params![
                 p.job_id,
                 micros(run.scheduled_for),

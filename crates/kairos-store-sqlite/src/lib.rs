@@ -2,7 +2,7 @@
 //!
 //! - Writes run in `BEGIN IMMEDIATE` transactions, so the single SQLite writer lock is taken up
 //!   front and two writers never deadlock upgrading from a read.
-//! - `(job_id, scheduled_for)` is unique and runs are inserted with `ON CONFLICT DO NOTHING`;
+//! - `(job_id, scheduled_for)` is unique among top-level runs and runs are inserted with `ON CONFLICT DO NOTHING`;
 //!   `job_fire` checks the job's `next_fire_at` fence, inserts the round's runs and advances
 //!   `next_fire_at` in one transaction. A crash at any point leaves either all of it or none.
 //! - The data directory is locked (`flock` on `kairos.lock`) so that two nodes never share one
@@ -20,5 +20,6 @@ mod import;
 mod open;
 mod rows;
 mod store;
+mod workflow;
 
 pub use open::{DB_FILE_NAME, SqliteStore, writer_connection};

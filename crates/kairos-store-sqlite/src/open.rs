@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kairos_store::{StoreError, StoreResult};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::db::Db;
 use crate::rows::internal;
@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_cluster.sql"),
     include_str!("../migrations/0005_exclusive_waiting_index.sql"),
     include_str!("../migrations/0006_held_runs_index.sql"),
+    include_str!("../migrations/0007_workflows.sql"),
 ];
 
 /// Reader connections (and threads).
@@ -246,13 +247,36 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     if applied == 0 {
         applied = adopt_earlier_bookkeeping(conn)?;
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+    if applied.max(0) as usize >= MIGRATIONS.len() {
+        return Ok(());
     }
-    Ok(())
+    // A migration that rebuilds a table drops the old one: with foreign keys on, that would
+    // delete what references it (`ON DELETE CASCADE`). They are off while migrations run (the
+    // pragma has no effect inside a transaction) and checked before each commit.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let result = (|| {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            let broken: Option<String> = tx
+                .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                .optional()?;
+            if let Some(table) = broken {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    Some(format!(
+                        "migration {} left a broken foreign key in `{table}`",
+                        i + 1
+                    )),
+                ));
+            }
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    })();
+    conn.pragma_update(None, "foreign_keys", true)?;
+    result
 }
 
 /// Stores created by Kairos 0.1 before this change recorded migrations in a

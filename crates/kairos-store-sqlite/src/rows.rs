@@ -109,7 +109,8 @@ pub(crate) fn job(row: &Row<'_>) -> StoreResult<Job> {
 pub(crate) const RUN_SELECT: &str = "SELECT r.id, r.job_id, j.namespace, j.name, \
      r.scheduled_for, r.run_at, r.state, r.origin, r.attempt, r.max_attempts, r.execution, \
      r.exclusive, r.reason, r.node, r.lease_expires_at, r.cancel_requested, r.created_at, \
-     r.started_at, r.finished_at, r.exit_code FROM runs r JOIN jobs j ON j.id = r.job_id";
+     r.started_at, r.finished_at, r.exit_code, r.parent_id, r.step, r.result, r.params \
+     FROM runs r JOIN jobs j ON j.id = r.job_id";
 
 fn text<'r>(row: &'r Row<'_>, i: usize) -> StoreResult<&'r str> {
     row.get_ref(i)
@@ -140,6 +141,10 @@ pub(crate) fn run(row: &Row<'_>) -> StoreResult<Run> {
         started_at: opt_instant(col(row, 17)?)?,
         finished_at: opt_instant(col(row, 18)?)?,
         exit_code: col(row, 19)?,
+        parent_id: col(row, 20)?,
+        step: col(row, 21)?,
+        result: col(row, 22)?,
+        params: col(row, 23)?,
     })
 }
 

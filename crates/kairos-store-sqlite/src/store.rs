@@ -109,7 +109,8 @@ fn version_conflict(p_ns: &str, p_name: &str, expected: i64, actual: i64) -> Sto
 fn withdraw_early_runs(conn: &Connection, job_id: JobId, now: i64) -> StoreResult<()> {
     exec(
         conn,
-        "DELETE FROM runs WHERE job_id = ?1 AND origin = 'schedule' AND scheduled_for > ?2 \
+        "DELETE FROM runs WHERE job_id = ?1 AND parent_id IS NULL AND origin = 'schedule' \
+         AND scheduled_for > ?2 \
          AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
            OR (state = 'running' AND attempt = 1 AND started_at > ?2))",
         params![job_id, now],
@@ -140,8 +141,20 @@ pub(crate) fn cancel_active_runs(
         conn,
         "UPDATE runs SET cancel_requested = 1 WHERE job_id = ?1 AND state = 'running' \
            AND scheduled_for NOT IN (SELECT value FROM json_each(?2))",
-        params![job_id, keep],
+        params![job_id, keep.clone()],
     )?;
+    // Workflow runs asked to stop: their steps above were cancelled or asked to stop; each
+    // ends now if none of its steps is running.
+    let flows = all(
+        conn,
+        "SELECT id FROM runs WHERE job_id = ?1 AND parent_id IS NULL AND state = 'running' \
+           AND spec IS NOT NULL AND scheduled_for NOT IN (SELECT value FROM json_each(?2))",
+        params![job_id, keep],
+        |r| col::<i64>(r, 0),
+    )?;
+    for id in flows {
+        crate::workflow::settle(conn, id, now)?;
+    }
     Ok(())
 }
 
@@ -587,13 +600,15 @@ impl Store for SqliteStore {
                     token: String,
                     node: Option<String>,
                     started: Option<i64>,
+                    parent: Option<i64>,
                     run: ExpiredRun,
                 }
                 let expired = all(
                     tx,
                     "SELECT id, lease_token, attempt, max_attempts, execution, node, started_at, \
-                     cancel_requested FROM runs \
-                     WHERE state = 'running' AND (lease_expires_at < ?1 OR node = ?2) \
+                     cancel_requested, parent_id FROM runs \
+                     WHERE state = 'running' AND lease_token IS NOT NULL \
+                       AND (lease_expires_at < ?1 OR node = ?2) \
                      ORDER BY lease_expires_at LIMIT ?3",
                     params![now, p.orphaned_node, i64::from(p.limit.max(1))],
                     |r| {
@@ -603,6 +618,7 @@ impl Store for SqliteStore {
                             token: col::<Option<String>>(r, 1)?.unwrap_or_default(),
                             node: col(r, 5)?,
                             started,
+                            parent: col(r, 8)?,
                             run: ExpiredRun {
                                 attempt: col::<u32>(r, 2)?,
                                 max_attempts: col::<u32>(r, 3)?,
@@ -667,6 +683,12 @@ impl Store for SqliteStore {
                     if let Some(list) = list {
                         list.push(run.id);
                     }
+                    // A step that ended moves its workflow run on.
+                    if let Some(parent) = run.parent
+                        && state != "queued"
+                    {
+                        crate::workflow::settle(tx, parent, instant(now)?)?;
+                    }
                 }
                 Ok(report)
             })
@@ -680,6 +702,15 @@ impl Store for SqliteStore {
             .write(move |tx| {
                 let run = fetch_run(tx, p.run_id)?.ok_or(StoreError::RunNotFound(p.run_id))?;
                 let changed = match run.state {
+                    // A workflow run's step waiting for its upstream steps is not cancelled on
+                    // its own: cancel the workflow run.
+                    RunState::Scheduled if run.parent_id.is_some() => {
+                        return Err(StoreError::InvalidRunState {
+                            run_id: p.run_id,
+                            state: "waiting for its upstream steps".into(),
+                            action: "cancelled",
+                        });
+                    }
                     RunState::Scheduled | RunState::Queued => exec(
                         tx,
                         "UPDATE runs SET state = 'cancelled', finished_at = ?1, \
@@ -708,6 +739,13 @@ impl Store for SqliteStore {
                         action: "cancelled",
                     });
                 }
+                if run.state == RunState::Running && run.parent_id.is_none() {
+                    // A workflow run (nothing for a plain run).
+                    crate::workflow::cancel(tx, p.run_id, at)?;
+                }
+                if let Some(parent) = run.parent_id {
+                    crate::workflow::settle(tx, parent, at)?;
+                }
                 let change = Change::job(
                     &p.actor,
                     AuditAction::RunCancel,
@@ -716,6 +754,34 @@ impl Store for SqliteStore {
                 );
                 audit(tx, change.run(run.id), at)?;
                 fetch_run(tx, p.run_id)?.ok_or(StoreError::RunNotFound(p.run_id))
+            })
+            .await
+    }
+
+    async fn workflow_start(&self, p: WorkflowStartParams) -> StoreResult<bool> {
+        self.db
+            .write(move |tx| crate::workflow::start(tx, &p, now_or(p.now)))
+            .await
+    }
+
+    async fn run_steps(&self, p: RunStepsParams) -> StoreResult<Vec<Run>> {
+        self.db
+            .read(move |conn| crate::workflow::steps(conn, p.run_id))
+            .await
+    }
+
+    async fn run_document(&self, p: RunStepsParams) -> StoreResult<Option<kairos_core::JobSpec>> {
+        self.db
+            .read(move |conn| {
+                let json: Option<String> = first(
+                    conn,
+                    "SELECT spec FROM runs WHERE id = ?1 AND spec IS NOT NULL",
+                    [p.run_id],
+                    |r| col(r, 0),
+                )?;
+                json.as_deref()
+                    .map(kairos_store::workflow::parse_spec)
+                    .transpose()
             })
             .await
     }
@@ -735,7 +801,7 @@ impl Store for SqliteStore {
                 all(
                     conn,
                     &format!(
-                        "{RUN_SELECT} WHERE (?1 IS NULL OR r.job_id = ?1) \
+                        "{RUN_SELECT} WHERE r.parent_id IS NULL AND (?1 IS NULL OR r.job_id = ?1) \
                          AND (?2 IS NULL OR j.namespace IN (SELECT value FROM json_each(?2))) \
                          AND (?3 IS NULL OR r.state = ?3) \
                          AND (?4 IS NULL OR r.id < ?4) ORDER BY r.id DESC LIMIT ?5"
@@ -918,7 +984,7 @@ pub(crate) fn active_count(conn: &Connection, job_id: JobId) -> StoreResult<u64>
         conn,
         // The condition of the `runs_job_active` index, word for word, so the planner uses it.
         "SELECT COUNT(*) FROM runs WHERE job_id = ?1 \
-         AND (state = 'scheduled' OR state = 'queued' OR state = 'running')",
+         AND parent_id IS NULL AND (state = 'scheduled' OR state = 'queued' OR state = 'running')",
         [job_id],
         |r| col(r, 0),
     )?

@@ -25,7 +25,7 @@ async fn create(store: &SqliteStore, name: &str) {
 }
 
 /// The schema version this Kairos writes: the number of migrations.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
@@ -114,8 +114,51 @@ async fn a_store_at_the_first_schema_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.db");
     write_first_schema(&path, "PRAGMA user_version = 1");
+    // A run with an attempt, and a later run since deleted: the rebuild of `runs` for
+    // workflows keeps the first with its attempt, and never hands out the second's id again.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "INSERT INTO runs (id, job_id, scheduled_for, run_at, state, origin, attempt, \
+           max_attempts, execution, created_at) \
+         VALUES (1, 1, 0, 0, 'succeeded', 'schedule', 1, 1, 'at_least_once', 0), \
+                (7, 1, 60, 60, 'queued', 'schedule', 0, 1, 'at_least_once', 0); \
+         INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, status) \
+         VALUES (1, 1, 'n', 0, 1, 'succeeded'); \
+         DELETE FROM runs WHERE id = 7;",
+    )
+    .unwrap();
+    drop(conn);
     let store = SqliteStore::open_file(&path).await.unwrap();
     assert_old_job_readable(&store).await;
+    let kept = store
+        .run_get(kairos_store::RunGetParams { id: 1 })
+        .await
+        .unwrap()
+        .expect("the run is kept");
+    assert_eq!(kept.state, kairos_core::run::RunState::Succeeded);
+    let attempts = store
+        .attempt_list(kairos_store::AttemptListParams { run_id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 1, "its attempt is kept");
+    let new = store
+        .run_insert(kairos_store::RunInsertParams {
+            job_id: 1,
+            run: kairos_store::RunInsert {
+                scheduled_for: jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_mins(2),
+                run_at: jiff::Timestamp::UNIX_EPOCH,
+                origin: kairos_core::run::RunOrigin::Manual,
+                skip: None,
+                exclusive: false,
+                max_attempts: 1,
+                execution: kairos_core::spec::ExecutionMode::AtLeastOnce,
+            },
+            actor: "test".into(),
+            now: None,
+        })
+        .await
+        .unwrap();
+    assert!(new.id > 7, "run ids are not reused: {}", new.id);
     store.close().await;
     assert_eq!(user_version(&path), SCHEMA_VERSION);
 
@@ -123,7 +166,8 @@ async fn a_store_at_the_first_schema_is_migrated() {
     for state in ["running", "queued"] {
         let plan: Vec<String> = conn
             .prepare(&format!(
-                "EXPLAIN QUERY PLAN SELECT 1 FROM runs WHERE job_id = 1 AND state = '{state}'"
+                "EXPLAIN QUERY PLAN SELECT 1 FROM runs WHERE job_id = 1 AND parent_id IS NULL \
+                 AND state = '{state}'"
             ))
             .unwrap()
             .query_map([], |r| r.get::<_, String>(3))

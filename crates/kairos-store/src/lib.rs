@@ -6,7 +6,8 @@
 //! file only calls it.
 //!
 //! Invariants every backend keeps:
-//! 1. Runs are unique on `(job_id, scheduled_for)`: a second insert for the same key is a no-op.
+//! 1. Top-level runs are unique on `(job_id, scheduled_for)`: a second insert for the same key is
+//!    a no-op. A workflow run's step runs share its due time and are unique on `(parent_id, step)`.
 //! 2. `job_fire` creates a round's runs and advances `next_fire_at` in one transaction, fenced by
 //!    the expected `next_fire_at`, so a crash or a second scheduler neither loses nor repeats a
 //!    due time.
@@ -24,6 +25,7 @@ pub mod conformance;
 mod error;
 mod model;
 mod store;
+pub mod workflow;
 
 pub use audit::AuditRecord;
 pub use changes::Change;

@@ -56,6 +56,22 @@ pub struct Run {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub exit_code: Option<i32>,
+    /// For a step run: its workflow run. `None` for a top-level run.
+    pub parent_id: Option<RunId>,
+    /// For a step run: the step's name.
+    pub step: Option<String>,
+    /// For a step run: the JSON document the step wrote to `KAIROS_RESULT`.
+    pub result: Option<String>,
+    /// The JSON object given to a manual trigger (`KAIROS_PARAMS`); a step run reads its
+    /// workflow run's.
+    pub params: Option<String>,
+}
+
+impl Run {
+    /// A workflow run's step.
+    pub fn is_step(&self) -> bool {
+        self.parent_id.is_some()
+    }
 }
 
 /// One execution of a run.

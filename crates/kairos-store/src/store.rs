@@ -219,6 +219,24 @@ pub struct RunReleaseParams {
     pub now: Option<Timestamp>,
 }
 
+/// Starts a claimed workflow run: records the document it runs (`spec`, the job as claimed),
+/// creates one step run per step (`scheduled`) and queues those whose rule holds (the roots),
+/// and drops the run's lease (a workflow run is not executed by a worker: its steps are). Fenced
+/// by the lease token.
+#[derive(Debug, Clone)]
+pub struct WorkflowStartParams {
+    pub run_id: RunId,
+    pub lease_token: String,
+    pub spec: JobSpec,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunStepsParams {
+    /// The workflow run.
+    pub run_id: RunId,
+}
+
 #[derive(Debug, Clone)]
 pub struct RunClaimParams {
     pub node: String,
@@ -301,6 +319,9 @@ pub enum RunNext {
 #[derive(Debug, Clone)]
 pub struct RunFinishParams {
     pub run_id: RunId,
+    /// The workflow run of a step run (the claimed run's `parent_id`): settled in the same
+    /// transaction when the step ends.
+    pub parent_id: Option<RunId>,
     pub lease_token: String,
     /// The attempt being recorded: the claimed run's `attempt`. The lease token fences it, so
     /// the store records it as given instead of reading it back.
@@ -497,9 +518,27 @@ pub trait Store: Send + Sync + 'static {
     /// that has already used `max_attempts + 2` attempts is `lost` too, so a task that keeps
     /// killing its worker does not loop forever.
     async fn run_rescue(&self, p: RunRescueParams) -> StoreResult<RescueReport>;
+    /// Starts a claimed workflow run (see [`WorkflowStartParams`]). False: the lease was lost
+    /// and nothing was written.
+    ///
+    /// From then on the backend keeps the workflow run moving in the transactions that change
+    /// its steps: whenever a step run ends (finish, rescue, cancel), the same transaction reads
+    /// the run's steps under a lock of the workflow run's row (taken before the step's own row,
+    /// by every writer, so that two steps ending at once cannot both miss the other) and applies
+    /// [`crate::workflow::settle`]: it queues the steps whose rule now holds, ends those whose
+    /// rule cannot, and ends the workflow run with its last step.
+    async fn workflow_start(&self, p: WorkflowStartParams) -> StoreResult<bool>;
+    /// The step runs of a workflow run, in step order (empty for a plain run).
+    async fn run_steps(&self, p: RunStepsParams) -> StoreResult<Vec<Run>>;
+    /// The job document a workflow run started with (`None`: not a workflow run, or not
+    /// started yet).
+    async fn run_document(&self, p: RunStepsParams) -> StoreResult<Option<JobSpec>>;
     /// Cancels a queued run at once; asks the worker of a running run to stop it (audited).
+    /// Cancelling a workflow run cancels its steps that have not started, asks its running
+    /// steps to stop, and ends it `cancelled` with its last running step.
     async fn run_cancel(&self, p: RunCancelParams) -> StoreResult<Run>;
     async fn run_get(&self, p: RunGetParams) -> StoreResult<Option<Run>>;
+    /// Top-level runs (a workflow run's steps are listed by [`Store::run_steps`]).
     async fn run_list(&self, p: RunListParams) -> StoreResult<Vec<Run>>;
     /// Attempts of a run, oldest first.
     async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>>;

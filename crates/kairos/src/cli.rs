@@ -206,11 +206,14 @@ pub enum RunCmd {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Show a run and its attempts.
+    /// Show a run and its attempts; a workflow run's steps as a tree.
     Get { id: i64 },
     /// Print a run's output.
     Logs {
         id: i64,
+        /// Of this step of a workflow run.
+        #[arg(long)]
+        step: Option<String>,
         /// Keep printing while the run is active.
         #[arg(long, short = 'f')]
         follow: bool,

@@ -327,3 +327,105 @@ async fn job_and_run_commands() {
         stderr(&unreachable)
     );
 }
+
+/// A workflow run from the CLI: `run get` shows its steps as a tree (indented by depth, with
+/// what each waits for), `run logs --step` prints one step's output; `job backfill` lists a
+/// dry run's due times and creates them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_runs_and_backfills_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let url = server.url.clone();
+    let job_file = dir.path().join("flow.json");
+    std::fs::write(
+        &job_file,
+        r#"{"name": "flow", "triggers": [{"cron": "0 2 * * *"}], "steps": [
+            {"name": "extract", "task": {"kind": "shell", "script": "echo extracted"}},
+            {"name": "load", "depends_on": ["extract"], "task": {"kind": "shell", "script": "echo loaded"}},
+            {"name": "report", "depends_on": ["load"], "trigger_rule": "all_done",
+             "task": {"kind": "shell", "script": "echo reported"}}]}"#,
+    )
+    .unwrap();
+    let created = kairos(
+        &["job", "create", "-f", job_file.to_str().unwrap()],
+        Some(&url),
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let triggered = kairos(&["job", "trigger", "flow", "--json"], Some(&url));
+    let run: Value = serde_json::from_slice(&triggered.stdout).unwrap();
+    let id = run["id"].as_i64().unwrap();
+    server.wait_for_run_state(60, id, "succeeded").await;
+    let get = kairos(&["run", "get", &id.to_string()], Some(&url));
+    let text = stdout(&get);
+    let lines: Vec<&str> = text.lines().collect();
+    let row = |step: &str| {
+        *lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(step))
+            .unwrap_or_else(|| panic!("no row for {step} in:\n{text}"))
+    };
+    assert!(row("extract").starts_with("extract"), "{text}");
+    assert!(row("load").starts_with("  load"), "{text}");
+    assert!(row("report").starts_with("    report"), "{text}");
+    assert!(row("report").contains("load (all_done)"), "{text}");
+    assert!(row("load").contains("succeeded"), "{text}");
+    let logs = kairos(
+        &["run", "logs", &id.to_string(), "--step", "load"],
+        Some(&url),
+    );
+    assert!(stdout(&logs).contains("loaded"), "{}", stdout(&logs));
+    assert!(!stdout(&logs).contains("extracted"), "{}", stdout(&logs));
+    let missing = kairos(
+        &["run", "logs", &id.to_string(), "--step", "nope"],
+        Some(&url),
+    );
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("no step `nope`"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let dry = kairos(
+        &[
+            "job",
+            "backfill",
+            "flow",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-01-03T23:00:00Z",
+            "--dry-run",
+        ],
+        Some(&url),
+    );
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let out = stdout(&dry);
+    for day in ["2026-01-01", "2026-01-02", "2026-01-03"] {
+        assert!(out.contains(day), "{out}");
+    }
+    assert_eq!(
+        server.runs("flow").await.len(),
+        1,
+        "a dry run writes nothing"
+    );
+    let backfill = kairos(
+        &[
+            "job",
+            "backfill",
+            "flow",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-01-03T23:00:00Z",
+        ],
+        Some(&url),
+    );
+    assert!(backfill.status.success(), "{}", stderr(&backfill));
+    server
+        .wait_for(60, "three backfilled workflow runs to succeed", || async {
+            let runs = server.runs("flow").await;
+            (runs.len() == 4 && runs.iter().all(|r| r["state"] == "succeeded")).then_some(())
+        })
+        .await;
+}

@@ -8,7 +8,7 @@ use kairos_core::policy::RetryDecision;
 use kairos_core::run::{AttemptOutcome, AttemptStatus, RunState};
 use kairos_core::spec::ExecutionMode;
 use kairos_exec::{ExecRequest, Executor, OutputBuffer, RunContext};
-use kairos_store::{ClaimedRun, RunFinishParams, RunNext};
+use kairos_store::{ClaimedRun, RunFinishParams, RunNext, WorkflowStartParams};
 
 use super::completer::Completer;
 use super::leases::{Lease, Leases, StopCause};
@@ -85,32 +85,61 @@ impl Attempt {
             lease: lease.clone(),
             output: output.clone(),
         };
-        let (outcome, plan) = match self.ctx.plans.get(&c.job) {
+        // A workflow run is not executed here: its steps are queued, to run on any worker.
+        if run.parent_id.is_none() && !c.job.spec.steps.is_empty() && !never_started {
+            self.start_workflow(&c).await;
+            drop(held);
+            drop(slot);
+            self.ctx.worker_wake.notify_one();
+            return;
+        }
+        // A step runs as the plain job its step makes of the workflow's document.
+        let step_spec = run.step.as_ref().map(|step| {
+            c.job.spec.step_job(step).ok_or_else(|| {
+                kairos_core::ValidationErrors::single(
+                    "steps",
+                    format!("the workflow has no step `{step}`"),
+                )
+            })
+        });
+        let planned = match &step_spec {
+            None => self.ctx.plans.get(&c.job).map(|plan| (plan, &c.job.spec)),
+            Some(Ok(spec)) => spec.validate().map(|plan| (Arc::new(plan), spec)),
+            Some(Err(e)) => Err(e.clone()),
+        };
+        let (outcome, plan) = match planned {
             // Stopped while waiting for its due time: it never starts.
-            Ok(plan) if never_started => (
+            Ok((plan, _)) if never_started => (
                 AttemptOutcome::from_status(AttemptStatus::Cancelled),
                 Some(plan),
             ),
-            Ok(plan) => {
-                let req = ExecRequest {
-                    task: c.job.spec.task.clone(),
-                    hooks: c.job.spec.hooks.clone(),
-                    timeout: plan.timeout,
-                    kill_grace: plan.kill_grace,
-                    expected_exit_codes: c.job.spec.expected_exit_codes.clone(),
-                    context: RunContext {
-                        job: job.clone(),
-                        namespace: ns.clone(),
-                        run_id: run.id,
-                        attempt: run.attempt,
-                        scheduled_for: run.scheduled_for,
-                    },
-                    output: output.clone(),
-                    cancel: lease.cancel.clone(),
-                    kill: lease.kill.clone(),
-                };
-                (self.executor.execute(req).await, Some(plan))
-            }
+            Ok((plan, spec)) => match spec.task.clone() {
+                // A workflow's document without steps cannot validate; kept for safety.
+                None => (
+                    AttemptOutcome::error("the job has no task".to_owned()),
+                    None,
+                ),
+                Some(task) => {
+                    let req = ExecRequest {
+                        task,
+                        hooks: spec.hooks.clone(),
+                        timeout: plan.timeout,
+                        kill_grace: plan.kill_grace,
+                        expected_exit_codes: spec.expected_exit_codes.clone(),
+                        context: RunContext {
+                            job: job.clone(),
+                            namespace: ns.clone(),
+                            run_id: run.id,
+                            attempt: run.attempt,
+                            scheduled_for: run.scheduled_for,
+                        },
+                        output: output.clone(),
+                        cancel: lease.cancel.clone(),
+                        kill: lease.kill.clone(),
+                    };
+                    (self.executor.execute(req).await, Some(plan))
+                }
+            },
             Err(e) => (
                 AttemptOutcome::error(format!("job no longer validates: {e}")),
                 None,
@@ -161,6 +190,7 @@ impl Attempt {
                 .completer
                 .finish(RunFinishParams {
                     run_id: run.id,
+                    parent_id: run.parent_id,
                     lease_token: c.lease_token.clone(),
                     attempt: run.attempt,
                     node: self.ctx.node.clone(),
@@ -181,6 +211,30 @@ impl Attempt {
         } else {
             // A run behind this one (an exclusive run) may be claimable now.
             self.slot_wake.notify_one();
+        }
+    }
+
+    /// Starts a claimed workflow run: its steps are created and the first ones queued, and its
+    /// lease is dropped (the workflow run ends with its last step, in the store). A failure
+    /// leaves the lease to expire: the run is rescued and started again.
+    async fn start_workflow(&self, c: &ClaimedRun) {
+        let started = self.ctx.store.workflow_start(WorkflowStartParams {
+            run_id: c.run.id,
+            lease_token: c.lease_token.clone(),
+            spec: c.job.spec.clone(),
+            now: self.ctx.clock.store_now(),
+        });
+        match started.await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    run_id = c.run.id,
+                    "workflow run not started: its lease was lost"
+                );
+            }
+            Err(e) => {
+                tracing::error!(run_id = c.run.id, error = %e, "starting a workflow run failed; it is retried when its lease expires");
+            }
         }
     }
 

@@ -75,6 +75,7 @@ pub async fn run_claim_lease_and_finish(store: Arc<dyn Store>) {
         store
             .run_finish(RunFinishParams {
                 run_id: c.run.id,
+                parent_id: None,
                 lease_token: c.lease_token.clone(),
                 attempt: c.run.attempt,
                 node: "n1".into(),
@@ -230,6 +231,7 @@ pub async fn run_finish_stores_any_output(store: Arc<dyn Store>) {
     let applied = store
         .run_finish(RunFinishParams {
             run_id: c.run.id,
+            parent_id: None,
             lease_token: c.lease_token.clone(),
             attempt: c.run.attempt,
             node: "n1".into(),
@@ -280,6 +282,7 @@ pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
     );
     let params = |c: &ClaimedRun, token: &str, next: RunNext| RunFinishParams {
         run_id: c.run.id,
+        parent_id: None,
         lease_token: token.into(),
         attempt: c.run.attempt,
         node: "n1".into(),

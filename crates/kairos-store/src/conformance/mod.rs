@@ -8,7 +8,7 @@
 //! withdrawal of early runs), [`fire`] (scheduling rounds, the `next_fire_at` fence), [`claim`],
 //! [`lease`] (heartbeat and finish, fenced by the lease token), [`rescue`] (expired leases),
 //! [`runs`] (trigger-now, bulk insert, cancel, lists), [`backfill`] (held runs and their
-//! release), [`auth`] (tokens, audit log) and
+//! release), [`workflow`] (step runs and how their ends move a workflow run on), [`auth`] (tokens, audit log) and
 //! [`cluster`] (leadership, node registry, the store's clock). This module holds the macro and
 //! the helpers the cases share; every case is re-exported here, so that the macro names it as
 //! `$crate::conformance::<case>`.
@@ -41,6 +41,7 @@ pub mod lease;
 mod notify;
 pub mod rescue;
 pub mod runs;
+pub mod workflow;
 
 pub use auth::*;
 pub use backfill::*;
@@ -52,6 +53,7 @@ pub use lease::*;
 pub use notify::*;
 pub use rescue::*;
 pub use runs::*;
+pub use workflow::*;
 
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating to
 /// an async closure (or fn) returning `Arc<dyn Store>`.
@@ -94,6 +96,15 @@ macro_rules! conformance_tests {
             // cluster
             leader_terms_are_fenced, leader_concurrent_candidates_agree_on_one_per_term,
             nodes_join_refresh_leave_and_expire, the_store_clock_rules_without_now,
+            // workflow
+            workflow_start_creates_steps_and_queues_the_roots,
+            workflow_step_ends_move_the_run_on,
+            workflow_run_succeeds_when_every_step_succeeds_or_is_skipped,
+            workflow_max_concurrent_steps_holds_ready_steps_back,
+            workflow_concurrent_step_ends_queue_the_join_once,
+            workflow_cancel_stops_its_steps_and_ends_with_the_last,
+            workflow_rescued_step_moves_the_run_on,
+            workflow_cancelled_before_its_start_leaves_no_step_waiting,
             // notify
             changes_are_announced_on_the_feed,
         );
@@ -231,6 +242,7 @@ async fn finish(store: &Arc<dyn Store>, c: &ClaimedRun, next: RunNext, now: Time
     store
         .run_finish(RunFinishParams {
             run_id: c.run.id,
+            parent_id: None,
             lease_token: c.lease_token.clone(),
             attempt: c.run.attempt,
             node: "n1".into(),

@@ -40,8 +40,61 @@ pub struct Step {
     pub action: Action,
     pub namespace: String,
     pub name: String,
+    /// For a workflow created or updated: the steps added, changed or removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepChange>,
     #[serde(skip)]
     pub spec: Option<JobSpec>,
+}
+
+/// One step of a workflow that a plan adds, changes or removes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepChange {
+    pub change: Change,
+    pub step: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Add,
+    Change,
+    Remove,
+}
+
+/// The steps `new` adds, changes or removes compared with `old` (`None`: a new job), in the
+/// order of `new`'s steps, then the removed ones in `old`'s order.
+fn step_changes(old: Option<&JobSpec>, new: &JobSpec) -> Vec<StepChange> {
+    let before: BTreeMap<&str, &kairos_core::workflow::StepSpec> = old
+        .map(|o| o.steps.iter().map(|s| (s.name.as_str(), s)).collect())
+        .unwrap_or_default();
+    let mut out: Vec<StepChange> = new
+        .steps
+        .iter()
+        .filter_map(|s| {
+            let change = match before.get(s.name.as_str()) {
+                None => Change::Add,
+                Some(was) if *was != s => Change::Change,
+                Some(_) => return None,
+            };
+            Some(StepChange {
+                change,
+                step: s.name.clone(),
+            })
+        })
+        .collect();
+    if let Some(old) = old {
+        out.extend(
+            old.steps
+                .iter()
+                .filter(|s| !new.steps.iter().any(|n| n.name == s.name))
+                .map(|s| StepChange {
+                    change: Change::Remove,
+                    step: s.name.clone(),
+                }),
+        );
+    }
+    out
 }
 
 /// Parses and validates the file's job documents, reporting every problem at `jobs[i].…`.
@@ -121,7 +174,8 @@ pub fn plan(desired: &[JobSpec], current: &[(JobSpec, i64)], prune: bool) -> Vec
         .collect();
     let mut steps = Vec::new();
     for spec in desired {
-        let action = match by_key.get(&(spec.namespace.as_str(), spec.name.as_str())) {
+        let existing = by_key.get(&(spec.namespace.as_str(), spec.name.as_str()));
+        let action = match existing {
             None => Action::Create,
             Some((existing, version))
                 if (*existing).clone().with_defaults() == spec.clone().with_defaults() =>
@@ -132,10 +186,15 @@ pub fn plan(desired: &[JobSpec], current: &[(JobSpec, i64)], prune: bool) -> Vec
                 from_version: *version,
             },
         };
+        let changes = match action {
+            Action::Unchanged { .. } => Vec::new(),
+            _ => step_changes(existing.map(|(e, _)| *e), spec),
+        };
         steps.push(Step {
             action,
             namespace: spec.namespace.clone(),
             name: spec.name.clone(),
+            steps: changes,
             spec: Some(spec.clone()),
         });
     }
@@ -151,6 +210,7 @@ pub fn plan(desired: &[JobSpec], current: &[(JobSpec, i64)], prune: bool) -> Vec
                     action: Action::Delete { version: *version },
                     namespace: (*ns).into(),
                     name: (*name).into(),
+                    steps: Vec::new(),
                     spec: None,
                 });
             }
@@ -160,6 +220,19 @@ pub fn plan(desired: &[JobSpec], current: &[(JobSpec, i64)], prune: bool) -> Vec
 }
 
 fn describe(step: &Step) -> String {
+    let mut line = describe_job(step);
+    for c in &step.steps {
+        let mark = match c.change {
+            Change::Add => '+',
+            Change::Change => '~',
+            Change::Remove => '-',
+        };
+        line.push_str(&format!("\n    {mark} step {}", c.step));
+    }
+    line
+}
+
+fn describe_job(step: &Step) -> String {
     let key = format!("{}/{}", step.namespace, step.name);
     match step.action {
         Action::Create => format!("create     {key}"),
@@ -310,6 +383,41 @@ mod tests {
         assert_eq!(no_prune.len(), 2);
         let same = plan(&[spec("b", "echo old")], &current, false);
         assert_eq!(same[0].action, Action::Unchanged { version: 4 });
+    }
+
+    fn flow(steps: Value) -> JobSpec {
+        JobSpec::from_value(json!({"name": "flow", "steps": steps})).unwrap()
+    }
+
+    #[test]
+    fn plans_show_the_steps_a_workflow_adds_changes_and_removes() {
+        let task = |script: &str| json!({"kind": "shell", "script": script});
+        let old = flow(json!([
+            {"name": "extract", "task": task("e")},
+            {"name": "transform", "depends_on": ["extract"], "task": task("t")},
+            {"name": "gone", "task": task("g")},
+        ]));
+        let new = flow(json!([
+            {"name": "extract", "task": task("e")},
+            {"name": "transform", "depends_on": ["extract"], "task": task("t2")},
+            {"name": "load", "depends_on": ["transform"], "task": task("l")},
+        ]));
+        let steps = plan(std::slice::from_ref(&new), &[(old, 3)], false);
+        assert_eq!(steps[0].action, Action::Update { from_version: 3 });
+        assert_eq!(
+            describe(&steps[0]),
+            "update     default/flow (version 3 -> 4)\n    ~ step transform\n    + step load\n    - step gone"
+        );
+        let json = serde_json::to_value(&steps[0]).unwrap();
+        assert_eq!(
+            json["steps"][0],
+            json!({"change": "change", "step": "transform"})
+        );
+        // A new workflow lists its steps; an unchanged one lists none.
+        let created = plan(std::slice::from_ref(&new), &[], false);
+        assert_eq!(created[0].steps.len(), 3);
+        let same = plan(std::slice::from_ref(&new), &[(new.clone(), 4)], false);
+        assert!(same[0].steps.is_empty());
     }
 
     #[test]

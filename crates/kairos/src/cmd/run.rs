@@ -124,8 +124,21 @@ pub async fn run(client: &Client, namespace: &str, json: bool, cmd: RunCmd) -> a
                     &rows,
                 );
             }
+            if let Some(steps) = run["steps"].as_array() {
+                println!();
+                print_steps(steps);
+            }
         }
-        RunCmd::Logs { id, follow } => {
+        RunCmd::Logs { id, step, follow } => {
+            let id = match step {
+                None => id,
+                Some(step) => {
+                    let run: Value = client
+                        .json(Method::GET, &format!("/api/v1/runs/{id}"), None)
+                        .await?;
+                    step_run_id(&run, &step)?
+                }
+            };
             let path = format!(
                 "/api/v1/runs/{id}/output{}",
                 if follow { "?follow=true" } else { "" }
@@ -156,4 +169,91 @@ pub async fn run(client: &Client, namespace: &str, json: bool, cmd: RunCmd) -> a
         }
     }
     Ok(())
+}
+
+/// The run id of step `name` of a workflow run.
+fn step_run_id(run: &Value, name: &str) -> anyhow::Result<i64> {
+    let steps = run["steps"].as_array().ok_or_else(|| {
+        anyhow::anyhow!("run {} is not a workflow run: it has no steps", run["id"])
+    })?;
+    steps
+        .iter()
+        .find(|s| s["step"] == name)
+        .and_then(|s| s["run_id"].as_i64())
+        .ok_or_else(|| {
+            let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
+            anyhow::anyhow!(
+                "run {} has no step `{name}`; its steps: {}",
+                run["id"],
+                names.join(", ")
+            )
+        })
+}
+
+/// A workflow run's steps as a tree: each step indented by its depth (the longest chain of
+/// steps before it), in step order within a depth, with what it waits for.
+fn print_steps(steps: &[Value]) {
+    let names: Vec<&str> = steps
+        .iter()
+        .map(|s| s["step"].as_str().unwrap_or_default())
+        .collect();
+    let deps = |s: &Value| -> Vec<String> {
+        s["depends_on"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Depths by relaxation: the document is acyclic, so this settles within `steps.len()` rounds.
+    let mut depth = vec![0usize; steps.len()];
+    for _ in 0..steps.len() {
+        let mut changed = false;
+        for (i, s) in steps.iter().enumerate() {
+            for d in deps(s) {
+                if let Some(j) = names.iter().position(|n| *n == d)
+                    && depth[i] < depth[j] + 1
+                {
+                    depth[i] = depth[j] + 1;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut order: Vec<usize> = (0..steps.len()).collect();
+    order.sort_by_key(|&i| (depth[i], i));
+    let rows: Vec<Vec<String>> = order
+        .iter()
+        .map(|&i| {
+            let s = &steps[i];
+            let after = deps(s);
+            let rule = s["trigger_rule"].as_str().unwrap_or("all_success");
+            vec![
+                format!("{}{}", "  ".repeat(depth[i]), names[i]),
+                s["state"].as_str().unwrap_or_default().to_owned(),
+                format!("{}/{}", s["attempt"], s["max_attempts"]),
+                duration_of(s),
+                s["run_id"].to_string(),
+                if after.is_empty() {
+                    String::new()
+                } else if rule == "all_success" {
+                    after.join(", ")
+                } else {
+                    format!("{} ({rule})", after.join(", "))
+                },
+                s["reason"].as_str().unwrap_or_default().to_owned(),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "STEP", "STATE", "ATTEMPT", "DURATION", "RUN", "AFTER", "REASON",
+        ],
+        &rows,
+    );
 }

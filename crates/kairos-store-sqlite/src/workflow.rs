@@ -1,0 +1,125 @@
+//! Workflow runs: starting one (its step runs) and settling it after a step changed, inside the
+//! transaction of the change (see `Store::workflow_start`). Every write is fenced by the state
+//! it expects, so a step that moved on meanwhile is left alone.
+
+use jiff::Timestamp;
+use kairos_core::run::RunId;
+use kairos_store::workflow::{self, StepRow};
+use kairos_store::{Run, StoreError, StoreResult, WorkflowStartParams};
+use rusqlite::{Connection, params};
+
+use crate::rows::{self, RUN_SELECT, all, col, exec, first, micros};
+
+/// `workflow_start`: false when the lease was lost.
+pub(crate) fn start(
+    conn: &Connection,
+    p: &WorkflowStartParams,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let flow = workflow::workflow_of(&p.spec)?;
+    let spec = serde_json::to_string(&p.spec).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let at = now;
+    let now = micros(at);
+    let changed = exec(
+        conn,
+        "UPDATE runs SET spec = ?1, lease_token = NULL, lease_expires_at = NULL, \
+         started_at = COALESCE(started_at, ?2) \
+         WHERE id = ?3 AND lease_token = ?4 AND state = 'running' AND parent_id IS NULL",
+        params![spec, now, p.run_id, p.lease_token],
+    )?;
+    if changed != 1 {
+        return Ok(false);
+    }
+    for step in workflow::step_inserts(&p.spec, &flow) {
+        exec(
+            conn,
+            "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
+             execution, exclusive, created_at, parent_id, step) \
+             SELECT job_id, scheduled_for, ?1, 'scheduled', origin, ?2, execution, 0, ?1, id, ?3 \
+             FROM runs WHERE id = ?4",
+            params![now, step.max_attempts, step.step, p.run_id],
+        )?;
+    }
+    settle(conn, p.run_id, at)?;
+    Ok(true)
+}
+
+/// Applies `kairos_store::workflow::settle` to a running workflow run; nothing for a run that is
+/// not one (a plain run, or one that has ended).
+pub(crate) fn settle(conn: &Connection, run_id: RunId, now: Timestamp) -> StoreResult<()> {
+    let parent = first(
+        conn,
+        "SELECT spec, cancel_requested FROM runs \
+         WHERE id = ?1 AND state = 'running' AND spec IS NOT NULL",
+        [run_id],
+        |r| Ok((col::<String>(r, 0)?, col::<i64>(r, 1)? != 0)),
+    )?;
+    let Some((spec, cancelling)) = parent else {
+        return Ok(());
+    };
+    let flow = workflow::workflow_of(&workflow::parse_spec(&spec)?)?;
+    let steps = all(
+        conn,
+        "SELECT id, step, state FROM runs WHERE parent_id = ?1",
+        [run_id],
+        |r| {
+            Ok(StepRow {
+                id: col(r, 0)?,
+                step: col(r, 1)?,
+                state: col::<String>(r, 2)?.parse().map_err(StoreError::Internal)?,
+            })
+        },
+    )?;
+    let plan = workflow::settle(&flow, &steps, cancelling)?;
+    let now = micros(now);
+    for id in plan.release {
+        exec(
+            conn,
+            "UPDATE runs SET state = 'queued', run_at = ?1 WHERE id = ?2 AND state = 'scheduled'",
+            params![now, id],
+        )?;
+    }
+    for (id, state, reason) in plan.decide {
+        exec(
+            conn,
+            "UPDATE runs SET state = ?1, reason = ?2, finished_at = ?3 \
+             WHERE id = ?4 AND state = 'scheduled'",
+            params![state.as_str(), reason, now, id],
+        )?;
+    }
+    if let Some(state) = plan.finish {
+        exec(
+            conn,
+            "UPDATE runs SET state = ?1, finished_at = ?2 WHERE id = ?3 AND state = 'running'",
+            params![state.as_str(), now, run_id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Cancelling a running workflow run: its steps that have not started are cancelled, its
+/// running ones asked to stop; it ends with its last running step.
+pub(crate) fn cancel(conn: &Connection, run_id: RunId, now: Timestamp) -> StoreResult<()> {
+    exec(
+        conn,
+        "UPDATE runs SET state = 'cancelled', finished_at = ?1, reason = 'cancelled' \
+         WHERE parent_id = ?2 AND (state = 'scheduled' OR state = 'queued')",
+        params![micros(now), run_id],
+    )?;
+    exec(
+        conn,
+        "UPDATE runs SET cancel_requested = 1 WHERE parent_id = ?1 AND state = 'running'",
+        [run_id],
+    )?;
+    settle(conn, run_id, now)
+}
+
+/// The step runs of a workflow run, in step order.
+pub(crate) fn steps(conn: &Connection, run_id: RunId) -> StoreResult<Vec<Run>> {
+    all(
+        conn,
+        &format!("{RUN_SELECT} WHERE r.parent_id = ?1 ORDER BY r.id"),
+        [run_id],
+        rows::run,
+    )
+}

@@ -1,0 +1,453 @@
+//! Workflow runs: started from a claimed run, their steps created and the roots queued; each
+//! step's end moves the run on in the same transaction (dependents queued, steps whose rule
+//! cannot hold ended, the run ended with its last step); cancel and rescue do the same.
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use kairos_core::run::{AttemptOutcome, AttemptStatus, RunState};
+use kairos_core::spec::JobSpec;
+
+use super::{T0, claim, t};
+use crate::*;
+
+/// A workflow job `name` from its `steps` JSON array.
+fn flow_spec(name: &str, steps: &str, extra: &str) -> JobSpec {
+    JobSpec::from_json(&format!(
+        r#"{{"name":"{name}","triggers":[{{"interval":"1m"}}],{extra}"steps":{steps}}}"#
+    ))
+    .expect("valid workflow")
+}
+
+fn step(name: &str, depends_on: &[&str], rule: &str) -> String {
+    let deps: Vec<String> = depends_on.iter().map(|d| format!("\"{d}\"")).collect();
+    format!(
+        r#"{{"name":"{name}","depends_on":[{}],"trigger_rule":"{rule}","task":{{"kind":"shell","script":"true"}}}}"#,
+        deps.join(",")
+    )
+}
+
+/// Creates the job, fires one run at T0 and claims it: the claimed workflow run.
+async fn fired(store: &Arc<dyn Store>, spec: JobSpec) -> ClaimedRun {
+    let at = t(T0);
+    let execution = spec.execution;
+    let job = store
+        .job_create(JobCreateParams {
+            actor: "test".into(),
+            spec,
+            next_fire_at: Some(at),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    let fired = store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_next_fire_at: at,
+            runs: vec![RunInsert {
+                execution,
+                ..super::insert(at)
+            }],
+            cancel_active: false,
+            max_active: None,
+            next_fire_at: None,
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    assert!(fired.applied);
+    let mut claimed = claim(store, "n1", 10, at).await;
+    assert_eq!(claimed.len(), 1);
+    claimed.remove(0)
+}
+
+async fn start(store: &Arc<dyn Store>, c: &ClaimedRun, now: Timestamp) -> bool {
+    store
+        .workflow_start(WorkflowStartParams {
+            run_id: c.run.id,
+            lease_token: c.lease_token.clone(),
+            spec: c.job.spec.clone(),
+            now: Some(now),
+        })
+        .await
+        .unwrap()
+}
+
+/// Fires, claims and starts a workflow run; returns it.
+async fn started(store: &Arc<dyn Store>, spec: JobSpec) -> Run {
+    let c = fired(store, spec).await;
+    assert!(start(store, &c, t(T0)).await);
+    c.run
+}
+
+/// Each step's name and state, in step order.
+async fn states(store: &Arc<dyn Store>, run: &Run) -> Vec<(String, RunState)> {
+    store
+        .run_steps(RunStepsParams { run_id: run.id })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.step.unwrap_or_default(), r.state))
+        .collect()
+}
+
+fn expect(pairs: &[(&str, RunState)]) -> Vec<(String, RunState)> {
+    pairs.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect()
+}
+
+async fn get(store: &Arc<dyn Store>, id: i64) -> Run {
+    store
+        .run_get(RunGetParams { id })
+        .await
+        .unwrap()
+        .expect("run exists")
+}
+
+/// Claims the queued steps (at `now`), by step name.
+async fn claim_steps(store: &Arc<dyn Store>, now: Timestamp) -> Vec<ClaimedRun> {
+    let mut claimed = claim(store, "n1", 100, now).await;
+    claimed.sort_by(|a, b| a.run.step.cmp(&b.run.step));
+    claimed
+}
+
+async fn end(
+    store: &Arc<dyn Store>,
+    c: &ClaimedRun,
+    status: AttemptStatus,
+    now: Timestamp,
+) -> bool {
+    let state = status.final_state();
+    store
+        .run_finish(RunFinishParams {
+            run_id: c.run.id,
+            parent_id: c.run.parent_id,
+            lease_token: c.lease_token.clone(),
+            attempt: c.run.attempt,
+            node: "n1".into(),
+            started_at: now,
+            outcome: AttemptOutcome::from_status(status),
+            next: RunNext::Finish(state),
+            now: Some(now),
+        })
+        .await
+        .unwrap()
+}
+
+fn diamond() -> JobSpec {
+    let steps = [
+        step("a", &[], "all_success"),
+        step("b", &["a"], "all_success"),
+        step("c", &["a"], "all_success"),
+        step("d", &["b", "c"], "all_success"),
+        step("e", &["d"], "all_done"),
+    ];
+    flow_spec("flow", &format!("[{}]", steps.join(",")), "")
+}
+
+pub async fn workflow_start_creates_steps_and_queues_the_roots(store: Arc<dyn Store>) {
+    let c = fired(&store, diamond()).await;
+    assert!(c.run.parent_id.is_none() && c.run.step.is_none());
+    assert!(start(&store, &c, t(T0)).await);
+    // Once: the lease it was fenced by is gone.
+    assert!(!start(&store, &c, t(T0)).await);
+    use RunState::*;
+    assert_eq!(
+        states(&store, &c.run).await,
+        expect(&[
+            ("a", Queued),
+            ("b", Scheduled),
+            ("c", Scheduled),
+            ("d", Scheduled),
+            ("e", Scheduled)
+        ])
+    );
+    let run = get(&store, c.run.id).await;
+    assert_eq!(run.state, Running);
+    assert_eq!(run.lease_expires_at, None, "a workflow run holds no lease");
+    // Steps are the run's, not the job's: one active run, one run listed.
+    assert_eq!(
+        store
+            .run_active_count(RunActiveCountParams {
+                job_id: c.run.job_id
+            })
+            .await
+            .unwrap(),
+        1
+    );
+    let listed = store
+        .run_list(RunListParams {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![c.run.id]
+    );
+    // A step is claimed with the workflow's document, and knows its run and name.
+    let steps = claim_steps(&store, t(T0)).await;
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].run.parent_id, Some(c.run.id));
+    assert_eq!(steps[0].run.step.as_deref(), Some("a"));
+    assert_eq!(steps[0].run.scheduled_for, c.run.scheduled_for);
+    assert_eq!(steps[0].job.spec.steps.len(), 5);
+    // A waiting step is not cancelled on its own.
+    let b = store
+        .run_steps(RunStepsParams { run_id: c.run.id })
+        .await
+        .unwrap()[1]
+        .clone();
+    let refused = store
+        .run_cancel(RunCancelParams {
+            run_id: b.id,
+            actor: "test".into(),
+            now: Some(t(T0)),
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidRunState { .. })),
+        "{refused:?}"
+    );
+}
+
+pub async fn workflow_step_ends_move_the_run_on(store: Arc<dyn Store>) {
+    use RunState::*;
+    let run = started(&store, diamond()).await;
+    let t1 = t(T0) + SignedDuration::from_secs(1);
+    let a = claim_steps(&store, t1).await;
+    assert!(end(&store, &a[0], AttemptStatus::Succeeded, t1).await);
+    // Both dependents are queued by a's finish itself.
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[
+            ("a", Succeeded),
+            ("b", Queued),
+            ("c", Queued),
+            ("d", Scheduled),
+            ("e", Scheduled)
+        ])
+    );
+    let t2 = t1 + SignedDuration::from_secs(1);
+    let bc = claim_steps(&store, t2).await;
+    assert_eq!(bc.len(), 2);
+    assert!(end(&store, &bc[0], AttemptStatus::Succeeded, t2).await);
+    assert_eq!(states(&store, &run).await[3], ("d".to_owned(), Scheduled));
+    assert!(end(&store, &bc[1], AttemptStatus::ExitCode { code: 1 }, t2).await);
+    // c failed: d cannot run (all_success), e runs anyway (all_done).
+    let after = states(&store, &run).await;
+    assert_eq!(
+        after,
+        expect(&[
+            ("a", Succeeded),
+            ("b", Succeeded),
+            ("c", Failed),
+            ("d", UpstreamFailed),
+            ("e", Queued)
+        ])
+    );
+    let d = &store
+        .run_steps(RunStepsParams { run_id: run.id })
+        .await
+        .unwrap()[3];
+    assert!(
+        d.reason.as_deref().unwrap_or("").contains("upstream"),
+        "{d:?}"
+    );
+    assert_eq!(get(&store, run.id).await.state, Running);
+    let t3 = t2 + SignedDuration::from_secs(1);
+    let e = claim_steps(&store, t3).await;
+    assert_eq!(e.len(), 1);
+    assert!(end(&store, &e[0], AttemptStatus::Succeeded, t3).await);
+    // The last step ended the run, failed (c failed), in the same transaction.
+    let ended = get(&store, run.id).await;
+    assert_eq!(ended.state, Failed);
+    assert_eq!(ended.finished_at, Some(t3));
+}
+
+pub async fn workflow_run_succeeds_when_every_step_succeeds_or_is_skipped(store: Arc<dyn Store>) {
+    use RunState::*;
+    let steps = [
+        step("a", &[], "all_success"),
+        step("alert", &["a"], "one_failed"),
+    ];
+    let run = started(
+        &store,
+        flow_spec("flow", &format!("[{}]", steps.join(",")), ""),
+    )
+    .await;
+    let a = claim_steps(&store, t(T0)).await;
+    assert!(end(&store, &a[0], AttemptStatus::Succeeded, t(T0)).await);
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[("a", Succeeded), ("alert", Skipped)])
+    );
+    assert_eq!(get(&store, run.id).await.state, Succeeded);
+}
+
+pub async fn workflow_max_concurrent_steps_holds_ready_steps_back(store: Arc<dyn Store>) {
+    use RunState::*;
+    let steps = [
+        step("a", &[], "all_success"),
+        step("b", &[], "all_success"),
+        step("c", &[], "all_success"),
+    ];
+    let run = started(
+        &store,
+        flow_spec(
+            "flow",
+            &format!("[{}]", steps.join(",")),
+            r#""max_concurrent_steps":2,"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[("a", Queued), ("b", Queued), ("c", Scheduled)])
+    );
+    let ab = claim_steps(&store, t(T0)).await;
+    assert_eq!(ab.len(), 2);
+    assert!(end(&store, &ab[0], AttemptStatus::Succeeded, t(T0)).await);
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[("a", Succeeded), ("b", Running), ("c", Queued)])
+    );
+}
+
+pub async fn workflow_concurrent_step_ends_queue_the_join_once(store: Arc<dyn Store>) {
+    // a and b end at once in two transactions (separate connections on PostgreSQL); c waits for
+    // both. Whatever the interleaving, exactly one of the two finishes sees both ended and
+    // queues c: neither may miss the other (c stuck) and c is queued once.
+    let steps = [
+        step("a", &[], "all_success"),
+        step("b", &[], "all_success"),
+        step("c", &["a", "b"], "all_success"),
+    ];
+    let steps = format!("[{}]", steps.join(","));
+    for round in 0..15 {
+        let run = started(&store, flow_spec(&format!("flow{round}"), &steps, "")).await;
+        let ab = claim_steps(&store, t(T0)).await;
+        assert_eq!(ab.len(), 2, "round {round}");
+        let mut tasks = Vec::new();
+        for c in ab {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                end(&store, &c, AttemptStatus::Succeeded, t(T0)).await
+            }));
+        }
+        for task in tasks {
+            assert!(task.await.unwrap(), "round {round}");
+        }
+        use RunState::*;
+        assert_eq!(
+            states(&store, &run).await,
+            expect(&[("a", Succeeded), ("b", Succeeded), ("c", Queued)]),
+            "round {round}"
+        );
+        let c = claim_steps(&store, t(T0)).await;
+        assert_eq!(c.len(), 1, "round {round}");
+        assert!(end(&store, &c[0], AttemptStatus::Succeeded, t(T0)).await);
+        assert_eq!(get(&store, run.id).await.state, Succeeded, "round {round}");
+    }
+}
+
+pub async fn workflow_cancel_stops_its_steps_and_ends_with_the_last(store: Arc<dyn Store>) {
+    use RunState::*;
+    let run = started(&store, diamond()).await;
+    let a = claim_steps(&store, t(T0)).await;
+    let cancelled = store
+        .run_cancel(RunCancelParams {
+            run_id: run.id,
+            actor: "test".into(),
+            now: Some(t(T0)),
+        })
+        .await
+        .unwrap();
+    // a is still running: the run waits for it, and nothing else will start.
+    assert_eq!(cancelled.state, Running);
+    assert!(cancelled.cancel_requested);
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[
+            ("a", Running),
+            ("b", Cancelled),
+            ("c", Cancelled),
+            ("d", Cancelled),
+            ("e", Cancelled)
+        ])
+    );
+    let beat = store
+        .run_heartbeat(RunHeartbeatParams {
+            leases: vec![(a[0].run.id, a[0].lease_token.clone())],
+            lease: SignedDuration::from_secs(30),
+            now: Some(t(T0)),
+        })
+        .await
+        .unwrap();
+    assert!(
+        beat[0].cancel_requested,
+        "the running step is asked to stop"
+    );
+    assert!(end(&store, &a[0], AttemptStatus::Cancelled, t(T0)).await);
+    assert_eq!(get(&store, run.id).await.state, Cancelled);
+    assert!(claim_steps(&store, t(T0)).await.is_empty());
+}
+
+pub async fn workflow_rescued_step_moves_the_run_on(store: Arc<dyn Store>) {
+    use RunState::*;
+    let steps = [
+        step("a", &[], "all_success"),
+        step("b", &["a"], "all_success"),
+        step("cleanup", &["a"], "all_failed"),
+    ];
+    let spec = flow_spec(
+        "flow",
+        &format!("[{}]", steps.join(",")),
+        r#""execution":"at_most_once","#,
+    );
+    let run = started(&store, spec).await;
+    let a = claim_steps(&store, t(T0)).await;
+    assert_eq!(a.len(), 1);
+    // Its worker died: the lease expires, and at most once means lost.
+    let later = t(T0) + SignedDuration::from_mins(5);
+    let report = store
+        .run_rescue(RunRescueParams {
+            limit: 100,
+            orphaned_node: None,
+            now: Some(later),
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.lost, vec![a[0].run.id]);
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[("a", Lost), ("b", UpstreamFailed), ("cleanup", Queued)])
+    );
+    let cleanup = claim_steps(&store, later).await;
+    assert!(end(&store, &cleanup[0], AttemptStatus::Succeeded, later).await);
+    assert_eq!(get(&store, run.id).await.state, Failed);
+}
+
+pub async fn workflow_cancelled_before_its_start_leaves_no_step_waiting(store: Arc<dyn Store>) {
+    // Cancelled while its worker held it, before the worker started it: the start still
+    // applies (the lease holds), and ends the run at once with every step cancelled.
+    let c = fired(&store, diamond()).await;
+    let asked = store
+        .run_cancel(RunCancelParams {
+            run_id: c.run.id,
+            actor: "test".into(),
+            now: Some(t(T0)),
+        })
+        .await
+        .unwrap();
+    assert!(asked.cancel_requested);
+    assert!(start(&store, &c, t(T0)).await);
+    assert_eq!(get(&store, c.run.id).await.state, RunState::Cancelled);
+    let states = states(&store, &c.run).await;
+    assert_eq!(states.len(), 5);
+    assert!(
+        states.iter().all(|(_, s)| *s == RunState::Cancelled),
+        "{states:?}"
+    );
+    assert!(claim_steps(&store, t(T0)).await.is_empty());
+}

@@ -1,0 +1,144 @@
+//! What every backend does with a workflow run's steps, as plain decisions on rows: which step
+//! runs to create when a workflow run starts, and what to write after one of its steps changed
+//! ([`settle`], built on [`kairos_core::workflow::progress`]). The backends read the rows, call
+//! these, and apply the result with writes fenced by each row's state.
+
+use kairos_core::run::{RunId, RunState};
+use kairos_core::spec::JobSpec;
+use kairos_core::workflow::{RunEnd, StepStatus, Workflow, progress};
+
+use crate::error::{StoreError, StoreResult};
+
+/// One step run as a backend reads it to settle its workflow run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRow {
+    pub id: RunId,
+    pub step: String,
+    pub state: RunState,
+}
+
+/// What to write to a workflow run's rows after one of its steps changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settle {
+    /// Step runs to move from `scheduled` to `queued` (due now).
+    pub release: Vec<RunId>,
+    /// Step runs that end without running: the state (`upstream_failed`, `skipped`, or
+    /// `cancelled` for a run being cancelled) and why.
+    pub decide: Vec<(RunId, RunState, String)>,
+    /// The state the workflow run ends in, once no step is left to run.
+    pub finish: Option<RunState>,
+}
+
+/// One step run to create when a workflow run starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepInsert {
+    pub step: String,
+    pub max_attempts: u32,
+}
+
+/// The workflow of a job document: `Internal` if it is not a valid workflow (a workflow run's
+/// document was valid when it was stored).
+pub fn workflow_of(spec: &JobSpec) -> StoreResult<Workflow> {
+    let plan = spec.validate().map_err(|e| {
+        StoreError::Internal(format!("a workflow run's job does not validate: {e}"))
+    })?;
+    plan.workflow
+        .ok_or_else(|| StoreError::Internal(format!("job `{}` has no steps", spec.name)))
+}
+
+/// Parses a workflow run's stored document (`runs.spec`).
+pub fn parse_spec(json: &str) -> StoreResult<JobSpec> {
+    serde_json::from_str(json)
+        .map_err(|e| StoreError::Internal(format!("a workflow run's document does not parse: {e}")))
+}
+
+/// The step runs a workflow run starts with, in step order: one per step, each with its own
+/// attempt budget (the step's `retry`, else the job's).
+pub fn step_inserts(spec: &JobSpec, workflow: &Workflow) -> Vec<StepInsert> {
+    let job_attempts = spec.retry.as_ref().map_or(1, |r| r.max_attempts);
+    (0..workflow.dag.len())
+        .map(|i| StepInsert {
+            step: workflow.dag.name(i).to_owned(),
+            max_attempts: workflow
+                .dag
+                .plan(i)
+                .retry
+                .as_ref()
+                .map_or(job_attempts, |r| r.max_attempts),
+        })
+        .collect()
+}
+
+/// A step run's state as the trigger rules see it.
+pub fn step_status(state: RunState) -> StepStatus {
+    match state {
+        RunState::Scheduled => StepStatus::Waiting,
+        RunState::Queued | RunState::Running => StepStatus::Active,
+        RunState::Succeeded => StepStatus::Succeeded,
+        RunState::Skipped => StepStatus::Skipped,
+        RunState::UpstreamFailed => StepStatus::UpstreamFailed,
+        RunState::Failed | RunState::TimedOut | RunState::Cancelled | RunState::Lost => {
+            StepStatus::Failed
+        }
+    }
+}
+
+/// What to write after a step of the workflow run changed: the steps to queue (up to
+/// `max_concurrent_steps` active), the steps that end without running, and the run's own end.
+/// `cancelling`: the run was asked to cancel (nothing more is queued; it ends `cancelled` with
+/// its last active step). A step the document does not know (never written by Kairos) is an
+/// `Internal` error.
+pub fn settle(workflow: &Workflow, steps: &[StepRow], cancelling: bool) -> StoreResult<Settle> {
+    let dag = &workflow.dag;
+    let mut ids = vec![None; dag.len()];
+    let mut statuses = vec![StepStatus::Waiting; dag.len()];
+    for row in steps {
+        let i = dag.index_of(&row.step).ok_or_else(|| {
+            StoreError::Internal(format!("step run {} names no step of its workflow", row.id))
+        })?;
+        ids[i] = Some(row.id);
+        statuses[i] = step_status(row.state);
+    }
+    if let Some(i) = ids.iter().position(Option::is_none) {
+        return Err(StoreError::Internal(format!(
+            "the workflow run has no step run for step `{}`",
+            dag.name(i)
+        )));
+    }
+    let id = |i: usize| ids[i].unwrap_or_default();
+    let p = progress(dag, &statuses, workflow.max_concurrent_steps, cancelling);
+    Ok(Settle {
+        release: p.release.iter().map(|&i| id(i)).collect(),
+        decide: p
+            .decide
+            .iter()
+            .map(|&(i, status)| {
+                let rule = dag.rule(i).as_str();
+                match status {
+                    StepStatus::UpstreamFailed => (
+                        id(i),
+                        RunState::UpstreamFailed,
+                        format!("upstream steps failed (trigger rule `{rule}`)"),
+                    ),
+                    _ => (
+                        id(i),
+                        RunState::Skipped,
+                        format!("skipped by its trigger rule `{rule}`"),
+                    ),
+                }
+            })
+            .chain(p.cancel.iter().map(|&i| {
+                (
+                    id(i),
+                    RunState::Cancelled,
+                    "cancelled with its workflow run".to_owned(),
+                )
+            }))
+            .collect(),
+        finish: p.finish.map(|end| match end {
+            RunEnd::Succeeded => RunState::Succeeded,
+            RunEnd::Failed => RunState::Failed,
+            RunEnd::Cancelled => RunState::Cancelled,
+        }),
+    })
+}
