@@ -261,8 +261,10 @@ async fn fire_wave(
 /// for any transaction that changed such a row, and a heartbeat or a finish that changed it may
 /// itself be waiting for a run this transaction holds; locked here, in the one order, the
 /// insert finds them held by this transaction and waits for nobody. And, for the fires with
-/// `cancel_active`, the job's active runs: the ones that have not started are cancelled, the
-/// running ones asked to stop. The runs for the due times a round starts (its runs without
+/// `cancel_active`, the job's active runs (top-level ones through `runs_job_active`, and the
+/// steps of its running workflow runs through their workflow run): the ones that have not
+/// started are cancelled, the running ones asked to stop. Only top-level runs hold a
+/// `(job_id, scheduled_for)` key, so only they are looked up by it (through `runs_due`). The runs for the due times a round starts (its runs without
 /// `skip`) are left alone: a fire that repeats a due time must not cancel that due time's run,
 /// which nothing could replace (the unique key keeps the round's own run out).
 ///
@@ -298,9 +300,16 @@ async fn lock_runs(
            SELECT r.id FROM runs r \
            JOIN unnest($5::bigint[], $6::timestamptz[]) AS k (job_id, scheduled_for) \
              ON r.job_id = k.job_id AND r.scheduled_for = k.scheduled_for \
+           WHERE r.parent_id IS NULL \
            UNION \
            SELECT r.id FROM runs r WHERE r.job_id = ANY($1::bigint[]) \
-             AND r.state IN ('scheduled', 'queued', 'running')), \
+             AND r.parent_id IS NULL AND r.state IN ('scheduled', 'queued', 'running') \
+           UNION \
+           SELECT s.id FROM runs s WHERE s.parent_id IN ( \
+               SELECT r.id FROM runs r WHERE r.job_id = ANY($1::bigint[]) \
+                 AND r.parent_id IS NULL AND r.state IN ('scheduled', 'queued', 'running') \
+                 AND r.state = 'running') \
+             AND s.state IN ('scheduled', 'queued', 'running')), \
          locked AS MATERIALIZED ( \
            SELECT r.id, f.now, \
              f.job_id IS NOT NULL AND r.state IN ('scheduled', 'queued', 'running') \
@@ -531,12 +540,14 @@ pub(crate) async fn heartbeat(
 /// moved (0: the lease was lost, nothing written) and, for a step run that moved, its workflow
 /// run. A released run whose cancel was requested meanwhile (a user, `overlap: replace`) ends
 /// cancelled instead of going back to the queue, as a rescue would decide
-/// (`kairos_core::lease::rescue_decision`).
+/// (`kairos_core::lease::rescue_decision`); so does a run whose failed attempt would be retried.
 const FINISH: &str = "WITH moved AS ( \
        UPDATE runs SET \
-         state = CASE WHEN $7::boolean AND cancel_requested THEN 'cancelled' ELSE $3 END, \
+         state = CASE WHEN ($7::boolean OR $4::timestamptz IS NOT NULL) AND cancel_requested \
+           THEN 'cancelled' ELSE $3 END, \
          run_at = coalesce($4::timestamptz, run_at), \
-         finished_at = CASE WHEN $5::boolean OR ($7::boolean AND cancel_requested) \
+         finished_at = CASE WHEN $5::boolean \
+           OR (($7::boolean OR $4::timestamptz IS NOT NULL) AND cancel_requested) \
            THEN coalesce($6::timestamptz, now()) END, \
          exit_code = CASE WHEN $7::boolean THEN exit_code ELSE $8::integer END, \
          attempt = attempt - CASE WHEN $7::boolean THEN 1 ELSE 0 END, \
@@ -639,7 +650,7 @@ pub(crate) fn text(s: &str) -> std::borrow::Cow<'_, str> {
 /// order (the order their rows are locked in); each reports whether its lease held. Notes
 /// `Runs` if a run was queued again or steps were released.
 ///
-/// A step run that ended (anything but a retry) moves its workflow run on in the same
+/// A step run that ended (or was to be retried after a cancel request) moves its workflow run on in the same
 /// transaction ([`crate::workflow::settle`]), each workflow run once, after all the finishes.
 /// When the batch has steps, the workflow runs named by `parent_id` and the runs to finish
 /// are locked first, together, in id order (a workflow run before its steps: the lock order
@@ -677,9 +688,9 @@ pub(crate) async fn finish_many(
         if held[i] && !matches!(p.next, RunNext::Finish(_)) {
             notices.add(Change::Runs);
         }
+        // A retry settles too: one whose workflow run is being cancelled ends cancelled.
         if let Some(parent) = col::<Option<RunId>>(row, 1)?
             && held[i]
-            && !matches!(p.next, RunNext::Retry { .. })
         {
             settle.entry(parent).or_insert(p.now);
         }

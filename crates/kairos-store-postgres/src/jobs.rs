@@ -73,7 +73,7 @@ async fn withdraw_early_runs(
            AND parent_id IS NULL AND origin = 'schedule' \
            AND scheduled_for > coalesce($2::timestamptz, now()) \
            AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
-             OR (state = 'running' AND attempt = 1 \
+             OR (state = 'running' AND attempt = 1 AND spec IS NULL \
                AND started_at > coalesce($2::timestamptz, now()))) \
            ORDER BY id FOR UPDATE)",
         &[&job_id, now],

@@ -234,12 +234,14 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
     let o = &p.outcome;
     // A released run gives its attempt back and keeps its previous exit code. One whose cancel
     // was requested meanwhile (a user, `overlap: replace`) ends cancelled instead of going back
-    // to the queue, as a rescue would decide (`kairos_core::lease::rescue_decision`).
+    // to the queue, as a rescue would decide (`kairos_core::lease::rescue_decision`); so does a
+    // run whose failed attempt would be retried.
     let changed = exec(
         conn,
-        "UPDATE runs SET state = CASE WHEN ?4 AND cancel_requested THEN 'cancelled' ELSE ?1 END, \
+        "UPDATE runs SET \
+         state = CASE WHEN (?4 OR ?2 IS NOT NULL) AND cancel_requested THEN 'cancelled' ELSE ?1 END, \
          run_at = COALESCE(?2, run_at), \
-         finished_at = CASE WHEN ?4 AND cancel_requested THEN ?8 ELSE ?3 END, \
+         finished_at = CASE WHEN (?4 OR ?2 IS NOT NULL) AND cancel_requested THEN ?8 ELSE ?3 END, \
          exit_code = CASE WHEN ?4 THEN exit_code ELSE ?5 END, attempt = attempt - ?4, \
          lease_token = NULL, lease_expires_at = NULL \
          WHERE id = ?6 AND lease_token = ?7 AND state = 'running'",
@@ -286,10 +288,9 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
             ],
         )?;
     }
-    // A step that ended (or went back to the queue cancelled) moves its workflow run on.
-    if let Some(parent) = p.parent_id
-        && !matches!(p.next, RunNext::Retry { .. })
-    {
+    // A step that ended (or was to go back to the queue, but was asked to cancel) moves its
+    // workflow run on.
+    if let Some(parent) = p.parent_id {
         crate::workflow::settle(conn, parent, now)?;
     }
     Ok(true)

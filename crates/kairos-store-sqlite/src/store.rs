@@ -105,14 +105,15 @@ fn version_conflict(p_ns: &str, p_name: &str, expected: i64, actual: i64) -> Sto
 /// claimed and waits to start at their `run_at` (its lease is gone, so the worker drops them
 /// at its next heartbeat, which the job service wakes, and the store refuses their results).
 /// Only runs created before their due time qualify, so a wall clock stepped backwards never
-/// takes back a run that was fired when due.
+/// takes back a run that was fired when due, and a workflow run that has started (its steps
+/// exist) is never taken back.
 fn withdraw_early_runs(conn: &Connection, job_id: JobId, now: i64) -> StoreResult<()> {
     exec(
         conn,
         "DELETE FROM runs WHERE job_id = ?1 AND parent_id IS NULL AND origin = 'schedule' \
          AND scheduled_for > ?2 \
          AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
-           OR (state = 'running' AND attempt = 1 AND started_at > ?2))",
+           OR (state = 'running' AND attempt = 1 AND spec IS NULL AND started_at > ?2))",
         params![job_id, now],
     )?;
     Ok(())
@@ -130,30 +131,29 @@ pub(crate) fn cancel_active_runs(
 ) -> StoreResult<()> {
     let keep = serde_json::to_string(&keep.iter().map(|at| micros(*at)).collect::<Vec<_>>())
         .map_err(|e| StoreError::Internal(e.to_string()))?;
+    // The job's own runs, through the `runs_job_active` index (its condition word for word);
+    // a workflow run's steps are reached through it below.
     exec(
         conn,
         "UPDATE runs SET state = 'cancelled', finished_at = ?1, reason = 'replaced' \
-         WHERE job_id = ?2 AND (state = 'scheduled' OR state = 'queued') \
-           AND scheduled_for NOT IN (SELECT value FROM json_each(?3))",
+         WHERE job_id = ?2 AND parent_id IS NULL \
+           AND (state = 'scheduled' OR state = 'queued' OR state = 'running') \
+           AND state <> 'running' AND scheduled_for NOT IN (SELECT value FROM json_each(?3))",
         params![micros(now), job_id, keep],
     )?;
-    exec(
+    let running = all(
         conn,
-        "UPDATE runs SET cancel_requested = 1 WHERE job_id = ?1 AND state = 'running' \
-           AND scheduled_for NOT IN (SELECT value FROM json_each(?2))",
-        params![job_id, keep.clone()],
-    )?;
-    // Workflow runs asked to stop: their steps above were cancelled or asked to stop; each
-    // ends now if none of its steps is running.
-    let flows = all(
-        conn,
-        "SELECT id FROM runs WHERE job_id = ?1 AND parent_id IS NULL AND state = 'running' \
-           AND spec IS NOT NULL AND scheduled_for NOT IN (SELECT value FROM json_each(?2))",
+        "UPDATE runs SET cancel_requested = 1 WHERE job_id = ?1 AND parent_id IS NULL \
+           AND (state = 'scheduled' OR state = 'queued' OR state = 'running') \
+           AND state = 'running' AND scheduled_for NOT IN (SELECT value FROM json_each(?2)) \
+         RETURNING id, spec IS NOT NULL",
         params![job_id, keep],
-        |r| col::<i64>(r, 0),
+        |r| Ok((col::<i64>(r, 0)?, col::<i64>(r, 1)? != 0)),
     )?;
-    for id in flows {
-        crate::workflow::settle(conn, id, now)?;
+    // Workflow runs asked to stop: their steps that have not started are cancelled, the
+    // running ones asked to stop; each ends now if none of its steps is running.
+    for (id, _) in running.into_iter().filter(|(_, flow)| *flow) {
+        crate::workflow::cancel(conn, id, now)?;
     }
     Ok(())
 }
@@ -440,7 +440,8 @@ impl Store for SqliteStore {
                     }
                     None => first(
                         tx,
-                        "SELECT id FROM runs WHERE job_id = ?1 AND scheduled_for = ?2",
+                        "SELECT id FROM runs WHERE job_id = ?1 AND scheduled_for = ?2 \
+                         AND parent_id IS NULL",
                         params![p.job_id, micros(p.run.scheduled_for)],
                         |r| col(r, 0),
                     )?

@@ -36,14 +36,25 @@ pub struct StepInsert {
     pub max_attempts: u32,
 }
 
-/// The workflow of a job document: `Internal` if it is not a valid workflow (a workflow run's
-/// document was valid when it was stored).
+/// The workflow of a job document, from its steps alone (not its triggers, whose time zones
+/// depend on the node's tz database): `Internal` if they are not a valid workflow (a workflow
+/// run's document was valid when it was stored).
 pub fn workflow_of(spec: &JobSpec) -> StoreResult<Workflow> {
-    let plan = spec.validate().map_err(|e| {
-        StoreError::Internal(format!("a workflow run's job does not validate: {e}"))
-    })?;
-    plan.workflow
-        .ok_or_else(|| StoreError::Internal(format!("job `{}` has no steps", spec.name)))
+    let mut errs = kairos_core::ValidationErrors::default();
+    let dag = kairos_core::workflow::validate_steps(&spec.steps, "steps", &mut errs);
+    match dag {
+        Some(dag) if errs.is_empty() => Ok(Workflow {
+            dag,
+            max_concurrent_steps: spec
+                .max_concurrent_steps
+                .unwrap_or(kairos_core::workflow::DEFAULT_MAX_CONCURRENT_STEPS)
+                .max(1),
+        }),
+        _ => Err(StoreError::Internal(format!(
+            "the steps of job `{}` are not a valid workflow: {errs}",
+            spec.name
+        ))),
+    }
 }
 
 /// Parses a workflow run's stored document (`runs.spec`).

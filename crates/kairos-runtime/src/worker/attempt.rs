@@ -87,7 +87,7 @@ impl Attempt {
         };
         // A workflow run is not executed here: its steps are queued, to run on any worker.
         if run.parent_id.is_none() && !c.job.spec.steps.is_empty() && !never_started {
-            self.start_workflow(&c).await;
+            self.start_workflow(&c, &lease).await;
             drop(held);
             drop(slot);
             self.ctx.worker_wake.notify_one();
@@ -205,8 +205,9 @@ impl Attempt {
             }
         }
         drop(held);
-        if requeued {
-            // The run is queued again: a new run as far as the worker is concerned.
+        if requeued || run.parent_id.is_some() {
+            // The run is queued again: a new run as far as the worker is concerned. A step's
+            // end may have queued the steps after it.
             self.ctx.worker_wake.notify_one();
         } else {
             // A run behind this one (an exclusive run) may be claimable now.
@@ -215,27 +216,41 @@ impl Attempt {
     }
 
     /// Starts a claimed workflow run: its steps are created and the first ones queued, and its
-    /// lease is dropped (the workflow run ends with its last step, in the store). A failure
-    /// leaves the lease to expire: the run is rescued and started again.
-    async fn start_workflow(&self, c: &ClaimedRun) {
-        let started = self.ctx.store.workflow_start(WorkflowStartParams {
-            run_id: c.run.id,
-            lease_token: c.lease_token.clone(),
-            spec: c.job.spec.clone(),
-            now: self.ctx.clock.store_now(),
-        });
-        match started.await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(
-                    run_id = c.run.id,
-                    "workflow run not started: its lease was lost"
-                );
+    /// lease is dropped (the workflow run ends with its last step, in the store). A store error
+    /// is tried again a few times while the lease is safe; after that the lease is left to
+    /// expire and the run is rescued (and started again) like any run whose worker failed.
+    async fn start_workflow(&self, c: &ClaimedRun, lease: &Lease) {
+        let mut delay = std::time::Duration::from_millis(50);
+        for _ in 0..4 {
+            let started = self.ctx.store.workflow_start(WorkflowStartParams {
+                run_id: c.run.id,
+                lease_token: c.lease_token.clone(),
+                spec: c.job.spec.clone(),
+                now: self.ctx.clock.store_now(),
+            });
+            match started.await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!(
+                        run_id = c.run.id,
+                        "workflow run not started: its lease was lost"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(run_id = c.run.id, error = %e, "starting a workflow run failed");
+                }
             }
-            Err(e) => {
-                tracing::error!(run_id = c.run.id, error = %e, "starting a workflow run failed; it is retried when its lease expires");
+            if lease.cause().is_some() {
+                break;
             }
+            tokio::time::sleep(delay).await;
+            delay *= 4;
         }
+        tracing::error!(
+            run_id = c.run.id,
+            "workflow run not started; it runs again once its lease expires"
+        );
     }
 
     fn report(

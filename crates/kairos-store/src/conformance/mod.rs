@@ -105,6 +105,7 @@ macro_rules! conformance_tests {
             workflow_cancel_stops_its_steps_and_ends_with_the_last,
             workflow_rescued_step_moves_the_run_on,
             workflow_cancelled_before_its_start_leaves_no_step_waiting,
+            workflow_step_retry_after_a_cancel_request_ends_it,
             // notify
             changes_are_announced_on_the_feed,
         );

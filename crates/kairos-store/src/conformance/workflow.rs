@@ -451,3 +451,45 @@ pub async fn workflow_cancelled_before_its_start_leaves_no_step_waiting(store: A
     );
     assert!(claim_steps(&store, t(T0)).await.is_empty());
 }
+
+pub async fn workflow_step_retry_after_a_cancel_request_ends_it(store: Arc<dyn Store>) {
+    // A step fails while its workflow run is being cancelled: it is not queued for another
+    // attempt (which would start only to be stopped), it ends cancelled, and so does the run.
+    let run = started(&store, diamond()).await;
+    let a = claim_steps(&store, t(T0)).await;
+    store
+        .run_cancel(RunCancelParams {
+            run_id: run.id,
+            actor: "test".into(),
+            now: Some(t(T0)),
+        })
+        .await
+        .unwrap();
+    let later = t(T0) + SignedDuration::from_secs(1);
+    let applied = store
+        .run_finish(RunFinishParams {
+            run_id: a[0].run.id,
+            parent_id: a[0].run.parent_id,
+            lease_token: a[0].lease_token.clone(),
+            attempt: a[0].run.attempt,
+            node: "n1".into(),
+            started_at: t(T0),
+            outcome: AttemptOutcome::from_status(AttemptStatus::ExitCode { code: 1 }),
+            next: RunNext::Retry {
+                run_at: later + SignedDuration::from_secs(10),
+            },
+            now: Some(later),
+        })
+        .await
+        .unwrap();
+    assert!(applied);
+    let a_now = get(&store, a[0].run.id).await;
+    assert_eq!(a_now.state, RunState::Cancelled);
+    assert_eq!(a_now.finished_at, Some(later));
+    assert_eq!(get(&store, run.id).await.state, RunState::Cancelled);
+    assert!(
+        claim_steps(&store, later + SignedDuration::from_mins(1))
+            .await
+            .is_empty()
+    );
+}
