@@ -108,6 +108,7 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::JobNotFound { .. }
             | StoreError::RunNotFound(_)
+            | StoreError::StepNotFound { .. }
             | StoreError::JobGone(_)
             | StoreError::TokenNotFound(_) => Self::not_found(detail),
             StoreError::TokenExists(_) => Self::new(
@@ -120,6 +121,12 @@ impl From<StoreError> for ApiError {
                 StatusCode::CONFLICT,
                 "version-conflict",
                 "The job changed since it was read",
+                detail,
+            ),
+            StoreError::WorkflowConflict { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "workflow-conflict",
+                "The workflow run's state does not allow that",
                 detail,
             ),
             StoreError::InvalidRunState { .. } => Self::new(

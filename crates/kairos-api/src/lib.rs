@@ -17,6 +17,7 @@ mod ops;
 pub mod query;
 mod remote;
 mod runs;
+mod steps;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -78,6 +79,10 @@ impl AppState {
         runs::get,
         runs::cancel,
         runs::output,
+        steps::skip,
+        steps::mark_succeeded,
+        steps::rerun,
+        steps::rerun_failed,
         ops::health,
         ops::ready,
         ops::metrics,
@@ -170,6 +175,13 @@ pub fn router(state: AppState) -> Router {
         .route("/runs", get(jobs::all_runs))
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/rerun-failed", post(steps::rerun_failed))
+        .route("/runs/{id}/steps/{step}/skip", post(steps::skip))
+        .route(
+            "/runs/{id}/steps/{step}/mark-succeeded",
+            post(steps::mark_succeeded),
+        )
+        .route("/runs/{id}/steps/{step}/rerun", post(steps::rerun))
         .route("/runs/{id}/output", get(runs::output))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))

@@ -37,29 +37,8 @@ pub async fn get(
         .store
         .attempt_list(kairos_store::AttemptListParams { run_id: id })
         .await?;
-    let workflow = run.parent_id.is_none();
-    let mut dto = RunDto::from(run);
+    let mut dto = with_steps(&app, run).await?;
     dto.attempts = Some(attempts.into_iter().map(AttemptDto::from).collect());
-    if workflow {
-        let steps = app
-            .ctx
-            .store
-            .run_steps(kairos_store::RunStepsParams { run_id: id })
-            .await?;
-        if !steps.is_empty() {
-            let document = app
-                .ctx
-                .store
-                .run_document(kairos_store::RunStepsParams { run_id: id })
-                .await?;
-            dto.steps = Some(
-                steps
-                    .into_iter()
-                    .map(|s| StepDto::new(s, document.as_ref()))
-                    .collect(),
-            );
-        }
-    }
     Ok(Json(dto))
 }
 
@@ -227,7 +206,7 @@ async fn follow(app: AppState, id: i64, tx: mpsc::Sender<Result<String, Infallib
 
 /// The run if the caller sees its namespace and has `role`; 404 (also for a run out of the
 /// caller's scope) or 403.
-async fn load_run(
+pub(crate) async fn load_run(
     app: &AppState,
     caller: &Caller,
     role: Role,
@@ -243,4 +222,31 @@ async fn load_run(
     caller.sees(&run.namespace).map_err(|_| not_found())?;
     caller.require(role)?;
     Ok(run)
+}
+
+/// The run as the API shows it, with its steps when it is a workflow run.
+pub(crate) async fn with_steps(app: &AppState, run: kairos_store::Run) -> Result<RunDto, ApiError> {
+    let (id, workflow) = (run.id, run.parent_id.is_none());
+    let mut dto = RunDto::from(run);
+    if workflow {
+        let steps = app
+            .ctx
+            .store
+            .run_steps(kairos_store::RunStepsParams { run_id: id })
+            .await?;
+        if !steps.is_empty() {
+            let document = app
+                .ctx
+                .store
+                .run_document(kairos_store::RunStepsParams { run_id: id })
+                .await?;
+            dto.steps = Some(
+                steps
+                    .into_iter()
+                    .map(|s| StepDto::new(s, document.as_ref()))
+                    .collect(),
+            );
+        }
+    }
+    Ok(dto)
 }

@@ -262,6 +262,14 @@ pub enum AuditAction {
     JobBackfill,
     #[serde(rename = "run.cancel")]
     RunCancel,
+    #[serde(rename = "run.skip_step")]
+    RunSkipStep,
+    #[serde(rename = "run.mark_step_succeeded")]
+    RunMarkStepSucceeded,
+    #[serde(rename = "run.rerun_step")]
+    RunRerunStep,
+    #[serde(rename = "run.rerun_failed")]
+    RunRerunFailed,
     #[serde(rename = "token.create")]
     TokenCreate,
     #[serde(rename = "token.revoke")]
@@ -269,7 +277,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 10] = [
+    pub const ALL: [AuditAction; 14] = [
         AuditAction::JobCreate,
         AuditAction::JobUpdate,
         AuditAction::JobDelete,
@@ -278,6 +286,10 @@ impl AuditAction {
         AuditAction::JobTrigger,
         AuditAction::JobBackfill,
         AuditAction::RunCancel,
+        AuditAction::RunSkipStep,
+        AuditAction::RunMarkStepSucceeded,
+        AuditAction::RunRerunStep,
+        AuditAction::RunRerunFailed,
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
     ];
@@ -291,6 +303,10 @@ impl AuditAction {
             AuditAction::JobResume => "job.resume",
             AuditAction::JobTrigger => "job.trigger",
             AuditAction::JobBackfill => "job.backfill",
+            AuditAction::RunSkipStep => "run.skip_step",
+            AuditAction::RunMarkStepSucceeded => "run.mark_step_succeeded",
+            AuditAction::RunRerunStep => "run.rerun_step",
+            AuditAction::RunRerunFailed => "run.rerun_failed",
             AuditAction::RunCancel => "run.cancel",
             AuditAction::TokenCreate => "token.create",
             AuditAction::TokenRevoke => "token.revoke",

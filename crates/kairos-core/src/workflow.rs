@@ -811,3 +811,144 @@ impl crate::spec::JobSpec {
         Some(job)
     }
 }
+
+/// A user's action on one workflow run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepAction {
+    /// End a step that has not started as `skipped`; its downstream steps decide by their
+    /// rules as if it had been skipped by one.
+    Skip(usize),
+    /// End a step that is not running as `succeeded` (a failed one, or one not started); the
+    /// steps below it that did not run because of it (`upstream_failed`, `skipped`) decide
+    /// again.
+    MarkSucceeded(usize),
+    /// Run a step again, and everything downstream of it.
+    Rerun(usize),
+    /// Run the failed and upstream failed steps again, and the skipped steps below them
+    /// ([`rerun_failed`]).
+    RerunFailed,
+}
+
+/// What a [`StepAction`] writes: steps that end with a status, and steps set back to waiting.
+/// The store then settles the run ([`progress`]), which also reopens a run that had ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Control {
+    pub set: Vec<(usize, StepStatus)>,
+    pub reset: Vec<usize>,
+}
+
+/// Decides a user's action on a workflow run from its steps' statuses, or says why it is
+/// refused. `running[i]`: step `i` has an attempt under way (a queued step is active but not
+/// running; only a running one cannot be skipped or marked). The run itself must not be
+/// cancelling (the store checks).
+///
+/// # Panics
+/// If `statuses` or `running` does not hold one entry per step.
+pub fn control(
+    dag: &Dag,
+    statuses: &[StepStatus],
+    running: &[bool],
+    action: StepAction,
+) -> Result<Control, String> {
+    assert_eq!(statuses.len(), dag.len(), "one status per step");
+    assert_eq!(running.len(), dag.len(), "one flag per step");
+    let name = |i: usize| dag.name(i).to_owned();
+    match action {
+        StepAction::Skip(i) => match statuses[i] {
+            StepStatus::Waiting | StepStatus::Active if !running[i] => Ok(Control {
+                set: vec![(i, StepStatus::Skipped)],
+                reset: vec![],
+            }),
+            StepStatus::Active => Err(format!(
+                "step `{}` is running; only a step that has not started can be skipped",
+                name(i)
+            )),
+            s => Err(format!(
+                "step `{}` has ended ({}); only a step that has not started can be skipped",
+                name(i),
+                status_str(s)
+            )),
+        },
+        StepAction::MarkSucceeded(i) => {
+            if statuses[i] == StepStatus::Succeeded {
+                return Err(format!("step `{}` has succeeded already", name(i)));
+            }
+            if running[i] {
+                return Err(format!(
+                    "step `{}` is running; wait for it to end or cancel the run",
+                    name(i)
+                ));
+            }
+            // The steps below it that were decided without running, because of it or of a
+            // step so decided: they decide again.
+            let mut reset = Vec::new();
+            let mut touched = vec![false; dag.len()];
+            touched[i] = true;
+            for &v in &dag.order {
+                if v != i
+                    && dag.upstream(v).iter().any(|&u| touched[u])
+                    && matches!(
+                        statuses[v],
+                        StepStatus::UpstreamFailed | StepStatus::Skipped
+                    )
+                {
+                    touched[v] = true;
+                    reset.push(v);
+                }
+            }
+            Ok(Control {
+                set: vec![(i, StepStatus::Succeeded)],
+                reset,
+            })
+        }
+        StepAction::Rerun(i) => {
+            let steps = dag.with_downstream(i);
+            if let Some(&busy) = steps.iter().find(|&&v| statuses[v] == StepStatus::Active) {
+                return Err(format!(
+                    "step `{}` is {}; a step and the steps below it run again only when none of them is queued or running",
+                    name(busy),
+                    if running[busy] { "running" } else { "queued" }
+                ));
+            }
+            // The step must be able to run once set back: not held off by an upstream step
+            // that failed (or was skipped) and is not run again with it.
+            let mut after = statuses.to_vec();
+            for &v in &steps {
+                after[v] = StepStatus::Waiting;
+            }
+            let upstream: Vec<StepStatus> = dag.upstream(i).iter().map(|&u| after[u]).collect();
+            if matches!(
+                verdict(dag.rule(i), &upstream),
+                Verdict::UpstreamFailed | Verdict::Skip
+            ) {
+                return Err(format!(
+                    "step `{}` would not run: its upstream steps do not allow it (trigger rule `{}`); rerun them, or the failed steps",
+                    name(i),
+                    dag.rule(i).as_str()
+                ));
+            }
+            Ok(Control {
+                set: vec![],
+                reset: steps,
+            })
+        }
+        StepAction::RerunFailed => {
+            let reset = rerun_failed(dag, statuses);
+            if reset.is_empty() {
+                return Err("the run has no failed steps to run again".to_owned());
+            }
+            Ok(Control { set: vec![], reset })
+        }
+    }
+}
+
+fn status_str(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Waiting => "waiting",
+        StepStatus::Active => "active",
+        StepStatus::Succeeded => "succeeded",
+        StepStatus::Failed => "failed",
+        StepStatus::UpstreamFailed => "upstream_failed",
+        StepStatus::Skipped => "skipped",
+    }
+}

@@ -924,3 +924,117 @@ fn type_errors_inside_a_steps_task_and_hooks_have_their_paths() {
         "{errs}"
     );
 }
+
+#[test]
+fn control_decides_manual_actions_or_says_why_not() {
+    use kairos_core::workflow::{Control, StepAction, control};
+    // a → b → c, and a → d (all_done).
+    let steps = vec![
+        step("a", &[]),
+        step("b", &["a"]),
+        step("c", &["b"]),
+        ruled(step("d", &["a"]), TriggerRule::AllDone),
+    ];
+    let d = dag(&steps);
+    let idle = [false; 4];
+    // Skip: only a step that has not started.
+    assert_eq!(
+        control(
+            &d,
+            &[Active, Waiting, Waiting, Waiting],
+            &idle,
+            StepAction::Skip(0)
+        ),
+        Ok(Control {
+            set: vec![(0, Skipped)],
+            reset: vec![]
+        })
+    );
+    let running = [true, false, false, false];
+    let refused = control(
+        &d,
+        &[Active, Waiting, Waiting, Waiting],
+        &running,
+        StepAction::Skip(0),
+    );
+    assert!(refused.unwrap_err().contains("is running"));
+    let refused = control(
+        &d,
+        &[Succeeded, Active, Waiting, Active],
+        &idle,
+        StepAction::Skip(0),
+    );
+    assert!(refused.unwrap_err().contains("has ended"));
+    // Mark succeeded: what it held back decides again, what ran keeps its result.
+    assert_eq!(
+        control(
+            &d,
+            &[Failed, UpstreamFailed, UpstreamFailed, Succeeded],
+            &idle,
+            StepAction::MarkSucceeded(0)
+        ),
+        Ok(Control {
+            set: vec![(0, Succeeded)],
+            reset: vec![1, 2]
+        })
+    );
+    assert!(
+        control(
+            &d,
+            &[Succeeded, Active, Waiting, Active],
+            &idle,
+            StepAction::MarkSucceeded(0)
+        )
+        .unwrap_err()
+        .contains("succeeded already")
+    );
+    // Rerun: the step and everything below it, none of them active.
+    assert_eq!(
+        control(
+            &d,
+            &[Succeeded, Succeeded, Failed, Succeeded],
+            &idle,
+            StepAction::Rerun(1)
+        ),
+        Ok(Control {
+            set: vec![],
+            reset: vec![1, 2]
+        })
+    );
+    assert!(
+        control(
+            &d,
+            &[Succeeded, Succeeded, Failed, Active],
+            &idle,
+            StepAction::Rerun(0)
+        )
+        .unwrap_err()
+        .contains("`d` is queued")
+    );
+    // A step held off by a failed upstream step that is not run again would not run.
+    let refused = control(
+        &d,
+        &[Failed, UpstreamFailed, UpstreamFailed, Succeeded],
+        &idle,
+        StepAction::Rerun(1),
+    );
+    assert!(refused.unwrap_err().contains("would not run"));
+    // Rerun failed: the failures and what they held back; nothing failed, nothing to do.
+    assert_eq!(
+        control(
+            &d,
+            &[Failed, UpstreamFailed, UpstreamFailed, Succeeded],
+            &idle,
+            StepAction::RerunFailed
+        ),
+        Ok(Control {
+            set: vec![],
+            reset: vec![0, 1, 2]
+        })
+    );
+    assert!(
+        control(&d, &[Succeeded; 4], &idle, StepAction::RerunFailed)
+            .unwrap_err()
+            .contains("no failed steps")
+    );
+}

@@ -58,7 +58,9 @@
 //!   are fenced by the lease token and state and report whether they applied.
 //! - **Workflows:** a step run that ends moves its workflow run on in the same transaction,
 //!   which locks the workflow run's row before the step's and only then reads the steps, so
-//!   two steps ending at once never both miss the other (see `workflow`).
+//!   two steps ending at once never both miss the other (see `workflow`). A user's action on
+//!   the steps (skip, mark succeeded, rerun) locks the workflow run, then all its steps in id
+//!   order, and only then reads them (see `control`).
 //! - **Deadlocks** are designed out: a transaction locks jobs' rows before any run, and runs in
 //!   ascending id order (see `batch`), which takes a workflow run before its steps. Should PostgreSQL still report one (or a serialization
 //!   failure), the call fails with `StoreError::Internal`, nothing applied; a test runs every
@@ -108,6 +110,7 @@ mod cancel;
 mod changes;
 mod cluster;
 mod connect;
+mod control;
 mod import;
 mod jobs;
 mod leader_lock;

@@ -1,7 +1,8 @@
 //! `Store` for PostgreSQL: each method is one transaction (or one read) on a pooled connection.
 //! Job writes are in [`crate::jobs`], the hot paths in [`crate::batch`], the rescue in
-//! [`crate::rescue`], cancels in [`crate::cancel`], workflow runs in [`crate::workflow`], tokens
-//! and the audit log in [`crate::auth`].
+//! [`crate::rescue`], cancels in [`crate::cancel`], workflow runs in [`crate::workflow`] (a
+//! user's action on their steps in [`crate::control`]), tokens and the audit log in
+//! [`crate::auth`].
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
@@ -308,6 +309,15 @@ impl Store for PostgresStore {
     async fn run_steps(&self, p: RunStepsParams) -> StoreResult<Vec<Run>> {
         let client = self.client().await?;
         crate::workflow::steps(&client, p.run_id).await
+    }
+
+    async fn workflow_control(&self, p: WorkflowControlParams) -> StoreResult<Run> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let mut notices = Notices::default();
+        let run = crate::control::control(&tx, &p, &mut notices).await?;
+        self.commit(tx, notices).await?;
+        Ok(run)
     }
 
     async fn run_document(&self, p: RunStepsParams) -> StoreResult<Option<JobSpec>> {

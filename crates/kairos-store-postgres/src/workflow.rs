@@ -7,7 +7,8 @@
 //!
 //! Every transaction that changes a step run and then settles its workflow run holds the
 //! workflow run's row lock before it touches the step's row (finish, rescue, cancel, `overlap:
-//! replace`). Settling reads the step runs only once that lock is held, in statements of their
+//! replace`, a user's action on the steps: `crate::control`, which then locks all the steps in
+//! id order). Settling reads the step runs only once that lock is held, in statements of their
 //! own: under READ COMMITTED each statement sees what was committed before it began, so of two
 //! steps that end at once (two transactions), the second to lock the workflow run waits for
 //! the first to commit and then reads both ends; neither misses the other, and a step is
@@ -45,6 +46,7 @@ use kairos_core::run::{RunId, RunState};
 use kairos_core::spec::JobSpec;
 use kairos_store::workflow::{self, StepRow};
 use kairos_store::{Run, StoreError, StoreResult, WorkflowStartParams};
+use tokio_postgres::Row;
 
 use crate::changes::Notices;
 use crate::rows::{self, RUN_SELECT, col, execute, int, query, query_opt};
@@ -154,13 +156,7 @@ pub(crate) async fn settle(
     let flow = workflow::workflow_of(&workflow::parse_spec(col(&parent, 0)?)?)?;
     let steps = steps
         .iter()
-        .map(|r| {
-            Ok(StepRow {
-                id: col(r, 0)?,
-                step: col(r, 1)?,
-                state: col::<&str>(r, 2)?.parse().map_err(StoreError::Internal)?,
-            })
-        })
+        .map(step_row)
         .collect::<StoreResult<Vec<_>>>()?;
     let plan = workflow::settle(&flow, &steps, col(&parent, 1)?)?;
     let mut release = plan.release;
@@ -217,6 +213,15 @@ pub(crate) async fn settle(
     let (released, _, _) = futures::future::try_join3(released, decided, finished).await?;
     notices.add_if(released > 0, kairos_store::Change::Runs);
     Ok(())
+}
+
+/// A row of `SELECT id, step, state` of step runs.
+pub(crate) fn step_row(r: &Row) -> StoreResult<StepRow> {
+    Ok(StepRow {
+        id: col(r, 0)?,
+        step: col(r, 1)?,
+        state: col::<&str>(r, 2)?.parse().map_err(StoreError::Internal)?,
+    })
 }
 
 /// Cancelling a running workflow run, whose row the caller holds: its steps that have not

@@ -1,7 +1,8 @@
 //! Many writers at once on the same jobs and runs (firing with `replace`, claiming, heartbeats,
 //! batched finishes, rescues, updates, pauses, workflow runs and their steps): every call either
 //! applies or reports a fence or conflict; none fails with a deadlock or another internal error.
-//! Steps of one workflow run that end at once on two nodes never both miss the other.
+//! Steps of one workflow run that end at once on two nodes never both miss the other; actions on
+//! a workflow run's steps that race each other or a claim apply once.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,7 +13,7 @@
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use kairos_core::run::{AttemptOutcome, AttemptStatus, JobId, RunOrigin, RunState};
+use kairos_core::run::{AttemptOutcome, AttemptStatus, JobId, RunId, RunOrigin, RunState};
 use kairos_core::spec::ExecutionMode;
 use kairos_store::*;
 use kairos_testkit::postgres::temp_postgres;
@@ -691,9 +692,56 @@ async fn flow_meddler(store: Arc<dyn Store>, jobs: Vec<JobId>) {
     }
 }
 
+/// Acts on the steps of workflow runs by hand (skip, mark succeeded, rerun, rerun the failed
+/// ones), reopening ended runs: each action applies or is refused (`WorkflowConflict`).
+async fn flow_controller(store: Arc<dyn Store>, jobs: Vec<JobId>) {
+    const STEPS: [&str; 5] = ["a", "b", "c", "d", "e"];
+    for round in 0..ROUNDS {
+        let runs = store
+            .run_list(RunListParams {
+                job_id: Some(jobs[round % jobs.len()]),
+                // Started ones (a run not started yet is refused), running or ended.
+                state: Some(
+                    [
+                        RunState::Running,
+                        RunState::Failed,
+                        RunState::Succeeded,
+                        RunState::Cancelled,
+                    ][round % 4],
+                ),
+                limit: 4,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for (i, run) in runs.iter().enumerate() {
+            let step = STEPS[(round + i) % STEPS.len()].to_owned();
+            let action = match (round + i) % 4 {
+                0 => StepControl::RerunFailed,
+                1 => StepControl::Skip(step),
+                2 => StepControl::MarkSucceeded(step),
+                _ => StepControl::Rerun(step),
+            };
+            let acted = store
+                .workflow_control(WorkflowControlParams {
+                    run_id: run.id,
+                    action,
+                    actor: "test".into(),
+                    now: Some(t0()),
+                })
+                .await;
+            match acted {
+                Ok(_) | Err(StoreError::WorkflowConflict { .. }) => {}
+                Err(e) => panic!("unexpected store error: {e}"),
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Workflows under every kind of writer at once (fires with `replace`, starts, claims,
 /// heartbeats, batches that finish plain runs and steps of several workflow runs, cancels of
-/// workflow runs and of steps, rescues, a delete): no deadlock, no other error; and no
+/// workflow runs and of steps, actions on steps by hand, rescues, a delete): no deadlock, no other error; and no
 /// workflow run is left running with nothing left to run (a settle missed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workflow_writers_never_deadlock() {
@@ -738,6 +786,11 @@ async fn workflow_writers_never_deadlock() {
         )),
         tokio::spawn(flow_meddler(store.clone(), jobs.clone())),
         tokio::spawn(flow_meddler(other.clone(), jobs.clone())),
+        tokio::spawn(flow_controller(store.clone(), jobs.clone())),
+        tokio::spawn(flow_controller(
+            other.clone(),
+            jobs.iter().rev().copied().collect(),
+        )),
     ];
     for n in 0..4 {
         let store = if n % 2 == 0 { &store } else { &other };
@@ -942,4 +995,278 @@ async fn a_batch_with_a_step_does_not_deadlock_with_a_replace() {
         .unwrap()
         .unwrap();
     assert_eq!(p.state, RunState::Cancelled);
+}
+
+/// Fires, claims and starts one run of a workflow job (due at `at`, the job's next fire time);
+/// returns the workflow run.
+async fn started_flow(store: &dyn Store, job_id: JobId, at: Timestamp) -> Run {
+    let fired = store
+        .job_fire(JobFireParams {
+            job_id,
+            expected_next_fire_at: at,
+            runs: vec![insert(at, false)],
+            cancel_active: false,
+            max_active: None,
+            next_fire_at: Some(at + SignedDuration::from_secs(1)),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    assert!(fired.applied);
+    let flow_run = claim_one(store, "one", at).await;
+    assert!(flow_run.run.parent_id.is_none());
+    assert!(
+        store
+            .workflow_start(WorkflowStartParams {
+                run_id: flow_run.run.id,
+                lease_token: flow_run.lease_token.clone(),
+                spec: flow_run.job.spec.clone(),
+                now: Some(at),
+            })
+            .await
+            .unwrap()
+    );
+    flow_run.run
+}
+
+/// Each step's name and state, in step order.
+async fn step_states(store: &dyn Store, run_id: RunId) -> Vec<(String, RunState)> {
+    store
+        .run_steps(RunStepsParams { run_id })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.step.unwrap(), s.state))
+        .collect()
+}
+
+fn named(pairs: &[(&str, RunState)]) -> Vec<(String, RunState)> {
+    pairs.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect()
+}
+
+async fn claim_all(store: &dyn Store, node: &str, now: Timestamp) -> Vec<ClaimedRun> {
+    store
+        .run_claim(RunClaimParams {
+            node: node.into(),
+            limit: 10,
+            lease: SignedDuration::from_secs(30),
+            ahead: SignedDuration::ZERO,
+            now: Some(now),
+        })
+        .await
+        .unwrap()
+}
+
+/// Claims the one queued step (it must be `step`) and ends it successfully.
+async fn run_step(store: &dyn Store, step: &str, at: Timestamp) -> ClaimedRun {
+    let c = claim_one(store, "one", at).await;
+    assert_eq!(c.run.step.as_deref(), Some(step));
+    let finish = step_finish(&c, "one", RunNext::Finish(RunState::Succeeded), at);
+    assert!(store.run_finish(finish).await.unwrap());
+    c
+}
+
+/// Two nodes (two stores, two pools) ask at once to run the failed steps of the same ended
+/// workflow run again: each locks the workflow run, then its steps, before it reads them, so
+/// the second waits for the first and finds nothing failed any more. Exactly one applies, the
+/// failed step is queued once and claimed once, and nothing deadlocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_rerunning_the_failed_steps_at_once_rerun_them_once() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let one: Arc<dyn Store> = pg.store.clone();
+    let two: Arc<dyn Store> = Arc::new(
+        kairos_store_postgres::PostgresStore::connect(pg.schema.config_as("two"))
+            .await
+            .unwrap(),
+    );
+    let job = one
+        .job_create(JobCreateParams {
+            spec: flow("rerun", &[("a", &[]), ("c", &["a"]), ("d", &["c"])]),
+            next_fire_at: Some(t0()),
+            actor: "test".into(),
+            now: Some(t0()),
+        })
+        .await
+        .unwrap();
+    for round in 0..10 {
+        let at = t0() + SignedDuration::from_secs(round);
+        let run = started_flow(&*one, job.id, at).await;
+        run_step(&*one, "a", at).await;
+        let c = claim_one(&*one, "one", at).await;
+        assert_eq!(c.run.step.as_deref(), Some("c"));
+        let failed = RunFinishParams {
+            outcome: AttemptOutcome::from_status(AttemptStatus::ExitCode { code: 1 }),
+            ..step_finish(&c, "one", RunNext::Finish(RunState::Failed), at)
+        };
+        assert!(one.run_finish(failed).await.unwrap());
+        use RunState::*;
+        assert_eq!(
+            step_states(&*one, run.id).await,
+            named(&[("a", Succeeded), ("c", Failed), ("d", UpstreamFailed)]),
+            "round {round}"
+        );
+        let ended = one
+            .run_get(RunGetParams { id: run.id })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended.state, Failed, "round {round}");
+
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let reruns = [(one.clone(), "alice"), (two.clone(), "bob")].map(|(store, actor)| {
+            let start = start.clone();
+            let run_id = run.id;
+            tokio::spawn(async move {
+                start.wait().await;
+                store
+                    .workflow_control(WorkflowControlParams {
+                        run_id,
+                        action: StepControl::RerunFailed,
+                        actor: actor.into(),
+                        now: Some(at),
+                    })
+                    .await
+            })
+        });
+        let mut applied = 0;
+        for rerun in reruns {
+            match rerun.await.unwrap() {
+                Ok(reopened) => {
+                    applied += 1;
+                    assert_eq!(reopened.state, Running, "round {round}");
+                    assert_eq!(reopened.finished_at, None, "round {round}");
+                }
+                // The second saw the first's result: nothing failed any more.
+                Err(StoreError::WorkflowConflict { run_id, .. }) => assert_eq!(run_id, run.id),
+                Err(e) => panic!("round {round}: unexpected store error: {e}"),
+            }
+        }
+        assert_eq!(applied, 1, "round {round}: exactly one rerun applies");
+        assert_eq!(
+            step_states(&*one, run.id).await,
+            named(&[("a", Succeeded), ("c", Queued), ("d", Scheduled)]),
+            "round {round}"
+        );
+        // Queued once: one node claims it, the other finds nothing.
+        let claims = [(one.clone(), "one"), (two.clone(), "two")]
+            .map(|(store, node)| tokio::spawn(async move { claim_all(&*store, node, at).await }));
+        let mut claimed = Vec::new();
+        for claim in claims {
+            claimed.extend(claim.await.unwrap());
+        }
+        assert_eq!(claimed.len(), 1, "round {round}: {claimed:?}");
+        let c = claimed.remove(0);
+        assert_eq!(c.run.step.as_deref(), Some("c"));
+        assert_eq!((c.run.attempt, c.run.max_attempts), (2, 2), "round {round}");
+        let finish = step_finish(&c, "one", RunNext::Finish(Succeeded), at);
+        assert!(one.run_finish(finish).await.unwrap());
+        run_step(&*two, "d", at).await;
+        let ended = one
+            .run_get(RunGetParams { id: run.id })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended.state, Succeeded, "round {round}");
+        assert!(
+            claim_all(&*one, "one", at).await.is_empty(),
+            "round {round}"
+        );
+    }
+}
+
+/// Skipping a queued step races its claim on another node: either the claim gets it (and the
+/// skip is refused: the step is running) or the skip applies (and the claim gets nothing),
+/// never both. Each round starts the race at a barrier; both outcomes are fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn skipping_a_queued_step_races_its_claim_one_wins() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let one: Arc<dyn Store> = pg.store.clone();
+    let two: Arc<dyn Store> = Arc::new(
+        kairos_store_postgres::PostgresStore::connect(pg.schema.config_as("two"))
+            .await
+            .unwrap(),
+    );
+    let job = one
+        .job_create(JobCreateParams {
+            spec: flow("skip", &[("x", &[]), ("y", &["x"])]),
+            next_fire_at: Some(t0()),
+            actor: "test".into(),
+            now: Some(t0()),
+        })
+        .await
+        .unwrap();
+    let (mut skips, mut claims) = (0, 0);
+    for round in 0..20 {
+        let at = t0() + SignedDuration::from_secs(round);
+        let run = started_flow(&*one, job.id, at).await;
+        use RunState::*;
+        assert_eq!(
+            step_states(&*one, run.id).await,
+            named(&[("x", Queued), ("y", Scheduled)]),
+            "round {round}"
+        );
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let skip = tokio::spawn({
+            let (start, store, run_id) = (start.clone(), one.clone(), run.id);
+            async move {
+                start.wait().await;
+                store
+                    .workflow_control(WorkflowControlParams {
+                        run_id,
+                        action: StepControl::Skip("x".into()),
+                        actor: "alice".into(),
+                        now: Some(at),
+                    })
+                    .await
+            }
+        });
+        let claim = tokio::spawn({
+            let (start, store) = (start.clone(), two.clone());
+            async move {
+                start.wait().await;
+                claim_all(&*store, "two", at).await
+            }
+        });
+        let skipped = skip.await.unwrap();
+        let claimed = claim.await.unwrap();
+        match (skipped, claimed.as_slice()) {
+            (Ok(after), []) => {
+                skips += 1;
+                assert_eq!(
+                    step_states(&*one, run.id).await,
+                    named(&[("x", Skipped), ("y", Skipped)]),
+                    "round {round}"
+                );
+                assert_eq!(after.state, Succeeded, "round {round}");
+            }
+            (Err(StoreError::WorkflowConflict { message, .. }), [x]) => {
+                claims += 1;
+                assert!(message.contains("is running"), "round {round}: {message}");
+                assert_eq!(x.run.step.as_deref(), Some("x"), "round {round}");
+                assert_eq!(x.run.attempt, 1, "round {round}");
+                let finish = step_finish(x, "two", RunNext::Finish(Succeeded), at);
+                assert!(two.run_finish(finish).await.unwrap(), "round {round}");
+                run_step(&*one, "y", at).await;
+                assert_eq!(
+                    step_states(&*one, run.id).await,
+                    named(&[("x", Succeeded), ("y", Succeeded)]),
+                    "round {round}"
+                );
+            }
+            (skipped, claimed) => {
+                panic!("round {round}: the skip gave {skipped:?} and the claim {claimed:?}")
+            }
+        }
+        let ended = one
+            .run_get(RunGetParams { id: run.id })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended.state, Succeeded, "round {round}");
+    }
+    eprintln!("skips applied: {skips}, claims won: {claims}");
 }

@@ -47,7 +47,7 @@ fn fetch_existing_job(conn: &Connection, namespace: &str, name: &str) -> StoreRe
     })
 }
 
-fn fetch_run(conn: &Connection, id: RunId) -> StoreResult<Option<Run>> {
+pub(crate) fn fetch_run(conn: &Connection, id: RunId) -> StoreResult<Option<Run>> {
     first(
         conn,
         &format!("{RUN_SELECT} WHERE r.id = ?1"),
@@ -768,6 +768,12 @@ impl Store for SqliteStore {
     async fn run_steps(&self, p: RunStepsParams) -> StoreResult<Vec<Run>> {
         self.db
             .read(move |conn| crate::workflow::steps(conn, p.run_id))
+            .await
+    }
+
+    async fn workflow_control(&self, p: WorkflowControlParams) -> StoreResult<Run> {
+        self.db
+            .write(move |tx| crate::workflow::control(tx, &p, now_or(p.now)))
             .await
     }
 

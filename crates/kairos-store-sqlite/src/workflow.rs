@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use kairos_core::run::RunId;
 use kairos_store::workflow::{self, StepRow};
-use kairos_store::{Run, StoreError, StoreResult, WorkflowStartParams};
+use kairos_store::{Run, StoreError, StoreResult, WorkflowControlParams, WorkflowStartParams};
 use rusqlite::{Connection, params};
 
 use crate::rows::{self, RUN_SELECT, all, col, exec, first, micros};
@@ -58,18 +58,7 @@ pub(crate) fn settle(conn: &Connection, run_id: RunId, now: Timestamp) -> StoreR
         return Ok(());
     };
     let flow = workflow::workflow_of(&workflow::parse_spec(&spec)?)?;
-    let steps = all(
-        conn,
-        "SELECT id, step, state FROM runs WHERE parent_id = ?1",
-        [run_id],
-        |r| {
-            Ok(StepRow {
-                id: col(r, 0)?,
-                step: col(r, 1)?,
-                state: col::<String>(r, 2)?.parse().map_err(StoreError::Internal)?,
-            })
-        },
-    )?;
+    let steps = step_rows(conn, run_id)?;
     let plan = workflow::settle(&flow, &steps, cancelling)?;
     let now = micros(now);
     for id in plan.release {
@@ -122,4 +111,104 @@ pub(crate) fn steps(conn: &Connection, run_id: RunId) -> StoreResult<Vec<Run>> {
         [run_id],
         rows::run,
     )
+}
+
+fn step_rows(conn: &Connection, run_id: RunId) -> StoreResult<Vec<StepRow>> {
+    all(
+        conn,
+        "SELECT id, step, state FROM runs WHERE parent_id = ?1",
+        [run_id],
+        |r| {
+            Ok(StepRow {
+                id: col(r, 0)?,
+                step: col(r, 1)?,
+                state: col::<String>(r, 2)?.parse().map_err(StoreError::Internal)?,
+            })
+        },
+    )
+}
+
+/// `workflow_control`: decides the action on the steps as they are, writes it fenced by each
+/// step's state, reopens a run that had ended, settles it and records the change.
+pub(crate) fn control(
+    conn: &Connection,
+    p: &WorkflowControlParams,
+    at: Timestamp,
+) -> StoreResult<Run> {
+    let conflict = |message: String| StoreError::WorkflowConflict {
+        run_id: p.run_id,
+        message,
+    };
+    let run = crate::store::fetch_run(conn, p.run_id)?.ok_or(StoreError::RunNotFound(p.run_id))?;
+    if let Some(parent) = run.parent_id {
+        return Err(conflict(format!(
+            "is a step of run {parent}; act on the workflow run"
+        )));
+    }
+    let spec: Option<String> = first(
+        conn,
+        "SELECT spec FROM runs WHERE id = ?1",
+        [p.run_id],
+        |r| col(r, 0),
+    )?
+    .flatten();
+    let Some(spec) = spec else {
+        return Err(conflict(
+            if run.state.is_terminal() || run.state == kairos_core::run::RunState::Running {
+                "is not a workflow run".to_owned()
+            } else {
+                format!("is {}: its steps do not exist until it starts", run.state)
+            },
+        ));
+    };
+    if run.state == kairos_core::run::RunState::Running && run.cancel_requested {
+        return Err(conflict("is being cancelled".to_owned()));
+    }
+    let spec = workflow::parse_spec(&spec)?;
+    let steps = step_rows(conn, p.run_id)?;
+    let writes = workflow::plan_control(p.run_id, &spec, &steps, &p.action, &p.actor)?;
+    let now = micros(at);
+    let changed_meanwhile = || conflict("its steps changed meanwhile; try again".to_owned());
+    for (id, was, state, reason) in &writes.set {
+        let changed = exec(
+            conn,
+            "UPDATE runs SET state = ?1, reason = ?2, finished_at = ?3 WHERE id = ?4 AND state = ?5",
+            params![state.as_str(), reason, now, id, was.as_str()],
+        )?;
+        if changed != 1 {
+            return Err(changed_meanwhile());
+        }
+    }
+    let reason = format!("run again by {}", p.actor);
+    for (id, was, budget) in &writes.reset {
+        let changed = exec(
+            conn,
+            "UPDATE runs SET state = 'scheduled', max_attempts = attempt + ?1, run_at = ?2, \
+             reason = ?3, exit_code = NULL, started_at = NULL, finished_at = NULL, node = NULL, \
+             result = NULL, cancel_requested = 0 WHERE id = ?4 AND state = ?5",
+            params![budget, now, reason, id, was.as_str()],
+        )?;
+        if changed != 1 {
+            return Err(changed_meanwhile());
+        }
+    }
+    if run.state.is_terminal() {
+        exec(
+            conn,
+            "UPDATE runs SET state = 'running', finished_at = NULL, cancel_requested = 0, \
+             reason = NULL WHERE id = ?1 AND state = ?2",
+            params![p.run_id, run.state.as_str()],
+        )?;
+    }
+    settle(conn, p.run_id, at)?;
+    let mut change = crate::auth::Change::job(
+        &p.actor,
+        p.action.audit_action(),
+        &run.namespace,
+        &run.job_name,
+    )
+    .run(run.id);
+    change.detail = p.action.step().map(|s| format!("step `{s}`"));
+    crate::auth::audit(conn, change, at)?;
+    crate::store::fetch_run(conn, p.run_id)?.ok_or(StoreError::RunNotFound(p.run_id))
 }

@@ -31,6 +31,12 @@ pub enum StoreError {
         state: String,
         action: &'static str,
     },
+    /// A workflow run has no step of this name.
+    #[error("run {run_id} has no step `{step}`")]
+    StepNotFound { run_id: RunId, step: String },
+    /// A user's action on a workflow run that its state does not allow (nothing changed).
+    #[error("run {run_id}: {message}")]
+    WorkflowConflict { run_id: RunId, message: String },
     /// The data directory is held by another node.
     #[error("{0}")]
     Locked(String),

@@ -3,7 +3,7 @@
 //! store's own clock rules) and `Some` under a manual clock in tests.
 
 use jiff::{SignedDuration, Timestamp};
-use kairos_core::auth::{Role, Scope};
+use kairos_core::auth::{AuditAction, Role, Scope};
 use kairos_core::run::{AttemptOutcome, JobId, RunId, RunOrigin, RunState, SkipReason};
 use kairos_core::spec::{ExecutionMode, JobSpec};
 
@@ -228,6 +228,48 @@ pub struct WorkflowStartParams {
     pub run_id: RunId,
     pub lease_token: String,
     pub spec: JobSpec,
+    pub now: Option<Timestamp>,
+}
+
+/// A user's action on a workflow run's steps (see [`Store::workflow_control`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepControl {
+    /// End a step that has not started as `skipped`.
+    Skip(String),
+    /// End a step that is not running as `succeeded`; the steps below it that did not run
+    /// because of it decide again.
+    MarkSucceeded(String),
+    /// Run a step and everything downstream of it again.
+    Rerun(String),
+    /// Run the failed and upstream failed steps (and the skipped ones below them) again.
+    RerunFailed,
+}
+
+impl StepControl {
+    pub fn audit_action(&self) -> AuditAction {
+        match self {
+            StepControl::Skip(_) => AuditAction::RunSkipStep,
+            StepControl::MarkSucceeded(_) => AuditAction::RunMarkStepSucceeded,
+            StepControl::Rerun(_) => AuditAction::RunRerunStep,
+            StepControl::RerunFailed => AuditAction::RunRerunFailed,
+        }
+    }
+
+    /// The step it names, if any.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            StepControl::Skip(s) | StepControl::MarkSucceeded(s) | StepControl::Rerun(s) => Some(s),
+            StepControl::RerunFailed => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkflowControlParams {
+    /// The workflow run.
+    pub run_id: RunId,
+    pub action: StepControl,
+    pub actor: String,
     pub now: Option<Timestamp>,
 }
 
@@ -530,6 +572,12 @@ pub trait Store: Send + Sync + 'static {
     async fn workflow_start(&self, p: WorkflowStartParams) -> StoreResult<bool>;
     /// The step runs of a workflow run, in step order (empty for a plain run).
     async fn run_steps(&self, p: RunStepsParams) -> StoreResult<Vec<Run>>;
+    /// Applies a user's action to a workflow run's steps (audited), under the same lock as a
+    /// step's end, then settles the run: a run that had ended runs again when steps are set
+    /// back. `RunNotFound`; `StepNotFound`; `WorkflowConflict` (nothing changed) when the run
+    /// is not a started workflow run, is being cancelled, or the steps' states do not allow the
+    /// action. Returns the workflow run after the change.
+    async fn workflow_control(&self, p: WorkflowControlParams) -> StoreResult<Run>;
     /// The job document a workflow run started with (`None`: not a workflow run, or not
     /// started yet).
     async fn run_document(&self, p: RunStepsParams) -> StoreResult<Option<JobSpec>>;

@@ -153,3 +153,91 @@ pub fn settle(workflow: &Workflow, steps: &[StepRow], cancelling: bool) -> Store
         }),
     })
 }
+
+/// What a user's action writes to a workflow run's steps, each write fenced by the state the
+/// step was read in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlWrites {
+    /// Steps that end: id, the state read (the fence), the new state (`skipped`,
+    /// `succeeded`) and why.
+    pub set: Vec<(RunId, RunState, RunState, String)>,
+    /// Steps set back to `scheduled` (waiting): id, the state read (the fence), and the
+    /// attempts the step may take from now (its budget: `max_attempts` becomes the attempts
+    /// used so far plus these).
+    pub reset: Vec<(RunId, RunState, u32)>,
+}
+
+/// Decides a user's action ([`crate::StepControl`]) on a started workflow run from its
+/// document and its steps' rows (`kairos_core::workflow::control`), or refuses it:
+/// `StepNotFound` for a step it does not have, `WorkflowConflict` when the steps' states do not
+/// allow it. The run's own state (ended, being cancelled) is the caller's to check.
+pub fn plan_control(
+    run_id: RunId,
+    spec: &JobSpec,
+    steps: &[StepRow],
+    action: &crate::StepControl,
+    actor: &str,
+) -> StoreResult<ControlWrites> {
+    use kairos_core::workflow::{StepAction, control};
+    let flow = workflow_of(spec)?;
+    let dag = &flow.dag;
+    let index = |name: &str| {
+        dag.index_of(name).ok_or_else(|| StoreError::StepNotFound {
+            run_id,
+            step: name.to_owned(),
+        })
+    };
+    let step_action = match action {
+        crate::StepControl::Skip(s) => StepAction::Skip(index(s)?),
+        crate::StepControl::MarkSucceeded(s) => StepAction::MarkSucceeded(index(s)?),
+        crate::StepControl::Rerun(s) => StepAction::Rerun(index(s)?),
+        crate::StepControl::RerunFailed => StepAction::RerunFailed,
+    };
+    let mut rows: Vec<Option<&StepRow>> = vec![None; dag.len()];
+    for row in steps {
+        let i = dag.index_of(&row.step).ok_or_else(|| {
+            StoreError::Internal(format!("step run {} names no step of its workflow", row.id))
+        })?;
+        rows[i] = Some(row);
+    }
+    let rows: Vec<&StepRow> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "the workflow run has no step run for step `{}`",
+                    dag.name(i)
+                ))
+            })
+        })
+        .collect::<StoreResult<_>>()?;
+    let statuses: Vec<StepStatus> = rows.iter().map(|r| step_status(r.state)).collect();
+    let running: Vec<bool> = rows.iter().map(|r| r.state == RunState::Running).collect();
+    let decided = control(dag, &statuses, &running, step_action)
+        .map_err(|message| StoreError::WorkflowConflict { run_id, message })?;
+    let budgets = step_inserts(spec, &flow);
+    Ok(ControlWrites {
+        set: decided
+            .set
+            .iter()
+            .map(|&(i, status)| {
+                let (state, why) = match status {
+                    StepStatus::Skipped => (RunState::Skipped, "skipped"),
+                    _ => (RunState::Succeeded, "marked succeeded"),
+                };
+                (
+                    rows[i].id,
+                    rows[i].state,
+                    state,
+                    format!("{why} by {actor}"),
+                )
+            })
+            .collect(),
+        reset: decided
+            .reset
+            .iter()
+            .map(|&i| (rows[i].id, rows[i].state, budgets[i].max_attempts))
+            .collect(),
+    })
+}

@@ -220,6 +220,14 @@ pub enum RunCmd {
     },
     /// Cancel a run.
     Cancel { id: i64 },
+    /// End a step of a workflow run that has not started as skipped.
+    Skip { id: i64, step: String },
+    /// End a step of a workflow run as succeeded (the steps below it decide again).
+    MarkSucceeded { id: i64, step: String },
+    /// Run a step of a workflow run, and everything downstream of it, again.
+    Rerun { id: i64, step: String },
+    /// Run the failed steps of a workflow run again.
+    RerunFailed { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]

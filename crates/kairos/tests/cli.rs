@@ -386,6 +386,23 @@ async fn workflow_runs_and_backfills_from_the_cli() {
         stderr(&missing)
     );
 
+    // By hand: a step that ended is not skipped (409, said plainly); a rerun runs it and the
+    // step below it again.
+    let skip = kairos(&["run", "skip", &id.to_string(), "load"], Some(&url));
+    assert!(!skip.status.success());
+    assert!(stderr(&skip).contains("has ended"), "{}", stderr(&skip));
+    let rerun = kairos(&["run", "rerun", &id.to_string(), "load"], Some(&url));
+    assert!(rerun.status.success(), "{}", stderr(&rerun));
+    assert!(stdout(&rerun).contains("is running"), "{}", stdout(&rerun));
+    server.wait_for_run_state(60, id, "succeeded").await;
+    let again = kairos(&["run", "rerun-failed", &id.to_string()], Some(&url));
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("no failed steps"),
+        "{}",
+        stderr(&again)
+    );
+
     let dry = kairos(
         &[
             "job",

@@ -208,3 +208,154 @@ async fn a_cycle_is_refused_with_422_and_nothing_is_written() {
     let (status, _, _) = server.call(Method::GET, "/api/v1/jobs/loop", None).await;
     assert_eq!(status, 404, "nothing was written");
 }
+
+/// A failed run, fixed by hand: `rerun-failed` runs the failed step and the step it held back
+/// again (the steps that succeeded keep their results), and the run succeeds. Actions the run's
+/// state does not allow are refused with 409, unknown steps with 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_failed_completes_a_failed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let fixed = dir.path().join("fixed");
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let mut report = timed_step(&marks, "report", &["load"], 0.0, "true");
+    report["trigger_rule"] = json!("all_done");
+    create(
+        &server,
+        json!({"name": "etl", "steps": [
+            timed_step(&marks, "extract", &[], 0.0, "true"),
+            timed_step(&marks, "transform", &["extract"], 0.0,
+                &format!("test -e '{}'", fixed.display())),
+            timed_step(&marks, "load", &["transform"], 0.0, "true"),
+            report,
+        ]}),
+    )
+    .await;
+    let id = server.trigger("etl").await;
+    server.wait_for_run_state(60, id, "failed").await;
+
+    std::fs::write(&fixed, "").unwrap();
+    let (status, _, run) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{id}/rerun-failed"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["state"], "running");
+    let run = server.wait_for_run_state(60, id, "succeeded").await;
+    assert_eq!(
+        step_states(&run),
+        pairs(&[
+            ("extract", "succeeded"),
+            ("transform", "succeeded"),
+            ("load", "succeeded"),
+            ("report", "succeeded")
+        ])
+    );
+    assert_eq!(spans(&marks, "extract").len(), 1, "extract kept its result");
+    assert_eq!(spans(&marks, "transform").len(), 2, "transform ran again");
+    assert_eq!(
+        spans(&marks, "load").len(),
+        1,
+        "load ran once, after the fix"
+    );
+    assert_eq!(spans(&marks, "report").len(), 1, "report kept its result");
+    assert_eq!(run["steps"][1]["attempt"], 2);
+
+    for (path, want) in [
+        (format!("/api/v1/runs/{id}/rerun-failed"), 409),
+        (format!("/api/v1/runs/{id}/steps/load/skip"), 409),
+        (format!("/api/v1/runs/{id}/steps/load/mark-succeeded"), 409),
+        (format!("/api/v1/runs/{id}/steps/nope/rerun"), 404),
+    ] {
+        let (status, ct, problem) = server.call(Method::POST, &path, None).await;
+        assert_eq!(status, want, "{path}: {problem}");
+        assert_eq!(ct, "application/problem+json");
+    }
+    // Rerunning one step runs it and what is below it again.
+    let (status, _, run) = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{id}/steps/load/rerun"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    server
+        .wait_for(60, "load and report to run again", || async {
+            let (_, _, run) = server
+                .call(Method::GET, &format!("/api/v1/runs/{id}"), None)
+                .await;
+            (run["state"] == "succeeded" && spans(&marks, "report").len() == 2).then_some(())
+        })
+        .await;
+    assert_eq!(spans(&marks, "load").len(), 2);
+    assert_eq!(
+        spans(&marks, "transform").len(),
+        2,
+        "above it, nothing ran again"
+    );
+}
+
+/// `kill -9` of the server while a step runs: after a restart the workflow finishes. The steps
+/// that had ended do not run again; the one that was running (killed with its node) runs again
+/// as a new attempt and completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_workflow_and_a_restart_finish_it_with_no_step_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]).await;
+    create(
+        &server,
+        json!({"name": "long", "steps": [
+            timed_step(&marks, "first", &[], 0.0, "true"),
+            timed_step(&marks, "slow", &["first"], 3.0, "true"),
+            timed_step(&marks, "last", &["slow"], 0.0, "true"),
+        ]}),
+    )
+    .await;
+    let id = server.trigger("long").await;
+    server
+        .wait_for(60, "the slow step to start", || async {
+            let text = std::fs::read_to_string(marks.join("slow")).unwrap_or_default();
+            (!text.is_empty()).then_some(())
+        })
+        .await;
+    server.kill9();
+    let server = Server::start(&data, &[]).await;
+    let run = server.wait_for_run_state(90, id, "succeeded").await;
+    assert_eq!(
+        step_states(&run),
+        pairs(&[
+            ("first", "succeeded"),
+            ("slow", "succeeded"),
+            ("last", "succeeded")
+        ])
+    );
+    assert_eq!(
+        spans(&marks, "first").len(),
+        1,
+        "an ended step does not run again"
+    );
+    assert_eq!(spans(&marks, "last").len(), 1);
+    let slow = std::fs::read_to_string(marks.join("slow")).unwrap();
+    let stamps: Vec<&str> = slow.lines().collect();
+    // Killed with its node after its start mark, then one full execution: three marks.
+    assert_eq!(stamps.len(), 3, "{slow}");
+    let slow_id = run["steps"][1]["run_id"].as_i64().unwrap();
+    let (_, _, slow_run) = server
+        .call(Method::GET, &format!("/api/v1/runs/{slow_id}"), None)
+        .await;
+    let statuses: Vec<&str> = slow_run["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["lost", "succeeded"], "{slow_run}");
+}

@@ -106,6 +106,9 @@ macro_rules! conformance_tests {
             workflow_rescued_step_moves_the_run_on,
             workflow_cancelled_before_its_start_leaves_no_step_waiting,
             workflow_step_retry_after_a_cancel_request_ends_it,
+            workflow_rerun_failed_completes_the_run,
+            workflow_skip_and_mark_succeeded_decide_steps_by_hand,
+            workflow_rerun_a_step_runs_it_and_its_downstream_again,
             // notify
             changes_are_announced_on_the_feed,
         );

@@ -493,3 +493,206 @@ pub async fn workflow_step_retry_after_a_cancel_request_ends_it(store: Arc<dyn S
             .is_empty()
     );
 }
+
+async fn act(store: &Arc<dyn Store>, run: &Run, action: StepControl) -> StoreResult<Run> {
+    store
+        .workflow_control(WorkflowControlParams {
+            run_id: run.id,
+            action,
+            actor: "alice".into(),
+            now: Some(t(T0) + SignedDuration::from_mins(1)),
+        })
+        .await
+}
+
+/// Claims every queued step and ends each as `status` says (by step name), until none is
+/// queued.
+async fn drain(store: &Arc<dyn Store>, fail: &[&str]) {
+    loop {
+        let claimed = claim_steps(store, t(T0) + SignedDuration::from_mins(2)).await;
+        if claimed.is_empty() {
+            return;
+        }
+        for c in &claimed {
+            let step = c.run.step.clone().unwrap_or_default();
+            let status = if fail.contains(&step.as_str()) {
+                AttemptStatus::ExitCode { code: 1 }
+            } else {
+                AttemptStatus::Succeeded
+            };
+            assert!(end(store, c, status, t(T0) + SignedDuration::from_mins(2)).await);
+        }
+    }
+}
+
+pub async fn workflow_rerun_failed_completes_the_run(store: Arc<dyn Store>) {
+    use RunState::*;
+    let run = started(&store, diamond()).await;
+    drain(&store, &["c"]).await;
+    assert_eq!(get(&store, run.id).await.state, Failed);
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[
+            ("a", Succeeded),
+            ("b", Succeeded),
+            ("c", Failed),
+            ("d", UpstreamFailed),
+            ("e", Succeeded)
+        ])
+    );
+    let reopened = act(&store, &run, StepControl::RerunFailed).await.unwrap();
+    assert_eq!(reopened.state, Running);
+    assert_eq!(reopened.finished_at, None);
+    // c is queued at once (a succeeded); d waits for it; the others keep their results.
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[
+            ("a", Succeeded),
+            ("b", Succeeded),
+            ("c", Queued),
+            ("d", Scheduled),
+            ("e", Succeeded)
+        ])
+    );
+    drain(&store, &[]).await;
+    assert_eq!(get(&store, run.id).await.state, Succeeded);
+    let c = &store
+        .run_steps(RunStepsParams { run_id: run.id })
+        .await
+        .unwrap()[2];
+    assert_eq!(
+        (c.attempt, c.max_attempts),
+        (2, 2),
+        "a new attempt, with a budget of its own"
+    );
+    assert_eq!(
+        store
+            .attempt_list(AttemptListParams { run_id: c.id })
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // Nothing failed any more.
+    let refused = act(&store, &run, StepControl::RerunFailed).await;
+    assert!(
+        matches!(refused, Err(StoreError::WorkflowConflict { .. })),
+        "{refused:?}"
+    );
+    let audit = store
+        .audit_list(AuditListParams {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit.iter().any(
+            |e| e.action == kairos_core::auth::AuditAction::RunRerunFailed
+                && e.run_id == Some(run.id)
+                && e.actor == "alice"
+        ),
+        "{audit:?}"
+    );
+}
+
+pub async fn workflow_skip_and_mark_succeeded_decide_steps_by_hand(store: Arc<dyn Store>) {
+    use RunState::*;
+    let run = started(&store, diamond()).await;
+    // a has not started: marked succeeded, its dependents are queued.
+    act(&store, &run, StepControl::MarkSucceeded("a".into()))
+        .await
+        .unwrap();
+    // c is queued: skipped; d (all_success) is skipped with it, and e (all_done after d) runs.
+    act(&store, &run, StepControl::Skip("c".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[
+            ("a", Succeeded),
+            ("b", Queued),
+            ("c", Skipped),
+            ("d", Skipped),
+            ("e", Queued)
+        ])
+    );
+    let b = claim_steps(&store, t(T0) + SignedDuration::from_mins(1)).await;
+    assert_eq!(b.len(), 2);
+    assert_eq!(b[0].run.step.as_deref(), Some("b"));
+    // A running step is neither skipped nor marked; unknown steps and ended steps are refused.
+    for action in [
+        StepControl::Skip("b".into()),
+        StepControl::MarkSucceeded("b".into()),
+        StepControl::Skip("a".into()),
+        StepControl::Rerun("a".into()),
+    ] {
+        let refused = act(&store, &run, action.clone()).await;
+        assert!(
+            matches!(refused, Err(StoreError::WorkflowConflict { .. })),
+            "{action:?}: {refused:?}"
+        );
+    }
+    let missing = act(&store, &run, StepControl::Skip("zzz".into())).await;
+    assert!(
+        matches!(missing, Err(StoreError::StepNotFound { .. })),
+        "{missing:?}"
+    );
+    for c in &b {
+        assert!(end(&store, c, AttemptStatus::Succeeded, t(T0)).await);
+    }
+    drain(&store, &[]).await;
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[
+            ("a", Succeeded),
+            ("b", Succeeded),
+            ("c", Skipped),
+            ("d", Skipped),
+            ("e", Succeeded)
+        ])
+    );
+    assert_eq!(get(&store, run.id).await.state, Succeeded);
+    // A step of the run is not a workflow run.
+    let b_run = get(&store, b[0].run.id).await;
+    let refused = act(&store, &b_run, StepControl::RerunFailed).await;
+    assert!(
+        matches!(refused, Err(StoreError::WorkflowConflict { .. })),
+        "{refused:?}"
+    );
+}
+
+pub async fn workflow_rerun_a_step_runs_it_and_its_downstream_again(store: Arc<dyn Store>) {
+    use RunState::*;
+    let run = started(&store, diamond()).await;
+    drain(&store, &[]).await;
+    assert_eq!(get(&store, run.id).await.state, Succeeded);
+    act(&store, &run, StepControl::Rerun("b".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        states(&store, &run).await,
+        expect(&[
+            ("a", Succeeded),
+            ("b", Queued),
+            ("c", Succeeded),
+            ("d", Scheduled),
+            ("e", Scheduled)
+        ])
+    );
+    assert_eq!(get(&store, run.id).await.state, Running);
+    // While b runs again, rerunning a (whose downstream includes b) is refused.
+    let refused = act(&store, &run, StepControl::Rerun("a".into())).await;
+    assert!(
+        matches!(refused, Err(StoreError::WorkflowConflict { .. })),
+        "{refused:?}"
+    );
+    drain(&store, &[]).await;
+    assert_eq!(get(&store, run.id).await.state, Succeeded);
+    let steps = store
+        .run_steps(RunStepsParams { run_id: run.id })
+        .await
+        .unwrap();
+    let attempts: Vec<u32> = steps.iter().map(|s| s.attempt).collect();
+    assert_eq!(attempts, vec![1, 2, 1, 2, 2]);
+}

@@ -167,6 +167,42 @@ pub async fn run(client: &Client, namespace: &str, json: bool, cmd: RunCmd) -> a
                 );
             }
         }
+        RunCmd::Skip { id, step } => {
+            let path = format!("/api/v1/runs/{id}/steps/{}/skip", urlencode(&step));
+            control(client, json, &path).await?;
+        }
+        RunCmd::MarkSucceeded { id, step } => {
+            let path = format!(
+                "/api/v1/runs/{id}/steps/{}/mark-succeeded",
+                urlencode(&step)
+            );
+            control(client, json, &path).await?;
+        }
+        RunCmd::Rerun { id, step } => {
+            let path = format!("/api/v1/runs/{id}/steps/{}/rerun", urlencode(&step));
+            control(client, json, &path).await?;
+        }
+        RunCmd::RerunFailed { id } => {
+            control(client, json, &format!("/api/v1/runs/{id}/rerun-failed")).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends a step action and prints the workflow run's steps as they are after it.
+async fn control(client: &Client, json: bool, path: &str) -> anyhow::Result<()> {
+    let run: Value = client.json(Method::POST, path, None).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+        return Ok(());
+    }
+    println!(
+        "run {} is {}",
+        run["id"],
+        run["state"].as_str().unwrap_or_default()
+    );
+    if let Some(steps) = run["steps"].as_array() {
+        print_steps(steps);
     }
     Ok(())
 }
