@@ -80,6 +80,15 @@ pub struct RunDto {
     /// For a step run: the step's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// The JSON object a manual trigger gave the run (`KAIROS_PARAMS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<serde_json::Value>,
+    /// The JSON document the run's task wrote to `KAIROS_RESULT` (its last attempt that wrote
+    /// one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
     /// A workflow run's steps, in step order; present on `GET /runs/{id}` of a workflow run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepDto>>,
@@ -158,6 +167,14 @@ impl From<Run> for RunDto {
             attempts: None,
             parent_id: r.parent_id,
             step: r.step,
+            params: r
+                .params
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok()),
+            result: r
+                .result
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok()),
             steps: None,
         }
     }

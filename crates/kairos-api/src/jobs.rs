@@ -239,21 +239,53 @@ pub async fn resume(
     Ok(Json(jobs.set_paused(namespace, &name, false).await?.into()))
 }
 
+/// What a manual trigger may carry (the body is optional).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    /// A JSON object for the run's tasks, which find it in the file named by `KAIROS_PARAMS`
+    /// (at most 64 KiB as JSON).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
 #[utoipa::path(post, path = "/api/v1/jobs/{name}/trigger", tag = "jobs",
     params(("name" = String, Path, description = "Job name"), NamespaceQuery),
-    responses((status = 202, description = "A run was queued", body = RunDto)))]
+    request_body(content = Option<TriggerBody>, description = "Optional: parameters for the run"),
+    responses(
+        (status = 202, description = "A run was queued", body = RunDto),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn trigger(
     State(app): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
+    body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let namespace = q.get()?;
     caller.may(Role::Operator, namespace)?;
+    let params = if body.is_empty() {
+        None
+    } else {
+        let mut value =
+            kairos_core::document::parse_json(&body).map_err(|e| ApiError::invalid(e.into()))?;
+        let mut errs = kairos_core::ValidationErrors::default();
+        let parsed = kairos_core::document::collect::<TriggerBody>(
+            &mut value,
+            "",
+            &mut errs,
+            &mut Default::default(),
+        );
+        let Some(parsed) = parsed.filter(|_| errs.is_empty()) else {
+            return Err(ApiError::invalid(errs));
+        };
+        parsed.params
+    };
     let run = app
         .jobs
         .acting_as(caller.name())
-        .trigger(namespace, &name)
+        .trigger_with(namespace, &name, params)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(RunDto::from(run))))
 }

@@ -98,6 +98,7 @@ impl AppState {
         dto::RunDto,
         dto::AttemptDto,
         dto::StepDto,
+        jobs::TriggerBody,
         error::Problem,
         error::FieldErrorDto,
         tokens::TokenDto,

@@ -235,7 +235,14 @@ pub struct AttemptOutcome {
     /// Whether the cap dropped part of the output.
     pub output_truncated: bool,
     pub usage: Option<ResourceUsage>,
+    /// The JSON document the task wrote to the file named by `KAIROS_RESULT` (at most
+    /// [`MAX_RESULT_BYTES`]), if it wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
 }
+
+/// Largest document a task may write to `KAIROS_RESULT`, and largest `params` of a trigger.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
 impl AttemptOutcome {
     pub fn from_status(status: AttemptStatus) -> Self {
@@ -246,6 +253,7 @@ impl AttemptOutcome {
             output: String::new(),
             output_truncated: false,
             usage: None,
+            result: None,
         }
     }
 

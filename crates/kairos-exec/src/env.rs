@@ -1,8 +1,12 @@
 //! The environment of a task or hook process.
 //!
 //! Layers, later ones winning: the server's environment (unless `clear_env`), the `run_as`
-//! user's `USER`, `LOGNAME` and `HOME`, `env_files` in order, `env`, `secret_files`, extra variables from the executor (`KAIROS_OUTCOME` for post
-//! hooks), and last the `KAIROS_*` run variables, which a task cannot override.
+//! user's `USER`, `LOGNAME` and `HOME`, `env_files` in order, `env`, `secret_files`, extra
+//! variables from the executor (`KAIROS_OUTCOME` for post hooks), and last the `KAIROS_*` run
+//! variables, which a task cannot override. `KAIROS_STEP` and the exchange files' variables
+//! (`KAIROS_PARAMS`, `KAIROS_UPSTREAM_RESULTS`, `KAIROS_RESULT`, see [`crate::exchange`]) are
+//! Kairos's too: when Kairos does not set one, it is removed, so that its presence always means
+//! what Kairos says it means.
 //!
 //! Values from env files and secret files may be secrets: errors name files, variables and line
 //! numbers, never values, and nothing here logs.
@@ -86,21 +90,39 @@ pub(crate) fn build_env(
     for (key, value) in extra {
         env.insert(key.into(), value.into());
     }
+    // The exchange files' variables are added by the caller, after these.
+    for name in OPTIONAL_KAIROS_VARS {
+        env.remove(OsStr::new(name));
+    }
     for (key, value) in kairos_vars(context) {
         env.insert(key.into(), value.into());
     }
     Ok(env)
 }
 
-/// The variables describing the run, set for every task and hook.
-pub(crate) fn kairos_vars(context: &RunContext) -> [(&'static str, String); 5] {
-    [
+/// Kairos's variables that are set only for some processes: never taken from the server's or
+/// the job's environment.
+const OPTIONAL_KAIROS_VARS: [&str; 4] = [
+    "KAIROS_STEP",
+    crate::exchange::PARAMS_VAR,
+    crate::exchange::UPSTREAM_RESULTS_VAR,
+    crate::exchange::RESULT_VAR,
+];
+
+/// The variables describing the run, set for every task and hook (`KAIROS_STEP` for a
+/// workflow's step only).
+pub(crate) fn kairos_vars(context: &RunContext) -> Vec<(&'static str, String)> {
+    let mut vars = vec![
         ("KAIROS_JOB", context.job.clone()),
         ("KAIROS_NAMESPACE", context.namespace.clone()),
         ("KAIROS_RUN_ID", context.run_id.to_string()),
         ("KAIROS_ATTEMPT", context.attempt.to_string()),
         ("KAIROS_SCHEDULED_FOR", context.scheduled_for.to_string()),
-    ]
+    ];
+    if let Some(step) = &context.step {
+        vars.push(("KAIROS_STEP", step.clone()));
+    }
+    vars
 }
 
 /// A secret file's content with trailing line endings removed (editors add one).
@@ -115,8 +137,7 @@ fn read_secret(path: &str) -> Result<OsString, String> {
 /// The content of a regular file of at most [`MAX_FILE_BYTES`]; `Err` says why not (never with
 /// any of the content).
 fn read_regular_file(path: &str) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
 
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
     let file = std::fs::OpenOptions::new()
@@ -125,8 +146,27 @@ fn read_regular_file(path: &str) -> Result<Vec<u8>, String> {
         .open(path)
         .map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
+    if let Some(what) = not_regular(&meta) {
+        return Err(format!("it is {what}, not a regular file"));
+    }
+    let too_big = || format!("it is larger than {MAX_FILE_BYTES} bytes");
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let content = read_at_most(file, MAX_FILE_BYTES, &meta).map_err(|e| e.to_string())?;
+    if content.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    Ok(content)
+}
+
+/// What an opened file is when it is not a regular file (`a FIFO`, `a directory`, ...): such a
+/// file is never read, since a FIFO may block for good and a device may never end.
+pub(crate) fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+
     let kind = meta.file_type();
-    let what = if kind.is_file() {
+    if kind.is_file() {
         None
     } else if kind.is_fifo() {
         Some("a FIFO")
@@ -138,23 +178,25 @@ fn read_regular_file(path: &str) -> Result<Vec<u8>, String> {
         Some("a directory")
     } else if kind.is_socket() {
         Some("a socket")
+    } else if kind.is_symlink() {
+        Some("a symbolic link")
     } else {
         Some("not a file")
-    };
-    if let Some(what) = what {
-        return Err(format!("it is {what}, not a regular file"));
     }
-    let too_big = || format!("it is larger than {MAX_FILE_BYTES} bytes");
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(too_big());
-    }
-    let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut content)
-        .map_err(|e| e.to_string())?;
-    if content.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_big());
-    }
+}
+
+/// At most `limit + 1` bytes of an opened regular file (`meta` is its `fstat`): one byte more
+/// than allowed tells the caller the file is too large, even if it grew after the `fstat`.
+pub(crate) fn read_at_most(
+    file: std::fs::File,
+    limit: u64,
+    meta: &std::fs::Metadata,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+
+    let capacity = meta.len().min(limit + 1);
+    let mut content = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+    file.take(limit + 1).read_to_end(&mut content)?;
     Ok(content)
 }
 

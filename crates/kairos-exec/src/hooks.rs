@@ -1,11 +1,14 @@
 //! Pre- and post-hooks: commands run around an attempt with the same isolation as a task.
 //!
 //! A hook gets the task's environment rules, the `KAIROS_*` variables and the job's timeout and
-//! kill grace; it writes into the attempt's output between marker lines. A failing pre-hook fails
-//! the attempt (`Error`, "pre-hook failed: ...") and the task does not run. The post-hook sees the
-//! outcome (`KAIROS_OUTCOME`, `KAIROS_EXIT_CODE`, `KAIROS_HTTP_STATUS`); its failure is written to
-//! the output and does not change the outcome. After a cancel the post-hook is skipped: cancel
-//! means "stop now", which includes clean-up work.
+//! kill grace; it writes into the attempt's output between marker lines. It reads `KAIROS_STEP`,
+//! `KAIROS_PARAMS` and `KAIROS_UPSTREAM_RESULTS` as the task does (from files of its own), but
+//! never gets `KAIROS_RESULT`: the attempt's result is the task's alone, and a hook can neither
+//! replace nor spoil it. A failing pre-hook fails the attempt (`Error`, "pre-hook failed: ...")
+//! and the task does not run. The post-hook sees the outcome (`KAIROS_OUTCOME`,
+//! `KAIROS_EXIT_CODE`, `KAIROS_HTTP_STATUS`); its failure is written to the output and does not
+//! change the outcome. After a cancel the post-hook is skipped: cancel means "stop now", which
+//! includes clean-up work.
 
 use kairos_core::run::{AttemptOutcome, AttemptStatus};
 use kairos_core::spec::HookSpec;
@@ -69,6 +72,8 @@ async fn run(
         argv,
         settings,
         extra_env,
+        // The attempt's result is the task's: a hook reads the inputs but writes no result.
+        takes_result: false,
         expected_exit_codes: &[0],
         timeout: req.timeout,
         kill_grace: req.kill_grace,

@@ -24,8 +24,24 @@
 //! descriptor besides 0, 1 and 2. `argv[0]` is looked up in the `PATH` of the task's environment. Its stdin is
 //! `/dev/null`; stdout and stderr are read line by line (UTF-8, lossy) into the output as
 //! `<RFC 3339 UTC, ms> <stdout|stderr> <line>`. The environment is the server's (or empty with
-//! `clear_env`), then `env_files`, `env`, `secret_files`, then the `KAIROS_JOB`,
-//! `KAIROS_NAMESPACE`, `KAIROS_RUN_ID`, `KAIROS_ATTEMPT` and `KAIROS_SCHEDULED_FOR` variables.
+//! `clear_env`), then `env_files`, `env`, `secret_files`, then Kairos's variables, which a job
+//! cannot override:
+//!
+//! | variable | value | set for |
+//! | --- | --- | --- |
+//! | `KAIROS_JOB`, `KAIROS_NAMESPACE`, `KAIROS_RUN_ID`, `KAIROS_ATTEMPT`, `KAIROS_SCHEDULED_FOR` | the run and attempt | every process |
+//! | `KAIROS_STEP` | the workflow step's name | a step's task and hooks |
+//! | `KAIROS_PARAMS` | path of a file holding the JSON object a manual trigger gave the run | the task and hooks of a run with params |
+//! | `KAIROS_UPSTREAM_RESULTS` | path of a file holding `{"<upstream step>": <its result or null>, ...}` | the task and hooks of a step with upstream steps |
+//! | `KAIROS_RESULT` | path of a file, not created, where the task may write one JSON document (at most [`MAX_RESULT_BYTES`](kairos_core::run::MAX_RESULT_BYTES)): the attempt's result | every task; never a hook |
+//!
+//! Where Kairos does not set one of the last four, it is absent. The files are in a private
+//! directory made for each process in the server's temp directory (mode 0700, owned by the
+//! `run_as` user if there is one; inputs read-only) and removed when the process ended. Hooks
+//! read the same inputs but leave no result: the attempt's result is the task's. See the
+//! `exchange` module for how a result planted to trick the server (a symbolic link, a FIFO, a
+//! hard link to someone else's file) is refused. (`http` and `function` tasks have no files to
+//! exchange: their outcomes hold no result.)
 //!
 //! The leader's exit is noticed without reaping it (on Linux through a pidfd watched by tokio's
 //! reactor; elsewhere, or without pidfds, by a waiter thread), then the rest of the group is
@@ -43,6 +59,10 @@
 //!   group (`setsid`, `setpgid`, double-forking daemons) escapes group signals.
 //! - **A signal never reaches a recycled pid.** The group is signalled only while its leader is
 //!   unreaped (a zombie at worst), so its pid, which is the group id, cannot be reused.
+//! - **Results are bounded and only the task's.** At most
+//!   [`MAX_RESULT_BYTES`](kairos_core::run::MAX_RESULT_BYTES) of a regular file the task's user
+//!   owns are read, through `O_NOFOLLOW|O_NONBLOCK`, on a blocking thread; the exchange
+//!   directory does not outlive its process.
 //! - **Output is bounded.** Each attempt keeps at most its limit ([`DEFAULT_OUTPUT_LIMIT`]):
 //!   head and tail, with a `... [N bytes truncated] ...` marker between them.
 //! - **Secrets stay secret.** Values from `secret_files` (and env files) are never logged nor
@@ -58,14 +78,19 @@
 //! | HTTP response with another status | `HttpStatus` |
 //! | timeout (process, request or handler) | `TimedOut` |
 //! | cancellation token cancelled | `Cancelled` |
-//! | cannot start (missing or non-executable program, bad cwd, unreadable env or secret file), connection error, handler `Err` or panic, unknown function, failed pre-hook | `Error` |
+//! | cannot start (missing or non-executable program, bad cwd, unreadable env or secret file, exchange directory cannot be made), connection error, handler `Err` or panic, unknown function, failed pre-hook | `Error` |
+//! | a process that would succeed left a `KAIROS_RESULT` larger than 64 KiB, not valid JSON, or not a regular file of its own (a symbolic link, FIFO, directory, ...) | `Error` ("KAIROS_RESULT: ..."), with its exit code and output |
 //!
 //! Once Kairos has signalled a process because of a timeout or cancel, the status is `TimedOut`
 //! or `Cancelled` however the process then exits. A post-hook failure is written into the
-//! output and leaves the outcome unchanged.
+//! output and leaves the outcome unchanged. An attempt that failed otherwise keeps its status
+//! when its result is unusable: the result is dropped, with a `kairos` line in the output saying
+//! why. A valid result is kept in [`AttemptOutcome::result`] (as compact JSON) whatever the
+//! status; no file, no result.
 
 mod cgroup;
 mod env;
+mod exchange;
 mod function;
 mod group;
 mod hooks;
@@ -126,6 +151,13 @@ pub struct RunContext {
     /// 1 for the first attempt.
     pub attempt: u32,
     pub scheduled_for: jiff::Timestamp,
+    /// A workflow step's name (`KAIROS_STEP`).
+    pub step: Option<String>,
+    /// The JSON object a manual trigger gave the run (`KAIROS_PARAMS` names a file holding it).
+    pub params: Option<String>,
+    /// For a workflow step: a JSON object of its upstream steps' results by step name, `null`
+    /// for a step that wrote none (`KAIROS_UPSTREAM_RESULTS` names a file holding it).
+    pub upstream_results: Option<String>,
 }
 
 /// One attempt to execute.
@@ -235,6 +267,7 @@ impl TaskExecutor {
             argv,
             settings,
             extra_env: Vec::new(),
+            takes_result: true,
             expected_exit_codes: expected,
             timeout: req.timeout,
             kill_grace: req.kill_grace,

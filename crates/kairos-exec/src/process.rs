@@ -1,9 +1,10 @@
 //! `command` and `shell` tasks (and hooks): one child process in its own process group.
 //!
 //! Life of a process:
-//! 1. The environment is built ([`crate::env`]) and the working directory checked, on a blocking
-//!    thread and under the attempt's timeout and cancel (a file system call may hang); any
-//!    problem is an `Error` outcome before anything starts.
+//! 1. The environment is built ([`crate::env`]), the working directory checked and the
+//!    exchange directory made ([`crate::exchange`]), on a blocking thread and under the
+//!    attempt's timeout and cancel (a file system call may hang); any problem is an `Error`
+//!    outcome before anything starts.
 //! 2. The child is started by the spawner thread ([`crate::spawn`]; on Linux a vfork-style
 //!    `clone`, no copy of the server's memory) with stdin from `/dev/null` and stdout/stderr
 //!    piped, becomes a session and group leader (`setsid`) and gets `PR_SET_PDEATHSIG(SIGKILL)`.
@@ -16,6 +17,8 @@
 //! 5. Output is read from both pipes in the attempt's own future while it waits; once the group
 //!    is dead the pipes close. A process that left the group (its own `setsid`) could keep them
 //!    open, so draining is bounded.
+//! 6. Once the leader was reaped: a task's result is read from its exchange directory and the
+//!    directory removed, on a blocking thread ([`crate::exchange::settle`]).
 
 use std::io;
 use std::pin::{Pin, pin};
@@ -31,6 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cgroup::{self, CgroupGuard, CgroupLimits, TaskCgroup};
+use crate::exchange::{self, ExchangeDir};
 use crate::group::{Leader, Reaped, WaitMode};
 use crate::output::{LineSplitter, OutputBuffer};
 use crate::spawn::{self, ChildSpec, Prepared, Spawned, Spawner};
@@ -50,6 +54,8 @@ pub(crate) struct ProcessRun<'a> {
     pub settings: &'a ProcessSettings,
     /// Variables set after the user's and before the `KAIROS_*` ones.
     pub extra_env: Vec<(String, String)>,
+    /// The process gets `KAIROS_RESULT` and its result is read (a task; hooks do not).
+    pub takes_result: bool,
     pub expected_exit_codes: &'a [i32],
     pub timeout: Option<SignedDuration>,
     pub kill_grace: SignedDuration,
@@ -92,18 +98,20 @@ pub(crate) async fn run(run: ProcessRun<'_>) -> AttemptOutcome {
     run_with(run, WaitMode::Auto, prepare_child).await
 }
 
+/// What [`prepare_child`] prepares a child from (owned: it moves to a blocking thread).
+pub(crate) struct ChildInputs {
+    pub argv: Vec<String>,
+    pub settings: ProcessSettings,
+    pub context: RunContext,
+    pub extra_env: Vec<(String, String)>,
+    pub takes_result: bool,
+}
+
 /// [`run`], noticing the leader's exit as `mode` says, with the child prepared by `prepare`
 /// (tests put a hanging file system there).
 async fn run_with<P>(run: ProcessRun<'_>, mode: WaitMode, prepare: P) -> AttemptOutcome
 where
-    P: FnOnce(
-            &[String],
-            &ProcessSettings,
-            &RunContext,
-            &[(String, String)],
-        ) -> Result<PreparedChild, String>
-        + Send
-        + 'static,
+    P: FnOnce(&ChildInputs) -> Result<PreparedChild, String> + Send + 'static,
 {
     let Some(&program) = run.argv.first() else {
         return AttemptOutcome::error("argv is empty");
@@ -123,20 +131,26 @@ where
         Err(stop) => return stopped_before_start(stop, &run, "while waiting to read its files"),
     };
     let preparing = tokio::task::spawn_blocking({
-        let argv: Vec<String> = run.argv.iter().map(|a| (*a).to_owned()).collect();
-        let settings = run.settings.clone();
-        let context = run.context.clone();
-        let extra_env = run.extra_env.clone();
+        let inputs = ChildInputs {
+            argv: run.argv.iter().map(|a| (*a).to_owned()).collect(),
+            settings: run.settings.clone(),
+            context: run.context.clone(),
+            extra_env: run.extra_env.clone(),
+            takes_result: run.takes_result,
+        };
         move || {
-            let prepared = prepare(&argv, &settings, &context, &extra_env);
+            let prepared = prepare(&inputs);
             drop(permit);
             prepared
         }
     });
+    // Given up (timeout, cancel), a preparation that ends later is dropped on its thread, and
+    // its exchange directory with it (see `ExchangeDir`'s drop).
     let PreparedChild {
         child: prepared,
         cgroup,
         notes,
+        exchange,
     } = match until_stopped(preparing, deadline, run.cancel).await {
         Ok(Ok(Ok(prepared))) => prepared,
         Ok(Ok(Err(message))) => return AttemptOutcome::error(message),
@@ -146,13 +160,31 @@ where
     for note in &notes {
         run.output.push_stream_line("kairos", note);
     }
+    let mut outcome = run_prepared(&run, mode, deadline, prepared, cgroup).await;
+    // The process ended, or never started: what it left is complete. (Should this future be
+    // dropped instead, the directory goes with `exchange`'s drop.)
+    if let Some(exchange) = exchange {
+        exchange::settle(exchange, &mut outcome, run.output).await;
+    }
+    outcome
+}
+
+/// Starts the prepared child and supervises it to its end.
+async fn run_prepared(
+    run: &ProcessRun<'_>,
+    mode: WaitMode,
+    deadline: Option<Instant>,
+    prepared: Prepared,
+    cgroup: Option<CgroupGuard>,
+) -> AttemptOutcome {
+    let program = run.argv.first().copied().unwrap_or_default();
     // The spawner thread starts one process at a time; a start that hangs (a program on a
     // stuck mount) must not hold this attempt past its timeout either. If the wait is given
     // up, the spawner kills the process it started for nobody.
     let child = match until_stopped(spawn(prepared), deadline, run.cancel).await {
         Ok(Ok(child)) => child,
         Ok(Err(e)) => return AttemptOutcome::error(format!("cannot start `{program}`: {e}")),
-        Err(stop) => return stopped_before_start(stop, &run, "while starting"),
+        Err(stop) => return stopped_before_start(stop, run, "while starting"),
     };
     // Whatever happens to this future from here on, the group does not outlive it (see
     // `Leader`'s drop).
@@ -176,7 +208,7 @@ where
     let mut reading = pin!(read_output(stdout, stderr, run.output));
     let mut read_all = false;
     let (reaped, stop) = {
-        let mut supervising = pin!(supervise(&mut leader, &run, deadline));
+        let mut supervising = pin!(supervise(&mut leader, run, deadline));
         loop {
             tokio::select! {
                 biased;
@@ -340,29 +372,34 @@ async fn drain(reading: Pin<&mut impl Future<Output = ()>>, output: &OutputBuffe
     }
 }
 
-/// A child ready to start, with its cgroup (where there is one) and lines for the output.
+/// A child ready to start, with its cgroup (where there is one), its exchange directory (where
+/// it has one) and lines for the output.
 pub(crate) struct PreparedChild {
     pub child: Prepared,
     pub cgroup: Option<CgroupGuard>,
+    pub exchange: Option<ExchangeDir>,
     pub notes: Vec<String>,
 }
 
 /// Everything the child needs, from the file system and the spec: its identity (`run_as`), its
-/// environment (env and secret files read), its checked working directory, its limits and
-/// cgroup, its argv. Blocking: runs on a blocking thread. `Err` is the attempt's error message.
-fn prepare_child(
-    argv: &[String],
-    settings: &ProcessSettings,
-    context: &RunContext,
-    extra_env: &[(String, String)],
-) -> Result<PreparedChild, String> {
+/// environment (env and secret files read), its checked working directory, its exchange
+/// directory, its limits and cgroup, its argv. Blocking: runs on a blocking thread. `Err` is the
+/// attempt's error message.
+fn prepare_child(inputs: &ChildInputs) -> Result<PreparedChild, String> {
+    let ChildInputs {
+        argv,
+        settings,
+        context,
+        extra_env,
+        takes_result,
+    } = inputs;
     let server_uid = identity::current_uid();
     let identity = settings
         .run_as
         .as_ref()
         .map(|run_as| identity::resolve(run_as, server_uid))
         .transpose()?;
-    let env = env::build_env(settings, context, extra_env, identity.as_ref())
+    let mut env = env::build_env(settings, context, extra_env, identity.as_ref())
         .map_err(|e| e.to_string())?;
     let cwd = settings.cwd.as_deref();
     if let Some(cwd) = cwd {
@@ -423,19 +460,41 @@ fn prepare_child(
             identity.user, identity.uid, identity.gid
         ));
     }
+    // Last of the file system work, so that little can fail after it.
+    let owner = exchange::Owner {
+        uid: task_uid,
+        gid: identity
+            .as_ref()
+            .map_or_else(|| rustix::process::getegid().as_raw(), |i| i.gid),
+        chown: identity.as_ref().is_some_and(|i| i.switch),
+    };
+    let exchange = exchange::create(&std::env::temp_dir(), context, owner, *takes_result)?;
+    if let Some(exchange) = &exchange {
+        // After every other layer (see `crate::env`): a task cannot override them.
+        env.extend(exchange.vars().into_iter().map(|(k, v)| (k.into(), v)));
+    }
     let restrictions = Restrictions::new(procs, &plan.rlimits, identity.as_ref());
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let program = argv.first().copied().unwrap_or_default();
-    let child = spawn::prepare(ChildSpec {
+    let child = match spawn::prepare(ChildSpec {
         argv: &argv,
         env,
         cwd,
         restrictions,
-    })
-    .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+    }) {
+        Ok(child) => child,
+        Err(e) => {
+            // Here, on this blocking thread, rather than by the guard's drop.
+            if let Some(exchange) = exchange {
+                exchange.discard();
+            }
+            return Err(format!("cannot start `{program}`: {e}"));
+        }
+    };
     Ok(PreparedChild {
         child,
         cgroup,
+        exchange,
         notes,
     })
 }
@@ -569,6 +628,9 @@ mod tests {
                 run_id: 1,
                 attempt: 1,
                 scheduled_for: jiff::Timestamp::UNIX_EPOCH,
+                step: None,
+                params: None,
+                upstream_results: None,
             },
             output: Arc::new(OutputBuffer::default()),
             cancel: CancellationToken::new(),
@@ -588,6 +650,7 @@ mod tests {
                 argv: shell_argv(script),
                 settings: &self.settings,
                 extra_env: Vec::new(),
+                takes_result: true,
                 expected_exit_codes: &[0],
                 timeout,
                 kill_grace: SignedDuration::from_millis(300),
@@ -713,11 +776,10 @@ mod tests {
         for stop in [Stop::Timeout, Stop::Cancel] {
             let s = setup();
             let (release, hang) = mpsc::channel::<()>();
-            let hanging =
-                move |_: &[String], _: &ProcessSettings, _: &RunContext, _: &[(String, String)]| {
-                    let _ = hang.recv();
-                    Err("released".to_owned())
-                };
+            let hanging = move |_: &ChildInputs| {
+                let _ = hang.recv();
+                Err("released".to_owned())
+            };
             let timeout = match stop {
                 Stop::Timeout => Some(SignedDuration::from_millis(300)),
                 Stop::Cancel => {
@@ -730,6 +792,7 @@ mod tests {
                 argv: shell_argv("true"),
                 settings: &s.settings,
                 extra_env: Vec::new(),
+                takes_result: true,
                 expected_exit_codes: &[0],
                 timeout,
                 kill_grace: SignedDuration::from_millis(300),

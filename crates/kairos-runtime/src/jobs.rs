@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use kairos_core::ValidationErrors;
 use kairos_core::job::JobPlan;
 use kairos_core::policy::{MAX_BACKFILL_RUNS, due_times_between};
-use kairos_core::run::{RunOrigin, RunState};
+use kairos_core::run::{MAX_RESULT_BYTES, RunOrigin, RunState};
 use kairos_core::spec::{JobSpec, OverlapPolicy};
 use kairos_store::*;
 
@@ -302,6 +302,26 @@ impl JobService {
     /// Queues a run now, whatever the triggers say (also for paused jobs, as with
     /// `kubectl create job --from=cronjob`). Overlap `queue` still serializes it.
     pub async fn trigger(&self, namespace: &str, name: &str) -> Result<Run, JobError> {
+        self.trigger_with(namespace, name, None).await
+    }
+
+    /// [`JobService::trigger`] with parameters for the run's tasks (`KAIROS_PARAMS`): a JSON
+    /// object of at most [`MAX_RESULT_BYTES`] bytes; a larger one is `Invalid` at `params`.
+    pub async fn trigger_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        params: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Run, JobError> {
+        let params = params.map(|p| serde_json::Value::Object(p).to_string());
+        if let Some(p) = &params
+            && p.len() > MAX_RESULT_BYTES
+        {
+            return Err(JobError::Invalid(kairos_core::ValidationErrors::single(
+                "params",
+                format!("is {} bytes as JSON; at most {MAX_RESULT_BYTES}", p.len()),
+            )));
+        }
         let job = self.get(namespace, name).await?;
         let plan = job.spec.validate().map_err(JobError::Invalid)?;
         let now = self.ctx.clock.now();
@@ -320,6 +340,7 @@ impl JobService {
                     max_attempts: plan.retry.max_attempts,
                     execution: plan.execution,
                 },
+                params,
                 now: self.ctx.clock.store_now(),
             })
             .await

@@ -265,6 +265,7 @@ async fn a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe(ba
                 max_attempts: 1,
                 execution: kairos_core::spec::ExecutionMode::AtMostOnce,
             },
+            params: None,
             actor: "test".into(),
             now: Some(clock.now()),
         })
@@ -319,6 +320,7 @@ async fn a_run_released_unstarted_after_a_cancel_request_ends_cancelled(backend:
                 max_attempts: 1,
                 execution: kairos_core::spec::ExecutionMode::AtLeastOnce,
             },
+            params: None,
             actor: "test".into(),
             now: Some(clock.now()),
         })

@@ -551,6 +551,7 @@ const FINISH: &str = "WITH moved AS ( \
            THEN coalesce($6::timestamptz, now()) END, \
          exit_code = CASE WHEN $7::boolean THEN exit_code ELSE $8::integer END, \
          attempt = attempt - CASE WHEN $7::boolean THEN 1 ELSE 0 END, \
+         result = coalesce($20::text, result), \
          lease_token = NULL, lease_expires_at = NULL \
        WHERE id = $1 AND lease_token = $2 AND state = 'running' \
        RETURNING id, parent_id), \
@@ -610,7 +611,7 @@ impl<'a> FinishArgs<'a> {
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 20] {
         let (p, o) = (self.p, &self.p.outcome);
         [
             &p.run_id,
@@ -632,6 +633,7 @@ impl<'a> FinishArgs<'a> {
             &self.max_rss_kib,
             &self.user_cpu_us,
             &self.sys_cpu_us,
+            &o.result,
         ]
     }
 }

@@ -15,7 +15,9 @@ use crate::auth::{Change, audit};
 use crate::batch;
 use crate::changes::Notices;
 use crate::connect::PostgresStore;
-use crate::rows::{self, ATTEMPT_COLUMNS, JOB_SELECT, RUN_SELECT, col, pg_error, query, query_opt};
+use crate::rows::{
+    self, ATTEMPT_COLUMNS, JOB_SELECT, RUN_SELECT, col, execute, pg_error, query, query_opt,
+};
 
 pub(crate) async fn fetch_run(c: &impl GenericClient, id: RunId) -> StoreResult<Option<Run>> {
     query_opt(c, &format!("{RUN_SELECT} WHERE r.id = $1"), &[&id])
@@ -168,6 +170,14 @@ impl Store for PostgresStore {
             .ok_or_else(|| StoreError::Internal("existing run vanished".into()))?;
             return rows::run(&row);
         };
+        if let Some(params) = &p.params {
+            execute(
+                &tx,
+                "UPDATE runs SET params = $1 WHERE id = $2",
+                &[params, &id],
+            )
+            .await?;
+        }
         let run = fetch_run(&tx, id)
             .await?
             .ok_or(StoreError::RunNotFound(id))?;
@@ -318,6 +328,20 @@ impl Store for PostgresStore {
         let run = crate::control::control(&tx, &p, &mut notices).await?;
         self.commit(tx, notices).await?;
         Ok(run)
+    }
+
+    async fn run_step_results(
+        &self,
+        p: RunStepResultsParams,
+    ) -> StoreResult<Vec<(String, Option<String>)>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT step, result FROM runs WHERE parent_id = $1 AND step = ANY($2::text[])",
+            &[&p.run_id, &p.steps],
+        )
+        .await?;
+        rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
     }
 
     async fn run_document(&self, p: RunStepsParams) -> StoreResult<Option<JobSpec>> {

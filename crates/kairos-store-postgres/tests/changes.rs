@@ -114,6 +114,7 @@ async fn trigger(store: &dyn Store, job: &Job, at: Timestamp) -> Run {
         .run_insert(RunInsertParams {
             job_id: job.id,
             run: run(at),
+            params: None,
             actor: "test".into(),
             now: Some(at),
         })

@@ -60,6 +60,7 @@ async fn exclusive_runs_never_overlap_across_concurrent_claimers() {
                     .run_insert(RunInsertParams {
                         job_id: job.id,
                         run: exclusive(at),
+                        params: None,
                         actor: "test".into(),
                         now: Some(t0),
                     })

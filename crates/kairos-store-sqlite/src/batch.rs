@@ -243,6 +243,7 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
          run_at = COALESCE(?2, run_at), \
          finished_at = CASE WHEN (?4 OR ?2 IS NOT NULL) AND cancel_requested THEN ?8 ELSE ?3 END, \
          exit_code = CASE WHEN ?4 THEN exit_code ELSE ?5 END, attempt = attempt - ?4, \
+         result = COALESCE(?9, result), \
          lease_token = NULL, lease_expires_at = NULL \
          WHERE id = ?6 AND lease_token = ?7 AND state = 'running'",
         params![
@@ -253,7 +254,8 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
             o.exit_code,
             p.run_id,
             p.lease_token,
-            micros(now)
+            micros(now),
+            o.result
         ],
     )?;
     if changed == 0 {

@@ -428,6 +428,13 @@ impl Store for SqliteStore {
                 ensure_job_exists(tx, p.job_id)?;
                 let id = match batch::insert_run(tx, p.job_id, &p.run, now)? {
                     Some(id) => {
+                        if let Some(params) = &p.params {
+                            exec(
+                                tx,
+                                "UPDATE runs SET params = ?1 WHERE id = ?2",
+                                params![params, id],
+                            )?;
+                        }
                         let run = fetch_run(tx, id)?.ok_or(StoreError::RunNotFound(id))?;
                         let change = Change::job(
                             &p.actor,
@@ -774,6 +781,25 @@ impl Store for SqliteStore {
     async fn workflow_control(&self, p: WorkflowControlParams) -> StoreResult<Run> {
         self.db
             .write(move |tx| crate::workflow::control(tx, &p, now_or(p.now)))
+            .await
+    }
+
+    async fn run_step_results(
+        &self,
+        p: RunStepResultsParams,
+    ) -> StoreResult<Vec<(String, Option<String>)>> {
+        let names =
+            serde_json::to_string(&p.steps).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.db
+            .read(move |conn| {
+                all(
+                    conn,
+                    "SELECT step, result FROM runs WHERE parent_id = ?1 \
+                     AND step IN (SELECT value FROM json_each(?2))",
+                    params![p.run_id, names],
+                    |r| Ok((col(r, 0)?, col(r, 1)?)),
+                )
+            })
             .await
     }
 

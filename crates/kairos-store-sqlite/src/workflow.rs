@@ -34,8 +34,9 @@ pub(crate) fn start(
         exec(
             conn,
             "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
-             execution, exclusive, created_at, parent_id, step) \
-             SELECT job_id, scheduled_for, ?1, 'scheduled', origin, ?2, execution, 0, ?1, id, ?3 \
+             execution, exclusive, created_at, parent_id, step, params) \
+             SELECT job_id, scheduled_for, ?1, 'scheduled', origin, ?2, execution, 0, ?1, id, ?3, \
+               params \
              FROM runs WHERE id = ?4",
             params![now, step.max_attempts, step.step, p.run_id],
         )?;

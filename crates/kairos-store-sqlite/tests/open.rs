@@ -153,6 +153,7 @@ async fn a_store_at_the_first_schema_is_migrated() {
                 max_attempts: 1,
                 execution: kairos_core::spec::ExecutionMode::AtLeastOnce,
             },
+            params: None,
             actor: "test".into(),
             now: None,
         })

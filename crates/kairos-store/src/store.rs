@@ -156,6 +156,8 @@ pub struct JobSetPausedParams {
 pub struct RunInsertParams {
     pub job_id: JobId,
     pub run: RunInsert,
+    /// A JSON object for the run's tasks (`KAIROS_PARAMS`); only when the run is created.
+    pub params: Option<String>,
     /// Who asked for the run (trigger-now; audited when a run is created).
     pub actor: String,
     pub now: Option<Timestamp>,
@@ -271,6 +273,14 @@ pub struct WorkflowControlParams {
     pub action: StepControl,
     pub actor: String,
     pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunStepResultsParams {
+    /// The workflow run.
+    pub run_id: RunId,
+    /// The steps whose results are read.
+    pub steps: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -578,6 +588,12 @@ pub trait Store: Send + Sync + 'static {
     /// is not a started workflow run, is being cancelled, or the steps' states do not allow the
     /// action. Returns the workflow run after the change.
     async fn workflow_control(&self, p: WorkflowControlParams) -> StoreResult<Run>;
+    /// The results (JSON text, `None` when none was recorded) of the named steps of a workflow
+    /// run, by step name; unknown names are absent.
+    async fn run_step_results(
+        &self,
+        p: RunStepResultsParams,
+    ) -> StoreResult<Vec<(String, Option<String>)>>;
     /// The job document a workflow run started with (`None`: not a workflow run, or not
     /// started yet).
     async fn run_document(&self, p: RunStepsParams) -> StoreResult<Option<JobSpec>>;

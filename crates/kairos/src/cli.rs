@@ -174,7 +174,13 @@ pub enum JobCmd {
     /// Resume a paused job (the pause is not replayed).
     Resume { name: String },
     /// Queue a run now.
-    Trigger { name: String },
+    Trigger {
+        name: String,
+        /// A JSON object for the run's tasks (they read it from the file named by
+        /// `KAIROS_PARAMS`), e.g. '{"day": "2026-01-01"}'.
+        #[arg(long)]
+        params: Option<String>,
+    },
     /// Create one run for each due time from --from to --to (both included) that has none; the
     /// runs start as the job's overlap policy allows (one at a time unless `overlap: allow`).
     Backfill {

@@ -359,3 +359,71 @@ async fn kill_9_mid_workflow_and_a_restart_finish_it_with_no_step_repeated() {
         .collect();
     assert_eq!(statuses, ["lost", "succeeded"], "{slow_run}");
 }
+
+/// Parameters from a manual trigger reach every step (`KAIROS_PARAMS`); a step's result
+/// (`KAIROS_RESULT`) is kept with its run, returned by the API and handed to the steps after it
+/// (`KAIROS_UPSTREAM_RESULTS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn params_and_results_flow_between_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let produce = r#"day=$(sed 's/.*"day":"\([^"]*\)".*/\1/' "$KAIROS_PARAMS"); printf '{"rows":3,"day":"%s"}' "$day" > "$KAIROS_RESULT""#;
+    let consume = format!(
+        r#"cat "$KAIROS_UPSTREAM_RESULTS" > '{m}/consumed'; echo "$KAIROS_STEP" > '{m}/step'"#,
+        m = marks.display()
+    );
+    create(
+        &server,
+        json!({"name": "exchange", "steps": [
+            {"name": "produce", "task": {"kind": "shell", "script": produce}},
+            {"name": "consume", "depends_on": ["produce"], "task": {"kind": "shell", "script": consume}},
+        ]}),
+    )
+    .await;
+    let (status, _, run) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs/exchange/trigger",
+            Some(json!({"params": {"day": "2026-03-01"}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["params"], json!({"day": "2026-03-01"}));
+    let id = run["id"].as_i64().unwrap();
+    let run = server.wait_for_run_state(60, id, "succeeded").await;
+    let consumed: Value =
+        serde_json::from_str(&std::fs::read_to_string(marks.join("consumed")).unwrap()).unwrap();
+    assert_eq!(
+        consumed,
+        json!({"produce": {"rows": 3, "day": "2026-03-01"}})
+    );
+    assert_eq!(
+        std::fs::read_to_string(marks.join("step")).unwrap().trim(),
+        "consume"
+    );
+    let produce_id = run["steps"][0]["run_id"].as_i64().unwrap();
+    let (_, _, produced) = server
+        .call(Method::GET, &format!("/api/v1/runs/{produce_id}"), None)
+        .await;
+    assert_eq!(produced["result"], json!({"rows": 3, "day": "2026-03-01"}));
+    // Parameters must be an object, and small.
+    for (body, field) in [
+        (json!({"params": [1, 2]}), "params"),
+        (json!({"params": {"big": "x".repeat(70_000)}}), "params"),
+        (json!({"extra": 1}), "extra"),
+    ] {
+        let (status, ct, problem) = server
+            .call(Method::POST, "/api/v1/jobs/exchange/trigger", Some(body))
+            .await;
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    assert_eq!(
+        server.runs("exchange").await.len(),
+        1,
+        "nothing more was written"
+    );
+}

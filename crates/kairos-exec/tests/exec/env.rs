@@ -56,6 +56,7 @@ async fn clear_env_starts_from_nothing() {
             "KAIROS_ATTEMPT",
             "KAIROS_JOB",
             "KAIROS_NAMESPACE",
+            "KAIROS_RESULT",
             "KAIROS_RUN_ID",
             "KAIROS_SCHEDULED_FOR",
             "ONLY"

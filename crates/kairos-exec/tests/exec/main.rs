@@ -7,6 +7,7 @@
 )]
 
 mod env;
+mod exchange;
 mod function;
 mod hooks;
 mod http;

@@ -19,6 +19,9 @@ async fn child_dies_with_its_node() {
 
 /// `user` is `server` (the test's own user) or a user for `run_as`.
 async fn child_dies_with_its_node_as(user: &str) {
+    // A node killed with SIGKILL leaves its tasks' exchange directories behind: in a temp
+    // directory of the test's.
+    let tmp = tempfile::tempdir().unwrap();
     // The helper is this test binary running only the ignored `node::helper` test.
     let mut node = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -29,6 +32,7 @@ async fn child_dies_with_its_node_as(user: &str) {
             "--test-threads=1",
         ])
         .env(HELPER_ENV, user)
+        .env("TMPDIR", tmp.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

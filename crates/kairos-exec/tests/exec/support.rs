@@ -19,6 +19,9 @@ pub fn context() -> RunContext {
         run_id: 42,
         attempt: 2,
         scheduled_for: "2026-11-21T01:02:03Z".parse().unwrap(),
+        step: None,
+        params: None,
+        upstream_results: None,
     }
 }
 

@@ -8,7 +8,9 @@ use kairos_core::policy::RetryDecision;
 use kairos_core::run::{AttemptOutcome, AttemptStatus, RunState};
 use kairos_core::spec::ExecutionMode;
 use kairos_exec::{ExecRequest, Executor, OutputBuffer, RunContext};
-use kairos_store::{ClaimedRun, RunFinishParams, RunNext, WorkflowStartParams};
+use kairos_store::{
+    ClaimedRun, RunFinishParams, RunNext, RunStepResultsParams, StoreError, WorkflowStartParams,
+};
 
 use super::completer::Completer;
 use super::leases::{Lease, Leases, StopCause};
@@ -113,13 +115,19 @@ impl Attempt {
                 AttemptOutcome::from_status(AttemptStatus::Cancelled),
                 Some(plan),
             ),
-            Ok((plan, spec)) => match spec.task.clone() {
+            Ok((plan, spec)) => match (spec.task.clone(), self.upstream_results(&c).await) {
                 // A workflow's document without steps cannot validate; kept for safety.
-                None => (
+                (None, _) => (
                     AttemptOutcome::error("the job has no task".to_owned()),
                     None,
                 ),
-                Some(task) => {
+                (_, Err(e)) => (
+                    AttemptOutcome::error(format!(
+                        "cannot read the results of the upstream steps: {e}"
+                    )),
+                    Some(plan),
+                ),
+                (Some(task), Ok(upstream_results)) => {
                     let req = ExecRequest {
                         task,
                         hooks: spec.hooks.clone(),
@@ -132,6 +140,9 @@ impl Attempt {
                             run_id: run.id,
                             attempt: run.attempt,
                             scheduled_for: run.scheduled_for,
+                            step: run.step.clone(),
+                            params: run.params.clone(),
+                            upstream_results,
                         },
                         output: output.clone(),
                         cancel: lease.cancel.clone(),
@@ -213,6 +224,39 @@ impl Attempt {
             // A run behind this one (an exclusive run) may be claimable now.
             self.slot_wake.notify_one();
         }
+    }
+
+    /// For a step with upstream steps: a JSON object of their results by step name (`null`
+    /// for a step that recorded none), read from the store.
+    async fn upstream_results(&self, c: &ClaimedRun) -> Result<Option<String>, StoreError> {
+        let (Some(parent), Some(step)) = (c.run.parent_id, c.run.step.as_deref()) else {
+            return Ok(None);
+        };
+        let Some(spec) = c.job.spec.steps.iter().find(|s| s.name == step) else {
+            return Ok(None);
+        };
+        if spec.depends_on.is_empty() {
+            return Ok(None);
+        }
+        let results = self
+            .ctx
+            .store
+            .run_step_results(RunStepResultsParams {
+                run_id: parent,
+                steps: spec.depends_on.clone(),
+            })
+            .await?;
+        let mut by_step = serde_json::Map::new();
+        for name in &spec.depends_on {
+            let value = results
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, r)| r.as_deref())
+                .and_then(|r| serde_json::from_str(r).ok())
+                .unwrap_or(serde_json::Value::Null);
+            by_step.insert(name.clone(), value);
+        }
+        Ok(Some(serde_json::Value::Object(by_step).to_string()))
     }
 
     /// Starts a claimed workflow run: its steps are created and the first ones queued, and its

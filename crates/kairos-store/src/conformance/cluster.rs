@@ -208,6 +208,7 @@ pub async fn the_store_clock_rules_without_now(store: Arc<dyn Store>) {
         .run_insert(RunInsertParams {
             job_id: job.id,
             run: insert(t(T0)),
+            params: None,
             actor: "test".into(),
             now: None,
         })

@@ -240,6 +240,7 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
     // Queued runs at `a` (two) and, for `three`, a retry-like run at `b`.
     store
         .run_insert(RunInsertParams {
+            params: None,
             actor: "test".into(),
             job_id: three.id,
             run: insert(b),
@@ -567,6 +568,7 @@ pub async fn job_fire_overlap_fence_counts_runs_added_meanwhile(store: Arc<dyn S
     let trigger = |at: Timestamp| RunInsertParams {
         job_id: job.id,
         run: manual(at),
+        params: None,
         actor: "test".into(),
         now: Some(at),
     };
@@ -603,6 +605,7 @@ pub async fn job_fire_overlap_fence_counts_runs_added_meanwhile(store: Arc<dyn S
             let p = RunInsertParams {
                 job_id: job.id,
                 run: manual(due - SignedDuration::from_secs(1)),
+                params: None,
                 actor: "test".into(),
                 now: Some(due),
             };

@@ -109,6 +109,7 @@ macro_rules! conformance_tests {
             workflow_rerun_failed_completes_the_run,
             workflow_skip_and_mark_succeeded_decide_steps_by_hand,
             workflow_rerun_a_step_runs_it_and_its_downstream_again,
+            workflow_params_reach_every_step_and_results_are_kept,
             // notify
             changes_are_announced_on_the_feed,
         );

@@ -35,6 +35,7 @@ pub async fn changes_are_announced_on_the_feed(store: Arc<dyn Store>) {
         .run_insert(RunInsertParams {
             job_id: job.id,
             run: insert(t(T0)),
+            params: None,
             actor: "test".into(),
             now: Some(t(T0)),
         })

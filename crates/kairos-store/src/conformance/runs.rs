@@ -150,6 +150,7 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
     manual.origin = RunOrigin::Manual;
     let first = store
         .run_insert(RunInsertParams {
+            params: None,
             actor: "test".into(),
             job_id: job.id,
             run: manual.clone(),
@@ -161,6 +162,7 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
     assert_eq!(first.state, RunState::Queued);
     let second = store
         .run_insert(RunInsertParams {
+            params: None,
             actor: "test".into(),
             job_id: job.id,
             run: manual,
@@ -195,6 +197,7 @@ pub async fn run_insert_for_a_deleted_job_is_job_gone(store: Arc<dyn Store>) {
     let at = t("2026-03-01T00:01:00Z");
     let err = store
         .run_insert(RunInsertParams {
+            params: None,
             actor: "test".into(),
             job_id: job.id,
             run: insert(at),

@@ -696,3 +696,75 @@ pub async fn workflow_rerun_a_step_runs_it_and_its_downstream_again(store: Arc<d
     let attempts: Vec<u32> = steps.iter().map(|s| s.attempt).collect();
     assert_eq!(attempts, vec![1, 2, 1, 2, 2]);
 }
+
+pub async fn workflow_params_reach_every_step_and_results_are_kept(store: Arc<dyn Store>) {
+    let at = t(T0);
+    let job = store
+        .job_create(JobCreateParams {
+            actor: "test".into(),
+            spec: diamond(),
+            next_fire_at: None,
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    let run = store
+        .run_insert(RunInsertParams {
+            job_id: job.id,
+            run: RunInsert {
+                origin: kairos_core::run::RunOrigin::Manual,
+                ..super::insert(at)
+            },
+            params: Some(r#"{"day":"2026-03-01"}"#.into()),
+            actor: "test".into(),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    assert_eq!(run.params.as_deref(), Some(r#"{"day":"2026-03-01"}"#));
+    let c = claim(&store, "n1", 10, at).await.remove(0);
+    assert!(start(&store, &c, at).await);
+    let a = claim_steps(&store, at).await.remove(0);
+    assert_eq!(
+        a.run.params.as_deref(),
+        Some(r#"{"day":"2026-03-01"}"#),
+        "a step reads its workflow run's params"
+    );
+    let applied = store
+        .run_finish(RunFinishParams {
+            run_id: a.run.id,
+            parent_id: a.run.parent_id,
+            lease_token: a.lease_token.clone(),
+            attempt: a.run.attempt,
+            node: "n1".into(),
+            started_at: at,
+            outcome: AttemptOutcome {
+                result: Some(r#"{"rows":3}"#.into()),
+                ..AttemptOutcome::from_status(AttemptStatus::Succeeded)
+            },
+            next: RunNext::Finish(RunState::Succeeded),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    assert!(applied);
+    assert_eq!(
+        get(&store, a.run.id).await.result.as_deref(),
+        Some(r#"{"rows":3}"#)
+    );
+    let mut results = store
+        .run_step_results(RunStepResultsParams {
+            run_id: run.id,
+            steps: vec!["a".into(), "b".into(), "nope".into()],
+        })
+        .await
+        .unwrap();
+    results.sort();
+    assert_eq!(
+        results,
+        vec![
+            ("a".to_owned(), Some(r#"{"rows":3}"#.to_owned())),
+            ("b".to_owned(), None)
+        ]
+    );
+}

@@ -90,9 +90,20 @@ pub async fn run(client: &Client, namespace: &str, json: bool, cmd: JobCmd) -> a
                 .json(Method::POST, &path(&name, "/resume"), None)
                 .await?
         }
-        JobCmd::Trigger { name } => {
+        JobCmd::Trigger { name, params } => {
+            let body = match params {
+                None => None,
+                Some(text) => {
+                    let params: Value = serde_json::from_str(&text)
+                        .map_err(|e| anyhow::anyhow!("--params is not JSON: {e}"))?;
+                    if !params.is_object() {
+                        anyhow::bail!("--params must be a JSON object, such as '{{\"day\": 1}}'");
+                    }
+                    Some(serde_json::json!({ "params": params }))
+                }
+            };
             let run: Value = client
-                .json(Method::POST, &path(&name, "/trigger"), None)
+                .json(Method::POST, &path(&name, "/trigger"), body.as_ref())
                 .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&run)?);
