@@ -792,22 +792,52 @@ impl crate::spec::JobSpec {
                     .extend(s.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
         }
-        let mut job = self.clone();
-        job.task = Some(task);
-        job.steps = Vec::new();
-        job.max_concurrent_steps = None;
-        if s.timeout.is_some() {
-            job.timeout.clone_from(&s.timeout);
-        }
-        if s.retry.is_some() {
-            job.retry.clone_from(&s.retry);
-        }
-        if let Some(codes) = &s.expected_exit_codes {
-            job.expected_exit_codes.clone_from(codes);
-        }
-        if let Some(hooks) = &s.hooks {
-            job.hooks = hooks.clone();
-        }
+        // Field by field: the workflow's steps (all of them) are not copied for one step.
+        let crate::spec::JobSpec {
+            name,
+            namespace,
+            triggers,
+            task: _,
+            steps: _,
+            max_concurrent_steps: _,
+            timeout,
+            kill_grace,
+            retry,
+            expected_exit_codes,
+            overlap,
+            max_concurrent,
+            catchup,
+            catchup_window,
+            execution,
+            hooks,
+            paused,
+            labels,
+            description,
+        } = self;
+        let job = crate::spec::JobSpec {
+            name: name.clone(),
+            namespace: namespace.clone(),
+            triggers: triggers.clone(),
+            task: Some(task),
+            steps: Vec::new(),
+            max_concurrent_steps: None,
+            timeout: s.timeout.clone().or_else(|| timeout.clone()),
+            kill_grace: kill_grace.clone(),
+            retry: s.retry.clone().or_else(|| retry.clone()),
+            expected_exit_codes: s
+                .expected_exit_codes
+                .clone()
+                .unwrap_or_else(|| expected_exit_codes.clone()),
+            overlap: *overlap,
+            max_concurrent: *max_concurrent,
+            catchup: *catchup,
+            catchup_window: catchup_window.clone(),
+            execution: *execution,
+            hooks: s.hooks.clone().unwrap_or_else(|| hooks.clone()),
+            paused: *paused,
+            labels: labels.clone(),
+            description: description.clone(),
+        };
         Some(job)
     }
 }

@@ -469,25 +469,34 @@ pub(crate) async fn claim(
     parents.dedup();
     let flows = crate::workflow::specs(c, &parents).await?;
     for (row, run) in rows.iter().zip(runs) {
-        let job = match jobs.get(&run.job_id) {
-            Some(job) => job.clone(),
-            None => {
-                let job = rows::job_at(row, RUN_WIDTH)?;
-                jobs.insert(job.id, job.clone());
-                job
+        if !jobs.contains_key(&run.job_id) {
+            let job = rows::job_at(row, RUN_WIDTH)?;
+            jobs.insert(job.id, job);
+        }
+        let job = &jobs[&run.job_id];
+        // A step runs as the plain job its step makes of its workflow run's document.
+        let (job, workflow) = match (run.parent_id.and_then(|p| flows.get(&p)), &run.step) {
+            (Some(doc), Some(step)) => {
+                let spec = doc.step_job(step).ok_or_else(|| {
+                    StoreError::Internal(format!("run {} names no step of its workflow", run.id))
+                })?;
+                let job = Job {
+                    id: job.id,
+                    spec,
+                    version: job.version,
+                    next_fire_at: job.next_fire_at,
+                    created_at: job.created_at,
+                    updated_at: job.updated_at,
+                };
+                (job, Some(doc.clone()))
             }
-        };
-        let job = match run.parent_id.and_then(|p| flows.get(&p)) {
-            Some(spec) => Job {
-                spec: spec.clone(),
-                ..job
-            },
-            None => job,
+            _ => (job.clone(), None),
         };
         claimed.push(ClaimedRun {
             run,
             lease_token: token.to_owned(),
             job,
+            workflow,
         });
     }
     claimed.sort_by_key(|c| (c.run.run_at, c.run.id));

@@ -288,7 +288,7 @@ pub(crate) async fn steps(c: &impl GenericClient, run_id: RunId) -> StoreResult<
 pub(crate) async fn specs(
     c: &impl GenericClient,
     ids: &[RunId],
-) -> StoreResult<HashMap<RunId, JobSpec>> {
+) -> StoreResult<HashMap<RunId, std::sync::Arc<JobSpec>>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -300,7 +300,10 @@ pub(crate) async fn specs(
     .await?;
     let mut specs = HashMap::with_capacity(rows.len());
     for row in &rows {
-        specs.insert(col::<RunId>(row, 0)?, workflow::parse_spec(col(row, 1)?)?);
+        specs.insert(
+            col::<RunId>(row, 0)?,
+            std::sync::Arc::new(workflow::parse_spec(col(row, 1)?)?),
+        );
     }
     if let Some(missing) = ids.iter().find(|id| !specs.contains_key(id)) {
         return Err(StoreError::Internal(format!(

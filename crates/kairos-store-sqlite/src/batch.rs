@@ -168,50 +168,42 @@ pub(crate) fn claim(
         rows::run,
     )?;
     let mut jobs: HashMap<JobId, Job> = HashMap::new();
-    let mut flows: HashMap<RunId, kairos_core::JobSpec> = HashMap::new();
     let mut claimed = Vec::with_capacity(runs.len());
     let job_sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
     for mut run in runs {
-        let job = match jobs.get(&run.job_id) {
-            Some(job) => job.clone(),
-            None => {
-                let job = first(conn, &job_sql, [run.job_id], rows::job)?.ok_or_else(|| {
-                    StoreError::Internal(format!("job of run {} vanished", run.id))
-                })?;
-                jobs.insert(job.id, job.clone());
-                job
-            }
-        };
+        if !jobs.contains_key(&run.job_id) {
+            let job = first(conn, &job_sql, [run.job_id], rows::job)?
+                .ok_or_else(|| StoreError::Internal(format!("job of run {} vanished", run.id)))?;
+            jobs.insert(job.id, job);
+        }
+        let job = &jobs[&run.job_id];
         run.namespace.clone_from(&job.spec.namespace);
         run.job_name.clone_from(&job.spec.name);
-        // A step runs as its workflow run started: with the document stored on that run.
-        let job = match run.parent_id {
-            None => job,
-            Some(parent) => {
-                let spec = match flows.get(&parent) {
-                    Some(spec) => spec.clone(),
-                    None => {
-                        let json: String = first(
-                            conn,
-                            "SELECT spec FROM runs WHERE id = ?1 AND spec IS NOT NULL",
-                            [parent],
-                            |r| col(r, 0),
-                        )?
-                        .ok_or_else(|| {
-                            StoreError::Internal(format!("workflow run {parent} has no document"))
-                        })?;
-                        let spec = kairos_store::workflow::parse_spec(&json)?;
-                        flows.insert(parent, spec.clone());
-                        spec
-                    }
+        // A step runs as its workflow run started: as the plain job its step makes of the
+        // document stored on that run.
+        let (job, workflow) = match (run.parent_id, run.step.as_deref()) {
+            (Some(parent), Some(step)) => {
+                let doc = crate::workflow::document(conn, parent)?;
+                let spec = doc.spec.step_job(step).ok_or_else(|| {
+                    StoreError::Internal(format!("workflow run {parent} has no step `{step}`"))
+                })?;
+                let job = Job {
+                    id: job.id,
+                    spec,
+                    version: job.version,
+                    next_fire_at: job.next_fire_at,
+                    created_at: job.created_at,
+                    updated_at: job.updated_at,
                 };
-                Job { spec, ..job }
+                (job, Some(doc.spec.clone()))
             }
+            _ => (job.clone(), None),
         };
         claimed.push(ClaimedRun {
             run,
             lease_token: token.to_owned(),
             job,
+            workflow,
         });
     }
     claimed.sort_by_key(|c| (c.run.run_at, c.run.id));

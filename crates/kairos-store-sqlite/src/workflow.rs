@@ -2,8 +2,15 @@
 //! transaction of the change (see `Store::workflow_start`). Every write is fenced by the state
 //! it expects, so a step that moved on meanwhile is left alone.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
 use jiff::Timestamp;
+use kairos_core::JobSpec;
 use kairos_core::run::RunId;
+use kairos_core::workflow::Workflow;
 use kairos_store::workflow::{self, StepRow};
 use kairos_store::{Run, StoreError, StoreResult, WorkflowControlParams, WorkflowStartParams};
 use rusqlite::{Connection, params};
@@ -45,6 +52,68 @@ pub(crate) fn start(
     Ok(true)
 }
 
+/// A workflow run's stored document, parsed, with its DAG.
+pub(crate) struct Document {
+    pub spec: Arc<JobSpec>,
+    pub flow: Workflow,
+}
+
+/// Most documents kept parsed (the cache is emptied when it is full).
+const MAX_CACHED_DOCUMENTS: usize = 256;
+
+thread_local! {
+    /// Parsed documents by workflow run, with a hash of the text they were parsed from. Only
+    /// the writer thread settles and claims, so this is its cache; an entry is used only for
+    /// the same text (a start rolled back and made again with another document is parsed anew).
+    static DOCUMENTS: RefCell<HashMap<RunId, (u64, Arc<Document>)>> = RefCell::new(HashMap::new());
+}
+
+/// The parsed document of workflow run `run_id` whose stored text is `text`: parsing and
+/// validating a large workflow's steps for every step that ends or is claimed would cost more
+/// than the rest of the transaction.
+pub(crate) fn parsed(run_id: RunId, text: &str) -> StoreResult<Arc<Document>> {
+    let hash = {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        h.finish()
+    };
+    let cached = DOCUMENTS.with(|c| {
+        c.borrow()
+            .get(&run_id)
+            .filter(|(h, _)| *h == hash)
+            .map(|(_, d)| d.clone())
+    });
+    if let Some(doc) = cached {
+        return Ok(doc);
+    }
+    let spec = workflow::parse_spec(text)?;
+    let flow = workflow::workflow_of(&spec)?;
+    let doc = Arc::new(Document {
+        spec: Arc::new(spec),
+        flow,
+    });
+    DOCUMENTS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX_CACHED_DOCUMENTS {
+            c.clear();
+        }
+        c.insert(run_id, (hash, doc.clone()));
+    });
+    Ok(doc)
+}
+
+/// The parsed document of a started workflow run.
+pub(crate) fn document(conn: &Connection, run_id: RunId) -> StoreResult<Arc<Document>> {
+    let text: String = first(
+        conn,
+        "SELECT spec FROM runs WHERE id = ?1 AND spec IS NOT NULL",
+        [run_id],
+        |r| col(r, 0),
+    )?
+    .ok_or_else(|| StoreError::Internal(format!("workflow run {run_id} has no document")))?;
+    parsed(run_id, &text)
+}
+
 /// Applies `kairos_store::workflow::settle` to a running workflow run; nothing for a run that is
 /// not one (a plain run, or one that has ended).
 pub(crate) fn settle(conn: &Connection, run_id: RunId, now: Timestamp) -> StoreResult<()> {
@@ -58,9 +127,9 @@ pub(crate) fn settle(conn: &Connection, run_id: RunId, now: Timestamp) -> StoreR
     let Some((spec, cancelling)) = parent else {
         return Ok(());
     };
-    let flow = workflow::workflow_of(&workflow::parse_spec(&spec)?)?;
+    let doc = parsed(run_id, &spec)?;
     let steps = step_rows(conn, run_id)?;
-    let plan = workflow::settle(&flow, &steps, cancelling)?;
+    let plan = workflow::settle(&doc.flow, &steps, cancelling)?;
     let now = micros(now);
     for id in plan.release {
         exec(
@@ -212,4 +281,27 @@ pub(crate) fn control(
     change.detail = p.action.step().map(|s| format!("step `{s}`"));
     crate::auth::audit(conn, change, at)?;
     crate::store::fetch_run(conn, p.run_id)?.ok_or(StoreError::RunNotFound(p.run_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(steps: &[&str]) -> String {
+        let steps: Vec<String> = steps
+            .iter()
+            .map(|s| format!(r#"{{"name":"{s}","task":{{"kind":"shell","script":"true"}}}}"#))
+            .collect();
+        format!(r#"{{"name":"j","steps":[{}]}}"#, steps.join(","))
+    }
+
+    #[test]
+    fn a_cached_document_is_used_only_for_the_same_text() {
+        let first = parsed(7, &text(&["a"])).unwrap();
+        assert!(Arc::ptr_eq(&first, &parsed(7, &text(&["a"])).unwrap()));
+        // The same run with another document (a start rolled back, then made again).
+        let second = parsed(7, &text(&["a", "b"])).unwrap();
+        assert_eq!(second.flow.dag.len(), 2);
+        assert!(parsed(8, "not json").is_err());
+    }
 }

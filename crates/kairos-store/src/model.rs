@@ -99,8 +99,11 @@ pub struct Attempt {
 pub struct ClaimedRun {
     pub run: Run,
     pub lease_token: String,
-    /// The job as it is now (its current definition runs).
+    /// The job as it is now (its current definition runs). For a step run: the plain job the
+    /// step runs as (`JobSpec::step_job` of the workflow run's document).
     pub job: Job,
+    /// For a step run: the document its workflow run started with.
+    pub workflow: Option<std::sync::Arc<kairos_core::JobSpec>>,
 }
 
 /// An API token. The secret itself is never stored, only its SHA-256.

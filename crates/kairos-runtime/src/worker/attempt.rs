@@ -95,19 +95,15 @@ impl Attempt {
             self.ctx.worker_wake.notify_one();
             return;
         }
-        // A step runs as the plain job its step makes of the workflow's document.
-        let step_spec = run.step.as_ref().map(|step| {
-            c.job.spec.step_job(step).ok_or_else(|| {
-                kairos_core::ValidationErrors::single(
-                    "steps",
-                    format!("the workflow has no step `{step}`"),
-                )
-            })
-        });
-        let planned = match &step_spec {
-            None => self.ctx.plans.get(&c.job).map(|plan| (plan, &c.job.spec)),
-            Some(Ok(spec)) => spec.validate().map(|plan| (Arc::new(plan), spec)),
-            Some(Err(e)) => Err(e.clone()),
+        // A step runs as the plain job its step makes of the workflow's document (the claim
+        // made it); its plan is not cached, since it shares the job's id and version.
+        let planned = if run.step.is_some() {
+            c.job
+                .spec
+                .validate()
+                .map(|plan| (Arc::new(plan), &c.job.spec))
+        } else {
+            self.ctx.plans.get(&c.job).map(|plan| (plan, &c.job.spec))
         };
         let (outcome, plan) = match planned {
             // Stopped while waiting for its due time: it never starts.
@@ -232,7 +228,11 @@ impl Attempt {
         let (Some(parent), Some(step)) = (c.run.parent_id, c.run.step.as_deref()) else {
             return Ok(None);
         };
-        let Some(spec) = c.job.spec.steps.iter().find(|s| s.name == step) else {
+        let Some(spec) = c
+            .workflow
+            .as_ref()
+            .and_then(|w| w.steps.iter().find(|s| s.name == step))
+        else {
             return Ok(None);
         };
         if spec.depends_on.is_empty() {

@@ -191,7 +191,8 @@ pub async fn workflow_start_creates_steps_and_queues_the_roots(store: Arc<dyn St
     assert_eq!(steps[0].run.parent_id, Some(c.run.id));
     assert_eq!(steps[0].run.step.as_deref(), Some("a"));
     assert_eq!(steps[0].run.scheduled_for, c.run.scheduled_for);
-    assert_eq!(steps[0].job.spec.steps.len(), 5);
+    assert_eq!(steps[0].workflow.as_ref().map(|w| w.steps.len()), Some(5));
+    assert!(steps[0].job.spec.steps.is_empty() && steps[0].job.spec.task.is_some());
     // A waiting step is not cancelled on its own.
     let b = store
         .run_steps(RunStepsParams { run_id: c.run.id })
