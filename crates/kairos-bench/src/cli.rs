@@ -1,4 +1,4 @@
-//! The command line: `kairos-bench w1|w2|w3|w4|all [options]`.
+//! The command line: `kairos-bench w1|w2|w3|w4|w5|all|floor|failover [options]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +31,10 @@ Workloads (each has its own --help):
        program spawning /bin/true N times with the same output capture; µs per job and ratio.
   w4   scale: register M cron jobs with spread daily schedules; registration time, store size
        on disk, start-up time of a node on that store, its resident memory and idle CPU.
+  w5   workflow step hand-off: workflow runs of no-op function steps (a fan-out/fan-in of
+       --width middle steps, or a --chain), one after another; for every step released by its
+       upstream steps, its start - the latest upstream finish, from the store's records.
+       Reports p50/p99/p99.9/max, each run's wall time, CPU time and peak resident memory.
   all  every workload with its default sizes (override with --w1-n, --w2-jobs, ...).
   floor  what one run's claim and finish cost through the store API and in the database
        itself, one run at a time: the part of W1 and W3 that nothing above the store can remove.
@@ -50,6 +54,8 @@ Examples:
   cargo run --release -p kairos-bench -- w2 --jobs 100,1000 --shape both --secs 60 --chart w2-lateness.svg
   cargo run --release -p kairos-bench -- w3 --n 5000 --json
   cargo run --release -p kairos-bench -- w4 --jobs 1000000 --store sqlite:///var/tmp/kairos-bench
+  cargo run --release -p kairos-bench -- w5 --width 98 --runs 20 --repeat 3
+  cargo run --release -p kairos-bench -- w5 --chain 100 --runs 10
   cargo run --release -p kairos-bench -- all --repeat 5 --json > bench.json
   cargo run --release -p kairos-bench -- w1 --store postgres://postgres@127.0.0.1:5432/test
   cargo run --release -p kairos-bench -- w2 --jobs 1000 --shape spread --nodes 3 --store postgres://postgres@127.0.0.1:5432/test
@@ -126,6 +132,24 @@ pub enum Command {
     /// resident memory after start and after idling, CPU while idling --idle-secs. Jobs that
     /// come due while idling run (M / 86 400 per second).
     W4(W4Args),
+    /// Workflow step hand-off: how long a step waits after its upstream steps finished.
+    ///
+    /// One job whose steps are no-op function tasks: a fan-out (`start`, --width middle steps
+    /// each depending on it, `end` depending on all of them) or, with --chain N, N steps each
+    /// depending on the one before; max_concurrent_steps 500, so nothing is held back. One node
+    /// in this process (worker concurrency --concurrency). The job is triggered --runs times,
+    /// one run after another, each to its end, after --warmup runs that are not measured. For
+    /// every step with upstream steps: hand-off = its first attempt's started_at (the worker's
+    /// clock as the attempt began) - the latest finished_at of its upstream steps' attempts
+    /// (the store's clock in the transaction that recorded that end and queued this step:
+    /// SQLite's inside the transaction, PostgreSQL's now(), its start), split into claim (the
+    /// step run's started_at, set by the claim that took it, - the upstream finish) and start
+    /// (the attempt's start - the claim). fanin: the hand-off of `end`.
+    /// step_record: a step's attempt from its start to its end's date in the store (the no-op
+    /// call and the completer's queue). Also each run's wall time (trigger to its last step's
+    /// end), CPU of the process over the measured runs, peak memory, and errors (runs or
+    /// steps that did not succeed; must be 0).
+    W5(W5Args),
     /// Every workload with its default sizes, or those given here.
     All(AllArgs),
     /// What one run's durable bookkeeping costs below Kairos, one run at a time.
@@ -266,6 +290,27 @@ pub struct W4Args {
 }
 
 #[derive(Debug, Args)]
+pub struct W5Args {
+    /// Middle steps of the fan-out (the workflow has width + 2 steps).
+    #[arg(long, default_value_t = 98, value_parser = clap::value_parser!(u32).range(1..=498))]
+    pub width: u32,
+    /// Run a straight chain of N steps (each depending on the one before) instead of the
+    /// fan-out.
+    #[arg(long, conflicts_with = "width", value_parser = clap::value_parser!(u32).range(2..=500))]
+    pub chain: Option<u32>,
+    /// Measured workflow runs, one after another.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// Workflow runs before the measured ones, not measured.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: u64,
+    /// Worker concurrency (attempts at once): at least the width, for the fan-out's middle
+    /// steps to start together.
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
 pub struct AllArgs {
     /// W1 runs (both shapes, depth 1000, concurrency 64).
     #[arg(long, default_value_t = 100_000)]
@@ -289,6 +334,9 @@ pub struct AllArgs {
     /// W4 seconds of idling.
     #[arg(long, default_value_t = 30)]
     pub w4_idle_secs: u64,
+    /// W5 measured workflow runs (fan-out of 98, concurrency 128).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub w5_runs: u64,
     /// Where to write the W2 lateness chart (SVG).
     #[arg(long, default_value = "w2-lateness.svg")]
     pub chart: PathBuf,

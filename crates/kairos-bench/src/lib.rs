@@ -17,6 +17,10 @@
 //! - **W4, scale** ([`w4`]): registers M cron jobs with spread schedules; reports registration
 //!   time, the store's size on disk, and for a node started on that store: start-up time,
 //!   resident memory and idle CPU.
+//! - **W5, workflow step hand-off** ([`w5`]): workflow runs of no-op steps (a fan-out/fan-in,
+//!   or a chain), one after another; for every step released by its upstream steps, the time
+//!   from the latest upstream finish to its start, as the store recorded them; reports p50,
+//!   p99, p99.9 and max, and each run's wall time.
 //! - **Floor** ([`floor`]): one run's claim and finish through the store API and as plain
 //!   SQL statements on the same schema (SQLite or PostgreSQL), one run at a time: what W1 and
 //!   W3 cannot go below.
@@ -58,6 +62,7 @@ pub mod w1;
 pub mod w2;
 pub mod w3;
 pub mod w4;
+pub mod w5;
 
 pub use error::{BenchError, BenchResult};
 pub use report::{Measurement, Metric, Summary};

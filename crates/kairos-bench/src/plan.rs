@@ -15,6 +15,7 @@ use crate::w2::Shape as W2Shape;
 use crate::w2::{self, W2Params};
 use crate::w3::{self, W3Params};
 use crate::w4::{self, NodeProcess, W4Params};
+use crate::w5::{self, W5Params};
 
 /// One workload run with its parameters.
 #[derive(Debug, Clone)]
@@ -23,6 +24,7 @@ pub enum Plan {
     W2(W2Params),
     W3(W3Params),
     W4(W4Params),
+    W5(W5Params),
     Floor(FloorParams),
     Failover(FailoverParams),
 }
@@ -40,6 +42,10 @@ impl Plan {
             ),
             Plan::W3(p) => format!("w3 n={}", p.n),
             Plan::W4(p) => format!("w4 jobs={}", p.jobs),
+            Plan::W5(p) => match p.shape {
+                w5::Shape::FanOut { width } => format!("w5-fanout width={width} runs={}", p.runs),
+                w5::Shape::Chain { len } => format!("w5-chain len={len} runs={}", p.runs),
+            },
             Plan::Floor(p) => format!("floor n={}", p.n),
             Plan::Failover(p) => format!("failover nodes={} kills={}", p.nodes, p.kills),
         }
@@ -113,6 +119,19 @@ pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
             })],
             None,
         ),
+        Command::W5(a) => (
+            vec![Plan::W5(W5Params {
+                shape: match a.chain {
+                    Some(len) => w5::Shape::Chain { len },
+                    None => w5::Shape::FanOut { width: a.width },
+                },
+                runs: a.runs,
+                warmup: a.warmup,
+                concurrency: a.concurrency,
+                keep,
+            })],
+            None,
+        ),
         Command::All(a) => {
             let defaults = W1Params::default();
             let mut plans = vec![
@@ -134,6 +153,11 @@ pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
                 idle_secs: a.w4_idle_secs,
                 node_process: w4_node_process(false),
                 keep,
+            }));
+            plans.push(Plan::W5(W5Params {
+                runs: a.w5_runs,
+                keep,
+                ..W5Params::default()
             }));
             (plans, Some(a.chart.clone()))
         }
@@ -163,6 +187,9 @@ const HEADLINES: &[&str] = &[
     "ratio",
     "register_jobs_per_s",
     "startup_ms",
+    "handoff_p50_ms",
+    "handoff_p99_ms",
+    "errors",
     "store_cpu_us_per_run",
     "sqlite_cpu_us_per_run",
     "postgres_cpu_us_per_run",
@@ -208,6 +235,7 @@ pub async fn run_plans(
                 }
                 Plan::W3(p) => w3::run(url, p).await?,
                 Plan::W4(p) => w4::run(url, p).await?,
+                Plan::W5(p) => w5::run(url, p).await?,
                 Plan::Floor(p) => floor::run(url, p).await?,
                 Plan::Failover(p) => failover::run(url, p).await?,
             };

@@ -23,6 +23,7 @@ use kairos_bench::w1::{self, Shape, W1Params};
 use kairos_bench::w2::{self, W2Params};
 use kairos_bench::w3::{self, W3Params};
 use kairos_bench::w4::{self, NodeProcess, W4Params};
+use kairos_bench::w5::{self, W5Params};
 use kairos_bench::{StoreUrl, chart, report};
 
 fn store() -> StoreUrl {
@@ -172,6 +173,47 @@ async fn w4_registers_and_starts_a_node_in_a_fresh_process() {
 
     let table = report::table(&report::summarize(&[m]));
     assert!(table.contains("startup_ms"), "{table}");
+}
+
+/// W5 tiny, in both shapes: every released step of every measured run gives a sample, and
+/// every run and step succeeded with one attempt.
+async fn w5_samples_every_released_step(url: &StoreUrl) {
+    for shape in [w5::Shape::FanOut { width: 3 }, w5::Shape::Chain { len: 3 }] {
+        let m = w5::run(
+            url,
+            &W5Params {
+                shape,
+                runs: 2,
+                warmup: 1,
+                concurrency: 8,
+                keep: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            metric(&m, "samples"),
+            (2 * shape.samples_per_run()) as f64,
+            "{m:?}"
+        );
+        assert_eq!(metric(&m, "errors"), 0.0, "{m:?}");
+        assert_eq!(metric(&m, "extra_attempts"), 0.0, "{m:?}");
+        assert!(metric(&m, "handoff_max_ms") >= metric(&m, "handoff_p50_ms"));
+        assert!(metric(&m, "run_wall_p50_ms") > 0.0, "{m:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w5_samples_every_released_step_of_a_fan_out_and_a_chain() {
+    w5_samples_every_released_step(&store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w5_runs_on_postgres() {
+    let Some((url, _guard)) = postgres().await else {
+        return;
+    };
+    w5_samples_every_released_step(&url).await;
 }
 
 /// The floor claims and finishes every run of each variant (it fails if a claim finds nothing,
