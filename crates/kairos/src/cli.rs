@@ -146,15 +146,19 @@ pub enum Command {
     Apply {
         #[command(flatten)]
         client: ClientArgs,
-        /// The jobs file.
+        /// The jobs file, or a directory of them (its `*.toml` and `*.json` files, together).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
         /// Delete jobs the file does not list (in the namespaces it mentions).
         #[arg(long)]
         prune: bool,
         /// Print the plan without changing anything.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         dry_run: bool,
+        /// Keep running: apply again whenever the file (or a file of the directory) changes. An
+        /// invalid edit is reported and changes nothing; the last good state stays.
+        #[arg(long)]
+        watch: bool,
     },
 }
 

@@ -97,6 +97,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             file,
             prune,
             dry_run,
+            watch,
         } => {
             let c = Client::connect(&client.conn)?;
             apply::run(
@@ -107,6 +108,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     file,
                     prune,
                     dry_run,
+                    watch,
                 },
             )
             .await

@@ -446,3 +446,91 @@ async fn workflow_runs_and_backfills_from_the_cli() {
         })
         .await;
 }
+
+/// `apply -f DIR --watch --prune`: a directory of files is one set of jobs, applied again on
+/// every change; an invalid edit is reported and changes nothing (the last good state stays);
+/// removing a file's job deletes it (with `--prune`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_watch_keeps_a_directory_of_jobs_in_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    let job = |name: &str, script: &str| {
+        format!(
+            "[[jobs]]\nname = \"{name}\"\ntask = {{ kind = \"shell\", script = \"{script}\" }}\n"
+        )
+    };
+    std::fs::write(jobs.join("a.toml"), job("alpha", "echo one")).unwrap();
+    std::fs::write(jobs.join("notes.txt"), "not a jobs file").unwrap();
+    let out = dir.path().join("watch.out");
+    let err = dir.path().join("watch.err");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["apply", "-f", jobs.to_str().unwrap(), "--watch", "--prune"])
+        .env("KAIROS_SERVER", &server.url)
+        .env_remove("KAIROS_NAMESPACE")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let get = |name: &'static str| {
+        let server = &server;
+        async move {
+            let (status, _, job) = server
+                .call(Method::GET, &format!("/api/v1/jobs/{name}"), None)
+                .await;
+            (status == 200).then_some(job)
+        }
+    };
+    server
+        .wait_for(30, "alpha to be created", || get("alpha"))
+        .await;
+
+    // A second file, and a change to the first: both applied.
+    std::fs::write(
+        jobs.join("b.json"),
+        r#"[{"name": "beta", "task": {"kind": "shell", "script": "true"}}]"#,
+    )
+    .unwrap();
+    std::fs::write(jobs.join("a.toml"), job("alpha", "echo two")).unwrap();
+    server
+        .wait_for(30, "beta to be created", || get("beta"))
+        .await;
+    server
+        .wait_for(30, "alpha to be updated", || async {
+            get("alpha")
+                .await
+                .filter(|j| j["task"]["script"] == "echo two")
+        })
+        .await;
+
+    // An invalid edit: reported, nothing changes, the watch goes on.
+    std::fs::write(jobs.join("a.toml"), job("Alpha!", "echo three")).unwrap();
+    server
+        .wait_for(30, "the invalid edit to be reported", || async {
+            let text = std::fs::read_to_string(&err).unwrap_or_default();
+            text.contains("a.toml: jobs[0].name").then_some(())
+        })
+        .await;
+    let alpha = get("alpha").await.unwrap();
+    assert_eq!(
+        alpha["task"]["script"], "echo two",
+        "the last good state stays"
+    );
+    assert_eq!(alpha["version"], 2);
+
+    // Fixed, with beta's file gone: alpha updated, beta deleted (--prune).
+    std::fs::write(jobs.join("a.toml"), job("alpha", "echo four")).unwrap();
+    std::fs::remove_file(jobs.join("b.json")).unwrap();
+    server
+        .wait_for(30, "beta to be deleted", || async {
+            get("beta").await.is_none().then_some(())
+        })
+        .await;
+    assert_eq!(get("alpha").await.unwrap()["task"]["script"], "echo four");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let plans = std::fs::read_to_string(&out).unwrap();
+    assert!(plans.contains("create     default/beta"), "{plans}");
+    assert!(plans.contains("delete     default/beta"), "{plans}");
+}

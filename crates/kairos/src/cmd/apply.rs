@@ -6,11 +6,19 @@
 //! version read), `unchanged`, and with `--prune`, `delete` for jobs on the server that the file
 //! no longer lists — only in the namespaces the file mentions, so a file never deletes another
 //! team's jobs.
+//!
+//! `-f` may name a directory: its `*.toml` and `*.json` files (not its subdirectories) are one
+//! set of jobs, a job listed in two of them is an error. With `--watch` the command keeps
+//! running and applies again whenever the input changes. It looks at the files' contents every
+//! half second rather than asking the kernel for change events: editors save by rename, files
+//! come and go in a directory, and network file systems send no events, while reading a few
+//! small files twice a second costs nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::Context;
+
 use kairos_core::error::index;
 use kairos_core::{JobSpec, ValidationErrors};
 use reqwest::Method;
@@ -23,6 +31,7 @@ pub struct ApplyArgs {
     pub file: PathBuf,
     pub prune: bool,
     pub dry_run: bool,
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -276,31 +285,166 @@ pub async fn run(
     json: bool,
     args: ApplyArgs,
 ) -> anyhow::Result<()> {
-    let doc = super::read_document(&args.file)?;
-    let desired = match parse_file(doc, namespace) {
-        Ok(specs) => specs,
-        Err(errs) => {
-            let mut msg = format!("{} is invalid; nothing was changed:", args.file.display());
-            for e in &errs.errors {
-                msg.push_str(&format!("\n  {e}"));
+    if args.watch {
+        return watch(client, namespace, json, &args).await;
+    }
+    let desired = load(&args.file, namespace).map_err(|e| anyhow::anyhow!(e))?;
+    apply_once(client, namespace, json, &desired, args.prune, args.dry_run).await
+}
+
+/// The input's files: the file itself, or a directory's `*.toml` and `*.json` files by name.
+fn input_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if path.as_os_str() == "-" || !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot read the directory {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "toml" || e == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads and validates the input; `Err` is the message listing every problem, each at its file
+/// and path.
+fn load(path: &Path, namespace: &str) -> Result<Vec<JobSpec>, String> {
+    let files = input_files(path).map_err(|e| format!("{e:#}"))?;
+    let many = files.len() > 1 || path.is_dir();
+    let mut problems = Vec::new();
+    let mut desired: Vec<JobSpec> = Vec::new();
+    let mut origin: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
+    for file in &files {
+        let prefix = if many {
+            format!("{}: ", file.display())
+        } else {
+            String::new()
+        };
+        let doc = match super::read_document(file) {
+            Ok(doc) => doc,
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                continue;
             }
-            bail!(msg);
+        };
+        match parse_file(doc, namespace) {
+            Ok(specs) => {
+                for spec in specs {
+                    let key = (spec.namespace.clone(), spec.name.clone());
+                    if let Some(first) = origin.get(&key) {
+                        problems.push(format!(
+                            "{prefix}`{}/{}` is also listed in {}",
+                            key.0,
+                            key.1,
+                            first.display()
+                        ));
+                        continue;
+                    }
+                    origin.insert(key, file.clone());
+                    desired.push(spec);
+                }
+            }
+            Err(errs) => problems.extend(errs.errors.iter().map(|e| format!("{prefix}{e}"))),
         }
-    };
+    }
+    if problems.is_empty() {
+        Ok(desired)
+    } else {
+        let mut msg = format!("{} is invalid; nothing was changed:", path.display());
+        for p in problems {
+            msg.push_str(&format!("\n  {p}"));
+        }
+        Err(msg)
+    }
+}
+
+/// What the input holds now, to notice a change: each file's name and contents.
+fn fingerprint(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match input_files(path) {
+        Ok(files) => {
+            for file in files {
+                file.hash(&mut h);
+                std::fs::read(&file).ok().hash(&mut h);
+            }
+        }
+        Err(e) => e.to_string().hash(&mut h),
+    }
+    h.finish()
+}
+
+/// `--watch`: applies the input, then again whenever it changes, until interrupted. An invalid
+/// input is reported once and changes nothing; an apply that fails (the server unreachable, a
+/// job changed meanwhile) is tried again at the next look.
+async fn watch(
+    client: &Client,
+    namespace: &str,
+    json: bool,
+    args: &ApplyArgs,
+) -> anyhow::Result<()> {
+    const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+    let mut handled: Option<u64> = None;
+    let mut last_error: Option<String> = None;
+    loop {
+        // Reading a few files: a blocking thread, as for any file the CLI reads while it waits.
+        let file = args.file.clone();
+        let seen = tokio::task::spawn_blocking(move || fingerprint(&file)).await?;
+        if handled != Some(seen) {
+            let file = args.file.clone();
+            let ns = namespace.to_owned();
+            match tokio::task::spawn_blocking(move || load(&file, &ns)).await? {
+                Err(msg) => {
+                    eprintln!("{msg}\nthe last good state stays; waiting for the next change");
+                    handled = Some(seen);
+                }
+                Ok(desired) => {
+                    match apply_once(client, namespace, json, &desired, args.prune, false).await {
+                        Ok(()) => {
+                            handled = Some(seen);
+                            last_error = None;
+                        }
+                        Err(e) => {
+                            let e = format!("{e:#}");
+                            if last_error.as_deref() != Some(&e) {
+                                eprintln!("applying failed: {e}; trying again");
+                            }
+                            last_error = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// Plans `desired` against the server's jobs and applies the plan (or only prints it).
+async fn apply_once(
+    client: &Client,
+    namespace: &str,
+    json: bool,
+    desired: &[JobSpec],
+    prune: bool,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     let mut namespaces: BTreeSet<String> = desired.iter().map(|s| s.namespace.clone()).collect();
     if namespaces.is_empty() {
         namespaces.insert(namespace.to_owned());
     }
     let current = server_jobs(client, &namespaces).await?;
-    let steps = plan(&desired, &current, args.prune);
+    let steps = plan(desired, &current, prune);
     if json {
-        println!("{}", serde_json::to_string_pretty(&steps)?);
+        println!("{}", serde_json::to_string(&steps)?);
     } else {
         for step in &steps {
             println!("{}", describe(step));
         }
     }
-    if args.dry_run {
+    if dry_run {
         if !json {
             println!("dry run: nothing was changed");
         }
