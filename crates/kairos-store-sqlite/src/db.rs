@@ -13,6 +13,11 @@
 //!   every write of the group fails and none is applied.
 //! - **Readers:** a few threads sharing one queue, each with its own connection (WAL: readers
 //!   never block the writer nor each other).
+//! - **Checkpointer:** one thread with its own connection moves the WAL into the database file
+//!   (`wal_checkpoint(PASSIVE)`) every [`CHECKPOINT_EVERY`]. The writer's automatic checkpoint
+//!   is off: it would run inside a commit, and its `fsync`s (milliseconds on some disks) would
+//!   delay every write of that group. A passive checkpoint runs beside the writer and readers
+//!   without blocking them; the writer starts the WAL over once it has been checkpointed.
 //!
 //! Statements are prepared once per connection and cached (`prepare_cached`).
 
@@ -38,6 +43,8 @@ type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 const STATEMENT_CACHE: usize = 64;
 /// Most writes committed together.
 const GROUP_COMMIT: usize = 64;
+/// How often the checkpointer moves the WAL into the database file.
+pub(crate) const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn closed() -> StoreError {
     StoreError::Unavailable("the store is closed".into())
@@ -59,19 +66,29 @@ fn dropped() -> StoreError {
 pub(crate) struct Db {
     writer: Mutex<Option<mpsc::Sender<WriteTask>>>,
     readers: Mutex<Option<mpsc::Sender<ReadTask>>>,
+    /// Dropped to stop the checkpointer.
+    checkpointer: Mutex<Option<mpsc::Sender<()>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Db {
-    /// Starts one writer thread on `writer` and one reader thread per connection in `readers`.
-    /// `keep` lives as long as the writer thread (the data-directory lock: it is released only
-    /// after the last write is done and the connection closed).
+    /// Starts one writer thread on `writer`, one reader thread per connection in `readers`, and
+    /// the checkpointer on `checkpointer` (when given, the writer's automatic checkpoint should
+    /// be off). `keep` lives as long as the writer thread (the data-directory lock: it is
+    /// released only after the last write is done and the connection closed).
     pub(crate) fn start(
         writer: Connection,
         readers: Vec<Connection>,
+        checkpointer: Option<Connection>,
         keep: Option<Arc<std::fs::File>>,
     ) -> StoreResult<Arc<Self>> {
-        let mut threads = Vec::with_capacity(1 + readers.len());
+        let mut threads = Vec::with_capacity(2 + readers.len());
+        let (ctx, crx) = mpsc::channel::<()>();
+        if let Some(conn) = checkpointer {
+            threads.push(spawn_thread("kairos-sqlite-checkpointer", move || {
+                serve_checkpoints(&conn, &crx);
+            })?);
+        }
         let (wtx, wrx) = mpsc::channel::<WriteTask>();
         threads.push(spawn_thread("kairos-sqlite-writer", move || {
             let _keep = keep;
@@ -91,6 +108,7 @@ impl Db {
         Ok(Arc::new(Self {
             writer: Mutex::new(Some(wtx)),
             readers: Mutex::new(Some(rtx)),
+            checkpointer: Mutex::new(Some(ctx)),
             threads: Mutex::new(threads),
         }))
     }
@@ -146,6 +164,10 @@ impl Db {
     /// Stops taking work, lets the threads finish what is queued, and closes the connections
     /// (the last one checkpoints the WAL into the database file).
     pub(crate) async fn close(&self) {
+        self.checkpointer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.readers
             .lock()
@@ -170,6 +192,17 @@ fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> StoreResult<Jo
 
 /// Runs reads until the store closes. A panicking read loses only its own answer (its caller
 /// gets an error).
+/// Checkpoints every [`CHECKPOINT_EVERY`] until `stop` is dropped. A failed checkpoint (a
+/// busy database, an I/O error) is logged and tried again at the next tick; the WAL keeps
+/// every change meanwhile.
+fn serve_checkpoints(conn: &Connection, stop: &mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpointing the WAL failed; trying again");
+        }
+    }
+}
+
 fn serve_reads(conn: Connection, queue: &Mutex<mpsc::Receiver<ReadTask>>) {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     loop {
@@ -277,7 +310,7 @@ mod tests {
             .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER UNIQUE)")
             .unwrap();
         let reader = Connection::open(&path).unwrap();
-        Db::start(writer, vec![reader], None).unwrap()
+        Db::start(writer, vec![reader], None, None).unwrap()
     }
 
     async fn values(db: &Arc<Db>) -> Vec<i64> {
@@ -353,7 +386,7 @@ mod tests {
             .pragma_update(None, "max_page_count", pages + 4)
             .unwrap();
         let reader = Connection::open(&path).unwrap();
-        let db = Db::start(writer, vec![reader], None).unwrap();
+        let db = Db::start(writer, vec![reader], None, None).unwrap();
         // Hold the writer so that the next writes queue up into one group.
         let (started, wait) = std::sync::mpsc::channel();
         let (release, held) = std::sync::mpsc::channel::<()>();

@@ -92,11 +92,12 @@ impl SqliteStore {
 
     async fn open(path: &Path, lock: Option<Arc<std::fs::File>>) -> StoreResult<Self> {
         let owned = path.to_owned();
-        let (writer, readers) = tokio::task::spawn_blocking(move || connect_all(&owned))
-            .await
-            .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))??;
+        let (writer, readers, checkpointer) =
+            tokio::task::spawn_blocking(move || connect_all(&owned))
+                .await
+                .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))??;
         Ok(Self {
-            db: Db::start(writer, readers, lock)?,
+            db: Db::start(writer, readers, Some(checkpointer), lock)?,
             path: path.to_owned(),
         })
     }
@@ -207,13 +208,23 @@ fn make_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Opens the writer (creating the file and migrating it) and the readers.
-fn connect_all(path: &Path) -> StoreResult<(Connection, Vec<Connection>)> {
+/// Opens the writer (creating the file and migrating it), the readers and the checkpointer's
+/// connection. The writer's automatic checkpoint is off: the checkpointer does it (see `db`).
+fn connect_all(path: &Path) -> StoreResult<(Connection, Vec<Connection>, Connection)> {
     let describe = |e| describe_open_error(path, e);
     make_private(path).map_err(|e| {
         StoreError::Unavailable(format!("cannot create database {}: {e}", path.display()))
     })?;
     let writer = writer_connection(path)?;
+    writer
+        .pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(describe)?;
+    let checkpointer = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|conn| configure(&conn, 500).map(|()| conn))
+    .map_err(describe)?;
     let readers = (0..READERS)
         .map(|_| {
             let conn = Connection::open_with_flags(
@@ -227,7 +238,7 @@ fn connect_all(path: &Path) -> StoreResult<(Connection, Vec<Connection>)> {
         })
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(describe)?;
-    Ok((writer, readers))
+    Ok((writer, readers, checkpointer))
 }
 
 /// Per-connection settings. The writer keeps a larger page cache (`cache_kib`) than readers.

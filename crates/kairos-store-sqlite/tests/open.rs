@@ -319,3 +319,41 @@ async fn the_data_directory_and_its_files_are_private() {
     assert_eq!(mode(&lock), 0o600);
     store.close().await;
 }
+
+/// The WAL reaches the database file while the store is open, without a commit doing it: the
+/// checkpointer's thread moves it (the writer's automatic checkpoint, inside a commit, is off;
+/// with it, these few hundred pages would stay in the WAL until close).
+#[tokio::test]
+async fn the_wal_is_checkpointed_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let store = SqliteStore::open_file(&path).await.unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    for i in 0..300 {
+        create(&store, &format!("job-{i}")).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = std::fs::metadata(&path).unwrap().len();
+        if now > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {now} bytes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    store.close().await;
+    let jobs = SqliteStore::open_file(&path).await.unwrap();
+    assert_eq!(
+        jobs.job_list(JobListParams {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len(),
+        300
+    );
+}
