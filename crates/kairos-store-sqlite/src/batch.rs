@@ -172,6 +172,8 @@ pub(crate) fn claim(
         rows::run,
     )?;
     let mut jobs: HashMap<JobId, Job> = HashMap::new();
+    // Each workflow run's document once per claim, however many of its steps it claims.
+    let mut documents: HashMap<RunId, std::sync::Arc<crate::workflow::Document>> = HashMap::new();
     let mut claimed = Vec::with_capacity(runs.len());
     let job_sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
     for mut run in runs {
@@ -187,7 +189,14 @@ pub(crate) fn claim(
         // document stored on that run.
         let (job, workflow) = match (run.parent_id, run.step.as_deref()) {
             (Some(parent), Some(step)) => {
-                let doc = crate::workflow::document(conn, parent)?;
+                let doc = match documents.get(&parent) {
+                    Some(doc) => doc.clone(),
+                    None => {
+                        let doc = crate::workflow::document(conn, parent)?;
+                        documents.insert(parent, doc.clone());
+                        doc
+                    }
+                };
                 let spec = doc.spec.step_job(step).ok_or_else(|| {
                     StoreError::Internal(format!("workflow run {parent} has no step `{step}`"))
                 })?;

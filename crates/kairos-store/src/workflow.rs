@@ -5,7 +5,7 @@
 
 use kairos_core::run::{RunId, RunState};
 use kairos_core::spec::JobSpec;
-use kairos_core::workflow::{RunEnd, StepStatus, Workflow, progress};
+use kairos_core::workflow::{Dag, RunEnd, StepStatus, Workflow, progress};
 
 use crate::error::{StoreError, StoreResult};
 
@@ -94,6 +94,29 @@ pub fn step_status(state: RunState) -> StepStatus {
     }
 }
 
+/// A workflow run's step rows in the DAG's step order, one per step: `Internal` for a row that
+/// names no step of the document or a step without a row (Kairos writes neither).
+fn by_step<'r>(dag: &Dag, steps: &'r [StepRow]) -> StoreResult<Vec<&'r StepRow>> {
+    let mut rows: Vec<Option<&StepRow>> = vec![None; dag.len()];
+    for row in steps {
+        let i = dag.index_of(&row.step).ok_or_else(|| {
+            StoreError::Internal(format!("step run {} names no step of its workflow", row.id))
+        })?;
+        rows[i] = Some(row);
+    }
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "the workflow run has no step run for step `{}`",
+                    dag.name(i)
+                ))
+            })
+        })
+        .collect()
+}
+
 /// What to write after a step of the workflow run changed: the steps to queue (up to
 /// `max_concurrent_steps` active), the steps that end without running, and the run's own end.
 /// `cancelling`: the run was asked to cancel (nothing more is queued; it ends `cancelled` with
@@ -101,22 +124,9 @@ pub fn step_status(state: RunState) -> StepStatus {
 /// `Internal` error.
 pub fn settle(workflow: &Workflow, steps: &[StepRow], cancelling: bool) -> StoreResult<Settle> {
     let dag = &workflow.dag;
-    let mut ids = vec![None; dag.len()];
-    let mut statuses = vec![StepStatus::Waiting; dag.len()];
-    for row in steps {
-        let i = dag.index_of(&row.step).ok_or_else(|| {
-            StoreError::Internal(format!("step run {} names no step of its workflow", row.id))
-        })?;
-        ids[i] = Some(row.id);
-        statuses[i] = step_status(row.state);
-    }
-    if let Some(i) = ids.iter().position(Option::is_none) {
-        return Err(StoreError::Internal(format!(
-            "the workflow run has no step run for step `{}`",
-            dag.name(i)
-        )));
-    }
-    let id = |i: usize| ids[i].unwrap_or_default();
+    let rows = by_step(dag, steps)?;
+    let statuses: Vec<StepStatus> = rows.iter().map(|r| step_status(r.state)).collect();
+    let id = |i: usize| rows[i].id;
     let p = progress(dag, &statuses, workflow.max_concurrent_steps, cancelling);
     Ok(Settle {
         release: p.release.iter().map(|&i| id(i)).collect(),
@@ -193,25 +203,7 @@ pub fn plan_control(
         crate::StepControl::Rerun(s) => StepAction::Rerun(index(s)?),
         crate::StepControl::RerunFailed => StepAction::RerunFailed,
     };
-    let mut rows: Vec<Option<&StepRow>> = vec![None; dag.len()];
-    for row in steps {
-        let i = dag.index_of(&row.step).ok_or_else(|| {
-            StoreError::Internal(format!("step run {} names no step of its workflow", row.id))
-        })?;
-        rows[i] = Some(row);
-    }
-    let rows: Vec<&StepRow> = rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.ok_or_else(|| {
-                StoreError::Internal(format!(
-                    "the workflow run has no step run for step `{}`",
-                    dag.name(i)
-                ))
-            })
-        })
-        .collect::<StoreResult<_>>()?;
+    let rows = by_step(dag, steps)?;
     let statuses: Vec<StepStatus> = rows.iter().map(|r| step_status(r.state)).collect();
     let running: Vec<bool> = rows.iter().map(|r| r.state == RunState::Running).collect();
     let decided = control(dag, &statuses, &running, step_action)
