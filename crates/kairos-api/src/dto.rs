@@ -92,6 +92,20 @@ pub struct RunDto {
     /// A workflow run's steps, in step order; present on `GET /runs/{id}` of a workflow run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepDto>>,
+    /// The event the run is for (`origin: event`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<RunEventDto>,
+}
+
+/// The event a run is for.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunEventDto {
+    pub id: String,
+    pub topic: String,
+    /// The payload; present on `GET /runs/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
 }
 
 /// One step of a workflow run. Its attempts and output are those of its run
@@ -176,6 +190,11 @@ impl From<Run> for RunDto {
                 .as_deref()
                 .and_then(|p| serde_json::from_str(p).ok()),
             steps: None,
+            event: r.event.map(|e| RunEventDto {
+                id: e.id,
+                topic: e.topic,
+                payload: None,
+            }),
         }
     }
 }

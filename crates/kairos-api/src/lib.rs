@@ -10,6 +10,7 @@ pub mod auth;
 mod backfill;
 pub mod dto;
 pub mod error;
+pub mod events;
 pub mod guard;
 mod jobs;
 mod nodes;
@@ -87,6 +88,7 @@ impl AppState {
         ops::ready,
         ops::metrics,
         ops::events,
+        events::emit,
         tokens::create,
         tokens::list,
         tokens::revoke,
@@ -98,13 +100,16 @@ impl AppState {
         dto::RunDto,
         dto::AttemptDto,
         dto::StepDto,
+        dto::RunEventDto,
         jobs::TriggerBody,
         error::Problem,
         error::FieldErrorDto,
         tokens::TokenDto,
         tokens::NewTokenDto,
         tokens::AuditEntryDto,
-        nodes::NodeDto
+        nodes::NodeDto,
+        events::EventDto,
+        events::EventRunDto
     )),
     modifiers(&BearerAuth, &JobDtoSchema),
     security(("bearer" = []))
@@ -189,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(tokens::audit))
         .route("/nodes", get(nodes::list))
         .route("/events", get(ops::events))
+        .route("/events/{topic}", post(events::emit))
         .route("/openapi.json", get(ops::openapi));
     Router::new()
         .nest("/api/v1", api)

@@ -37,8 +37,12 @@ pub async fn get(
         .store
         .attempt_list(kairos_store::AttemptListParams { run_id: id })
         .await?;
+    let payload = run.event.as_ref().map(|e| e.payload.clone());
     let mut dto = with_steps(&app, run).await?;
     dto.attempts = Some(attempts.into_iter().map(AttemptDto::from).collect());
+    if let (Some(event), Some(payload)) = (dto.event.as_mut(), payload) {
+        event.payload = serde_json::from_str(&payload).ok();
+    }
     Ok(Json(dto))
 }
 

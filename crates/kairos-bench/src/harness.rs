@@ -106,6 +106,7 @@ pub async fn enqueue(
                     exclusive: false,
                     max_attempts: 1,
                     execution: ExecutionMode::AtLeastOnce,
+                    event: None,
                 }
             })
             .collect();

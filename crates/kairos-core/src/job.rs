@@ -234,12 +234,26 @@ impl JobSpec {
 
 fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> Option<Trigger> {
     let before = errs.errors.len();
-    let set = [t.cron.is_some(), t.interval.is_some(), t.at.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let set = [
+        t.cron.is_some(),
+        t.interval.is_some(),
+        t.at.is_some(),
+        t.event.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if set != 1 {
-        errs.push(at, "set exactly one of `cron`, `interval` or `at`");
+        errs.push(at, "set exactly one of `cron`, `interval`, `at` or `event`");
+    }
+    if t.filter.is_some() && t.event.is_none() {
+        errs.push(path(at, "filter"), "only applies to `event` triggers");
+    }
+    if t.jitter.is_some() && t.event.is_some() {
+        errs.push(
+            path(at, "jitter"),
+            "only applies to time triggers (`cron`, `interval`, `at`)",
+        );
     }
     if t.timezone.is_some() && t.cron.is_none() {
         errs.push(path(at, "timezone"), "only applies to `cron` triggers");
@@ -327,6 +341,16 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
                 None
             }
         }
+    } else if let Some(topic) = &t.event {
+        if let Err(e) = crate::event::validate_topic(topic) {
+            errs.push(path(at, "event"), e);
+        }
+        let filter = t.filter.clone().unwrap_or_default();
+        crate::event::validate_filter(&filter, &path(at, "filter"), errs);
+        Some(TriggerKind::Event(crate::event::EventTrigger {
+            topic: topic.clone(),
+            filter,
+        }))
     } else {
         at_instant.map(TriggerKind::At)
     };

@@ -5,6 +5,7 @@
 //!   its field path ([`ValidationErrors`]).
 //! - [`trigger`]: cron (croner + jiff, Vixie day rules, DST as the Open Cron Pattern
 //!   Specification defines it), interval and one-off triggers; `next_after` is strictly increasing.
+//! - [`event`]: event triggers: topics, event ids, payload filters.
 //! - [`policy`]: retry, misfire (catch-up) and overlap decisions as pure functions.
 //! - [`run`]: run states, origins and attempt outcomes.
 //! - [`lease`]: lease timing (heartbeat, the point a worker gives an attempt up) and the rescue
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod document;
 pub mod duration;
 pub mod error;
+pub mod event;
 pub mod job;
 pub mod lease;
 pub mod policy;

@@ -115,6 +115,8 @@ pub enum RunOrigin {
     Manual,
     /// A backfill asked for this due time.
     Backfill,
+    /// An event posted to a topic the job subscribes to.
+    Event,
 }
 
 impl RunOrigin {
@@ -123,6 +125,7 @@ impl RunOrigin {
             RunOrigin::Schedule => "schedule",
             RunOrigin::Manual => "manual",
             RunOrigin::Backfill => "backfill",
+            RunOrigin::Event => "event",
         }
     }
 }
@@ -134,6 +137,7 @@ impl std::str::FromStr for RunOrigin {
             "schedule" => Ok(RunOrigin::Schedule),
             "manual" => Ok(RunOrigin::Manual),
             "backfill" => Ok(RunOrigin::Backfill),
+            "event" => Ok(RunOrigin::Event),
             _ => Err(format!("unknown run origin `{s}`")),
         }
     }

@@ -92,8 +92,9 @@ pub struct JobSpec {
     pub description: Option<String>,
 }
 
-/// One trigger: exactly one of `cron`, `interval` or `at`, plus optional bounds and jitter.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One trigger: exactly one of `cron`, `interval`, `at` (a time) or `event` (a topic), plus
+/// optional bounds, and jitter for times or a filter for events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TriggerSpec {
@@ -115,9 +116,19 @@ pub struct TriggerSpec {
     /// No fire after this instant (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_at: Option<String>,
-    /// Random delay up to this duration added to each start, e.g. `30s`. Default none.
+    /// Random delay up to this duration added to each start, e.g. `30s`. Default none. Not
+    /// with `event`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<String>,
+    /// A topic: each event posted to it (`POST /api/v1/events/{topic}`) runs the job once per
+    /// event id. `start_at` and `end_at` bound when events count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// Only events whose payload has these top-level fields with these values (strings,
+    /// numbers, booleans, null). Only with `event`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub filter: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// What runs.

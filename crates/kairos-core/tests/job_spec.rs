@@ -484,3 +484,72 @@ fn a_key_given_twice_is_an_error_at_its_path() {
         ["task.env.K"]
     );
 }
+
+#[test]
+fn event_triggers_subscribe_to_a_topic_with_an_optional_filter() {
+    let doc = r#"{"name":"on-signup","triggers":[
+        {"event":"user.signup","filter":{"plan":"pro","seats":3}},
+        {"event":"user.signup"},
+        {"cron":"0 3 * * *"}],
+        "task":{"kind":"shell","script":"true"}}"#;
+    let spec = JobSpec::from_json(doc).unwrap();
+    let plan = spec.validate().unwrap();
+    assert_eq!(kairos_core::event::topics(&spec), ["user.signup"]);
+    assert!(plan.schedule.is_timed());
+    let now = ts("2026-03-01T00:00:00Z");
+    assert!(
+        plan.schedule
+            .subscribes("user.signup", &json!({"plan": "free"}), now),
+        "the trigger without a filter takes every event of the topic"
+    );
+    assert!(!plan.schedule.subscribes("user.login", &json!({}), now));
+    // Only the cron trigger yields due times.
+    let next = plan.schedule.next_after(now).unwrap();
+    assert_eq!(next.trigger, 2);
+
+    let filtered = JobSpec::from_json(
+        r#"{"name":"pro","triggers":[{"event":"user.signup","filter":{"plan":"pro"},
+            "start_at":"2026-03-01T00:00:00Z","end_at":"2026-04-01T00:00:00Z"}],
+            "task":{"kind":"shell","script":"true"}}"#,
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let pro = json!({"plan": "pro", "user": "ann"});
+    assert!(filtered.schedule.subscribes("user.signup", &pro, now));
+    assert!(
+        !filtered
+            .schedule
+            .subscribes("user.signup", &json!({"plan": "free"}), now)
+    );
+    assert!(!filtered.schedule.is_timed());
+    assert_eq!(filtered.schedule.next_after(now), None);
+    let after = ts("2026-04-02T00:00:00Z");
+    assert!(
+        !filtered.schedule.subscribes("user.signup", &pro, after),
+        "outside the trigger's bounds"
+    );
+}
+
+#[test]
+fn bad_event_triggers_are_refused_at_their_fields() {
+    assert_eq!(
+        problem_fields(
+            r#"{"name":"x","triggers":[
+                {"event":"bad topic"},
+                {"event":"ok","filter":{"a":[1],"b":{"c":1}}},
+                {"cron":"@daily","filter":{"a":1}},
+                {"event":"ok","jitter":"5s"},
+                {"event":"ok","cron":"@daily"}],
+                "task":{"kind":"shell","script":"true"}}"#
+        ),
+        [
+            "triggers[0].event",
+            "triggers[1].filter.a",
+            "triggers[1].filter.b",
+            "triggers[2].filter",
+            "triggers[3].jitter",
+            "triggers[4]",
+        ]
+    );
+}

@@ -102,15 +102,18 @@ pub(crate) fn build_env(
 
 /// Kairos's variables that are set only for some processes: never taken from the server's or
 /// the job's environment.
-const OPTIONAL_KAIROS_VARS: [&str; 4] = [
+const OPTIONAL_KAIROS_VARS: [&str; 7] = [
     "KAIROS_STEP",
+    "KAIROS_EVENT_ID",
+    "KAIROS_EVENT_TOPIC",
+    crate::exchange::EVENT_VAR,
     crate::exchange::PARAMS_VAR,
     crate::exchange::UPSTREAM_RESULTS_VAR,
     crate::exchange::RESULT_VAR,
 ];
 
 /// The variables describing the run, set for every task and hook (`KAIROS_STEP` for a
-/// workflow's step only).
+/// workflow's step only, `KAIROS_EVENT_ID` and `KAIROS_EVENT_TOPIC` for an event's run only).
 pub(crate) fn kairos_vars(context: &RunContext) -> Vec<(&'static str, String)> {
     let mut vars = vec![
         ("KAIROS_JOB", context.job.clone()),
@@ -121,6 +124,10 @@ pub(crate) fn kairos_vars(context: &RunContext) -> Vec<(&'static str, String)> {
     ];
     if let Some(step) = &context.step {
         vars.push(("KAIROS_STEP", step.clone()));
+    }
+    if let Some(event) = &context.event {
+        vars.push(("KAIROS_EVENT_ID", event.id.clone()));
+        vars.push(("KAIROS_EVENT_TOPIC", event.topic.clone()));
     }
     vars
 }

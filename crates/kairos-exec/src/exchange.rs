@@ -11,6 +11,7 @@
 //! | --- | --- | --- |
 //! | `KAIROS_PARAMS` | `params.json`: the JSON object a manual trigger gave the run | when the run has params |
 //! | `KAIROS_UPSTREAM_RESULTS` | `upstream-results.json`: `{"<step>": <its result or null>, ...}` | for a workflow step with upstream steps |
+//! | `KAIROS_EVENT` | `event.json`: the payload of the event the run is for | when an event created the run |
 //! | `KAIROS_RESULT` | `result.json`, not created: the task may write one JSON document there | for every task, never for a hook |
 //!
 //! Hooks read the same inputs (from their own directory) but get no `KAIROS_RESULT`: the
@@ -68,10 +69,12 @@ use crate::{RunContext, env};
 pub(crate) const PARAMS_VAR: &str = "KAIROS_PARAMS";
 pub(crate) const UPSTREAM_RESULTS_VAR: &str = "KAIROS_UPSTREAM_RESULTS";
 pub(crate) const RESULT_VAR: &str = "KAIROS_RESULT";
+pub(crate) const EVENT_VAR: &str = "KAIROS_EVENT";
 
 const PARAMS_FILE: &str = "params.json";
 const UPSTREAM_RESULTS_FILE: &str = "upstream-results.json";
 const RESULT_FILE: &str = "result.json";
+const EVENT_FILE: &str = "event.json";
 
 /// Longest wait, after the process ended, for its result to be read and its directory removed
 /// (on a stuck file system the blocking thread is left behind).
@@ -106,7 +109,7 @@ pub(crate) struct ExchangeDir {
 
 /// Makes the exchange directory for a process of `context`'s attempt in `base` (the temp
 /// directory), with its input files, for `owner`. `None` when the process has nothing to
-/// exchange (a hook of a run with neither params nor upstream results). Blocking. `Err` is the
+/// exchange (a hook of a run with no params, upstream results or event). Blocking. `Err` is the
 /// attempt's error message.
 pub(crate) fn create(
     base: &Path,
@@ -120,6 +123,11 @@ pub(crate) fn create(
             UPSTREAM_RESULTS_VAR,
             UPSTREAM_RESULTS_FILE,
             context.upstream_results.as_deref(),
+        ),
+        (
+            EVENT_VAR,
+            EVENT_FILE,
+            context.event.as_ref().map(|e| e.payload.as_str()),
         ),
     ]
     .into_iter()
@@ -153,7 +161,8 @@ pub(crate) fn create(
 }
 
 impl ExchangeDir {
-    /// `KAIROS_PARAMS`, `KAIROS_UPSTREAM_RESULTS` and `KAIROS_RESULT`, as far as they apply.
+    /// `KAIROS_PARAMS`, `KAIROS_UPSTREAM_RESULTS`, `KAIROS_EVENT` and `KAIROS_RESULT`, as far as
+    /// they apply.
     pub(crate) fn vars(&self) -> Vec<(&'static str, OsString)> {
         let mut files = self.inputs.clone();
         if self.takes_result {
@@ -456,6 +465,7 @@ mod tests {
             step: None,
             params: params.map(str::to_owned),
             upstream_results: upstream.map(str::to_owned),
+            event: None,
         }
     }
 

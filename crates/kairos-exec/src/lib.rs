@@ -158,6 +158,18 @@ pub struct RunContext {
     /// For a workflow step: a JSON object of its upstream steps' results by step name, `null`
     /// for a step that wrote none (`KAIROS_UPSTREAM_RESULTS` names a file holding it).
     pub upstream_results: Option<String>,
+    /// The event the run is for (`KAIROS_EVENT` names a file holding its payload;
+    /// `KAIROS_EVENT_ID` and `KAIROS_EVENT_TOPIC` are set).
+    pub event: Option<EventInput>,
+}
+
+/// The event a run was created for, as its processes see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventInput {
+    pub id: String,
+    pub topic: String,
+    /// The payload, JSON text.
+    pub payload: String,
 }
 
 /// One attempt to execute.

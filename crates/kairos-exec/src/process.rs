@@ -631,6 +631,7 @@ mod tests {
                 step: None,
                 params: None,
                 upstream_results: None,
+                event: None,
             },
             output: Arc::new(OutputBuffer::default()),
             cancel: CancellationToken::new(),

@@ -54,6 +54,10 @@ impl JobService {
         }
     }
 
+    pub(crate) fn context(&self) -> &NodeContext {
+        &self.ctx
+    }
+
     fn changed(&self, job: &Job, change: &'static str) {
         self.ctx.scheduler_wake.notify_one();
         // A pause or a new schedule may have asked a run claimed ahead of its due time to stop.
@@ -339,6 +343,7 @@ impl JobService {
                     exclusive: plan.overlap == OverlapPolicy::Queue,
                     max_attempts: plan.retry.max_attempts,
                     execution: plan.execution,
+                    event: None,
                 },
                 params,
                 now: self.ctx.clock.store_now(),

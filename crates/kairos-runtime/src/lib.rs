@@ -16,6 +16,7 @@
 pub mod clock;
 pub mod context;
 pub mod elector;
+pub mod events;
 pub mod jobs;
 pub mod node;
 pub mod rescuer;
@@ -27,6 +28,7 @@ pub mod worker;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{LiveOutputs, NodeContext};
 pub use elector::{Elector, ElectorConfig, LeaderGate};
+pub use events::{Emitted, EventRequest, EventRun};
 pub use jobs::{JobError, JobService};
 pub use node::{Node, NodeConfig};
 pub use scheduler::SchedulerConfig;

@@ -438,6 +438,7 @@ pub fn round_runs(
             exclusive: false,
             max_attempts: plan.retry.max_attempts,
             execution: plan.execution,
+            event: None,
         };
         match decide_overlap(plan.overlap, plan.max_concurrent, active) {
             OverlapDecision::Start => active += 1,
@@ -470,6 +471,7 @@ pub fn round_runs(
             exclusive: false,
             max_attempts: plan.retry.max_attempts,
             execution: plan.execution,
+            event: None,
         });
     }
     (runs, cancel_active)

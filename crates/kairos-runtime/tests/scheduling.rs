@@ -563,6 +563,7 @@ async fn a_blocked_queued_run_does_not_delay_the_next_timed_one(backend: Backend
                 exclusive: false,
                 max_attempts: 1,
                 execution: kairos_core::spec::ExecutionMode::AtLeastOnce,
+                event: None,
             },
             now: Some(r.clock.now()),
         })

@@ -32,7 +32,7 @@ impl PostgresStore {
             let rows = query(
                 &tx,
                 "SELECT scheduled_for FROM runs WHERE job_id = $1 AND scheduled_for = ANY($2) \
-                 AND parent_id IS NULL",
+                 AND parent_id IS NULL AND event_id IS NULL AND upstream_run_id IS NULL",
                 &[&p.job_id, &times],
             )
             .await?;
@@ -58,7 +58,7 @@ impl PostgresStore {
                execution, exclusive, created_at) \
              SELECT $1, t, t, 'scheduled', $3, $4, $5, false, coalesce($6::timestamptz, now()) \
              FROM unnest($2::timestamptz[]) WITH ORDINALITY AS u (t, ord) ORDER BY ord \
-             ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING \
+             ON CONFLICT DO NOTHING \
              RETURNING id, scheduled_for",
             &[
                 &p.job_id,

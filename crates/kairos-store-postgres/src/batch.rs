@@ -2,7 +2,8 @@
 //! inside the caller's transaction (READ COMMITTED: every statement sees what was committed
 //! before it started).
 //!
-//! Every run insert is `ON CONFLICT DO NOTHING` on `(job_id, scheduled_for)` (top-level runs),
+//! Every run insert is `ON CONFLICT DO NOTHING` on its key (`(job_id, scheduled_for)`, or
+//! `(job_id, event_id)` for an event's run) (top-level runs),
 //! every fire is fenced by its job's `next_fire_at`, every heartbeat and finish by its lease
 //! token.
 //!
@@ -30,7 +31,8 @@ use crate::rows::{
     self, RUN_WIDTH, col, execute, int, job_columns, micros, pg_error, query, run_columns,
 };
 
-/// Inserts runs of one job unless their `(job_id, scheduled_for)` exists: the new runs' ids and
+/// Inserts runs of one job unless their key (`(job_id, scheduled_for)`, or `(job_id, event_id)`
+/// for an event's run) exists: the new runs' ids and
 /// due times, by due time. One statement however many runs; rows go in by due time, so two
 /// batches that share due times wait for each other in the same order. Notes `Runs` if a
 /// queued run went in.
@@ -48,7 +50,7 @@ pub(crate) async fn insert_runs(
 
 /// [`insert_runs`] without the notices: the runs created, and whether any of them is queued
 /// (so that several jobs' inserts can be sent at once).
-async fn insert_job_runs(
+pub(crate) async fn insert_job_runs(
     c: &impl GenericClient,
     job_id: JobId,
     runs: &[RunInsert],
@@ -77,19 +79,27 @@ async fn insert_job_runs(
         .collect();
     let exclusive: Vec<bool> = runs.iter().map(|r| r.exclusive).collect();
     let reason: Vec<Option<&str>> = runs.iter().map(|r| r.skip.map(|s| s.as_str())).collect();
+    let event = |f: fn(&RunEvent) -> &str| -> Vec<Option<&str>> {
+        runs.iter().map(|r| r.event.as_deref().map(f)).collect()
+    };
+    let (event_id, event_topic, event_payload) =
+        (event(|e| &e.id), event(|e| &e.topic), event(|e| &e.payload));
     let rows = query(
         c,
         "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
-         execution, exclusive, reason, created_at, finished_at) \
+         execution, exclusive, reason, created_at, finished_at, event_id, event_topic, \
+         event_payload) \
          SELECT $1::bigint, u.scheduled_for, u.run_at, u.state, u.origin, u.max_attempts, \
            u.execution, u.exclusive, u.reason, coalesce($2::timestamptz, now()), \
-           CASE WHEN u.state = 'skipped' THEN coalesce($2::timestamptz, now()) END \
+           CASE WHEN u.state = 'skipped' THEN coalesce($2::timestamptz, now()) END, \
+           u.event_id, u.event_topic, u.event_payload \
          FROM unnest($3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[], \
-           $7::integer[], $8::text[], $9::boolean[], $10::text[]) WITH ORDINALITY \
+           $7::integer[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[], \
+           $13::text[]) WITH ORDINALITY \
            AS u (scheduled_for, run_at, state, origin, max_attempts, execution, exclusive, \
-             reason, ord) \
+             reason, event_id, event_topic, event_payload, ord) \
          ORDER BY u.ord \
-         ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING \
+         ON CONFLICT DO NOTHING \
          RETURNING id, scheduled_for, state = 'queued'",
         &[
             &job_id,
@@ -102,6 +112,9 @@ async fn insert_job_runs(
             &execution,
             &exclusive,
             &reason,
+            &event_id,
+            &event_topic,
+            &event_payload,
         ],
     )
     .await?;
@@ -270,18 +283,29 @@ async fn fire_wave(
 ///
 /// Which locked run is cancelled is decided on the row as it is once locked (a run that
 /// finished meanwhile is left alone).
-async fn lock_runs(
+pub(crate) async fn lock_runs(
     c: &impl GenericClient,
     fires: &[&JobFireParams],
 ) -> StoreResult<(bool, Vec<(RunId, Option<Timestamp>)>)> {
     let replacing: Vec<&&JobFireParams> = fires.iter().filter(|p| p.cancel_active).collect();
-    let key_count: usize = fires.iter().map(|p| p.runs.len()).sum();
+    // An event's run is keyed by its event, not its due time: no due-time key to wait for or
+    // to keep.
+    let keyed = |r: &&RunInsert| r.event.is_none();
+    let key_count: usize = fires
+        .iter()
+        .map(|p| p.runs.iter().filter(keyed).count())
+        .sum();
     if replacing.is_empty() && key_count == 0 {
         return Ok((false, vec![]));
     }
     let (key_jobs, key_times): (Vec<JobId>, Vec<Timestamp>) = fires
         .iter()
-        .flat_map(|p| p.runs.iter().map(|r| (p.job_id, r.scheduled_for)))
+        .flat_map(|p| {
+            p.runs
+                .iter()
+                .filter(keyed)
+                .map(|r| (p.job_id, r.scheduled_for))
+        })
         .unzip();
     let job_ids: Vec<JobId> = replacing.iter().map(|p| p.job_id).collect();
     let nows: Vec<Option<Timestamp>> = replacing.iter().map(|p| p.now).collect();
@@ -290,7 +314,7 @@ async fn lock_runs(
         .flat_map(|p| {
             p.runs
                 .iter()
-                .filter(|r| r.skip.is_none())
+                .filter(|r| r.skip.is_none() && r.event.is_none())
                 .map(|r| (p.job_id, r.scheduled_for))
         })
         .unzip();

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (5, include_str!("../migrations/0005_held_runs_index.sql")),
     (6, include_str!("../migrations/0006_workflows.sql")),
+    (7, include_str!("../migrations/0007_events.sql")),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).

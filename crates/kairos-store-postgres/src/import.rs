@@ -44,6 +44,7 @@ impl PostgresStore {
         })?
         .ok_or_else(|| StoreError::Internal("imported job vanished".into()))?;
         let id: i64 = row.try_get(0).map_err(pg_error)?;
+        crate::event::set_topics(&tx, id, &j.spec).await?;
         let change = Change::job(&p.actor, AuditAction::JobCreate, j.namespace(), j.name());
         audit(&tx, change.versions(None, Some(j.version)), &p.now).await?;
         self.commit(tx, Notices::of(Notice::Jobs)).await?;
@@ -72,7 +73,7 @@ impl PostgresStore {
                  max_attempts, execution, exclusive, reason, node, cancel_requested, created_at, \
                  started_at, finished_at, exit_code) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                 ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING RETURNING id",
+                 ON CONFLICT DO NOTHING RETURNING id",
                 &[
                     &p.job_id,
                     &run.scheduled_for,

@@ -108,6 +108,7 @@ impl PostgresStore {
         .map_err(|_| job_exists(&p.spec))?
         .ok_or_else(|| StoreError::Internal("created job vanished".into()))?;
         let job = rows::job(&row)?;
+        crate::event::set_topics(&tx, job.id, &p.spec).await?;
         let change = Change::job(
             &p.actor,
             AuditAction::JobCreate,
@@ -169,6 +170,7 @@ impl PostgresStore {
         // The row is locked: the version fence cannot fail, but a write never goes unfenced.
         .ok_or_else(|| StoreError::Internal("locked job changed".into()))?;
         let job = rows::job(&row)?;
+        crate::event::set_topics(&tx, job.id, &p.spec).await?;
         let change = Change::job(&p.actor, AuditAction::JobUpdate, &p.namespace, &p.name);
         let change = change.versions(Some(current.version), Some(job.version));
         audit(&tx, change, &p.now).await?;

@@ -46,7 +46,7 @@
 //!
 //! - **Fire:** `UPDATE jobs SET next_fire_at = $new WHERE id = $1 AND NOT paused AND
 //!   next_fire_at = $expected` is the fence and takes the job's row lock; the round's runs go in
-//!   after it with `ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING`, in
+//!   after it with `ON CONFLICT DO NOTHING`, in
 //!   the same transaction.
 //!   A second scheduler with the same view waits on the row, then finds the fence moved.
 //! - **Job writes** (update, pause, delete) lock the job's row before reading its version, and
@@ -111,9 +111,11 @@ mod changes;
 mod cluster;
 mod connect;
 mod control;
+mod event;
 mod import;
 mod jobs;
 mod leader_lock;
+pub mod relay;
 mod rescue;
 mod rows;
 mod store;

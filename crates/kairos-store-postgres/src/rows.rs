@@ -25,14 +25,15 @@ macro_rules! run_columns {
         "r.id, r.job_id, j.namespace, j.name, r.scheduled_for, r.run_at, r.state, r.origin, \
          r.attempt, r.max_attempts, r.execution, r.exclusive, r.reason, r.node, \
          r.lease_expires_at, r.cancel_requested, r.created_at, r.started_at, r.finished_at, \
-         r.exit_code, r.parent_id, r.step, r.result, r.params"
+         r.exit_code, r.parent_id, r.step, r.result, r.params, r.event_id, r.event_topic, \
+         r.event_payload"
     };
 }
 
 pub(crate) use {job_columns, run_columns};
 
 /// Number of columns in `run_columns!()`: a claim's job columns follow at this offset.
-pub(crate) const RUN_WIDTH: usize = 24;
+pub(crate) const RUN_WIDTH: usize = 27;
 
 /// `{RUN_SELECT} WHERE …` rows map with [`run`].
 pub(crate) const RUN_SELECT: &str = concat!(
@@ -171,6 +172,14 @@ pub(crate) fn run(row: &Row) -> StoreResult<Run> {
         step: col(row, 21)?,
         result: col(row, 22)?,
         params: col(row, 23)?,
+        event: match col::<Option<String>>(row, 24)? {
+            Some(id) => Some(kairos_store::RunEvent {
+                id,
+                topic: col::<Option<String>>(row, 25)?.unwrap_or_default(),
+                payload: col::<Option<String>>(row, 26)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
     })
 }
 

@@ -143,6 +143,23 @@ impl Store for PostgresStore {
         Ok(results)
     }
 
+    async fn event_targets(&self, p: EventTargetsParams) -> StoreResult<Vec<EventTarget>> {
+        let client = self.client().await?;
+        crate::event::targets(&client, &p).await
+    }
+
+    async fn event_fire_many(&self, ps: &[EventFireParams]) -> StoreResult<Vec<Option<RunId>>> {
+        if ps.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let mut notices = Notices::default();
+        let results = crate::event::fire_many(&tx, ps, &mut notices).await?;
+        self.commit(tx, notices).await?;
+        Ok(results)
+    }
+
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
@@ -162,7 +179,8 @@ impl Store for PostgresStore {
                 &tx,
                 &format!(
                     "{RUN_SELECT} WHERE r.job_id = $1 AND r.scheduled_for = $2 \
-                     AND r.parent_id IS NULL"
+                     AND r.parent_id IS NULL AND r.event_id IS NULL \
+                     AND r.upstream_run_id IS NULL"
                 ),
                 &[&p.job_id, &p.run.scheduled_for],
             )

@@ -94,6 +94,7 @@ fn run(at: Timestamp) -> RunInsert {
         exclusive: false,
         max_attempts: 3,
         execution: ExecutionMode::AtLeastOnce,
+        event: None,
     }
 }
 

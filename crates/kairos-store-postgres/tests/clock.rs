@@ -56,6 +56,7 @@ async fn without_now_the_database_clock_rules() {
                 exclusive: false,
                 max_attempts: 1,
                 execution: ExecutionMode::AtLeastOnce,
+                event: None,
             }],
             cancel_active: false,
             max_active: None,

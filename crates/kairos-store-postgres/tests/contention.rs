@@ -33,6 +33,7 @@ fn insert(at: Timestamp, exclusive: bool) -> RunInsert {
         exclusive,
         max_attempts: 2,
         execution: ExecutionMode::AtLeastOnce,
+        event: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn exclusive(at: Timestamp) -> RunInsert {
         exclusive: true,
         max_attempts: 1,
         execution: ExecutionMode::AtLeastOnce,
+        event: None,
     }
 }
 

@@ -31,7 +31,8 @@ pub(crate) fn create(
     for at in times {
         let exists = first(
             conn,
-            "SELECT 1 FROM runs WHERE job_id = ?1 AND scheduled_for = ?2",
+            "SELECT 1 FROM runs WHERE job_id = ?1 AND scheduled_for = ?2 AND parent_id IS NULL \
+             AND event_id IS NULL AND upstream_run_id IS NULL",
             params![p.job_id, micros(at)],
             |r| col::<i64>(r, 0),
         )?
@@ -48,7 +49,7 @@ pub(crate) fn create(
                 "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
                  execution, exclusive, created_at) \
                  VALUES (?1, ?2, ?2, 'scheduled', ?3, ?4, ?5, 0, ?6) \
-                 ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING",
+                 ON CONFLICT DO NOTHING",
                 params![
                     p.job_id,
                     micros(at),

@@ -3,7 +3,8 @@
 //! them in a loop, so a batch costs one transaction and one thread hand-off however many items
 //! it holds.
 //!
-//! Every run insert is `ON CONFLICT DO NOTHING` on `(job_id, scheduled_for)`, every fire is fenced
+//! Every run insert is `ON CONFLICT DO NOTHING` on its key (`(job_id, scheduled_for)`, or
+//! `(job_id, event_id)` for an event's run), every fire is fenced
 //! by its job's `next_fire_at`, every finish by its lease token.
 
 use std::collections::HashMap;
@@ -19,7 +20,8 @@ use rusqlite::{Connection, params};
 
 use crate::rows::{self, JOB_COLUMNS, col, exec, first, micros};
 
-/// Inserts one run unless its `(job_id, scheduled_for)` exists; the new run's id.
+/// Inserts one run unless its key (`(job_id, scheduled_for)`, or `(job_id, event_id)` for an
+/// event's run) exists; the new run's id.
 pub(crate) fn insert_run(
     conn: &Connection,
     job_id: JobId,
@@ -35,9 +37,10 @@ pub(crate) fn insert_run(
     let changed = exec(
         conn,
         "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
-         execution, exclusive, reason, created_at, finished_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-         ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING",
+         execution, exclusive, reason, created_at, finished_at, event_id, event_topic, \
+         event_payload) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+         ON CONFLICT DO NOTHING",
         params![
             job_id,
             micros(run.scheduled_for),
@@ -50,6 +53,9 @@ pub(crate) fn insert_run(
             reason,
             micros(now),
             finished_at,
+            run.event.as_ref().map(|e| e.id.as_str()),
+            run.event.as_ref().map(|e| e.topic.as_str()),
+            run.event.as_ref().map(|e| e.payload.as_str()),
         ],
     )?;
     Ok((changed == 1).then(|| conn.last_insert_rowid()))
@@ -159,7 +165,8 @@ pub(crate) fn claim(
            ORDER BY r.run_at, r.id LIMIT ?5) \
          RETURNING id, job_id, '', '', scheduled_for, run_at, state, origin, attempt, \
            max_attempts, execution, exclusive, reason, node, lease_expires_at, cancel_requested, \
-           created_at, started_at, finished_at, exit_code, parent_id, step, result, params",
+           created_at, started_at, finished_at, exit_code, parent_id, step, result, params, \
+           event_id, event_topic, event_payload",
         params![
             node,
             token,

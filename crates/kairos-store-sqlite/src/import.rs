@@ -44,6 +44,7 @@ pub(crate) fn job_import(
         Ok(_) => {}
     }
     let id = conn.last_insert_rowid();
+    crate::event::set_topics(conn, id, &j.spec)?;
     let change = Change::job(&p.actor, AuditAction::JobCreate, j.namespace(), j.name());
     audit(conn, change.versions(None, Some(j.version)), now)?;
     Ok(Job { id, ..j.clone() })
@@ -67,7 +68,7 @@ pub(crate) fn run_import(conn: &Connection, p: &RunImportParams) -> StoreResult<
              max_attempts, execution, exclusive, reason, node, cancel_requested, created_at, \
              started_at, finished_at, exit_code) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-             ON CONFLICT (job_id, scheduled_for) WHERE parent_id IS NULL DO NOTHING",
+             ON CONFLICT DO NOTHING",
             params![
                 p.job_id,
                 micros(run.scheduled_for),

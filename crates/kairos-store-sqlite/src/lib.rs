@@ -16,6 +16,7 @@ mod backfill;
 mod batch;
 mod cluster;
 mod db;
+mod event;
 mod import;
 mod open;
 mod rows;

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_exclusive_waiting_index.sql"),
     include_str!("../migrations/0006_held_runs_index.sql"),
     include_str!("../migrations/0007_workflows.sql"),
+    include_str!("../migrations/0008_events.sql"),
 ];
 
 /// Reader connections (and threads).

@@ -109,7 +109,8 @@ pub(crate) fn job(row: &Row<'_>) -> StoreResult<Job> {
 pub(crate) const RUN_SELECT: &str = "SELECT r.id, r.job_id, j.namespace, j.name, \
      r.scheduled_for, r.run_at, r.state, r.origin, r.attempt, r.max_attempts, r.execution, \
      r.exclusive, r.reason, r.node, r.lease_expires_at, r.cancel_requested, r.created_at, \
-     r.started_at, r.finished_at, r.exit_code, r.parent_id, r.step, r.result, r.params \
+     r.started_at, r.finished_at, r.exit_code, r.parent_id, r.step, r.result, r.params, \
+     r.event_id, r.event_topic, r.event_payload \
      FROM runs r JOIN jobs j ON j.id = r.job_id";
 
 fn text<'r>(row: &'r Row<'_>, i: usize) -> StoreResult<&'r str> {
@@ -145,6 +146,14 @@ pub(crate) fn run(row: &Row<'_>) -> StoreResult<Run> {
         step: col(row, 21)?,
         result: col(row, 22)?,
         params: col(row, 23)?,
+        event: match col::<Option<String>>(row, 24)? {
+            Some(id) => Some(kairos_store::RunEvent {
+                id,
+                topic: col::<Option<String>>(row, 25)?.unwrap_or_default(),
+                payload: col::<Option<String>>(row, 26)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
     })
 }
 

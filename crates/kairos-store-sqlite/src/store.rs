@@ -77,8 +77,10 @@ fn write_job(
         Err(e) => return Err(internal(e)),
         Ok(_) => {}
     }
-    fetch_job(conn, &spec.namespace, &spec.name)?
-        .ok_or_else(|| StoreError::Internal("written job vanished".into()))
+    let job = fetch_job(conn, &spec.namespace, &spec.name)?
+        .ok_or_else(|| StoreError::Internal("written job vanished".into()))?;
+    crate::event::set_topics(conn, job.id, spec)?;
+    Ok(job)
 }
 
 /// `JobGone` unless the job exists (in this transaction, so a delete cannot come between).
@@ -421,6 +423,23 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn event_targets(&self, p: EventTargetsParams) -> StoreResult<Vec<EventTarget>> {
+        self.db
+            .read(move |conn| crate::event::targets(conn, &p))
+            .await
+    }
+
+    async fn event_fire_many(&self, ps: &[EventFireParams]) -> StoreResult<Vec<Option<RunId>>> {
+        let ps = ps.to_vec();
+        self.db
+            .write(move |tx| {
+                ps.iter()
+                    .map(|p| crate::event::fire(tx, p, now_or(p.now)))
+                    .collect()
+            })
+            .await
+    }
+
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run> {
         let now = now_or(p.now);
         self.db
@@ -448,7 +467,7 @@ impl Store for SqliteStore {
                     None => first(
                         tx,
                         "SELECT id FROM runs WHERE job_id = ?1 AND scheduled_for = ?2 \
-                         AND parent_id IS NULL",
+                         AND parent_id IS NULL AND event_id IS NULL AND upstream_run_id IS NULL",
                         params![p.job_id, micros(p.run.scheduled_for)],
                         |r| col(r, 0),
                     )?
@@ -999,7 +1018,7 @@ impl Store for SqliteStore {
 }
 
 /// A namespace filter as a JSON array for `json_each` (`None`: no filter).
-fn namespaces_json(namespaces: Option<&[String]>) -> StoreResult<Option<String>> {
+pub(crate) fn namespaces_json(namespaces: Option<&[String]>) -> StoreResult<Option<String>> {
     namespaces
         .map(serde_json::to_string)
         .transpose()

@@ -25,7 +25,7 @@ async fn create(store: &SqliteStore, name: &str) {
 }
 
 /// The schema version this Kairos writes: the number of migrations.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
@@ -152,6 +152,7 @@ async fn a_store_at_the_first_schema_is_migrated() {
                 exclusive: false,
                 max_attempts: 1,
                 execution: kairos_core::spec::ExecutionMode::AtLeastOnce,
+                event: None,
             },
             params: None,
             actor: "test".into(),

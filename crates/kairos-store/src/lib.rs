@@ -8,6 +8,8 @@
 //! Invariants every backend keeps:
 //! 1. Top-level runs are unique on `(job_id, scheduled_for)`: a second insert for the same key is
 //!    a no-op. A workflow run's step runs share its due time and are unique on `(parent_id, step)`.
+//!    An event's runs are unique on `(job_id, event_id)` instead (two events at one instant are
+//!    two runs; one event posted twice, to any node, is one).
 //! 2. `job_fire` creates a round's runs and advances `next_fire_at` in one transaction, fenced by
 //!    the expected `next_fire_at`, so a crash or a second scheduler neither loses nor repeats a
 //!    due time.
@@ -31,5 +33,5 @@ pub use audit::AuditRecord;
 pub use changes::Change;
 pub use cluster::*;
 pub use error::{StoreError, StoreResult};
-pub use model::{Attempt, AuditEntry, ClaimedRun, Job, Run, Token};
+pub use model::{Attempt, AuditEntry, ClaimedRun, Job, Run, RunEvent, Token};
 pub use store::*;

@@ -65,6 +65,18 @@ pub struct Run {
     /// The JSON object given to a manual trigger (`KAIROS_PARAMS`); a step run reads its
     /// workflow run's.
     pub params: Option<String>,
+    /// The event that created the run (`origin: event`); a step run reads its workflow run's.
+    pub event: Option<RunEvent>,
+}
+
+/// The event a run was created for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunEvent {
+    /// The event's id: its idempotency key, or one the server made up.
+    pub id: String,
+    pub topic: String,
+    /// The payload, as JSON text (at most [`kairos_core::event::MAX_EVENT_BYTES`]).
+    pub payload: String,
 }
 
 impl Run {

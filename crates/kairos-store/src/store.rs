@@ -9,7 +9,7 @@ use kairos_core::spec::{ExecutionMode, JobSpec};
 
 use crate::cluster::*;
 use crate::error::StoreResult;
-use crate::model::{Attempt, AuditEntry, ClaimedRun, Job, Run, Token};
+use crate::model::{Attempt, AuditEntry, ClaimedRun, Job, Run, RunEvent, Token};
 
 #[derive(Debug, Clone)]
 pub struct JobCreateParams {
@@ -110,6 +110,9 @@ pub struct RunInsert {
     pub exclusive: bool,
     pub max_attempts: u32,
     pub execution: ExecutionMode,
+    /// The event the run is for: its key is `(job_id, event.id)` instead of `(job_id,
+    /// scheduled_for)`, so two events at one instant are two runs and one event twice is one.
+    pub event: Option<std::sync::Arc<RunEvent>>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +171,41 @@ pub struct RunInsertManyParams {
     pub job_id: JobId,
     /// Runs to create in one transaction; existing `(job_id, scheduled_for)` keys are left alone.
     pub runs: Vec<RunInsert>,
+    pub now: Option<Timestamp>,
+}
+
+/// Reads the jobs an event may be for.
+#[derive(Debug, Clone)]
+pub struct EventTargetsParams {
+    pub topic: String,
+    /// The event's id: each job's run for it, if it has one, is read too.
+    pub event_id: String,
+    /// Only jobs in these namespaces (a token's scope, or the namespace asked for); `None`: all.
+    pub namespaces: Option<Vec<String>>,
+}
+
+/// A job subscribed to an event's topic, as the event's round sees it.
+#[derive(Debug, Clone)]
+pub struct EventTarget {
+    pub job: Job,
+    /// The run the job already has for the event, if any.
+    pub existing: Option<Run>,
+    /// The job's unfinished top-level runs (scheduled, queued, running).
+    pub active: u64,
+}
+
+/// One job's run for an event.
+#[derive(Debug, Clone)]
+pub struct EventFireParams {
+    pub job_id: JobId,
+    /// Fence: the job is unchanged since its decision was made (and not paused).
+    pub expected_version: i64,
+    /// The run, with its event (`run.event` is set).
+    pub run: RunInsert,
+    /// Cancel the job's active runs first (`overlap: replace`).
+    pub cancel_active: bool,
+    /// Fence for the overlap decision, as in [`JobFireParams::max_active`].
+    pub max_active: Option<u64>,
     pub now: Option<Timestamp>,
 }
 
@@ -530,6 +568,16 @@ pub trait Store: Send + Sync + 'static {
     /// `job_fire` for many jobs in one transaction (each fenced on its own).
     async fn job_fire_many(&self, ps: &[JobFireParams]) -> StoreResult<Vec<JobFireResult>>;
 
+    /// Unpaused jobs subscribed to `p.topic` (through the index of topics the stores keep from
+    /// each job's `event` triggers), in job id order, each with its run for `p.event_id` and
+    /// its count of active runs. Filters and bounds are the caller's to apply.
+    async fn event_targets(&self, p: EventTargetsParams) -> StoreResult<Vec<EventTarget>>;
+    /// Creates the runs of one event (one per job) in one transaction, each fenced on its own:
+    /// the job still has `expected_version` and is not paused, has no run for the event yet
+    /// and, with `max_active`, no more active runs than that; then `overlap: replace` cancels
+    /// the job's active runs and the run goes in. Each element is the run created, or `None`
+    /// when its fence did not hold (nothing written for that job).
+    async fn event_fire_many(&self, ps: &[EventFireParams]) -> StoreResult<Vec<Option<RunId>>>;
     /// Creates one run (trigger-now; audited when created). An existing `(job_id,
     /// scheduled_for)` returns that run. `JobGone` when the job was deleted.
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run>;

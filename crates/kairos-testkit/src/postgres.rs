@@ -86,7 +86,7 @@ impl Drop for TempSchema {
 }
 
 /// A connection whose driver task runs on the current runtime.
-async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     let (client, connection) = tokio::time::timeout(TIMEOUT, tokio_postgres::connect(url, NoTls))
         .await
         .map_err(|_| "timed out connecting".to_owned())?

@@ -142,6 +142,13 @@ pub enum Command {
         #[command(subcommand)]
         command: NodeCmd,
     },
+    /// Post events to topics, or relay PostgreSQL notifications as events.
+    Event {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: EventCmd,
+    },
     /// Make the server's jobs match a file (TOML `[[jobs]]` or JSON); prints the plan.
     Apply {
         #[command(flatten)]
@@ -159,6 +166,44 @@ pub enum Command {
         /// invalid edit is reported and changes nothing; the last good state stays.
         #[arg(long)]
         watch: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventCmd {
+    /// Post one event: each job subscribed to the topic (whose filter matches) gets a run.
+    Emit {
+        /// The topic, e.g. `user.signup`.
+        topic: String,
+        /// The event's id (idempotency key): posting it again creates no second run. Default:
+        /// the payload's `id` field, else a new id.
+        #[arg(long)]
+        id: Option<String>,
+        /// A file holding the payload (JSON; `-` reads standard input).
+        #[arg(short = 'f', long = "file", conflicts_with = "data")]
+        file: Option<PathBuf>,
+        /// The payload as JSON text. Default `{}`.
+        #[arg(long)]
+        data: Option<String>,
+        /// Only jobs of this namespace (default: every namespace the token may run jobs in).
+        #[arg(long, short = 'N')]
+        namespace: Option<String>,
+    },
+    /// Listen on a PostgreSQL channel and post each notification as an event (its payload, as
+    /// JSON if it is JSON, else as `{"payload": "<text>"}`). Runs until stopped.
+    Listen {
+        /// The PostgreSQL database, e.g. postgres://app@db/app.
+        #[arg(long)]
+        postgres: String,
+        /// The channel the database notifies (`pg_notify('channel', payload)`), spelled the same.
+        #[arg(long)]
+        channel: String,
+        /// The topic to post to. Default: the channel's name.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only jobs of this namespace (default: every namespace the token may run jobs in).
+        #[arg(long, short = 'N')]
+        namespace: Option<String>,
     },
 }
 

@@ -121,10 +121,23 @@ impl Client {
         body: Option<&Value>,
         version: Option<i64>,
     ) -> anyhow::Result<Response> {
+        let if_match = version.map(|v| ("If-Match", format!("\"{v}\"")));
+        self.send_with(method, path, body, if_match.as_slice())
+            .await
+    }
+
+    /// `send` with extra request headers.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<Response> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
-        if let Some(version) = version {
-            req = req.header("If-Match", format!("\"{version}\""));
+        for (name, value) in headers {
+            req = req.header(*name, value);
         }
         if let Some(body) = body {
             req = req.json(body);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kairos::cli::{Cli, Command};
 use kairos::client::Client;
-use kairos::cmd::{apply, audit, job, next, node, run, store, token};
+use kairos::cmd::{apply, audit, event, job, next, node, run, store, token};
 use kairos::config::{ServerConfig, ServerFlags};
 
 fn main() -> ExitCode {
@@ -83,6 +83,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             run::run(&c, &client.namespace, client.conn.json, command).await
         }
         Command::Token { conn, command } => token::run(&conn, command).await,
+        Command::Event { conn, command } => {
+            let c = Client::connect(&conn)?;
+            event::run(&c, conn.json, command).await
+        }
         Command::Audit { client, command } => {
             let c = Client::connect(&client.conn)?;
             audit::run(&c, &client.namespace, client.conn.json, command).await

@@ -32,6 +32,8 @@ pub enum TriggerKind {
     Interval { every: SignedDuration },
     /// One instant.
     At(Timestamp),
+    /// Events posted to a topic (no due times of its own).
+    Event(crate::event::EventTrigger),
 }
 
 impl Trigger {
@@ -50,6 +52,7 @@ impl Trigger {
                 interval_next_after(self.start_at.unwrap_or(Timestamp::UNIX_EPOCH), *every, from)?
             }
             TriggerKind::At(at) => (*at > from).then_some(*at)?,
+            TriggerKind::Event(_) => return None,
         };
         match self.end_at {
             Some(end) if next > end => None,
@@ -127,6 +130,27 @@ impl Schedule {
             }
         }
         best
+    }
+
+    /// Whether an event of `topic` with `payload`, posted at `now`, is for this job: one of its
+    /// event triggers subscribes to the topic, its filter matches and `now` is within its
+    /// bounds.
+    pub fn subscribes(&self, topic: &str, payload: &serde_json::Value, now: Timestamp) -> bool {
+        self.triggers.iter().any(|t| match &t.kind {
+            TriggerKind::Event(e) => {
+                t.start_at.is_none_or(|s| now >= s)
+                    && t.end_at.is_none_or(|e| now <= e)
+                    && e.matches(topic, payload)
+            }
+            _ => false,
+        })
+    }
+
+    /// Whether any trigger yields due times (cron, interval, at).
+    pub fn is_timed(&self) -> bool {
+        self.triggers
+            .iter()
+            .any(|t| !matches!(t.kind, TriggerKind::Event(_)))
     }
 
     /// Up to `n` due times strictly after `after`.

@@ -22,6 +22,7 @@ pub fn context() -> RunContext {
         step: None,
         params: None,
         upstream_results: None,
+        event: None,
     }
 }
 

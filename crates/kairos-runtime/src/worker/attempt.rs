@@ -139,6 +139,11 @@ impl Attempt {
                             step: run.step.clone(),
                             params: run.params.clone(),
                             upstream_results,
+                            event: run.event.as_ref().map(|e| kairos_exec::EventInput {
+                                id: e.id.clone(),
+                                topic: e.topic.clone(),
+                                payload: e.payload.clone(),
+                            }),
                         },
                         output: output.clone(),
                         cancel: lease.cancel.clone(),

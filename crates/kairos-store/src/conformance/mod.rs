@@ -8,7 +8,8 @@
 //! withdrawal of early runs), [`fire`] (scheduling rounds, the `next_fire_at` fence), [`claim`],
 //! [`lease`] (heartbeat and finish, fenced by the lease token), [`rescue`] (expired leases),
 //! [`runs`] (trigger-now, bulk insert, cancel, lists), [`backfill`] (held runs and their
-//! release), [`workflow`] (step runs and how their ends move a workflow run on), [`auth`] (tokens, audit log) and
+//! release), [`workflow`] (step runs and how their ends move a workflow run on), [`event`] (the
+//! topics index, an event's runs and their key), [`auth`] (tokens, audit log) and
 //! [`cluster`] (leadership, node registry, the store's clock). This module holds the macro and
 //! the helpers the cases share; every case is re-exported here, so that the macro names it as
 //! `$crate::conformance::<case>`.
@@ -35,6 +36,7 @@ pub mod auth;
 pub mod backfill;
 pub mod claim;
 pub mod cluster;
+pub mod event;
 pub mod fire;
 pub mod jobs;
 pub mod lease;
@@ -47,6 +49,7 @@ pub use auth::*;
 pub use backfill::*;
 pub use claim::*;
 pub use cluster::*;
+pub use event::*;
 pub use fire::*;
 pub use jobs::*;
 pub use lease::*;
@@ -110,6 +113,10 @@ macro_rules! conformance_tests {
             workflow_skip_and_mark_succeeded_decide_steps_by_hand,
             workflow_rerun_a_step_runs_it_and_its_downstream_again,
             workflow_params_reach_every_step_and_results_are_kept,
+            // event
+            event_targets_follow_each_jobs_triggers, event_runs_are_keyed_by_event_id,
+            event_fire_is_fenced_by_version_pause_and_count,
+            event_fire_concurrent_posts_create_one_run, event_reaches_the_steps_of_a_workflow,
             // notify
             changes_are_announced_on_the_feed,
         );
@@ -186,6 +193,7 @@ fn insert(at: Timestamp) -> RunInsert {
         exclusive: false,
         max_attempts: 3,
         execution: ExecutionMode::AtLeastOnce,
+        event: None,
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod event;
 pub mod job;
 pub mod next;
 pub mod node;

@@ -1,0 +1,242 @@
+//! Events posted to topics. Each unpaused job with an `event` trigger for the topic (whose
+//! filter matches the payload) gets one run per event id, created with the job's overlap
+//! policy applied as for a due time. The store's key `(job_id, event_id)` makes that at most
+//! one, whichever nodes the event is posted to and however often.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use kairos_core::ValidationErrors;
+use kairos_core::event::{MAX_EVENT_BYTES, validate_event_id, validate_topic};
+use kairos_core::policy::{OverlapDecision, decide_overlap};
+use kairos_core::run::{JobId, RunId, RunOrigin, RunState, SkipReason};
+use kairos_core::spec::OverlapPolicy;
+use kairos_store::*;
+
+use crate::jobs::{JobError, JobService};
+use crate::telemetry::Event;
+
+/// Rounds of reading and writing before an event gives up on jobs that keep changing under
+/// it (each round that loses a fence reads the job again).
+const MAX_ROUNDS: usize = 8;
+
+/// An event to post.
+#[derive(Debug, Clone)]
+pub struct EventRequest {
+    pub topic: String,
+    /// The idempotency key; `None`: the event is new, and gets an id of its own.
+    pub id: Option<String>,
+    pub payload: serde_json::Value,
+    /// Only jobs in these namespaces (a token's scope, or one asked for); `None`: all.
+    pub namespaces: Option<Vec<String>>,
+}
+
+/// What an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    pub id: String,
+    pub topic: String,
+    /// One run per subscribed job, in job id order: created now, or the one an earlier post of
+    /// the same event id created.
+    pub runs: Vec<EventRun>,
+}
+
+/// A job's run for an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRun {
+    pub run_id: RunId,
+    pub job_id: JobId,
+    pub namespace: String,
+    pub job: String,
+    /// `queued`, or `skipped` when the overlap policy skipped it; for an earlier run, its state
+    /// now.
+    pub state: RunState,
+    /// False: the run an earlier post of the event created.
+    pub created: bool,
+}
+
+/// A new, random event id (128 bits, hex).
+fn new_event_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl EventRequest {
+    /// Checks the topic, the id and the payload's size; the payload as JSON text.
+    fn validate(&self) -> Result<String, ValidationErrors> {
+        let mut errs = ValidationErrors::default();
+        if let Err(e) = validate_topic(&self.topic) {
+            errs.push("topic", e);
+        }
+        if let Some(id) = &self.id
+            && let Err(e) = validate_event_id(id)
+        {
+            errs.push("id", e);
+        }
+        let payload = self.payload.to_string();
+        if payload.len() > MAX_EVENT_BYTES {
+            errs.push(
+                "payload",
+                format!(
+                    "is {} bytes as JSON; at most {MAX_EVENT_BYTES}",
+                    payload.len()
+                ),
+            );
+        }
+        errs.into_result(payload)
+    }
+}
+
+impl JobService {
+    /// Posts an event: a run for each subscribed, unpaused job whose filter matches, at most
+    /// one per job and event id. `Invalid` (nothing written) for a bad topic, id or payload.
+    pub async fn emit(&self, req: EventRequest) -> Result<Emitted, JobError> {
+        let payload = req.validate().map_err(JobError::Invalid)?;
+        let id = req.id.clone().unwrap_or_else(new_event_id);
+        let event = Arc::new(RunEvent {
+            id: id.clone(),
+            topic: req.topic.clone(),
+            payload,
+        });
+        let ctx = self.context();
+        let mut runs: Vec<EventRun> = Vec::new();
+        // Jobs still to decide (`None`: every subscribed job).
+        let mut pending: Option<HashSet<JobId>> = None;
+        for _ in 0..MAX_ROUNDS {
+            let targets = ctx
+                .store
+                .event_targets(EventTargetsParams {
+                    topic: req.topic.clone(),
+                    event_id: id.clone(),
+                    namespaces: req.namespaces.clone(),
+                })
+                .await?;
+            let now = ctx.clock.now();
+            let mut fires = Vec::new();
+            let mut fired: Vec<Job> = Vec::new();
+            for target in targets {
+                if pending
+                    .as_ref()
+                    .is_some_and(|p| !p.contains(&target.job.id))
+                {
+                    continue;
+                }
+                if let Some(run) = target.existing {
+                    runs.push(EventRun {
+                        run_id: run.id,
+                        job_id: run.job_id,
+                        namespace: run.namespace,
+                        job: run.job_name,
+                        state: run.state,
+                        created: false,
+                    });
+                    continue;
+                }
+                let plan = match ctx.plans.get(&target.job) {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        tracing::warn!(job = target.job.name(), error = %e,
+                            "a stored job no longer validates; it gets no run for the event");
+                        continue;
+                    }
+                };
+                if !plan.schedule.subscribes(&req.topic, &req.payload, now) {
+                    continue;
+                }
+                let mut run = RunInsert {
+                    scheduled_for: now,
+                    run_at: now,
+                    origin: RunOrigin::Event,
+                    skip: None,
+                    exclusive: false,
+                    max_attempts: plan.retry.max_attempts,
+                    execution: plan.execution,
+                    event: Some(event.clone()),
+                };
+                let mut cancel_active = false;
+                match decide_overlap(plan.overlap, plan.max_concurrent, target.active) {
+                    OverlapDecision::Start => {}
+                    OverlapDecision::Serialize => run.exclusive = true,
+                    OverlapDecision::Skip => run.skip = Some(SkipReason::Overlap),
+                    OverlapDecision::Replace => cancel_active = true,
+                }
+                // As for a fire: decisions resting on the count are fenced by it.
+                let counted = matches!(plan.overlap, OverlapPolicy::Forbid | OverlapPolicy::Allow);
+                fires.push(EventFireParams {
+                    job_id: target.job.id,
+                    expected_version: target.job.version,
+                    run,
+                    cancel_active,
+                    max_active: counted.then_some(target.active),
+                    now: ctx.clock.store_now(),
+                });
+                fired.push(target.job);
+            }
+            if fires.is_empty() {
+                break;
+            }
+            let created = ctx.store.event_fire_many(&fires).await?;
+            let mut again = HashSet::new();
+            for ((p, job), created) in fires.iter().zip(&fired).zip(created) {
+                let Some(run_id) = created else {
+                    again.insert(job.id);
+                    continue;
+                };
+                let state = if p.run.skip.is_some() {
+                    RunState::Skipped
+                } else {
+                    RunState::Queued
+                };
+                self.report_event_run(job, p, run_id);
+                runs.push(EventRun {
+                    run_id,
+                    job_id: job.id,
+                    namespace: job.namespace().to_owned(),
+                    job: job.name().to_owned(),
+                    state,
+                    created: true,
+                });
+            }
+            if fires.iter().any(|p| p.cancel_active) {
+                ctx.heartbeat_wake.notify_one();
+            }
+            if again.is_empty() {
+                break;
+            }
+            tracing::debug!(
+                jobs = again.len(),
+                "jobs changed while an event was posted; they are read again"
+            );
+            pending = Some(again);
+        }
+        if runs
+            .iter()
+            .any(|r| r.created && r.state == RunState::Queued)
+        {
+            ctx.worker_wake.notify_one();
+        }
+        runs.sort_by_key(|r| r.job_id);
+        Ok(Emitted {
+            id,
+            topic: req.topic,
+            runs,
+        })
+    }
+
+    fn report_event_run(&self, job: &Job, p: &EventFireParams, run_id: RunId) {
+        let telemetry = &self.context().telemetry;
+        match p.run.skip {
+            Some(reason) => telemetry.emit(Event::RunSkipped {
+                namespace: job.namespace().into(),
+                job: job.name().into(),
+                scheduled_for: p.run.scheduled_for,
+                reason,
+            }),
+            None => telemetry.emit(Event::RunQueued {
+                run_id,
+                namespace: job.namespace().into(),
+                job: job.name().into(),
+                scheduled_for: p.run.scheduled_for,
+            }),
+        }
+    }
+}
