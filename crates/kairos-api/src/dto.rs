@@ -95,6 +95,9 @@ pub struct RunDto {
     /// The event the run is for (`origin: event`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<RunEventDto>,
+    /// The run of another job whose end created this one (`origin: dependency`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_run_id: Option<i64>,
 }
 
 /// The event a run is for.
@@ -195,6 +198,7 @@ impl From<Run> for RunDto {
                 topic: e.topic,
                 payload: None,
             }),
+            upstream_run_id: r.upstream_run_id,
         }
     }
 }

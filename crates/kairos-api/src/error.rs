@@ -129,6 +129,13 @@ impl From<StoreError> for ApiError {
                 "The workflow run's state does not allow that",
                 detail,
             ),
+            StoreError::Invalid(errors) => Self::invalid(errors),
+            StoreError::HasDependents { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "job-has-dependents",
+                "Other jobs run after this job",
+                detail,
+            ),
             StoreError::InvalidRunState { .. } => Self::new(
                 StatusCode::CONFLICT,
                 "invalid-run-state",

@@ -186,17 +186,29 @@ pub async fn replace(
     Ok(Json(JobDto::from(job)))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Namespace of the job. Default `default`.
+    pub namespace: Option<String>,
+    /// Delete it even if other jobs run after it (`after` triggers). Default false: 409.
+    pub force: Option<bool>,
+}
+
 #[utoipa::path(delete, path = "/api/v1/jobs/{name}", tag = "jobs",
-    params(("name" = String, Path, description = "Job name"), NamespaceQuery),
-    responses((status = 204, description = "Deleted with its runs"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"), (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+    params(("name" = String, Path, description = "Job name"), DeleteQuery),
+    responses((status = 204, description = "Deleted with its runs"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"), (status = 409, description = "The job changed (If-Match), or other jobs run after it (`job-has-dependents`; `?force=true` deletes it anyway)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn delete(
     State(app): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<NamespaceQuery>,
+    Query(q): Query<DeleteQuery>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let namespace = q.get()?;
+    let namespace = NamespaceQuery {
+        namespace: q.namespace.clone(),
+    };
+    let namespace = namespace.get()?;
     caller.may(Role::Operator, namespace)?;
     let expected_version = match if_match(&headers)? {
         IfMatch::Version(v) => Some(v),
@@ -204,7 +216,7 @@ pub async fn delete(
     };
     app.jobs
         .acting_as(caller.name())
-        .delete(namespace, &name, expected_version)
+        .delete(namespace, &name, expected_version, q.force.unwrap_or(false))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -66,6 +66,8 @@ pub async fn cancel(
         })
         .await?;
     app.ctx.heartbeat_wake.notify_one();
+    // A run cancelled before it started may have queued the runs of jobs that run after it.
+    app.ctx.worker_wake.notify_one();
     Ok(Json(RunDto::from(run)))
 }
 

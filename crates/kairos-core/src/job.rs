@@ -239,17 +239,34 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
         t.interval.is_some(),
         t.at.is_some(),
         t.event.is_some(),
+        t.after.is_some(),
     ]
     .iter()
     .filter(|b| **b)
     .count();
     if set != 1 {
-        errs.push(at, "set exactly one of `cron`, `interval`, `at` or `event`");
+        errs.push(
+            at,
+            "set exactly one of `cron`, `interval`, `at`, `event` or `after`",
+        );
     }
     if t.filter.is_some() && t.event.is_none() {
         errs.push(path(at, "filter"), "only applies to `event` triggers");
     }
-    if t.jitter.is_some() && t.event.is_some() {
+    if t.after.is_some() {
+        for (field, given) in [
+            ("start_at", t.start_at.is_some()),
+            ("end_at", t.end_at.is_some()),
+        ] {
+            if given {
+                errs.push(
+                    path(at, field),
+                    "does not apply to `after` (a dependent job runs after each matching run)",
+                );
+            }
+        }
+    }
+    if t.jitter.is_some() && (t.event.is_some() || t.after.is_some()) {
         errs.push(
             path(at, "jitter"),
             "only applies to time triggers (`cron`, `interval`, `at`)",
@@ -350,6 +367,14 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
         Some(TriggerKind::Event(crate::event::EventTrigger {
             topic: topic.clone(),
             filter,
+        }))
+    } else if let Some(after) = &t.after {
+        if let Err(e) = validate_name(&after.job) {
+            errs.push(path(&path(at, "after"), "job"), e);
+        }
+        Some(TriggerKind::After(crate::dependency::AfterTrigger {
+            job: after.job.clone(),
+            on: after.on,
         }))
     } else {
         at_instant.map(TriggerKind::At)

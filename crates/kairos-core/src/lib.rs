@@ -5,6 +5,7 @@
 //!   its field path ([`ValidationErrors`]).
 //! - [`trigger`]: cron (croner + jiff, Vixie day rules, DST as the Open Cron Pattern
 //!   Specification defines it), interval and one-off triggers; `next_after` is strictly increasing.
+//! - [`dependency`]: dependency triggers between jobs: which ends count, the cycle check.
 //! - [`event`]: event triggers: topics, event ids, payload filters.
 //! - [`policy`]: retry, misfire (catch-up) and overlap decisions as pure functions.
 //! - [`run`]: run states, origins and attempt outcomes.
@@ -16,6 +17,7 @@
 //! Nothing here reads a clock, a socket or a database: every decision takes `now` as input.
 
 pub mod auth;
+pub mod dependency;
 pub mod document;
 pub mod duration;
 pub mod error;

@@ -117,6 +117,8 @@ pub enum RunOrigin {
     Backfill,
     /// An event posted to a topic the job subscribes to.
     Event,
+    /// A run of a job this job runs after ended.
+    Dependency,
 }
 
 impl RunOrigin {
@@ -126,6 +128,7 @@ impl RunOrigin {
             RunOrigin::Manual => "manual",
             RunOrigin::Backfill => "backfill",
             RunOrigin::Event => "event",
+            RunOrigin::Dependency => "dependency",
         }
     }
 }
@@ -138,6 +141,7 @@ impl std::str::FromStr for RunOrigin {
             "manual" => Ok(RunOrigin::Manual),
             "backfill" => Ok(RunOrigin::Backfill),
             "event" => Ok(RunOrigin::Event),
+            "dependency" => Ok(RunOrigin::Dependency),
             _ => Err(format!("unknown run origin `{s}`")),
         }
     }

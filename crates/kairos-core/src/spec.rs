@@ -92,8 +92,8 @@ pub struct JobSpec {
     pub description: Option<String>,
 }
 
-/// One trigger: exactly one of `cron`, `interval`, `at` (a time) or `event` (a topic), plus
-/// optional bounds, and jitter for times or a filter for events.
+/// One trigger: exactly one of `cron`, `interval`, `at` (a time), `event` (a topic) or `after`
+/// (another job's runs), plus optional bounds, and jitter for times or a filter for events.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -129,6 +129,37 @@ pub struct TriggerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub filter: Option<BTreeMap<String, serde_json::Value>>,
+    /// Another job of the namespace: each of its runs that ends as `on` says runs this job
+    /// once, in the same transaction that ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<AfterSpec>,
+}
+
+/// A dependency on another job's runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AfterSpec {
+    /// The upstream job's name (in this job's namespace).
+    pub job: String,
+    /// Which of its ends count. Default `success`.
+    #[serde(default)]
+    pub on: AfterOn,
+}
+
+/// Which ends of an upstream job's runs start a dependent job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AfterOn {
+    /// The run succeeded.
+    #[default]
+    Success,
+    /// The run failed: `failed`, `timed_out` or `lost` (not `cancelled`).
+    Failure,
+    /// The run ended, whichever way: `succeeded`, `failed`, `timed_out`, `lost` or
+    /// `cancelled` (not `skipped`: a skipped run never ran).
+    Done,
 }
 
 /// What runs.

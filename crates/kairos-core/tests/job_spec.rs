@@ -553,3 +553,47 @@ fn bad_event_triggers_are_refused_at_their_fields() {
         ]
     );
 }
+
+#[test]
+fn after_triggers_name_a_job_and_which_ends_count() {
+    let spec = JobSpec::from_json(
+        r#"{"name":"load","triggers":[{"after":{"job":"extract"}},
+            {"after":{"job":"extract","on":"done"}},{"after":{"job":"audit","on":"failure"}}],
+            "task":{"kind":"shell","script":"true"}}"#,
+    )
+    .unwrap();
+    let plan = spec.validate().unwrap();
+    assert!(!plan.schedule.is_timed());
+    assert_eq!(
+        kairos_core::dependency::upstreams(&spec),
+        ["audit", "extract"]
+    );
+    let states: Vec<(String, &str)> = kairos_core::dependency::upstream_states(&spec)
+        .into_iter()
+        .map(|(job, s)| (job, s.as_str()))
+        .collect();
+    assert!(
+        states.contains(&("extract".into(), "cancelled")),
+        "{states:?}"
+    );
+    assert!(states.contains(&("audit".into(), "lost")), "{states:?}");
+    assert!(
+        !states.contains(&("audit".into(), "succeeded")),
+        "{states:?}"
+    );
+    assert_eq!(
+        problem_fields(
+            r#"{"name":"x","triggers":[
+                {"after":{"job":"Bad Name"}},
+                {"after":{"job":"a"},"start_at":"2026-01-01T00:00:00Z","jitter":"1s"},
+                {"after":{"job":"a"},"cron":"@daily"}],
+                "task":{"kind":"shell","script":"true"}}"#
+        ),
+        [
+            "triggers[0].after.job",
+            "triggers[1].jitter",
+            "triggers[1].start_at",
+            "triggers[2]",
+        ]
+    );
+}

@@ -102,8 +102,10 @@ pub(crate) fn build_env(
 
 /// Kairos's variables that are set only for some processes: never taken from the server's or
 /// the job's environment.
-const OPTIONAL_KAIROS_VARS: [&str; 7] = [
+const OPTIONAL_KAIROS_VARS: [&str; 9] = [
     "KAIROS_STEP",
+    "KAIROS_UPSTREAM_RUN_ID",
+    crate::exchange::UPSTREAM_RESULT_VAR,
     "KAIROS_EVENT_ID",
     "KAIROS_EVENT_TOPIC",
     crate::exchange::EVENT_VAR,
@@ -124,6 +126,9 @@ pub(crate) fn kairos_vars(context: &RunContext) -> Vec<(&'static str, String)> {
     ];
     if let Some(step) = &context.step {
         vars.push(("KAIROS_STEP", step.clone()));
+    }
+    if let Some(id) = context.upstream_run_id {
+        vars.push(("KAIROS_UPSTREAM_RUN_ID", id.to_string()));
     }
     if let Some(event) = &context.event {
         vars.push(("KAIROS_EVENT_ID", event.id.clone()));

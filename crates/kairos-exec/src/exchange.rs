@@ -12,6 +12,7 @@
 //! | `KAIROS_PARAMS` | `params.json`: the JSON object a manual trigger gave the run | when the run has params |
 //! | `KAIROS_UPSTREAM_RESULTS` | `upstream-results.json`: `{"<step>": <its result or null>, ...}` | for a workflow step with upstream steps |
 //! | `KAIROS_EVENT` | `event.json`: the payload of the event the run is for | when an event created the run |
+//! | `KAIROS_UPSTREAM_RESULT` | `upstream-result.json`: the result of the run whose end created this one | for a dependency's run whose upstream run wrote a result |
 //! | `KAIROS_RESULT` | `result.json`, not created: the task may write one JSON document there | for every task, never for a hook |
 //!
 //! Hooks read the same inputs (from their own directory) but get no `KAIROS_RESULT`: the
@@ -70,11 +71,13 @@ pub(crate) const PARAMS_VAR: &str = "KAIROS_PARAMS";
 pub(crate) const UPSTREAM_RESULTS_VAR: &str = "KAIROS_UPSTREAM_RESULTS";
 pub(crate) const RESULT_VAR: &str = "KAIROS_RESULT";
 pub(crate) const EVENT_VAR: &str = "KAIROS_EVENT";
+pub(crate) const UPSTREAM_RESULT_VAR: &str = "KAIROS_UPSTREAM_RESULT";
 
 const PARAMS_FILE: &str = "params.json";
 const UPSTREAM_RESULTS_FILE: &str = "upstream-results.json";
 const RESULT_FILE: &str = "result.json";
 const EVENT_FILE: &str = "event.json";
+const UPSTREAM_RESULT_FILE: &str = "upstream-result.json";
 
 /// Longest wait, after the process ended, for its result to be read and its directory removed
 /// (on a stuck file system the blocking thread is left behind).
@@ -128,6 +131,11 @@ pub(crate) fn create(
             EVENT_VAR,
             EVENT_FILE,
             context.event.as_ref().map(|e| e.payload.as_str()),
+        ),
+        (
+            UPSTREAM_RESULT_VAR,
+            UPSTREAM_RESULT_FILE,
+            context.upstream_result.as_deref(),
         ),
     ]
     .into_iter()
@@ -466,6 +474,8 @@ mod tests {
             params: params.map(str::to_owned),
             upstream_results: upstream.map(str::to_owned),
             event: None,
+            upstream_run_id: None,
+            upstream_result: None,
         }
     }
 

@@ -161,6 +161,11 @@ pub struct RunContext {
     /// The event the run is for (`KAIROS_EVENT` names a file holding its payload;
     /// `KAIROS_EVENT_ID` and `KAIROS_EVENT_TOPIC` are set).
     pub event: Option<EventInput>,
+    /// The run of another job whose end created this run (`KAIROS_UPSTREAM_RUN_ID`).
+    pub upstream_run_id: Option<i64>,
+    /// That run's result document, if it wrote one (`KAIROS_UPSTREAM_RESULT` names a file
+    /// holding it).
+    pub upstream_result: Option<String>,
 }
 
 /// The event a run was created for, as its processes see it.

@@ -632,6 +632,8 @@ mod tests {
                 params: None,
                 upstream_results: None,
                 event: None,
+                upstream_run_id: None,
+                upstream_result: None,
             },
             output: Arc::new(OutputBuffer::default()),
             cancel: CancellationToken::new(),

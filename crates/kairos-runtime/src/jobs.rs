@@ -185,6 +185,7 @@ impl JobService {
         namespace: &str,
         name: &str,
         expected_version: Option<i64>,
+        force: bool,
     ) -> Result<(), JobError> {
         self.ctx
             .store
@@ -194,6 +195,7 @@ impl JobService {
                 namespace: namespace.into(),
                 name: name.into(),
                 expected_version,
+                force,
             })
             .await?;
         self.ctx.scheduler_wake.notify_one();

@@ -173,7 +173,7 @@ async fn a_job_deleted_before_its_due_time_does_not_run(backend: Backend) {
     );
     s.jobs.create(spec(&json)).await.unwrap();
     let mut tasks = claim_early(&s).await;
-    s.jobs.delete("default", "d", None).await.unwrap();
+    s.jobs.delete("default", "d", None, false).await.unwrap();
     // The job service wakes the worker's heartbeat; a running worker would beat now.
     s.worker.heartbeat_once().await.unwrap();
     s.clock.set(t(T));

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (5, include_str!("../migrations/0005_held_runs_index.sql")),
     (6, include_str!("../migrations/0006_workflows.sql")),
     (7, include_str!("../migrations/0007_events.sql")),
+    (8, include_str!("../migrations/0008_dependencies.sql")),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).
@@ -192,7 +193,13 @@ impl PostgresStore {
         })?;
         // The session default, set at connection start: it survives `RESET ALL` and
         // `DISCARD ALL`, unlike a `SET` after connecting.
-        let search_path = format!("-csearch_path={}", quote(&config.schema));
+        // The store's notification channel too, for the trigger that queues dependent runs
+        // (`runs_dependents`): it tells the nodes from inside the transaction.
+        let search_path = format!(
+            "-csearch_path={} -ckairos.channel={}",
+            quote(&config.schema),
+            crate::changes::channel_name(&config.schema)
+        );
         let options = match pg.get_options() {
             Some(o) if !o.trim().is_empty() => format!("{o} {search_path}"),
             _ => search_path,

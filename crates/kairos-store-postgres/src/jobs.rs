@@ -87,6 +87,8 @@ impl PostgresStore {
         let spec = spec_json(&p.spec)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
+        crate::dependency::lock(&tx, self.schema(), &p.spec).await?;
+        crate::dependency::check(&tx, &p.spec).await?;
         let row = query_opt_unique(
             &tx,
             concat!(
@@ -109,6 +111,7 @@ impl PostgresStore {
         .ok_or_else(|| StoreError::Internal("created job vanished".into()))?;
         let job = rows::job(&row)?;
         crate::event::set_topics(&tx, job.id, &p.spec).await?;
+        crate::dependency::set(&tx, job.id, &p.spec).await?;
         let change = Change::job(
             &p.actor,
             AuditAction::JobCreate,
@@ -125,6 +128,7 @@ impl PostgresStore {
         let spec = spec_json(&p.spec)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
+        crate::dependency::lock(&tx, self.schema(), &p.spec).await?;
         let current = lock_job(&tx, &p.namespace, &p.name).await?;
         if current.version != p.expected_version {
             return Err(version_conflict(
@@ -138,6 +142,14 @@ impl PostgresStore {
             NextFire::Keep => (true, None),
             NextFire::Set(next) => (false, next),
         };
+        if (p.spec.namespace.as_str(), p.spec.name.as_str())
+            != (p.namespace.as_str(), p.name.as_str())
+        {
+            // Renamed: the jobs that run after it would lose it.
+            crate::dependency::refuse_if_depended_on(&tx, current.id, &p.namespace, &p.name)
+                .await?;
+        }
+        crate::dependency::check(&tx, &p.spec).await?;
         let moved = !keep && next != current.next_fire_at;
         if kairos_core::policy::reschedules(&current.spec, &p.spec, moved) {
             withdraw_early_runs(&tx, current.id, &p.now).await?;
@@ -171,6 +183,7 @@ impl PostgresStore {
         .ok_or_else(|| StoreError::Internal("locked job changed".into()))?;
         let job = rows::job(&row)?;
         crate::event::set_topics(&tx, job.id, &p.spec).await?;
+        crate::dependency::set(&tx, job.id, &p.spec).await?;
         let change = Change::job(&p.actor, AuditAction::JobUpdate, &p.namespace, &p.name);
         let change = change.versions(Some(current.version), Some(job.version));
         audit(&tx, change, &p.now).await?;
@@ -192,6 +205,10 @@ impl PostgresStore {
                 expected,
                 current.version,
             ));
+        }
+        if !p.force {
+            crate::dependency::refuse_if_depended_on(&tx, current.id, &p.namespace, &p.name)
+                .await?;
         }
         // The cascade deletes the job's runs in no particular order; locking them in id order
         // first keeps it from waiting in a circle with a batch that holds some of them.

@@ -111,6 +111,7 @@ mod changes;
 mod cluster;
 mod connect;
 mod control;
+mod dependency;
 mod event;
 mod import;
 mod jobs;

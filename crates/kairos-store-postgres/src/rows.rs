@@ -26,14 +26,14 @@ macro_rules! run_columns {
          r.attempt, r.max_attempts, r.execution, r.exclusive, r.reason, r.node, \
          r.lease_expires_at, r.cancel_requested, r.created_at, r.started_at, r.finished_at, \
          r.exit_code, r.parent_id, r.step, r.result, r.params, r.event_id, r.event_topic, \
-         r.event_payload"
+         r.event_payload, r.upstream_run_id"
     };
 }
 
 pub(crate) use {job_columns, run_columns};
 
 /// Number of columns in `run_columns!()`: a claim's job columns follow at this offset.
-pub(crate) const RUN_WIDTH: usize = 27;
+pub(crate) const RUN_WIDTH: usize = 28;
 
 /// `{RUN_SELECT} WHERE …` rows map with [`run`].
 pub(crate) const RUN_SELECT: &str = concat!(
@@ -180,6 +180,7 @@ pub(crate) fn run(row: &Row) -> StoreResult<Run> {
             }),
             None => None,
         },
+        upstream_run_id: col(row, 27)?,
     })
 }
 

@@ -107,10 +107,10 @@ pub(crate) async fn start(
         c,
         "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
            execution, exclusive, created_at, parent_id, step, params, event_id, event_topic, \
-           event_payload) \
+           event_payload, upstream_run_id) \
          SELECT r.job_id, r.scheduled_for, coalesce($1::timestamptz, now()), 'scheduled', \
            r.origin, u.max_attempts, r.execution, false, coalesce($1::timestamptz, now()), r.id, \
-           u.step, r.params, r.event_id, r.event_topic, r.event_payload \
+           u.step, r.params, r.event_id, r.event_topic, r.event_payload, r.upstream_run_id \
          FROM runs r, unnest($2::text[], $3::integer[]) WITH ORDINALITY \
            AS u (step, max_attempts, ord) \
          WHERE r.id = $4 ORDER BY u.ord",

@@ -385,6 +385,7 @@ async fn only_changes_of_note_are_sent() {
             expected_version: None,
             actor: "test".into(),
             now: Some(secs(502)),
+            force: false,
         })
         .await
         .unwrap();

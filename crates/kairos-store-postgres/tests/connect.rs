@@ -81,7 +81,11 @@ async fn migrations_are_safe_to_run_concurrently_and_again() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7], "each migration applied once");
+    assert_eq!(
+        versions,
+        [1, 2, 3, 4, 5, 6, 7, 8],
+        "each migration applied once"
+    );
     drop(client);
     for store in stores.iter().chain([&again]) {
         store.close();

@@ -242,6 +242,7 @@ async fn churn(store: Arc<dyn Store>) {
                 expected_version: None,
                 actor: "test".into(),
                 now: Some(t0()),
+                force: false,
             })
             .await
             .unwrap();
@@ -291,6 +292,7 @@ async fn concurrent_writers_never_deadlock() {
             expected_version: None,
             actor: "test".into(),
             now: Some(t0()),
+            force: false,
         })
         .await
         .unwrap();
@@ -842,6 +844,7 @@ async fn workflow_writers_never_deadlock() {
             expected_version: None,
             actor: "test".into(),
             now: Some(t0()),
+            force: false,
         })
         .await
         .unwrap();

@@ -16,6 +16,7 @@ mod backfill;
 mod batch;
 mod cluster;
 mod db;
+mod dependency;
 mod event;
 mod import;
 mod open;

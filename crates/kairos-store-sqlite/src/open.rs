@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_held_runs_index.sql"),
     include_str!("../migrations/0007_workflows.sql"),
     include_str!("../migrations/0008_events.sql"),
+    include_str!("../migrations/0009_dependencies.sql"),
 ];
 
 /// Reader connections (and threads).

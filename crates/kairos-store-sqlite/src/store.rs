@@ -80,6 +80,7 @@ fn write_job(
     let job = fetch_job(conn, &spec.namespace, &spec.name)?
         .ok_or_else(|| StoreError::Internal("written job vanished".into()))?;
     crate::event::set_topics(conn, job.id, spec)?;
+    crate::dependency::set(conn, job.id, spec)?;
     Ok(job)
 }
 
@@ -168,6 +169,7 @@ impl Store for SqliteStore {
         let spec = spec_json(&p.spec)?;
         self.db
             .write(move |tx| {
+                crate::dependency::check(tx, &p.spec)?;
                 let job = write_job(
                     tx,
                     "INSERT INTO jobs (namespace, name, spec, version, paused, next_fire_at, \
@@ -254,6 +256,18 @@ impl Store for SqliteStore {
                     NextFire::Keep => (true, None),
                     NextFire::Set(next) => (false, next),
                 };
+                if (p.spec.namespace.as_str(), p.spec.name.as_str())
+                    != (p.namespace.as_str(), p.name.as_str())
+                {
+                    // Renamed: the jobs that run after it would lose it.
+                    crate::dependency::refuse_if_depended_on(
+                        tx,
+                        current.id,
+                        &p.namespace,
+                        &p.name,
+                    )?;
+                }
+                crate::dependency::check(tx, &p.spec)?;
                 let moved = !keep && next != current.next_fire_at;
                 if kairos_core::policy::reschedules(&current.spec, &p.spec, moved) {
                     withdraw_early_runs(tx, current.id, now)?;
@@ -303,6 +317,14 @@ impl Store for SqliteStore {
                         expected,
                         current.version,
                     ));
+                }
+                if !p.force {
+                    crate::dependency::refuse_if_depended_on(
+                        tx,
+                        current.id,
+                        &p.namespace,
+                        &p.name,
+                    )?;
                 }
                 // Fenced by the version read: a change in between is a conflict, not lost.
                 let deleted = exec(

@@ -42,9 +42,9 @@ pub(crate) fn start(
             conn,
             "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
              execution, exclusive, created_at, parent_id, step, params, event_id, event_topic, \
-             event_payload) \
+             event_payload, upstream_run_id) \
              SELECT job_id, scheduled_for, ?1, 'scheduled', origin, ?2, execution, 0, ?1, id, ?3, \
-               params, event_id, event_topic, event_payload \
+               params, event_id, event_topic, event_payload, upstream_run_id \
              FROM runs WHERE id = ?4",
             params![now, step.max_attempts, step.step, p.run_id],
         )?;

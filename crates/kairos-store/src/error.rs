@@ -37,6 +37,20 @@ pub enum StoreError {
     /// A user's action on a workflow run that its state does not allow (nothing changed).
     #[error("run {run_id}: {message}")]
     WorkflowConflict { run_id: RunId, message: String },
+    /// A job document the store's own data refuses (an `after` trigger naming a job that does
+    /// not exist, or closing a cycle), with the field paths; nothing was written.
+    #[error("{0}")]
+    Invalid(kairos_core::ValidationErrors),
+    /// A job other jobs run after cannot be deleted (unless forced).
+    #[error(
+        "job `{namespace}/{name}` has jobs that run after it ({}); delete or change them first, or force the delete",
+        dependents.join(", ")
+    )]
+    HasDependents {
+        namespace: String,
+        name: String,
+        dependents: Vec<String>,
+    },
     /// The data directory is held by another node.
     #[error("{0}")]
     Locked(String),

@@ -24,6 +24,7 @@ mod audit;
 mod changes;
 mod cluster;
 pub mod conformance;
+pub mod dependency;
 mod error;
 mod model;
 mod store;

@@ -67,6 +67,9 @@ pub struct Run {
     pub params: Option<String>,
     /// The event that created the run (`origin: event`); a step run reads its workflow run's.
     pub event: Option<RunEvent>,
+    /// The run of another job whose end created this one (`origin: dependency`); a step run
+    /// reads its workflow run's.
+    pub upstream_run_id: Option<RunId>,
 }
 
 /// The event a run was created for.

@@ -88,6 +88,9 @@ pub struct JobDeleteParams {
     pub namespace: String,
     pub name: String,
     pub expected_version: Option<i64>,
+    /// Delete it even if other jobs run after it (their `after` triggers then name a job that
+    /// does not exist, and fire no more until one of that name exists again).
+    pub force: bool,
     pub actor: String,
     pub now: Option<Timestamp>,
 }
@@ -542,7 +545,10 @@ pub struct AuditListParams {
 /// backend, with concurrent cases on separate connections.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Creates a job at version 1 (audited). `JobExists` if the name is taken in the namespace.
+    /// Creates a job at version 1 (audited). `JobExists` if the name is taken in the namespace;
+    /// `Invalid` (nothing written) if an `after` trigger names a job that does not exist in
+    /// the namespace or closes a cycle (see [`crate::dependency::check`]; checked under a lock
+    /// on the namespace's dependencies, so that two writes cannot close one together).
     async fn job_create(&self, p: JobCreateParams) -> StoreResult<Job>;
     async fn job_get(&self, p: JobGetParams) -> StoreResult<Option<Job>>;
     async fn job_get_by_id(&self, p: JobGetByIdParams) -> StoreResult<Option<Job>>;
@@ -551,9 +557,11 @@ pub trait Store: Send + Sync + 'static {
     /// Full replace (audited), fenced by version; `VersionConflict` changes nothing. When the
     /// update changes the triggers, moves `next_fire_at` or pauses the job, runs created ahead
     /// of their due time (scheduled, not started, due after now; queued or claimed) are
-    /// deleted: the new schedule decides those due times again.
+    /// deleted: the new schedule decides those due times again. `Invalid` as for
+    /// [`Store::job_create`]; `HasDependents` for a rename of a job others run after.
     async fn job_update(&self, p: JobUpdateParams) -> StoreResult<Job>;
-    /// Deletes the job and its runs (audited).
+    /// Deletes the job and its runs (audited). `HasDependents` (nothing changed) if other jobs
+    /// of its namespace run after it, unless `force`.
     async fn job_delete(&self, p: JobDeleteParams) -> StoreResult<()>;
     /// Pauses or resumes (audited); increments the version. Pausing leaves queued runs that are
     /// due alone, but deletes those created ahead of their due time (scheduled, not started,

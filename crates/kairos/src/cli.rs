@@ -245,7 +245,13 @@ pub enum JobCmd {
         dry_run: bool,
     },
     /// Delete a job and its runs.
-    Rm { name: String },
+    Rm {
+        name: String,
+        /// Delete it even if other jobs run after it (their `after` triggers then wait for a job
+        /// of that name).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

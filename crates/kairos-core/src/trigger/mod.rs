@@ -34,6 +34,8 @@ pub enum TriggerKind {
     At(Timestamp),
     /// Events posted to a topic (no due times of its own).
     Event(crate::event::EventTrigger),
+    /// The ends of another job's runs (no due times of its own).
+    After(crate::dependency::AfterTrigger),
 }
 
 impl Trigger {
@@ -52,7 +54,7 @@ impl Trigger {
                 interval_next_after(self.start_at.unwrap_or(Timestamp::UNIX_EPOCH), *every, from)?
             }
             TriggerKind::At(at) => (*at > from).then_some(*at)?,
-            TriggerKind::Event(_) => return None,
+            TriggerKind::Event(_) | TriggerKind::After(_) => return None,
         };
         match self.end_at {
             Some(end) if next > end => None,
@@ -150,7 +152,7 @@ impl Schedule {
     pub fn is_timed(&self) -> bool {
         self.triggers
             .iter()
-            .any(|t| !matches!(t.kind, TriggerKind::Event(_)))
+            .any(|t| !matches!(t.kind, TriggerKind::Event(_) | TriggerKind::After(_)))
     }
 
     /// Up to `n` due times strictly after `after`.

@@ -23,6 +23,8 @@ pub fn context() -> RunContext {
         params: None,
         upstream_results: None,
         event: None,
+        upstream_run_id: None,
+        upstream_result: None,
     }
 }
 

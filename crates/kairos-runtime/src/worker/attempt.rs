@@ -111,7 +111,7 @@ impl Attempt {
                 AttemptOutcome::from_status(AttemptStatus::Cancelled),
                 Some(plan),
             ),
-            Ok((plan, spec)) => match (spec.task.clone(), self.upstream_results(&c).await) {
+            Ok((plan, spec)) => match (spec.task.clone(), self.inputs(&c).await) {
                 // A workflow's document without steps cannot validate; kept for safety.
                 (None, _) => (
                     AttemptOutcome::error("the job has no task".to_owned()),
@@ -119,11 +119,11 @@ impl Attempt {
                 ),
                 (_, Err(e)) => (
                     AttemptOutcome::error(format!(
-                        "cannot read the results of the upstream steps: {e}"
+                        "cannot read the results of the upstream runs: {e}"
                     )),
                     Some(plan),
                 ),
-                (Some(task), Ok(upstream_results)) => {
+                (Some(task), Ok((upstream_results, upstream_result))) => {
                     let req = ExecRequest {
                         task,
                         hooks: spec.hooks.clone(),
@@ -144,6 +144,8 @@ impl Attempt {
                                 topic: e.topic.clone(),
                                 payload: e.payload.clone(),
                             }),
+                            upstream_run_id: run.upstream_run_id,
+                            upstream_result,
                         },
                         output: output.clone(),
                         cancel: lease.cancel.clone(),
@@ -229,6 +231,21 @@ impl Attempt {
 
     /// For a step with upstream steps: a JSON object of their results by step name (`null`
     /// for a step that recorded none), read from the store.
+    /// What the run's tasks read from other runs: its upstream steps' results (a workflow
+    /// step), and the result of the run whose end created it (a dependency's run).
+    async fn inputs(&self, c: &ClaimedRun) -> Result<(Option<String>, Option<String>), StoreError> {
+        let upstream_result = match c.run.upstream_run_id {
+            Some(id) => self
+                .ctx
+                .store
+                .run_get(kairos_store::RunGetParams { id })
+                .await?
+                .and_then(|r| r.result),
+            None => None,
+        };
+        Ok((self.upstream_results(c).await?, upstream_result))
+    }
+
     async fn upstream_results(&self, c: &ClaimedRun) -> Result<Option<String>, StoreError> {
         let (Some(parent), Some(step)) = (c.run.parent_id, c.run.step.as_deref()) else {
             return Ok(None);

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kairos_store::{RunFinishParams, Store};
-use tokio::sync::{mpsc, oneshot};
+use kairos_store::{RunFinishParams, RunNext, Store};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Most attempts recorded in one transaction.
 const COMPLETION_BATCH: usize = 512;
@@ -21,9 +21,11 @@ pub(super) struct Completer {
 }
 
 impl Completer {
-    pub(super) fn spawn(store: Arc<dyn Store>) -> Self {
+    /// `wake` is the worker's: a run that ends may have queued the runs of jobs that run after
+    /// its job (in the same transaction).
+    pub(super) fn spawn(store: Arc<dyn Store>, wake: Arc<Notify>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(complete_loop(store, rx));
+        tokio::spawn(complete_loop(store, rx, wake));
         Self { tx }
     }
 
@@ -37,7 +39,11 @@ impl Completer {
     }
 }
 
-async fn complete_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+async fn complete_loop(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<Completion>,
+    wake: Arc<Notify>,
+) {
     let mut params = Vec::with_capacity(COMPLETION_BATCH);
     let mut waiters = Vec::with_capacity(COMPLETION_BATCH);
     while let Some((p, w)) = rx.recv().await {
@@ -53,6 +59,12 @@ async fn complete_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Co
             }
         }
         let results = write_with_retries(store.as_ref(), &params).await;
+        let ended = params.iter().zip(&results).any(|(p, applied)| {
+            *applied && p.parent_id.is_none() && matches!(p.next, RunNext::Finish(_))
+        });
+        if ended {
+            wake.notify_one();
+        }
         for (i, waiter) in waiters.drain(..).enumerate() {
             let applied = results.get(i).copied().unwrap_or(false);
             if !applied {

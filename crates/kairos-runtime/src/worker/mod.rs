@@ -80,7 +80,7 @@ impl Worker {
     /// runtime.
     pub fn new(ctx: NodeContext, executor: Arc<dyn Executor>, config: WorkerConfig) -> Self {
         Self {
-            completer: Completer::spawn(ctx.store.clone()),
+            completer: Completer::spawn(ctx.store.clone(), ctx.worker_wake.clone()),
             executing: Arc::default(),
             ctx,
             executor,

@@ -199,6 +199,7 @@ pub async fn audit_records_every_change_with_its_change(store: Arc<dyn Store>) {
             name: "j".into(),
             expected_version: None,
             now: Some(at),
+            force: false,
         })
         .await
         .unwrap();

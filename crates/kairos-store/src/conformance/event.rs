@@ -138,6 +138,7 @@ pub async fn event_targets_follow_each_jobs_triggers(store: Arc<dyn Store>) {
             name: "d".into(),
             expected_version: None,
             now: Some(t(T0)),
+            force: false,
         })
         .await
         .unwrap();

@@ -229,6 +229,7 @@ pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
             namespace: "default".into(),
             name: "j".into(),
             expected_version: Some(7),
+            force: false,
         })
         .await;
     assert!(matches!(stale, Err(StoreError::VersionConflict { .. })));
@@ -239,6 +240,7 @@ pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
             namespace: "default".into(),
             name: "j".into(),
             expected_version: Some(1),
+            force: false,
         })
         .await
         .unwrap();
@@ -265,6 +267,7 @@ pub async fn job_delete_removes_runs(store: Arc<dyn Store>) {
             namespace: "default".into(),
             name: "j".into(),
             expected_version: None,
+            force: false,
         })
         .await;
     assert!(matches!(again, Err(StoreError::JobNotFound { .. })));
@@ -333,6 +336,7 @@ pub async fn ids_are_never_reused(store: Arc<dyn Store>) {
             namespace: "default".into(),
             name: "first".into(),
             expected_version: None,
+            force: false,
         })
         .await
         .unwrap();

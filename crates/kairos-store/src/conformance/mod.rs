@@ -9,7 +9,8 @@
 //! [`lease`] (heartbeat and finish, fenced by the lease token), [`rescue`] (expired leases),
 //! [`runs`] (trigger-now, bulk insert, cancel, lists), [`backfill`] (held runs and their
 //! release), [`workflow`] (step runs and how their ends move a workflow run on), [`event`] (the
-//! topics index, an event's runs and their key), [`auth`] (tokens, audit log) and
+//! topics index, an event's runs and their key), [`dependency`] (runs created as other jobs'
+//! runs end; the checks on job writes), [`auth`] (tokens, audit log) and
 //! [`cluster`] (leadership, node registry, the store's clock). This module holds the macro and
 //! the helpers the cases share; every case is re-exported here, so that the macro names it as
 //! `$crate::conformance::<case>`.
@@ -36,6 +37,7 @@ pub mod auth;
 pub mod backfill;
 pub mod claim;
 pub mod cluster;
+pub mod dependency;
 pub mod event;
 pub mod fire;
 pub mod jobs;
@@ -49,6 +51,7 @@ pub use auth::*;
 pub use backfill::*;
 pub use claim::*;
 pub use cluster::*;
+pub use dependency::*;
 pub use event::*;
 pub use fire::*;
 pub use jobs::*;
@@ -117,6 +120,10 @@ macro_rules! conformance_tests {
             event_targets_follow_each_jobs_triggers, event_runs_are_keyed_by_event_id,
             event_fire_is_fenced_by_version_pause_and_count,
             event_fire_concurrent_posts_create_one_run, event_reaches_the_steps_of_a_workflow,
+            // dependency
+            dependency_runs_follow_each_matching_end, dependency_runs_are_once_per_upstream_run,
+            dependency_checks_refuse_unknown_jobs_cycles_and_deletes,
+            dependency_concurrent_writes_never_close_a_cycle,
             // notify
             changes_are_announced_on_the_feed,
         );

@@ -191,6 +191,7 @@ pub async fn run_insert_for_a_deleted_job_is_job_gone(store: Arc<dyn Store>) {
             namespace: "default".into(),
             name: "j".into(),
             expected_version: None,
+            force: false,
         })
         .await
         .unwrap();

@@ -422,6 +422,49 @@ async fn watch(
     }
 }
 
+/// Whether the server refused a delete because other jobs run after the job.
+fn has_dependents(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::client::ApiFailure>()
+        .is_some_and(|f| {
+            f.problem["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(":job-has-dependents"))
+        })
+}
+
+/// The plan's creates and updates, each after the jobs of the plan it runs after (`after`
+/// triggers; otherwise in the plan's order), then its deletes in the plan's order.
+fn execution_order(steps: &[Step]) -> Vec<&Step> {
+    let writes: Vec<&Step> = steps.iter().filter(|s| s.spec.is_some()).collect();
+    let key = |s: &Step| (s.namespace.clone(), s.name.clone());
+    let mut done: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut order: Vec<&Step> = Vec::with_capacity(steps.len());
+    let mut pending = writes;
+    while !pending.is_empty() {
+        let waiting_for = |s: &Step| -> bool {
+            s.spec.as_ref().is_some_and(|spec| {
+                kairos_core::dependency::upstreams(spec).iter().any(|up| {
+                    let k = (s.namespace.clone(), up.clone());
+                    up != &s.name && !done.contains(&k) && pending.iter().any(|p| key(p) == k)
+                })
+            })
+        };
+        let (ready, rest): (Vec<&Step>, Vec<&Step>) = pending.iter().partition(|s| !waiting_for(s));
+        if ready.is_empty() {
+            // A cycle: the server names it when the first of them is written.
+            order.extend(rest);
+            break;
+        }
+        for s in &ready {
+            done.insert(key(s));
+        }
+        order.extend(ready);
+        pending = rest;
+    }
+    order.extend(steps.iter().filter(|s| s.spec.is_none()));
+    order
+}
+
 /// Plans `desired` against the server's jobs and applies the plan (or only prints it).
 async fn apply_once(
     client: &Client,
@@ -450,7 +493,8 @@ async fn apply_once(
         }
         return Ok(());
     }
-    for step in &steps {
+    let mut deletes = Vec::new();
+    for step in execution_order(&steps) {
         let path = format!(
             "/api/v1/jobs/{}?{}",
             urlencode(&step.name),
@@ -471,14 +515,37 @@ async fn apply_once(
                 body["version"] = Value::from(*from_version);
                 client.send(Method::PUT, &path, Some(&body)).await?;
             }
-            (Action::Delete { version }, _) => {
-                // Fenced by the version the plan showed: a job changed since is not deleted.
-                client
-                    .send_if_match(Method::DELETE, &path, None, Some(*version))
-                    .await?;
-            }
+            (Action::Delete { version }, _) => deletes.push((path, *version)),
             _ => {}
         }
+    }
+    // Deletes last, dependents first: a job that others still run after is refused (409
+    // `job-has-dependents`) and tried again once the others are gone.
+    while !deletes.is_empty() {
+        let before = deletes.len();
+        let mut blocked = Vec::new();
+        let mut refused = None;
+        for (path, version) in deletes.drain(..) {
+            // Fenced by the version the plan showed: a job changed since is not deleted.
+            match client
+                .send_if_match(Method::DELETE, &path, None, Some(version))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if has_dependents(&e) => {
+                    blocked.push((path, version));
+                    refused = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = refused
+            && blocked.len() == before
+        {
+            // Jobs the file keeps run after them.
+            return Err(e);
+        }
+        deletes = blocked;
     }
     if !json {
         let changed = steps
@@ -494,6 +561,28 @@ async fn apply_once(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn jobs_are_written_after_the_jobs_they_run_after() {
+        let after = |name: &str, up: &[&str]| {
+            let triggers: Vec<Value> = up.iter().map(|u| json!({"after": {"job": u}})).collect();
+            JobSpec::from_value(json!({"name": name, "triggers": triggers,
+                "task": {"kind": "shell", "script": "true"}}))
+            .unwrap()
+        };
+        let desired = vec![
+            after("c", &["b"]),
+            after("b", &["a"]),
+            after("d", &["elsewhere"]),
+            after("a", &[]),
+        ];
+        let steps = plan(&desired, &[], false);
+        let order: Vec<&str> = execution_order(&steps)
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(order, ["d", "a", "b", "c"]);
+    }
 
     fn spec(name: &str, script: &str) -> JobSpec {
         JobSpec::from_value(json!({"name": name, "task": {"kind": "shell", "script": script}}))

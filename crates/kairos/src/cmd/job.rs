@@ -22,6 +22,16 @@ fn schedule_of(job: &Value) -> String {
                 }
             } else if let Some(i) = t["interval"].as_str() {
                 format!("every {i}")
+            } else if let Some(topic) = t["event"].as_str() {
+                match t["filter"].as_object() {
+                    Some(f) if !f.is_empty() => format!("event {topic} (filtered)"),
+                    _ => format!("event {topic}"),
+                }
+            } else if let Some(job) = t["after"]["job"].as_str() {
+                format!(
+                    "after {job} ({})",
+                    t["after"]["on"].as_str().unwrap_or("success")
+                )
             } else {
                 format!("at {}", t["at"].as_str().unwrap_or("?"))
             }
@@ -149,8 +159,12 @@ pub async fn run(client: &Client, namespace: &str, json: bool, cmd: JobCmd) -> a
             );
             return Ok(());
         }
-        JobCmd::Rm { name } => {
-            client.send(Method::DELETE, &path(&name, ""), None).await?;
+        JobCmd::Rm { name, force } => {
+            let mut path = path(&name, "");
+            if force {
+                path.push_str("&force=true");
+            }
+            client.send(Method::DELETE, &path, None).await?;
             if !json {
                 println!("job {name} deleted");
             }

@@ -1,0 +1,119 @@
+//! Dependency triggers: the `job_deps` rows kept with each job's document, and the checks a
+//! job write makes against its namespace (see `kairos_store::dependency`).
+//!
+//! Concurrency: a write whose document has `after` triggers takes a transaction advisory lock
+//! on its namespace's dependencies before it reads them, so that two writes that would close
+//! a cycle together (a after b, b after a) see each other; and it share-locks the upstream
+//! jobs' rows it found, so that a delete of one of them (which locks the row for update, then
+//! looks for dependents) either waits and then finds the new dependent, or goes first and the
+//! write finds no upstream.
+
+use deadpool_postgres::GenericClient;
+use kairos_core::JobSpec;
+use kairos_core::run::JobId;
+use kairos_store::{StoreError, StoreResult};
+
+use crate::rows::{col, execute, int, query};
+
+/// Takes the lock on the namespace's dependencies if the job's document has `after` triggers.
+/// First in the transaction, before any row lock: a write that holds the lock then waits for
+/// rows, never the other way round.
+pub(crate) async fn lock(c: &impl GenericClient, schema: &str, spec: &JobSpec) -> StoreResult<()> {
+    if !spec.triggers.iter().any(|t| t.after.is_some()) {
+        return Ok(());
+    }
+    let key = crate::connect::fnv1a(&format!("kairos.deps.{schema}.{}", spec.namespace)) as i64;
+    execute(c, "SELECT pg_advisory_xact_lock($1)", &[&key]).await?;
+    Ok(())
+}
+
+/// Checks the job's `after` triggers: every upstream job exists in its namespace and none
+/// closes a cycle. Run in the transaction that writes the job, after [`lock`].
+pub(crate) async fn check(c: &impl GenericClient, spec: &JobSpec) -> StoreResult<()> {
+    let upstreams = kairos_core::dependency::upstreams(spec);
+    if upstreams.is_empty() {
+        return Ok(());
+    }
+    let existing: Vec<String> = query(
+        c,
+        "SELECT name FROM jobs WHERE namespace = $1 AND name = ANY($2) ORDER BY id FOR SHARE",
+        &[&spec.namespace, &upstreams],
+    )
+    .await?
+    .iter()
+    .map(|r| col(r, 0))
+    .collect::<StoreResult<_>>()?;
+    let edges: Vec<(String, String)> = query(
+        c,
+        "SELECT DISTINCT j.name, d.upstream FROM job_deps d JOIN jobs j ON j.id = d.job_id \
+         WHERE j.namespace = $1",
+        &[&spec.namespace],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
+    .collect::<StoreResult<_>>()?;
+    kairos_store::dependency::check(spec, &existing, &edges)
+}
+
+/// Replaces the job's `job_deps` rows with those of its document.
+pub(crate) async fn set(c: &impl GenericClient, job_id: JobId, spec: &JobSpec) -> StoreResult<()> {
+    execute(c, "DELETE FROM job_deps WHERE job_id = $1", &[&job_id]).await?;
+    let rows = kairos_store::dependency::rows(spec);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let upstream: Vec<&str> = rows.iter().map(|r| r.upstream.as_str()).collect();
+    let state: Vec<&str> = rows.iter().map(|r| r.state).collect();
+    let exclusive: Vec<bool> = rows.iter().map(|r| r.exclusive).collect();
+    let max_attempts: Vec<i32> = rows.iter().map(|r| int(r.max_attempts)).collect();
+    let execution: Vec<&str> = rows
+        .iter()
+        .map(|r| crate::rows::execution_str(r.execution))
+        .collect();
+    execute(
+        c,
+        "INSERT INTO job_deps (job_id, upstream, state, exclusive, max_attempts, execution) \
+         SELECT $1, u.upstream, u.state, u.exclusive, u.max_attempts, u.execution \
+         FROM unnest($2::text[], $3::text[], $4::boolean[], $5::integer[], $6::text[]) \
+           AS u (upstream, state, exclusive, max_attempts, execution)",
+        &[
+            &job_id,
+            &upstream,
+            &state,
+            &exclusive,
+            &max_attempts,
+            &execution,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// `HasDependents` if other jobs of the namespace run after job `name` (`job_id`, whose row
+/// the caller has locked).
+pub(crate) async fn refuse_if_depended_on(
+    c: &impl GenericClient,
+    job_id: JobId,
+    namespace: &str,
+    name: &str,
+) -> StoreResult<()> {
+    let dependents: Vec<String> = query(
+        c,
+        "SELECT DISTINCT j.name FROM job_deps d JOIN jobs j ON j.id = d.job_id \
+         WHERE d.upstream = $1 AND j.namespace = $2 AND j.id <> $3 ORDER BY j.name",
+        &[&name, &namespace, &job_id],
+    )
+    .await?
+    .iter()
+    .map(|r| col(r, 0))
+    .collect::<StoreResult<_>>()?;
+    if dependents.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::HasDependents {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        dependents,
+    })
+}
