@@ -130,6 +130,12 @@ impl From<StoreError> for ApiError {
                 detail,
             ),
             StoreError::Invalid(errors) => Self::invalid(errors),
+            StoreError::EventContended { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "event-contended",
+                "The event's jobs kept changing",
+                detail,
+            ),
             StoreError::HasDependents { .. } => Self::new(
                 StatusCode::CONFLICT,
                 "job-has-dependents",

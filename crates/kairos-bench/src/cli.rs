@@ -1,4 +1,4 @@
-//! The command line: `kairos-bench w1|w2|w3|w4|w5|all|floor|failover [options]`.
+//! The command line: `kairos-bench w1|w2|w3|w4|w5|w6|all|floor|failover [options]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +35,9 @@ Workloads (each has its own --help):
        --width middle steps, or a --chain), one after another; for every step released by its
        upstream steps, its start - the latest upstream finish, from the store's records.
        Reports p50/p99/p99.9/max, each run's wall time, CPU time and peak resident memory.
+  w6   events: events posted over HTTP at --rate per second for --secs to a topic --jobs jobs
+       subscribe to (no-op function tasks), through the API served in this process; events
+       accepted per second and p50/p99/max of POST to task start.
   all  every workload with its default sizes (override with --w1-n, --w2-jobs, ...).
   floor  what one run's claim and finish cost through the store API and in the database
        itself, one run at a time: the part of W1 and W3 that nothing above the store can remove.
@@ -56,6 +59,7 @@ Examples:
   cargo run --release -p kairos-bench -- w4 --jobs 1000000 --store sqlite:///var/tmp/kairos-bench
   cargo run --release -p kairos-bench -- w5 --width 98 --runs 20 --repeat 3
   cargo run --release -p kairos-bench -- w5 --chain 100 --runs 10
+  cargo run --release -p kairos-bench -- w6 --rate 5000 --secs 10 --repeat 3
   cargo run --release -p kairos-bench -- all --repeat 5 --json > bench.json
   cargo run --release -p kairos-bench -- w1 --store postgres://postgres@127.0.0.1:5432/test
   cargo run --release -p kairos-bench -- w2 --jobs 1000 --shape spread --nodes 3 --store postgres://postgres@127.0.0.1:5432/test
@@ -150,6 +154,17 @@ pub enum Command {
     /// end), CPU of the process over the measured runs, peak memory, and errors (runs or
     /// steps that did not succeed; must be 0).
     W5(W5Args),
+    /// W6, events: events posted over HTTP at a steady rate, from POST to task start.
+    ///
+    /// A node runs in this process with its API on a free port of 127.0.0.1; --jobs jobs
+    /// subscribe to the topic `bench.event` (no-op function tasks, `overlap: allow`). A client
+    /// in this process posts --rate events per second (open loop, each with its own
+    /// Idempotency-Key, at most --connections in flight) for --warmup-secs + --secs seconds.
+    /// For each event of the measured seconds: start = its run's first attempt's started_at
+    /// minus the instant before the POST was sent; post = the POST's round trip.
+    /// events_per_s: 202 answers of the measured seconds / their span. behind: sends that
+    /// waited for a connection. errors (other answers, missing or failed runs) must be 0.
+    W6(W6Args),
     /// Every workload with its default sizes, or those given here.
     All(AllArgs),
     /// What one run's durable bookkeeping costs below Kairos, one run at a time.
@@ -307,6 +322,28 @@ pub struct W5Args {
     /// Worker concurrency (attempts at once): at least the width, for the fan-out's middle
     /// steps to start together.
     #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct W6Args {
+    /// Events posted per second.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: u64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub secs: u64,
+    /// Seconds of posting before the measured ones.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_secs: u64,
+    /// Requests in flight at most (HTTP/1.1 connections).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Jobs subscribed to the topic: runs per event.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub jobs: u64,
+    /// Worker concurrency (attempts at once).
+    #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
 }
 

@@ -21,6 +21,8 @@
 //!   or a chain), one after another; for every step released by its upstream steps, the time
 //!   from the latest upstream finish to its start, as the store recorded them; reports p50,
 //!   p99, p99.9 and max, and each run's wall time.
+//! - **W6, events** ([`w6`]): events posted over HTTP at a steady rate to a topic that jobs
+//!   subscribe to; events accepted per second and the time from POST to task start.
 //! - **Floor** ([`floor`]): one run's claim and finish through the store API and as plain
 //!   SQL statements on the same schema (SQLite or PostgreSQL), one run at a time: what W1 and
 //!   W3 cannot go below.
@@ -63,6 +65,7 @@ pub mod w2;
 pub mod w3;
 pub mod w4;
 pub mod w5;
+pub mod w6;
 
 pub use error::{BenchError, BenchResult};
 pub use report::{Measurement, Metric, Summary};

@@ -16,6 +16,7 @@ use crate::w2::{self, W2Params};
 use crate::w3::{self, W3Params};
 use crate::w4::{self, NodeProcess, W4Params};
 use crate::w5::{self, W5Params};
+use crate::w6::{self, W6Params};
 
 /// One workload run with its parameters.
 #[derive(Debug, Clone)]
@@ -25,6 +26,7 @@ pub enum Plan {
     W3(W3Params),
     W4(W4Params),
     W5(W5Params),
+    W6(W6Params),
     Floor(FloorParams),
     Failover(FailoverParams),
 }
@@ -46,6 +48,7 @@ impl Plan {
                 w5::Shape::FanOut { width } => format!("w5-fanout width={width} runs={}", p.runs),
                 w5::Shape::Chain { len } => format!("w5-chain len={len} runs={}", p.runs),
             },
+            Plan::W6(p) => format!("w6 rate={} secs={} jobs={}", p.rate, p.secs, p.jobs),
             Plan::Floor(p) => format!("floor n={}", p.n),
             Plan::Failover(p) => format!("failover nodes={} kills={}", p.nodes, p.kills),
         }
@@ -127,6 +130,18 @@ pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
                 },
                 runs: a.runs,
                 warmup: a.warmup,
+                concurrency: a.concurrency,
+                keep,
+            })],
+            None,
+        ),
+        Command::W6(a) => (
+            vec![Plan::W6(W6Params {
+                rate: a.rate,
+                secs: a.secs,
+                warmup_secs: a.warmup_secs,
+                connections: a.connections,
+                jobs: a.jobs,
                 concurrency: a.concurrency,
                 keep,
             })],
@@ -236,6 +251,7 @@ pub async fn run_plans(
                 Plan::W3(p) => w3::run(url, p).await?,
                 Plan::W4(p) => w4::run(url, p).await?,
                 Plan::W5(p) => w5::run(url, p).await?,
+                Plan::W6(p) => w6::run(url, p).await?,
                 Plan::Floor(p) => floor::run(url, p).await?,
                 Plan::Failover(p) => failover::run(url, p).await?,
             };

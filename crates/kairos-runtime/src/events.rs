@@ -16,9 +16,32 @@ use kairos_store::*;
 use crate::jobs::{JobError, JobService};
 use crate::telemetry::Event;
 
-/// Rounds of reading and writing before an event gives up on jobs that keep changing under
-/// it (each round that loses a fence reads the job again).
-const MAX_ROUNDS: usize = 8;
+/// Rounds of reading and writing before an event gives up on a job that keeps changing under
+/// it (each round that loses a fence reads the job again). The last rounds drop the overlap
+/// count's fence (see [`count_fence`]), so only a job edited or paused again and again can
+/// run out of rounds: the post is then refused as a conflict, to be posted again.
+const MAX_ROUNDS: usize = 16;
+/// Rounds with the overlap count's fence.
+const COUNTED_ROUNDS: usize = 8;
+
+/// The overlap count under which a decision still holds, as a fence for its write: `Start`
+/// holds while the job has fewer active runs than it allows (`forbid`: none; `allow`: below
+/// `max_concurrent`), whatever other events queued meanwhile; a `Skip` needs no fence (an
+/// active run that ended meanwhile makes it early, not wrong); `queue` and `replace` do not
+/// depend on the count.
+fn count_fence(
+    decision: OverlapDecision,
+    overlap: OverlapPolicy,
+    max_concurrent: u32,
+) -> Option<u64> {
+    match (decision, overlap) {
+        (OverlapDecision::Start, OverlapPolicy::Forbid) => Some(0),
+        (OverlapDecision::Start, OverlapPolicy::Allow) => {
+            Some(u64::from(max_concurrent).saturating_sub(1))
+        }
+        _ => None,
+    }
+}
 
 /// An event to post.
 #[derive(Debug, Clone)]
@@ -101,7 +124,7 @@ impl JobService {
         let mut runs: Vec<EventRun> = Vec::new();
         // Jobs still to decide (`None`: every subscribed job).
         let mut pending: Option<HashSet<JobId>> = None;
-        for _ in 0..MAX_ROUNDS {
+        for round in 0..MAX_ROUNDS {
             let targets = ctx
                 .store
                 .event_targets(EventTargetsParams {
@@ -153,20 +176,23 @@ impl JobService {
                     event: Some(event.clone()),
                 };
                 let mut cancel_active = false;
-                match decide_overlap(plan.overlap, plan.max_concurrent, target.active) {
+                let decision = decide_overlap(plan.overlap, plan.max_concurrent, target.active);
+                match decision {
                     OverlapDecision::Start => {}
                     OverlapDecision::Serialize => run.exclusive = true,
                     OverlapDecision::Skip => run.skip = Some(SkipReason::Overlap),
                     OverlapDecision::Replace => cancel_active = true,
                 }
-                // As for a fire: decisions resting on the count are fenced by it.
-                let counted = matches!(plan.overlap, OverlapPolicy::Forbid | OverlapPolicy::Allow);
+                // As for a fire: a decision resting on the count is fenced by it, for as many
+                // rounds as it takes to hold under a steady stream of events.
+                let max_active = count_fence(decision, plan.overlap, plan.max_concurrent)
+                    .filter(|_| round < COUNTED_ROUNDS);
                 fires.push(EventFireParams {
                     job_id: target.job.id,
                     expected_version: target.job.version,
                     run,
                     cancel_active,
-                    max_active: counted.then_some(target.active),
+                    max_active,
                     now: ctx.clock.store_now(),
                 });
                 fired.push(target.job);
@@ -206,6 +232,13 @@ impl JobService {
                 jobs = again.len(),
                 "jobs changed while an event was posted; they are read again"
             );
+            if round + 1 == MAX_ROUNDS {
+                // Only jobs changed (edited, paused, resumed) in every one of the rounds.
+                return Err(JobError::Store(StoreError::EventContended {
+                    id,
+                    jobs: again.len(),
+                }));
+            }
             pending = Some(again);
         }
         if runs

@@ -244,9 +244,10 @@ async fn fire_wave(
             .iter()
             .map(|p| insert_job_runs(c, p.job_id, &p.runs, &p.now)),
     );
-    let ((stopping, flows), inserted) =
+    let ((stopping, flows, dependents), inserted) =
         futures::future::try_join(lock_runs(c, &fires), inserts).await?;
     notices.add_if(stopping, Change::Cancel);
+    notices.merge(dependents);
     // The workflow runs asked to stop, locked above: their steps that have not started end,
     // each ends now if none of its steps is running. The steps `lock_runs` saw are cancelled
     // or asked to stop already; these catch the ones a start committed since (not running
@@ -266,8 +267,9 @@ async fn fire_wave(
 
 /// Locks, in id order, every existing run a wave of fires may wait for, and cancels the runs
 /// that `overlap: replace` ends; the caller holds the jobs' row locks. Returns whether a running
-/// run was asked to stop, and the started workflow runs asked to stop (with their fire's `now`),
-/// in id order, for the caller to settle.
+/// run was asked to stop, the started workflow runs asked to stop (with their fire's `now`),
+/// in id order, for the caller to settle, and the notices of the runs it queued for the jobs
+/// that run after the runs it cancelled.
 ///
 /// Two kinds of rows are locked. The runs whose `(job_id, scheduled_for)` a fire inserts again
 /// (a schedule moved back, a catch-up that repeats a due time): the insert's unique check waits
@@ -286,7 +288,7 @@ async fn fire_wave(
 pub(crate) async fn lock_runs(
     c: &impl GenericClient,
     fires: &[&JobFireParams],
-) -> StoreResult<(bool, Vec<(RunId, Option<Timestamp>)>)> {
+) -> StoreResult<(bool, Vec<(RunId, Option<Timestamp>)>, Notices)> {
     let replacing: Vec<&&JobFireParams> = fires.iter().filter(|p| p.cancel_active).collect();
     // An event's run is keyed by its event, not its due time: no due-time key to wait for or
     // to keep.
@@ -296,7 +298,7 @@ pub(crate) async fn lock_runs(
         .map(|p| p.runs.iter().filter(keyed).count())
         .sum();
     if replacing.is_empty() && key_count == 0 {
-        return Ok((false, vec![]));
+        return Ok((false, vec![], Notices::default()));
     }
     let (key_jobs, key_times): (Vec<JobId>, Vec<Timestamp>) = fires
         .iter()
@@ -318,7 +320,7 @@ pub(crate) async fn lock_runs(
                 .map(|r| (p.job_id, r.scheduled_for))
         })
         .unzip();
-    let stopping = query(
+    let changed = query(
         c,
         "WITH candidates AS ( \
            SELECT r.id FROM runs r \
@@ -355,7 +357,7 @@ pub(crate) async fn lock_runs(
            FROM locked WHERE r.id = locked.id AND locked.ends \
            RETURNING r.id, r.state, r.parent_id IS NULL AND r.spec IS NOT NULL AS flow, \
              locked.now) \
-         SELECT id, flow, now FROM changed WHERE state = 'running' ORDER BY id",
+         SELECT id, flow, now, state = 'running' FROM changed ORDER BY id",
         &[
             &job_ids,
             &nows,
@@ -367,12 +369,23 @@ pub(crate) async fn lock_runs(
     )
     .await?;
     let mut flows = Vec::new();
-    for row in &stopping {
-        if col(row, 1)? {
-            flows.push((col(row, 0)?, col(row, 2)?));
+    let mut cancelled = Vec::new();
+    let mut asked = false;
+    for row in &changed {
+        let (id, running): (RunId, bool) = (col(row, 0)?, col(row, 3)?);
+        if !running {
+            cancelled.push(id);
+        } else {
+            asked = true;
+            if col(row, 1)? {
+                flows.push((id, col(row, 2)?));
+            }
         }
     }
-    Ok((!stopping.is_empty(), flows))
+    // A run cancelled here has ended: the jobs that run after it run.
+    let mut dependents = Notices::default();
+    crate::dependency::runs_ended(c, &cancelled, &mut dependents).await?;
+    Ok((asked, flows, dependents))
 }
 
 /// The facts for the exclusive rule (`kairos_core::policy::exclusive_heads`): each job's
@@ -709,11 +722,22 @@ pub(crate) async fn finish_many(
     let stmt = &stmt;
     let sent = args.iter().map(|a| async move {
         let params = a.params();
-        c.query_one(stmt, &params).await
+        c.query_one(stmt, &params).await.map_err(pg_error)
     });
-    let rows = futures::future::try_join_all(sent)
-        .await
-        .map_err(pg_error)?;
+    // Behind them, in the same pipeline: the runs of the jobs that run after the ones that
+    // ended (a run whose lease was lost is not ended by this batch, and is left alone).
+    let ended: Vec<RunId> = ps
+        .iter()
+        .filter(|p| p.parent_id.is_none() && !matches!(p.next, RunNext::Release))
+        .map(|p| p.run_id)
+        .collect();
+    let mut dependents = Notices::default();
+    let (rows, ()) = futures::future::try_join(
+        futures::future::try_join_all(sent),
+        crate::dependency::runs_ended(c, &ended, &mut dependents),
+    )
+    .await?;
+    notices.merge(dependents);
     let mut held = vec![false; ps.len()];
     // The workflow runs to settle, in id order, each with the `now` of its first step's finish.
     let mut settle: std::collections::BTreeMap<RunId, Option<Timestamp>> = Default::default();

@@ -78,6 +78,10 @@ impl PostgresStore {
             return Err(invalid(run.state));
         }
         let mut notices = Notices::default();
+        if run.state != RunState::Running && parent.is_none() {
+            // Cancelled before it started: it ended, and the jobs that run after it run.
+            crate::dependency::runs_ended(&tx, &[p.run_id], &mut notices).await?;
+        }
         match parent {
             // A workflow run (nothing for a plain run: it has no steps): its steps, in id
             // order after it.

@@ -79,6 +79,14 @@ impl Notices {
         }
     }
 
+    /// Adds every kind `other` has.
+    pub fn merge(&mut self, other: Notices) {
+        self.jobs |= other.jobs;
+        self.runs |= other.runs;
+        self.cancel |= other.cancel;
+        self.leader |= other.leader;
+    }
+
     fn payloads(self) -> Vec<&'static str> {
         [
             (self.jobs, Change::Jobs),

@@ -193,13 +193,7 @@ impl PostgresStore {
         })?;
         // The session default, set at connection start: it survives `RESET ALL` and
         // `DISCARD ALL`, unlike a `SET` after connecting.
-        // The store's notification channel too, for the trigger that queues dependent runs
-        // (`runs_dependents`): it tells the nodes from inside the transaction.
-        let search_path = format!(
-            "-csearch_path={} -ckairos.channel={}",
-            quote(&config.schema),
-            crate::changes::channel_name(&config.schema)
-        );
+        let search_path = format!("-csearch_path={}", quote(&config.schema));
         let options = match pg.get_options() {
             Some(o) if !o.trim().is_empty() => format!("{o} {search_path}"),
             _ => search_path,

@@ -90,6 +90,40 @@ pub(crate) async fn set(c: &impl GenericClient, job_id: JobId, spec: &JobSpec) -
     Ok(())
 }
 
+/// The statement of [`runs_ended`].
+const RUNS_ENDED: &str = "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, \
+       max_attempts, execution, exclusive, created_at, upstream_run_id) \
+     SELECT d.job_id, r.finished_at, r.finished_at, 'queued', 'dependency', d.max_attempts, \
+       d.execution, d.exclusive, r.finished_at, r.id \
+     FROM runs r \
+     JOIN jobs u ON u.id = r.job_id \
+     JOIN job_deps d ON d.upstream = u.name AND d.state = r.state \
+     JOIN jobs j ON j.id = d.job_id AND j.namespace = u.namespace AND NOT j.paused \
+     WHERE r.id = ANY($1) AND r.parent_id IS NULL AND r.finished_at IS NOT NULL \
+       AND EXISTS (SELECT 1 FROM job_deps) \
+     ORDER BY r.id, d.job_id \
+     ON CONFLICT DO NOTHING RETURNING 1";
+
+/// Creates the runs of the jobs that run after the jobs of runs `ids`, for those of the runs
+/// that are top-level runs ended in a state the dependents wait for: one per dependent job
+/// (not paused) and upstream run, whatever happens to the run afterwards (`runs_upstream` is
+/// unique; an existing one is left alone, so a run seen twice is harmless). Send it in the
+/// transaction that ended the runs, after the statements that did (it may be pipelined
+/// behind them). Notes `Runs` when it queued any. While no job runs after another it costs
+/// one look at an empty table.
+pub(crate) async fn runs_ended(
+    c: &impl GenericClient,
+    ids: &[kairos_core::run::RunId],
+    notices: &mut crate::changes::Notices,
+) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let queued = query(c, RUNS_ENDED, &[&ids]).await?;
+    notices.add_if(!queued.is_empty(), kairos_store::Change::Runs);
+    Ok(())
+}
+
 /// `HasDependents` if other jobs of the namespace run after job `name` (`job_id`, whose row
 /// the caller has locked).
 pub(crate) async fn refuse_if_depended_on(

@@ -171,7 +171,8 @@ pub(crate) async fn fire_many(
     // The cancels first, then the inserts: a fire may send both at once because its cancels
     // keep the runs of the due times it inserts, but an event's run has no due-time key to be
     // kept by, and must not be cancelled with the runs it replaces.
-    let (stopping, flows) = crate::batch::lock_runs(c, &refs).await?;
+    let (stopping, flows, dependents) = crate::batch::lock_runs(c, &refs).await?;
+    notices.merge(dependents);
     let inserted = futures::future::try_join_all(
         fires
             .iter()

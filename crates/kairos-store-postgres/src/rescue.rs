@@ -95,6 +95,8 @@ pub(crate) async fn rescue(
                 if decision == RescueDecision::Lost {
                     report.lost.push(run.id);
                 }
+                // A run that ended: the jobs that run after it run.
+                crate::dependency::runs_ended(c, &[run.id], notices).await?;
                 // A step that ended moves its workflow run on.
                 if let Some(parent) = col::<Option<RunId>>(row, 8)? {
                     settle.insert(parent, now);

@@ -211,8 +211,12 @@ pub(crate) async fn settle(
         )
         .await
     };
-    let (released, _, _) = futures::future::try_join3(released, decided, finished).await?;
+    let (released, _, finished) = futures::future::try_join3(released, decided, finished).await?;
     notices.add_if(released > 0, kairos_store::Change::Runs);
+    if finished == 1 {
+        // The workflow run ended with this step: the jobs that run after it run.
+        crate::dependency::runs_ended(c, &[run_id], notices).await?;
+    }
     Ok(())
 }
 

@@ -273,6 +273,9 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
     if changed == 0 {
         return Ok(false);
     }
+    if !release && p.parent_id.is_none() {
+        crate::dependency::run_ended(conn, p.run_id)?;
+    }
     if !release {
         let error = match &o.status {
             AttemptStatus::Error { message } => Some(message.as_str()),

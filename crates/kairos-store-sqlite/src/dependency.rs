@@ -59,6 +59,37 @@ pub(crate) fn set(conn: &Connection, job_id: JobId, spec: &JobSpec) -> StoreResu
     Ok(())
 }
 
+/// Creates the runs of the jobs that run after run `run_id`'s job, if the run is a top-level
+/// run that has just ended in a state they wait for: one per dependent job (not paused) and
+/// upstream run, whatever happens to the run afterwards (`runs_upstream` is unique, and the
+/// insert leaves an existing one alone). Call it in the transaction that ended the run,
+/// wherever a run ends. Costs one look at an empty table while no job runs after another.
+pub(crate) fn run_ended(conn: &Connection, run_id: kairos_core::run::RunId) -> StoreResult<()> {
+    // First the one look, on its own: the insert below is planned from the run.
+    if crate::rows::first(conn, "SELECT 1 FROM job_deps LIMIT 1", [], |r| {
+        col::<i64>(r, 0)
+    })?
+    .is_none()
+    {
+        return Ok(());
+    }
+    exec(
+        conn,
+        "INSERT OR IGNORE INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
+           execution, exclusive, created_at, upstream_run_id) \
+         SELECT d.job_id, r.finished_at, r.finished_at, 'queued', 'dependency', d.max_attempts, \
+           d.execution, d.exclusive, r.finished_at, r.id \
+         FROM runs r \
+         JOIN jobs u ON u.id = r.job_id \
+         JOIN job_deps d ON d.upstream = u.name AND d.state = r.state \
+         JOIN jobs j ON j.id = d.job_id AND j.namespace = u.namespace AND j.paused = 0 \
+         WHERE r.id = ?1 AND r.parent_id IS NULL AND r.finished_at IS NOT NULL \
+         ORDER BY d.job_id",
+        [run_id],
+    )?;
+    Ok(())
+}
+
 /// `HasDependents` if other jobs of the namespace run after job `name` (`job_id`).
 pub(crate) fn refuse_if_depended_on(
     conn: &Connection,

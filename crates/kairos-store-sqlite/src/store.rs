@@ -136,14 +136,19 @@ pub(crate) fn cancel_active_runs(
         .map_err(|e| StoreError::Internal(e.to_string()))?;
     // The job's own runs, through the `runs_job_active` index (its condition word for word);
     // a workflow run's steps are reached through it below.
-    exec(
+    let cancelled = all(
         conn,
         "UPDATE runs SET state = 'cancelled', finished_at = ?1, reason = 'replaced' \
          WHERE job_id = ?2 AND parent_id IS NULL \
            AND (state = 'scheduled' OR state = 'queued' OR state = 'running') \
-           AND state <> 'running' AND scheduled_for NOT IN (SELECT value FROM json_each(?3))",
+           AND state <> 'running' AND scheduled_for NOT IN (SELECT value FROM json_each(?3)) \
+         RETURNING id",
         params![micros(now), job_id, keep],
+        |r| col::<i64>(r, 0),
     )?;
+    for id in cancelled {
+        crate::dependency::run_ended(conn, id)?;
+    }
     let running = all(
         conn,
         "UPDATE runs SET cancel_requested = 1 WHERE job_id = ?1 AND parent_id IS NULL \
@@ -732,6 +737,9 @@ impl Store for SqliteStore {
                     if let Some(list) = list {
                         list.push(run.id);
                     }
+                    if run.parent.is_none() && state != "queued" {
+                        crate::dependency::run_ended(tx, run.id)?;
+                    }
                     // A step that ended moves its workflow run on.
                     if let Some(parent) = run.parent
                         && state != "queued"
@@ -760,12 +768,18 @@ impl Store for SqliteStore {
                             action: "cancelled",
                         });
                     }
-                    RunState::Scheduled | RunState::Queued => exec(
-                        tx,
-                        "UPDATE runs SET state = 'cancelled', finished_at = ?1, \
+                    RunState::Scheduled | RunState::Queued => {
+                        let changed = exec(
+                            tx,
+                            "UPDATE runs SET state = 'cancelled', finished_at = ?1, \
                              reason = 'cancelled' WHERE id = ?2 AND state = ?3",
-                        params![now, p.run_id, run.state.as_str()],
-                    )?,
+                            params![now, p.run_id, run.state.as_str()],
+                        )?;
+                        if changed == 1 && run.parent_id.is_none() {
+                            crate::dependency::run_ended(tx, p.run_id)?;
+                        }
+                        changed
+                    }
                     RunState::Running => exec(
                         tx,
                         "UPDATE runs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",

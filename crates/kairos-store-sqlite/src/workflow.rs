@@ -148,11 +148,14 @@ pub(crate) fn settle(conn: &Connection, run_id: RunId, now: Timestamp) -> StoreR
         )?;
     }
     if let Some(state) = plan.finish {
-        exec(
+        let ended = exec(
             conn,
             "UPDATE runs SET state = ?1, finished_at = ?2 WHERE id = ?3 AND state = 'running'",
             params![state.as_str(), now, run_id],
         )?;
+        if ended == 1 {
+            crate::dependency::run_ended(conn, run_id)?;
+        }
     }
     Ok(())
 }

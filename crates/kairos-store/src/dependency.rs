@@ -1,8 +1,8 @@
 //! Dependency triggers, as every backend stores them: one `job_deps` row per (dependent job,
-//! upstream job, end state that starts it), with what the dependent run is created with. A
-//! trigger on `runs` in each backend's schema creates the dependent runs in the transaction
-//! that ends an upstream run, keyed by `(job_id, upstream_run_id)`; the checks below run in
-//! the transaction that writes a job.
+//! upstream job, end state that starts it), with what the dependent run is created with. Each
+//! backend creates the dependent runs in the transaction that ends an upstream run, wherever a
+//! run ends (a finish, a rescue, a cancel, a replace, a workflow run's last step), keyed by
+//! `(job_id, upstream_run_id)`; the checks below run in the transaction that writes a job.
 
 use kairos_core::ValidationErrors;
 use kairos_core::dependency::{dependency_exclusive, describe_cycle, find_cycle};

@@ -51,6 +51,11 @@ pub enum StoreError {
         name: String,
         dependents: Vec<String>,
     },
+    /// An event's jobs kept changing while it was posted; posting it again (same id) is safe.
+    #[error(
+        "event `{id}`: {jobs} job(s) changed while it was posted, again and again; post it again with the same id (runs already created are not created twice)"
+    )]
+    EventContended { id: String, jobs: usize },
     /// The data directory is held by another node.
     #[error("{0}")]
     Locked(String),

@@ -118,7 +118,16 @@ fn invalid_field(e: StoreError) -> (String, String) {
 
 pub async fn dependency_runs_follow_each_matching_end(store: Arc<dyn Store>) {
     let at = t(T0);
-    let a = create(&store, super::spec("a")).await.unwrap();
+    // Due at T0 (it is fired once below, replacing its active run).
+    let a = store
+        .job_create(JobCreateParams {
+            actor: "test".into(),
+            spec: super::spec("a"),
+            next_fire_at: Some(at),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
     let b = create(
         &store,
         dependent("b", &[("a", "success")], r#""overlap":"allow","#),
@@ -239,6 +248,33 @@ pub async fn dependency_runs_follow_each_matching_end(store: Arc<dyn Store>) {
             .contains(&(a4.id, RunState::Queued)),
         "a lost run is a failure"
     );
+
+    // A run that `overlap: replace` cancels (a fire with `cancel_active`) is done too.
+    let later = until + SignedDuration::from_secs(1);
+    let a5 = trigger(&store, &a, later).await;
+    let done_before = dependency_runs(&store, &on_done).await.len();
+    let fire_at = later + SignedDuration::from_secs(1);
+    store
+        .job_fire(JobFireParams {
+            job_id: a.id,
+            expected_next_fire_at: at,
+            runs: vec![super::insert(fire_at)],
+            cancel_active: true,
+            max_active: None,
+            next_fire_at: None,
+            now: Some(fire_at),
+        })
+        .await
+        .unwrap();
+    let replaced = store
+        .run_get(RunGetParams { id: a5.id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(replaced.state, RunState::Cancelled);
+    let done = dependency_runs(&store, &on_done).await;
+    assert_eq!(done.len(), done_before + 1);
+    assert!(done.contains(&(a5.id, RunState::Queued)), "{done:?}");
 }
 
 pub async fn dependency_runs_are_once_per_upstream_run(store: Arc<dyn Store>) {
