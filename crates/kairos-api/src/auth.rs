@@ -59,10 +59,19 @@ fn unauthorized(detail: &str) -> Response {
     response
 }
 
-/// Routes that answer without a token.
+/// Routes that answer without a token. A task's report is authorised by its attempt's own
+/// token instead (`Kairos-Run-Token`, checked by the handler).
 fn is_open(app: &AppState, path: &str) -> bool {
     matches!(path, "/health" | "/ready" | "/api/v1/openapi.json")
         || (path == "/metrics" && app.access.metrics_public)
+        || is_report(path)
+}
+
+/// `/api/v1/runs/{id}/checkpoint`.
+fn is_report(path: &str) -> bool {
+    path.strip_prefix("/api/v1/runs/")
+        .and_then(|rest| rest.strip_suffix("/checkpoint"))
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The middleware: finds the request's principal (see the module docs).

@@ -98,6 +98,28 @@ pub struct RunDto {
     /// The run of another job whose end created this one (`origin: dependency`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_run_id: Option<i64>,
+    /// What its task last reported while it ran (`KAIROS_CHECKPOINT_FILE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<RunReportDto>,
+}
+
+/// What a run's task last reported.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunReportDto {
+    /// 0 to 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the last report was written.
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    /// Whether a checkpoint was reported (a later attempt resumes from it).
+    pub has_checkpoint: bool,
+    /// The last checkpoint; present on `GET /runs/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: Option<serde_json::Value>,
 }
 
 /// The event a run is for.
@@ -199,6 +221,13 @@ impl From<Run> for RunDto {
                 payload: None,
             }),
             upstream_run_id: r.upstream_run_id,
+            report: r.report.map(|p| RunReportDto {
+                progress: p.progress,
+                message: p.message,
+                at: p.at,
+                has_checkpoint: p.checkpoint.is_some(),
+                checkpoint: None,
+            }),
         }
     }
 }

@@ -79,6 +79,7 @@ impl AppState {
         jobs::all_runs,
         runs::get,
         runs::cancel,
+        runs::checkpoint,
         runs::output,
         steps::skip,
         steps::mark_succeeded,
@@ -101,6 +102,8 @@ impl AppState {
         dto::AttemptDto,
         dto::StepDto,
         dto::RunEventDto,
+        dto::RunReportDto,
+        runs::ReportBody,
         jobs::TriggerBody,
         error::Problem,
         error::FieldErrorDto,
@@ -181,6 +184,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs", get(jobs::all_runs))
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/checkpoint", post(runs::checkpoint))
         .route("/runs/{id}/rerun-failed", post(steps::rerun_failed))
         .route("/runs/{id}/steps/{step}/skip", post(steps::skip))
         .route(

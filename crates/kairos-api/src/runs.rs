@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kairos_core::auth::Role;
 use kairos_core::run::RunState;
@@ -38,10 +38,14 @@ pub async fn get(
         .attempt_list(kairos_store::AttemptListParams { run_id: id })
         .await?;
     let payload = run.event.as_ref().map(|e| e.payload.clone());
+    let checkpoint = run.report.as_ref().and_then(|r| r.checkpoint.clone());
     let mut dto = with_steps(&app, run).await?;
     dto.attempts = Some(attempts.into_iter().map(AttemptDto::from).collect());
     if let (Some(event), Some(payload)) = (dto.event.as_mut(), payload) {
         event.payload = serde_json::from_str(&payload).ok();
+    }
+    if let (Some(report), Some(checkpoint)) = (dto.report.as_mut(), checkpoint) {
+        report.checkpoint = serde_json::from_str(&checkpoint).ok();
     }
     Ok(Json(dto))
 }
@@ -255,4 +259,86 @@ pub(crate) async fn with_steps(app: &AppState, run: kairos_store::Run) -> Result
         }
     }
     Ok(dto)
+}
+
+/// The header a task reports with: its attempt's own token (`KAIROS_RUN_TOKEN`).
+pub const RUN_TOKEN_HEADER: &str = "kairos-run-token";
+
+/// What a task reports over the API: the fields of a checkpoint file's line.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "the schema of the body, which the handler reads as JSON text"
+)]
+pub struct ReportBody {
+    /// 0 to 1.
+    pub progress: Option<f64>,
+    pub message: Option<String>,
+    /// Any JSON document of at most 64 KiB: what a later attempt resumes from.
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: Option<serde_json::Value>,
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{id}/checkpoint", tag = "runs",
+    params(
+        ("id" = i64, Path, description = "Run id"),
+        ("Kairos-Run-Token" = String, Header, description = "The attempt's own token, as its task got it in KAIROS_RUN_TOKEN (no API token needed)")
+    ),
+    request_body(content = ReportBody, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Recorded with the run"),
+        (status = 403, description = "Not the token of the run's attempt", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No attempt of the run is running on this node", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The attempt no longer holds the run (it was rescued or stopped)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a report", body = crate::error::Problem, content_type = "application/problem+json")
+    ),
+    security(()))]
+pub async fn checkpoint(
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+    Query(NoQuery {}): Query<NoQuery>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let token = headers
+        .get(RUN_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let lease_token = app.ctx.run_tokens.lease_for(id, token).map_err(|known| {
+        if known {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Not the run's token",
+                format!("the `Kairos-Run-Token` is not the token of run {id}'s attempt"),
+            )
+        } else {
+            ApiError::not_found(format!(
+                "no attempt of run {id} is running on this node (a task reports to the node that runs it: KAIROS_API_URL)"
+            ))
+        }
+    })?;
+    let report = kairos_exec::parse_report(&body)
+        .map_err(|e| ApiError::invalid(kairos_core::ValidationErrors::single("", e)))?;
+    let written = app
+        .ctx
+        .store
+        .run_report(kairos_store::RunReportParams {
+            run_id: id,
+            lease_token,
+            progress: report.progress,
+            message: report.message,
+            checkpoint: report.checkpoint,
+            now: app.ctx.clock.store_now(),
+        })
+        .await?;
+    if !written {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "lease-lost",
+            "The attempt no longer holds the run",
+            format!("run {id}'s attempt lost its lease (rescued or stopped); nothing was recorded"),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

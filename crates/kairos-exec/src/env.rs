@@ -102,8 +102,12 @@ pub(crate) fn build_env(
 
 /// Kairos's variables that are set only for some processes: never taken from the server's or
 /// the job's environment.
-const OPTIONAL_KAIROS_VARS: [&str; 9] = [
+const OPTIONAL_KAIROS_VARS: [&str; 13] = [
     "KAIROS_STEP",
+    "KAIROS_RUN_TOKEN",
+    "KAIROS_API_URL",
+    crate::exchange::CHECKPOINT_VAR,
+    crate::exchange::REPORTS_VAR,
     "KAIROS_UPSTREAM_RUN_ID",
     crate::exchange::UPSTREAM_RESULT_VAR,
     "KAIROS_EVENT_ID",
@@ -126,6 +130,12 @@ pub(crate) fn kairos_vars(context: &RunContext) -> Vec<(&'static str, String)> {
     ];
     if let Some(step) = &context.step {
         vars.push(("KAIROS_STEP", step.clone()));
+    }
+    if let Some(token) = &context.run_token {
+        vars.push(("KAIROS_RUN_TOKEN", token.clone()));
+    }
+    if let Some(url) = &context.api_url {
+        vars.push(("KAIROS_API_URL", url.clone()));
     }
     if let Some(id) = context.upstream_run_id {
         vars.push(("KAIROS_UPSTREAM_RUN_ID", id.to_string()));

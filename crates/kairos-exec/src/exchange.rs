@@ -13,7 +13,9 @@
 //! | `KAIROS_UPSTREAM_RESULTS` | `upstream-results.json`: `{"<step>": <its result or null>, ...}` | for a workflow step with upstream steps |
 //! | `KAIROS_EVENT` | `event.json`: the payload of the event the run is for | when an event created the run |
 //! | `KAIROS_UPSTREAM_RESULT` | `upstream-result.json`: the result of the run whose end created this one | for a dependency's run whose upstream run wrote a result |
+//! | `KAIROS_CHECKPOINT` | `checkpoint.json`: the last checkpoint an earlier attempt of the run reported | when there is one |
 //! | `KAIROS_RESULT` | `result.json`, not created: the task may write one JSON document there | for every task, never for a hook |
+//! | `KAIROS_CHECKPOINT_FILE` | `checkpoints.jsonl`, created empty and writable: the task appends JSON lines (`{"progress": 0.4, "message": "...", "checkpoint": {...}}`), read while it runs | for a `command` or `shell` task whose reports are taken (the worker's always are), never for a hook |
 //!
 //! Hooks read the same inputs (from their own directory) but get no `KAIROS_RESULT`: the
 //! attempt's result is the task's alone. The input files are read-only (mode 0400), the
@@ -72,12 +74,25 @@ pub(crate) const UPSTREAM_RESULTS_VAR: &str = "KAIROS_UPSTREAM_RESULTS";
 pub(crate) const RESULT_VAR: &str = "KAIROS_RESULT";
 pub(crate) const EVENT_VAR: &str = "KAIROS_EVENT";
 pub(crate) const UPSTREAM_RESULT_VAR: &str = "KAIROS_UPSTREAM_RESULT";
+pub(crate) const CHECKPOINT_VAR: &str = "KAIROS_CHECKPOINT";
+pub(crate) const REPORTS_VAR: &str = "KAIROS_CHECKPOINT_FILE";
 
 const PARAMS_FILE: &str = "params.json";
 const UPSTREAM_RESULTS_FILE: &str = "upstream-results.json";
 const RESULT_FILE: &str = "result.json";
 const EVENT_FILE: &str = "event.json";
 const UPSTREAM_RESULT_FILE: &str = "upstream-result.json";
+const CHECKPOINT_FILE: &str = "checkpoint.json";
+const REPORTS_FILE: &str = "checkpoints.jsonl";
+
+/// How often a running task's checkpoint file is read.
+pub(crate) const REPORT_EVERY: Duration = Duration::from_millis(500);
+/// Longest line of a checkpoint file (a checkpoint of 64 KiB and the rest of its line).
+const MAX_REPORT_LINE: usize = MAX_RESULT_BYTES + 4096;
+/// Most bytes read from a checkpoint file at once.
+const REPORT_READ: usize = 1 << 20;
+/// Longest `message` kept.
+const MAX_REPORT_MESSAGE: usize = 1024;
 
 /// Longest wait, after the process ended, for its result to be read and its directory removed
 /// (on a stuck file system the blocking thread is left behind).
@@ -107,6 +122,8 @@ pub(crate) struct ExchangeDir {
     inputs: Vec<(&'static str, &'static str)>,
     /// The process may leave a result (a task, not a hook).
     takes_result: bool,
+    /// The process has a checkpoint file (a task whose reports someone takes).
+    takes_reports: bool,
     removed: bool,
 }
 
@@ -119,6 +136,7 @@ pub(crate) fn create(
     context: &RunContext,
     owner: Owner,
     takes_result: bool,
+    takes_reports: bool,
 ) -> Result<Option<ExchangeDir>, String> {
     let inputs: Vec<(&'static str, &'static str, &str)> = [
         (PARAMS_VAR, PARAMS_FILE, context.params.as_deref()),
@@ -136,6 +154,11 @@ pub(crate) fn create(
             UPSTREAM_RESULT_VAR,
             UPSTREAM_RESULT_FILE,
             context.upstream_result.as_deref(),
+        ),
+        (
+            CHECKPOINT_VAR,
+            CHECKPOINT_FILE,
+            context.checkpoint.as_deref(),
         ),
     ]
     .into_iter()
@@ -157,6 +180,7 @@ pub(crate) fn create(
         owner,
         inputs: Vec::new(),
         takes_result,
+        takes_reports,
         removed: false,
     };
     match exchange.fill(&inputs) {
@@ -176,6 +200,9 @@ impl ExchangeDir {
         if self.takes_result {
             files.push((RESULT_VAR, RESULT_FILE));
         }
+        if self.takes_reports {
+            files.push((REPORTS_VAR, REPORTS_FILE));
+        }
         files
             .into_iter()
             .map(|(var, file)| (var, self.path.join(file).into_os_string()))
@@ -185,9 +212,14 @@ impl ExchangeDir {
     /// Writes the input files, then gives the directory to the task's user.
     fn fill(&mut self, inputs: &[(&'static str, &'static str, &str)]) -> Result<(), String> {
         for &(var, file, content) in inputs {
-            self.write_input(file, content)
+            self.write_input(file, content, READ_ONLY)
                 .map_err(|e| format!("{file}: {e}"))?;
             self.inputs.push((var, file));
+        }
+        // The task's checkpoint file: empty, and the task's to write.
+        if self.takes_reports {
+            self.write_input(REPORTS_FILE, "", Mode::RUSR | Mode::WUSR)
+                .map_err(|e| format!("{REPORTS_FILE}: {e}"))?;
         }
         // Last, once nothing more is made in it.
         if self.owner.chown {
@@ -196,13 +228,13 @@ impl ExchangeDir {
         Ok(())
     }
 
-    fn write_input(&self, file: &str, content: &str) -> io::Result<()> {
+    fn write_input(&self, file: &str, content: &str, mode: Mode) -> io::Result<()> {
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
-        let fd = rustix::fs::openat(&self.dir, file, flags | OFlags::CLOEXEC, READ_ONLY)?;
+        let fd = rustix::fs::openat(&self.dir, file, flags | OFlags::CLOEXEC, mode)?;
         let mut file = File::from(fd);
         file.write_all(content.as_bytes())?;
         // The mode asked for at creation is subject to the umask.
-        rustix::fs::fchmod(&file, READ_ONLY)?;
+        rustix::fs::fchmod(&file, mode)?;
         if self.owner.chown {
             chown(&file, self.owner)?;
         }
@@ -348,6 +380,230 @@ pub(crate) async fn settle(
     apply(read, outcome, output);
 }
 
+/// Reads a task's checkpoint file from a duplicate of its directory's descriptor, so that it
+/// can be read on a blocking thread while the directory stays with the attempt.
+pub(crate) struct ReportReader {
+    dir: OwnedFd,
+    owner: Owner,
+    /// Bytes of the file consumed so far.
+    offset: u64,
+    /// Set once the file cannot be read any more (replaced by something else): nothing more
+    /// is read, and it is said once.
+    given_up: bool,
+}
+
+impl ExchangeDir {
+    /// A reader of the task's checkpoint file (`None` for a hook, or if the descriptor cannot
+    /// be duplicated).
+    pub(crate) fn report_reader(&self) -> Option<ReportReader> {
+        if !self.takes_reports {
+            return None;
+        }
+        let dir = rustix::io::fcntl_dupfd_cloexec(&self.dir, 0).ok()?;
+        Some(ReportReader {
+            dir,
+            owner: self.owner,
+            offset: 0,
+            given_up: false,
+        })
+    }
+}
+
+impl ReportReader {
+    /// The complete lines appended since the last read, as reports, and notes on the lines
+    /// that are not reports (for the attempt's output). Blocking. The file is checked as the
+    /// result is (a regular file of the task's user, never followed through a link), read
+    /// through the directory's descriptor, at most [`REPORT_READ`] bytes at a time.
+    pub(crate) fn read(&mut self) -> (Vec<crate::TaskReport>, Vec<String>) {
+        if self.given_up {
+            return (vec![], vec![]);
+        }
+        match self.read_lines() {
+            Ok(read) => read,
+            Err(problem) => {
+                self.given_up = true;
+                (
+                    vec![],
+                    vec![format!("{REPORTS_VAR}: {problem}; not read any more")],
+                )
+            }
+        }
+    }
+
+    fn read_lines(&mut self) -> Result<(Vec<crate::TaskReport>, Vec<String>), String> {
+        let stat = match rustix::fs::statat(&self.dir, REPORTS_FILE, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(Errno::NOENT) => return Ok((vec![], vec![])),
+            Err(e) => return Err(format!("cannot read {REPORTS_FILE}: {e}")),
+        };
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        if kind != FileType::RegularFile {
+            return Err(format!("{REPORTS_FILE} is {}", kind_name(kind)));
+        }
+        if stat.st_uid != self.owner.uid {
+            return Err(format!("{REPORTS_FILE} is not the task's user's"));
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let fd = match rustix::fs::openat(
+            &self.dir,
+            REPORTS_FILE,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok((vec![], vec![])),
+            Err(e) => return Err(format!("cannot read {REPORTS_FILE}: {e}")),
+        };
+        let stat =
+            rustix::fs::fstat(&fd).map_err(|e| format!("cannot read {REPORTS_FILE}: {e}"))?;
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        if kind != FileType::RegularFile || stat.st_uid != self.owner.uid {
+            return Err(format!("{REPORTS_FILE} was replaced"));
+        }
+        let len = u64::try_from(stat.st_size).unwrap_or(0);
+        if len < self.offset {
+            // Truncated and written again: read it from its start.
+            self.offset = 0;
+        }
+        let available = usize::try_from(len - self.offset)
+            .unwrap_or(usize::MAX)
+            .min(REPORT_READ);
+        if available == 0 {
+            return Ok((vec![], vec![]));
+        }
+        let mut buf = vec![0u8; available];
+        let mut filled = 0;
+        while filled < available {
+            match rustix::io::pread(&fd, &mut buf[filled..], self.offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(format!("cannot read {REPORTS_FILE}: {e}")),
+            }
+        }
+        buf.truncate(filled);
+        let mut reports = Vec::new();
+        let mut notes = Vec::new();
+        let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+            // No complete line yet; one that will never fit is skipped.
+            if buf.len() >= MAX_REPORT_LINE {
+                self.offset += buf.len() as u64;
+                notes.push(format!(
+                    "{REPORTS_VAR}: a line longer than {MAX_REPORT_LINE} bytes was skipped"
+                ));
+            }
+            return Ok((reports, notes));
+        };
+        self.offset += end as u64 + 1;
+        for line in buf[..end].split(|b| *b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match parse_report(line) {
+                Ok(report) => reports.push(report),
+                Err(problem) => notes.push(format!("{REPORTS_VAR}: {problem}; line skipped")),
+            }
+        }
+        Ok((reports, notes))
+    }
+}
+
+/// One line of a checkpoint file: a JSON object with `progress` (a number from 0 to 1),
+/// `message` (a string) and `checkpoint` (any JSON but `null`, at most 64 KiB), each optional.
+pub fn parse_report(line: &[u8]) -> Result<crate::TaskReport, String> {
+    if line.len() > MAX_REPORT_LINE {
+        return Err(format!("a line is longer than {MAX_REPORT_LINE} bytes"));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+    let Some(fields) = value.as_object() else {
+        return Err("not a JSON object".into());
+    };
+    let progress = match fields.get("progress") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(p) => match p.as_f64() {
+            Some(p) if (0.0..=1.0).contains(&p) => Some(p),
+            _ => return Err("`progress` must be a number from 0 to 1".into()),
+        },
+    };
+    let message = match fields.get("message") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(m)) => {
+            Some(m.chars().take(MAX_REPORT_MESSAGE).collect::<String>())
+        }
+        Some(_) => return Err("`message` must be a string".into()),
+    };
+    let checkpoint = match fields.get("checkpoint") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(c) => {
+            let text = c.to_string();
+            if text.len() > MAX_RESULT_BYTES {
+                return Err(format!(
+                    "`checkpoint` is {} bytes as JSON; at most {MAX_RESULT_BYTES}",
+                    text.len()
+                ));
+            }
+            Some(text)
+        }
+    };
+    Ok(crate::TaskReport {
+        progress,
+        message,
+        checkpoint,
+    })
+}
+
+/// Reads a running task's checkpoint file every [`REPORT_EVERY`] on a blocking thread and
+/// sends what it reports; notes on bad lines go to the attempt's output.
+pub(crate) struct Reporter {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reporter {
+    pub(crate) fn spawn(
+        mut reader: ReportReader,
+        sink: crate::ReportSink,
+        output: std::sync::Arc<OutputBuffer>,
+    ) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let last = tokio::select! {
+                    () = stopped.cancelled() => true,
+                    () = tokio::time::sleep(REPORT_EVERY) => false,
+                };
+                let Ok((back, (reports, notes))) = tokio::task::spawn_blocking(move || {
+                    let read = reader.read();
+                    (reader, read)
+                })
+                .await
+                else {
+                    return;
+                };
+                reader = back;
+                for note in &notes {
+                    output.push_stream_line("kairos", note);
+                }
+                for report in reports {
+                    let _ = sink.send(report);
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Reads what the task wrote last, then stops (waiting at most [`SETTLE_LIMIT`]).
+    pub(crate) async fn finish(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(SETTLE_LIMIT, self.task).await;
+    }
+}
+
 /// Puts what was read into the outcome.
 fn apply(
     read: Result<Option<String>, String>,
@@ -476,6 +732,9 @@ mod tests {
             event: None,
             upstream_run_id: None,
             upstream_result: None,
+            checkpoint: None,
+            run_token: None,
+            api_url: None,
         }
     }
 
@@ -492,9 +751,74 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_lines_are_read_as_they_are_completed() {
+        use std::io::Write as _;
+        let base = tempfile::tempdir().unwrap();
+        let ctx = RunContext {
+            checkpoint: Some(r#"{"offset":1}"#.into()),
+            ..context(None, None)
+        };
+        let exchange = create(base.path(), &ctx, me(), true, true)
+            .unwrap()
+            .unwrap();
+        let vars = exchange.vars();
+        assert_eq!(
+            std::fs::read_to_string(var(&vars, CHECKPOINT_VAR)).unwrap(),
+            r#"{"offset":1}"#
+        );
+        let file = var(&vars, REPORTS_VAR).to_owned();
+        let mut reader = exchange.report_reader().unwrap();
+        assert_eq!(reader.read(), (vec![], vec![]));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        let lines = concat!(
+            r#"{"progress":0.5,"checkpoint":{"k":2}}"#,
+            "\noops\n",
+            r#"{"message":"par"#
+        );
+        f.write_all(lines.as_bytes()).unwrap();
+        let (reports, notes) = reader.read();
+        assert_eq!(
+            reports,
+            [crate::TaskReport {
+                progress: Some(0.5),
+                message: None,
+                checkpoint: Some(r#"{"k":2}"#.into()),
+            }]
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        // The partial line completes.
+        writeln!(f, r#"tial"}}"#).unwrap();
+        let (reports, _) = reader.read();
+        assert_eq!(reports[0].message.as_deref(), Some("partial"));
+        // Replaced by a symbolic link: not followed, not read again.
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &file).unwrap();
+        let (reports, notes) = reader.read();
+        assert!(reports.is_empty());
+        assert!(notes[0].contains("not read any more"), "{notes:?}");
+        assert_eq!(reader.read(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn report_lines_are_checked() {
+        assert!(parse_report(br#"{"progress": 1.5}"#).is_err());
+        assert!(parse_report(br#"{"progress": "half"}"#).is_err());
+        assert!(parse_report(br#"{"message": 3}"#).is_err());
+        assert!(parse_report(b"[1]").is_err());
+        let big = format!(r#"{{"checkpoint": "{}"}}"#, "x".repeat(MAX_RESULT_BYTES));
+        assert!(parse_report(big.as_bytes()).is_err());
+        let ok = parse_report(br#"{"progress": 0, "message": "m", "checkpoint": null}"#).unwrap();
+        assert_eq!(ok.progress, Some(0.0));
+        assert_eq!(ok.checkpoint, None, "null is no checkpoint");
+    }
+
+    #[test]
     fn a_hook_without_inputs_gets_no_directory() {
         let base = tempfile::tempdir().unwrap();
-        let made = create(base.path(), &context(None, None), me(), false).unwrap();
+        let made = create(base.path(), &context(None, None), me(), false, false).unwrap();
         assert!(made.is_none());
         assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
     }
@@ -504,15 +828,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let base = tempfile::tempdir().unwrap();
         let ctx = context(Some(r#"{"a":1}"#), Some(r#"{"up":null}"#));
-        let exchange = create(base.path(), &ctx, me(), true).unwrap().unwrap();
+        let exchange = create(base.path(), &ctx, me(), true, true)
+            .unwrap()
+            .unwrap();
         let vars = exchange.vars();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         let names: Vec<&str> = vars.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, [PARAMS_VAR, UPSTREAM_RESULTS_VAR, RESULT_VAR]);
+        assert_eq!(
+            names,
+            [PARAMS_VAR, UPSTREAM_RESULTS_VAR, RESULT_VAR, REPORTS_VAR]
+        );
+        assert_eq!(mode(var(&vars, REPORTS_VAR)), 0o600, "the task writes it");
         let params = var(&vars, PARAMS_VAR);
         assert_eq!(std::fs::read_to_string(params).unwrap(), r#"{"a":1}"#);
         let upstream = var(&vars, UPSTREAM_RESULTS_VAR);
         assert_eq!(std::fs::read_to_string(upstream).unwrap(), r#"{"up":null}"#);
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(params), 0o400);
         let dir = params.parent().unwrap().to_owned();
         assert_eq!(mode(&dir), 0o700);
@@ -530,7 +860,7 @@ mod tests {
             uid: me().uid.wrapping_add(1),
             ..me()
         };
-        let exchange = create(base.path(), &context(None, None), owner, true)
+        let exchange = create(base.path(), &context(None, None), owner, true, false)
             .unwrap()
             .unwrap();
         let vars = exchange.vars();
@@ -543,7 +873,7 @@ mod tests {
     #[test]
     fn results_are_checked_and_normalized() {
         let base = tempfile::tempdir().unwrap();
-        let exchange = create(base.path(), &context(None, None), me(), true)
+        let exchange = create(base.path(), &context(None, None), me(), true, false)
             .unwrap()
             .unwrap();
         let vars = exchange.vars();

@@ -81,6 +81,7 @@ async fn run(
         output: &req.output,
         cancel: &req.cancel,
         kill: &req.kill,
+        reports: None,
     })
     .await;
     req.output.push_stream_line(

@@ -111,6 +111,7 @@ use kairos_core::spec::{HooksSpec, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
 pub use env::EnvError;
+pub use exchange::parse_report;
 pub use function::{FunctionCall, FunctionRegistry};
 pub use output::{DEFAULT_OUTPUT_LIMIT, OutputBuffer};
 
@@ -166,7 +167,28 @@ pub struct RunContext {
     /// That run's result document, if it wrote one (`KAIROS_UPSTREAM_RESULT` names a file
     /// holding it).
     pub upstream_result: Option<String>,
+    /// The last checkpoint an earlier attempt of the run reported (`KAIROS_CHECKPOINT` names a
+    /// file holding it).
+    pub checkpoint: Option<String>,
+    /// The attempt's own token, for the task to report over the API (`KAIROS_RUN_TOKEN`), and
+    /// the API's URL (`KAIROS_API_URL`).
+    pub run_token: Option<String>,
+    pub api_url: Option<String>,
 }
+
+/// What a running task reported through its checkpoint file (`KAIROS_CHECKPOINT_FILE`): the
+/// fields of one line, each `None` when the line did not give it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskReport {
+    /// 0 to 1.
+    pub progress: Option<f64>,
+    pub message: Option<String>,
+    /// JSON text.
+    pub checkpoint: Option<String>,
+}
+
+/// Where a task's reports go while it runs.
+pub type ReportSink = tokio::sync::mpsc::UnboundedSender<TaskReport>;
 
 /// The event a run was created for, as its processes see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -198,6 +220,10 @@ pub struct ExecRequest {
     /// group, a function aborted). The worker uses it when its lease may have passed to another
     /// node, where the run may start again: the task must not outlive the lease.
     pub kill: CancellationToken,
+    /// Receives what a `command` or `shell` task reports through its checkpoint file while it
+    /// runs (read every half second, and once more after it ended). `None`:
+    /// the task gets no checkpoint file.
+    pub reports: Option<ReportSink>,
 }
 
 impl ExecRequest {
@@ -214,6 +240,7 @@ impl ExecRequest {
             output: Arc::new(OutputBuffer::new(DEFAULT_OUTPUT_LIMIT)),
             cancel: CancellationToken::new(),
             kill: CancellationToken::new(),
+            reports: None,
         }
     }
 }
@@ -292,6 +319,7 @@ impl TaskExecutor {
             output: &req.output,
             cancel: &req.cancel,
             kill: &req.kill,
+            reports: req.reports.as_ref(),
         })
         .await
     }

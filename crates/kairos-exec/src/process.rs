@@ -64,6 +64,8 @@ pub(crate) struct ProcessRun<'a> {
     pub cancel: &'a CancellationToken,
     /// Cancelled: SIGKILL at once, without the grace (see [`crate::ExecRequest::kill`]).
     pub kill: &'a CancellationToken,
+    /// Where the task's reports go (a task with a checkpoint file; `None` for hooks).
+    pub reports: Option<&'a crate::ReportSink>,
 }
 
 /// The argv of a `command` task.
@@ -105,6 +107,8 @@ pub(crate) struct ChildInputs {
     pub context: RunContext,
     pub extra_env: Vec<(String, String)>,
     pub takes_result: bool,
+    /// The process gets a checkpoint file, read while it runs (someone takes its reports).
+    pub takes_reports: bool,
 }
 
 /// [`run`], noticing the leader's exit as `mode` says, with the child prepared by `prepare`
@@ -137,6 +141,7 @@ where
             context: run.context.clone(),
             extra_env: run.extra_env.clone(),
             takes_result: run.takes_result,
+            takes_reports: run.takes_result && run.reports.is_some(),
         };
         move || {
             let prepared = prepare(&inputs);
@@ -160,7 +165,17 @@ where
     for note in &notes {
         run.output.push_stream_line("kairos", note);
     }
+    // The task's checkpoint file is read while it runs, and once more after it ended.
+    let reporter = match (&exchange, run.reports) {
+        (Some(dir), Some(sink)) => dir
+            .report_reader()
+            .map(|reader| exchange::Reporter::spawn(reader, sink.clone(), run.output.clone())),
+        _ => None,
+    };
     let mut outcome = run_prepared(&run, mode, deadline, prepared, cgroup).await;
+    if let Some(reporter) = reporter {
+        reporter.finish().await;
+    }
     // The process ended, or never started: what it left is complete. (Should this future be
     // dropped instead, the directory goes with `exchange`'s drop.)
     if let Some(exchange) = exchange {
@@ -392,6 +407,7 @@ fn prepare_child(inputs: &ChildInputs) -> Result<PreparedChild, String> {
         context,
         extra_env,
         takes_result,
+        takes_reports,
     } = inputs;
     let server_uid = identity::current_uid();
     let identity = settings
@@ -468,7 +484,13 @@ fn prepare_child(inputs: &ChildInputs) -> Result<PreparedChild, String> {
             .map_or_else(|| rustix::process::getegid().as_raw(), |i| i.gid),
         chown: identity.as_ref().is_some_and(|i| i.switch),
     };
-    let exchange = exchange::create(&std::env::temp_dir(), context, owner, *takes_result)?;
+    let exchange = exchange::create(
+        &std::env::temp_dir(),
+        context,
+        owner,
+        *takes_result,
+        *takes_reports,
+    )?;
     if let Some(exchange) = &exchange {
         // After every other layer (see `crate::env`): a task cannot override them.
         env.extend(exchange.vars().into_iter().map(|(k, v)| (k.into(), v)));
@@ -634,6 +656,9 @@ mod tests {
                 event: None,
                 upstream_run_id: None,
                 upstream_result: None,
+                checkpoint: None,
+                run_token: None,
+                api_url: None,
             },
             output: Arc::new(OutputBuffer::default()),
             cancel: CancellationToken::new(),
@@ -661,6 +686,7 @@ mod tests {
                 output: &self.output,
                 cancel: &self.cancel,
                 kill: &self.kill,
+                reports: None,
             };
             run_with(run, mode, prepare_child).await
         }
@@ -803,6 +829,7 @@ mod tests {
                 output: &s.output,
                 cancel: &s.cancel,
                 kill: &s.kill,
+                reports: None,
             };
             let outcome = tokio::time::timeout(PATIENCE, run_with(run, WaitMode::Auto, hanging))
                 .await

@@ -53,6 +53,49 @@ impl LiveOutputs {
     }
 }
 
+/// The attempts running on this node that may report over the API (`POST
+/// /api/v1/runs/{id}/checkpoint`): each run's attempt token (what its task got as
+/// `KAIROS_RUN_TOKEN`) and lease token (what fences its writes).
+#[derive(Debug, Default, Clone)]
+pub struct RunTokens {
+    inner: Arc<Mutex<HashMap<RunId, (String, String)>>>,
+}
+
+impl RunTokens {
+    /// The lease token of run `run`'s attempt on this node if `token` is its attempt token.
+    /// `Err(true)`: the run has an attempt here but the token is not its; `Err(false)`: no
+    /// attempt of the run runs here.
+    pub fn lease_for(&self, run: RunId, token: &str) -> Result<String, bool> {
+        let tokens = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((attempt, lease)) = tokens.get(&run) else {
+            return Err(false);
+        };
+        // Compared in constant time: the token is a secret.
+        let same = attempt.len() == token.len()
+            && attempt
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same { Ok(lease.clone()) } else { Err(true) }
+    }
+
+    pub(crate) fn insert(&self, run: RunId, attempt: String, lease: String) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run, (attempt, lease));
+    }
+
+    /// Forgets run `run`'s attempt token `attempt` (not a newer attempt's).
+    pub(crate) fn remove(&self, run: RunId, attempt: &str) {
+        let mut tokens = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.get(&run).is_some_and(|(a, _)| a == attempt) {
+            tokens.remove(&run);
+        }
+    }
+}
+
 /// Validated plans by `(job id, version)`: a version never changes, so its plan never does.
 /// Saves re-validating (and re-parsing cron expressions) on every fire and every attempt.
 #[derive(Debug, Default, Clone)]
@@ -110,6 +153,11 @@ pub struct NodeContext {
     pub leader_wake: Arc<Notify>,
     pub live: LiveOutputs,
     pub plans: PlanCache,
+    /// Attempt tokens of the attempts running here (see [`RunTokens`]).
+    pub run_tokens: RunTokens,
+    /// The URL of this node's API, as its tasks reach it (`KAIROS_API_URL`); `None` when the
+    /// node serves no API (a library embedding Kairos).
+    pub api_url: Option<String>,
 }
 
 impl NodeContext {
@@ -171,6 +219,8 @@ impl NodeContext {
             leader_wake: Arc::new(Notify::new()),
             live: LiveOutputs::default(),
             plans: PlanCache::default(),
+            run_tokens: RunTokens::default(),
+            api_url: None,
         }
     }
 }

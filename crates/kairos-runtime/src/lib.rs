@@ -26,7 +26,7 @@ pub mod tokens;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use context::{LiveOutputs, NodeContext};
+pub use context::{LiveOutputs, NodeContext, RunTokens};
 pub use elector::{Elector, ElectorConfig, LeaderGate};
 pub use events::{Emitted, EventRequest, EventRun};
 pub use jobs::{JobError, JobService};

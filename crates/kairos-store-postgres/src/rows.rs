@@ -26,14 +26,15 @@ macro_rules! run_columns {
          r.attempt, r.max_attempts, r.execution, r.exclusive, r.reason, r.node, \
          r.lease_expires_at, r.cancel_requested, r.created_at, r.started_at, r.finished_at, \
          r.exit_code, r.parent_id, r.step, r.result, r.params, r.event_id, r.event_topic, \
-         r.event_payload, r.upstream_run_id"
+         r.event_payload, r.upstream_run_id, r.progress, r.progress_message, r.checkpoint, \
+         r.reported_at"
     };
 }
 
 pub(crate) use {job_columns, run_columns};
 
 /// Number of columns in `run_columns!()`: a claim's job columns follow at this offset.
-pub(crate) const RUN_WIDTH: usize = 28;
+pub(crate) const RUN_WIDTH: usize = 32;
 
 /// `{RUN_SELECT} WHERE …` rows map with [`run`].
 pub(crate) const RUN_SELECT: &str = concat!(
@@ -181,6 +182,15 @@ pub(crate) fn run(row: &Row) -> StoreResult<Run> {
             None => None,
         },
         upstream_run_id: col(row, 27)?,
+        report: match col::<Option<jiff::Timestamp>>(row, 31)? {
+            Some(at) => Some(kairos_store::RunReport {
+                progress: col(row, 28)?,
+                message: col(row, 29)?,
+                checkpoint: col(row, 30)?,
+                at,
+            }),
+            None => None,
+        },
     })
 }
 

@@ -143,6 +143,28 @@ impl Store for PostgresStore {
         Ok(results)
     }
 
+    async fn run_report(&self, p: RunReportParams) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let changed = execute(
+            &client,
+            "UPDATE runs SET progress = coalesce($1, progress), \
+             progress_message = coalesce($2, progress_message), \
+             checkpoint = coalesce($3, checkpoint), \
+             reported_at = coalesce($4::timestamptz, now()) \
+             WHERE id = $5 AND lease_token = $6 AND state = 'running'",
+            &[
+                &p.progress,
+                &p.message,
+                &p.checkpoint,
+                &p.now,
+                &p.run_id,
+                &p.lease_token,
+            ],
+        )
+        .await?;
+        Ok(changed == 1)
+    }
+
     async fn event_targets(&self, p: EventTargetsParams) -> StoreResult<Vec<EventTarget>> {
         let client = self.client().await?;
         crate::event::targets(&client, &p).await

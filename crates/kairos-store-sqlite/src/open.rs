@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_workflows.sql"),
     include_str!("../migrations/0008_events.sql"),
     include_str!("../migrations/0009_dependencies.sql"),
+    include_str!("../migrations/0010_progress.sql"),
 ];
 
 /// Reader connections (and threads).

@@ -110,7 +110,8 @@ pub(crate) const RUN_SELECT: &str = "SELECT r.id, r.job_id, j.namespace, j.name,
      r.scheduled_for, r.run_at, r.state, r.origin, r.attempt, r.max_attempts, r.execution, \
      r.exclusive, r.reason, r.node, r.lease_expires_at, r.cancel_requested, r.created_at, \
      r.started_at, r.finished_at, r.exit_code, r.parent_id, r.step, r.result, r.params, \
-     r.event_id, r.event_topic, r.event_payload, r.upstream_run_id \
+     r.event_id, r.event_topic, r.event_payload, r.upstream_run_id, r.progress, \
+     r.progress_message, r.checkpoint, r.reported_at \
      FROM runs r JOIN jobs j ON j.id = r.job_id";
 
 fn text<'r>(row: &'r Row<'_>, i: usize) -> StoreResult<&'r str> {
@@ -155,6 +156,15 @@ pub(crate) fn run(row: &Row<'_>) -> StoreResult<Run> {
             None => None,
         },
         upstream_run_id: col(row, 27)?,
+        report: match col::<Option<i64>>(row, 31)? {
+            Some(at) => Some(kairos_store::RunReport {
+                progress: col(row, 28)?,
+                message: col(row, 29)?,
+                checkpoint: col(row, 30)?,
+                at: instant(at)?,
+            }),
+            None => None,
+        },
     })
 }
 

@@ -450,6 +450,30 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn run_report(&self, p: RunReportParams) -> StoreResult<bool> {
+        let now = micros(now_or(p.now));
+        self.db
+            .write(move |tx| {
+                let changed = exec(
+                    tx,
+                    "UPDATE runs SET progress = COALESCE(?1, progress), \
+                     progress_message = COALESCE(?2, progress_message), \
+                     checkpoint = COALESCE(?3, checkpoint), reported_at = ?4 \
+                     WHERE id = ?5 AND lease_token = ?6 AND state = 'running'",
+                    params![
+                        p.progress,
+                        p.message,
+                        p.checkpoint,
+                        now,
+                        p.run_id,
+                        p.lease_token
+                    ],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
     async fn event_targets(&self, p: EventTargetsParams) -> StoreResult<Vec<EventTarget>> {
         self.db
             .read(move |conn| crate::event::targets(conn, &p))

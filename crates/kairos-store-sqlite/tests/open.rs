@@ -25,7 +25,7 @@ async fn create(store: &SqliteStore, name: &str) {
 }
 
 /// The schema version this Kairos writes: the number of migrations.
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)

@@ -70,6 +70,21 @@ pub struct Run {
     /// The run of another job whose end created this one (`origin: dependency`); a step run
     /// reads its workflow run's.
     pub upstream_run_id: Option<RunId>,
+    /// What its task last reported (progress, message, checkpoint), if anything.
+    pub report: Option<RunReport>,
+}
+
+/// What a run's task last reported while it ran; kept across attempts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    /// 0 to 1.
+    pub progress: Option<f64>,
+    pub message: Option<String>,
+    /// The last checkpoint (JSON text, at most [`kairos_core::run::MAX_RESULT_BYTES`]): what a
+    /// later attempt resumes from.
+    pub checkpoint: Option<String>,
+    /// When the last report was written.
+    pub at: Timestamp,
 }
 
 /// The event a run was created for.

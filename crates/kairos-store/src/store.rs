@@ -177,6 +177,19 @@ pub struct RunInsertManyParams {
     pub now: Option<Timestamp>,
 }
 
+/// What a running attempt reports: each field given replaces the stored one.
+#[derive(Debug, Clone)]
+pub struct RunReportParams {
+    pub run_id: RunId,
+    /// Fence: the attempt still holds the run.
+    pub lease_token: String,
+    pub progress: Option<f64>,
+    pub message: Option<String>,
+    /// JSON text.
+    pub checkpoint: Option<String>,
+    pub now: Option<Timestamp>,
+}
+
 /// Reads the jobs an event may be for.
 #[derive(Debug, Clone)]
 pub struct EventTargetsParams {
@@ -613,6 +626,9 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` queued runs whose `run_at` has come, earliest first, each with a new
     /// lease; counts a new attempt.
     async fn run_claim(&self, p: RunClaimParams) -> StoreResult<Vec<ClaimedRun>>;
+    /// Records what a running attempt reports (progress, message, checkpoint; the fields
+    /// given), fenced by its lease token. False: the lease was lost, nothing written.
+    async fn run_report(&self, p: RunReportParams) -> StoreResult<bool>;
     /// Extends leases still held; reports lost leases and cancel requests.
     async fn run_heartbeat(&self, p: RunHeartbeatParams) -> StoreResult<Vec<HeartbeatResult>>;
     /// Records the attempt and moves the run on, fenced by the lease token. False: the lease was

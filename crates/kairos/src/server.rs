@@ -16,7 +16,9 @@ use crate::config::ServerConfig;
 pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow::Result<()> {
     let store = config.store.open().await?;
     tracing::info!(store = %config.store.redacted(), "store opened");
-    let ctx = NodeContext::new(config.node_name.clone(), store, Arc::new(SystemClock));
+    let mut ctx = NodeContext::new(config.node_name.clone(), store, Arc::new(SystemClock));
+    // Tasks report to this node's API (`KAIROS_API_URL`).
+    ctx.api_url = Some(config.advertise.clone());
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -64,8 +66,16 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         node_config,
     )
     .await;
+    // The node's own advertised name is one it answers to: its tasks reach it there
+    // (`KAIROS_API_URL`), as other nodes do.
+    let mut allowed_hosts = config.allowed_hosts.clone();
+    if let Some(host) = advertised_host(&config.advertise)
+        && !allowed_hosts.contains(&host)
+    {
+        allowed_hosts.push(host);
+    }
     let access = kairos_api::guard::Access {
-        allowed_hosts: config.allowed_hosts.clone(),
+        allowed_hosts,
         allowed_origins: config.allowed_origins.clone(),
         tls: tls.is_some(),
         auth: config.auth,
@@ -152,5 +162,39 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// The host name of an advertised URL (`http://node3.internal:7433` → `node3.internal`),
+/// lowercase; `None` for an IP address (always allowed) or a URL without a host.
+fn advertised_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    if host.is_empty() || host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_host;
+
+    #[test]
+    fn the_advertised_host_name_is_allowed() {
+        assert_eq!(
+            advertised_host("http://Node3.internal:7433").as_deref(),
+            Some("node3.internal")
+        );
+        assert_eq!(
+            advertised_host("https://kairos.example").as_deref(),
+            Some("kairos.example")
+        );
+        assert_eq!(advertised_host("http://127.0.0.1:7433"), None);
+        assert_eq!(advertised_host("http://[::1]:7433"), None);
     }
 }

@@ -25,6 +25,9 @@ pub fn context() -> RunContext {
         event: None,
         upstream_run_id: None,
         upstream_result: None,
+        checkpoint: None,
+        run_token: None,
+        api_url: None,
     }
 }
 

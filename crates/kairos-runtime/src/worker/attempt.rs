@@ -146,12 +146,21 @@ impl Attempt {
                             }),
                             upstream_run_id: run.upstream_run_id,
                             upstream_result,
+                            checkpoint: run.report.as_ref().and_then(|r| r.checkpoint.clone()),
+                            run_token: None,
+                            api_url: self.ctx.api_url.clone(),
                         },
                         output: output.clone(),
                         cancel: lease.cancel.clone(),
                         kill: lease.kill.clone(),
+                        reports: None,
                     };
-                    (self.executor.execute(req).await, Some(plan))
+                    let (req, recorder) = self.record_reports(req, &c);
+                    let outcome = self.executor.execute(req).await;
+                    // What the task reported last is written before its end (which drops the
+                    // lease that fences the reports).
+                    recorder.finish().await;
+                    (outcome, Some(plan))
                 }
             },
             Err(e) => (
@@ -231,6 +240,70 @@ impl Attempt {
 
     /// For a step with upstream steps: a JSON object of their results by step name (`null`
     /// for a step that recorded none), read from the store.
+    /// Gives a `command` or `shell` task a checkpoint file and records what it reports there
+    /// (progress, message, checkpoint) with the run while it runs, fenced by the lease.
+    fn record_reports(&self, mut req: ExecRequest, c: &ClaimedRun) -> (ExecRequest, Recorder) {
+        use kairos_core::spec::TaskSpec;
+        if !matches!(req.task, TaskSpec::Command(_) | TaskSpec::Shell(_)) {
+            return (
+                req,
+                Recorder {
+                    task: None,
+                    tokens: None,
+                },
+            );
+        }
+        let (sink, mut reports) = tokio::sync::mpsc::unbounded_channel::<kairos_exec::TaskReport>();
+        req.reports = Some(sink);
+        // The attempt's own token: the task may report over the API with it.
+        let bytes: [u8; 16] = rand::random();
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.ctx
+            .run_tokens
+            .insert(c.run.id, token.clone(), c.lease_token.clone());
+        req.context.run_token = Some(token.clone());
+        let store = self.ctx.store.clone();
+        let clock = self.ctx.clock.clone();
+        let (run_id, lease_token) = (c.run.id, c.lease_token.clone());
+        let task = tokio::spawn(async move {
+            // Whatever arrived while the last write ran goes in the next one: the latest value
+            // of each field.
+            while let Some(mut merged) = reports.recv().await {
+                while let Ok(next) = reports.try_recv() {
+                    merged.progress = next.progress.or(merged.progress);
+                    merged.message = next.message.or(merged.message);
+                    merged.checkpoint = next.checkpoint.or(merged.checkpoint);
+                }
+                let written = store
+                    .run_report(kairos_store::RunReportParams {
+                        run_id,
+                        lease_token: lease_token.clone(),
+                        progress: merged.progress,
+                        message: merged.message,
+                        checkpoint: merged.checkpoint,
+                        now: clock.store_now(),
+                    })
+                    .await;
+                match written {
+                    Ok(true) => {}
+                    // The lease is gone: the attempt is being stopped.
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(run_id, error = %e, "a task's report was not recorded")
+                    }
+                }
+            }
+        });
+        let tokens = (self.ctx.run_tokens.clone(), c.run.id, token);
+        (
+            req,
+            Recorder {
+                task: Some(task),
+                tokens: Some(tokens),
+            },
+        )
+    }
+
     /// What the run's tasks read from other runs: its upstream steps' results (a workflow
     /// step), and the result of the run whose end created it (a dependency's run).
     async fn inputs(&self, c: &ClaimedRun) -> Result<(Option<String>, Option<String>), StoreError> {
@@ -350,6 +423,25 @@ impl Attempt {
                 .ctx
                 .telemetry
                 .emit(Event::RunReleased { run_id: run.id }),
+        }
+    }
+}
+
+/// The task that records a task's reports (it ends once they are all written), and the
+/// attempt's token, forgotten when the attempt ends.
+struct Recorder {
+    task: Option<tokio::task::JoinHandle<()>>,
+    tokens: Option<(crate::context::RunTokens, kairos_core::run::RunId, String)>,
+}
+
+impl Recorder {
+    async fn finish(self) {
+        if let Some((tokens, run, token)) = &self.tokens {
+            tokens.remove(*run, token);
+        }
+        if let Some(task) = self.task {
+            // Bounded: a store that hangs does not hold the attempt's end.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
         }
     }
 }

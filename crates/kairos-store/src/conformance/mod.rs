@@ -43,6 +43,7 @@ pub mod fire;
 pub mod jobs;
 pub mod lease;
 mod notify;
+pub mod report;
 pub mod rescue;
 pub mod runs;
 pub mod workflow;
@@ -57,6 +58,7 @@ pub use fire::*;
 pub use jobs::*;
 pub use lease::*;
 pub use notify::*;
+pub use report::*;
 pub use rescue::*;
 pub use runs::*;
 pub use workflow::*;
@@ -87,6 +89,8 @@ macro_rules! conformance_tests {
             // lease
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_release_keeps_attempt, run_release_after_a_cancel_request_ends_cancelled, run_finish_stores_any_output,
             run_finish_many_fences_each_lease,
+            // report
+            run_reports_are_fenced_and_kept_for_later_attempts,
             // rescue
             run_rescue_expired_leases, run_rescue_gives_up_on_runs_that_keep_losing_their_lease,
             run_rescue_vs_heartbeat,

@@ -96,6 +96,24 @@ pub async fn run(client: &Client, namespace: &str, json: bool, cmd: RunCmd) -> a
             if let Some(reason) = run["reason"].as_str() {
                 println!("  reason: {reason}");
             }
+            if let Some(report) = run["report"].as_object() {
+                let progress = report["progress"]
+                    .as_f64()
+                    .map_or_else(|| "-".to_owned(), |p| format!("{:.0}%", p * 100.0));
+                let checkpoint = if report["has_checkpoint"] == true {
+                    ", checkpoint kept"
+                } else {
+                    ""
+                };
+                println!(
+                    "  progress: {progress}{}  (reported {}{checkpoint})",
+                    report["message"]
+                        .as_str()
+                        .map(|m| format!("  {m}"))
+                        .unwrap_or_default(),
+                    super::short_time(&report["at"])
+                );
+            }
             let attempts = run["attempts"].as_array().cloned().unwrap_or_default();
             if !attempts.is_empty() {
                 let rows: Vec<Vec<String>> = attempts

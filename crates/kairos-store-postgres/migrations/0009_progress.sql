@@ -1,0 +1,8 @@
+-- Progress and checkpoints: what a running task last reported (through its checkpoint file or
+-- the API), kept with the run for its later attempts (a retry, or a rescue after its node
+-- died) to resume from.
+ALTER TABLE runs
+    ADD COLUMN progress         double precision,
+    ADD COLUMN progress_message text,
+    ADD COLUMN checkpoint       text,
+    ADD COLUMN reported_at      timestamptz;
