@@ -22,6 +22,7 @@ fn trigger(kind: TriggerKind, start_at: Option<Timestamp>) -> Trigger {
         start_at,
         end_at: None,
         jitter: None,
+        calendars: Default::default(),
     }
 }
 

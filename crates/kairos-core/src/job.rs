@@ -387,6 +387,7 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
         start_at,
         end_at,
         jitter,
+        calendars: Default::default(),
     })
 }
 

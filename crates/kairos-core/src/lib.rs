@@ -5,6 +5,8 @@
 //!   its field path ([`ValidationErrors`]).
 //! - [`trigger`]: cron (croner + jiff, Vixie day rules, DST as the Open Cron Pattern
 //!   Specification defines it), interval and one-off triggers; `next_after` is strictly increasing.
+//! - [`calendar`]: calendars (holidays, blackout windows) and the filter they put on a
+//!   trigger's due times.
 //! - [`dependency`]: dependency triggers between jobs: which ends count, the cycle check.
 //! - [`event`]: event triggers: topics, event ids, payload filters.
 //! - [`policy`]: retry, misfire (catch-up) and overlap decisions as pure functions.
@@ -17,6 +19,7 @@
 //! Nothing here reads a clock, a socket or a database: every decision takes `now` as input.
 
 pub mod auth;
+pub mod calendar;
 pub mod dependency;
 pub mod document;
 pub mod duration;

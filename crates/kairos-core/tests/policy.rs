@@ -25,6 +25,7 @@ fn every(period: SignedDuration, anchor: &str) -> Trigger {
         start_at: Some(ts(anchor)),
         end_at: None,
         jitter: None,
+        calendars: Default::default(),
     }
 }
 
@@ -209,6 +210,7 @@ fn next_fire_at_need_not_be_a_fire_time_and_may_have_nothing_due() {
             start_at: None,
             end_at: None,
             jitter: None,
+            calendars: Default::default(),
         }],
     };
     let plan = plan_fires(
@@ -243,12 +245,14 @@ fn latest_finds_the_newest_due_time_over_several_triggers_and_dst() {
                 start_at: None,
                 end_at: None,
                 jitter: None,
+                calendars: Default::default(),
             },
             Trigger {
                 kind: TriggerKind::At(ts("2026-03-10T12:00:00Z")),
                 start_at: None,
                 end_at: None,
                 jitter: None,
+                calendars: Default::default(),
             },
         ],
     };
@@ -278,6 +282,7 @@ fn latest_finds_the_newest_due_time_over_several_triggers_and_dst() {
             start_at: None,
             end_at: None,
             jitter: None,
+            calendars: Default::default(),
         }],
     };
     // 01:45 CEST (23:45Z) to 03:00 CET (02:00Z): 10 due times, the newest 02:00Z.
@@ -454,6 +459,7 @@ fn small_schedule() -> impl Strategy<Value = Schedule> {
                 start_at: Some(anchor),
                 end_at: None,
                 jitter: None,
+                calendars: Default::default(),
             }
         }),
         (0i64..7200).prop_map(|s| Trigger {
@@ -465,6 +471,7 @@ fn small_schedule() -> impl Strategy<Value = Schedule> {
             start_at: None,
             end_at: None,
             jitter: None,
+            calendars: Default::default(),
         }),
         prop::sample::select(vec![
             "*/5 * * * *",
@@ -477,6 +484,7 @@ fn small_schedule() -> impl Strategy<Value = Schedule> {
             start_at: None,
             end_at: None,
             jitter: None,
+            calendars: Default::default(),
         }),
     ];
     prop::collection::vec(trigger, 1..4).prop_map(|triggers| Schedule { triggers })

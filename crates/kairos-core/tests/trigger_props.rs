@@ -183,7 +183,7 @@ proptest! {
         t in instant(),
     ) {
         let every = SignedDuration::from_millis(every_ms);
-        let trigger = Trigger { kind: TriggerKind::Interval { every }, start_at: Some(anchor), end_at: None, jitter: None };
+        let trigger = Trigger { kind: TriggerKind::Interval { every }, start_at: Some(anchor), end_at: None, jitter: None, calendars: Default::default() };
         let mut cursor = t;
         for _ in 0..5 {
             let next = trigger.next_after(cursor).unwrap();
@@ -214,7 +214,7 @@ proptest! {
             _ => None,
         };
         let jitter = jitter_ms.map(SignedDuration::from_millis);
-        let trigger = Trigger { kind, start_at: start, end_at: end, jitter };
+        let trigger = Trigger { kind, start_at: start, end_at: end, jitter, calendars: Default::default() };
         let mut cursor = t;
         let mut seen = 0;
         while let Some(next) = trigger.next_after(cursor) {
@@ -242,7 +242,7 @@ proptest! {
         t in instant(),
     ) {
         let schedule = Schedule {
-            triggers: kinds.into_iter().map(|kind| Trigger { kind, start_at: None, end_at: None, jitter: None }).collect(),
+            triggers: kinds.into_iter().map(|kind| Trigger { kind, start_at: None, end_at: None, jitter: None, calendars: Default::default() }).collect(),
         };
         let fires = schedule.upcoming(t, 20);
         let mut cursor = t;

@@ -27,6 +27,7 @@ fn trigger(kind: TriggerKind, start_at: Option<&str>, end_at: Option<&str>) -> T
         start_at: start_at.map(ts),
         end_at: end_at.map(ts),
         jitter: None,
+        calendars: Default::default(),
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Trigger {
     pub end_at: Option<Timestamp>,
     /// Upper bound of the random delay added to each start (not to the due time itself).
     pub jitter: Option<SignedDuration>,
+    /// Calendars whose days and windows are not due times (or are the only ones).
+    pub calendars: crate::calendar::CalendarFilter,
 }
 
 #[derive(Debug, Clone)]
@@ -39,8 +41,19 @@ pub enum TriggerKind {
 }
 
 impl Trigger {
-    /// The first due time strictly after `after`, within `start_at..=end_at`.
+    /// The first due time strictly after `after`, within `start_at..=end_at`, that its
+    /// calendars allow.
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
+        if self.calendars.is_empty() {
+            return self.next_in_bounds(after);
+        }
+        self.calendars
+            .first_allowed(after, |t| self.next_in_bounds(t))
+    }
+
+    /// The first due time strictly after `after`, within `start_at..=end_at`, whatever the
+    /// calendars say.
+    pub fn next_in_bounds(&self, after: Timestamp) -> Option<Timestamp> {
         // Search from just before `start_at` so that `start_at` itself can be a due time.
         let from = match self.start_at {
             Some(start) if start > after => {
@@ -187,6 +200,7 @@ mod tests {
             start_at: Some(ts("2026-01-01T00:05:00Z")),
             end_at: Some(ts("2026-01-01T01:00:00Z")),
             jitter: None,
+            calendars: Default::default(),
         };
         assert_eq!(
             t.next_after(ts("2025-06-01T00:00:00Z")),
@@ -210,6 +224,7 @@ mod tests {
             start_at: None,
             end_at: None,
             jitter: None,
+            calendars: Default::default(),
         };
         assert_eq!(
             t.next_after(ts("2026-12-24T17:00:00Z")),
@@ -225,6 +240,7 @@ mod tests {
             start_at: None,
             end_at: None,
             jitter: Some(SignedDuration::from_secs(30)),
+            calendars: Default::default(),
         };
         let a = t.jitter_for(7, ts("2026-12-24T18:00:00Z"));
         assert_eq!(a, t.jitter_for(7, ts("2026-12-24T18:00:00Z")));
