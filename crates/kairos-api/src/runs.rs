@@ -287,8 +287,7 @@ pub struct ReportBody {
     request_body(content = ReportBody, content_type = "application/json"),
     responses(
         (status = 204, description = "Recorded with the run"),
-        (status = 403, description = "Not the token of the run's attempt", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No attempt of the run is running on this node", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the token of an attempt of the run running on this node", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The attempt no longer holds the run (it was rescued or stopped)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a report", body = crate::error::Problem, content_type = "application/problem+json")
     ),
@@ -304,19 +303,17 @@ pub async fn checkpoint(
         .get(RUN_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let lease_token = app.ctx.run_tokens.lease_for(id, token).map_err(|known| {
-        if known {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Not the run's token",
-                format!("the `Kairos-Run-Token` is not the token of run {id}'s attempt"),
-            )
-        } else {
-            ApiError::not_found(format!(
-                "no attempt of run {id} is running on this node (a task reports to the node that runs it: KAIROS_API_URL)"
-            ))
-        }
+    // One answer whether the run has no attempt here or the token is not its: without a
+    // credential nobody learns which runs run on the node.
+    let lease_token = app.ctx.run_tokens.lease_for(id, token).map_err(|_| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Not the token of a running attempt",
+            format!(
+                "the `Kairos-Run-Token` is not the token of an attempt of run {id} running on this node (a task reports to the node that runs it, at KAIROS_API_URL, while it runs)"
+            ),
+        )
     })?;
     let report = kairos_exec::parse_report(&body)
         .map_err(|e| ApiError::invalid(kairos_core::ValidationErrors::single("", e)))?;

@@ -387,6 +387,9 @@ pub(crate) struct ReportReader {
     owner: Owner,
     /// Bytes of the file consumed so far.
     offset: u64,
+    /// The file they were read from (device, inode): a file put in its place (written and
+    /// renamed) is read from its start.
+    file: Option<(u64, u64)>,
     /// Set once the file cannot be read any more (replaced by something else): nothing more
     /// is read, and it is said once.
     given_up: bool,
@@ -404,6 +407,7 @@ impl ExchangeDir {
             dir,
             owner: self.owner,
             offset: 0,
+            file: None,
             given_up: false,
         })
     }
@@ -460,6 +464,11 @@ impl ReportReader {
         if kind != FileType::RegularFile || stat.st_uid != self.owner.uid {
             return Err(format!("{REPORTS_FILE} was replaced"));
         }
+        let identity = (stat.st_dev, stat.st_ino);
+        if self.file.is_some_and(|f| f != identity) {
+            self.offset = 0;
+        }
+        self.file = Some(identity);
         let len = u64::try_from(stat.st_size).unwrap_or(0);
         if len < self.offset {
             // Truncated and written again: read it from its start.
@@ -793,6 +802,15 @@ mod tests {
         writeln!(f, r#"tial"}}"#).unwrap();
         let (reports, _) = reader.read();
         assert_eq!(reports[0].message.as_deref(), Some("partial"));
+        // Written anew and renamed into place: read from its start.
+        let fresh = file.with_extension("new");
+        // Longer than what was read of the old file: only its identity tells them apart.
+        let line = format!("{{\"progress\":0.9,\"message\":\"{}\"}}\n", "m".repeat(200));
+        std::fs::write(&fresh, line).unwrap();
+        std::fs::rename(&fresh, &file).unwrap();
+        let (reports, notes) = reader.read();
+        assert_eq!(reports.len(), 1, "{notes:?}");
+        assert_eq!(reports[0].progress, Some(0.9));
         // Replaced by a symbolic link: not followed, not read again.
         std::fs::remove_file(&file).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", &file).unwrap();

@@ -711,7 +711,19 @@ pub(crate) async fn finish_many(
     notices: &mut Notices,
 ) -> StoreResult<Vec<bool>> {
     let parents: Vec<RunId> = ps.iter().filter_map(|p| p.parent_id).collect();
+    // The top-level runs that may end here (a release too: one asked to stop meanwhile ends
+    // `cancelled`), whose dependents may get runs: those jobs' rows are locked first.
+    let ended: Vec<RunId> = ps
+        .iter()
+        .filter(|p| p.parent_id.is_none())
+        .map(|p| p.run_id)
+        .collect();
+    crate::dependency::prepare(c).await?;
+    let mut dependents_locked = Some(crate::dependency::lock_dependents(c, &ended));
     if !parents.is_empty() {
+        if let Some(locked) = dependents_locked.take() {
+            locked.await?;
+        }
         let runs = ps.iter().map(|p| p.run_id).chain(parents.iter().copied());
         crate::workflow::lock(c, &runs.collect::<Vec<_>>()).await?;
     }
@@ -725,14 +737,17 @@ pub(crate) async fn finish_many(
         c.query_one(stmt, &params).await.map_err(pg_error)
     });
     // Behind them, in the same pipeline: the runs of the jobs that run after the ones that
-    // ended (a run whose lease was lost is not ended by this batch, and is left alone).
-    let ended: Vec<RunId> = ps
-        .iter()
-        .filter(|p| p.parent_id.is_none() && !matches!(p.next, RunNext::Release))
-        .map(|p| p.run_id)
-        .collect();
+    // ended (one that had ended before, its lease lost, already has them: left alone).
     let mut dependents = Notices::default();
-    let (rows, ()) = futures::future::try_join(
+    // Without steps, the dependents' locks go first in the same pipeline.
+    let locked = async {
+        match dependents_locked {
+            Some(locked) => locked.await,
+            None => Ok(()),
+        }
+    };
+    let ((), rows, ()) = futures::future::try_join3(
+        locked,
         futures::future::try_join_all(sent),
         crate::dependency::runs_ended(c, &ended, &mut dependents),
     )

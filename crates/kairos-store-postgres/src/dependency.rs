@@ -27,6 +27,29 @@ pub(crate) async fn lock(c: &impl GenericClient, schema: &str, spec: &JobSpec) -
     Ok(())
 }
 
+/// Locks the row of job `name` and the rows of the jobs its new document runs after, together
+/// in id order (jobs are locked in id order, see `crate::batch`), when it has `after`
+/// triggers. Before the write locks the job's row on its own.
+pub(crate) async fn lock_rows(
+    c: &impl GenericClient,
+    namespace: &str,
+    name: &str,
+    spec: &JobSpec,
+) -> StoreResult<()> {
+    let upstreams = kairos_core::dependency::upstreams(spec);
+    if upstreams.is_empty() {
+        return Ok(());
+    }
+    query(
+        c,
+        "SELECT id FROM jobs WHERE (namespace = $1 AND name = $2) \
+           OR (namespace = $3 AND name = ANY($4)) ORDER BY id FOR UPDATE",
+        &[&namespace, &name, &spec.namespace, &upstreams],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Checks the job's `after` triggers: every upstream job exists in its namespace and none
 /// closes a cycle. Run in the transaction that writes the job, after [`lock`].
 pub(crate) async fn check(c: &impl GenericClient, spec: &JobSpec) -> StoreResult<()> {
@@ -87,6 +110,42 @@ pub(crate) async fn set(c: &impl GenericClient, job_id: JobId, spec: &JobSpec) -
         ],
     )
     .await?;
+    Ok(())
+}
+
+/// Locks, in job id order, the rows of the jobs that run after the jobs of runs `ids` (whose
+/// runs [`runs_ended`] may create: the insert's foreign key check share-locks them), before the
+/// statements that lock the runs: jobs before runs, the order of `crate::batch`, so that a
+/// delete of a dependent job (its row, then its runs) never waits in a circle with a batch of
+/// finishes. Nothing to lock while no job runs after another.
+pub(crate) async fn lock_dependents(
+    c: &impl GenericClient,
+    ids: &[kairos_core::run::RunId],
+) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    query(c, LOCK_DEPENDENTS, &[&ids]).await?;
+    Ok(())
+}
+
+/// The statement of [`lock_dependents`].
+const LOCK_DEPENDENTS: &str = "SELECT j.id FROM runs r \
+     JOIN jobs u ON u.id = r.job_id \
+     JOIN job_deps d ON d.upstream = u.name \
+     JOIN jobs j ON j.id = d.job_id AND j.namespace = u.namespace \
+     WHERE r.id = ANY($1) AND EXISTS (SELECT 1 FROM job_deps) \
+     ORDER BY j.id FOR KEY SHARE OF j";
+
+/// Prepares the statements of [`lock_dependents`] and [`runs_ended`] on the connection (once
+/// per connection), so that sent in a pipeline they go out in the order they are polled.
+pub(crate) async fn prepare(c: &impl GenericClient) -> StoreResult<()> {
+    c.prepare_cached(LOCK_DEPENDENTS)
+        .await
+        .map_err(crate::rows::pg_error)?;
+    c.prepare_cached(RUNS_ENDED)
+        .await
+        .map_err(crate::rows::pg_error)?;
     Ok(())
 }
 

@@ -129,6 +129,7 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         crate::dependency::lock(&tx, self.schema(), &p.spec).await?;
+        crate::dependency::lock_rows(&tx, &p.namespace, &p.name, &p.spec).await?;
         let current = lock_job(&tx, &p.namespace, &p.name).await?;
         if current.version != p.expected_version {
             return Err(version_conflict(

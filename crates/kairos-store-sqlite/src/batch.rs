@@ -274,7 +274,8 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
     if changed == 0 {
         return Ok(false);
     }
-    if !release && p.parent_id.is_none() {
+    // A release whose run was asked to stop meanwhile ends it too (`cancelled`).
+    if p.parent_id.is_none() {
         crate::dependency::run_ended(conn, p.run_id)?;
     }
     if !release {

@@ -87,7 +87,7 @@ async fn a_killed_task_resumes_from_its_checkpoint() {
     assert_eq!(sent.status(), 204);
     for (run, token, body, status) in [
         (id, "not-the-token", "{}", 403),
-        (id + 1000, token, "{}", 404),
+        (id + 1000, token, "{}", 403),
         (id, token, r#"{"progress": 2}"#, 422),
     ] {
         let sent = report(run, token, body).send().await.unwrap();

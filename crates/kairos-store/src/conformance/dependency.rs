@@ -275,6 +275,50 @@ pub async fn dependency_runs_follow_each_matching_end(store: Arc<dyn Store>) {
     let done = dependency_runs(&store, &on_done).await;
     assert_eq!(done.len(), done_before + 1);
     assert!(done.contains(&(a5.id, RunState::Queued)), "{done:?}");
+
+    // A run given back at a shutdown after it was asked to stop ends `cancelled`: done too.
+    let later = fire_at + SignedDuration::from_secs(1);
+    let a6 = trigger(&store, &a, later).await;
+    let c6 = claim_all(&store, later)
+        .await
+        .into_iter()
+        .find(|c| c.run.id == a6.id)
+        .expect("a6 claimed");
+    store
+        .run_cancel(RunCancelParams {
+            run_id: a6.id,
+            actor: "test".into(),
+            now: Some(later),
+        })
+        .await
+        .unwrap();
+    let released = store
+        .run_finish(RunFinishParams {
+            run_id: a6.id,
+            parent_id: None,
+            lease_token: c6.lease_token.clone(),
+            attempt: c6.run.attempt,
+            node: "n1".into(),
+            started_at: later,
+            outcome: AttemptOutcome::from_status(AttemptStatus::Cancelled),
+            next: RunNext::Release,
+            now: Some(later),
+        })
+        .await
+        .unwrap();
+    assert!(released);
+    let ended = store
+        .run_get(RunGetParams { id: a6.id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.state, RunState::Cancelled);
+    assert!(
+        dependency_runs(&store, &on_done)
+            .await
+            .contains(&(a6.id, RunState::Queued)),
+        "a release that ends the run starts its dependents"
+    );
 }
 
 pub async fn dependency_runs_are_once_per_upstream_run(store: Arc<dyn Store>) {
