@@ -30,6 +30,10 @@ impl PostgresStore {
         )?;
         if let Some(parent) = parent {
             crate::workflow::lock(&tx, &[parent]).await?;
+        } else {
+            // A top-level run that ends here starts the jobs that run after its job: their rows
+            // first (jobs before runs), so that a delete of one of them cannot cross this.
+            crate::dependency::lock_dependents(&tx, &[p.run_id]).await?;
         }
         // Locked: the state read stays true until this transaction ends.
         let row = query_opt(
