@@ -239,6 +239,14 @@ async fn fire_wave(
     // The runs this wave touches, locked in id order before any insert (see
     // [`lock_runs`]), then the new runs, one statement per job: all sent at once.
     let fires: Vec<&JobFireParams> = applied.iter().map(|&i| &ps[i]).collect();
+    // The runs `replace` cancels end, and the jobs that run after theirs get runs: those jobs'
+    // rows are share-locked first, before any run (and before the pipeline below).
+    let replaced: Vec<JobId> = fires
+        .iter()
+        .filter(|p| p.cancel_active)
+        .map(|p| p.job_id)
+        .collect();
+    crate::dependency::lock_dependents_of_jobs(c, &replaced).await?;
     let inserts = futures::future::try_join_all(
         fires
             .iter()

@@ -129,6 +129,26 @@ pub(crate) async fn lock_dependents(
     Ok(())
 }
 
+/// [`lock_dependents`] for the runs of jobs `job_ids` (the runs `overlap: replace` cancels).
+pub(crate) async fn lock_dependents_of_jobs(
+    c: &impl GenericClient,
+    job_ids: &[JobId],
+) -> StoreResult<()> {
+    if job_ids.is_empty() {
+        return Ok(());
+    }
+    query(
+        c,
+        "SELECT j.id FROM jobs u \
+         JOIN job_deps d ON d.upstream = u.name \
+         JOIN jobs j ON j.id = d.job_id AND j.namespace = u.namespace \
+         WHERE u.id = ANY($1) ORDER BY j.id FOR KEY SHARE OF j",
+        &[&job_ids],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The statement of [`lock_dependents`].
 const LOCK_DEPENDENTS: &str = "SELECT j.id FROM runs r \
      JOIN jobs u ON u.id = r.job_id \

@@ -171,6 +171,12 @@ pub(crate) async fn fire_many(
     // The cancels first, then the inserts: a fire may send both at once because its cancels
     // keep the runs of the due times it inserts, but an event's run has no due-time key to be
     // kept by, and must not be cancelled with the runs it replaces.
+    let replaced: Vec<JobId> = fires
+        .iter()
+        .filter(|f| f.cancel_active)
+        .map(|f| f.job_id)
+        .collect();
+    crate::dependency::lock_dependents_of_jobs(c, &replaced).await?;
     let (stopping, flows, dependents) = crate::batch::lock_runs(c, &refs).await?;
     notices.merge(dependents);
     let inserted = futures::future::try_join_all(

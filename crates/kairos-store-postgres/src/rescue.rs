@@ -40,18 +40,31 @@ pub(crate) async fn rescue(
     notices: &mut Notices,
 ) -> StoreResult<RescueReport> {
     let limit = i64::from(p.limit.max(1));
-    let parents = query(
+    // The runs it may rescue, read without locks: the rows to lock first are those of the
+    // jobs that run after their jobs (a rescue that ends a run creates their runs), then the
+    // workflow runs of the steps among them (jobs before runs, a workflow run before its
+    // steps).
+    let candidates: Vec<(RunId, Option<RunId>)> = query(
         c,
-        &format!(
-            "SELECT DISTINCT parent_id FROM (SELECT parent_id {EXPIRED} \
-             ORDER BY lease_expires_at, id LIMIT $3) e WHERE parent_id IS NOT NULL"
-        ),
+        &format!("SELECT id, parent_id {EXPIRED} ORDER BY lease_expires_at, id LIMIT $3"),
         &[&p.now, &p.orphaned_node, &limit],
     )
     .await?
     .iter()
-    .map(|r| col::<RunId>(r, 0))
+    .map(|r| Ok((col::<RunId>(r, 0)?, col::<Option<RunId>>(r, 1)?)))
     .collect::<StoreResult<Vec<_>>>()?;
+    let top_level: Vec<RunId> = candidates
+        .iter()
+        .filter(|(_, parent)| parent.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    crate::dependency::lock_dependents(c, &top_level).await?;
+    let mut parents: Vec<RunId> = candidates
+        .iter()
+        .filter_map(|(_, parent)| *parent)
+        .collect();
+    parents.sort_unstable();
+    parents.dedup();
     crate::workflow::lock(c, &parents).await?;
     let rows = query(
         c,
