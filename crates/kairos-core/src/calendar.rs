@@ -344,12 +344,7 @@ impl CalendarFilter {
 
 /// Every date from `from` to `to` (both included), for tests and brute-force checks.
 pub fn days(from: Date, to: Date) -> impl Iterator<Item = Date> {
-    let mut d = Some(from);
-    std::iter::from_fn(move || {
-        let cur = d?;
-        d = (cur < to).then(|| cur.checked_add(1.day()).ok()).flatten();
-        Some(cur)
-    })
+    from.series(1.day()).take_while(move |d| *d <= to)
 }
 
 #[cfg(test)]

@@ -78,8 +78,8 @@ pub struct EventRun {
     pub created: bool,
 }
 
-/// A new, random event id (128 bits, hex).
-fn new_event_id() -> String {
+/// A new, random id: 128 bits as 32 hex digits (event ids, attempt tokens).
+pub(crate) fn random_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
@@ -114,7 +114,7 @@ impl JobService {
     /// one per job and event id. `Invalid` (nothing written) for a bad topic, id or payload.
     pub async fn emit(&self, req: EventRequest) -> Result<Emitted, JobError> {
         let payload = req.validate().map_err(JobError::Invalid)?;
-        let id = req.id.clone().unwrap_or_else(new_event_id);
+        let id = req.id.clone().unwrap_or_else(random_id);
         let event = Arc::new(RunEvent {
             id: id.clone(),
             topic: req.topic.clone(),

@@ -112,15 +112,7 @@ async fn a_killed_task_resumes_from_its_checkpoint() {
     let attempts = run["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{run}");
     assert_eq!(attempts[0]["status"], "lost", "{run}");
-    let output = server
-        .http
-        .get(format!("{}/api/v1/runs/{id}/output", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let output = server.output(id).await;
     assert!(
         output.contains(r#"attempt 2 resumes from {"offset":42}"#),
         "{output}"

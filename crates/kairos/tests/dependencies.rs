@@ -51,30 +51,9 @@ async fn trigger(server: &Server, job: &str, params: Value) -> i64 {
 
 /// Waits until `job` has `count` runs, all ended; returns them oldest first.
 async fn ended_runs(server: &Server, job: &str, count: usize) -> Vec<Value> {
-    let mut runs = server
-        .wait_for(60, &format!("{count} ended runs of {job}"), || async {
-            let runs = server.runs(job).await;
-            let ended = runs
-                .iter()
-                .all(|r| !matches!(r["state"].as_str(), Some("queued" | "running")));
-            (runs.len() >= count && ended).then_some(runs)
-        })
-        .await;
+    let mut runs = server.ended_runs(60, job, count).await;
     runs.reverse();
-    assert_eq!(runs.len(), count, "{job}: {runs:?}");
     runs
-}
-
-async fn output(server: &Server, id: &Value) -> String {
-    server
-        .http
-        .get(format!("{}/api/v1/runs/{id}/output", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// Runs the chain: three successes and a failure of `a`; checks that `b` and `c` ran once per
@@ -109,13 +88,13 @@ async fn run_the_chain(post_to: &Server, read_from: &Server) {
         assert_eq!(run["origin"], "dependency", "{run}");
     }
     // The tasks got the upstream run's id, and b its result.
-    let out = output(read_from, &b[0]["id"]).await;
+    let out = read_from.output(&b[0]["id"]).await;
     let upstream = b[0]["upstream_run_id"].as_i64().unwrap();
     assert!(
         out.contains(&format!(r#"after {upstream}: {{"rows":3}}"#)),
         "{out}"
     );
-    let out = output(read_from, &f[0]["id"]).await;
+    let out = read_from.output(&f[0]["id"]).await;
     assert!(out.contains(&format!("a failed: {failure}")), "{out}");
 }
 

@@ -73,29 +73,6 @@ fn listed(answer: &Value) -> Vec<(String, bool)> {
         .collect()
 }
 
-async fn output(server: &Server, id: &Value) -> String {
-    let resp = server
-        .http
-        .get(format!("{}/api/v1/runs/{id}/output", server.url))
-        .send()
-        .await
-        .unwrap();
-    resp.text().await.unwrap()
-}
-
-/// Waits until every run of `job` has ended; returns them, newest first.
-async fn ended_runs(server: &Server, job: &str, count: usize) -> Vec<Value> {
-    server
-        .wait_for(30, &format!("{count} ended runs of {job}"), || async {
-            let runs = server.runs(job).await;
-            let ended = runs
-                .iter()
-                .all(|r| !matches!(r["state"].as_str(), Some("queued" | "running")));
-            (runs.len() == count && ended).then_some(runs)
-        })
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_runs_each_subscribed_job_once_per_id() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,8 +123,8 @@ async fn an_event_runs_each_subscribed_job_once_per_id() {
     assert_ne!(fresh_id, "evt-1");
 
     // Two runs for the job without a filter, one for the filtered job, none for the others.
-    let all = ended_runs(&server, "all", 2).await;
-    let pro = ended_runs(&server, "pro", 1).await;
+    let all = server.ended_runs(30, "all", 2).await;
+    let pro = server.ended_runs(30, "pro", 1).await;
     assert!(
         server.runs("paused").await.is_empty(),
         "a paused job gets none"
@@ -158,12 +135,12 @@ async fn an_event_runs_each_subscribed_job_once_per_id() {
         assert_eq!(run["origin"], "event");
     }
     // The task read the event's id, topic and payload.
-    let out = output(&server, &first["runs"][1]["run_id"]).await;
+    let out = server.output(&first["runs"][1]["run_id"]).await;
     assert!(
         out.contains(r#"got evt-1 user.signup {"plan":"pro","user":"ann"}"#),
         "{out}"
     );
-    let out = output(&server, &fresh["runs"][0]["run_id"]).await;
+    let out = server.output(&fresh["runs"][0]["run_id"]).await;
     assert!(
         out.contains(&format!(r#"got {fresh_id} user.signup {{"plan":"free"}}"#)),
         "{out}"
@@ -303,8 +280,8 @@ async fn kairos_event_emit_posts_events() {
     let (ok, _, err) = kairos(&server, &["event", "emit", "bad topic"]);
     assert!(!ok);
     assert!(err.contains("topic"), "{err}");
-    let runs = ended_runs(&server, "all", 1).await;
-    let out = output(&server, &runs[0]["id"]).await;
+    let runs = server.ended_runs(30, "all", 1).await;
+    let out = server.output(&runs[0]["id"]).await;
     assert!(out.contains(r#"got o-7 orders {"order":7}"#), "{out}");
 }
 
@@ -354,12 +331,12 @@ async fn kairos_event_listen_relays_postgres_notifications() {
             .await
             .unwrap();
     }
-    let runs = ended_runs(&server, "rows", 2).await;
+    let runs = server.ended_runs(30, "rows", 2).await;
     listener.kill().unwrap();
     listener.wait().unwrap();
     let outputs = [
-        output(&server, &runs[1]["id"]).await,
-        output(&server, &runs[0]["id"]).await,
+        server.output(&runs[1]["id"]).await,
+        server.output(&runs[0]["id"]).await,
     ];
     assert!(
         outputs[0].contains(r#"got order-1 orders.changed {"id":"order-1","op":"INSERT"}"#),

@@ -256,8 +256,7 @@ impl Attempt {
         let (sink, mut reports) = tokio::sync::mpsc::unbounded_channel::<kairos_exec::TaskReport>();
         req.reports = Some(sink);
         // The attempt's own token: the task may report over the API with it.
-        let bytes: [u8; 16] = rand::random();
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = crate::events::random_id();
         self.ctx
             .run_tokens
             .insert(c.run.id, token.clone(), c.lease_token.clone());

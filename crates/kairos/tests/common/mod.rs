@@ -166,6 +166,34 @@ impl Server {
         body.as_array().cloned().unwrap_or_default()
     }
 
+    /// The output of run `id` (all its attempts), as the API serves it.
+    pub async fn output(&self, id: impl std::fmt::Display) -> String {
+        self.http
+            .get(format!("{}/api/v1/runs/{id}/output", self.url))
+            .send()
+            .await
+            .expect("output request")
+            .text()
+            .await
+            .expect("output text")
+    }
+
+    /// Waits until `job` has `count` runs, none queued or running (panics after `secs`, or if
+    /// it has more); returns them newest first.
+    pub async fn ended_runs(&self, secs: u64, job: &str, count: usize) -> Vec<Value> {
+        let runs = self
+            .wait_for(secs, &format!("{count} ended runs of {job}"), || async {
+                let runs = self.runs(job).await;
+                let ended = runs
+                    .iter()
+                    .all(|r| !matches!(r["state"].as_str(), Some("queued" | "running")));
+                (runs.len() >= count && ended).then_some(runs)
+            })
+            .await;
+        assert_eq!(runs.len(), count, "{job}: {runs:?}");
+        runs
+    }
+
     /// Polls `check` until it returns Some, or panics after `secs`.
     pub async fn wait_for<T, F, Fut>(&self, secs: u64, what: &str, mut check: F) -> T
     where
