@@ -142,6 +142,32 @@ impl From<StoreError> for ApiError {
                 "Other jobs run after this job",
                 detail,
             ),
+            StoreError::CalendarNotFound { .. } => Self::not_found(detail),
+            StoreError::CalendarExists { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "calendar-exists",
+                "The calendar exists already",
+                detail,
+            ),
+            StoreError::CalendarVersionConflict { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "version-conflict",
+                "The calendar changed since it was read",
+                detail,
+            ),
+            StoreError::CalendarInUse { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "calendar-in-use",
+                "Jobs use this calendar",
+                detail,
+            ),
+            // The runtime retries these; one that is left means writes kept racing.
+            StoreError::CalendarChanged { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "calendar-contended",
+                "The calendar or its jobs kept changing",
+                detail,
+            ),
             StoreError::InvalidRunState { .. } => Self::new(
                 StatusCode::CONFLICT,
                 "invalid-run-state",

@@ -75,6 +75,7 @@ pub async fn noop_job(store: &dyn Store, name: &str) -> BenchResult<Job> {
             }))?,
             next_fire_at: None,
             now: None,
+            calendars: vec![],
         })
         .await?)
 }

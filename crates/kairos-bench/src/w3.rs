@@ -87,6 +87,7 @@ pub async fn run(url: &StoreUrl, p: &W3Params) -> BenchResult<Measurement> {
             }))?,
             next_fire_at: None,
             now: None,
+            calendars: vec![],
         })
         .await?;
     let ctx = harness::context(open.store.clone());

@@ -274,10 +274,19 @@ pub enum AuditAction {
     TokenCreate,
     #[serde(rename = "token.revoke")]
     TokenRevoke,
+    #[serde(rename = "calendar.create")]
+    CalendarCreate,
+    #[serde(rename = "calendar.update")]
+    CalendarUpdate,
+    #[serde(rename = "calendar.delete")]
+    CalendarDelete,
+    /// A job's next due time planned again because a calendar it uses changed.
+    #[serde(rename = "job.replan")]
+    JobReplan,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 18] = [
         AuditAction::JobCreate,
         AuditAction::JobUpdate,
         AuditAction::JobDelete,
@@ -292,6 +301,10 @@ impl AuditAction {
         AuditAction::RunRerunFailed,
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
+        AuditAction::CalendarCreate,
+        AuditAction::CalendarUpdate,
+        AuditAction::CalendarDelete,
+        AuditAction::JobReplan,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -310,6 +323,10 @@ impl AuditAction {
             AuditAction::RunCancel => "run.cancel",
             AuditAction::TokenCreate => "token.create",
             AuditAction::TokenRevoke => "token.revoke",
+            AuditAction::CalendarCreate => "calendar.create",
+            AuditAction::CalendarUpdate => "calendar.update",
+            AuditAction::CalendarDelete => "calendar.delete",
+            AuditAction::JobReplan => "job.replan",
         }
     }
 }

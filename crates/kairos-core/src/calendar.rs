@@ -28,12 +28,15 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub const MAX_SKIPPED: usize = 100_000;
 
 /// A calendar as users write it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CalendarSpec {
     /// Unique within the namespace: `^[a-z0-9][a-z0-9_.-]{0,62}$`.
     pub name: String,
+    /// The namespace whose jobs may use it. Default `default`.
+    #[serde(default = "crate::spec::default_namespace")]
+    pub namespace: String,
     /// IANA time zone of its dates and ranges. Default `UTC`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
@@ -50,6 +53,20 @@ pub struct CalendarSpec {
     /// Free-form description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+impl Default for CalendarSpec {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            namespace: crate::spec::default_namespace(),
+            timezone: None,
+            dates: Vec::new(),
+            ranges: Vec::new(),
+            yearly: Vec::new(),
+            description: None,
+        }
+    }
 }
 
 /// A window of wall time.
@@ -78,6 +95,9 @@ impl CalendarSpec {
         let mut errs = ValidationErrors::default();
         if let Err(e) = crate::job::validate_name(&self.name) {
             errs.push("name", e);
+        }
+        if let Err(e) = crate::job::validate_name(&self.namespace) {
+            errs.push("namespace", e);
         }
         let zone = self.timezone.as_deref().unwrap_or("UTC");
         let tz = match TimeZone::get(zone) {
@@ -283,27 +303,51 @@ impl Calendar {
 }
 
 /// The calendars of one trigger.
+///
+/// A trigger names its calendars (`names`); validation alone cannot know them (they live in the
+/// store), so a plan fresh from [`crate::JobSpec::validate`] has the names but not the
+/// calendars: such an *unresolved* filter allows nothing, so that a plan whose calendars were
+/// never looked up can never fire on a day it should not. [`crate::job::JobPlan::resolve_calendars`]
+/// fills them in.
 #[derive(Debug, Clone, Default)]
 pub struct CalendarFilter {
     /// Due times in any of these are not due times.
     pub exclude: Vec<Arc<Calendar>>,
     /// When not empty, only due times in one of these are due times.
     pub only: Vec<Arc<Calendar>>,
+    /// The calendars the trigger names, to be resolved.
+    pub names: CalendarNames,
+}
+
+/// The calendars a trigger names (`exclude`, `only`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CalendarNames {
+    pub exclude: Vec<String>,
+    pub only: Vec<String>,
 }
 
 impl CalendarFilter {
     pub fn is_empty(&self) -> bool {
-        self.exclude.is_empty() && self.only.is_empty()
+        self.exclude.is_empty() && self.only.is_empty() && self.is_resolved()
+    }
+
+    /// Whether every calendar the trigger names is there.
+    pub fn is_resolved(&self) -> bool {
+        self.exclude.len() >= self.names.exclude.len() && self.only.len() >= self.names.only.len()
     }
 
     /// Whether `t` stays a due time.
     pub fn allows(&self, t: Timestamp) -> bool {
-        !self.exclude.iter().any(|c| c.contains(t))
+        self.is_resolved()
+            && !self.exclude.iter().any(|c| c.contains(t))
             && (self.only.is_empty() || self.only.iter().any(|c| c.contains(t)))
     }
 
     /// Why `t` is not a due time (`None`: it is).
     pub fn why_not(&self, t: Timestamp) -> Option<String> {
+        if !self.is_resolved() {
+            return Some("the trigger's calendars are not known here".into());
+        }
         if let Some(why) = self.exclude.iter().find_map(|c| c.why(t)) {
             return Some(format!("excluded: {why}"));
         }
@@ -324,6 +368,9 @@ impl CalendarFilter {
         mut after: Timestamp,
         mut next: impl FnMut(Timestamp) -> Option<Timestamp>,
     ) -> Option<Timestamp> {
+        if !self.is_resolved() {
+            return None;
+        }
         let just_before = |t: Timestamp| t.checked_sub(jiff::SignedDuration::from_nanos(1)).ok();
         for _ in 0..=MAX_SKIPPED {
             let t = next(after)?;
@@ -340,6 +387,20 @@ impl CalendarFilter {
         }
         None
     }
+}
+
+/// The calendars a job document's triggers name, sorted, each once (what the stores index, so
+/// that a calendar in use is not deleted).
+pub fn used_by(spec: &crate::JobSpec) -> Vec<String> {
+    let mut names: Vec<String> = spec
+        .triggers
+        .iter()
+        .flat_map(|t| t.exclude.iter().chain(&t.only))
+        .cloned()
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// Every date from `from` to `to` (both included), for tests and brute-force checks.
@@ -429,6 +490,7 @@ mod tests {
         let f = CalendarFilter {
             exclude: vec![holidays],
             only: vec![weekdays],
+            ..Default::default()
         };
         assert!(!f.allows(ts("2026-03-02T09:00:00Z")));
         assert!(f.allows(ts("2026-03-03T09:00:00Z")));
@@ -469,6 +531,7 @@ mod tests {
                 r#"{"name":"all","ranges":[{"from":"2000-01-01T00:00","to":"2999-01-01T00:00"}]}"#,
             ))],
             only: vec![],
+            ..Default::default()
         };
         // A long window is skipped in one step, not day by day.
         let mut steps = 0;
@@ -485,6 +548,7 @@ mod tests {
         let ended = CalendarFilter {
             exclude: vec![],
             only: vec![Arc::new(cal(r#"{"name":"o","dates":["2026-03-02"]}"#))],
+            ..Default::default()
         };
         assert_eq!(
             ended.first_allowed(ts("2026-03-01T10:00:00Z"), daily),
@@ -494,6 +558,7 @@ mod tests {
         let yearly = CalendarFilter {
             exclude: vec![],
             only: vec![Arc::new(cal(r#"{"name":"y","yearly":["02-29"]}"#))],
+            ..Default::default()
         };
         assert_eq!(
             yearly.first_allowed(ts("2026-03-01T10:00:00Z"), daily),

@@ -21,6 +21,8 @@ pub const MAX_TRIGGERS: usize = 64;
 pub const MAX_JITTER: SignedDuration = SignedDuration::from_hours(24);
 /// Largest `kill_grace`.
 pub const MAX_KILL_GRACE: SignedDuration = SignedDuration::from_hours(1);
+/// Most calendars in a trigger's `exclude` (and in its `only`).
+pub const MAX_TRIGGER_CALENDARS: usize = 16;
 /// Longest time zone name.
 pub const MAX_TIMEZONE_LEN: usize = 64;
 /// Longest HTTP task URL.
@@ -47,6 +49,68 @@ pub struct JobPlan {
     pub execution: ExecutionMode,
     /// `Some` for a workflow (`steps`), `None` for a job with one `task`.
     pub workflow: Option<crate::workflow::Workflow>,
+}
+
+impl JobPlan {
+    /// The calendars the job's triggers name, sorted, each once.
+    pub fn calendar_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .schedule
+            .triggers
+            .iter()
+            .flat_map(|t| {
+                t.calendars
+                    .names
+                    .exclude
+                    .iter()
+                    .chain(&t.calendars.names.only)
+            })
+            .cloned()
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Fills in the calendars the triggers name, from `lookup` (the calendars of the job's
+    /// namespace); every name it does not know is an error at its field path
+    /// (`triggers[i].exclude[j]`), and the plan is left as it was.
+    pub fn resolve_calendars(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<std::sync::Arc<crate::calendar::Calendar>>,
+    ) -> Result<(), ValidationErrors> {
+        let mut errs = ValidationErrors::default();
+        let mut resolved = Vec::with_capacity(self.schedule.triggers.len());
+        for (i, t) in self.schedule.triggers.iter().enumerate() {
+            let names = &t.calendars.names;
+            let mut find = |field: &str, list: &[String]| {
+                let mut out = Vec::with_capacity(list.len());
+                for (j, name) in list.iter().enumerate() {
+                    match lookup(name) {
+                        Some(c) => out.push(c),
+                        None => errs.push(
+                            index(&path(&index("triggers", i), field), j),
+                            format!(
+                                "no calendar `{name}` in the job's namespace; create it first (`kairos calendar apply`, `PUT /api/v1/calendars/{name}`)"
+                            ),
+                        ),
+                    }
+                }
+                out
+            };
+            let exclude = find("exclude", &names.exclude);
+            let only = find("only", &names.only);
+            resolved.push((exclude, only));
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        for (t, (exclude, only)) in self.schedule.triggers.iter_mut().zip(resolved) {
+            t.calendars.exclude = exclude;
+            t.calendars.only = only;
+        }
+        Ok(())
+    }
 }
 
 /// Checks a name against `^[a-z0-9][a-z0-9_.-]{0,62}$`.
@@ -266,6 +330,36 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
             }
         }
     }
+    let mut names = crate::calendar::CalendarNames::default();
+    for (field, list, out) in [
+        ("exclude", &t.exclude, &mut names.exclude),
+        ("only", &t.only, &mut names.only),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let at = path(at, field);
+        if t.after.is_some() {
+            errs.push(
+                &at,
+                "does not apply to `after` (a dependent job runs after each matching run)",
+            );
+            continue;
+        }
+        if list.len() > MAX_TRIGGER_CALENDARS {
+            errs.push(&at, format!("at most {MAX_TRIGGER_CALENDARS} calendars"));
+            continue;
+        }
+        for (j, name) in list.iter().enumerate() {
+            if let Err(e) = validate_name(name) {
+                errs.push(index(&at, j), e);
+            } else if list[..j].contains(name) {
+                errs.push(index(&at, j), format!("`{name}` is listed twice"));
+            } else {
+                out.push(name.clone());
+            }
+        }
+    }
     if t.jitter.is_some() && (t.event.is_some() || t.after.is_some()) {
         errs.push(
             path(at, "jitter"),
@@ -387,7 +481,10 @@ fn validate_trigger(t: &TriggerSpec, at: &str, errs: &mut ValidationErrors) -> O
         start_at,
         end_at,
         jitter,
-        calendars: Default::default(),
+        calendars: crate::calendar::CalendarFilter {
+            names,
+            ..Default::default()
+        },
     })
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// The namespace used when a job does not name one.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-fn default_namespace() -> String {
+pub(crate) fn default_namespace() -> String {
     DEFAULT_NAMESPACE.to_owned()
 }
 
@@ -133,6 +133,15 @@ pub struct TriggerSpec {
     /// once, in the same transaction that ends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<AfterSpec>,
+    /// Calendars of the job's namespace (`/api/v1/calendars`) whose days and windows are not
+    /// due times: a due time in one is not fired and not counted as missed; an event posted
+    /// in one is not run. Not with `after`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Calendars of the job's namespace: only due times (and events) in one of them count.
+    /// Not with `after`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
 }
 
 /// A dependency on another job's runs.

@@ -82,6 +82,7 @@ proptest! {
             calendars: CalendarFilter {
                 exclude: vec![Arc::new(calendar)],
                 only: if only_weekdays { vec![Arc::new(weekdays)] } else { vec![] },
+                ..Default::default()
             },
         };
         let from = tz.to_timestamp(first_day().at(0, 0, 0, 0)).unwrap();
@@ -131,6 +132,7 @@ fn the_day_of_the_change_is_the_calendars_day_in_its_own_zone() {
         calendars: CalendarFilter {
             exclude: vec![Arc::new(utc_day)],
             only: vec![],
+            ..Default::default()
         },
     };
     // 00:30 Berlin on March 29 is 23:30Z on March 28 (a UTC day not excluded); on March 30 it

@@ -82,6 +82,7 @@ impl JobService {
                 next_fire_at: next_fire(&plan, now),
                 spec,
                 now: self.ctx.clock.store_now(),
+                calendars: vec![],
             })
             .await?;
         self.changed(&job, "created");
@@ -174,6 +175,7 @@ impl JobService {
                 spec,
                 next_fire_at,
                 now: self.ctx.clock.store_now(),
+                calendars: vec![],
             })
             .await?;
         self.changed(&job, "updated");
@@ -235,6 +237,7 @@ impl JobService {
                 paused,
                 next_fire_at,
                 now: self.ctx.clock.store_now(),
+                expected_version: None,
             })
             .await?;
         self.changed(&job, if paused { "paused" } else { "resumed" });

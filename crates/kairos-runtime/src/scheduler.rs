@@ -235,6 +235,7 @@ impl Scheduler {
                         max_active: None,
                         next_fire_at: None,
                         now: store_now,
+                        expected_version: Some(job.version),
                     });
                 }
             }
@@ -278,6 +279,7 @@ impl Scheduler {
                 max_active: counted.then_some(active),
                 next_fire_at: fires.next_fire_at,
                 now: store_now,
+                expected_version: Some(job.version),
             });
         }
         if params.is_empty() {

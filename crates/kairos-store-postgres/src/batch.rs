@@ -187,8 +187,14 @@ async fn fire_wave(
         execute(
             c,
             "UPDATE jobs SET next_fire_at = $1 \
-             WHERE id = $2 AND NOT paused AND next_fire_at = $3",
-            &[&p.next_fire_at, &p.job_id, &p.expected_next_fire_at],
+             WHERE id = $2 AND NOT paused AND next_fire_at = $3 \
+             AND ($4::bigint IS NULL OR version = $4)",
+            &[
+                &p.next_fire_at,
+                &p.job_id,
+                &p.expected_next_fire_at,
+                &p.expected_version,
+            ],
         )
         .await
     });

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (7, include_str!("../migrations/0007_events.sql")),
     (8, include_str!("../migrations/0008_dependencies.sql")),
     (9, include_str!("../migrations/0009_progress.sql")),
+    (10, include_str!("../migrations/0010_calendars.sql")),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).

@@ -164,6 +164,7 @@ pub(crate) async fn fire_many(
                 max_active: p.max_active,
                 next_fire_at: None,
                 now: p.now,
+                expected_version: None,
             }
         })
         .collect();

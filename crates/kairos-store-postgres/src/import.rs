@@ -46,6 +46,7 @@ impl PostgresStore {
         let id: i64 = row.try_get(0).map_err(pg_error)?;
         crate::event::set_topics(&tx, id, &j.spec).await?;
         crate::dependency::set(&tx, id, &j.spec).await?;
+        crate::calendar::set(&tx, id, &j.spec).await?;
         let change = Change::job(&p.actor, AuditAction::JobCreate, j.namespace(), j.name());
         audit(&tx, change.versions(None, Some(j.version)), &p.now).await?;
         self.commit(tx, Notices::of(Notice::Jobs)).await?;

@@ -62,7 +62,7 @@ async fn lock_job(c: &impl GenericClient, namespace: &str, name: &str) -> StoreR
 /// at its next heartbeat and the store refuses their results). Only runs created before their
 /// due time qualify, so a clock stepped backwards never takes back a run fired when due. The
 /// caller holds the job's row lock; the runs are locked in id order.
-async fn withdraw_early_runs(
+pub(crate) async fn withdraw_early_runs(
     c: &impl GenericClient,
     job_id: JobId,
     now: &Option<Timestamp>,
@@ -87,6 +87,7 @@ impl PostgresStore {
         let spec = spec_json(&p.spec)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
+        crate::calendar::check(&tx, &p.spec, &p.calendars).await?;
         crate::dependency::lock(&tx, self.schema(), &p.spec).await?;
         crate::dependency::check(&tx, &p.spec).await?;
         let row = query_opt_unique(
@@ -112,6 +113,7 @@ impl PostgresStore {
         let job = rows::job(&row)?;
         crate::event::set_topics(&tx, job.id, &p.spec).await?;
         crate::dependency::set(&tx, job.id, &p.spec).await?;
+        crate::calendar::set(&tx, job.id, &p.spec).await?;
         let change = Change::job(
             &p.actor,
             AuditAction::JobCreate,
@@ -128,6 +130,7 @@ impl PostgresStore {
         let spec = spec_json(&p.spec)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
+        crate::calendar::check(&tx, &p.spec, &p.calendars).await?;
         crate::dependency::lock(&tx, self.schema(), &p.spec).await?;
         crate::dependency::lock_rows(&tx, &p.namespace, &p.name, &p.spec).await?;
         let current = lock_job(&tx, &p.namespace, &p.name).await?;
@@ -185,6 +188,7 @@ impl PostgresStore {
         let job = rows::job(&row)?;
         crate::event::set_topics(&tx, job.id, &p.spec).await?;
         crate::dependency::set(&tx, job.id, &p.spec).await?;
+        crate::calendar::set(&tx, job.id, &p.spec).await?;
         let change = Change::job(&p.actor, AuditAction::JobUpdate, &p.namespace, &p.name);
         let change = change.versions(Some(current.version), Some(job.version));
         audit(&tx, change, &p.now).await?;
@@ -238,6 +242,16 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let mut current = lock_job(&tx, &p.namespace, &p.name).await?;
+        if let Some(expected) = p.expected_version
+            && expected != current.version
+        {
+            return Err(version_conflict(
+                &p.namespace,
+                &p.name,
+                expected,
+                current.version,
+            ));
+        }
         if current.spec.paused == p.paused {
             return Ok(current);
         }

@@ -106,6 +106,7 @@ pub mod admin;
 mod auth;
 mod backfill;
 mod batch;
+mod calendar;
 mod cancel;
 mod changes;
 mod cluster;

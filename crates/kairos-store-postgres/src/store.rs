@@ -512,6 +512,26 @@ impl Store for PostgresStore {
         self.audit_list_read(p).await
     }
 
+    async fn calendar_put(&self, p: CalendarPutParams) -> StoreResult<StoredCalendar> {
+        self.calendar_put_tx(p).await
+    }
+
+    async fn calendar_get(&self, p: CalendarGetParams) -> StoreResult<Option<StoredCalendar>> {
+        self.calendar_get_read(p).await
+    }
+
+    async fn calendar_list(&self, p: CalendarListParams) -> StoreResult<Vec<StoredCalendar>> {
+        self.calendar_list_read(p).await
+    }
+
+    async fn calendar_jobs(&self, p: CalendarGetParams) -> StoreResult<Vec<Job>> {
+        self.calendar_jobs_read(p).await
+    }
+
+    async fn calendar_delete(&self, p: CalendarDeleteParams) -> StoreResult<()> {
+        self.calendar_delete_tx(p).await
+    }
+
     async fn leader_elect(&self, p: LeaderElectParams) -> StoreResult<Leader> {
         self.leader_elect_write(p).await
     }

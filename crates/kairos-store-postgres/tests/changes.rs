@@ -105,6 +105,7 @@ async fn create(store: &dyn Store, name: &str) -> Job {
             next_fire_at: Some(secs(60)),
             actor: "test".into(),
             now: Some(t0()),
+            calendars: vec![],
         })
         .await
         .unwrap()
@@ -170,6 +171,7 @@ async fn fire(
             max_active: None,
             next_fire_at: Some(next),
             now: Some(expected),
+            expected_version: None,
         })
         .await
         .unwrap()
@@ -361,6 +363,7 @@ async fn only_changes_of_note_are_sent() {
         next_fire_at: Some(secs(600)),
         actor: "test".into(),
         now: Some(secs(500)),
+        expected_version: None,
     };
     store.job_set_paused(paused(true)).await.unwrap();
     store.job_set_paused(paused(true)).await.unwrap();
@@ -375,6 +378,7 @@ async fn only_changes_of_note_are_sent() {
             next_fire_at: NextFire::Set(Some(secs(660))),
             actor: "test".into(),
             now: Some(secs(501)),
+            calendars: vec![],
         })
         .await
         .unwrap();
@@ -505,6 +509,7 @@ async fn steps_a_workflow_run_queues_reach_other_nodes() {
             next_fire_at: None,
             actor: "test".into(),
             now: Some(t0()),
+            calendars: vec![],
         })
         .await
         .unwrap();

@@ -40,6 +40,7 @@ async fn without_now_the_database_clock_rules() {
             next_fire_at: Some(before),
             actor: "test".into(),
             now: None,
+            calendars: vec![],
         })
         .await
         .unwrap();
@@ -62,6 +63,7 @@ async fn without_now_the_database_clock_rules() {
             max_active: None,
             next_fire_at: None,
             now: None,
+            expected_version: None,
         })
         .await
         .unwrap();

@@ -67,6 +67,7 @@ async fn scheduler(store: Arc<dyn Store>, jobs: Vec<JobId>) {
                 max_active: None,
                 next_fire_at: Some(next),
                 now: Some(at),
+                expected_version: None,
             });
         }
         // Reversed every other round: the store orders the locks itself.
@@ -154,6 +155,7 @@ async fn meddler(store: Arc<dyn Store>, names: Vec<String>) {
                             next_fire_at: NextFire::Set(job.next_fire_at),
                             actor: "test".into(),
                             now: Some(t0()),
+                            calendars: vec![],
                         })
                         .await,
                 );
@@ -168,6 +170,7 @@ async fn meddler(store: Arc<dyn Store>, names: Vec<String>) {
                             next_fire_at: job.next_fire_at,
                             actor: "test".into(),
                             now: Some(t0()),
+                            expected_version: None,
                         })
                         .await,
                 );
@@ -215,6 +218,7 @@ async fn churn(store: Arc<dyn Store>) {
                 next_fire_at: Some(t0()),
                 actor: "test".into(),
                 now: Some(t0()),
+                calendars: vec![],
             })
             .await
             .unwrap();
@@ -229,6 +233,7 @@ async fn churn(store: Arc<dyn Store>) {
                 max_active: None,
                 next_fire_at: None,
                 now: Some(t0()),
+                expected_version: None,
             })
             .await
             .unwrap();
@@ -264,6 +269,7 @@ async fn concurrent_writers_never_deadlock() {
                 next_fire_at: Some(t0()),
                 actor: "test".into(),
                 now: Some(t0()),
+                calendars: vec![],
             })
             .await
             .unwrap();
@@ -315,6 +321,7 @@ async fn a_repeated_due_time_does_not_deadlock_with_a_heartbeat() {
             next_fire_at: Some(t0()),
             actor: "test".into(),
             now: Some(t0()),
+            calendars: vec![],
         })
         .await
         .unwrap();
@@ -331,6 +338,7 @@ async fn a_repeated_due_time_does_not_deadlock_with_a_heartbeat() {
             max_active: None,
             next_fire_at: Some(second),
             now: Some(t0()),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -379,6 +387,7 @@ async fn a_repeated_due_time_does_not_deadlock_with_a_heartbeat() {
                     max_active: None,
                     next_fire_at: Some(second + SignedDuration::from_secs(1)),
                     now: Some(second),
+                    expected_version: None,
                 })
                 .await
         }
@@ -490,6 +499,7 @@ async fn two_nodes_ending_both_upstream_steps_queue_the_join_once() {
             next_fire_at: Some(t0()),
             actor: "test".into(),
             now: Some(t0()),
+            calendars: vec![],
         })
         .await
         .unwrap();
@@ -504,6 +514,7 @@ async fn two_nodes_ending_both_upstream_steps_queue_the_join_once() {
                 max_active: None,
                 next_fire_at: Some(at + SignedDuration::from_secs(1)),
                 now: Some(at),
+                expected_version: None,
             })
             .await
             .unwrap();
@@ -776,6 +787,7 @@ async fn workflow_writers_never_deadlock() {
                 next_fire_at: Some(t0()),
                 actor: "test".into(),
                 now: Some(t0()),
+                calendars: vec![],
             })
             .await
             .unwrap();
@@ -872,6 +884,7 @@ async fn a_batch_with_a_step_does_not_deadlock_with_a_replace() {
                 next_fire_at: Some(t0()),
                 actor: "test".into(),
                 now: Some(t0()),
+                calendars: vec![],
             })
             .await
             .unwrap();
@@ -887,6 +900,7 @@ async fn a_batch_with_a_step_does_not_deadlock_with_a_replace() {
             max_active: None,
             next_fire_at: Some(expected + SignedDuration::from_secs(1)),
             now: Some(expected),
+            expected_version: None,
         };
     // R (due now) and Q (not due for an hour), then P.
     let later = t0() + SignedDuration::from_hours(1);
@@ -1013,6 +1027,7 @@ async fn started_flow(store: &dyn Store, job_id: JobId, at: Timestamp) -> Run {
             max_active: None,
             next_fire_at: Some(at + SignedDuration::from_secs(1)),
             now: Some(at),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -1091,6 +1106,7 @@ async fn two_nodes_rerunning_the_failed_steps_at_once_rerun_them_once() {
             next_fire_at: Some(t0()),
             actor: "test".into(),
             now: Some(t0()),
+            calendars: vec![],
         })
         .await
         .unwrap();
@@ -1200,6 +1216,7 @@ async fn skipping_a_queued_step_races_its_claim_one_wins() {
             next_fire_at: Some(t0()),
             actor: "test".into(),
             now: Some(t0()),
+            calendars: vec![],
         })
         .await
         .unwrap();

@@ -46,6 +46,7 @@ async fn exclusive_runs_never_overlap_across_concurrent_claimers() {
             next_fire_at: None,
             actor: "test".into(),
             now: Some(t0),
+            calendars: vec![],
         })
         .await
         .unwrap();

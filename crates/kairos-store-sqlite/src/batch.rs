@@ -74,14 +74,17 @@ pub(crate) fn fire(
     {
         return Ok(JobFireResult::default());
     }
-    // The fence itself, in the write: the job is not paused and nobody fired it since.
+    // The fence itself, in the write: the job is not paused, nobody fired it since, and it
+    // has the version (triggers, calendars) the round was planned with.
     let fenced = exec(
         conn,
-        "UPDATE jobs SET next_fire_at = ?1 WHERE id = ?2 AND paused = 0 AND next_fire_at = ?3",
+        "UPDATE jobs SET next_fire_at = ?1 WHERE id = ?2 AND paused = 0 AND next_fire_at = ?3 \
+         AND (?4 IS NULL OR version = ?4)",
         params![
             p.next_fire_at.map(micros),
             p.job_id,
-            micros(p.expected_next_fire_at)
+            micros(p.expected_next_fire_at),
+            p.expected_version
         ],
     )?;
     if fenced != 1 {

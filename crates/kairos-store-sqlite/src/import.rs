@@ -46,6 +46,7 @@ pub(crate) fn job_import(
     let id = conn.last_insert_rowid();
     crate::event::set_topics(conn, id, &j.spec)?;
     crate::dependency::set(conn, id, &j.spec)?;
+    crate::calendar::set(conn, id, &j.spec)?;
     let change = Change::job(&p.actor, AuditAction::JobCreate, j.namespace(), j.name());
     audit(conn, change.versions(None, Some(j.version)), now)?;
     Ok(Job { id, ..j.clone() })

@@ -14,6 +14,7 @@
 mod auth;
 mod backfill;
 mod batch;
+mod calendar;
 mod cluster;
 mod db;
 mod dependency;

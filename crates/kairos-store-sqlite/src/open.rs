@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_events.sql"),
     include_str!("../migrations/0009_dependencies.sql"),
     include_str!("../migrations/0010_progress.sql"),
+    include_str!("../migrations/0011_calendars.sql"),
 ];
 
 /// Reader connections (and threads).

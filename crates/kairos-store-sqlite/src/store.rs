@@ -81,6 +81,7 @@ fn write_job(
         .ok_or_else(|| StoreError::Internal("written job vanished".into()))?;
     crate::event::set_topics(conn, job.id, spec)?;
     crate::dependency::set(conn, job.id, spec)?;
+    crate::calendar::set(conn, job.id, spec)?;
     Ok(job)
 }
 
@@ -110,7 +111,7 @@ fn version_conflict(p_ns: &str, p_name: &str, expected: i64, actual: i64) -> Sto
 /// Only runs created before their due time qualify, so a wall clock stepped backwards never
 /// takes back a run that was fired when due, and a workflow run that has started (its steps
 /// exist) is never taken back.
-fn withdraw_early_runs(conn: &Connection, job_id: JobId, now: i64) -> StoreResult<()> {
+pub(crate) fn withdraw_early_runs(conn: &Connection, job_id: JobId, now: i64) -> StoreResult<()> {
     exec(
         conn,
         "DELETE FROM runs WHERE job_id = ?1 AND parent_id IS NULL AND origin = 'schedule' \
@@ -174,6 +175,7 @@ impl Store for SqliteStore {
         let spec = spec_json(&p.spec)?;
         self.db
             .write(move |tx| {
+                crate::calendar::check(tx, &p.spec, &p.calendars)?;
                 crate::dependency::check(tx, &p.spec)?;
                 let job = write_job(
                     tx,
@@ -248,6 +250,7 @@ impl Store for SqliteStore {
         let spec = spec_json(&p.spec)?;
         self.db
             .write(move |tx| {
+                crate::calendar::check(tx, &p.spec, &p.calendars)?;
                 let current = fetch_existing_job(tx, &p.namespace, &p.name)?;
                 if current.version != p.expected_version {
                     return Err(version_conflict(
@@ -359,6 +362,16 @@ impl Store for SqliteStore {
         self.db
             .write(move |tx| {
                 let mut current = fetch_existing_job(tx, &p.namespace, &p.name)?;
+                if let Some(expected) = p.expected_version
+                    && expected != current.version
+                {
+                    return Err(version_conflict(
+                        &p.namespace,
+                        &p.name,
+                        expected,
+                        current.version,
+                    ));
+                }
                 if current.spec.paused == p.paused {
                     return Ok(current);
                 }
@@ -1032,6 +1045,38 @@ impl Store for SqliteStore {
 
     async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>> {
         self.db.read(move |conn| auth::audit_list(conn, &p)).await
+    }
+
+    async fn calendar_put(&self, p: CalendarPutParams) -> StoreResult<StoredCalendar> {
+        let at = now_or(p.now);
+        self.db
+            .write(move |tx| crate::calendar::put(tx, &p, at))
+            .await
+    }
+
+    async fn calendar_get(&self, p: CalendarGetParams) -> StoreResult<Option<StoredCalendar>> {
+        self.db
+            .read(move |conn| crate::calendar::fetch(conn, &p.namespace, &p.name))
+            .await
+    }
+
+    async fn calendar_list(&self, p: CalendarListParams) -> StoreResult<Vec<StoredCalendar>> {
+        self.db
+            .read(move |conn| crate::calendar::list(conn, &p))
+            .await
+    }
+
+    async fn calendar_jobs(&self, p: CalendarGetParams) -> StoreResult<Vec<Job>> {
+        self.db
+            .read(move |conn| crate::calendar::users(conn, &p.namespace, &p.name))
+            .await
+    }
+
+    async fn calendar_delete(&self, p: CalendarDeleteParams) -> StoreResult<()> {
+        let at = now_or(p.now);
+        self.db
+            .write(move |tx| crate::calendar::delete(tx, &p, at))
+            .await
     }
 
     async fn leader_elect(&self, p: LeaderElectParams) -> StoreResult<Leader> {

@@ -19,13 +19,14 @@ async fn create(store: &SqliteStore, name: &str) {
             spec: spec(name),
             next_fire_at: None,
             now: None,
+            calendars: vec![],
         })
         .await
         .expect("create job");
 }
 
 /// The schema version this Kairos writes: the number of migrations.
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
@@ -201,6 +202,7 @@ async fn a_closed_store_refuses_work_clearly() {
             spec: spec("late"),
             next_fire_at: None,
             now: None,
+            calendars: vec![],
         })
         .await
     {

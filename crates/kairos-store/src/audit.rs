@@ -49,6 +49,25 @@ impl<'a> AuditRecord<'a> {
         }
     }
 
+    /// A change to calendar `name` of `namespace` (named in the detail).
+    pub fn calendar(actor: &'a str, action: AuditAction, namespace: &'a str, name: &str) -> Self {
+        Self {
+            actor,
+            action,
+            namespace: Some(namespace),
+            job: None,
+            run_id: None,
+            version_before: None,
+            version_after: None,
+            detail: Some(format!("calendar `{name}`")),
+        }
+    }
+
+    pub fn detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
     pub fn versions(mut self, before: Option<i64>, after: Option<i64>) -> Self {
         self.version_before = before;
         self.version_after = after;

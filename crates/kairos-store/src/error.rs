@@ -56,6 +56,33 @@ pub enum StoreError {
         "event `{id}`: {jobs} job(s) changed while it was posted, again and again; post it again with the same id (runs already created are not created twice)"
     )]
     EventContended { id: String, jobs: usize },
+    #[error("calendar `{namespace}/{name}` not found")]
+    CalendarNotFound { namespace: String, name: String },
+    #[error("calendar `{namespace}/{name}` already exists")]
+    CalendarExists { namespace: String, name: String },
+    #[error(
+        "calendar `{namespace}/{name}` is at version {actual}, not {expected}; reload it and apply the change again"
+    )]
+    CalendarVersionConflict {
+        namespace: String,
+        name: String,
+        expected: i64,
+        actual: i64,
+    },
+    /// A calendar that jobs name cannot be deleted.
+    #[error(
+        "calendar `{namespace}/{name}` is used by job(s) {}; remove it from their triggers first",
+        jobs.join(", ")
+    )]
+    CalendarInUse {
+        namespace: String,
+        name: String,
+        jobs: Vec<String>,
+    },
+    /// A write planned with a calendar (or with the jobs that use one) that changed meanwhile;
+    /// nothing was written, planning again and retrying is safe.
+    #[error("calendar `{namespace}/{name}` or the jobs that use it changed meanwhile; try again")]
+    CalendarChanged { namespace: String, name: String },
     /// The data directory is held by another node.
     #[error("{0}")]
     Locked(String),

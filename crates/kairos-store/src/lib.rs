@@ -34,5 +34,7 @@ pub use audit::AuditRecord;
 pub use changes::Change;
 pub use cluster::*;
 pub use error::{StoreError, StoreResult};
-pub use model::{Attempt, AuditEntry, ClaimedRun, Job, Run, RunEvent, RunReport, Token};
+pub use model::{
+    Attempt, AuditEntry, ClaimedRun, Job, Run, RunEvent, RunReport, StoredCalendar, Token,
+};
 pub use store::*;

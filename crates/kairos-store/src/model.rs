@@ -28,6 +28,17 @@ impl Job {
     }
 }
 
+/// A stored calendar: the document as written plus bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredCalendar {
+    pub id: i64,
+    pub spec: kairos_core::calendar::CalendarSpec,
+    /// Starts at 1 and increments on every change.
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
 /// One occurrence of a job for one due time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Run {

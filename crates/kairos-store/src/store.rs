@@ -9,12 +9,15 @@ use kairos_core::spec::{ExecutionMode, JobSpec};
 
 use crate::cluster::*;
 use crate::error::StoreResult;
-use crate::model::{Attempt, AuditEntry, ClaimedRun, Job, Run, RunEvent, Token};
+use crate::model::{Attempt, AuditEntry, ClaimedRun, Job, Run, RunEvent, StoredCalendar, Token};
 
 #[derive(Debug, Clone)]
 pub struct JobCreateParams {
     pub spec: JobSpec,
     pub next_fire_at: Option<Timestamp>,
+    /// The calendars `next_fire_at` was planned with, and their versions: the write applies
+    /// only if each is still at that version (else `CalendarChanged`, nothing written).
+    pub calendars: Vec<CalendarVersion>,
     /// Who makes the change (for the audit log).
     pub actor: String,
     pub now: Option<Timestamp>,
@@ -68,6 +71,63 @@ pub struct JobUpdateParams {
     pub spec: JobSpec,
     /// What becomes of the job's next due time.
     pub next_fire_at: NextFire,
+    /// As for [`JobCreateParams::calendars`].
+    pub calendars: Vec<CalendarVersion>,
+    pub actor: String,
+    pub now: Option<Timestamp>,
+}
+
+/// A calendar's name (in the job's namespace) and the version a plan used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalendarVersion {
+    pub name: String,
+    pub version: i64,
+}
+
+/// Creates or changes a calendar.
+#[derive(Debug, Clone)]
+pub struct CalendarPutParams {
+    pub spec: kairos_core::calendar::CalendarSpec,
+    /// `None`: create it (`CalendarExists` if the name is taken); `Some(v)`: change version
+    /// `v` (`CalendarVersionConflict` otherwise).
+    pub expected_version: Option<i64>,
+    /// The jobs that use the calendar, each re-planned with the new calendar. The write
+    /// applies only if these are exactly the jobs that use it when it happens, each still at
+    /// its expected version (else `CalendarChanged`, nothing written); each one's version
+    /// goes up, and its runs created ahead of their due time are withdrawn, as for an update
+    /// that moves `next_fire_at`.
+    pub replans: Vec<JobReplan>,
+    pub actor: String,
+    pub now: Option<Timestamp>,
+}
+
+/// A job's new next due time after a calendar it uses changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobReplan {
+    pub job_id: JobId,
+    pub expected_version: i64,
+    pub next_fire_at: NextFire,
+}
+
+#[derive(Debug, Clone)]
+pub struct CalendarGetParams {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CalendarListParams {
+    /// Only these namespaces; `None`: all.
+    pub namespaces: Option<Vec<String>>,
+    /// Only these names; `None`: all.
+    pub names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CalendarDeleteParams {
+    pub namespace: String,
+    pub name: String,
+    pub expected_version: Option<i64>,
     pub actor: String,
     pub now: Option<Timestamp>,
 }
@@ -121,6 +181,9 @@ pub struct RunInsert {
 #[derive(Debug, Clone)]
 pub struct JobFireParams {
     pub job_id: JobId,
+    /// The job version the round was planned with (its triggers and calendars): with `Some`,
+    /// the round applies only if the job is still at it. The scheduler always sets it.
+    pub expected_version: Option<i64>,
     /// Fence: the fire applies only if the job's `next_fire_at` still equals this.
     pub expected_next_fire_at: Timestamp,
     /// Runs to create; an existing `(job_id, scheduled_for)` is left alone (exactly once).
@@ -152,6 +215,9 @@ pub struct JobSetPausedParams {
     pub namespace: String,
     pub name: String,
     pub paused: bool,
+    /// With `Some`, the write applies only at this version (`VersionConflict` otherwise): a
+    /// resume's `next_fire_at` was planned with it.
+    pub expected_version: Option<i64>,
     /// On resume, the next due time after now (a resume does not replay the pause).
     pub next_fire_at: Option<Timestamp>,
     pub actor: String,
@@ -704,6 +770,20 @@ pub trait Store: Send + Sync + 'static {
     async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>>;
     /// Audit entries, newest first.
     async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Creates or changes a calendar and re-plans the jobs that use it, in one transaction
+    /// (see [`CalendarPutParams`]; audited, with each re-planned job). A backend locks the
+    /// calendar's row before the jobs' rows, as job writes that name calendars do.
+    async fn calendar_put(&self, p: CalendarPutParams) -> StoreResult<StoredCalendar>;
+    async fn calendar_get(&self, p: CalendarGetParams) -> StoreResult<Option<StoredCalendar>>;
+    /// Calendars by namespace and name.
+    async fn calendar_list(&self, p: CalendarListParams) -> StoreResult<Vec<StoredCalendar>>;
+    /// The jobs whose triggers name the calendar, by name (read through the index the stores
+    /// keep with each job write).
+    async fn calendar_jobs(&self, p: CalendarGetParams) -> StoreResult<Vec<Job>>;
+    /// Deletes a calendar (audited). `CalendarInUse` (nothing changed) while a job names it;
+    /// `CalendarNotFound`; `CalendarVersionConflict`.
+    async fn calendar_delete(&self, p: CalendarDeleteParams) -> StoreResult<()>;
 
     /// Takes leadership if nobody holds it, its lease expired, or the store knows its holder is
     /// gone (a new term); renews it if `p.node_id` holds it (same term, new expiry). Returns

@@ -126,6 +126,16 @@ pub struct Fire {
     pub trigger: usize,
 }
 
+/// A due time of [`Schedule::preview`], or a time its trigger's calendars rule out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upcoming {
+    pub at: Timestamp,
+    /// The trigger (index into the job's triggers).
+    pub trigger: usize,
+    /// Why it is not a due time (`None`: it is one).
+    pub skipped: Option<String>,
+}
+
 /// All triggers of one job.
 #[derive(Debug, Clone, Default)]
 pub struct Schedule {
@@ -155,6 +165,7 @@ impl Schedule {
             TriggerKind::Event(e) => {
                 t.start_at.is_none_or(|s| now >= s)
                     && t.end_at.is_none_or(|e| now <= e)
+                    && t.calendars.allows(now)
                     && e.matches(topic, payload)
             }
             _ => false,
@@ -166,6 +177,53 @@ impl Schedule {
         self.triggers
             .iter()
             .any(|t| !matches!(t.kind, TriggerKind::Event(_) | TriggerKind::After(_)))
+    }
+
+    /// Up to `n` due times strictly after `after`, and the times the triggers' calendars rule
+    /// out before the last of them (or, when no due time is left, after `after`), each with
+    /// why; at most `n` of those too, the earliest. In time order.
+    pub fn preview(&self, after: Timestamp, n: usize) -> Vec<Upcoming> {
+        let fires = self.upcoming(after, n);
+        let until = fires.last().map(|f| f.at);
+        let mut skipped: Vec<Upcoming> = Vec::new();
+        for (i, trigger) in self.triggers.iter().enumerate() {
+            if trigger.calendars.is_empty() {
+                continue;
+            }
+            let mut cursor = after;
+            while skipped.len() < n * (i + 1) {
+                let Some(at) = trigger.next_in_bounds(cursor) else {
+                    break;
+                };
+                if until.is_some_and(|u| at >= u) {
+                    break;
+                }
+                if let Some(why) = trigger.calendars.why_not(at) {
+                    skipped.push(Upcoming {
+                        at,
+                        trigger: i,
+                        skipped: Some(why),
+                    });
+                }
+                cursor = at;
+            }
+        }
+        skipped.sort_by_key(|u| u.at);
+        skipped.dedup_by_key(|u| u.at);
+        // A time one trigger skips but another fires is not skipped.
+        skipped.retain(|s| !fires.iter().any(|f| f.at == s.at));
+        skipped.truncate(n);
+        let mut out: Vec<Upcoming> = fires
+            .into_iter()
+            .map(|f| Upcoming {
+                at: f.at,
+                trigger: f.trigger,
+                skipped: None,
+            })
+            .chain(skipped)
+            .collect();
+        out.sort_by_key(|u| u.at);
+        out
     }
 
     /// Up to `n` due times strictly after `after`.

@@ -140,6 +140,7 @@ pub async fn audit_records_every_change_with_its_change(store: Arc<dyn Store>) {
             spec: spec("j"),
             next_fire_at: NextFire::Set(None),
             now: Some(t(T0)),
+            calendars: vec![],
         })
         .await
         .unwrap();
@@ -153,6 +154,7 @@ pub async fn audit_records_every_change_with_its_change(store: Arc<dyn Store>) {
             spec: spec("j"),
             next_fire_at: NextFire::Set(None),
             now: Some(t(T0)),
+            calendars: vec![],
         })
         .await
         .unwrap_err();

@@ -26,6 +26,7 @@ pub async fn run_exclusive_runs_one_at_a_time(store: Arc<dyn Store>) {
             max_active: None,
             next_fire_at: None,
             now: Some(b),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -57,6 +58,7 @@ pub async fn run_claim_concurrent_never_doubles(store: Arc<dyn Store>) {
             max_active: None,
             next_fire_at: None,
             now: Some(a),
+            expected_version: None,
         })
         .await
         .unwrap();

@@ -31,6 +31,7 @@ async fn create(store: &Arc<dyn Store>, spec: JobSpec) -> StoreResult<Job> {
             spec,
             next_fire_at: None,
             now: Some(t(T0)),
+            calendars: vec![],
         })
         .await
 }
@@ -125,6 +126,7 @@ pub async fn dependency_runs_follow_each_matching_end(store: Arc<dyn Store>) {
             spec: super::spec("a"),
             next_fire_at: Some(at),
             now: Some(at),
+            calendars: vec![],
         })
         .await
         .unwrap();
@@ -263,6 +265,7 @@ pub async fn dependency_runs_follow_each_matching_end(store: Arc<dyn Store>) {
             max_active: None,
             next_fire_at: None,
             now: Some(fire_at),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -424,6 +427,7 @@ pub async fn dependency_checks_refuse_unknown_jobs_cycles_and_deletes(store: Arc
                     spec,
                     next_fire_at: NextFire::Keep,
                     now: Some(at),
+                    calendars: vec![],
                 })
                 .await
         }
@@ -475,6 +479,7 @@ pub async fn dependency_checks_refuse_unknown_jobs_cycles_and_deletes(store: Arc
             spec: renamed,
             next_fire_at: NextFire::Keep,
             now: Some(at),
+            calendars: vec![],
         })
         .await;
     assert!(
@@ -522,6 +527,7 @@ pub async fn dependency_concurrent_writes_never_close_a_cycle(store: Arc<dyn Sto
                         spec: dependent(job.name(), &[(&upstream, "success")], ""),
                         next_fire_at: NextFire::Keep,
                         now: Some(at),
+                        calendars: vec![],
                     })
                     .await
             })

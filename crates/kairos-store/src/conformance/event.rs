@@ -26,6 +26,7 @@ async fn create(store: &Arc<dyn Store>, spec: JobSpec) -> Job {
             spec,
             next_fire_at: None,
             now: Some(t(T0)),
+            calendars: vec![],
         })
         .await
         .unwrap()
@@ -101,6 +102,7 @@ pub async fn event_targets_follow_each_jobs_triggers(store: Arc<dyn Store>) {
             paused: true,
             next_fire_at: None,
             now: Some(t(T0)),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -128,6 +130,7 @@ pub async fn event_targets_follow_each_jobs_triggers(store: Arc<dyn Store>) {
             spec: subscriber("default", "a", "order.paid", ""),
             next_fire_at: NextFire::Keep,
             now: Some(t(T0)),
+            calendars: vec![],
         })
         .await
         .unwrap();
@@ -273,6 +276,7 @@ pub async fn event_fire_is_fenced_by_version_pause_and_count(store: Arc<dyn Stor
             paused: true,
             next_fire_at: None,
             now: Some(at),
+            expected_version: None,
         })
         .await
         .unwrap();

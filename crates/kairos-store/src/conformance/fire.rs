@@ -50,6 +50,7 @@ pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
             max_active: None,
             next_fire_at: None,
             now: Some(next),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -84,6 +85,7 @@ pub async fn job_fire_is_exactly_once(store: Arc<dyn Store>) {
             max_active: None,
             next_fire_at: Some(next),
             now: Some(at),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -151,6 +153,7 @@ pub async fn job_fire_replace_cancels_active(store: Arc<dyn Store>) {
             max_active: None,
             next_fire_at: None,
             now: Some(c),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -192,6 +195,7 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
         max_active: None,
         next_fire_at: Some(b),
         now: Some(a),
+        expected_version: None,
     };
     // `three` is fenced out: its next_fire_at is not `a`.
     let results = store
@@ -308,6 +312,7 @@ async fn race_fire_and_update(
             max_active: None,
             next_fire_at: Some(due + SignedDuration::from_mins(1)),
             now: Some(fire_now),
+            expected_version: None,
         };
         async move { store.job_fire(p).await }
     };
@@ -321,6 +326,7 @@ async fn race_fire_and_update(
             spec,
             next_fire_at,
             now: Some(update_now),
+            calendars: vec![],
         };
         async move { store.job_update(p).await }
     };
@@ -494,6 +500,7 @@ pub async fn job_fire_vs_update(store: Arc<dyn Store>) {
                         max_active: None,
                         next_fire_at: Some(advanced),
                         now: Some(update_now),
+                        expected_version: None,
                     })
                     .await
                     .unwrap();
@@ -555,6 +562,7 @@ fn fenced_fire(job: &Job, due: Timestamp, max_active: u64) -> JobFireParams {
         max_active: Some(max_active),
         next_fire_at: Some(due + SignedDuration::from_mins(1)),
         now: Some(due),
+        expected_version: None,
     }
 }
 

@@ -39,6 +39,7 @@ pub async fn job_create_get_list(store: Arc<dyn Store>) {
             spec: spec("b-job"),
             next_fire_at: None,
             now: Some(t(T0)),
+            calendars: vec![],
         })
         .await;
     assert!(matches!(dup, Err(StoreError::JobExists { .. })), "{dup:?}");
@@ -74,6 +75,7 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
             spec: new_spec.clone(),
             next_fire_at: NextFire::Set(Some(t("2026-03-01T00:05:00Z"))),
             now: Some(t("2026-03-01T00:00:10Z")),
+            calendars: vec![],
         })
         .await
         .unwrap();
@@ -94,6 +96,7 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
             spec: stale_spec,
             next_fire_at: NextFire::Set(None),
             now: None,
+            calendars: vec![],
         })
         .await;
     match stale {
@@ -120,6 +123,7 @@ pub async fn job_update_is_fenced_by_version(store: Arc<dyn Store>) {
             spec: spec("nope"),
             next_fire_at: NextFire::Set(None),
             now: None,
+            calendars: vec![],
         })
         .await;
     assert!(matches!(missing, Err(StoreError::JobNotFound { .. })));
@@ -151,6 +155,7 @@ pub async fn job_update_concurrent_one_wins(store: Arc<dyn Store>) {
                             spec: new_spec,
                             next_fire_at: NextFire::Set(None),
                             now: Some(t(T0)),
+                            calendars: vec![],
                         })
                         .await
                 })
@@ -367,6 +372,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
         max_active: None,
         next_fire_at: Some(next),
         now: Some(now),
+        expected_version: None,
     };
     assert!(
         store
@@ -387,6 +393,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
             spec: spec("j"),
             next_fire_at: NextFire::Set(Some(next)),
             now: Some(now),
+            calendars: vec![],
         })
         .await
         .expect("update");
@@ -436,6 +443,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
             spec: spec("j"),
             next_fire_at: NextFire::Set(Some(t("2026-03-01T00:00:59.900Z"))),
             now: Some(now),
+            calendars: vec![],
         })
         .await
         .expect("reschedule");
@@ -448,6 +456,7 @@ pub async fn early_runs_are_withdrawn_by_pause_and_reschedule(store: Arc<dyn Sto
     store
         .job_fire(JobFireParams {
             now: Some(due),
+            expected_version: None,
             ..fire_early(job2.id)
         })
         .await

@@ -10,7 +10,8 @@
 //! [`runs`] (trigger-now, bulk insert, cancel, lists), [`backfill`] (held runs and their
 //! release), [`workflow`] (step runs and how their ends move a workflow run on), [`event`] (the
 //! topics index, an event's runs and their key), [`dependency`] (runs created as other jobs'
-//! runs end; the checks on job writes), [`auth`] (tokens, audit log) and
+//! runs end; the checks on job writes), [`calendar`] (calendars, the jobs they re-plan, the
+//! fences of job writes planned with them), [`auth`] (tokens, audit log) and
 //! [`cluster`] (leadership, node registry, the store's clock). This module holds the macro and
 //! the helpers the cases share; every case is re-exported here, so that the macro names it as
 //! `$crate::conformance::<case>`.
@@ -35,6 +36,7 @@ use crate::*;
 
 pub mod auth;
 pub mod backfill;
+pub mod calendar;
 pub mod claim;
 pub mod cluster;
 pub mod dependency;
@@ -50,6 +52,7 @@ pub mod workflow;
 
 pub use auth::*;
 pub use backfill::*;
+pub use calendar::*;
 pub use claim::*;
 pub use cluster::*;
 pub use dependency::*;
@@ -128,6 +131,11 @@ macro_rules! conformance_tests {
             dependency_runs_follow_each_matching_end, dependency_runs_are_once_per_upstream_run,
             dependency_checks_refuse_unknown_jobs_cycles_and_deletes,
             dependency_concurrent_writes_never_close_a_cycle,
+            // calendar
+            calendar_put_get_list_delete, calendar_job_writes_are_fenced_and_indexed,
+            calendar_put_replans_its_jobs_in_one_transaction,
+            calendar_fire_and_resume_are_fenced_by_the_planned_version,
+            calendar_concurrent_change_and_job_write_never_both_apply,
             // notify
             changes_are_announced_on_the_feed,
         );
@@ -190,6 +198,7 @@ async fn create(store: &Arc<dyn Store>, name: &str, next: Option<Timestamp>) -> 
             spec: spec(name),
             next_fire_at: next,
             now: Some(t(T0)),
+            calendars: vec![],
         })
         .await
         .expect("create job")
@@ -223,6 +232,7 @@ async fn fire(
             max_active: None,
             next_fire_at: next,
             now: Some(at),
+            expected_version: None,
         })
         .await
         .expect("fire")
@@ -257,6 +267,7 @@ async fn set_paused(
             paused,
             next_fire_at,
             now: Some(now),
+            expected_version: None,
         })
         .await
         .expect("pause or resume")

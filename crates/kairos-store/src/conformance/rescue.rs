@@ -26,6 +26,7 @@ pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
             max_active: None,
             next_fire_at: None,
             now: Some(at),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -139,6 +140,7 @@ pub async fn run_rescue_gives_up_on_runs_that_keep_losing_their_lease(store: Arc
             max_active: None,
             next_fire_at: None,
             now: Some(a),
+            expected_version: None,
         })
         .await
         .unwrap();

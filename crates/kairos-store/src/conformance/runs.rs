@@ -22,6 +22,7 @@ pub async fn run_cancel_states(store: Arc<dyn Store>) {
             max_active: None,
             next_fire_at: None,
             now: Some(a),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -95,6 +96,7 @@ pub async fn run_list_filters_and_counts(store: Arc<dyn Store>) {
             max_active: None,
             next_fire_at: None,
             now: Some(a),
+            expected_version: None,
         })
         .await
         .unwrap();

@@ -37,6 +37,7 @@ async fn fired(store: &Arc<dyn Store>, spec: JobSpec) -> ClaimedRun {
             spec,
             next_fire_at: Some(at),
             now: Some(at),
+            calendars: vec![],
         })
         .await
         .unwrap();
@@ -52,6 +53,7 @@ async fn fired(store: &Arc<dyn Store>, spec: JobSpec) -> ClaimedRun {
             max_active: None,
             next_fire_at: None,
             now: Some(at),
+            expected_version: None,
         })
         .await
         .unwrap();
@@ -706,6 +708,7 @@ pub async fn workflow_params_reach_every_step_and_results_are_kept(store: Arc<dy
             spec: diamond(),
             next_fire_at: None,
             now: Some(at),
+            calendars: vec![],
         })
         .await
         .unwrap();
