@@ -7,7 +7,7 @@ use kairos_core::ValidationErrors;
 use kairos_core::job::JobPlan;
 use kairos_core::run::RunId;
 use kairos_exec::OutputBuffer;
-use kairos_store::{Change, Job, Store};
+use kairos_store::{CalendarListParams, CalendarVersion, Change, Job, Store};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -96,8 +96,11 @@ impl RunTokens {
     }
 }
 
-/// Validated plans by `(job id, version)`: a version never changes, so its plan never does.
-/// Saves re-validating (and re-parsing cron expressions) on every fire and every attempt.
+/// Validated plans by `(job id, version)`, with their calendars: a version never changes, so
+/// its plan never does (a change of a calendar a job uses raises the job's version in the same
+/// transaction, and the calendars are read after the job, so a plan is never made with older
+/// calendars than its version's). Saves re-validating (and re-parsing cron expressions) on
+/// every fire and every attempt.
 #[derive(Debug, Default, Clone)]
 pub struct PlanCache {
     inner: Arc<Mutex<HashMap<JobVersion, Arc<JobPlan>>>>,
@@ -110,8 +113,33 @@ type JobVersion = (i64, i64);
 const PLAN_CACHE_LIMIT: usize = 200_000;
 
 impl PlanCache {
-    /// The plan of this job version, validating it once.
-    pub fn get(&self, job: &Job) -> Result<Arc<JobPlan>, ValidationErrors> {
+    /// The plan of this job version, validated and with its calendars, made once.
+    pub async fn get(&self, store: &dyn Store, job: &Job) -> Result<Arc<JobPlan>, PlanError> {
+        let key = (job.id, job.version);
+        if let Some(plan) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(plan.clone());
+        }
+        let (plan, _) = plan_with_calendars(store, &job.spec).await?;
+        let plan = Arc::new(plan);
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= PLAN_CACHE_LIMIT {
+            map.clear();
+        }
+        map.insert(key, plan.clone());
+        Ok(plan)
+    }
+}
+
+impl PlanCache {
+    /// The plan of this job version for running an attempt, which needs no calendars (its
+    /// timeout, retry policy, task): the cached plan, else one validated now (cached only
+    /// when the job names no calendars, so that it is complete).
+    pub fn for_attempt(&self, job: &Job) -> Result<Arc<JobPlan>, ValidationErrors> {
         let key = (job.id, job.version);
         if let Some(plan) = self
             .inner
@@ -122,13 +150,74 @@ impl PlanCache {
             return Ok(plan.clone());
         }
         let plan = Arc::new(job.spec.validate()?);
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= PLAN_CACHE_LIMIT {
-            map.clear();
+        if plan.calendar_names().is_empty() {
+            let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= PLAN_CACHE_LIMIT {
+                map.clear();
+            }
+            map.insert(key, plan.clone());
         }
-        map.insert(key, plan.clone());
         Ok(plan)
     }
+}
+
+/// Why a job has no plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The document does not validate, or names calendars that do not exist.
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error(transparent)]
+    Store(#[from] kairos_store::StoreError),
+}
+
+/// Validates `spec` and resolves the calendars its triggers name from the store (read now):
+/// the plan, and the versions of the calendars it was made with (the fence of a job write
+/// planned with it).
+pub async fn plan_with_calendars(
+    store: &dyn Store,
+    spec: &kairos_core::JobSpec,
+) -> Result<(JobPlan, Vec<CalendarVersion>), PlanError> {
+    let mut plan = spec.validate().map_err(PlanError::Invalid)?;
+    let names = plan.calendar_names();
+    if names.is_empty() {
+        return Ok((plan, Vec::new()));
+    }
+    let stored = store
+        .calendar_list(CalendarListParams {
+            namespaces: Some(vec![spec.namespace.clone()]),
+            names: Some(names),
+        })
+        .await?;
+    let calendars = validated_calendars(&stored);
+    plan.resolve_calendars(|name| calendars.get(name).cloned())
+        .map_err(PlanError::Invalid)?;
+    let versions = stored
+        .iter()
+        .map(|c| CalendarVersion {
+            name: c.spec.name.clone(),
+            version: c.version,
+        })
+        .collect();
+    Ok((plan, versions))
+}
+
+/// The stored calendars that validate, by name. One that no longer does (a time zone gone
+/// from the system's database) is left out: the jobs naming it then fail to plan, loudly,
+/// rather than fire on days it meant to exclude.
+pub fn validated_calendars(
+    stored: &[kairos_store::StoredCalendar],
+) -> HashMap<String, Arc<kairos_core::calendar::Calendar>> {
+    stored
+        .iter()
+        .filter_map(|c| match c.spec.validate() {
+            Ok(cal) => Some((c.spec.name.clone(), Arc::new(cal))),
+            Err(e) => {
+                tracing::error!(calendar = %c.spec.name, error = %e, "stored calendar no longer validates");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Shared by the services of one node.

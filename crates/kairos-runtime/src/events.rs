@@ -154,9 +154,10 @@ impl JobService {
                     });
                     continue;
                 }
-                let plan = match ctx.plans.get(&target.job) {
+                let plan = match ctx.plans.get(&*ctx.store, &target.job).await {
                     Ok(plan) => plan,
-                    Err(e) => {
+                    Err(crate::context::PlanError::Store(e)) => return Err(e.into()),
+                    Err(crate::context::PlanError::Invalid(e)) => {
                         tracing::warn!(job = target.job.name(), error = %e,
                             "a stored job no longer validates; it gets no run for the event");
                         continue;

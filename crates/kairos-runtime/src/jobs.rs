@@ -11,7 +11,7 @@ use kairos_core::run::{MAX_RESULT_BYTES, RunOrigin, RunState};
 use kairos_core::spec::{JobSpec, OverlapPolicy};
 use kairos_store::*;
 
-use crate::context::NodeContext;
+use crate::context::{NodeContext, PlanError, plan_with_calendars};
 use crate::telemetry::Event;
 
 /// Why a job operation failed.
@@ -21,6 +21,27 @@ pub enum JobError {
     Invalid(ValidationErrors),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<PlanError> for JobError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::Invalid(e) => JobError::Invalid(e),
+            PlanError::Store(e) => JobError::Store(e),
+        }
+    }
+}
+
+/// Times a write planned with calendars is planned again when a calendar (or, for a calendar
+/// change, one of its jobs) changed under it, before the caller gets `CalendarChanged`.
+pub(crate) const CALENDAR_ROUNDS: usize = 16;
+
+/// `CalendarChanged` for a write to job or calendar `name` of `namespace` that kept racing.
+pub(crate) fn contended(namespace: &str, name: &str) -> JobError {
+    JobError::Store(StoreError::CalendarChanged {
+        namespace: namespace.into(),
+        name: name.into(),
+    })
 }
 
 /// Job operations of one node (API, CLI and library all use these). Every change is written to
@@ -58,6 +79,11 @@ impl JobService {
         &self.ctx
     }
 
+    /// Who the changes are recorded as made by.
+    pub(crate) fn actor(&self) -> &str {
+        &self.actor
+    }
+
     fn changed(&self, job: &Job, change: &'static str) {
         self.ctx.scheduler_wake.notify_one();
         // A pause or a new schedule may have asked a run claimed ahead of its due time to stop.
@@ -70,23 +96,35 @@ impl JobService {
         });
     }
 
-    /// Validates and creates a job; its first due time is the first one after now.
+    /// Validates and creates a job; its first due time is the first one after now (that its
+    /// calendars allow: the calendars it names must exist, and the write is fenced by their
+    /// versions).
     pub async fn create(&self, spec: JobSpec) -> Result<Job, JobError> {
-        let plan = spec.validate().map_err(JobError::Invalid)?;
-        let now = self.ctx.clock.now();
-        let job = self
-            .ctx
-            .store
-            .job_create(JobCreateParams {
-                actor: self.actor.to_string(),
-                next_fire_at: next_fire(&plan, now),
-                spec,
-                now: self.ctx.clock.store_now(),
-                calendars: vec![],
-            })
-            .await?;
-        self.changed(&job, "created");
-        Ok(job)
+        spec.validate().map_err(JobError::Invalid)?;
+        for _ in 0..CALENDAR_ROUNDS {
+            let (plan, calendars) = plan_with_calendars(&*self.ctx.store, &spec).await?;
+            let now = self.ctx.clock.now();
+            let created = self
+                .ctx
+                .store
+                .job_create(JobCreateParams {
+                    actor: self.actor.to_string(),
+                    next_fire_at: next_fire(&plan, now),
+                    spec: spec.clone(),
+                    now: self.ctx.clock.store_now(),
+                    calendars,
+                })
+                .await;
+            match created {
+                Err(StoreError::CalendarChanged { .. }) => continue,
+                created => {
+                    let job = created?;
+                    self.changed(&job, "created");
+                    return Ok(job);
+                }
+            }
+        }
+        Err(contended(&spec.namespace, &spec.name))
     }
 
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Job, JobError> {
@@ -142,44 +180,49 @@ impl JobService {
                 format!("must be `{name}`, the job's name; to rename, delete and create"),
             );
         }
-        let plan = match spec.validate() {
-            Ok(plan) => Some(plan),
-            Err(e) => {
-                errs.extend(e);
-                None
-            }
-        };
-        let plan = match (errs.is_empty(), plan) {
-            (true, Some(plan)) => plan,
-            _ => return Err(JobError::Invalid(errs)),
-        };
+        if let Err(e) = spec.validate() {
+            errs.extend(e);
+        }
+        if !errs.is_empty() {
+            return Err(JobError::Invalid(errs));
+        }
         let current = self.get(namespace, name).await?;
-        // Same triggers on a running job: keep the pending due time (nothing dropped or
-        // repeated). New triggers, or a resume through the update: the next due time after now
-        // (a resume never replays the pause).
-        let resumes = current.spec.paused && !spec.paused;
-        let next_fire_at = if current.spec.triggers == spec.triggers && !resumes {
-            // As stored when the update is written: a fire in between is not rewound.
-            NextFire::Keep
-        } else {
-            NextFire::Set(next_fire(&plan, self.ctx.clock.now()))
-        };
-        let job = self
-            .ctx
-            .store
-            .job_update(JobUpdateParams {
-                actor: self.actor.to_string(),
-                namespace: namespace.into(),
-                name: name.into(),
-                expected_version,
-                spec,
-                next_fire_at,
-                now: self.ctx.clock.store_now(),
-                calendars: vec![],
-            })
-            .await?;
-        self.changed(&job, "updated");
-        Ok(job)
+        for _ in 0..CALENDAR_ROUNDS {
+            let (plan, calendars) = plan_with_calendars(&*self.ctx.store, &spec).await?;
+            // Same triggers on a running job: keep the pending due time (nothing dropped or
+            // repeated). New triggers, or a resume through the update: the next due time after
+            // now (a resume never replays the pause).
+            let resumes = current.spec.paused && !spec.paused;
+            let next_fire_at = if current.spec.triggers == spec.triggers && !resumes {
+                // As stored when the update is written: a fire in between is not rewound.
+                NextFire::Keep
+            } else {
+                NextFire::Set(next_fire(&plan, self.ctx.clock.now()))
+            };
+            let updated = self
+                .ctx
+                .store
+                .job_update(JobUpdateParams {
+                    actor: self.actor.to_string(),
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    expected_version,
+                    spec: spec.clone(),
+                    next_fire_at,
+                    now: self.ctx.clock.store_now(),
+                    calendars,
+                })
+                .await;
+            match updated {
+                Err(StoreError::CalendarChanged { .. }) => continue,
+                updated => {
+                    let job = updated?;
+                    self.changed(&job, "updated");
+                    return Ok(job);
+                }
+            }
+        }
+        Err(contended(namespace, name))
     }
 
     pub async fn delete(
@@ -220,28 +263,42 @@ impl JobService {
         name: &str,
         paused: bool,
     ) -> Result<Job, JobError> {
-        let current = self.get(namespace, name).await?;
-        let next_fire_at = if paused {
-            None
-        } else {
-            let plan = current.spec.validate().map_err(JobError::Invalid)?;
-            next_fire(&plan, self.ctx.clock.now())
-        };
-        let job = self
-            .ctx
-            .store
-            .job_set_paused(JobSetPausedParams {
-                actor: self.actor.to_string(),
-                namespace: namespace.into(),
-                name: name.into(),
-                paused,
-                next_fire_at,
-                now: self.ctx.clock.store_now(),
-                expected_version: None,
-            })
-            .await?;
-        self.changed(&job, if paused { "paused" } else { "resumed" });
-        Ok(job)
+        for _ in 0..CALENDAR_ROUNDS {
+            let current = self.get(namespace, name).await?;
+            // A resume's next due time is planned with this version (its triggers and
+            // calendars): the write applies only at it.
+            let (next_fire_at, expected_version) = if paused {
+                (None, None)
+            } else {
+                let plan = self.ctx.plans.get(&*self.ctx.store, &current).await?;
+                (
+                    next_fire(&plan, self.ctx.clock.now()),
+                    Some(current.version),
+                )
+            };
+            let written = self
+                .ctx
+                .store
+                .job_set_paused(JobSetPausedParams {
+                    actor: self.actor.to_string(),
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    paused,
+                    next_fire_at,
+                    now: self.ctx.clock.store_now(),
+                    expected_version,
+                })
+                .await;
+            match written {
+                Err(StoreError::VersionConflict { .. }) if !paused => continue,
+                written => {
+                    let job = written?;
+                    self.changed(&job, if paused { "paused" } else { "resumed" });
+                    return Ok(job);
+                }
+            }
+        }
+        Err(contended(namespace, name))
     }
 
     /// A backfill: one run for each due time of the job's triggers from `from` to `to` (both
@@ -265,7 +322,7 @@ impl JobService {
             )));
         }
         let job = self.get(namespace, name).await?;
-        let plan = job.spec.validate().map_err(JobError::Invalid)?;
+        let plan = self.ctx.plans.get(&*self.ctx.store, &job).await?;
         if plan.schedule.triggers.is_empty() {
             return Err(JobError::Invalid(ValidationErrors::single(
                 "triggers",

@@ -13,6 +13,7 @@
 //! Each service has one loop that only waits and a `run_once`/`claim_once` that does the work
 //! and returns a report, so tests drive the work directly under a [`clock::ManualClock`].
 
+pub mod calendars;
 pub mod clock;
 pub mod context;
 pub mod elector;
@@ -25,6 +26,7 @@ pub mod telemetry;
 pub mod tokens;
 pub mod worker;
 
+pub use calendars::{CalendarChange, CalendarWrite};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{LiveOutputs, NodeContext, RunTokens};
 pub use elector::{Elector, ElectorConfig, LeaderGate};

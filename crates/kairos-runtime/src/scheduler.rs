@@ -155,7 +155,7 @@ impl Scheduler {
             else {
                 continue;
             };
-            let Ok(plan) = self.ctx.plans.get(&job) else {
+            let Ok(plan) = self.ctx.plans.get(&*self.ctx.store, &job).await else {
                 continue;
             };
             let count = backfill_release(plan.overlap, plan.max_concurrent, h.active).min(h.held);
@@ -205,7 +205,7 @@ impl Scheduler {
             };
             // Not due yet (look-ahead): only this one due time, planned as if it were now.
             let early = expected > now;
-            match self.ctx.plans.get(job) {
+            match self.ctx.plans.get(&*self.ctx.store, job).await {
                 Ok(plan) => {
                     let fires = plan_fires(
                         &plan.schedule,
@@ -223,7 +223,8 @@ impl Scheduler {
                     }
                     planned.push((job, plan, fires, expected, early));
                 }
-                Err(e) => {
+                Err(crate::context::PlanError::Store(e)) => return Err(e),
+                Err(crate::context::PlanError::Invalid(e)) => {
                     // Stored specs were validated on write; one that no longer validates (e.g. a
                     // time zone removed from the database) stops firing instead of looping.
                     tracing::error!(job = job.name(), error = %e, "stored job no longer validates; it will not fire");

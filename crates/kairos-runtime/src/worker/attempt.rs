@@ -103,7 +103,10 @@ impl Attempt {
                 .validate()
                 .map(|plan| (Arc::new(plan), &c.job.spec))
         } else {
-            self.ctx.plans.get(&c.job).map(|plan| (plan, &c.job.spec))
+            self.ctx
+                .plans
+                .for_attempt(&c.job)
+                .map(|plan| (plan, &c.job.spec))
         };
         let (outcome, plan) = match planned {
             // Stopped while waiting for its due time: it never starts.
