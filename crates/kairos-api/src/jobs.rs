@@ -113,7 +113,7 @@ pub async fn get(
 
 /// What an `If-Match` header asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IfMatch {
+pub(crate) enum IfMatch {
     /// No header.
     Absent,
     /// `*`: whatever the version is (the job must exist).
@@ -122,7 +122,7 @@ enum IfMatch {
     Version(i64),
 }
 
-fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(IfMatch::Absent);
     };
@@ -134,7 +134,7 @@ fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
     version.parse::<i64>().map(IfMatch::Version).map_err(|_| {
         ApiError::bad_request(
             "If-Match",
-            format!("`{text}` is not a job version (`\"3\"`) or `*`"),
+            format!("`{text}` is not a version (`\"3\"`) or `*`"),
         )
     })
 }

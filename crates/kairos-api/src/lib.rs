@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod backfill;
+pub mod calendars;
 pub mod dto;
 pub mod error;
 pub mod events;
@@ -74,6 +75,12 @@ impl AppState {
         jobs::pause,
         jobs::resume,
         jobs::trigger,
+        calendars::next,
+        calendars::list,
+        calendars::create,
+        calendars::get,
+        calendars::replace,
+        calendars::delete,
         backfill::backfill,
         jobs::runs,
         jobs::all_runs,
@@ -98,6 +105,9 @@ impl AppState {
     ),
     components(schemas(
         dto::JobDto,
+        calendars::CalendarDto,
+        calendars::NextDto,
+        calendars::NextTimeDto,
         dto::RunDto,
         dto::AttemptDto,
         dto::StepDto,
@@ -131,25 +141,38 @@ impl utoipa::Modify for JobDtoSchema {
         let Some(components) = openapi.components.as_mut() else {
             return;
         };
-        let Some(RefOr::T(Schema::Object(spec))) = components.schemas.get("JobSpec").cloned()
-        else {
-            return;
-        };
-        let Some(RefOr::T(Schema::AllOf(all_of))) = components.schemas.get("JobDto") else {
-            return;
-        };
-        let mut merged = spec;
-        merged.additional_properties = None;
-        merged.description = Some("A stored job: the job document with its defaults written out, and the server's bookkeeping.".into());
-        for item in &all_of.items {
-            if let RefOr::T(Schema::Object(extra)) = item {
-                merged.properties.extend(extra.properties.clone());
-                merged.required.extend(extra.required.clone());
+        for (document, dto, description) in [
+            (
+                "JobSpec",
+                "JobDto",
+                "A stored job: the job document with its defaults written out, and the server's bookkeeping.",
+            ),
+            (
+                "CalendarSpec",
+                "CalendarDto",
+                "A stored calendar: the calendar as written, and the server's bookkeeping.",
+            ),
+        ] {
+            let Some(RefOr::T(Schema::Object(spec))) = components.schemas.get(document).cloned()
+            else {
+                continue;
+            };
+            let Some(RefOr::T(Schema::AllOf(all_of))) = components.schemas.get(dto) else {
+                continue;
+            };
+            let mut merged = spec;
+            merged.additional_properties = None;
+            merged.description = Some(description.into());
+            for item in &all_of.items {
+                if let RefOr::T(Schema::Object(extra)) = item {
+                    merged.properties.extend(extra.properties.clone());
+                    merged.required.extend(extra.required.clone());
+                }
             }
+            components
+                .schemas
+                .insert(dto.into(), RefOr::T(Schema::Object(merged)));
         }
-        components
-            .schemas
-            .insert("JobDto".into(), RefOr::T(Schema::Object(merged)));
     }
 }
 
@@ -176,6 +199,7 @@ pub fn router(state: AppState) -> Router {
             "/jobs/{name}",
             get(jobs::get).put(jobs::replace).delete(jobs::delete),
         )
+        .route("/jobs/{name}/next", get(calendars::next))
         .route("/jobs/{name}/pause", post(jobs::pause))
         .route("/jobs/{name}/resume", post(jobs::resume))
         .route("/jobs/{name}/trigger", post(jobs::trigger))
@@ -193,6 +217,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/runs/{id}/steps/{step}/rerun", post(steps::rerun))
         .route("/runs/{id}/output", get(runs::output))
+        .route("/calendars", get(calendars::list).post(calendars::create))
+        .route(
+            "/calendars/{name}",
+            get(calendars::get)
+                .put(calendars::replace)
+                .delete(calendars::delete),
+        )
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/audit", get(tokens::audit))

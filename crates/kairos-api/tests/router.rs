@@ -499,3 +499,159 @@ async fn queries_are_checked_and_if_match_star_is_unconditional() {
         .await;
     assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.text);
 }
+
+#[tokio::test]
+async fn calendars_are_created_changed_and_refused_while_in_use() {
+    let s = setup().await;
+    let holidays = json!({
+        "name": "de-holidays",
+        "timezone": "Europe/Berlin",
+        "dates": ["2026-03-02"],
+        "yearly": ["01-01"]
+    });
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/calendars",
+            Some(holidays.clone()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["version"], 1);
+    assert_eq!(r.body["namespace"], "default");
+    let dup = s
+        .call(Method::POST, "/api/v1/calendars", Some(holidays), &[])
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    assert_eq!(dup.body["type"], "urn:kairos:problem:calendar-exists");
+
+    // A bad calendar: every problem with its path, nothing written.
+    let bad = s
+        .call(
+            Method::PUT,
+            "/api/v1/calendars/bad",
+            Some(
+                json!({"name": "bad", "timezone": "Mars/Base", "dates": ["2026-02-30", 7],
+                "ranges": [{"from": "2026-01-02T00:00", "to": "2026-01-01T00:00"}]}),
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    let mut fields = error_fields(&bad);
+    fields.sort();
+    assert_eq!(fields, ["dates[0]", "dates[1]", "ranges[0].to", "timezone"]);
+    let list = s.call(Method::GET, "/api/v1/calendars", None, &[]).await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1);
+
+    // A job that names an unknown calendar is refused at its path; one that names a known one
+    // skips its days.
+    let mut daily = job("report");
+    daily["triggers"] = json!([{"cron": "0 9 * * *", "timezone": "Europe/Berlin",
+        "exclude": ["nope", "de-holidays"]}]);
+    let r = s
+        .call(Method::POST, "/api/v1/jobs", Some(daily.clone()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(error_fields(&r), ["triggers[0].exclude[0]"]);
+    daily["triggers"][0]["exclude"] = json!(["de-holidays"]);
+    let r = s.call(Method::POST, "/api/v1/jobs", Some(daily), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["next_fire_at"], "2026-03-01T08:00:00Z");
+    let next = s
+        .call(Method::GET, "/api/v1/jobs/report/next?count=2", None, &[])
+        .await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+    let times: Vec<(String, String, bool)> = next.body["times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["at"].as_str().unwrap().to_owned(),
+                t["local"].as_str().unwrap().to_owned(),
+                t["skipped"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        times,
+        [
+            (
+                "2026-03-01T08:00:00Z".into(),
+                "2026-03-01T09:00:00+01:00".into(),
+                false
+            ),
+            (
+                "2026-03-02T08:00:00Z".into(),
+                "2026-03-02T09:00:00+01:00".into(),
+                true
+            ),
+            (
+                "2026-03-03T08:00:00Z".into(),
+                "2026-03-03T09:00:00+01:00".into(),
+                false
+            ),
+        ]
+    );
+    assert!(
+        next.body["times"][1]["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("de-holidays")
+    );
+
+    // Changing the calendar re-plans the job at once; a stale version changes nothing.
+    let change = json!({"name": "de-holidays", "timezone": "Europe/Berlin",
+        "dates": ["2026-03-01"], "version": 1});
+    let r = s
+        .call(
+            Method::PUT,
+            "/api/v1/calendars/de-holidays",
+            Some(change.clone()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["jobs"], json!(["report"]));
+    let stale = s
+        .call(
+            Method::PUT,
+            "/api/v1/calendars/de-holidays",
+            Some(change),
+            &[],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    let job = s.call(Method::GET, "/api/v1/jobs/report", None, &[]).await;
+    assert_eq!(job.body["next_fire_at"], "2026-03-02T08:00:00Z");
+    assert_eq!(job.body["version"], 2);
+    let got = s
+        .call(Method::GET, "/api/v1/calendars/de-holidays", None, &[])
+        .await;
+    assert_eq!(got.body["jobs"], json!(["report"]));
+    assert_eq!(got.body["version"], 2);
+
+    let in_use = s
+        .call(Method::DELETE, "/api/v1/calendars/de-holidays", None, &[])
+        .await;
+    assert_eq!(in_use.status, StatusCode::CONFLICT);
+    assert_eq!(in_use.body["type"], "urn:kairos:problem:calendar-in-use");
+    assert!(in_use.body["detail"].as_str().unwrap().contains("report"));
+    let r = s
+        .call(Method::DELETE, "/api/v1/jobs/report", None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = s
+        .call(Method::DELETE, "/api/v1/calendars/de-holidays", None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let gone = s
+        .call(Method::GET, "/api/v1/calendars/de-holidays", None, &[])
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let doc = s.call(Method::GET, "/api/v1/openapi.json", None, &[]).await;
+    assert!(doc.body["paths"]["/api/v1/calendars/{name}"]["put"].is_object());
+    assert!(doc.body["components"]["schemas"]["CalendarDto"]["properties"]["dates"].is_object());
+}

@@ -90,6 +90,26 @@ pub struct Calendar {
 }
 
 impl CalendarSpec {
+    /// Reads a calendar document from JSON (or TOML turned into JSON), reporting every type
+    /// error and every invalid field with its path.
+    pub fn from_value(mut value: serde_json::Value) -> Result<Self, ValidationErrors> {
+        if !value.is_object() {
+            return Err(ValidationErrors::single("", "a calendar is a JSON object"));
+        }
+        let mut errs = ValidationErrors::default();
+        let mut removed = crate::document::Removed::default();
+        let Some(spec) =
+            crate::document::collect::<CalendarSpec>(&mut value, "", &mut errs, &mut removed)
+        else {
+            return Err(errs);
+        };
+        if let Err(more) = spec.validate() {
+            errs.errors
+                .extend(more.errors.into_iter().filter(|e| !removed.hides(&e.field)));
+        }
+        errs.into_result(spec)
+    }
+
     /// Validates every field; every problem with its field path.
     pub fn validate(&self) -> Result<Calendar, ValidationErrors> {
         let mut errs = ValidationErrors::default();
