@@ -101,6 +101,15 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// A calendar file (JSON or TOML: one calendar, or `[[calendars]]`) whose days and
+        /// windows are not fire times; the times it rules out are listed as skipped, with why.
+        /// Repeat for several.
+        #[arg(long, value_name = "FILE")]
+        exclude: Vec<PathBuf>,
+        /// A calendar file: only fire times in it (or in another `--only` calendar) count.
+        /// Repeat for several.
+        #[arg(long, value_name = "FILE")]
+        only: Vec<PathBuf>,
     },
     /// Manage jobs.
     Job {
@@ -149,14 +158,23 @@ pub enum Command {
         #[command(subcommand)]
         command: EventCmd,
     },
-    /// Make the server's jobs match a file (TOML `[[jobs]]` or JSON); prints the plan.
+    /// Manage calendars (holidays, blackout windows) that triggers exclude or are limited to.
+    Calendar {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: CalendarCmd,
+    },
+    /// Make the server's jobs (and calendars) match a file (TOML `[[jobs]]` and `[[calendars]]`,
+    /// or JSON); prints the plan.
     Apply {
         #[command(flatten)]
         client: ClientArgs,
         /// The jobs file, or a directory of them (its `*.toml` and `*.json` files, together).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
-        /// Delete jobs the file does not list (in the namespaces it mentions).
+        /// Delete jobs the file does not list (in the namespaces it mentions), and calendars it
+        /// does not list (in the namespaces it lists calendars in).
         #[arg(long)]
         prune: bool,
         /// Print the plan without changing anything.
@@ -252,6 +270,37 @@ pub enum JobCmd {
         #[arg(long)]
         force: bool,
     },
+    /// The job's next due times, and the times its calendars rule out (with why).
+    Next {
+        name: String,
+        /// How many due times (1 to 1000).
+        #[arg(
+            short = 'n',
+            long = "count",
+            default_value_t = 10,
+            value_parser = clap::value_parser!(u32).range(1..=1000)
+        )]
+        count: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CalendarCmd {
+    /// List the namespace's calendars.
+    Ls,
+    /// Show a calendar, and the jobs that use it (JSON).
+    Get { name: String },
+    /// Create or change calendars from files (JSON or TOML: one calendar, or `[[calendars]]`);
+    /// every file is validated before anything is sent, and a calendar the server already has
+    /// as written is left alone. A change re-plans the jobs that use the calendar.
+    Apply {
+        /// A calendar file, or a directory of them (its `*.toml` and `*.json` files). Repeat for
+        /// several.
+        #[arg(short = 'f', long = "file", required = true)]
+        file: Vec<PathBuf>,
+    },
+    /// Delete a calendar; refused while jobs use it.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kairos::cli::{Cli, Command};
 use kairos::client::Client;
-use kairos::cmd::{apply, audit, event, job, next, node, run, store, token};
+use kairos::cmd::{apply, audit, calendar, event, job, next, node, run, store, token};
 use kairos::config::{ServerConfig, ServerFlags};
 
 fn main() -> ExitCode {
@@ -64,6 +64,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             from,
             count,
             json,
+            exclude,
+            only,
         } => next::run(
             next::NextArgs {
                 expr,
@@ -71,12 +73,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 from,
                 count,
                 json,
+                exclude,
+                only,
             },
             kairos::wall_clock_now(),
         ),
         Command::Job { client, command } => {
             let c = Client::connect(&client.conn)?;
             job::run(&c, &client.namespace, client.conn.json, command).await
+        }
+        Command::Calendar { client, command } => {
+            let c = Client::connect(&client.conn)?;
+            calendar::run(&c, &client.namespace, client.conn.json, command).await
         }
         Command::Run { client, command } => {
             let c = Client::connect(&client.conn)?;

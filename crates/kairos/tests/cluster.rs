@@ -521,7 +521,12 @@ async fn store_copy_moves_a_single_node_into_a_cluster() {
     single
         .create_shell_job("hello", "echo hello from $KAIROS_RUN_ID")
         .await;
-    let daily = json!({"name": "daily", "triggers": [{"cron": "0 3 * * *"}],
+    let holidays = json!({"name": "holidays", "dates": ["2026-12-25"]});
+    let (status, _, _) = single
+        .call(Method::POST, "/api/v1/calendars", Some(holidays))
+        .await;
+    assert_eq!(status, 201);
+    let daily = json!({"name": "daily", "triggers": [{"cron": "0 3 * * *", "exclude": ["holidays"]}],
         "task": {"kind": "shell", "script": "true"}});
     let (status, _, _) = single.call(Method::POST, "/api/v1/jobs", Some(daily)).await;
     assert_eq!(status, 201);
@@ -545,7 +550,10 @@ async fn store_copy_moves_a_single_node_into_a_cluster() {
     let copied = kairos(&["store", "copy", "--from", &sqlite_url, "--to", &pg_url]);
     let said = String::from_utf8_lossy(&copied.stderr);
     assert!(copied.status.success(), "{said}");
-    assert!(said.contains("copied 2 jobs and 3 runs"), "{said}");
+    assert!(
+        said.contains("copied 2 jobs and 3 runs (and 1 calendars)"),
+        "{said}"
+    );
     assert!(!said.contains("secret"), "{said}");
     // A second copy into the same store is refused: it has jobs already.
     let again = kairos(&["store", "copy", "--from", &sqlite_url, "--to", &pg_url]);
@@ -576,6 +584,11 @@ async fn store_copy_moves_a_single_node_into_a_cluster() {
         };
         assert_eq!(pick(&jobs_before), pick(&jobs_after), "{field}");
     }
+    let (_, _, calendar) = node
+        .call(Method::GET, "/api/v1/calendars/holidays", None)
+        .await;
+    assert_eq!(calendar["dates"], json!(["2026-12-25"]));
+    assert_eq!(calendar["jobs"], json!(["daily"]));
     let runs_after = node.runs("hello").await;
     assert_eq!(runs_after.len(), runs_before.len());
     for (a, b) in runs_before.iter().zip(&runs_after) {

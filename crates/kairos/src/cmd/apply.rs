@@ -1,11 +1,15 @@
-//! `kairos apply -f jobs.toml`: make the server's jobs match a declarative file.
+//! `kairos apply -f jobs.toml`: make the server's jobs (and calendars) match a declarative file.
 //!
-//! The file holds `[[jobs]]` tables (TOML) or `{"jobs": [...]}` / a JSON array. Every document
-//! is validated locally first (errors name `jobs[i].field`); nothing is sent unless all are
-//! valid. The plan compares each job with the server's: `create`, `update` (fenced by the
-//! version read), `unchanged`, and with `--prune`, `delete` for jobs on the server that the file
-//! no longer lists — only in the namespaces the file mentions, so a file never deletes another
-//! team's jobs.
+//! The file holds `[[jobs]]` tables (TOML) or `{"jobs": [...]}` / a JSON array, and may hold
+//! `[[calendars]]` (`"calendars": [...]`) beside them. Every document is validated locally first
+//! (errors name `jobs[i].field`, `calendars[i].field`); nothing is sent unless all are valid. The
+//! plan compares each job with the server's: `create`, `update` (fenced by the version read),
+//! `unchanged`, and with `--prune`, `delete` for jobs on the server that the file no longer lists
+//! — only in the namespaces the file mentions, so a file never deletes another team's jobs.
+//! Calendars are planned the same way; they are written before the jobs (which may name them),
+//! and pruned after them (a calendar still in use cannot be deleted), only in the namespaces the
+//! file lists calendars in. A job naming a calendar that is neither in the files nor on the
+//! server (or that the plan deletes) is reported before anything is written.
 //!
 //! `-f` may name a directory: its `*.toml` and `*.json` files (not its subdirectories) are one
 //! set of jobs, a job listed in two of them is an error. With `--watch` the command keeps
@@ -14,18 +18,23 @@
 //! come and go in a directory, and network file systems send no events, while reading a few
 //! small files twice a second costs nothing.
 
+mod calendar_plan;
+mod input;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
-
-use kairos_core::error::index;
-use kairos_core::{JobSpec, ValidationErrors};
+use kairos_core::JobSpec;
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use calendar_plan::{CalendarStep, calendars_still_used, missing_calendars};
+pub use input::{Desired, input_files, parse_document, parse_file};
+
+use super::calendar as calendars;
 use crate::client::{Client, ns_query, urlencode};
+use input::{fingerprint, load};
 
 pub struct ApplyArgs {
     pub file: PathBuf,
@@ -106,75 +115,6 @@ fn step_changes(old: Option<&JobSpec>, new: &JobSpec) -> Vec<StepChange> {
     out
 }
 
-/// Parses and validates the file's job documents, reporting every problem at `jobs[i].…`.
-pub fn parse_file(doc: Value, default_namespace: &str) -> Result<Vec<JobSpec>, ValidationErrors> {
-    let items = match doc {
-        Value::Array(items) => items,
-        Value::Object(mut obj) => match obj.remove("jobs") {
-            Some(Value::Array(items)) if obj.is_empty() => items,
-            Some(Value::Array(_)) => {
-                let extra: Vec<_> = obj.keys().cloned().collect();
-                return Err(ValidationErrors::single(
-                    extra[0].clone(),
-                    "unknown field; the file holds only `jobs`",
-                ));
-            }
-            _ => {
-                return Err(ValidationErrors::single(
-                    "jobs",
-                    "the file must hold a list of jobs (`[[jobs]]` in TOML)",
-                ));
-            }
-        },
-        _ => {
-            return Err(ValidationErrors::single(
-                "jobs",
-                "the file must hold a list of jobs",
-            ));
-        }
-    };
-    let mut errs = ValidationErrors::default();
-    let mut specs = Vec::with_capacity(items.len());
-    let mut seen = BTreeSet::new();
-    for (i, mut item) in items.into_iter().enumerate() {
-        let at = index("jobs", i);
-        if let Some(obj) = item.as_object_mut() {
-            obj.entry("namespace")
-                .or_insert_with(|| Value::String(default_namespace.into()));
-        }
-        let spec = match JobSpec::from_value(item) {
-            Ok(spec) => spec,
-            Err(e) => {
-                for fe in e.errors {
-                    errs.push(prefixed(&at, &fe.field), fe.message);
-                }
-                continue;
-            }
-        };
-        if let Err(e) = spec.validate() {
-            for fe in e.errors {
-                errs.push(prefixed(&at, &fe.field), fe.message);
-            }
-        }
-        if !seen.insert((spec.namespace.clone(), spec.name.clone())) {
-            errs.push(
-                format!("{at}.name"),
-                format!("`{}/{}` is listed twice", spec.namespace, spec.name),
-            );
-        }
-        specs.push(spec);
-    }
-    errs.into_result(specs)
-}
-
-fn prefixed(at: &str, field: &str) -> String {
-    if field.is_empty() {
-        at.to_owned()
-    } else {
-        format!("{at}.{field}")
-    }
-}
-
 /// The steps that make `current` (jobs on the server, with versions) match `desired`.
 pub fn plan(desired: &[JobSpec], current: &[(JobSpec, i64)], prune: bool) -> Vec<Step> {
     let by_key: BTreeMap<(&str, &str), (&JobSpec, i64)> = current
@@ -229,7 +169,7 @@ pub fn plan(desired: &[JobSpec], current: &[(JobSpec, i64)], prune: bool) -> Vec
 }
 
 fn describe(step: &Step) -> String {
-    let mut line = describe_job(step);
+    let mut line = describe_action(&step.action, &format!("{}/{}", step.namespace, step.name));
     for c in &step.steps {
         let mark = match c.change {
             Change::Add => '+',
@@ -241,9 +181,15 @@ fn describe(step: &Step) -> String {
     line
 }
 
-fn describe_job(step: &Step) -> String {
-    let key = format!("{}/{}", step.namespace, step.name);
-    match step.action {
+fn describe_calendar(step: &CalendarStep) -> String {
+    describe_action(
+        &step.action,
+        &format!("calendar {}/{}", step.namespace, step.name),
+    )
+}
+
+fn describe_action(action: &Action, key: &str) -> String {
+    match action {
         Action::Create => format!("create     {key}"),
         Action::Update { from_version } => format!(
             "update     {key} (version {from_version} -> {})",
@@ -290,88 +236,6 @@ pub async fn run(
     }
     let desired = load(&args.file, namespace).map_err(|e| anyhow::anyhow!(e))?;
     apply_once(client, namespace, json, &desired, args.prune, args.dry_run).await
-}
-
-/// The input's files: the file itself, or a directory's `*.toml` and `*.json` files by name.
-fn input_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if path.as_os_str() == "-" || !path.is_dir() {
-        return Ok(vec![path.to_owned()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("cannot read the directory {}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "toml" || e == "json"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Reads and validates the input; `Err` is the message listing every problem, each at its file
-/// and path.
-fn load(path: &Path, namespace: &str) -> Result<Vec<JobSpec>, String> {
-    let files = input_files(path).map_err(|e| format!("{e:#}"))?;
-    let many = files.len() > 1 || path.is_dir();
-    let mut problems = Vec::new();
-    let mut desired: Vec<JobSpec> = Vec::new();
-    let mut origin: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
-    for file in &files {
-        let prefix = if many {
-            format!("{}: ", file.display())
-        } else {
-            String::new()
-        };
-        let doc = match super::read_document(file) {
-            Ok(doc) => doc,
-            Err(e) => {
-                problems.push(format!("{e:#}"));
-                continue;
-            }
-        };
-        match parse_file(doc, namespace) {
-            Ok(specs) => {
-                for spec in specs {
-                    let key = (spec.namespace.clone(), spec.name.clone());
-                    if let Some(first) = origin.get(&key) {
-                        problems.push(format!(
-                            "{prefix}`{}/{}` is also listed in {}",
-                            key.0,
-                            key.1,
-                            first.display()
-                        ));
-                        continue;
-                    }
-                    origin.insert(key, file.clone());
-                    desired.push(spec);
-                }
-            }
-            Err(errs) => problems.extend(errs.errors.iter().map(|e| format!("{prefix}{e}"))),
-        }
-    }
-    if problems.is_empty() {
-        Ok(desired)
-    } else {
-        let mut msg = format!("{} is invalid; nothing was changed:", path.display());
-        for p in problems {
-            msg.push_str(&format!("\n  {p}"));
-        }
-        Err(msg)
-    }
-}
-
-/// What the input holds now, to notice a change: each file's name and contents.
-fn fingerprint(path: &Path) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    match input_files(path) {
-        Ok(files) => {
-            for file in files {
-                file.hash(&mut h);
-                std::fs::read(&file).ok().hash(&mut h);
-            }
-        }
-        Err(e) => e.to_string().hash(&mut h),
-    }
-    h.finish()
 }
 
 /// `--watch`: applies the input, then again whenever it changes, until interrupted. An invalid
@@ -465,27 +329,85 @@ fn execution_order(steps: &[Step]) -> Vec<&Step> {
     order
 }
 
-/// Plans `desired` against the server's jobs and applies the plan (or only prints it).
+/// Plans `desired` against the server's jobs and calendars and applies the plan (or only prints
+/// it): calendars written first, then jobs, then job deletes, then calendar deletes.
 async fn apply_once(
     client: &Client,
     namespace: &str,
     json: bool,
-    desired: &[JobSpec],
+    desired: &Desired,
     prune: bool,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let mut namespaces: BTreeSet<String> = desired.iter().map(|s| s.namespace.clone()).collect();
+    let mut namespaces: BTreeSet<String> =
+        desired.jobs.iter().map(|s| s.namespace.clone()).collect();
     if namespaces.is_empty() {
         namespaces.insert(namespace.to_owned());
     }
-    let current = server_jobs(client, &namespaces).await?;
-    let steps = plan(desired, &current, prune);
-    if json {
-        println!("{}", serde_json::to_string(&steps)?);
+    // The calendars to read: the files' namespaces of calendars, and those of jobs naming one
+    // (none at all for a file without calendars, as before calendars existed).
+    let mut calendar_namespaces: BTreeSet<String> = desired
+        .calendars
+        .iter()
+        .map(|c| c.namespace.clone())
+        .collect();
+    calendar_namespaces.extend(
+        desired
+            .jobs
+            .iter()
+            .filter(|j| !kairos_core::calendar::used_by(j).is_empty())
+            .map(|j| j.namespace.clone()),
+    );
+    // Pruned calendars must not be in use by jobs the plan keeps: read those namespaces' jobs.
+    let mut job_namespaces = namespaces.clone();
+    if prune {
+        job_namespaces.extend(desired.calendars.iter().map(|c| c.namespace.clone()));
+    }
+    let current = server_jobs(client, &job_namespaces).await?;
+    let current_calendars = if calendar_namespaces.is_empty() {
+        Vec::new()
     } else {
+        calendars::server_calendars(client, &calendar_namespaces).await?
+    };
+    let steps = plan(&desired.jobs, &current, prune);
+    let calendar_steps = calendar_plan::plan(&desired.calendars, &current_calendars, prune);
+    let (calendar_deletes, calendar_writes): (Vec<&CalendarStep>, Vec<&CalendarStep>) =
+        calendar_steps
+            .iter()
+            .partition(|s| matches!(s.action, Action::Delete { .. }));
+    if json {
+        let mut shown: Vec<Value> = Vec::with_capacity(steps.len() + calendar_steps.len());
+        for step in &calendar_writes {
+            shown.push(serde_json::to_value(step)?);
+        }
+        for step in &steps {
+            let mut v = serde_json::to_value(step)?;
+            v["kind"] = Value::from("job");
+            shown.push(v);
+        }
+        for step in &calendar_deletes {
+            shown.push(serde_json::to_value(step)?);
+        }
+        println!("{}", serde_json::to_string(&shown)?);
+    } else {
+        for step in &calendar_writes {
+            println!("{}", describe_calendar(step));
+        }
         for step in &steps {
             println!("{}", describe(step));
         }
+        for step in &calendar_deletes {
+            println!("{}", describe_calendar(step));
+        }
+    }
+    let mut problems = missing_calendars(desired, &current_calendars, &calendar_steps);
+    problems.extend(calendars_still_used(&calendar_steps, &steps, &current));
+    if !problems.is_empty() {
+        let mut msg = String::from("the plan cannot be applied; nothing was changed:");
+        for p in problems {
+            msg.push_str(&format!("\n  {p}"));
+        }
+        anyhow::bail!(msg);
     }
     if dry_run {
         if !json {
@@ -493,6 +415,36 @@ async fn apply_once(
         }
         return Ok(());
     }
+    // Calendars first: the jobs may name them. A changed calendar re-plans the jobs that use
+    // it, each one's version going up by one: the job writes below are fenced by the version
+    // read plus those re-plans, so a change by someone else in between still stops them.
+    let mut replans: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for step in &calendar_writes {
+        let Some(spec) = &step.spec else { continue };
+        let version = match step.action {
+            Action::Create => None,
+            Action::Update { from_version } => Some(from_version),
+            _ => continue,
+        };
+        let jobs = calendars::write(client, spec, version).await?;
+        if !json && !jobs.is_empty() {
+            println!(
+                "calendar {}/{}: {}",
+                step.namespace,
+                step.name,
+                calendars::replanned(&jobs)
+            );
+        }
+        for job in jobs {
+            *replans.entry((step.namespace.clone(), job)).or_default() += 1;
+        }
+    }
+    let replanned = |step: &Step| {
+        replans
+            .get(&(step.namespace.clone(), step.name.clone()))
+            .copied()
+            .unwrap_or(0)
+    };
     let mut deletes = Vec::new();
     for step in execution_order(&steps) {
         let path = format!(
@@ -512,10 +464,10 @@ async fn apply_once(
             }
             (Action::Update { from_version }, Some(spec)) => {
                 let mut body = serde_json::to_value(spec)?;
-                body["version"] = Value::from(*from_version);
+                body["version"] = Value::from(*from_version + replanned(step));
                 client.send(Method::PUT, &path, Some(&body)).await?;
             }
-            (Action::Delete { version }, _) => deletes.push((path, *version)),
+            (Action::Delete { version }, _) => deletes.push((path, *version + replanned(step))),
             _ => {}
         }
     }
@@ -547,10 +499,25 @@ async fn apply_once(
         }
         deletes = blocked;
     }
+    // Calendars deleted after the jobs: the jobs pruned or changed above no longer use them.
+    for step in &calendar_deletes {
+        if let Action::Delete { version } = step.action {
+            let path = format!(
+                "/api/v1/calendars/{}?{}",
+                urlencode(&step.name),
+                ns_query(&step.namespace)
+            );
+            client
+                .send_if_match(Method::DELETE, &path, None, Some(version))
+                .await?;
+        }
+    }
     if !json {
         let changed = steps
             .iter()
-            .filter(|s| !matches!(s.action, Action::Unchanged { .. }))
+            .map(|s| &s.action)
+            .chain(calendar_steps.iter().map(|s| &s.action))
+            .filter(|a| !matches!(a, Action::Unchanged { .. }))
             .count();
         println!("applied: {changed} change(s)");
     }
@@ -560,6 +527,7 @@ async fn apply_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kairos_core::calendar::CalendarSpec;
     use serde_json::json;
 
     #[test]
@@ -667,5 +635,128 @@ mod tests {
         assert!(fields.contains(&"jobs[1].triggers[0].cron"), "{fields:?}");
         assert!(fields.contains(&"jobs[2].name"), "duplicate: {fields:?}");
         assert!(fields.contains(&"jobs[3].max_concurrent"), "{fields:?}");
+    }
+
+    fn calendar(name: &str, dates: &[&str]) -> CalendarSpec {
+        CalendarSpec {
+            name: name.into(),
+            dates: dates.iter().map(|d| (*d).to_owned()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn jobs_files_hold_calendars_each_checked_at_its_path() {
+        let doc = json!({
+            "jobs": [{"name": "a", "task": {"kind": "shell", "script": "true"},
+                      "triggers": [{"cron": "0 9 * * *", "exclude": ["holidays"]}]}],
+            "calendars": [
+                {"name": "holidays", "dates": ["2026-12-25"]},
+                {"name": "bad", "dates": ["2026-12-25", "2026-13-01"], "colour": "red"},
+                {"name": "holidays"}
+            ]
+        });
+        let errs = parse_document(doc, "default").unwrap_err();
+        let fields: Vec<_> = errs.errors.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"calendars[1].dates[1]"), "{fields:?}");
+        assert!(fields.contains(&"calendars[1].colour"), "{fields:?}");
+        assert!(
+            fields.contains(&"calendars[2].name"),
+            "duplicate: {fields:?}"
+        );
+        assert!(
+            !fields.iter().any(|f| f.starts_with("jobs")),
+            "a job may name a calendar: {fields:?}"
+        );
+
+        let only_calendars = json!({"calendars": [{"name": "h", "yearly": ["12-25"]}]});
+        let desired = parse_document(only_calendars, "team").unwrap();
+        assert!(desired.jobs.is_empty());
+        assert_eq!(desired.calendars[0].namespace, "team");
+        let unknown = parse_document(json!({"jobs": [], "holidays": []}), "default").unwrap_err();
+        assert_eq!(unknown.errors[0].field, "holidays");
+    }
+
+    #[test]
+    fn calendars_are_planned_and_the_calendars_jobs_name_are_checked() {
+        let uses = |name: &str, calendar: &str| {
+            JobSpec::from_value(
+                json!({"name": name, "task": {"kind": "shell", "script": "true"},
+                "triggers": [{"interval": "1h", "exclude": [calendar]}]}),
+            )
+            .unwrap()
+        };
+        let server = vec![
+            (calendar("same", &["2026-12-25"]), 3),
+            (calendar("changed", &["2026-12-25"]), 1),
+            (calendar("gone", &[]), 2),
+        ];
+        let desired_calendars = vec![
+            calendar("same", &["2026-12-25"]),
+            calendar("changed", &["2026-12-26"]),
+            calendar("new", &[]),
+        ];
+        let steps = calendar_plan::plan(&desired_calendars, &server, true);
+        let summary: Vec<_> = steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.action.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("same", Action::Unchanged { version: 3 }),
+                ("changed", Action::Update { from_version: 1 }),
+                ("new", Action::Create),
+                ("gone", Action::Delete { version: 2 }),
+            ]
+        );
+        assert_eq!(
+            describe_calendar(&steps[1]),
+            "update     calendar default/changed (version 1 -> 2)"
+        );
+        assert_eq!(
+            serde_json::to_value(&steps[3]).unwrap(),
+            json!({"action": "delete", "version": 2, "kind": "calendar",
+                   "namespace": "default", "name": "gone"})
+        );
+        assert_eq!(
+            calendar_plan::plan(&desired_calendars, &server, false).len(),
+            3,
+            "no deletes without --prune"
+        );
+
+        let desired = Desired {
+            jobs: vec![
+                uses("a", "new"),
+                uses("b", "same"),
+                uses("c", "gone"),
+                uses("d", "nowhere"),
+            ],
+            job_at: (0..4).map(|i| format!("jobs[{i}]")).collect(),
+            calendars: desired_calendars,
+        };
+        let problems = missing_calendars(&desired, &server, &steps);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("jobs[2].triggers[0].exclude[0]: ")
+                && problems[0].contains("--prune deletes it"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1]
+                .starts_with("jobs[3].triggers[0].exclude[0]: no calendar `default/nowhere`"),
+            "{problems:?}"
+        );
+
+        // A pruned calendar still used by a job the files do not manage.
+        let job_steps = plan(&desired.jobs[..2], &[], false);
+        let used = calendars_still_used(&steps, &job_steps, &[(uses("other", "gone"), 5)]);
+        assert_eq!(used.len(), 1, "{used:?}");
+        assert!(used[0].contains("other"), "{used:?}");
+        let pruned_too = plan(&desired.jobs[..2], &[(uses("other", "gone"), 5)], true);
+        assert!(
+            calendars_still_used(&steps, &pruned_too, &[(uses("other", "gone"), 5)]).is_empty(),
+            "a job the plan deletes does not hold a calendar"
+        );
     }
 }

@@ -40,6 +40,20 @@ fn schedule_of(job: &Value) -> String {
         .join(", ")
 }
 
+/// One line of `kairos job next`: the time with the trigger's offset, then why it is skipped
+/// or how daylight saving time moved it.
+fn next_line(t: &Value) -> String {
+    let at = t["local"]
+        .as_str()
+        .or_else(|| t["at"].as_str())
+        .unwrap_or("?");
+    match (t["skipped"].as_str(), t["note"].as_str()) {
+        (Some(why), _) => format!("{at} skipped: {why}"),
+        (None, Some(note)) => format!("{at} {note}"),
+        (None, None) => at.to_owned(),
+    }
+}
+
 pub async fn run(client: &Client, namespace: &str, json: bool, cmd: JobCmd) -> anyhow::Result<()> {
     let path = |name: &str, suffix: &str| {
         format!(
@@ -157,6 +171,25 @@ pub async fn run(client: &Client, namespace: &str, json: bool, cmd: JobCmd) -> a
                 "{verb} {} runs for job {name}; {existing} due times of the range had a run already",
                 created.len()
             );
+            return Ok(());
+        }
+        JobCmd::Next { name, count } => {
+            let mut path = path(&name, "/next");
+            path.push_str(&format!("&count={count}"));
+            let answer: Value = client.json(Method::GET, &path, None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+                return Ok(());
+            }
+            let times = answer["times"].as_array().cloned().unwrap_or_default();
+            if times.is_empty() {
+                eprintln!(
+                    "note: job {name} has no due times ahead (no time triggers, or none left)"
+                );
+            }
+            for t in &times {
+                println!("{}", next_line(t));
+            }
             return Ok(());
         }
         JobCmd::Rm { name, force } => {

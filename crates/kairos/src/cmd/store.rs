@@ -1,6 +1,6 @@
 //! `kairos store copy`: grow from one node into a cluster (or move a cluster) without entering
-//! anything again: jobs with their versions, state and next due times, and the run history with
-//! attempts and output, copied from one store into an empty one.
+//! anything again: calendars, jobs with their versions, state and next due times, and the run
+//! history with attempts and output, copied from one store into an empty one.
 //!
 //! The source must not be in use (a SQLite store is locked by its running node, so the copy
 //! refuses to start while it runs). A run that was running in the source arrives queued and
@@ -23,17 +23,18 @@ pub async fn run(cmd: StoreCmd) -> anyhow::Result<()> {
     }
     let source = from.open().await?;
     let target = to.open().await?;
-    let (jobs, runs) = copy(source.as_ref(), target.as_ref()).await?;
+    let (calendars, jobs, runs) = copy(source.as_ref(), target.as_ref()).await?;
     eprintln!(
-        "copied {jobs} jobs and {runs} runs from {} to {}; tokens and the audit log are not copied",
+        "copied {jobs} jobs and {runs} runs (and {calendars} calendars) from {} to {}; tokens and the audit log are not copied",
         from.redacted(),
         to.redacted()
     );
     Ok(())
 }
 
-/// Copies every job and run of `source` into `target`, which must have none of its jobs.
-pub async fn copy(source: &dyn Store, target: &dyn Store) -> anyhow::Result<(u64, u64)> {
+/// Copies every calendar, job and run of `source` into `target`, which must have none of its
+/// jobs: the calendars first (the jobs name them), each at version 1. Counts of each copied.
+pub async fn copy(source: &dyn Store, target: &dyn Store) -> anyhow::Result<(u64, u64, u64)> {
     let jobs = source
         .job_list(JobListParams {
             namespaces: None,
@@ -57,6 +58,20 @@ pub async fn copy(source: &dyn Store, target: &dyn Store) -> anyhow::Result<(u64
             names.join(", "),
             if taken.len() > 5 { ", …" } else { "" }
         );
+    }
+    let calendars = source
+        .calendar_list(kairos_store::CalendarListParams::default())
+        .await?;
+    for calendar in &calendars {
+        target
+            .calendar_put(kairos_store::CalendarPutParams {
+                spec: calendar.spec.clone(),
+                expected_version: None,
+                replans: Vec::new(),
+                actor: "copy".into(),
+                now: None,
+            })
+            .await?;
     }
     let (mut job_count, mut run_count) = (0u64, 0u64);
     for job in jobs {
@@ -102,5 +117,5 @@ pub async fn copy(source: &dyn Store, target: &dyn Store) -> anyhow::Result<(u64
                 .await?;
         }
     }
-    Ok((job_count, run_count))
+    Ok((calendars.len() as u64, job_count, run_count))
 }
