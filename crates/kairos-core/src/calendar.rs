@@ -85,7 +85,7 @@ pub struct Calendar {
     tz: TimeZone,
     dates: BTreeSet<Date>,
     yearly: BTreeSet<(i8, i8)>,
-    /// Instants, from included, to not; sorted by start.
+    /// Instants, from included, to not; sorted, none overlapping or touching another.
     ranges: Vec<(Timestamp, Timestamp)>,
 }
 
@@ -174,6 +174,16 @@ impl CalendarSpec {
             }
         }
         ranges.sort_unstable();
+        // Overlapping and touching ranges as one window: lookups are a binary search, and a
+        // skip crosses the whole window at once.
+        let mut merged: Vec<(Timestamp, Timestamp)> = Vec::with_capacity(ranges.len());
+        for (from, to) in ranges {
+            match merged.last_mut() {
+                Some(last) if from <= last.1 => last.1 = last.1.max(to),
+                _ => merged.push((from, to)),
+            }
+        }
+        let ranges = merged;
         if self.description.as_ref().is_some_and(|d| d.len() > 4096) {
             errs.push("description", "at most 4096 characters");
         }
@@ -235,9 +245,20 @@ impl Calendar {
         if self.dates.contains(&date) || self.yearly.contains(&(date.month(), date.day())) {
             return true;
         }
-        // The last range starting at or before `t`, and any earlier one that still covers it.
+        self.range_at(t).is_some()
+    }
+
+    /// The range holding `t`, if any (the last one starting at or before it: ranges do not
+    /// overlap).
+    fn range_at(&self, t: Timestamp) -> Option<(Timestamp, Timestamp)> {
         let i = self.ranges.partition_point(|(from, _)| *from <= t);
-        self.ranges[..i].iter().rev().any(|(_, to)| t < *to)
+        i.checked_sub(1)
+            .map(|i| self.ranges[i])
+            .filter(|(_, to)| t < *to)
+    }
+
+    fn holds_date(&self, date: Date) -> bool {
+        self.dates.contains(&date) || self.yearly.contains(&(date.month(), date.day()))
     }
 
     /// The instant at midnight starting `date` in the calendar's zone (a midnight in a DST gap
@@ -252,18 +273,31 @@ impl Calendar {
     /// For `t` in the calendar: the first instant after it that the window holding `t` does not
     /// cover (the next midnight for a date, the end of a range; the latest of them when
     /// several hold it). The instant after may be in another window.
-    fn window_end(&self, t: Timestamp) -> Option<Timestamp> {
+    fn step_end(&self, t: Timestamp) -> Option<Timestamp> {
         let date = t.to_zoned(self.tz.clone()).date();
         let mut end = None;
-        if self.dates.contains(&date) || self.yearly.contains(&(date.month(), date.day())) {
+        if self.holds_date(date) {
             end = self.start_of(date.tomorrow().ok()?);
         }
-        for (from, to) in &self.ranges {
-            if *from <= t && t < *to {
-                end = Some(end.map_or(*to, |e: Timestamp| e.max(*to)));
-            }
+        if let Some((_, to)) = self.range_at(t) {
+            end = Some(end.map_or(to, |e: Timestamp| e.max(to)));
         }
         end
+    }
+
+    /// For `t` in the calendar: the first instant after it that the calendar does not cover,
+    /// following windows that touch (consecutive dates, a range that ends on a listed date), at
+    /// most `budget` of them (each one spent is taken off).
+    fn window_end(&self, t: Timestamp, budget: &mut usize) -> Option<Timestamp> {
+        let mut end = self.step_end(t)?;
+        while *budget > 0 {
+            *budget -= 1;
+            match self.step_end(end) {
+                Some(next) if next > end => end = next,
+                _ => break,
+            }
+        }
+        Some(end)
     }
 
     /// The first instant at or after `t` in the calendar (`None`: there is none, the
@@ -288,7 +322,8 @@ impl Calendar {
                 .find(|d| d > &today && self.yearly.contains(&(d.month(), d.day())));
             consider(next.and_then(|d| self.start_of(d)));
         }
-        if let Some((from, _)) = self.ranges.iter().find(|(from, to)| *to > t && *from > t) {
+        let i = self.ranges.partition_point(|(from, _)| *from <= t);
+        if let Some((from, _)) = self.ranges.get(i) {
             consider(Some(*from));
         }
         best
@@ -308,17 +343,14 @@ impl Calendar {
                 self.name
             ));
         }
-        self.ranges
-            .iter()
-            .find(|(from, to)| *from <= t && t < *to)
-            .map(|(from, to)| {
-                format!(
-                    "{} to {} is in calendar `{}`",
-                    from.to_zoned(self.tz.clone()).datetime(),
-                    to.to_zoned(self.tz.clone()).datetime(),
-                    self.name
-                )
-            })
+        self.range_at(t).map(|(from, to)| {
+            format!(
+                "{} to {} is in calendar `{}`",
+                from.to_zoned(self.tz.clone()).datetime(),
+                to.to_zoned(self.tz.clone()).datetime(),
+                self.name
+            )
+        })
     }
 }
 
@@ -382,7 +414,8 @@ impl CalendarFilter {
     /// calendars allow. A due time in a window the calendars rule out skips the whole window
     /// (to its end for `exclude`, to the next window of an `only` calendar), so the search
     /// costs one step per window, not per due time; `None` when no due time is left (an `only`
-    /// calendar with no window ahead), or after [`MAX_SKIPPED`] windows.
+    /// calendar with no window ahead), or after [`MAX_SKIPPED`] windows and days (a calendar
+    /// that rules out nearly everything ends the schedule rather than spin).
     pub fn first_allowed(
         &self,
         mut after: Timestamp,
@@ -392,9 +425,15 @@ impl CalendarFilter {
             return None;
         }
         let just_before = |t: Timestamp| t.checked_sub(jiff::SignedDuration::from_nanos(1)).ok();
-        for _ in 0..=MAX_SKIPPED {
+        let mut budget = MAX_SKIPPED;
+        while budget > 0 {
+            budget -= 1;
             let t = next(after)?;
-            if let Some(end) = self.exclude.iter().find_map(|c| c.window_end(t)) {
+            if let Some(end) = self
+                .exclude
+                .iter()
+                .find_map(|c| c.window_end(t, &mut budget))
+            {
                 after = just_before(end)?.max(t);
                 continue;
             }
@@ -564,6 +603,39 @@ mod tests {
             Some(ts("2999-01-01T09:00:00Z"))
         );
         assert_eq!(steps, 2);
+        // Consecutive dates and a range that touches them are one window too.
+        let christmas = CalendarFilter {
+            exclude: vec![Arc::new(cal(
+                r#"{"name":"x","dates":["2026-12-24","2026-12-25"],"yearly":["12-26"],
+                "ranges":[{"from":"2026-12-27T00:00","to":"2026-12-28T12:00"}]}"#,
+            ))],
+            ..Default::default()
+        };
+        let mut steps = 0;
+        let counted = |after| {
+            steps += 1;
+            daily(after)
+        };
+        assert_eq!(
+            christmas.first_allowed(ts("2026-12-23T10:00:00Z"), counted),
+            Some(ts("2026-12-29T09:00:00Z"))
+        );
+        assert_eq!(steps, 2);
+        // A calendar that rules out every day ends the schedule, in bounded time.
+        let every_day: Vec<String> =
+            days("2024-01-01".parse().unwrap(), "2024-12-31".parse().unwrap())
+                .map(|d| format!("{:02}-{:02}", d.month(), d.day()))
+                .collect();
+        let spec = CalendarSpec {
+            name: "all".into(),
+            yearly: every_day,
+            ..CalendarSpec::default()
+        };
+        let all = CalendarFilter {
+            exclude: vec![Arc::new(spec.validate().unwrap())],
+            ..Default::default()
+        };
+        assert_eq!(all.first_allowed(ts("2026-12-23T10:00:00Z"), daily), None);
         // An `only` calendar with no window left: no due time.
         let ended = CalendarFilter {
             exclude: vec![],

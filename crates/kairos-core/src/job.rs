@@ -91,7 +91,7 @@ impl JobPlan {
                         None => errs.push(
                             index(&path(&index("triggers", i), field), j),
                             format!(
-                                "no calendar `{name}` in the job's namespace; create it first (`kairos calendar apply`, `PUT /api/v1/calendars/{name}`)"
+                                "no calendar `{name}` in the job's namespace (or it no longer validates); create it first (`kairos calendar apply`, `PUT /api/v1/calendars/{name}`)"
                             ),
                         ),
                     }

@@ -98,20 +98,32 @@ impl JobService {
                 CalendarWrite::Replace(v) => Some(v),
                 CalendarWrite::Upsert => current.as_ref().map(|c| c.version),
             };
-            let jobs = if expected_version.is_some() {
-                ctx.store
-                    .calendar_jobs(get_params(&namespace, &name))
-                    .await?
-            } else {
-                Vec::new()
-            };
+            // Also when it is created: a job may name it already (copied in without it).
+            let jobs = ctx
+                .store
+                .calendar_jobs(get_params(&namespace, &name))
+                .await?;
             let now = ctx.clock.now();
+            // Days and windows as before (a new description, say): every plan stays.
+            let same_days = current.as_ref().is_some_and(|c| {
+                let days = |s: &CalendarSpec| CalendarSpec {
+                    description: None,
+                    ..s.clone()
+                };
+                days(&c.spec) == days(&spec)
+            });
             let mut replans = Vec::with_capacity(jobs.len());
             for job in &jobs {
+                let (next_fire_at, after) = if same_days {
+                    (NextFire::Keep, now)
+                } else {
+                    self.replan(job, &calendar, now).await?
+                };
                 replans.push(JobReplan {
                     job_id: job.id,
                     expected_version: job.version,
-                    next_fire_at: self.replan(job, &calendar, now).await?,
+                    next_fire_at,
+                    after,
                 });
             }
             let written = ctx
@@ -126,10 +138,12 @@ impl JobService {
                 .await;
             match written {
                 Err(StoreError::CalendarChanged { .. }) => continue,
-                // Created or deleted since it was read: an upsert decides again.
-                Err(StoreError::CalendarExists { .. } | StoreError::CalendarNotFound { .. })
-                    if write == CalendarWrite::Upsert =>
-                {
+                // Created, changed or deleted since it was read: an upsert decides again.
+                Err(
+                    StoreError::CalendarExists { .. }
+                    | StoreError::CalendarNotFound { .. }
+                    | StoreError::CalendarVersionConflict { .. },
+                ) if write == CalendarWrite::Upsert => {
                     continue;
                 }
                 written => {
@@ -160,20 +174,21 @@ impl JobService {
     }
 
     /// The next due time of `job` with `calendar` (new) in place of the stored calendar of its
-    /// name, and its other calendars as stored. A due time that has come but was not fired yet
-    /// is decided again, not dropped; a paused job keeps its own (a resume plans again). A job
-    /// that does not plan (a calendar gone) keeps its due time: the scheduler stops it.
+    /// name, and its other calendars as stored, and the instant it is the first due time
+    /// after. A due time that has come but was not fired yet is decided again, not dropped; a
+    /// paused job keeps its own (a resume plans again). A job that does not plan (a calendar
+    /// gone) keeps its due time: the scheduler stops it.
     async fn replan(
         &self,
         job: &Job,
         calendar: &Arc<Calendar>,
         now: Timestamp,
-    ) -> Result<NextFire, JobError> {
+    ) -> Result<(NextFire, Timestamp), JobError> {
         if job.spec.paused {
-            return Ok(NextFire::Keep);
+            return Ok((NextFire::Keep, now));
         }
         let Ok(mut plan) = job.spec.validate() else {
-            return Ok(NextFire::Keep);
+            return Ok((NextFire::Keep, now));
         };
         let others: Vec<String> = plan
             .calendar_names()
@@ -197,7 +212,7 @@ impl JobService {
             .resolve_calendars(|n| calendars.get(n).cloned())
             .is_err()
         {
-            return Ok(NextFire::Keep);
+            return Ok((NextFire::Keep, now));
         }
         let after = match job.next_fire_at {
             Some(next) if next <= now => next
@@ -205,7 +220,8 @@ impl JobService {
                 .unwrap_or(next),
             _ => now,
         };
-        Ok(NextFire::Set(plan.schedule.next_after(after).map(|f| f.at)))
+        let next = plan.schedule.next_after(after).map(|f| f.at);
+        Ok((NextFire::Set(next), after))
     }
 
     /// Deletes a calendar no job uses (`CalendarInUse` otherwise, naming them).

@@ -7,7 +7,12 @@ use kairos_core::ValidationErrors;
 use kairos_core::job::JobPlan;
 use kairos_core::run::RunId;
 use kairos_exec::OutputBuffer;
-use kairos_store::{CalendarListParams, CalendarVersion, Change, Job, Store};
+use std::collections::{BTreeMap, BTreeSet};
+
+use kairos_core::calendar::Calendar;
+use kairos_store::{
+    CalendarListParams, CalendarVersion, Change, Job, Store, StoreError, StoredCalendar,
+};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -104,10 +109,16 @@ impl RunTokens {
 #[derive(Debug, Default, Clone)]
 pub struct PlanCache {
     inner: Arc<Mutex<HashMap<JobVersion, Arc<JobPlan>>>>,
+    /// Validated calendars by `(namespace, name, version)`, so that a change of a calendar
+    /// many jobs use validates it once, not once per job.
+    calendars: Arc<Mutex<HashMap<CalendarKey, Arc<Calendar>>>>,
 }
 
 /// `(job id, version)`.
 type JobVersion = (i64, i64);
+
+/// `(namespace, name, version)` of a calendar.
+type CalendarKey = (String, String, i64);
 
 /// Entries kept before the cache starts over (old versions are not tracked individually).
 const PLAN_CACHE_LIMIT: usize = 200_000;
@@ -115,23 +126,113 @@ const PLAN_CACHE_LIMIT: usize = 200_000;
 impl PlanCache {
     /// The plan of this job version, validated and with its calendars, made once.
     pub async fn get(&self, store: &dyn Store, job: &Job) -> Result<Arc<JobPlan>, PlanError> {
-        let key = (job.id, job.version);
-        if let Some(plan) = self
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+        self.get_many(store, &[job])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(PlanError::Store(StoreError::Internal("no plan".into()))))
+    }
+
+    /// [`PlanCache::get`] for many jobs: the calendars of those not cached yet are read in one
+    /// query per namespace. One result per job, in order.
+    pub async fn get_many(
+        &self,
+        store: &dyn Store,
+        jobs: &[&Job],
+    ) -> Vec<Result<Arc<JobPlan>, PlanError>> {
+        let mut out: Vec<Result<Arc<JobPlan>, PlanError>> = Vec::with_capacity(jobs.len());
+        // Plans still to resolve: index in `out`, the plan, its namespace.
+        let mut pending: Vec<(usize, JobPlan)> = Vec::new();
         {
-            return Ok(plan.clone());
+            let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, job) in jobs.iter().enumerate() {
+                if let Some(plan) = map.get(&(job.id, job.version)) {
+                    out.push(Ok(plan.clone()));
+                    continue;
+                }
+                match job.spec.validate() {
+                    Ok(plan) => {
+                        out.push(Err(PlanError::Store(StoreError::Internal(
+                            "not planned".into(),
+                        ))));
+                        pending.push((i, plan));
+                    }
+                    Err(e) => out.push(Err(PlanError::Invalid(e))),
+                }
+            }
         }
-        let (plan, _) = plan_with_calendars(store, &job.spec).await?;
-        let plan = Arc::new(plan);
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= PLAN_CACHE_LIMIT {
-            map.clear();
+        let mut wanted: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for (i, plan) in &pending {
+            wanted
+                .entry(jobs[*i].namespace())
+                .or_default()
+                .extend(plan.calendar_names());
         }
-        map.insert(key, plan.clone());
-        Ok(plan)
+        let mut found: HashMap<&str, Result<Vec<StoredCalendar>, String>> = HashMap::new();
+        for (namespace, names) in wanted {
+            if names.is_empty() {
+                found.insert(namespace, Ok(Vec::new()));
+                continue;
+            }
+            let read = store
+                .calendar_list(CalendarListParams {
+                    namespaces: Some(vec![namespace.to_owned()]),
+                    names: Some(names.into_iter().collect()),
+                })
+                .await
+                .map_err(|e| e.to_string());
+            found.insert(namespace, read);
+        }
+        for (i, mut plan) in pending {
+            let job = jobs[i];
+            let stored = match found.get(job.namespace()) {
+                Some(Ok(stored)) => stored,
+                Some(Err(e)) => {
+                    out[i] = Err(PlanError::Store(StoreError::Unavailable(format!(
+                        "reading the calendars of job `{}`: {e}",
+                        job.name()
+                    ))));
+                    continue;
+                }
+                None => &Vec::new(),
+            };
+            let calendars = self.validated(stored);
+            if let Err(e) = plan.resolve_calendars(|n| calendars.get(n).cloned()) {
+                out[i] = Err(PlanError::Invalid(e));
+                continue;
+            }
+            let plan = Arc::new(plan);
+            let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= PLAN_CACHE_LIMIT {
+                map.clear();
+            }
+            map.insert((job.id, job.version), plan.clone());
+            out[i] = Ok(plan);
+        }
+        out
+    }
+
+    /// The stored calendars that validate, by name, validated once per version.
+    fn validated(&self, stored: &[StoredCalendar]) -> HashMap<String, Arc<Calendar>> {
+        let mut cache = self.calendars.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= PLAN_CACHE_LIMIT {
+            cache.clear();
+        }
+        let mut out = HashMap::with_capacity(stored.len());
+        for c in stored {
+            let key = (c.spec.namespace.clone(), c.spec.name.clone(), c.version);
+            let calendar = match cache.get(&key) {
+                Some(calendar) => calendar.clone(),
+                None => match validated_calendars(std::slice::from_ref(c)).remove(&c.spec.name) {
+                    Some(calendar) => {
+                        cache.insert(key, calendar.clone());
+                        calendar
+                    }
+                    None => continue,
+                },
+            };
+            out.insert(c.spec.name.clone(), calendar);
+        }
+        out
     }
 }
 

@@ -101,6 +101,7 @@ impl JobService {
     /// versions).
     pub async fn create(&self, spec: JobSpec) -> Result<Job, JobError> {
         spec.validate().map_err(JobError::Invalid)?;
+        let mut last = None;
         for _ in 0..CALENDAR_ROUNDS {
             let (plan, calendars) = plan_with_calendars(&*self.ctx.store, &spec).await?;
             let now = self.ctx.clock.now();
@@ -116,7 +117,7 @@ impl JobService {
                 })
                 .await;
             match created {
-                Err(StoreError::CalendarChanged { .. }) => continue,
+                Err(e @ StoreError::CalendarChanged { .. }) => last = Some(e),
                 created => {
                     let job = created?;
                     self.changed(&job, "created");
@@ -124,7 +125,7 @@ impl JobService {
                 }
             }
         }
-        Err(contended(&spec.namespace, &spec.name))
+        Err(last.map_or_else(|| contended(&spec.namespace, &spec.name), JobError::Store))
     }
 
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Job, JobError> {
@@ -187,6 +188,7 @@ impl JobService {
             return Err(JobError::Invalid(errs));
         }
         let current = self.get(namespace, name).await?;
+        let mut last = None;
         for _ in 0..CALENDAR_ROUNDS {
             let (plan, calendars) = plan_with_calendars(&*self.ctx.store, &spec).await?;
             // Same triggers on a running job: keep the pending due time (nothing dropped or
@@ -214,7 +216,7 @@ impl JobService {
                 })
                 .await;
             match updated {
-                Err(StoreError::CalendarChanged { .. }) => continue,
+                Err(e @ StoreError::CalendarChanged { .. }) => last = Some(e),
                 updated => {
                     let job = updated?;
                     self.changed(&job, "updated");
@@ -222,7 +224,7 @@ impl JobService {
                 }
             }
         }
-        Err(contended(namespace, name))
+        Err(last.map_or_else(|| contended(namespace, name), JobError::Store))
     }
 
     pub async fn delete(
@@ -263,6 +265,7 @@ impl JobService {
         name: &str,
         paused: bool,
     ) -> Result<Job, JobError> {
+        let mut last = None;
         for _ in 0..CALENDAR_ROUNDS {
             let current = self.get(namespace, name).await?;
             // A resume's next due time is planned with this version (its triggers and
@@ -290,7 +293,7 @@ impl JobService {
                 })
                 .await;
             match written {
-                Err(StoreError::VersionConflict { .. }) if !paused => continue,
+                Err(e @ StoreError::VersionConflict { .. }) if !paused => last = Some(e),
                 written => {
                     let job = written?;
                     self.changed(&job, if paused { "paused" } else { "resumed" });
@@ -298,7 +301,7 @@ impl JobService {
                 }
             }
         }
-        Err(contended(namespace, name))
+        Err(last.map_or_else(|| contended(namespace, name), JobError::Store))
     }
 
     /// A backfill: one run for each due time of the job's triggers from `from` to `to` (both

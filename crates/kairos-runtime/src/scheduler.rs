@@ -47,6 +47,9 @@ use crate::telemetry::Event;
 const DUE_BATCH: u32 = 512;
 /// Longest sleep without looking at the store (fallback for missed notifications).
 const POLL_FALLBACK: SignedDuration = SignedDuration::from_secs(1);
+/// How soon a pass that failed (or could not plan a due job) is tried again: soon, but not in
+/// a tight loop while the job stays overdue.
+pub const RETRY_AFTER_FAILURE: SignedDuration = SignedDuration::from_millis(200);
 /// The longest look-ahead the scheduler grows to on its own (a configured one may be longer).
 pub const MAX_ADAPTIVE_LOOKAHEAD: SignedDuration = SignedDuration::from_secs(2);
 
@@ -86,6 +89,9 @@ pub struct SchedulerReport {
     /// The earliest due time of a job in the look-ahead window that was not fired early because
     /// it has active runs: it is fired when due.
     pub deferred_until: Option<jiff::Timestamp>,
+    /// Due jobs that could not be planned (their calendars could not be read): the pass is
+    /// tried again after [`RETRY_AFTER_FAILURE`].
+    pub plan_failures: usize,
 }
 
 /// Scheduler settings.
@@ -199,13 +205,15 @@ impl Scheduler {
         };
         let mut params = Vec::with_capacity(due.len());
         let mut planned = Vec::with_capacity(due.len());
-        for job in &due {
+        let jobs: Vec<&Job> = due.iter().collect();
+        let plans = self.ctx.plans.get_many(&*self.ctx.store, &jobs).await;
+        for (job, plan) in due.iter().zip(plans) {
             let Some(expected) = job.next_fire_at else {
                 continue;
             };
             // Not due yet (look-ahead): only this one due time, planned as if it were now.
             let early = expected > now;
-            match self.ctx.plans.get(&*self.ctx.store, job).await {
+            match plan {
                 Ok(plan) => {
                     let fires = plan_fires(
                         &plan.schedule,
@@ -223,7 +231,12 @@ impl Scheduler {
                     }
                     planned.push((job, plan, fires, expected, early));
                 }
-                Err(crate::context::PlanError::Store(e)) => return Err(e),
+                // Its calendars could not be read: this job waits, the others fire; the pass
+                // is tried again shortly.
+                Err(crate::context::PlanError::Store(e)) => {
+                    tracing::warn!(job = job.name(), error = %e, "cannot plan the job now; it fires when its calendars can be read");
+                    report.plan_failures += 1;
+                }
                 Err(crate::context::PlanError::Invalid(e)) => {
                     // Stored specs were validated on write; one that no longer validates (e.g. a
                     // time zone removed from the database) stops firing instead of looping.
@@ -359,10 +372,16 @@ impl Scheduler {
         loop {
             let mut report = SchedulerReport::default();
             let (began, fired) = *round.get_or_insert((self.ctx.clock.now(), false));
-            match self.run_once().await {
-                Ok(r) => report = r,
-                Err(e) => tracing::error!(error = %e, "scheduler pass failed; retrying"),
-            }
+            let failed = match self.run_once().await {
+                Ok(r) => {
+                    report = r;
+                    report.plan_failures > 0
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduler pass failed; retrying");
+                    true
+                }
+            };
             round = Some((began, fired || report.jobs_fired > 0));
             if !report.more {
                 if fired || report.jobs_fired > 0 {
@@ -388,7 +407,10 @@ impl Scheduler {
                     None
                 }
             };
-            let wake = next_wake(now, next, self.lookahead());
+            let mut wake = next_wake(now, next, self.lookahead());
+            if failed {
+                wake = wake.max(now.checked_add(RETRY_AFTER_FAILURE).unwrap_or(now));
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.ctx.scheduler_wake.notified() => {}

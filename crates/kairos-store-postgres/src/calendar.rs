@@ -68,7 +68,7 @@ async fn users(c: &impl GenericClient, namespace: &str, name: &str) -> StoreResu
 }
 
 /// The fence of a job write, taken before its job row: every calendar the document names
-/// exists in its namespace at the version the write was planned with (when given), and stays
+/// exists in its namespace at the version the write was planned with, and stays
 /// so until the write commits (share-locked). Otherwise `CalendarChanged`.
 pub(crate) async fn check(
     c: &impl GenericClient,
@@ -96,7 +96,7 @@ pub(crate) async fn check(
         let holds = match (version, expected) {
             (None, _) => false,
             (Some(v), Some(e)) => v == e,
-            (Some(_), None) => true,
+            (Some(_), None) => false,
         };
         if !holds {
             return Err(StoreError::CalendarChanged {
@@ -212,14 +212,34 @@ impl PostgresStore {
         }
         let mut replans = p.replans.clone();
         replans.sort_by_key(|r| r.job_id);
+        // The runs the new plans decide again, of every job at once, locked in id order (as a
+        // heartbeat locks a worker's runs across jobs), then deleted.
+        let (moved, after): (Vec<JobId>, Vec<jiff::Timestamp>) = replans
+            .iter()
+            .filter(|r| matches!(r.next_fire_at, NextFire::Set(_)))
+            .map(|r| (r.job_id, r.after))
+            .unzip();
+        if !moved.is_empty() {
+            execute(
+                &tx,
+                "DELETE FROM runs WHERE id IN (SELECT r.id FROM runs r \
+                   JOIN unnest($1::bigint[], $2::timestamptz[]) AS w (job_id, after) \
+                     ON r.job_id = w.job_id \
+                   WHERE r.parent_id IS NULL AND r.origin = 'schedule' \
+                     AND r.scheduled_for > w.after AND r.created_at < r.scheduled_for \
+                     AND ((r.state = 'queued' AND r.attempt = 0) \
+                       OR (r.state = 'running' AND r.attempt = 1 AND r.spec IS NULL \
+                         AND r.started_at > coalesce($3::timestamptz, now()))) \
+                   ORDER BY r.id FOR UPDATE)",
+                &[&moved, &after, &p.now],
+            )
+            .await?;
+        }
         for r in &replans {
             let (keep, next) = match r.next_fire_at {
                 NextFire::Keep => (true, None),
                 NextFire::Set(next) => (false, next),
             };
-            if !keep {
-                crate::jobs::withdraw_early_runs(&tx, r.job_id, &p.now).await?;
-            }
             let applied = execute(
                 &tx,
                 "UPDATE jobs SET next_fire_at = CASE WHEN $1 THEN next_fire_at ELSE $2 END, \

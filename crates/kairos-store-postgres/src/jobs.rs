@@ -62,7 +62,7 @@ async fn lock_job(c: &impl GenericClient, namespace: &str, name: &str) -> StoreR
 /// at its next heartbeat and the store refuses their results). Only runs created before their
 /// due time qualify, so a clock stepped backwards never takes back a run fired when due. The
 /// caller holds the job's row lock; the runs are locked in id order.
-pub(crate) async fn withdraw_early_runs(
+async fn withdraw_early_runs(
     c: &impl GenericClient,
     job_id: JobId,
     now: &Option<Timestamp>,

@@ -75,8 +75,8 @@ pub(crate) fn users(conn: &Connection, namespace: &str, name: &str) -> StoreResu
 }
 
 /// The fence of a job write: every calendar the document names exists in its namespace, at
-/// the version the write was planned with (when given). Otherwise `CalendarChanged`, before
-/// anything is written.
+/// the version the write was planned with. Otherwise `CalendarChanged`, before anything is
+/// written.
 pub(crate) fn check(
     conn: &Connection,
     spec: &JobSpec,
@@ -93,7 +93,7 @@ pub(crate) fn check(
         let holds = match (version, expected) {
             (None, _) => false,
             (Some(v), Some(e)) => v == e,
-            (Some(_), None) => true,
+            (Some(_), None) => false,
         };
         if !holds {
             return Err(StoreError::CalendarChanged {
@@ -206,7 +206,7 @@ pub(crate) fn put(
             NextFire::Set(next) => (false, next),
         };
         if !keep {
-            crate::store::withdraw_early_runs(conn, r.job_id, now)?;
+            crate::store::withdraw_early_runs_after(conn, r.job_id, micros(r.after), now)?;
         }
         let applied = exec(
             conn,

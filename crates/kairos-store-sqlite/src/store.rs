@@ -112,13 +112,24 @@ fn version_conflict(p_ns: &str, p_name: &str, expected: i64, actual: i64) -> Sto
 /// takes back a run that was fired when due, and a workflow run that has started (its steps
 /// exist) is never taken back.
 pub(crate) fn withdraw_early_runs(conn: &Connection, job_id: JobId, now: i64) -> StoreResult<()> {
+    withdraw_early_runs_after(conn, job_id, now, now)
+}
+
+/// [`withdraw_early_runs`] of the due times after `after` (which may be before `now`: a
+/// re-plan that decides an overdue due time again).
+pub(crate) fn withdraw_early_runs_after(
+    conn: &Connection,
+    job_id: JobId,
+    after: i64,
+    now: i64,
+) -> StoreResult<()> {
     exec(
         conn,
         "DELETE FROM runs WHERE job_id = ?1 AND parent_id IS NULL AND origin = 'schedule' \
          AND scheduled_for > ?2 \
          AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
-           OR (state = 'running' AND attempt = 1 AND spec IS NULL AND started_at > ?2))",
-        params![job_id, now],
+           OR (state = 'running' AND attempt = 1 AND spec IS NULL AND started_at > ?3))",
+        params![job_id, after, now],
     )?;
     Ok(())
 }

@@ -94,8 +94,7 @@ pub struct CalendarPutParams {
     /// The jobs that use the calendar, each re-planned with the new calendar. The write
     /// applies only if these are exactly the jobs that use it when it happens, each still at
     /// its expected version (else `CalendarChanged`, nothing written); each one's version
-    /// goes up, and its runs created ahead of their due time are withdrawn, as for an update
-    /// that moves `next_fire_at`.
+    /// goes up.
     pub replans: Vec<JobReplan>,
     pub actor: String,
     pub now: Option<Timestamp>,
@@ -106,7 +105,12 @@ pub struct CalendarPutParams {
 pub struct JobReplan {
     pub job_id: JobId,
     pub expected_version: i64,
+    /// `Set`: the first due time the new plan allows after `after`; the job's runs created
+    /// ahead of their due time (not started) for due times after `after` are withdrawn, since
+    /// the plan decides those due times again. `Keep`: nothing moves (a paused job, or a
+    /// calendar whose days did not change).
     pub next_fire_at: NextFire,
+    pub after: Timestamp,
 }
 
 #[derive(Debug, Clone)]

@@ -288,6 +288,7 @@ pub async fn calendar_put_replans_its_jobs_in_one_transaction(store: Arc<dyn Sto
         job_id: job.id,
         expected_version: version,
         next_fire_at: NextFire::Set(Some(next)),
+        after: t(T0),
     };
     let holiday = calendar("h", &["2026-03-02"]);
     // Not the jobs that use it (one missing, one too many), or a stale job version: refused,
@@ -359,6 +360,47 @@ pub async fn calendar_put_replans_its_jobs_in_one_transaction(store: Arc<dyn Sto
     assert_eq!(audit[0].action, AuditAction::CalendarUpdate);
     assert_eq!(audit[1].action, AuditAction::JobReplan);
     assert_eq!(audit[1].job.as_deref(), Some("j"));
+
+    // Only the due times after the plan's `after` are decided again: an early run at or
+    // before it stays.
+    let later = t("2026-03-04T09:00:00Z");
+    let early = store
+        .job_fire(JobFireParams {
+            job_id: job.id,
+            expected_version: Some(2),
+            expected_next_fire_at: next,
+            runs: vec![insert(next)],
+            cancel_active: false,
+            max_active: None,
+            next_fire_at: Some(later),
+            now: Some(t(T0)),
+        })
+        .await
+        .unwrap();
+    assert!(early.applied);
+    let kept = JobReplan {
+        expected_version: 2,
+        after: next,
+        ..replan(2, later)
+    };
+    put(
+        &store,
+        calendar("h", &["2026-03-02", "2026-03-05"]),
+        Some(2),
+        vec![kept],
+    )
+    .await
+    .unwrap();
+    let runs = store
+        .run_list(RunListParams {
+            job_id: Some(job.id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].scheduled_for, next);
 }
 
 pub async fn calendar_fire_and_resume_are_fenced_by_the_planned_version(store: Arc<dyn Store>) {

@@ -62,6 +62,20 @@ pub async fn copy(source: &dyn Store, target: &dyn Store) -> anyhow::Result<(u64
     let calendars = source
         .calendar_list(kairos_store::CalendarListParams::default())
         .await?;
+    let taken = target
+        .calendar_list(kairos_store::CalendarListParams::default())
+        .await?;
+    if !taken.is_empty() {
+        anyhow::bail!(
+            "the target store has calendars already ({}); copy into an empty store",
+            taken
+                .iter()
+                .take(5)
+                .map(|c| format!("{}/{}", c.spec.namespace, c.spec.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for calendar in &calendars {
         target
             .calendar_put(kairos_store::CalendarPutParams {
