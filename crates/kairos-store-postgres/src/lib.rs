@@ -102,6 +102,7 @@
 //! at once instead of one round trip each), and plain `tokio_postgres::Client`s for the
 //! dedicated connections (`LISTEN/NOTIFY`, the session lock). TLS is not wired yet.
 
+mod activity;
 pub mod admin;
 mod auth;
 mod backfill;

@@ -512,6 +512,26 @@ impl Store for PostgresStore {
         self.audit_list_read(p).await
     }
 
+    async fn activity_append(&self, records: Vec<ActivityRecord>) -> StoreResult<()> {
+        self.activity_append_write(records).await
+    }
+
+    async fn activity_read(&self, p: ActivityReadParams) -> StoreResult<Vec<ActivityEntry>> {
+        self.activity_read_entries(p).await
+    }
+
+    async fn activity_head(&self) -> StoreResult<ActivityCursor> {
+        self.activity_head_position().await
+    }
+
+    async fn activity_contains(&self, cursor: ActivityCursor) -> StoreResult<bool> {
+        self.activity_contains_entry(cursor).await
+    }
+
+    async fn activity_prune(&self, before: Timestamp) -> StoreResult<u64> {
+        self.activity_prune_before(before).await
+    }
+
     async fn calendar_put(&self, p: CalendarPutParams) -> StoreResult<StoredCalendar> {
         self.calendar_put_tx(p).await
     }

@@ -11,6 +11,7 @@
 //! - Every connection lives on a thread of its own and runs whole transactions sent to it as
 //!   closures ([`db`]): one hand-off between threads per transaction, not per statement.
 
+mod activity;
 mod auth;
 mod backfill;
 mod batch;

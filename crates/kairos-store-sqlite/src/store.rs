@@ -1058,6 +1058,37 @@ impl Store for SqliteStore {
         self.db.read(move |conn| auth::audit_list(conn, &p)).await
     }
 
+    async fn activity_append(&self, records: Vec<ActivityRecord>) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.db
+            .write(move |tx| crate::activity::append(tx, &records))
+            .await
+    }
+
+    async fn activity_read(&self, p: ActivityReadParams) -> StoreResult<Vec<ActivityEntry>> {
+        self.db
+            .read(move |conn| crate::activity::read(conn, &p))
+            .await
+    }
+
+    async fn activity_head(&self) -> StoreResult<ActivityCursor> {
+        self.db.read(crate::activity::head).await
+    }
+
+    async fn activity_contains(&self, cursor: ActivityCursor) -> StoreResult<bool> {
+        self.db
+            .read(move |conn| crate::activity::contains(conn, cursor))
+            .await
+    }
+
+    async fn activity_prune(&self, before: Timestamp) -> StoreResult<u64> {
+        self.db
+            .write(move |tx| crate::activity::prune(tx, before))
+            .await
+    }
+
     async fn calendar_put(&self, p: CalendarPutParams) -> StoreResult<StoredCalendar> {
         let at = now_or(p.now);
         self.db

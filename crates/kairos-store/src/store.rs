@@ -113,6 +113,46 @@ pub struct JobReplan {
     pub after: Timestamp,
 }
 
+/// Something that happened, for the activity log (the event stream every node serves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityRecord {
+    pub at: Timestamp,
+    /// The node it happened on.
+    pub node: String,
+    /// `run.finished`, `job.changed`, ...
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub job: Option<String>,
+    pub run_id: Option<RunId>,
+    /// The whole event, as JSON.
+    pub data: String,
+}
+
+/// A position in the activity log. Entries are read in cursor order, and an entry never
+/// appears behind a cursor already read past: on PostgreSQL the order is (writing
+/// transaction, id) and only entries of transactions older than every one still running are
+/// read, so an entry committed late is not skipped; on SQLite (one writer) `tx` is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ActivityCursor {
+    pub tx: i64,
+    pub id: i64,
+}
+
+/// An entry of the activity log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityEntry {
+    pub cursor: ActivityCursor,
+    pub record: ActivityRecord,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActivityReadParams {
+    /// Entries after this position.
+    pub after: ActivityCursor,
+    /// Most entries returned.
+    pub limit: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct CalendarGetParams {
     pub namespace: String,
@@ -774,6 +814,18 @@ pub trait Store: Send + Sync + 'static {
     async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>>;
     /// Audit entries, newest first.
     async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Appends entries to the activity log, in one transaction, in order.
+    async fn activity_append(&self, records: Vec<ActivityRecord>) -> StoreResult<()>;
+    /// Entries after a position, in order (see [`ActivityCursor`]).
+    async fn activity_read(&self, p: ActivityReadParams) -> StoreResult<Vec<ActivityEntry>>;
+    /// The position of now: reading after it yields what is appended from now on (and, on
+    /// PostgreSQL, possibly entries of transactions still running now).
+    async fn activity_head(&self) -> StoreResult<ActivityCursor>;
+    /// Whether the entry at this position is still kept (not pruned).
+    async fn activity_contains(&self, cursor: ActivityCursor) -> StoreResult<bool>;
+    /// Deletes the entries from before `before`; how many.
+    async fn activity_prune(&self, before: Timestamp) -> StoreResult<u64>;
 
     /// Creates or changes a calendar and re-plans the jobs that use it, in one transaction
     /// (see [`CalendarPutParams`]; audited, with each re-planned job). A backend locks the

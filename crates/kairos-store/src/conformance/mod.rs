@@ -34,6 +34,7 @@ use kairos_core::spec::{ExecutionMode, JobSpec};
 
 use crate::*;
 
+pub mod activity;
 pub mod auth;
 pub mod backfill;
 pub mod calendar;
@@ -50,6 +51,7 @@ pub mod rescue;
 pub mod runs;
 pub mod workflow;
 
+pub use activity::*;
 pub use auth::*;
 pub use backfill::*;
 pub use calendar::*;
@@ -136,6 +138,9 @@ macro_rules! conformance_tests {
             calendar_put_replans_its_jobs_in_one_transaction,
             calendar_fire_and_resume_are_fenced_by_the_planned_version,
             calendar_concurrent_change_and_job_write_never_both_apply,
+            // activity
+            activity_is_read_in_order_after_a_position,
+            activity_concurrent_appends_are_each_read_once,
             // notify
             changes_are_announced_on_the_feed,
         );
