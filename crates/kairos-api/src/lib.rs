@@ -20,6 +20,7 @@ pub mod query;
 mod remote;
 mod runs;
 mod steps;
+pub mod stream;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -96,6 +97,7 @@ impl AppState {
         ops::ready,
         ops::metrics,
         ops::events,
+        stream::stream,
         events::emit,
         tokens::create,
         tokens::list,
@@ -229,6 +231,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(tokens::audit))
         .route("/nodes", get(nodes::list))
         .route("/events", get(ops::events))
+        .route("/events/stream", get(stream::stream))
         .route("/events/{topic}", post(events::emit))
         .route("/openapi.json", get(ops::openapi));
     Router::new()

@@ -341,6 +341,8 @@ pub struct NodeContext {
     pub heartbeat_wake: Arc<Notify>,
     /// Wakes the elector (leadership changed hands).
     pub leader_wake: Arc<Notify>,
+    /// Wakes the event streams of this node: the activity recorder wrote a batch.
+    pub activity_wake: Arc<Notify>,
     pub live: LiveOutputs,
     pub plans: PlanCache,
     /// Attempt tokens of the attempts running here (see [`RunTokens`]).
@@ -407,6 +409,7 @@ impl NodeContext {
             worker_wake: Arc::new(Notify::new()),
             heartbeat_wake: Arc::new(Notify::new()),
             leader_wake: Arc::new(Notify::new()),
+            activity_wake: Arc::new(Notify::new()),
             live: LiveOutputs::default(),
             plans: PlanCache::default(),
             run_tokens: RunTokens::default(),

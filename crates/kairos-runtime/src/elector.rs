@@ -217,6 +217,10 @@ impl Elector {
     /// Runs until `shutdown`; then stops the leader services, resigns and leaves the registry.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let renew = self.config.ttl.unsigned_abs() / 5;
+        self.ctx.telemetry.emit(Event::NodeJoined {
+            node_id: self.ctx.node_id.clone(),
+            node: self.ctx.node.clone(),
+        });
         loop {
             self.heartbeat_once().await;
             self.run_once().await;
@@ -250,5 +254,9 @@ impl Elector {
             id: self.ctx.node_id.clone(),
         });
         let _ = tokio::time::timeout(self.call_limit(), leave).await;
+        self.ctx.telemetry.emit(Event::NodeLeft {
+            node_id: self.ctx.node_id.clone(),
+            node: self.ctx.node.clone(),
+        });
     }
 }

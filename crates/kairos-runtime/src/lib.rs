@@ -13,6 +13,7 @@
 //! Each service has one loop that only waits and a `run_once`/`claim_once` that does the work
 //! and returns a report, so tests drive the work directly under a [`clock::ManualClock`].
 
+pub mod activity;
 pub mod calendars;
 pub mod clock;
 pub mod context;

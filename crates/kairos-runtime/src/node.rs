@@ -8,6 +8,7 @@ use kairos_exec::Executor;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::ActivityRecorder;
 use crate::context::NodeContext;
 use crate::elector::{Elector, ElectorConfig, LeaderGate};
 use crate::jobs::JobService;
@@ -30,6 +31,8 @@ pub struct NodeConfig {
     /// locked), wrong for a shared one, where another process may use the same name (there,
     /// a dead node's runs are rescued when their lease expires). Default true.
     pub recover_on_start: bool,
+    /// How long the activity log (the event stream's history) keeps entries. Default 1 h.
+    pub activity_retention: Duration,
 }
 
 impl Default for NodeConfig {
@@ -41,6 +44,7 @@ impl Default for NodeConfig {
             shutdown_grace: Duration::from_secs(30),
             elector: ElectorConfig::default(),
             recover_on_start: true,
+            activity_retention: Duration::from_secs(3600),
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct Node {
     pub jobs: JobService,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The activity recorder, stopped after the others (it writes what they did last).
+    recorder: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 impl Node {
@@ -84,6 +90,12 @@ impl Node {
     /// (under the same node name) for an orphan.
     pub async fn start(ctx: NodeContext, executor: Arc<dyn Executor>, config: NodeConfig) -> Self {
         let shutdown = CancellationToken::new();
+        // First, so that what the others do from the start is recorded.
+        let recorder = ActivityRecorder::new(ctx.clone(), config.activity_retention).map(|r| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(r.run(stop.clone()));
+            (stop, task)
+        });
         let scheduler = Scheduler::with_config(ctx.clone(), config.scheduler.clone());
         let worker = Worker::new(ctx.clone(), executor, config.worker.clone());
         let rescuer = Rescuer::new(ctx.clone(), config.rescue_interval);
@@ -108,6 +120,7 @@ impl Node {
             ctx,
             shutdown,
             tasks,
+            recorder,
         }
     }
 
@@ -123,6 +136,12 @@ impl Node {
         for task in self.tasks {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "a node service ended abnormally");
+            }
+        }
+        if let Some((stop, task)) = self.recorder {
+            stop.cancel();
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the activity recorder ended abnormally");
             }
         }
         tracing::info!(node = %self.ctx.node, "node stopped");

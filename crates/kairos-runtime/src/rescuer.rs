@@ -57,7 +57,11 @@ impl Rescuer {
             })
             .await?;
         if !gone.is_empty() {
-            tracing::warn!(nodes = ?gone, "nodes stopped heartbeating; removed from the registry");
+            self.ctx
+                .telemetry
+                .emit(crate::telemetry::Event::NodesExpired {
+                    node_ids: gone.clone(),
+                });
         }
         Ok(gone)
     }

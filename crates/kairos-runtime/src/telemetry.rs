@@ -69,6 +69,20 @@ pub enum Event {
         term: i64,
         leading: bool,
     },
+    /// This node joined the cluster (its first heartbeat in the registry).
+    NodeJoined {
+        node_id: String,
+        node: String,
+    },
+    /// This node left the cluster (a clean stop).
+    NodeLeft {
+        node_id: String,
+        node: String,
+    },
+    /// The leader removed nodes not heard from (crashed or cut off).
+    NodesExpired {
+        node_ids: Vec<String>,
+    },
 }
 
 impl Event {
@@ -81,9 +95,71 @@ impl Event {
             | Event::RunStarted { namespace, .. }
             | Event::RunRetrying { namespace, .. }
             | Event::RunFinished { namespace, .. } => Some(namespace),
-            Event::RunReleased { .. } | Event::RunsRescued { .. } | Event::Leadership { .. } => {
-                None
-            }
+            Event::RunReleased { .. }
+            | Event::RunsRescued { .. }
+            | Event::Leadership { .. }
+            | Event::NodeJoined { .. }
+            | Event::NodeLeft { .. }
+            | Event::NodesExpired { .. } => None,
+        }
+    }
+
+    /// Its kind in the activity log and the event stream (`run.finished`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::JobChanged { .. } => "job.changed",
+            Event::RunQueued { .. } => "run.queued",
+            Event::RunSkipped { .. } => "run.skipped",
+            Event::RunStarted { .. } => "run.started",
+            Event::RunRetrying { .. } => "run.retrying",
+            Event::RunFinished { .. } => "run.finished",
+            Event::RunReleased { .. } => "run.released",
+            Event::RunsRescued { .. } => "runs.rescued",
+            Event::Leadership { .. } => "leader.changed",
+            Event::NodeJoined { .. } => "node.joined",
+            Event::NodeLeft { .. } => "node.left",
+            Event::NodesExpired { .. } => "nodes.expired",
+        }
+    }
+
+    /// Every kind, for checking a filter.
+    pub const KINDS: [&'static str; 12] = [
+        "job.changed",
+        "run.queued",
+        "run.skipped",
+        "run.started",
+        "run.retrying",
+        "run.finished",
+        "run.released",
+        "runs.rescued",
+        "leader.changed",
+        "node.joined",
+        "node.left",
+        "nodes.expired",
+    ];
+
+    /// The job it is about, if one.
+    pub fn job(&self) -> Option<&str> {
+        match self {
+            Event::JobChanged { job, .. }
+            | Event::RunQueued { job, .. }
+            | Event::RunSkipped { job, .. }
+            | Event::RunStarted { job, .. }
+            | Event::RunRetrying { job, .. }
+            | Event::RunFinished { job, .. } => Some(job),
+            _ => None,
+        }
+    }
+
+    /// The run it is about, if one.
+    pub fn run_id(&self) -> Option<RunId> {
+        match self {
+            Event::RunQueued { run_id, .. }
+            | Event::RunStarted { run_id, .. }
+            | Event::RunRetrying { run_id, .. }
+            | Event::RunFinished { run_id, .. }
+            | Event::RunReleased { run_id } => Some(*run_id),
+            _ => None,
         }
     }
 }
@@ -119,6 +195,10 @@ pub struct Telemetry {
     pub metrics: Metrics,
     registry: Registry,
     events: broadcast::Sender<Event>,
+    /// The activity recorder's queue, once one runs (see [`crate::activity`]).
+    recorder: std::sync::OnceLock<tokio::sync::mpsc::Sender<Event>>,
+    /// Events the recorder's queue had no room for.
+    pub(crate) unrecorded: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -213,6 +293,8 @@ impl Telemetry {
             metrics,
             registry: root,
             events,
+            recorder: std::sync::OnceLock::new(),
+            unrecorded: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -330,8 +412,28 @@ impl Telemetry {
                     tracing::warn!(term, "no longer leading");
                 }
             }
+            Event::NodeJoined { node_id, node } => {
+                tracing::info!(%node_id, %node, "joined the cluster");
+            }
+            Event::NodeLeft { node_id, node } => {
+                tracing::info!(%node_id, %node, "left the cluster");
+            }
+            Event::NodesExpired { node_ids } => {
+                tracing::warn!(?node_ids, "nodes not heard from were removed");
+            }
+        }
+        if let Some(recorder) = self.recorder.get()
+            && recorder.try_send(event.clone()).is_err()
+        {
+            self.unrecorded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let _ = self.events.send(event);
+    }
+
+    /// Sends every event from now on to `recorder` too (once per node; false if one is set).
+    pub(crate) fn record_to(&self, recorder: tokio::sync::mpsc::Sender<Event>) -> bool {
+        self.recorder.set(recorder).is_ok()
     }
 }
 

@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub concurrency: Option<usize>,
     /// Time running attempts get to finish on shutdown. Default `30s`.
     pub shutdown_grace: Option<String>,
+    /// How long the event stream's history is kept (`GET /api/v1/events/stream`).
+    pub event_retention: Option<String>,
     /// Lease length of a claimed run. Default `30s`.
     pub lease: Option<String>,
     /// How long before its due time a run may be created (`0s`: never early). Default `250ms`.
@@ -79,6 +81,7 @@ pub struct ServerConfig {
     pub log_json: bool,
     pub concurrency: usize,
     pub shutdown_grace: std::time::Duration,
+    pub event_retention: std::time::Duration,
     pub lease: kairos_core::lease::LeaseTiming,
     pub lookahead: jiff::SignedDuration,
     /// Lowercase host names, without ports.
@@ -271,6 +274,12 @@ impl ServerConfig {
             file.shutdown_grace,
             "30s",
         )?;
+        let retention = duration(
+            "event_retention",
+            "KAIROS_EVENT_RETENTION",
+            file.event_retention,
+            "1h",
+        )?;
         // The heartbeat and the point a worker gives an attempt up derive from the lease.
         let lease = duration("lease", "KAIROS_LEASE", file.lease, "30s")?;
         let lease = kairos_core::lease::LeaseTiming::new(lease)
@@ -368,6 +377,8 @@ impl ServerConfig {
             concurrency,
             shutdown_grace: std::time::Duration::try_from(grace)
                 .unwrap_or(std::time::Duration::from_secs(30)),
+            event_retention: std::time::Duration::try_from(retention)
+                .unwrap_or(std::time::Duration::from_secs(3600)),
             lease,
             lookahead,
         })

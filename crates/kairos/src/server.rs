@@ -35,6 +35,7 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
             lookahead: config.lookahead,
         },
         shutdown_grace: config.shutdown_grace,
+        activity_retention: config.event_retention,
         // A run whose lease expired waits at most a heartbeat (or 5 s) for its rescue.
         rescue_interval: config
             .lease

@@ -1,0 +1,258 @@
+//! `GET /api/v1/events/stream`: what happens on every node of the cluster, as server-sent
+//! events read from the store's activity log, so that any node serves all of it and a client
+//! resumes after the last event it saw (`Last-Event-ID`, or `?after=`) without a gap, within
+//! the log's retention. A position that is no longer kept starts with a `reset` event: the
+//! client reads the state again.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::Stream;
+use kairos_core::auth::{Role, Scope};
+use kairos_runtime::Event;
+use kairos_store::{ActivityCursor, ActivityEntry, ActivityReadParams, Store};
+use serde::Deserialize;
+use tokio_stream::StreamExt;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::query::checked_namespace;
+
+/// Entries read per store call.
+const READ_BATCH: u32 = 500;
+/// How often a stream looks for entries other nodes wrote (this node's wake it at once).
+const POLL: Duration = Duration::from_millis(250);
+
+/// `?namespace=&job=&kinds=&after=` of the event stream.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Only events of this namespace (and, with `job`, of this job).
+    pub namespace: Option<String>,
+    /// Only events of this job (in `namespace`, default `default`).
+    pub job: Option<String>,
+    /// Only these kinds, comma-separated: `job.changed`, `run.queued`, `run.skipped`,
+    /// `run.started`, `run.retrying`, `run.finished`, `run.released`, `runs.rescued`,
+    /// `leader.changed`, `node.joined`, `node.left`, `nodes.expired`, `events.dropped`.
+    pub kinds: Option<String>,
+    /// Resume after this event id (what `Last-Event-ID` carries; the header wins).
+    pub after: Option<String>,
+}
+
+/// What a stream passes on.
+struct Filter {
+    scope: Scope,
+    namespace: Option<String>,
+    job: Option<String>,
+    kinds: Option<Vec<String>>,
+}
+
+impl Filter {
+    fn passes(&self, e: &ActivityEntry) -> bool {
+        let r = &e.record;
+        let visible = match &r.namespace {
+            Some(ns) => self.scope.allows(ns),
+            None => self.scope == Scope::All,
+        };
+        visible
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| r.namespace.as_ref() == Some(ns))
+            && self
+                .job
+                .as_ref()
+                .is_none_or(|job| r.job.as_ref() == Some(job))
+            && self
+                .kinds
+                .as_ref()
+                .is_none_or(|kinds| kinds.contains(&r.kind))
+    }
+}
+
+fn event_id(c: ActivityCursor) -> String {
+    format!("{}.{}", c.tx, c.id)
+}
+
+fn parse_event_id(field: &str, s: &str) -> Result<ActivityCursor, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            field,
+            format!(
+                "`{}` is not an event id of this stream (such as `0.42`)",
+                s.chars().take(40).collect::<String>()
+            ),
+        )
+    };
+    let (tx, id) = s.trim().split_once('.').ok_or_else(bad)?;
+    let (tx, id): (i64, i64) = (
+        tx.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    );
+    if tx < 0 || id < 0 {
+        return Err(bad());
+    }
+    Ok(ActivityCursor { tx, id })
+}
+
+fn to_sse(e: &ActivityEntry) -> SseEvent {
+    let r = &e.record;
+    let mut data = serde_json::from_str::<serde_json::Value>(&r.data)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(object) = data.as_object_mut() {
+        object.insert("id".into(), event_id(e.cursor).into());
+        object.insert("kind".into(), r.kind.clone().into());
+        object.insert("at".into(), r.at.to_string().into());
+        object.insert("node".into(), r.node.clone().into());
+    }
+    SseEvent::default()
+        .id(event_id(e.cursor))
+        .event(r.kind.clone())
+        .data(data.to_string())
+}
+
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "ops",
+    params(StreamQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses(
+        (status = 200, description = "Server-sent events of every node: `id` (resume with it as `Last-Event-ID`), `event` (the kind) and `data` (JSON: `id`, `kind`, `at`, `node`, `type` and the event's fields). A `reset` event first when the position to resume from is no longer kept", content_type = "text/event-stream"),
+        (status = 400, description = "A malformed event id, namespace or kind", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn stream(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let mut namespace = checked_namespace(q.namespace.as_deref())?.map(str::to_owned);
+    if let Some(job) = &q.job {
+        kairos_core::job::validate_name(job).map_err(|e| ApiError::bad_request("job", e))?;
+        namespace.get_or_insert_with(|| kairos_core::spec::DEFAULT_NAMESPACE.to_owned());
+    }
+    if let Some(ns) = &namespace {
+        caller.sees(ns)?;
+    }
+    let kinds = match &q.kinds {
+        None => None,
+        Some(list) => {
+            let kinds: Vec<String> = list
+                .split(',')
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .collect();
+            if let Some(bad) = kinds
+                .iter()
+                .find(|k| !Event::KINDS.contains(&k.as_str()) && *k != "events.dropped")
+            {
+                return Err(ApiError::bad_request(
+                    "kinds",
+                    format!("`{bad}` is not a kind of event"),
+                ));
+            }
+            Some(kinds)
+        }
+    };
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(parse_event_id(
+            "Last-Event-ID",
+            v.to_str().unwrap_or_default(),
+        )?),
+        None => q
+            .after
+            .as_deref()
+            .map(|a| parse_event_id("after", a))
+            .transpose()?,
+    };
+    let store = app.ctx.store.clone();
+    let (cursor, reset) = match resume {
+        Some(c) if c == ActivityCursor::default() => (c, false),
+        Some(c) => (c, !store.activity_contains(c).await?),
+        None => (store.activity_head().await?, false),
+    };
+    let filter = Filter {
+        scope: caller.0.scope.clone(),
+        namespace,
+        job: q.job.clone(),
+        kinds,
+    };
+    let follow = Follow {
+        store,
+        wake: app.ctx.activity_wake.clone(),
+        cursor,
+        pending: VecDeque::new(),
+        reset,
+        filter,
+    };
+    let (revoked, watching) = caller.watch_revocation(&app);
+    let events = futures::stream::unfold(follow, |mut f| async move {
+        let event = f.next().await;
+        Some((Ok(event), f))
+    });
+    let events = futures::StreamExt::take_until(events, revoked.cancelled_owned()).map(move |e| {
+        let _watching = &watching;
+        e
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// One client's place in the log.
+struct Follow {
+    store: std::sync::Arc<dyn Store>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    cursor: ActivityCursor,
+    pending: VecDeque<ActivityEntry>,
+    reset: bool,
+    filter: Filter,
+}
+
+impl Follow {
+    /// The next event to send, waiting for one.
+    async fn next(&mut self) -> SseEvent {
+        loop {
+            if std::mem::take(&mut self.reset) {
+                return SseEvent::default().event("reset").data(
+                    r#"{"kind":"reset","detail":"the position to resume from is no longer kept; read the state again"}"#,
+                );
+            }
+            if let Some(e) = self.pending.pop_front() {
+                return to_sse(&e);
+            }
+            // Registered before the read, so that a batch written meanwhile wakes it.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match self
+                .store
+                .activity_read(ActivityReadParams {
+                    after: self.cursor,
+                    limit: READ_BATCH,
+                })
+                .await
+            {
+                Ok(entries) => {
+                    if let Some(last) = entries.last() {
+                        self.cursor = last.cursor;
+                        self.pending
+                            .extend(entries.into_iter().filter(|e| self.filter.passes(e)));
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the activity log failed; the event stream waits");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+}

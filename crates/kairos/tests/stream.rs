@@ -1,0 +1,184 @@
+//! The event stream end to end: the real `kairos` binary, a client reading
+//! `GET /api/v1/events/stream` over HTTP, the server restarted in between, and the client
+//! resuming with `Last-Event-ID`: it gets everything after its last event (the old process's
+//! last events, written as it stopped, and the new one's) and nothing twice.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed step panics with its location"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::Server;
+use serde_json::Value;
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+struct Sse {
+    id: Option<String>,
+    event: String,
+    data: Value,
+}
+
+/// A client reading a stream.
+struct Client {
+    body: reqwest::Response,
+    buffer: String,
+}
+
+impl Client {
+    async fn connect(server: &Server, query: &str, last: Option<&str>) -> (u16, Client) {
+        let mut req = server
+            .http
+            .get(format!("{}/api/v1/events/stream{query}", server.url))
+            .timeout(Duration::from_secs(600));
+        if let Some(last) = last {
+            req = req.header("Last-Event-ID", last);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            Client {
+                body: resp,
+                buffer: String::new(),
+            },
+        )
+    }
+
+    /// The next event, or `None` after `secs` without one.
+    async fn next(&mut self, secs: u64) -> Option<Sse> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some(Sse {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap(),
+                });
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.chunk()).await;
+            match chunk {
+                Ok(Ok(Some(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Events until one matches `done` (included), at most `secs`.
+    async fn until(&mut self, secs: u64, done: impl Fn(&Sse) -> bool) -> Vec<Sse> {
+        let mut seen = Vec::new();
+        while let Some(e) = self.next(secs).await {
+            let stop = done(&e);
+            seen.push(e);
+            if stop {
+                return seen;
+            }
+        }
+        panic!("stream ended or went quiet; saw {seen:#?}");
+    }
+}
+
+fn position(id: &str) -> (i64, i64) {
+    let (tx, id) = id.split_once('.').unwrap();
+    (tx.parse().unwrap(), id.parse().unwrap())
+}
+
+fn finished(run: i64) -> impl Fn(&Sse) -> bool {
+    move |e| e.event == "run.finished" && e.data["run_id"] == run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_resumes_across_a_restart_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]).await;
+    let (status, mut client) = Client::connect(&server, "", None).await;
+    assert_eq!(status, 200);
+    server.create_shell_job("hello", "echo hi").await;
+    let run = server.trigger("hello").await;
+    let seen = client.until(30, finished(run)).await;
+    let kinds: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
+    for kind in ["job.changed", "run.queued", "run.started", "run.finished"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let last = seen.last().unwrap();
+    assert_eq!(last.data["state"], "succeeded");
+    assert_eq!(last.data["job"], "hello");
+    assert_eq!(last.data["kind"], "run.finished");
+    let last_id = last.id.clone().unwrap();
+    drop(client);
+
+    // The node stops (its last events are written as it does) and starts again; a run goes
+    // by while no client watches.
+    server.terminate(Duration::from_secs(30)).await;
+    let server = Server::start(&data, &[]).await;
+    let missed = server.trigger("hello").await;
+    server.wait_for_run_state(30, missed, "succeeded").await;
+
+    let (_, mut client) = Client::connect(&server, "", Some(&last_id)).await;
+    let resumed = client.until(30, finished(missed)).await;
+    let kinds: Vec<&str> = resumed.iter().map(|e| e.event.as_str()).collect();
+    for kind in ["node.left", "node.joined", "run.queued", "run.started"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let mut previous = position(&last_id);
+    for e in &resumed {
+        let at = position(e.id.as_deref().unwrap());
+        assert!(at > previous, "{e:?} is not after {previous:?}");
+        previous = at;
+    }
+    assert!(
+        !resumed
+            .iter()
+            .any(|e| e.data["run_id"] == run && e.event == "run.finished"),
+        "an event before the position came again"
+    );
+
+    // Filters: only the finished runs of one job, from the start of the log.
+    let (_, mut filtered) =
+        Client::connect(&server, "?after=0.0&job=hello&kinds=run.finished", None).await;
+    let first = filtered.next(30).await.unwrap();
+    let second = filtered.next(30).await.unwrap();
+    assert_eq!(
+        (
+            first.data["run_id"].as_i64(),
+            second.data["run_id"].as_i64()
+        ),
+        (Some(run), Some(missed))
+    );
+    assert_eq!(first.event, "run.finished");
+
+    // A position the log no longer has: a reset first.
+    let (_, mut gone) = Client::connect(&server, "", Some("0.999999")).await;
+    assert_eq!(gone.next(30).await.unwrap().event, "reset");
+
+    // Bad input: 400 problems.
+    for query in [
+        "?kinds=run.exploded",
+        "?after=x",
+        "?namespace=Bad%20NS",
+        "?bogus=1",
+    ] {
+        let (status, _) = Client::connect(&server, query, None).await;
+        assert_eq!(status, 400, "{query}");
+    }
+}
