@@ -247,6 +247,10 @@ pub struct W1Args {
     /// Worker concurrency (attempts at once).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Record the node's events in the activity log (the event stream's history), as
+    /// `kairos server` does by default; `--no-event-log` measures without it.
+    #[arg(long = "no-event-log", action = clap::ArgAction::SetFalse)]
+    pub event_log: bool,
 }
 
 #[derive(Debug, Args)]

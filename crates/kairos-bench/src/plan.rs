@@ -64,12 +64,13 @@ fn w4_node_process(in_process: bool) -> NodeProcess {
 
 /// The workloads a command asks for, and where the W2 chart goes.
 pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
-    let w1 = |n: u64, shape: Shape, depth: u64, concurrency: usize| {
+    let w1 = |n: u64, shape: Shape, depth: u64, concurrency: usize, event_log: bool| {
         Plan::W1(W1Params {
             n,
             shape,
             depth,
             concurrency,
+            event_log,
             keep,
         })
     };
@@ -88,7 +89,7 @@ pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
             a.shape
                 .shapes()
                 .into_iter()
-                .map(|s| w1(a.n, s, a.depth, a.concurrency))
+                .map(|s| w1(a.n, s, a.depth, a.concurrency, a.event_log))
                 .collect(),
             None,
         ),
@@ -150,8 +151,20 @@ pub fn plans(command: &Command, keep: bool) -> (Vec<Plan>, Option<PathBuf>) {
         Command::All(a) => {
             let defaults = W1Params::default();
             let mut plans = vec![
-                w1(a.w1_n, Shape::Bulk, defaults.depth, defaults.concurrency),
-                w1(a.w1_n, Shape::Steady, defaults.depth, defaults.concurrency),
+                w1(
+                    a.w1_n,
+                    Shape::Bulk,
+                    defaults.depth,
+                    defaults.concurrency,
+                    true,
+                ),
+                w1(
+                    a.w1_n,
+                    Shape::Steady,
+                    defaults.depth,
+                    defaults.concurrency,
+                    true,
+                ),
             ];
             let w2_defaults = W2Params::default();
             plans.extend(a.w2_jobs.iter().flat_map(|&k| {

@@ -51,6 +51,8 @@ pub struct W1Params {
     pub depth: u64,
     /// Worker concurrency of the node.
     pub concurrency: usize,
+    /// Record the node's events in the activity log (as `kairos server` does).
+    pub event_log: bool,
     /// Keep the store's files afterwards.
     pub keep: bool,
 }
@@ -62,6 +64,7 @@ impl Default for W1Params {
             shape: Shape::Bulk,
             depth: 1000,
             concurrency: 64,
+            event_log: true,
             keep: false,
         }
     }
@@ -81,7 +84,10 @@ pub async fn run(url: &StoreUrl, p: &W1Params) -> BenchResult<Measurement> {
     let ctx = harness::context(open.store.clone());
     let counter = FinishCounter::start(ctx.telemetry.subscribe());
     let clock = SystemClock;
-    let config = harness::node_config(p.concurrency, !url.is_cluster());
+    let mut config = harness::node_config(p.concurrency, !url.is_cluster());
+    if !p.event_log {
+        config.activity_retention = std::time::Duration::ZERO;
+    }
     let limit = harness::drain_limit(p.n);
 
     let (node, timing) = match p.shape {

@@ -72,6 +72,7 @@ async fn w1_both_shapes_finish_every_run() {
                 depth: 50,
                 concurrency: 8,
                 keep: false,
+                event_log: true,
             },
         )
         .await
@@ -277,6 +278,7 @@ async fn w1_runs_on_postgres_in_a_schema_of_its_own_dropped_afterwards() {
                 depth: 50,
                 concurrency: 8,
                 keep: false,
+                event_log: true,
             },
         )
         .await

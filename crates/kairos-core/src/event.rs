@@ -24,7 +24,9 @@ pub const MAX_FILTER_VALUE_LEN: usize = 1024;
 pub fn validate_topic(topic: &str) -> Result<(), String> {
     if topic == "stream" {
         // `/api/v1/events/stream` is the event stream, not a topic to post to.
-        return Err("`stream` is reserved (`GET /api/v1/events/stream` is the event stream)".into());
+        return Err(
+            "`stream` is reserved (`GET /api/v1/events/stream` is the event stream)".into(),
+        );
     }
     let ok = !topic.is_empty()
         && topic.len() <= MAX_TOPIC_LEN

@@ -22,6 +22,9 @@ pub const BATCH: usize = 2_000;
 const QUEUE: usize = 100_000;
 /// How often old entries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Most entries kept, whatever their age: a busy cluster records a few events per run, and the
+/// log is for following what happens, not for history (the runs are).
+pub const MAX_ENTRIES: u64 = 1_000_000;
 
 /// Writes this node's events to the activity log until its token is cancelled.
 pub struct ActivityRecorder {
@@ -32,8 +35,12 @@ pub struct ActivityRecorder {
 
 impl ActivityRecorder {
     /// A recorder of `ctx`'s events, keeping entries for `retention`; `None` if one records
-    /// them already.
+    /// them already, or with a retention of zero (no event stream history: nothing is
+    /// recorded).
     pub fn new(ctx: NodeContext, retention: Duration) -> Option<Self> {
+        if retention.is_zero() {
+            return None;
+        }
         let (tx, events) = mpsc::channel(QUEUE);
         if !ctx.telemetry.record_to(tx) {
             return None;
@@ -127,7 +134,11 @@ impl ActivityRecorder {
                 _ = stop.cancelled() => break,
                 _ = prune.tick() => {
                     let before = self.ctx.clock.now() - self.retention;
-                    match self.ctx.store.activity_prune(before).await {
+                    let limits = kairos_store::ActivityPruneParams {
+                        before,
+                        keep_at_most: MAX_ENTRIES,
+                    };
+                    match self.ctx.store.activity_prune(limits).await {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(entries = n, "activity log pruned"),
                         Err(e) => tracing::warn!(error = %e, "pruning the activity log failed"),

@@ -99,8 +99,15 @@ impl PostgresStore {
         )
     }
 
-    pub(crate) async fn activity_prune_before(&self, before: Timestamp) -> StoreResult<u64> {
+    pub(crate) async fn activity_prune_before(&self, p: ActivityPruneParams) -> StoreResult<u64> {
         let client = self.client().await?;
-        execute(&client, "DELETE FROM activity WHERE at < $1", &[&before]).await
+        let keep = i64::try_from(p.keep_at_most).unwrap_or(i64::MAX);
+        execute(
+            &client,
+            "DELETE FROM activity WHERE at < $1 \
+               OR id <= (SELECT max(id) FROM activity) - $2",
+            &[&p.before, &keep],
+        )
+        .await
     }
 }

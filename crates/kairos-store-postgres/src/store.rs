@@ -528,8 +528,8 @@ impl Store for PostgresStore {
         self.activity_contains_entry(cursor).await
     }
 
-    async fn activity_prune(&self, before: Timestamp) -> StoreResult<u64> {
-        self.activity_prune_before(before).await
+    async fn activity_prune(&self, p: ActivityPruneParams) -> StoreResult<u64> {
+        self.activity_prune_before(p).await
     }
 
     async fn calendar_put(&self, p: CalendarPutParams) -> StoreResult<StoredCalendar> {

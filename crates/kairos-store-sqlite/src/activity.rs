@@ -69,7 +69,24 @@ pub(crate) fn contains(conn: &Connection, c: ActivityCursor) -> StoreResult<bool
     )
 }
 
-pub(crate) fn prune(conn: &Connection, before: jiff::Timestamp) -> StoreResult<u64> {
-    let n = exec(conn, "DELETE FROM activity WHERE at < ?1", [micros(before)])?;
+/// Ids grow with time here (one writer, one clock), so both limits are a cut by id: the first
+/// entry from `before` on is found scanning from the oldest (the ones deleted), without an
+/// index on `at` for every insert to keep.
+pub(crate) fn prune(conn: &Connection, p: ActivityPruneParams) -> StoreResult<u64> {
+    let by_time = first(
+        conn,
+        "SELECT coalesce((SELECT id FROM activity WHERE at >= ?1 ORDER BY id LIMIT 1), \
+           (SELECT max(id) + 1 FROM activity), 0)",
+        [micros(p.before)],
+        |r| col::<i64>(r, 0),
+    )?
+    .unwrap_or(0);
+    let keep = i64::try_from(p.keep_at_most).unwrap_or(i64::MAX);
+    let by_count = head(conn)?.id.saturating_sub(keep).saturating_add(1);
+    let n = exec(
+        conn,
+        "DELETE FROM activity WHERE id < ?1",
+        [by_time.max(by_count)],
+    )?;
     Ok(n as u64)
 }

@@ -26,4 +26,4 @@ mod rows;
 mod store;
 mod workflow;
 
-pub use open::{DB_FILE_NAME, SqliteStore, writer_connection};
+pub use open::{DB_FILE_NAME, SqliteStore, activity_path, writer_connection};

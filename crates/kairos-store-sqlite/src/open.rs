@@ -28,7 +28,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_dependencies.sql"),
     include_str!("../migrations/0010_progress.sql"),
     include_str!("../migrations/0011_calendars.sql"),
-    include_str!("../migrations/0012_activity.sql"),
 ];
 
 /// Reader connections (and threads).
@@ -38,6 +37,8 @@ const READERS: usize = 4;
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) db: Arc<Db>,
+    /// The activity log's database (see [`activity_path`]).
+    pub(crate) activity: Arc<Db>,
     path: PathBuf,
 }
 
@@ -97,12 +98,18 @@ impl SqliteStore {
 
     async fn open(path: &Path, lock: Option<Arc<std::fs::File>>) -> StoreResult<Self> {
         let owned = path.to_owned();
-        let (writer, readers, checkpointer) =
-            tokio::task::spawn_blocking(move || connect_all(&owned))
-                .await
-                .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))??;
+        let ((writer, readers, checkpointer), (log_writer, log_readers)) =
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, StoreError>((
+                    connect_all(&owned)?,
+                    connect_activity(&activity_path(&owned))?,
+                ))
+            })
+            .await
+            .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))??;
         Ok(Self {
             db: Db::start(writer, readers, Some(checkpointer), lock)?,
+            activity: Db::start(log_writer, log_readers, None, None)?,
             path: path.to_owned(),
         })
     }
@@ -114,6 +121,7 @@ impl SqliteStore {
 
     /// Closes the connections (checkpointing the WAL). Later calls fail as `Unavailable`.
     pub async fn close(&self) {
+        self.activity.close().await;
         self.db.close().await;
     }
 }
@@ -211,6 +219,43 @@ fn make_private(path: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The activity log's database file, beside the store's (`kairos.db` → `kairos.activity.db`):
+/// a file of its own, so that its writes never wait for the store's single writer, nor the
+/// store's for them.
+pub fn activity_path(path: &Path) -> PathBuf {
+    path.with_extension("activity.db")
+}
+
+/// The activity log's writer (creating the file and its table) and one reader.
+fn connect_activity(path: &Path) -> StoreResult<(Connection, Vec<Connection>)> {
+    let describe = |e| describe_open_error(path, e);
+    make_private(path).map_err(|e| {
+        StoreError::Unavailable(format!("cannot create database {}: {e}", path.display()))
+    })?;
+    let open = || {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    };
+    let writer = open().map_err(describe)?;
+    configure(&writer, 2_000).map_err(describe)?;
+    writer
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+        .map_err(describe)?;
+    writer
+        .execute_batch(include_str!("../migrations/activity.sql"))
+        .map_err(describe)?;
+    let reader = open().map_err(describe)?;
+    configure(&reader, 1_000).map_err(describe)?;
+    reader
+        .pragma_update(None, "query_only", true)
+        .map_err(describe)?;
+    Ok((writer, vec![reader]))
 }
 
 /// Opens the writer (creating the file and migrating it), the readers and the checkpointer's

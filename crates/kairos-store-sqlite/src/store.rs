@@ -1062,30 +1062,30 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(());
         }
-        self.db
+        self.activity
             .write(move |tx| crate::activity::append(tx, &records))
             .await
     }
 
     async fn activity_read(&self, p: ActivityReadParams) -> StoreResult<Vec<ActivityEntry>> {
-        self.db
+        self.activity
             .read(move |conn| crate::activity::read(conn, &p))
             .await
     }
 
     async fn activity_head(&self) -> StoreResult<ActivityCursor> {
-        self.db.read(crate::activity::head).await
+        self.activity.read(crate::activity::head).await
     }
 
     async fn activity_contains(&self, cursor: ActivityCursor) -> StoreResult<bool> {
-        self.db
+        self.activity
             .read(move |conn| crate::activity::contains(conn, cursor))
             .await
     }
 
-    async fn activity_prune(&self, before: Timestamp) -> StoreResult<u64> {
-        self.db
-            .write(move |tx| crate::activity::prune(tx, before))
+    async fn activity_prune(&self, p: ActivityPruneParams) -> StoreResult<u64> {
+        self.activity
+            .write(move |tx| crate::activity::prune(tx, p))
             .await
     }
 

@@ -145,6 +145,12 @@ pub struct ActivityEntry {
     pub record: ActivityRecord,
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct ActivityPruneParams {
+    pub before: Timestamp,
+    pub keep_at_most: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct ActivityReadParams {
     /// Entries after this position.
@@ -824,8 +830,9 @@ pub trait Store: Send + Sync + 'static {
     async fn activity_head(&self) -> StoreResult<ActivityCursor>;
     /// Whether the entry at this position is still kept (not pruned).
     async fn activity_contains(&self, cursor: ActivityCursor) -> StoreResult<bool>;
-    /// Deletes the entries from before `before`; how many.
-    async fn activity_prune(&self, before: Timestamp) -> StoreResult<u64>;
+    /// Deletes the entries from before `p.before`, and the oldest beyond `p.keep_at_most`; how
+    /// many.
+    async fn activity_prune(&self, p: ActivityPruneParams) -> StoreResult<u64>;
 
     /// Creates or changes a calendar and re-plans the jobs that use it, in one transaction
     /// (see [`CalendarPutParams`]; audited, with each re-planned job). A backend locks the

@@ -274,11 +274,12 @@ impl ServerConfig {
             file.shutdown_grace,
             "30s",
         )?;
-        let retention = duration(
+        let retention = duration_or_zero(
             "event_retention",
             "KAIROS_EVENT_RETENTION",
             file.event_retention,
             "1h",
+            true,
         )?;
         // The heartbeat and the point a worker gives an attempt up derive from the lease.
         let lease = duration("lease", "KAIROS_LEASE", file.lease, "30s")?;

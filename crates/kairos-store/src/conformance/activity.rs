@@ -21,15 +21,29 @@ fn record(kind: &str, n: i64) -> ActivityRecord {
     }
 }
 
-async fn read(store: &Arc<dyn Store>, after: ActivityCursor) -> Vec<ActivityEntry> {
-    store
-        .activity_read(ActivityReadParams { after, limit: 1000 })
-        .await
-        .unwrap()
+/// The entries after `after`, once there are `n` (or after 10 s): on PostgreSQL an entry is
+/// read only once every older transaction of the database has ended, and other tests' may
+/// still run.
+async fn read_n(store: &Arc<dyn Store>, after: ActivityCursor, n: usize) -> Vec<ActivityEntry> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries = store
+            .activity_read(ActivityReadParams { after, limit: 1000 })
+            .await
+            .unwrap();
+        if entries.len() >= n || tokio::time::Instant::now() > deadline {
+            return entries;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 pub async fn activity_is_read_in_order_after_a_position(store: Arc<dyn Store>) {
-    assert!(read(&store, ActivityCursor::default()).await.is_empty());
+    assert!(
+        read_n(&store, ActivityCursor::default(), 0)
+            .await
+            .is_empty()
+    );
     store
         .activity_append(vec![record("run.queued", 1), record("run.started", 2)])
         .await
@@ -38,12 +52,12 @@ pub async fn activity_is_read_in_order_after_a_position(store: Arc<dyn Store>) {
         .activity_append(vec![record("run.finished", 3)])
         .await
         .unwrap();
-    let all = read(&store, ActivityCursor::default()).await;
+    let all = read_n(&store, ActivityCursor::default(), 3).await;
     let kinds: Vec<&str> = all.iter().map(|e| e.record.kind.as_str()).collect();
     assert_eq!(kinds, ["run.queued", "run.started", "run.finished"]);
     assert!(all.windows(2).all(|w| w[0].cursor < w[1].cursor));
     assert_eq!(all[2].record, record("run.finished", 3));
-    let after_first = read(&store, all[0].cursor).await;
+    let after_first = read_n(&store, all[0].cursor, 2).await;
     assert_eq!(after_first.len(), 2);
     let limited = store
         .activity_read(ActivityReadParams {
@@ -60,19 +74,34 @@ pub async fn activity_is_read_in_order_after_a_position(store: Arc<dyn Store>) {
         .activity_append(vec![record("job.changed", 4)])
         .await
         .unwrap();
-    let new = read(&store, head).await;
+    let new = read_n(&store, head, 1).await;
     let kinds: Vec<&str> = new.iter().map(|e| e.record.kind.as_str()).collect();
     assert_eq!(kinds, ["job.changed"]);
 
     assert!(store.activity_contains(all[0].cursor).await.unwrap());
     // Pruned by time: the first two go.
     let pruned = store
-        .activity_prune(t(T0) + jiff::SignedDuration::from_secs(3))
+        .activity_prune(ActivityPruneParams {
+            before: t(T0) + jiff::SignedDuration::from_secs(3),
+            keep_at_most: 100,
+        })
         .await
         .unwrap();
     assert_eq!(pruned, 2);
     assert!(!store.activity_contains(all[0].cursor).await.unwrap());
-    assert_eq!(read(&store, ActivityCursor::default()).await.len(), 2);
+    assert_eq!(read_n(&store, ActivityCursor::default(), 2).await.len(), 2);
+    // And beyond a count: the oldest go.
+    let pruned = store
+        .activity_prune(ActivityPruneParams {
+            before: t(T0),
+            keep_at_most: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let left = read_n(&store, ActivityCursor::default(), 1).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].record.kind, "job.changed");
 }
 
 pub async fn activity_concurrent_appends_are_each_read_once(store: Arc<dyn Store>) {
