@@ -76,7 +76,7 @@ impl Filter {
 }
 
 fn event_id(c: ActivityCursor) -> String {
-    format!("{}.{}", c.tx, c.id)
+    format!("{}.{}.{}", c.tx, c.id, c.seq)
 }
 
 fn parse_event_id(field: &str, s: &str) -> Result<ActivityCursor, ApiError> {
@@ -84,20 +84,21 @@ fn parse_event_id(field: &str, s: &str) -> Result<ActivityCursor, ApiError> {
         ApiError::bad_request(
             field,
             format!(
-                "`{}` is not an event id of this stream (such as `0.42`)",
+                "`{}` is not an event id of this stream (such as `0.42.0`)",
                 s.chars().take(40).collect::<String>()
             ),
         )
     };
-    let (tx, id) = s.trim().split_once('.').ok_or_else(bad)?;
-    let (tx, id): (i64, i64) = (
-        tx.parse().map_err(|_| bad())?,
-        id.parse().map_err(|_| bad())?,
-    );
-    if tx < 0 || id < 0 {
+    let parts: Vec<&str> = s.trim().split('.').collect();
+    let [tx, id, seq] = parts[..] else {
         return Err(bad());
-    }
-    Ok(ActivityCursor { tx, id })
+    };
+    let number = |p: &str| p.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(bad);
+    Ok(ActivityCursor {
+        tx: number(tx)?,
+        id: number(id)?,
+        seq: number(seq)?,
+    })
 }
 
 fn to_sse(e: &ActivityEntry) -> SseEvent {

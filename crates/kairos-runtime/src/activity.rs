@@ -22,9 +22,9 @@ pub const BATCH: usize = 2_000;
 const QUEUE: usize = 100_000;
 /// How often old entries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Most entries kept, whatever their age: a busy cluster records a few events per run, and the
+/// Most batches kept, whatever their age: a busy cluster records a few events per run, and the
 /// log is for following what happens, not for history (the runs are).
-pub const MAX_ENTRIES: u64 = 1_000_000;
+pub const MAX_BATCHES: u64 = 100_000;
 
 /// Writes this node's events to the activity log until its token is cancelled.
 pub struct ActivityRecorder {
@@ -136,7 +136,7 @@ impl ActivityRecorder {
                     let before = self.ctx.clock.now() - self.retention;
                     let limits = kairos_store::ActivityPruneParams {
                         before,
-                        keep_at_most: MAX_ENTRIES,
+                        keep_at_most: MAX_BATCHES,
                     };
                     match self.ctx.store.activity_prune(limits).await {
                         Ok(0) => {}

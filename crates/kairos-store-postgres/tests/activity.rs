@@ -35,7 +35,7 @@ async fn an_entry_committed_late_is_not_skipped() {
         .unwrap();
     let tx = slow.transaction().await.unwrap();
     tx.execute(
-        "INSERT INTO activity (at, node, kind, run_id, data) VALUES (now(), 'n1', 'run.queued', 1, '{}')",
+        r#"INSERT INTO activity_batches (at, node, entries) VALUES (now(), 'n1', '[[0,"run.queued",null,null,1,{}]]')"#,
         &[],
     )
     .await

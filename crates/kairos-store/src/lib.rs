@@ -20,6 +20,7 @@
 //!    token create, revoke) writes its audit entry in the same transaction: no change without
 //!    its entry, no entry without its change.
 
+pub mod activity;
 mod audit;
 mod changes;
 mod cluster;

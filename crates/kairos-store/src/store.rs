@@ -128,14 +128,16 @@ pub struct ActivityRecord {
     pub data: String,
 }
 
-/// A position in the activity log. Entries are read in cursor order, and an entry never
-/// appears behind a cursor already read past: on PostgreSQL the order is (writing
-/// transaction, id) and only entries of transactions older than every one still running are
-/// read, so an entry committed late is not skipped; on SQLite (one writer) `tx` is 0.
+/// A position in the activity log: the batch an entry was appended in (`tx`, `id`) and its
+/// place in it (`seq`). Entries are read in cursor order, and an entry never appears behind a
+/// cursor already read past: on PostgreSQL the order is (writing transaction, id) and only
+/// batches of transactions older than every one still running are read, so a batch committed
+/// late is not skipped; on SQLite (one writer) `tx` is 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ActivityCursor {
     pub tx: i64,
     pub id: i64,
+    pub seq: i64,
 }
 
 /// An entry of the activity log.
@@ -147,7 +149,9 @@ pub struct ActivityEntry {
 
 #[derive(Debug, Clone, Copy)]
 pub struct ActivityPruneParams {
+    /// Batches whose last entry is from before this.
     pub before: Timestamp,
+    /// Most batches kept (the newest).
     pub keep_at_most: u64,
 }
 
@@ -821,17 +825,18 @@ pub trait Store: Send + Sync + 'static {
     /// Audit entries, newest first.
     async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>>;
 
-    /// Appends entries to the activity log, in one transaction, in order.
+    /// Appends entries to the activity log as one batch (one row: a node writes a batch every
+    /// few milliseconds, not a row per event), in order.
     async fn activity_append(&self, records: Vec<ActivityRecord>) -> StoreResult<()>;
     /// Entries after a position, in order (see [`ActivityCursor`]).
     async fn activity_read(&self, p: ActivityReadParams) -> StoreResult<Vec<ActivityEntry>>;
     /// The position of now: reading after it yields what is appended from now on (and, on
     /// PostgreSQL, possibly entries of transactions still running now).
     async fn activity_head(&self) -> StoreResult<ActivityCursor>;
-    /// Whether the entry at this position is still kept (not pruned).
+    /// Whether the batch of the entry at this position is still kept (not pruned).
     async fn activity_contains(&self, cursor: ActivityCursor) -> StoreResult<bool>;
-    /// Deletes the entries from before `p.before`, and the oldest beyond `p.keep_at_most`; how
-    /// many.
+    /// Deletes the batches from before `p.before`, and the oldest beyond `p.keep_at_most`; how
+    /// many batches.
     async fn activity_prune(&self, p: ActivityPruneParams) -> StoreResult<u64>;
 
     /// Creates or changes a calendar and re-plans the jobs that use it, in one transaction

@@ -97,9 +97,8 @@ impl Client {
     }
 }
 
-fn position(id: &str) -> (i64, i64) {
-    let (tx, id) = id.split_once('.').unwrap();
-    (tx.parse().unwrap(), id.parse().unwrap())
+fn position(id: &str) -> Vec<i64> {
+    id.split('.').map(|p| p.parse().unwrap()).collect()
 }
 
 fn finished(run: i64) -> impl Fn(&Sse) -> bool {
@@ -155,7 +154,7 @@ async fn the_stream_resumes_across_a_restart_without_a_gap() {
 
     // Filters: only the finished runs of one job, from the start of the log.
     let (_, mut filtered) =
-        Client::connect(&server, "?after=0.0&job=hello&kinds=run.finished", None).await;
+        Client::connect(&server, "?after=0.0.0&job=hello&kinds=run.finished", None).await;
     let first = filtered.next(30).await.unwrap();
     let second = filtered.next(30).await.unwrap();
     assert_eq!(
@@ -168,13 +167,14 @@ async fn the_stream_resumes_across_a_restart_without_a_gap() {
     assert_eq!(first.event, "run.finished");
 
     // A position the log no longer has: a reset first.
-    let (_, mut gone) = Client::connect(&server, "", Some("0.999999")).await;
+    let (_, mut gone) = Client::connect(&server, "", Some("0.999999.0")).await;
     assert_eq!(gone.next(30).await.unwrap().event, "reset");
 
     // Bad input: 400 problems.
     for query in [
         "?kinds=run.exploded",
         "?after=x",
+        "?after=1.2",
         "?namespace=Bad%20NS",
         "?bogus=1",
     ] {

@@ -79,7 +79,7 @@ pub async fn activity_is_read_in_order_after_a_position(store: Arc<dyn Store>) {
     assert_eq!(kinds, ["job.changed"]);
 
     assert!(store.activity_contains(all[0].cursor).await.unwrap());
-    // Pruned by time: the first two go.
+    // Pruned by time, a batch at a time: the first batch (two entries) goes.
     let pruned = store
         .activity_prune(ActivityPruneParams {
             before: t(T0) + jiff::SignedDuration::from_secs(3),
@@ -87,10 +87,10 @@ pub async fn activity_is_read_in_order_after_a_position(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(pruned, 2);
+    assert_eq!(pruned, 1);
     assert!(!store.activity_contains(all[0].cursor).await.unwrap());
     assert_eq!(read_n(&store, ActivityCursor::default(), 2).await.len(), 2);
-    // And beyond a count: the oldest go.
+    // And beyond a count of batches: the oldest go.
     let pruned = store
         .activity_prune(ActivityPruneParams {
             before: t(T0),
