@@ -7,34 +7,38 @@ use jiff::Timestamp;
 use crate::error::{StoreError, StoreResult};
 use crate::store::{ActivityCursor, ActivityEntry, ActivityRecord};
 
-/// The entries of a batch as stored.
+/// The entries of a batch as stored. Each record's `data` is JSON (what the recorder writes);
+/// anything else is kept as a JSON string.
 pub fn encode(records: &[ActivityRecord]) -> String {
-    let mut out = String::with_capacity(records.len() * 160 + 2);
-    out.push('[');
+    use std::io::Write as _;
+    let mut out: Vec<u8> = Vec::with_capacity(records.len() * 200 + 2);
+    out.push(b'[');
     for (i, r) in records.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "null".into());
-        let opt = |s: &Option<String>| s.as_deref().map_or_else(|| "null".into(), text);
-        // `data` is JSON already; anything else is kept as a string.
-        let data = if serde_json::from_str::<serde::de::IgnoredAny>(&r.data).is_ok() {
-            r.data.clone()
+        let _ = write!(out, "[{},", r.at.as_microsecond());
+        let _ = serde_json::to_writer(&mut out, &r.kind);
+        for field in [&r.namespace, &r.job] {
+            out.push(b',');
+            let _ = serde_json::to_writer(&mut out, field);
+        }
+        match r.run_id {
+            Some(id) => {
+                let _ = write!(out, ",{id},");
+            }
+            None => out.extend_from_slice(b",null,"),
+        }
+        let data = r.data.trim();
+        if data.starts_with('{') && data.ends_with('}') {
+            out.extend_from_slice(data.as_bytes());
         } else {
-            text(&r.data)
-        };
-        out.push_str(&format!(
-            "[{},{},{},{},{},{}]",
-            r.at.as_microsecond(),
-            text(&r.kind),
-            opt(&r.namespace),
-            opt(&r.job),
-            r.run_id.map_or_else(|| "null".into(), |id| id.to_string()),
-            data
-        ));
+            let _ = serde_json::to_writer(&mut out, data);
+        }
+        out.push(b']');
     }
-    out.push(']');
-    out
+    out.push(b']');
+    String::from_utf8(out).unwrap_or_else(|_| "[]".into())
 }
 
 /// The entries of the batch at (`tx`, `id`) of node `node`, after `after`.
@@ -54,8 +58,11 @@ pub fn decode(
         Option<i64>,
         serde_json::Value,
     );
-    let rows: Vec<Row> = serde_json::from_str(entries)
-        .map_err(|e| StoreError::Internal(format!("activity batch {id} does not parse: {e}")))?;
+    // A batch that does not parse is passed over, not an error: one bad batch must not stop
+    // every stream at it.
+    let Ok(rows) = serde_json::from_str::<Vec<Row>>(entries) else {
+        return Ok(());
+    };
     for (seq, (at, kind, namespace, job, run_id, data)) in rows.into_iter().enumerate() {
         let cursor = ActivityCursor {
             tx,
