@@ -57,7 +57,8 @@ impl Filter {
         let r = &e.record;
         let visible = match &r.namespace {
             Some(ns) => self.scope.allows(ns),
-            None => self.scope == Scope::All,
+            // That events were lost says nothing of any namespace: everyone hears it.
+            None => self.scope == Scope::All || r.kind == "events.dropped",
         };
         visible
             && self
@@ -147,6 +148,12 @@ pub async fn stream(
                 .map(|k| k.trim().to_owned())
                 .filter(|k| !k.is_empty())
                 .collect();
+            if kinds.is_empty() {
+                return Err(ApiError::bad_request(
+                    "kinds",
+                    "name at least one kind, or leave `kinds` out",
+                ));
+            }
             if let Some(bad) = kinds
                 .iter()
                 .find(|k| !Event::KINDS.contains(&k.as_str()) && *k != "events.dropped")
@@ -217,6 +224,16 @@ impl Follow {
     async fn next(&mut self) -> SseEvent {
         loop {
             if std::mem::take(&mut self.reset) {
+                // Go on from now: what was between is gone.
+                match self.store.activity_head().await {
+                    Ok(head) => self.cursor = head,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the activity log failed");
+                        self.reset = true;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
                 return SseEvent::default().event("reset").data(
                     r#"{"kind":"reset","detail":"the position to resume from is no longer kept; read the state again"}"#,
                 );

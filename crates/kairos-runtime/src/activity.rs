@@ -2,8 +2,9 @@
 //! the store's activity log, in batches, so that the event stream of any node of the cluster
 //! (`GET /api/v1/events/stream`) can serve it and resume after a position. A batch is written
 //! every [`FLUSH_EVERY`] or every [`BATCH`] events, and on shutdown after the other services
-//! have stopped (a clean stop loses nothing; a crash loses at most the last batch, never a
-//! run: runs are in the store). Entries older than the retention are pruned.
+//! have stopped: a clean stop loses nothing; a crash loses the events not written yet (those
+//! of the last moments, more if the store was slow), never a run: runs are in the store.
+//! Entries older than the retention are pruned.
 
 use std::time::Duration;
 

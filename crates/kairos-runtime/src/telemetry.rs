@@ -59,30 +59,21 @@ pub enum Event {
     },
     RunReleased {
         run_id: RunId,
+        namespace: String,
+        job: String,
     },
     RunsRescued {
         requeued: Vec<RunId>,
         lost: Vec<RunId>,
     },
     /// This node became leader for `term`, or stopped leading it.
-    Leadership {
-        term: i64,
-        leading: bool,
-    },
+    Leadership { term: i64, leading: bool },
     /// This node joined the cluster (its first heartbeat in the registry).
-    NodeJoined {
-        node_id: String,
-        node: String,
-    },
+    NodeJoined { node_id: String, node: String },
     /// This node left the cluster (a clean stop).
-    NodeLeft {
-        node_id: String,
-        node: String,
-    },
+    NodeLeft { node_id: String, node: String },
     /// The leader removed nodes not heard from (crashed or cut off).
-    NodesExpired {
-        node_ids: Vec<String>,
-    },
+    NodesExpired { node_ids: Vec<String> },
 }
 
 impl Event {
@@ -94,9 +85,9 @@ impl Event {
             | Event::RunSkipped { namespace, .. }
             | Event::RunStarted { namespace, .. }
             | Event::RunRetrying { namespace, .. }
-            | Event::RunFinished { namespace, .. } => Some(namespace),
-            Event::RunReleased { .. }
-            | Event::RunsRescued { .. }
+            | Event::RunFinished { namespace, .. }
+            | Event::RunReleased { namespace, .. } => Some(namespace),
+            Event::RunsRescued { .. }
             | Event::Leadership { .. }
             | Event::NodeJoined { .. }
             | Event::NodeLeft { .. }
@@ -146,7 +137,8 @@ impl Event {
             | Event::RunSkipped { job, .. }
             | Event::RunStarted { job, .. }
             | Event::RunRetrying { job, .. }
-            | Event::RunFinished { job, .. } => Some(job),
+            | Event::RunFinished { job, .. }
+            | Event::RunReleased { job, .. } => Some(job),
             _ => None,
         }
     }
@@ -158,7 +150,7 @@ impl Event {
             | Event::RunStarted { run_id, .. }
             | Event::RunRetrying { run_id, .. }
             | Event::RunFinished { run_id, .. }
-            | Event::RunReleased { run_id } => Some(*run_id),
+            | Event::RunReleased { run_id, .. } => Some(*run_id),
             _ => None,
         }
     }
@@ -388,7 +380,7 @@ impl Telemetry {
                 }
                 tracing::info!(run_id, %namespace, %job, attempt, state = state.as_str(), %outcome, duration_ms, "run finished");
             }
-            Event::RunReleased { run_id } => {
+            Event::RunReleased { run_id, .. } => {
                 tracing::info!(run_id, "run released at shutdown; it will run again");
             }
             Event::RunsRescued { requeued, lost } => {

@@ -27,7 +27,7 @@ pub(crate) fn read(conn: &Connection, p: &ActivityReadParams) -> StoreResult<Vec
     let mut out = Vec::new();
     // Batches from the one holding the position on (a batch read in part is read again).
     let mut from = p.after.id;
-    loop {
+    while out.len() < limit {
         let batches: Vec<(i64, String, String)> = all(
             conn,
             "SELECT id, node, entries FROM activity_batches WHERE id >= ?1 ORDER BY id LIMIT 16",
@@ -38,14 +38,11 @@ pub(crate) fn read(conn: &Connection, p: &ActivityReadParams) -> StoreResult<Vec
             break;
         };
         for (id, node, entries) in &batches {
-            kairos_store::activity::decode(0, *id, node, entries, p.after, &mut out)?;
-        }
-        if out.len() >= limit {
-            out.truncate(limit);
-            break;
+            kairos_store::activity::decode(0, *id, node, entries, p.after, limit, &mut out)?;
         }
         from = last_id + 1;
     }
+    out.truncate(limit);
     Ok(out)
 }
 
@@ -65,6 +62,9 @@ pub(crate) fn head(conn: &Connection) -> StoreResult<ActivityCursor> {
 }
 
 pub(crate) fn contains(conn: &Connection, c: ActivityCursor) -> StoreResult<bool> {
+    if c.tx != 0 {
+        return Ok(false);
+    }
     Ok(first(
         conn,
         "SELECT 1 FROM activity_batches WHERE id = ?1",

@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::store::{ActivityCursor, ActivityEntry, ActivityRecord};
 
 /// The entries of a batch as stored. Each record's `data` is JSON (what the recorder writes);
@@ -41,13 +41,15 @@ pub fn encode(records: &[ActivityRecord]) -> String {
     String::from_utf8(out).unwrap_or_else(|_| "[]".into())
 }
 
-/// The entries of the batch at (`tx`, `id`) of node `node`, after `after`.
+/// The entries of the batch at (`tx`, `id`) of node `node` after `after`, into `out` until it
+/// holds `limit`. An entry that does not read back (a bad instant) is passed over.
 pub fn decode(
     tx: i64,
     id: i64,
     node: &str,
     entries: &str,
     after: ActivityCursor,
+    limit: usize,
     out: &mut Vec<ActivityEntry>,
 ) -> StoreResult<()> {
     type Row = (
@@ -72,11 +74,16 @@ pub fn decode(
         if cursor <= after {
             continue;
         }
+        if out.len() >= limit {
+            break;
+        }
+        let Ok(at) = Timestamp::from_microsecond(at) else {
+            continue;
+        };
         out.push(ActivityEntry {
             cursor,
             record: ActivityRecord {
-                at: Timestamp::from_microsecond(at)
-                    .map_err(|e| StoreError::Internal(format!("bad instant {at}: {e}")))?,
+                at,
                 node: node.to_owned(),
                 kind,
                 namespace,

@@ -128,11 +128,11 @@ pub struct ActivityRecord {
     pub data: String,
 }
 
-/// A position in the activity log: the batch an entry was appended in (`tx`, `id`) and its
-/// place in it (`seq`). Entries are read in cursor order, and an entry never appears behind a
-/// cursor already read past: on PostgreSQL the order is (writing transaction, id) and only
-/// batches of transactions older than every one still running are read, so a batch committed
-/// late is not skipped; on SQLite (one writer) `tx` is 0.
+/// A position in the activity log: the batch an entry was appended in (`id`) and its place in
+/// it (`seq`); `tx` is 0 (kept for a store that orders batches by more than an id). Entries
+/// are read in cursor order, and an entry never appears behind a cursor already read past:
+/// batches are committed in the order of their ids (SQLite has one writer; PostgreSQL
+/// appends under an advisory lock taken before the id).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ActivityCursor {
     pub tx: i64,

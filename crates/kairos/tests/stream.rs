@@ -169,12 +169,19 @@ async fn the_stream_resumes_across_a_restart_without_a_gap() {
     // A position the log no longer has: a reset first.
     let (_, mut gone) = Client::connect(&server, "", Some("0.999999.0")).await;
     assert_eq!(gone.next(30).await.unwrap().event, "reset");
+    // ... and then what happens from now on.
+    let after_reset = server.trigger("hello").await;
+    gone.until(30, finished(after_reset)).await;
+    // A position no store makes is one it does not keep either.
+    let (_, mut odd) = Client::connect(&server, "", Some("7.1.0")).await;
+    assert_eq!(odd.next(30).await.unwrap().event, "reset");
 
     // Bad input: 400 problems.
     for query in [
         "?kinds=run.exploded",
         "?after=x",
         "?after=1.2",
+        "?kinds=",
         "?namespace=Bad%20NS",
         "?bogus=1",
     ] {

@@ -421,10 +421,11 @@ impl Attempt {
                 attempt: run.attempt,
                 run_at: *run_at,
             }),
-            RunNext::Release => self
-                .ctx
-                .telemetry
-                .emit(Event::RunReleased { run_id: run.id }),
+            RunNext::Release => self.ctx.telemetry.emit(Event::RunReleased {
+                run_id: run.id,
+                namespace,
+                job,
+            }),
         }
     }
 }
