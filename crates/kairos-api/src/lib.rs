@@ -42,6 +42,10 @@ pub struct AppState {
     pub tokens: TokenService,
     /// Who may call and from where (see [`guard`] and [`auth`]).
     pub access: Arc<guard::Access>,
+    /// Cancelled when the node stops: open event streams end, so that the HTTP server's
+    /// graceful shutdown does not wait for them (clients resume elsewhere or after the
+    /// restart with `Last-Event-ID`).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -57,7 +61,14 @@ impl AppState {
             ctx,
             jobs,
             access: Arc::new(access),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// The same state, its event streams ending when `shutdown` is cancelled.
+    pub fn with_shutdown(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 }
 

@@ -80,10 +80,15 @@ pub async fn events(
     // The stream ends when the token is revoked or expires.
     let (revoked, watching) = caller.watch_revocation(&app);
     let scope = caller.0.scope;
-    let events = futures::StreamExt::take_until(
-        BroadcastStream::new(app.ctx.telemetry.subscribe()),
-        revoked.cancelled_owned(),
-    );
+    let stopping = app.shutdown.clone();
+    let ended = async move {
+        tokio::select! {
+            _ = revoked.cancelled() => {}
+            _ = stopping.cancelled() => {}
+        }
+    };
+    let events =
+        futures::StreamExt::take_until(BroadcastStream::new(app.ctx.telemetry.subscribe()), ended);
     let stream = events.filter_map(move |event| {
         let _watching = &watching;
         let event = event.ok()?;

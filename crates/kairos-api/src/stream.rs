@@ -198,11 +198,18 @@ pub async fn stream(
         filter,
     };
     let (revoked, watching) = caller.watch_revocation(&app);
+    let stopping = app.shutdown.clone();
     let events = futures::stream::unfold(follow, |mut f| async move {
         let event = f.next().await;
         Some((Ok(event), f))
     });
-    let events = futures::StreamExt::take_until(events, revoked.cancelled_owned()).map(move |e| {
+    let ended = async move {
+        tokio::select! {
+            _ = revoked.cancelled() => {}
+            _ = stopping.cancelled() => {}
+        }
+    };
+    let events = futures::StreamExt::take_until(events, ended).map(move |e| {
         let _watching = &watching;
         e
     });

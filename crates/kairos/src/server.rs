@@ -83,11 +83,10 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         metrics_public: config.metrics_public,
         stream_recheck: None,
     };
-    let app = kairos_api::router(kairos_api::AppState::with_access(
-        ctx,
-        node.jobs.clone(),
-        access,
-    ));
+    let app = kairos_api::router(
+        kairos_api::AppState::with_access(ctx, node.jobs.clone(), access)
+            .with_shutdown(node.shutdown_token()),
+    );
     tracing::info!(url = %format!("{scheme}://{}", config.listen), auth = ?config.auth, "listening");
     let shutdown = node.shutdown_token();
     let http_stop = shutdown.clone();
