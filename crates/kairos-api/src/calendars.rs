@@ -10,7 +10,6 @@ use axum::response::IntoResponse;
 use jiff::Timestamp;
 use kairos_core::auth::Role;
 use kairos_core::calendar::CalendarSpec;
-use kairos_core::document::JsonError;
 use kairos_core::trigger::TriggerKind;
 use kairos_runtime::CalendarWrite;
 use kairos_store::StoredCalendar;
@@ -56,30 +55,12 @@ const READ_ONLY_FIELDS: [&str; 4] = ["version", "created_at", "updated_at", "job
 
 /// Parses a calendar document, naming every problem's field; the body's `version`, if any.
 fn parse(body: &[u8]) -> Result<(CalendarSpec, Option<i64>), ApiError> {
-    let mut value = kairos_core::document::parse_json(body).map_err(|e| match e {
-        JsonError::Malformed(e) => {
-            ApiError::bad_request("", format!("the body is not valid JSON: {e}"))
-        }
-        duplicate => ApiError::invalid(duplicate.into()),
-    })?;
-    let Some(object) = value.as_object_mut() else {
-        return Err(ApiError::bad_request(
-            "",
-            "the body must be a JSON object (a calendar)",
-        ));
-    };
-    let version = match object.get("version") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(
-            v.as_i64()
-                .ok_or_else(|| ApiError::bad_request("version", "must be an integer"))?,
-        ),
-    };
-    for field in READ_ONLY_FIELDS {
-        object.remove(field);
-    }
-    let spec = CalendarSpec::from_value(value).map_err(ApiError::invalid)?;
-    Ok((spec, version))
+    crate::jobs::parse_document(
+        body,
+        "a calendar",
+        &READ_ONLY_FIELDS,
+        CalendarSpec::from_value,
+    )
 }
 
 /// [`parse`] on a blocking thread (a calendar of 10 000 dates takes a while to check).

@@ -31,6 +31,23 @@ async fn parse_spec_apart(body: Bytes) -> Result<(JobSpec, Option<i64>), ApiErro
 
 /// Parses a JSON body into a job document, naming the field of a type error.
 fn parse_spec(body: &[u8]) -> Result<(JobSpec, Option<i64>), ApiError> {
+    parse_document(
+        body,
+        "a job document",
+        &READ_ONLY_FIELDS,
+        JobSpec::from_value,
+    )
+}
+
+/// Parses a JSON body into a document (`what`, for the error), every problem with its field
+/// path: the fields the server owns (`read_only`) are ignored but for `version`, which is
+/// returned (the write's fence, if given).
+pub(crate) fn parse_document<T>(
+    body: &[u8],
+    what: &str,
+    read_only: &[&str],
+    from_value: impl FnOnce(serde_json::Value) -> Result<T, kairos_core::ValidationErrors>,
+) -> Result<(T, Option<i64>), ApiError> {
     let mut value = kairos_core::document::parse_json(body).map_err(|e| match e {
         JsonError::Malformed(e) => {
             ApiError::bad_request("", format!("the body is not valid JSON: {e}"))
@@ -40,7 +57,7 @@ fn parse_spec(body: &[u8]) -> Result<(JobSpec, Option<i64>), ApiError> {
     let Some(object) = value.as_object_mut() else {
         return Err(ApiError::bad_request(
             "",
-            "the body must be a JSON object (a job document)",
+            format!("the body must be a JSON object ({what})"),
         ));
     };
     let version = match object.get("version") {
@@ -50,11 +67,11 @@ fn parse_spec(body: &[u8]) -> Result<(JobSpec, Option<i64>), ApiError> {
                 .ok_or_else(|| ApiError::bad_request("version", "must be an integer"))?,
         ),
     };
-    for field in READ_ONLY_FIELDS {
-        object.remove(field);
+    for field in read_only {
+        object.remove(*field);
     }
-    let spec = JobSpec::from_value(value).map_err(ApiError::invalid)?;
-    Ok((spec, version))
+    let document = from_value(value).map_err(ApiError::invalid)?;
+    Ok((document, version))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",

@@ -86,26 +86,11 @@ pub(crate) async fn check(
         &[&spec.namespace, &names],
     )
     .await?;
-    for name in names {
-        let version = found
-            .iter()
-            .find(|r| r.get::<_, &str>(0) == name)
-            .map(|r| col::<i64>(r, 1))
-            .transpose()?;
-        let expected = planned.iter().find(|c| c.name == name).map(|c| c.version);
-        let holds = match (version, expected) {
-            (None, _) => false,
-            (Some(v), Some(e)) => v == e,
-            (Some(_), None) => false,
-        };
-        if !holds {
-            return Err(StoreError::CalendarChanged {
-                namespace: spec.namespace.clone(),
-                name,
-            });
-        }
-    }
-    Ok(())
+    let found: Vec<(String, i64)> = found
+        .iter()
+        .map(|r| Ok((col::<String>(r, 0)?, col::<i64>(r, 1)?)))
+        .collect::<StoreResult<_>>()?;
+    kairos_store::calendar::fence(spec, &found, planned)
 }
 
 /// Replaces the job's `job_calendars` rows with the calendars of its document.

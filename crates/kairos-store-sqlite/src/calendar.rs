@@ -82,27 +82,19 @@ pub(crate) fn check(
     spec: &JobSpec,
     planned: &[CalendarVersion],
 ) -> StoreResult<()> {
-    for name in kairos_core::calendar::used_by(spec) {
-        let version = first(
-            conn,
-            "SELECT version FROM calendars WHERE namespace = ?1 AND name = ?2",
-            params![spec.namespace, name],
-            |r| col::<i64>(r, 0),
-        )?;
-        let expected = planned.iter().find(|c| c.name == name).map(|c| c.version);
-        let holds = match (version, expected) {
-            (None, _) => false,
-            (Some(v), Some(e)) => v == e,
-            (Some(_), None) => false,
-        };
-        if !holds {
-            return Err(StoreError::CalendarChanged {
-                namespace: spec.namespace.clone(),
-                name,
-            });
-        }
+    let names = kairos_core::calendar::used_by(spec);
+    if names.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let names = serde_json::to_string(&names).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let found: Vec<(String, i64)> = all(
+        conn,
+        "SELECT name, version FROM calendars WHERE namespace = ?1 \
+         AND name IN (SELECT value FROM json_each(?2))",
+        params![spec.namespace, names],
+        |r| Ok((col(r, 0)?, col(r, 1)?)),
+    )?;
+    kairos_store::calendar::fence(spec, &found, planned)
 }
 
 /// Replaces the job's `job_calendars` rows with the calendars of its document.

@@ -22,6 +22,7 @@
 
 pub mod activity;
 mod audit;
+pub mod calendar;
 mod changes;
 mod cluster;
 pub mod conformance;
