@@ -72,6 +72,13 @@ pub async fn cancel(
     app.ctx.heartbeat_wake.notify_one();
     // A run cancelled before it started may have queued the runs of jobs that run after it.
     app.ctx.worker_wake.notify_one();
+    app.ctx.telemetry.emit(kairos_runtime::Event::RunChanged {
+        run_id: run.id,
+        namespace: run.namespace.clone(),
+        job: run.job_name.clone(),
+        change: kairos_core::auth::AuditAction::RunCancel.as_str(),
+        state: run.state,
+    });
     Ok(Json(RunDto::from(run)))
 }
 

@@ -20,6 +20,7 @@ async fn control(
     action: StepControl,
 ) -> Result<Json<RunDto>, ApiError> {
     crate::runs::load_run(app, caller, Role::Operator, id).await?;
+    let change = action.audit_action().as_str();
     let run = app
         .ctx
         .store
@@ -32,6 +33,13 @@ async fn control(
         .await?;
     // Steps may be queued: this node's worker looks at once (other nodes hear the store).
     app.ctx.worker_wake.notify_one();
+    app.ctx.telemetry.emit(kairos_runtime::Event::RunChanged {
+        run_id: run.id,
+        namespace: run.namespace.clone(),
+        job: run.job_name.clone(),
+        change,
+        state: run.state,
+    });
     Ok(Json(crate::runs::with_steps(app, run).await?))
 }
 

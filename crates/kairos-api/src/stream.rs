@@ -37,7 +37,8 @@ pub struct StreamQuery {
     /// Only events of this job (in `namespace`, default `default`).
     pub job: Option<String>,
     /// Only these kinds, comma-separated: `job.changed`, `run.queued`, `run.skipped`,
-    /// `run.started`, `run.retrying`, `run.finished`, `run.released`, `runs.rescued`,
+    /// `run.started`, `run.retrying`, `run.finished`, `run.released`, `run.changed` (a cancel,
+    /// a step action), `runs.rescued`,
     /// `leader.changed`, `node.joined`, `node.left`, `nodes.expired`, `events.dropped`.
     pub kinds: Option<String>,
     /// Resume after this event id (what `Last-Event-ID` carries; the header wins).

@@ -68,6 +68,15 @@ pub enum Event {
     },
     /// This node became leader for `term`, or stopped leading it.
     Leadership { term: i64, leading: bool },
+    /// A user changed a run: cancelled it (`run.cancel`) or acted on a workflow run's steps
+    /// (`run.skip_step`, ...; the audit action); `state` is the run's state after it.
+    RunChanged {
+        run_id: RunId,
+        namespace: String,
+        job: String,
+        change: &'static str,
+        state: RunState,
+    },
     /// This node joined the cluster (its first heartbeat in the registry).
     NodeJoined { node_id: String, node: String },
     /// This node left the cluster (a clean stop).
@@ -86,7 +95,8 @@ impl Event {
             | Event::RunStarted { namespace, .. }
             | Event::RunRetrying { namespace, .. }
             | Event::RunFinished { namespace, .. }
-            | Event::RunReleased { namespace, .. } => Some(namespace),
+            | Event::RunReleased { namespace, .. }
+            | Event::RunChanged { namespace, .. } => Some(namespace),
             Event::RunsRescued { .. }
             | Event::Leadership { .. }
             | Event::NodeJoined { .. }
@@ -105,6 +115,7 @@ impl Event {
             Event::RunRetrying { .. } => "run.retrying",
             Event::RunFinished { .. } => "run.finished",
             Event::RunReleased { .. } => "run.released",
+            Event::RunChanged { .. } => "run.changed",
             Event::RunsRescued { .. } => "runs.rescued",
             Event::Leadership { .. } => "leader.changed",
             Event::NodeJoined { .. } => "node.joined",
@@ -114,7 +125,7 @@ impl Event {
     }
 
     /// Every kind, for checking a filter.
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "job.changed",
         "run.queued",
         "run.skipped",
@@ -122,6 +133,7 @@ impl Event {
         "run.retrying",
         "run.finished",
         "run.released",
+        "run.changed",
         "runs.rescued",
         "leader.changed",
         "node.joined",
@@ -138,7 +150,8 @@ impl Event {
             | Event::RunStarted { job, .. }
             | Event::RunRetrying { job, .. }
             | Event::RunFinished { job, .. }
-            | Event::RunReleased { job, .. } => Some(job),
+            | Event::RunReleased { job, .. }
+            | Event::RunChanged { job, .. } => Some(job),
             _ => None,
         }
     }
@@ -150,7 +163,8 @@ impl Event {
             | Event::RunStarted { run_id, .. }
             | Event::RunRetrying { run_id, .. }
             | Event::RunFinished { run_id, .. }
-            | Event::RunReleased { run_id, .. } => Some(*run_id),
+            | Event::RunReleased { run_id, .. }
+            | Event::RunChanged { run_id, .. } => Some(*run_id),
             _ => None,
         }
     }
@@ -403,6 +417,14 @@ impl Telemetry {
                 } else {
                     tracing::warn!(term, "no longer leading");
                 }
+            }
+            Event::RunChanged {
+                run_id,
+                change,
+                state,
+                ..
+            } => {
+                tracing::info!(run_id, change, %state, "run changed");
             }
             Event::NodeJoined { node_id, node } => {
                 tracing::info!(%node_id, %node, "joined the cluster");

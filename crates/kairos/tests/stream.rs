@@ -172,6 +172,24 @@ async fn the_stream_resumes_across_a_restart_without_a_gap() {
     );
     assert_eq!(first.event, "run.finished");
 
+    // A user's change to a run is an event too.
+    let (_, mut changes) = Client::connect(&server, "?kinds=run.changed", None).await;
+    server.create_shell_job("sleeper", "sleep 30").await;
+    let sleeping = server.trigger("sleeper").await;
+    server.wait_for_run_state(30, sleeping, "running").await;
+    let (status, _, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/runs/{sleeping}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let changed = changes.next(30).await.unwrap();
+    assert_eq!(changed.event, "run.changed");
+    assert_eq!(changed.data["run_id"], sleeping);
+    assert_eq!(changed.data["change"], "run.cancel");
+
     // A position the log no longer has: a reset first.
     let (_, mut gone) = Client::connect(&server, "", Some("0.999999.0")).await;
     assert_eq!(gone.next(30).await.unwrap().event, "reset");
