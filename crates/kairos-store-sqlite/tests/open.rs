@@ -306,6 +306,8 @@ async fn the_data_directory_and_its_files_are_private() {
         "kairos.db-wal",
         "kairos.db-shm",
         "kairos.lock",
+        "kairos.activity.db",
+        "kairos.activity.db-wal",
     ] {
         assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
     }
