@@ -46,6 +46,9 @@ pub struct AppState {
     /// graceful shutdown does not wait for them (clients resume elsewhere or after the
     /// restart with `Last-Event-ID`).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The activity log's tail, followed once for every event stream of this node (started by
+    /// the first one).
+    pub(crate) stream_tail: Arc<tokio::sync::OnceCell<Arc<stream::Tail>>>,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
             jobs,
             access: Arc::new(access),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            stream_tail: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -190,9 +191,23 @@ pub async fn stream(
         job: q.job.clone(),
         kinds,
     };
+    let tail = app
+        .stream_tail
+        .get_or_try_init(|| async {
+            Tail::start(
+                store.clone(),
+                app.ctx.activity_wake.clone(),
+                app.shutdown.clone(),
+            )
+            .await
+            .map(Arc::new)
+        })
+        .await?
+        .clone();
     let follow = Follow {
         store,
-        wake: app.ctx.activity_wake.clone(),
+        tail,
+        live: None,
         cursor,
         pending: VecDeque::new(),
         reset,
@@ -217,10 +232,74 @@ pub async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
+/// The log's tail, read once for every client of this node that has caught up: one task
+/// follows the log (woken by this node's writes, polling for other nodes' every [`POLL`]) and
+/// passes what it reads on, in order. A client behind reads the store itself until it has
+/// caught up.
+pub struct Tail {
+    entries: tokio::sync::broadcast::Sender<Arc<ActivityEntry>>,
+}
+
+/// Entries a slow client may fall behind the tail by before it reads the store again.
+const TAIL_BUFFER: usize = 4096;
+
+impl Tail {
+    /// Starts following the log from now (read before this returns, so that a client that
+    /// subscribes afterwards and then reads the store misses nothing), until `stop`.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        wake: Arc<tokio::sync::Notify>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, kairos_store::StoreError> {
+        let (entries, _) = tokio::sync::broadcast::channel(TAIL_BUFFER);
+        let sender = entries.clone();
+        let mut cursor = store.activity_head().await?;
+        tokio::spawn(async move {
+            loop {
+                let woken = wake.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let read = store
+                    .activity_read(ActivityReadParams {
+                        after: cursor,
+                        limit: READ_BATCH,
+                    })
+                    .await;
+                match read {
+                    Ok(entries) if !entries.is_empty() => {
+                        if let Some(last) = entries.last() {
+                            cursor = last.cursor;
+                        }
+                        for e in entries {
+                            // No client: nobody to tell.
+                            let _ = sender.send(Arc::new(e));
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the activity log failed; the event streams wait");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        });
+        Ok(Self { entries })
+    }
+}
+
 /// One client's place in the log.
 struct Follow {
-    store: std::sync::Arc<dyn Store>,
-    wake: std::sync::Arc<tokio::sync::Notify>,
+    store: Arc<dyn Store>,
+    tail: Arc<Tail>,
+    /// Following the tail (caught up), or `None`: reading the store.
+    live: Option<tokio::sync::broadcast::Receiver<Arc<ActivityEntry>>>,
     cursor: ActivityCursor,
     pending: VecDeque<ActivityEntry>,
     reset: bool,
@@ -230,6 +309,7 @@ struct Follow {
 impl Follow {
     /// The next event to send, waiting for one.
     async fn next(&mut self) -> SseEvent {
+        use tokio::sync::broadcast::error::RecvError;
         loop {
             if std::mem::take(&mut self.reset) {
                 // Go on from now: what was between is gone.
@@ -249,10 +329,29 @@ impl Follow {
             if let Some(e) = self.pending.pop_front() {
                 return to_sse(&e);
             }
-            // Registered before the read, so that a batch written meanwhile wakes it.
-            let woken = self.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
+            if let Some(live) = &mut self.live {
+                match live.recv().await {
+                    // What it read before it caught up is not sent again.
+                    Ok(e) if e.cursor > self.cursor => {
+                        self.cursor = e.cursor;
+                        if self.filter.passes(&e) {
+                            return to_sse(&e);
+                        }
+                    }
+                    Ok(_) => {}
+                    // Too slow for the tail: back to the store from its own position.
+                    Err(RecvError::Lagged(_)) => self.live = None,
+                    Err(RecvError::Closed) => {
+                        self.live = None;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                continue;
+            }
+            // Behind: read the store. Once nothing is left, follow the tail; entries the tail
+            // passed on before this subscribed were in the store already, so the one more read
+            // after subscribing gets them.
+            let subscribed = self.tail.entries.subscribe();
             match self
                 .store
                 .activity_read(ActivityReadParams {
@@ -262,22 +361,20 @@ impl Follow {
                 .await
             {
                 Ok(entries) => {
+                    let caught_up = entries.len() < READ_BATCH as usize;
                     if let Some(last) = entries.last() {
                         self.cursor = last.cursor;
-                        self.pending
-                            .extend(entries.into_iter().filter(|e| self.filter.passes(e)));
-                        continue;
+                    }
+                    self.pending
+                        .extend(entries.into_iter().filter(|e| self.filter.passes(e)));
+                    if caught_up {
+                        self.live = Some(subscribed);
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the activity log failed; the event stream waits");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
                 }
-            }
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep(POLL) => {}
             }
         }
     }

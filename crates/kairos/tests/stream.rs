@@ -213,3 +213,38 @@ async fn the_stream_resumes_across_a_restart_without_a_gap() {
         assert_eq!(status, 400, "{query}");
     }
 }
+
+/// Several clients follow the log's tail together (one reader for the node): each gets every
+/// event once, in order, also one that joins while runs go by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_following_together_each_get_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    server.create_shell_job("tick", "true").await;
+    let (_, mut first) = Client::connect(&server, "?kinds=run.finished", None).await;
+    let (_, mut second) = Client::connect(&server, "?kinds=run.finished", None).await;
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(server.trigger("tick").await);
+    }
+    // One that joins from the start of the log while the runs go by.
+    let (_, mut late) = Client::connect(&server, "?after=0.0.0&kinds=run.finished", None).await;
+    for _ in 0..5 {
+        runs.push(server.trigger("tick").await);
+    }
+    for client in [&mut first, &mut second, &mut late] {
+        let mut seen = Vec::new();
+        let mut last: Option<Vec<i64>> = None;
+        while seen.len() < runs.len() {
+            let e = client.next(30).await.expect("an event");
+            let at = position(e.id.as_deref().unwrap());
+            assert!(last.as_ref().is_none_or(|l| at > *l), "out of order");
+            last = Some(at);
+            seen.push(e.data["run_id"].as_i64().unwrap());
+        }
+        seen.sort_unstable();
+        let mut expected = runs.clone();
+        expected.sort_unstable();
+        assert_eq!(seen, expected, "each run's end once");
+    }
+}
