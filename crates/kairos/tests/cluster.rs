@@ -745,3 +745,51 @@ async fn bad_store_urls_and_unreachable_databases_fail_clearly() {
         assert!(!text.contains("panicked"), "{url}: {text}");
     }
 }
+
+/// The event stream of any node carries the whole cluster's events, and a client resumes on
+/// another node with the id it last saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_of_any_node_carries_the_cluster() {
+    let Some(schema) = kairos_testkit::postgres::temp_schema().await else {
+        return;
+    };
+    let url = format!("{}&schema={}", schema.config().url, schema.name);
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = [
+        spawn_on("one", &url, dir.path()),
+        spawn_on("two", &url, dir.path()),
+    ];
+    for n in &nodes {
+        ready(n).await;
+    }
+    let query = "?kinds=run.finished&job=tick";
+    let (_, mut on_one) = common::SseClient::connect(&nodes[0], query, None).await;
+    let (_, mut on_two) = common::SseClient::connect(&nodes[1], query, None).await;
+    nodes[0].create_shell_job("tick", "true").await;
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        runs.push(nodes[i % 2].trigger("tick").await);
+    }
+    runs.sort_unstable();
+    let mut last_id = String::new();
+    for client in [&mut on_one, &mut on_two] {
+        let mut seen = Vec::new();
+        while seen.len() < runs.len() {
+            let e = client
+                .next(30)
+                .await
+                .expect("every run's end, from either node");
+            last_id = e.id.clone().unwrap();
+            seen.push(e.data["run_id"].as_i64().unwrap());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, runs);
+    }
+    // Resumed on the other node from the last id seen: only what came after.
+    drop(on_two);
+    let later = nodes[0].trigger("tick").await;
+    let (_, mut resumed) = common::SseClient::connect(&nodes[1], query, Some(&last_id)).await;
+    let e = resumed.next(30).await.expect("the run after");
+    assert_eq!(e.data["run_id"], later);
+    drop(schema);
+}

@@ -277,3 +277,84 @@ pub fn processes_in_group(pgid: i32) -> Vec<i32> {
     }
     out
 }
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: Value,
+}
+
+/// A client reading `GET /api/v1/events/stream`.
+pub struct SseClient {
+    body: reqwest::Response,
+    buffer: String,
+}
+
+impl SseClient {
+    pub async fn connect(server: &Server, query: &str, last: Option<&str>) -> (u16, SseClient) {
+        let mut req = server
+            .http
+            .get(format!("{}/api/v1/events/stream{query}", server.url))
+            .timeout(Duration::from_secs(600));
+        if let Some(last) = last {
+            req = req.header("Last-Event-ID", last);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            SseClient {
+                body: resp,
+                buffer: String::new(),
+            },
+        )
+    }
+
+    /// The next event, or `None` after `secs` without one.
+    pub async fn next(&mut self, secs: u64) -> Option<Sse> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some(Sse {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap(),
+                });
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.chunk()).await;
+            match chunk {
+                Ok(Ok(Some(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Events until one matches `done` (included), at most `secs`.
+    pub async fn until(&mut self, secs: u64, done: impl Fn(&Sse) -> bool) -> Vec<Sse> {
+        let mut seen = Vec::new();
+        while let Some(e) = self.next(secs).await {
+            let stop = done(&e);
+            seen.push(e);
+            if stop {
+                return seen;
+            }
+        }
+        panic!("stream ended or went quiet; saw {seen:#?}");
+    }
+}
