@@ -63,16 +63,6 @@ fn parse(body: &[u8]) -> Result<(CalendarSpec, Option<i64>), ApiError> {
     )
 }
 
-/// [`parse`] on a blocking thread (a calendar of 10 000 dates takes a while to check).
-async fn parse_apart(body: Bytes) -> Result<(CalendarSpec, Option<i64>), ApiError> {
-    tokio::task::spawn_blocking(move || parse(&body))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "parsing a calendar failed");
-            ApiError::internal()
-        })?
-}
-
 #[utoipa::path(get, path = "/api/v1/calendars", tag = "calendars",
     params(NamespaceQuery),
     responses((status = 200, description = "Calendars, by namespace and name", body = Vec<CalendarDto>)))]
@@ -108,7 +98,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Operator)?;
-    let (spec, _) = parse_apart(body).await?;
+    let (spec, _) = crate::jobs::parse_apart(body, parse).await?;
     caller.sees(&spec.namespace)?;
     let change = app
         .jobs
@@ -163,7 +153,7 @@ pub async fn replace(
 ) -> Result<impl IntoResponse, ApiError> {
     let namespace = q.get()?;
     caller.may(Role::Operator, namespace)?;
-    let (spec, body_version) = parse_apart(body).await?;
+    let (spec, body_version) = crate::jobs::parse_apart(body, parse).await?;
     let mut errs = kairos_core::ValidationErrors::default();
     if spec.namespace != namespace {
         errs.push(

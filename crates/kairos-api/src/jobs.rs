@@ -18,13 +18,25 @@ use crate::dto::{JobDto, READ_ONLY_FIELDS, RunDto};
 use crate::error::ApiError;
 use crate::query::{NamespaceQuery, NoQuery, checked_namespace};
 
-/// [`parse_spec`] on a blocking thread: a body of up to 1 MiB may take several passes to
-/// report every problem, which must not hold an async thread.
+/// [`parse_spec`] on a blocking thread.
 async fn parse_spec_apart(body: Bytes) -> Result<(JobSpec, Option<i64>), ApiError> {
-    tokio::task::spawn_blocking(move || parse_spec(&body))
+    parse_apart(body, parse_spec).await
+}
+
+/// A document read from a body, with the `version` it carries (if any).
+pub(crate) type Parsed<T> = Result<(T, Option<i64>), ApiError>;
+
+/// A body's parser run on a blocking thread: a body of up to 1 MiB may take several passes to
+/// report every problem (a calendar of 10 000 dates takes a while to check), which must not
+/// hold an async thread.
+pub(crate) async fn parse_apart<T: Send + 'static>(
+    body: Bytes,
+    parse: fn(&[u8]) -> Parsed<T>,
+) -> Parsed<T> {
+    tokio::task::spawn_blocking(move || parse(&body))
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "parsing a job document failed");
+            tracing::error!(error = %e, "parsing a request body failed");
             ApiError::internal()
         })?
 }

@@ -11,7 +11,6 @@ use kairos_core::calendar::{Calendar, CalendarSpec};
 use kairos_core::trigger::Upcoming;
 use kairos_store::*;
 
-use crate::context::validated_calendars;
 use crate::jobs::{CALENDAR_ROUNDS, JobError, JobService, contended};
 use crate::telemetry::Event;
 
@@ -206,7 +205,7 @@ impl JobService {
                 })
                 .await?
         };
-        let mut calendars = validated_calendars(&stored);
+        let mut calendars = self.context().plans.validated(&stored);
         calendars.insert(calendar.name.clone(), calendar.clone());
         if plan
             .resolve_calendars(|n| calendars.get(n).cloned())

@@ -211,8 +211,41 @@ impl PlanCache {
         out
     }
 
+    /// Validates `spec` and resolves the calendars its triggers name from the store (read
+    /// now, not cached: a job write is planned with the calendars as they are): the plan, and
+    /// the versions of the calendars it was made with (the fence of a job write planned with
+    /// it).
+    pub async fn plan_spec(
+        &self,
+        store: &dyn Store,
+        spec: &kairos_core::JobSpec,
+    ) -> Result<(JobPlan, Vec<CalendarVersion>), PlanError> {
+        let mut plan = spec.validate().map_err(PlanError::Invalid)?;
+        let names = plan.calendar_names();
+        if names.is_empty() {
+            return Ok((plan, Vec::new()));
+        }
+        let stored = store
+            .calendar_list(CalendarListParams {
+                namespaces: Some(vec![spec.namespace.clone()]),
+                names: Some(names),
+            })
+            .await?;
+        let calendars = self.validated(&stored);
+        plan.resolve_calendars(|name| calendars.get(name).cloned())
+            .map_err(PlanError::Invalid)?;
+        let versions = stored
+            .iter()
+            .map(|c| CalendarVersion {
+                name: c.spec.name.clone(),
+                version: c.version,
+            })
+            .collect();
+        Ok((plan, versions))
+    }
+
     /// The stored calendars that validate, by name, validated once per version.
-    fn validated(&self, stored: &[StoredCalendar]) -> HashMap<String, Arc<Calendar>> {
+    pub(crate) fn validated(&self, stored: &[StoredCalendar]) -> HashMap<String, Arc<Calendar>> {
         let mut cache = self.calendars.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= PLAN_CACHE_LIMIT {
             cache.clear();
@@ -272,41 +305,10 @@ pub enum PlanError {
     Store(#[from] kairos_store::StoreError),
 }
 
-/// Validates `spec` and resolves the calendars its triggers name from the store (read now):
-/// the plan, and the versions of the calendars it was made with (the fence of a job write
-/// planned with it).
-pub async fn plan_with_calendars(
-    store: &dyn Store,
-    spec: &kairos_core::JobSpec,
-) -> Result<(JobPlan, Vec<CalendarVersion>), PlanError> {
-    let mut plan = spec.validate().map_err(PlanError::Invalid)?;
-    let names = plan.calendar_names();
-    if names.is_empty() {
-        return Ok((plan, Vec::new()));
-    }
-    let stored = store
-        .calendar_list(CalendarListParams {
-            namespaces: Some(vec![spec.namespace.clone()]),
-            names: Some(names),
-        })
-        .await?;
-    let calendars = validated_calendars(&stored);
-    plan.resolve_calendars(|name| calendars.get(name).cloned())
-        .map_err(PlanError::Invalid)?;
-    let versions = stored
-        .iter()
-        .map(|c| CalendarVersion {
-            name: c.spec.name.clone(),
-            version: c.version,
-        })
-        .collect();
-    Ok((plan, versions))
-}
-
 /// The stored calendars that validate, by name. One that no longer does (a time zone gone
 /// from the system's database) is left out: the jobs naming it then fail to plan, loudly,
 /// rather than fire on days it meant to exclude.
-pub fn validated_calendars(
+fn validated_calendars(
     stored: &[kairos_store::StoredCalendar],
 ) -> HashMap<String, Arc<kairos_core::calendar::Calendar>> {
     stored

@@ -11,7 +11,7 @@ use kairos_core::run::{MAX_RESULT_BYTES, RunOrigin, RunState};
 use kairos_core::spec::{JobSpec, OverlapPolicy};
 use kairos_store::*;
 
-use crate::context::{NodeContext, PlanError, plan_with_calendars};
+use crate::context::{NodeContext, PlanError};
 use crate::telemetry::Event;
 
 /// Why a job operation failed.
@@ -103,7 +103,7 @@ impl JobService {
         spec.validate().map_err(JobError::Invalid)?;
         let mut last = None;
         for _ in 0..CALENDAR_ROUNDS {
-            let (plan, calendars) = plan_with_calendars(&*self.ctx.store, &spec).await?;
+            let (plan, calendars) = self.ctx.plans.plan_spec(&*self.ctx.store, &spec).await?;
             let now = self.ctx.clock.now();
             let created = self
                 .ctx
@@ -190,7 +190,7 @@ impl JobService {
         let current = self.get(namespace, name).await?;
         let mut last = None;
         for _ in 0..CALENDAR_ROUNDS {
-            let (plan, calendars) = plan_with_calendars(&*self.ctx.store, &spec).await?;
+            let (plan, calendars) = self.ctx.plans.plan_spec(&*self.ctx.store, &spec).await?;
             // Same triggers on a running job: keep the pending due time (nothing dropped or
             // repeated). New triggers, or a resume through the update: the next due time after
             // now (a resume never replays the pause).
