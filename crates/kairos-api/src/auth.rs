@@ -11,11 +11,14 @@
 //!   scope answers `404`, exactly like one without the job, so a token learns nothing about
 //!   namespaces it does not see.
 //!
+//! The web UI sends the token in its session cookie instead ([`SESSION_COOKIE`], set by
+//! `POST /api/v1/session`); a request with both uses the `Authorization` header.
+//!
 //! No token, or an unknown, expired or revoked one, is `401` with `WWW-Authenticate: Bearer`.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -44,6 +47,22 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }
 
+/// The cookie the web UI's session keeps its token in ([`crate::ui`]).
+pub const SESSION_COOKIE: &str = "kairos_session";
+
+/// The token of the web UI's session cookie, if the request has one.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
 fn unauthorized(detail: &str) -> Response {
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -59,12 +78,15 @@ fn unauthorized(detail: &str) -> Response {
     response
 }
 
-/// Routes that answer without a token. A task's report is authorised by its attempt's own
-/// token instead (`Kairos-Run-Token`, checked by the handler).
-fn is_open(app: &AppState, path: &str) -> bool {
+/// Routes that answer without a token: probes, the OpenAPI document, the web UI's pages and
+/// assets (which hold no data), and signing in and out. A task's report is authorised by its
+/// attempt's own token instead (`Kairos-Run-Token`, checked by the handler).
+fn is_open(app: &AppState, method: &Method, path: &str) -> bool {
     matches!(path, "/health" | "/ready" | "/api/v1/openapi.json")
         || (path == "/metrics" && app.access.metrics_public)
         || is_report(path)
+        || (path == "/api/v1/session" && (method == Method::POST || method == Method::DELETE))
+        || ((method == Method::GET || method == Method::HEAD) && crate::ui::is_ui_path(path))
 }
 
 /// `/api/v1/runs/{id}/checkpoint`.
@@ -79,8 +101,10 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     let principal = match app.access.auth {
         AuthMode::Off => Some(Principal::anonymous()),
         AuthMode::Required => {
-            let open = is_open(&app, req.uri().path());
-            let presented = bearer(req.headers()).map(hash_of_well_formed);
+            let open = is_open(&app, req.method(), req.uri().path());
+            let presented = bearer(req.headers())
+                .or_else(|| session_cookie(req.headers()))
+                .map(hash_of_well_formed);
             match presented {
                 Some(hash) => {
                     let found = match &hash {

@@ -19,9 +19,11 @@ mod ops;
 pub mod query;
 mod remote;
 mod runs;
+mod stats;
 mod steps;
 pub mod stream;
 pub mod tokens;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -118,7 +120,11 @@ impl AppState {
         tokens::list,
         tokens::revoke,
         tokens::audit,
-        nodes::list
+        nodes::list,
+        stats::jobs,
+        ui::get,
+        ui::create,
+        ui::delete
     ),
     components(schemas(
         dto::JobDto,
@@ -139,7 +145,11 @@ impl AppState {
         tokens::AuditEntryDto,
         nodes::NodeDto,
         events::EventDto,
-        events::EventRunDto
+        events::EventRunDto,
+        stats::JobStatsDto,
+        stats::RecentRunDto,
+        ui::SessionDto,
+        ui::SessionBody
     )),
     modifiers(&BearerAuth, &JobDtoSchema),
     security(("bearer" = []))
@@ -245,6 +255,8 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/audit", get(tokens::audit))
         .route("/nodes", get(nodes::list))
+        .route("/stats/jobs", get(stats::jobs))
+        .route("/session", get(ui::get).post(ui::create).delete(ui::delete))
         .route("/events", get(ops::events))
         .route("/events/stream", get(stream::stream))
         .route("/events/{topic}", post(events::emit))
@@ -254,6 +266,12 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/", get(ui::shell))
+        .route("/login", get(ui::shell))
+        .route("/nodes", get(ui::shell))
+        .route("/jobs/{namespace}/{name}", get(ui::shell))
+        .route("/runs/{id}", get(ui::shell))
+        .route("/assets/{file}", get(ui::asset))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(

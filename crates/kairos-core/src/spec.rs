@@ -144,6 +144,55 @@ pub struct TriggerSpec {
     pub only: Vec<String>,
 }
 
+impl TriggerSpec {
+    /// The trigger in English words, for people (the web UI's job list): "At 03:00 (Europe/Paris)",
+    /// "every 15m", "on event `orders`", "after `extract` succeeds", with its bounds and calendars.
+    pub fn describe(&self) -> String {
+        let mut text = if let Some(expr) = &self.cron {
+            let words = crate::trigger::CronSchedule::parse(expr, self.timezone.as_deref())
+                .map(|c| c.describe().trim_end_matches('.').to_owned())
+                .unwrap_or_else(|_| format!("cron `{expr}`"));
+            format!("{words} ({})", self.timezone.as_deref().unwrap_or("UTC"))
+        } else if let Some(every) = &self.interval {
+            format!("every {every}")
+        } else if let Some(at) = &self.at {
+            format!("once at {at}")
+        } else if let Some(topic) = &self.event {
+            match &self.filter {
+                Some(filter) if !filter.is_empty() => {
+                    format!("on event `{topic}` matching {} field(s)", filter.len())
+                }
+                _ => format!("on event `{topic}`"),
+            }
+        } else if let Some(after) = &self.after {
+            let how = match after.on {
+                AfterOn::Success => "succeeds",
+                AfterOn::Failure => "fails",
+                AfterOn::Done => "ends",
+            };
+            format!("after `{}` {how}", after.job)
+        } else {
+            "never".to_owned()
+        };
+        if let Some(from) = &self.start_at {
+            text.push_str(&format!(", from {from}"));
+        }
+        if let Some(until) = &self.end_at {
+            text.push_str(&format!(", until {until}"));
+        }
+        if let Some(jitter) = &self.jitter {
+            text.push_str(&format!(", jitter up to {jitter}"));
+        }
+        if !self.exclude.is_empty() {
+            text.push_str(&format!(", except {}", self.exclude.join(", ")));
+        }
+        if !self.only.is_empty() {
+            text.push_str(&format!(", only in {}", self.only.join(", ")));
+        }
+        text
+    }
+}
+
 /// A dependency on another job's runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -597,3 +597,30 @@ fn after_triggers_name_a_job_and_which_ends_count() {
         ]
     );
 }
+
+#[test]
+fn triggers_are_described_in_words() {
+    let spec = JobSpec::from_json(EXAMPLE).unwrap();
+    let words: Vec<String> = spec.triggers.iter().map(|t| t.describe()).collect();
+    assert_eq!(
+        words,
+        [
+            "At 02:30 (Europe/Berlin), jitter up to 30s",
+            "every 15m, from 2026-01-01T00:00:00Z",
+            "once at 2026-12-24T18:00:00Z",
+        ]
+    );
+    let more = JobSpec::from_json(
+        r#"{"name":"x","triggers":[{"cron":"*/5 * * * *","exclude":["holidays"]},{"event":"orders","filter":{"kind":"new"}},{"after":{"job":"extract","on":"failure"}}],"task":{"kind":"shell","script":"true"}}"#,
+    )
+    .unwrap();
+    let words: Vec<String> = more.triggers.iter().map(|t| t.describe()).collect();
+    assert_eq!(
+        words,
+        [
+            "At every 5 minutes (UTC), except holidays",
+            "on event `orders` matching 1 field(s)",
+            "after `extract` fails",
+        ]
+    );
+}

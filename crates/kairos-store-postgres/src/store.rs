@@ -430,6 +430,38 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn run_recent(&self, p: RunRecentParams) -> StoreResult<Vec<RecentRun>> {
+        let per_job = i64::from(p.per_job);
+        let client = self.client().await?;
+        query(
+            &client,
+            "SELECT r.job_id, r.id, r.state, r.scheduled_for, r.started_at, r.finished_at \
+             FROM jobs j CROSS JOIN LATERAL (SELECT x.job_id, x.id, x.state, x.scheduled_for, \
+               x.started_at, x.finished_at FROM runs x \
+               WHERE x.job_id = j.id AND x.parent_id IS NULL AND x.finished_at IS NOT NULL \
+               ORDER BY x.id DESC LIMIT $3) r \
+             WHERE ($1::bigint IS NULL OR j.id = $1) \
+             AND ($2::text[] IS NULL OR j.namespace = ANY($2)) \
+             ORDER BY j.id, r.id DESC",
+            &[&p.job_id, &p.namespaces, &per_job],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(RecentRun {
+                job_id: rows::col(row, 0)?,
+                run_id: rows::col(row, 1)?,
+                state: rows::col::<&str>(row, 2)?
+                    .parse()
+                    .map_err(StoreError::Internal)?,
+                scheduled_for: rows::col(row, 3)?,
+                started_at: rows::col(row, 4)?,
+                finished_at: rows::col(row, 5)?,
+            })
+        })
+        .collect()
+    }
+
     async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>> {
         let client = self.client().await?;
         query(

@@ -14,7 +14,7 @@ pub(crate) fn instant(us: i64) -> StoreResult<Timestamp> {
         .map_err(|e| StoreError::Internal(format!("bad instant {us}: {e}")))
 }
 
-fn opt_instant(us: Option<i64>) -> StoreResult<Option<Timestamp>> {
+pub(crate) fn opt_instant(us: Option<i64>) -> StoreResult<Option<Timestamp>> {
     us.map(instant).transpose()
 }
 

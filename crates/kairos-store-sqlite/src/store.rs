@@ -955,6 +955,37 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn run_recent(&self, p: RunRecentParams) -> StoreResult<Vec<RecentRun>> {
+        let per_job = i64::from(p.per_job);
+        self.db
+            .read(move |conn| {
+                all(
+                    conn,
+                    "SELECT r.job_id, r.id, r.state, r.scheduled_for, r.started_at, r.finished_at \
+                     FROM jobs j JOIN runs r ON r.id IN (SELECT x.id FROM runs x \
+                       WHERE x.job_id = j.id AND x.parent_id IS NULL \
+                       AND x.finished_at IS NOT NULL ORDER BY x.id DESC LIMIT ?3) \
+                     WHERE (?1 IS NULL OR j.id = ?1) \
+                     AND (?2 IS NULL OR j.namespace IN (SELECT value FROM json_each(?2))) \
+                     ORDER BY j.id, r.id DESC",
+                    params![p.job_id, namespaces_json(p.namespaces.as_deref())?, per_job],
+                    |row| {
+                        Ok(RecentRun {
+                            job_id: rows::col(row, 0)?,
+                            run_id: rows::col(row, 1)?,
+                            state: rows::col::<String>(row, 2)?
+                                .parse()
+                                .map_err(StoreError::Internal)?,
+                            scheduled_for: rows::instant(rows::col(row, 3)?)?,
+                            started_at: rows::opt_instant(rows::col(row, 4)?)?,
+                            finished_at: rows::instant(rows::col(row, 5)?)?,
+                        })
+                    },
+                )
+            })
+            .await
+    }
+
     async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>> {
         self.db
             .read(move |conn| {

@@ -595,6 +595,28 @@ pub struct RunListParams {
     pub before_id: Option<RunId>,
 }
 
+/// The last ended runs of each job: a summary for lists (last outcome, success rate).
+#[derive(Debug, Clone, Default)]
+pub struct RunRecentParams {
+    /// Only jobs in these namespaces (a token's scope); `None`: all.
+    pub namespaces: Option<Vec<String>>,
+    /// Only this job.
+    pub job_id: Option<JobId>,
+    /// Most runs per job.
+    pub per_job: u32,
+}
+
+/// An ended top-level run, as [`Store::run_recent`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentRun {
+    pub job_id: JobId,
+    pub run_id: RunId,
+    pub state: RunState,
+    pub scheduled_for: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Timestamp,
+}
+
 #[derive(Debug, Clone)]
 pub struct TokenCreateParams {
     pub name: String,
@@ -796,6 +818,9 @@ pub trait Store: Send + Sync + 'static {
     async fn run_get(&self, p: RunGetParams) -> StoreResult<Option<Run>>;
     /// Top-level runs (a workflow run's steps are listed by [`Store::run_steps`]).
     async fn run_list(&self, p: RunListParams) -> StoreResult<Vec<Run>>;
+    /// For every job (of the namespaces asked), its last `per_job` ended top-level runs, newest
+    /// first, jobs in id order. One index seek per job, not a scan of the run history.
+    async fn run_recent(&self, p: RunRecentParams) -> StoreResult<Vec<RecentRun>>;
     /// Attempts of a run, oldest first.
     async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>>;
     /// Number of runs per state (reads every run: for reports, not for every scrape).

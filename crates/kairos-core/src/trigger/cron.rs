@@ -114,6 +114,11 @@ impl CronSchedule {
         })
     }
 
+    /// The expression in English words (croner's best effort), e.g. "At 03:00, every day".
+    pub fn describe(&self) -> String {
+        self.cron.describe()
+    }
+
     /// The time zone the expression is matched in.
     pub fn time_zone(&self) -> &TimeZone {
         &self.tz

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use kairos_core::run::{RunOrigin, RunState};
 
-use super::{T0, claim, create, fire, insert, t};
+use super::{T0, claim, create, finish, fire, insert, t};
 use crate::*;
 
 pub async fn run_cancel_states(store: Arc<dyn Store>) {
@@ -264,4 +264,115 @@ pub async fn run_insert_many_skips_existing_due_times(store: Arc<dyn Store>) {
             .unwrap(),
         501
     );
+}
+
+/// `run_recent`: each job's last ended top-level runs, newest first, within the namespaces and
+/// the job asked; runs not yet ended are left out.
+pub async fn run_recent_lists_each_jobs_last_ended_runs(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let j1 = create(&store, "one", Some(a)).await;
+    let j2 = create(&store, "two", Some(a)).await;
+    let times: Vec<Timestamp> = (0..5).map(|i| a + SignedDuration::from_secs(i)).collect();
+    store
+        .job_fire(JobFireParams {
+            job_id: j1.id,
+            expected_next_fire_at: a,
+            runs: times.iter().copied().map(insert).collect(),
+            cancel_active: false,
+            max_active: None,
+            next_fire_at: None,
+            now: Some(a),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let later = a + SignedDuration::from_secs(10);
+    let claimed = claim(&store, "n1", 2, later).await;
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        finish(
+            &store,
+            &claimed[0],
+            RunNext::Finish(RunState::Succeeded),
+            later
+        )
+        .await
+    );
+    assert!(
+        finish(
+            &store,
+            &claimed[1],
+            RunNext::Finish(RunState::Failed),
+            later
+        )
+        .await
+    );
+    // j2's run stays queued.
+    fire(&store, &j2, a, None).await;
+    let j1_runs = store
+        .run_list(RunListParams {
+            job_id: Some(j1.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let newest = j1_runs[0].id;
+    store
+        .run_cancel(RunCancelParams {
+            actor: "test".into(),
+            run_id: newest,
+            now: Some(later),
+        })
+        .await
+        .unwrap();
+    let recent = store
+        .run_recent(RunRecentParams {
+            per_job: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ended: Vec<RunState> = recent.iter().map(|r| r.state).collect();
+    assert_eq!(recent.len(), 3, "only ended runs: {recent:?}");
+    assert!(recent.iter().all(|r| r.finished_at == later));
+    assert_eq!(recent[0].run_id, newest, "newest first");
+    assert!(recent.windows(2).all(|w| w[0].run_id > w[1].run_id));
+    let claimed_ids: Vec<_> = claimed.iter().map(|c| c.run.id).collect();
+    assert!(claimed_ids.contains(&recent[1].run_id) && claimed_ids.contains(&recent[2].run_id));
+    assert_eq!(ended[0], RunState::Cancelled);
+    assert!(ended.contains(&RunState::Succeeded) && ended.contains(&RunState::Failed));
+    assert!(recent.iter().all(|r| r.job_id == j1.id));
+    let claimed_run = recent.iter().find(|r| r.run_id == claimed_ids[0]).unwrap();
+    assert_eq!(claimed_run.started_at, Some(later));
+    assert_eq!(claimed_run.scheduled_for, claimed[0].run.scheduled_for);
+
+    let two = store
+        .run_recent(RunRecentParams {
+            per_job: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        two.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        recent[..2].iter().map(|r| r.run_id).collect::<Vec<_>>()
+    );
+    let other_job = store
+        .run_recent(RunRecentParams {
+            per_job: 10,
+            job_id: Some(j2.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(other_job.is_empty(), "j2's run has not ended");
+    let other_ns = store
+        .run_recent(RunRecentParams {
+            per_job: 10,
+            namespaces: Some(vec!["elsewhere".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(other_ns.is_empty());
 }

@@ -1,0 +1,441 @@
+// Browser test of the Kairos web UI, driven by a real server with authentication required.
+//
+// Environment: KAIROS_URL (http://127.0.0.1:PORT), KAIROS_ADMIN_TOKEN, KAIROS_VIEWER_TOKEN,
+// KAIROS_SCREENSHOTS (a directory for the PNGs), CHROMIUM (default /usr/bin/chromium).
+// Exits 0 when every step passes; otherwise prints the failing step and why, writes
+// failure.png, and exits 1.
+
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const BASE = (process.env.KAIROS_URL || 'http://127.0.0.1:7433').replace(/\/+$/, '');
+const ADMIN = process.env.KAIROS_ADMIN_TOKEN;
+const VIEWER = process.env.KAIROS_VIEWER_TOKEN;
+const SHOTS = process.env.KAIROS_SCREENSHOTS || path.join(os.tmpdir(), 'kairos-ui-screenshots');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+/** Longest wait for one expectation. */
+const WAIT = 15_000;
+/** Longest run of the whole script. */
+const DEADLINE = 110_000;
+
+const ECHO_LINE = 'hello-from-kairos-ui';
+/** A daily time in Berlin twelve hours from now: the cron never fires while the test runs. */
+const BERLIN_HOUR = (() => {
+  let hour;
+  try {
+    hour = Number(new Intl.DateTimeFormat('en-GB', { timeZone: 'Europe/Berlin', hour: '2-digit', hourCycle: 'h23' }).format(new Date()));
+  } catch {
+    hour = new Date().getUTCHours();
+  }
+  return (hour + 12) % 24;
+})();
+const ECHO_CRON = `0 ${BERLIN_HOUR} * * *`;
+const NS = 'default';
+
+let browser = null;
+let current = null; // the page a failure screenshot shows
+let stepName = 'start';
+const pageErrors = [];
+
+// ---- helpers ----
+
+function fail(message) {
+  throw new Error(message);
+}
+
+async function finishWithFailure(err) {
+  console.error(`\nUI test FAILED at step "${stepName}": ${err && err.message ? err.message : err}`);
+  if (pageErrors.length) console.error(`errors in the page:\n  ${pageErrors.join('\n  ')}`);
+  if (current) {
+    try {
+      await current.screenshot({ path: path.join(SHOTS, 'failure.png'), fullPage: true, timeout: 5000 });
+      console.error(`screenshot: ${path.join(SHOTS, 'failure.png')} (page ${current.url()})`);
+    } catch (e) {
+      console.error(`no failure screenshot: ${e.message}`);
+    }
+  }
+  if (browser) await browser.close().catch(() => {});
+  process.exit(1);
+}
+
+async function step(name, fn) {
+  stepName = name;
+  const t0 = Date.now();
+  process.stdout.write(`- ${name} ... `);
+  await fn();
+  if (pageErrors.length) fail(`the page reported errors:\n  ${pageErrors.join('\n  ')}`);
+  console.log(`ok (${Date.now() - t0} ms)`);
+}
+
+/** Polls `fn` until it answers something truthy; fails with `what` after `timeout`. */
+async function waitFor(what, fn, timeout = WAIT) {
+  const end = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e.message;
+    }
+    if (Date.now() > end) {
+      const seen = last === undefined || typeof last === 'boolean' ? '' : ` (last seen: ${JSON.stringify(last)})`;
+      fail(`timed out after ${timeout / 1000} s waiting for ${what}${seen}`);
+    }
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+/** Waits for a locator to be visible, naming what was expected. */
+async function visible(locator, what, timeout = WAIT) {
+  try {
+    await locator.first().waitFor({ state: 'visible', timeout });
+  } catch {
+    fail(`timed out after ${timeout / 1000} s waiting for ${what} to be visible`);
+  }
+}
+
+/** Waits for the text of `locator` to contain `needle`; the failure shows the text seen last. */
+async function contains(locator, needle, what, timeout = WAIT) {
+  const end = Date.now() + timeout;
+  let text = '';
+  for (;;) {
+    try {
+      text = (await locator.textContent({ timeout: 1000 })) || '';
+      if (text.includes(needle)) return;
+    } catch {
+      // not there yet
+    }
+    if (Date.now() > end) fail(`timed out after ${timeout / 1000} s waiting for ${what} to contain "${needle}" (it shows: ${JSON.stringify(text.slice(-300))})`);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+async function gone(locator, what, timeout = WAIT) {
+  try {
+    await locator.first().waitFor({ state: 'detached', timeout });
+  } catch {
+    fail(`timed out after ${timeout / 1000} s waiting for ${what} to go away`);
+  }
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SHOTS, name), fullPage: true });
+}
+
+/** Calls the API as the admin, for setup and for checks. */
+async function apiCall(method, p, body) {
+  const headers = { Authorization: `Bearer ${ADMIN}`, Accept: 'application/json' };
+  const init = { method, headers };
+  if (body !== undefined || method === 'POST' || method === 'PUT') {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body === undefined ? {} : body);
+  }
+  const res = await fetch(BASE + p, init);
+  const text = await res.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  return { status: res.status, json, text };
+}
+
+async function apiOk(method, p, body) {
+  const r = await apiCall(method, p, body);
+  if (r.status < 200 || r.status > 299) fail(`${method} ${p} answered ${r.status}: ${r.text}`);
+  return r.json;
+}
+
+async function createJob(doc) {
+  await apiCall('DELETE', `/api/v1/jobs/${doc.name}?namespace=${NS}&force=true`);
+  return apiOk('POST', '/api/v1/jobs', doc);
+}
+
+function watch(page) {
+  page.on('pageerror', (e) => pageErrors.push(`${page.url()}: uncaught ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) {
+      pageErrors.push(`${page.url()}: ${m.text()}`);
+    }
+  });
+  return page;
+}
+
+function pathOf(page) {
+  return new URL(page.url()).pathname;
+}
+
+async function signIn(page, token) {
+  await page.goto(`${BASE}/`);
+  await waitFor('the redirect to /login', () => pathOf(page) === '/login');
+  const token_ = page.getByLabel('Token');
+  await visible(token_, 'the Token input');
+  await token_.fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await waitFor('the jobs page after signing in', () => pathOf(page) === '/');
+  await visible(page.getByRole('heading', { level: 1, name: 'Jobs' }), 'the Jobs heading');
+}
+
+/** The buttons a viewer must not see. */
+const MUTATING = /^(Trigger now|Pause|Resume|Delete|Cancel run|Rerun|Rerun step|Rerun failed steps|Skip|Mark succeeded)$/;
+
+async function mutatingButtons(page) {
+  return page.getByRole('button', { name: MUTATING }).count();
+}
+
+// ---- the test ----
+
+async function main() {
+  if (!ADMIN || !VIEWER) fail('KAIROS_ADMIN_TOKEN and KAIROS_VIEWER_TOKEN must be set');
+  fs.mkdirSync(SHOTS, { recursive: true });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  const admin = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = watch(await admin.newPage());
+  current = page;
+  let echoRun;
+  let failRun;
+  let flowRun;
+
+  await step('1. sign in as admin', async () => {
+    await page.goto(`${BASE}/`);
+    await waitFor('the redirect to /login', () => pathOf(page) === '/login');
+    const next = new URL(page.url()).searchParams.get('next');
+    if (next !== '/') fail(`the login page should come back to / (next=${next})`);
+    await visible(page.getByLabel('Token'), 'the Token input');
+    await visible(page.getByRole('button', { name: 'Sign in' }), 'the Sign in button');
+    await shot(page, 'login.png');
+    // A wrong token is refused with the problem's detail.
+    await page.getByLabel('Token').fill('kairos_0000000000000000000000000000000000000000000000000000000000000000');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await visible(page.getByRole('alert').filter({ hasText: /token/i }), 'an alert saying the token is refused');
+    if (pathOf(page) !== '/login') fail('a wrong token must not sign in');
+    await page.getByLabel('Token').fill(ADMIN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await waitFor('the jobs page after signing in', () => pathOf(page) === '/');
+    await visible(page.getByRole('heading', { level: 1, name: 'Jobs' }), 'the Jobs heading');
+    await visible(page.locator('header').getByRole('button', { name: 'Sign out' }), 'the Sign out button');
+    await waitFor('the header to show the admin role', async () => (await page.locator('header .role').textContent()) === 'admin');
+    const cookies = await page.evaluate(() => document.cookie);
+    if (cookies.includes('kairos_')) fail('the session token must not be readable by scripts');
+    if (page.url().includes('kairos_')) fail('the token must never be in the URL');
+  });
+
+  await step('2. a job created over the API appears live', async () => {
+    await waitFor('the event stream to be connected', async () => (await page.locator('#live-indicator').textContent()) === 'Live');
+    await page.waitForTimeout(400); // past the refetch that follows connecting: the event must do it
+    await page.evaluate(() => { window.__kairosNoReload = true; });
+    await createJob({
+      name: 'ui-echo',
+      description: 'UI test: echoes a line',
+      labels: { suite: 'ui' },
+      triggers: [{ cron: ECHO_CRON, timezone: 'Europe/Berlin' }],
+      task: { kind: 'shell', script: `echo ${ECHO_LINE}` },
+    });
+    const row = page.locator('tr[data-job="ui-echo"]');
+    await visible(row, 'the row of job ui-echo (without reloading)');
+    await visible(row.getByRole('link', { name: 'ui-echo', exact: true }), 'the link to job ui-echo');
+    await visible(row.locator('code.schedule-written').filter({ hasText: ECHO_CRON }), 'the cron expression as written');
+    await visible(row.locator('.next-fire time'), 'the next fire time');
+    const reloaded = await page.evaluate(() => window.__kairosNoReload !== true);
+    if (reloaded) fail('the page was reloaded');
+    await shot(page, 'jobs.png');
+  });
+
+  await step('3. trigger now from the list, then the run succeeds with its output', async () => {
+    const row = page.locator('tr[data-job="ui-echo"]');
+    await row.getByRole('button', { name: 'Trigger now', exact: true }).click();
+    const link = row.locator('a.triggered-run');
+    await visible(link, 'the link to the triggered run');
+    const href = await link.getAttribute('href');
+    echoRun = Number(href.split('/').pop());
+    if (!Number.isInteger(echoRun)) fail(`the run link is ${href}`);
+    await link.click();
+    await waitFor(`the page of run ${echoRun}`, () => pathOf(page) === `/runs/${echoRun}`);
+    await visible(page.getByRole('heading', { level: 1, name: `Run ${echoRun}` }), `the heading "Run ${echoRun}"`);
+    await visible(page.locator('.page-head .badge[data-state="succeeded"]'), 'the succeeded state badge');
+    await contains(page.locator('pre.output').first(), ECHO_LINE, 'the output');
+    await visible(page.locator('table.attempts tbody tr'), 'the attempts table');
+    await shot(page, 'run.png');
+  });
+
+  await step('4. the job page: definition, next fire times, history, charts', async () => {
+    await page.locator('.subline a.job-link').click();
+    await waitFor('the job page', () => pathOf(page) === `/jobs/${NS}/ui-echo`);
+    await visible(page.getByRole('heading', { level: 1, name: 'ui-echo' }), 'the job heading');
+    await contains(page.locator('pre.definition'), '"name": "ui-echo"', 'the definition');
+    await waitFor('the version', async () => /Version \d+/.test(await page.locator('.def-version').textContent()));
+    await waitFor('10 next fire times', async () => (await page.locator('table.next-times tbody tr').count()) === 10);
+    await visible(page.locator(`table.runs a[href="/runs/${echoRun}"]`), `run ${echoRun} in the history`);
+    for (const label of ['Run durations', 'Fire lateness']) {
+      const svg = page.locator(`svg[aria-label^="${label}"]`);
+      await visible(svg, `the chart "${label}"`);
+      if ((await svg.locator('title').count()) < 1) fail(`the chart "${label}" has no <title>`);
+    }
+    await visible(page.locator('svg[aria-label^="Run durations"] rect.chart-bar'), 'a bar in the durations chart');
+    await shot(page, 'job.png');
+  });
+
+  await step('5. pause from the job page', async () => {
+    const actions = page.locator('.page-actions');
+    await actions.getByRole('button', { name: 'Pause', exact: true }).click();
+    await visible(actions.getByRole('button', { name: 'Resume', exact: true }), 'the Resume button');
+    await visible(page.locator('.page-head [data-paused="true"]'), 'the paused flag');
+    const job = await apiOk('GET', `/api/v1/jobs/ui-echo?namespace=${NS}`);
+    if (job.paused !== true) fail('the job is not paused in the API');
+  });
+
+  await step('6. a failing run shows failed, its exit code and its stderr', async () => {
+    await createJob({
+      name: 'ui-fail',
+      task: { kind: 'shell', script: 'echo boom >&2; exit 3' },
+      retry: { max_attempts: 1 },
+    });
+    failRun = (await apiOk('POST', `/api/v1/jobs/ui-fail/trigger?namespace=${NS}`, {})).id;
+    await page.goto(`${BASE}/runs/${failRun}`);
+    await visible(page.locator('.page-head .badge[data-state="failed"]'), 'the failed state badge');
+    await contains(page.locator('pre.output').first(), 'boom', 'the output');
+    await waitFor('exit code 3 in the attempts', async () => (await page.locator('table.attempts td.exit-code').first().textContent()).trim() === '3');
+    await visible(page.getByRole('button', { name: 'Rerun', exact: true }), 'the Rerun button');
+    if (await page.getByRole('button', { name: 'Cancel run' }).count()) fail('a finished run offers "Cancel run"');
+    await shot(page, 'failed-run.png');
+  });
+
+  await step('7. a workflow run: the DAG coloured by state, a step and its output', async () => {
+    await createJob({
+      name: 'ui-flow',
+      retry: { max_attempts: 1 },
+      steps: [
+        { name: 'a', task: { kind: 'shell', script: 'echo a-ok' } },
+        { name: 'b', depends_on: ['a'], task: { kind: 'shell', script: 'echo b-ok' } },
+        { name: 'c', depends_on: ['a'], task: { kind: 'shell', script: 'echo c-broke >&2; exit 1' } },
+      ],
+    });
+    flowRun = (await apiOk('POST', `/api/v1/jobs/ui-flow/trigger?namespace=${NS}`, {})).id;
+    await page.goto(`${BASE}/runs/${flowRun}`);
+    await visible(page.locator('.page-head .badge[data-state="failed"]'), 'the workflow run ending failed');
+    for (const [st, state] of [['a', 'succeeded'], ['b', 'succeeded'], ['c', 'failed']]) {
+      await visible(page.locator(`svg.dag g[data-step="${st}"][data-state="${state}"]`), `step ${st} ${state} in the DAG`);
+    }
+    if ((await page.locator('svg.dag path.dag-edge').count()) !== 2) fail('the DAG should have 2 edges (a → b, a → c)');
+    const fill = (st) => page.locator(`svg.dag g[data-step="${st}"] rect`).evaluate((el) => getComputedStyle(el).fill);
+    const [fa, fb, fc] = [await fill('a'), await fill('b'), await fill('c')];
+    if (fa === fc) fail(`steps a and c have the same fill ${fa}`);
+    if (fa !== fb) fail(`steps a and b (both succeeded) differ: ${fa} and ${fb}`);
+    // Keyboard: focus b and press Enter.
+    await page.locator('svg.dag g[data-step="b"]').focus();
+    await page.keyboard.press('Enter');
+    await visible(page.locator('.step-panel').getByRole('heading', { name: 'Step b' }), 'the panel of step b');
+    await contains(page.locator('.step-panel pre.output'), 'b-ok', 'the output of step b');
+    await page.locator('svg.dag g[data-step="c"]').click();
+    await visible(page.locator('.step-panel').getByRole('heading', { name: 'Step c' }), 'the panel of step c');
+    await visible(page.locator('.step-panel .badge[data-state="failed"]'), 'the failed badge of step c');
+    await contains(page.locator('.step-panel pre.output'), 'c-broke', 'the output of step c');
+    await visible(page.locator('.step-panel').getByRole('button', { name: 'Rerun step' }), 'the Rerun step action');
+    await visible(page.locator('.step-panel').getByRole('button', { name: 'Mark succeeded' }), 'the Mark succeeded action');
+    if (new URL(page.url()).searchParams.get('step') !== 'c') fail('the chosen step is not in the URL');
+    await shot(page, 'workflow.png');
+  });
+
+  await step('8. delete asks first; Keep keeps, Delete deletes', async () => {
+    await page.locator('header nav').getByRole('link', { name: 'Jobs' }).click();
+    await waitFor('the jobs page', () => pathOf(page) === '/');
+    const row = page.locator('tr[data-job="ui-echo"]');
+    await visible(row, 'the row of ui-echo');
+    await visible(row.locator('[data-paused="true"]'), 'ui-echo shown as paused in the list');
+    await visible(row.getByRole('button', { name: 'Resume', exact: true }), 'Resume in the row of the paused job');
+    const dialog = page.locator('dialog[open]');
+    await row.getByRole('button', { name: 'Delete', exact: true }).click();
+    await visible(dialog, 'the confirm dialog');
+    const text = (await dialog.textContent()) || '';
+    if (!text.includes('Delete job ui-echo and its runs?')) fail(`the dialog asks: ${text}`);
+    await dialog.getByRole('button', { name: 'Keep', exact: true }).click();
+    await gone(dialog, 'the dialog');
+    await page.waitForTimeout(500);
+    await visible(row, 'the row of ui-echo after Keep');
+    if ((await apiCall('GET', `/api/v1/jobs/ui-echo?namespace=${NS}`)).status !== 200) fail('Keep deleted the job');
+    await row.getByRole('button', { name: 'Delete', exact: true }).click();
+    await visible(dialog, 'the confirm dialog, again');
+    await dialog.getByRole('button', { name: 'Delete', exact: true }).click();
+    await gone(row, 'the row of ui-echo');
+    const after = await apiCall('GET', `/api/v1/jobs/ui-echo?namespace=${NS}`);
+    if (after.status !== 404) fail(`the job is still there (${after.status})`);
+  });
+
+  await step('9. the nodes page shows the leader', async () => {
+    await page.locator('header nav').getByRole('link', { name: 'Nodes' }).click();
+    await waitFor('the nodes page', () => pathOf(page) === '/nodes');
+    await waitFor('one node', async () => (await page.locator('table.nodes tbody tr').count()) === 1);
+    await visible(page.locator('table.nodes tbody tr[data-leader="true"] .badge.leader'), 'the leader flag');
+    await waitFor('the term', async () => /term \d+/.test(await page.locator('table.nodes .term').textContent()));
+    await waitFor('a heartbeat in seconds', async () => /\d+s ago/.test(await page.locator('table.nodes tbody tr').textContent()));
+    await shot(page, 'nodes.png');
+  });
+
+  await step('10. a viewer sees no buttons that change anything, and is refused', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const viewer = watch(await ctx.newPage());
+    current = viewer;
+    await signIn(viewer, VIEWER);
+    await waitFor('the header to show the viewer role', async () => (await viewer.locator('header .role').textContent()) === 'viewer');
+    await visible(viewer.locator('tr[data-job="ui-fail"]'), 'the row of ui-fail');
+    let n = await mutatingButtons(viewer);
+    if (n) fail(`the jobs list shows ${n} mutating buttons to a viewer`);
+    await viewer.goto(`${BASE}/runs/${failRun}`);
+    await visible(viewer.locator('.page-head .badge[data-state="failed"]'), 'the failed run');
+    n = await mutatingButtons(viewer);
+    if (n) fail(`the run page shows ${n} mutating buttons to a viewer`);
+    await viewer.goto(`${BASE}/runs/${flowRun}?step=c`);
+    await visible(viewer.locator('.step-panel').getByRole('heading', { name: 'Step c' }), 'the panel of step c');
+    n = await mutatingButtons(viewer);
+    if (n) fail(`the workflow run page shows ${n} mutating buttons to a viewer`);
+    await viewer.goto(`${BASE}/jobs/${NS}/ui-fail`);
+    await visible(viewer.getByRole('heading', { level: 1, name: 'ui-fail' }), 'the job page of ui-fail');
+    n = await mutatingButtons(viewer);
+    if (n) fail(`the job page shows ${n} mutating buttons to a viewer`);
+    const status = await viewer.evaluate(() => fetch('/api/v1/jobs/ui-fail/trigger?namespace=default', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}',
+    }).then((r) => r.status));
+    if (status !== 403) fail(`a viewer's trigger answered ${status}, not 403`);
+    await ctx.close();
+    current = page;
+  });
+
+  await step('11. the jobs page on a phone', async () => {
+    const ctx = await browser.newContext({
+      viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
+      storageState: await admin.storageState(),
+    });
+    const phone = watch(await ctx.newPage());
+    current = phone;
+    await phone.goto(`${BASE}/`);
+    await visible(phone.locator('tr[data-job="ui-fail"]'), 'the row of ui-fail');
+    await shot(phone, 'jobs-phone.png');
+    const m = await phone.evaluate(() => {
+      const wrap = document.querySelector('.table-wrap');
+      return {
+        vw: window.innerWidth,
+        doc: document.documentElement.scrollWidth,
+        body: document.body.scrollWidth,
+        wrapScrolls: wrap ? wrap.scrollWidth > wrap.clientWidth : null,
+      };
+    });
+    if (m.doc > m.vw || m.body > m.vw) fail(`the page overflows sideways: ${JSON.stringify(m)}`);
+    if (m.wrapScrolls !== true) fail(`the table should scroll inside its wrapper: ${JSON.stringify(m)}`);
+    await ctx.close();
+    current = page;
+  });
+
+  await browser.close();
+  browser = null;
+  console.log('\nUI test passed; screenshots in', SHOTS);
+}
+
+const watchdog = setTimeout(() => finishWithFailure(new Error(`the script took longer than ${DEADLINE / 1000} s`)), DEADLINE);
+main().then(() => {
+  clearTimeout(watchdog);
+  process.exit(0);
+}, (err) => finishWithFailure(err));
