@@ -11,8 +11,9 @@
 //!   scope answers `404`, exactly like one without the job, so a token learns nothing about
 //!   namespaces it does not see.
 //!
-//! The web UI sends the token in its session cookie instead ([`SESSION_COOKIE`], set by
-//! `POST /api/v1/session`); a request with both uses the `Authorization` header.
+//! The web UI sends a session cookie instead ([`SESSION_COOKIE`], set by `POST /api/v1/session`):
+//! a session id that acts as the token it was signed in with, while both live. A request with
+//! both uses the `Authorization` header; one with several session cookies uses none of them.
 //!
 //! No token, or an unknown, expired or revoked one, is `401` with `WWW-Authenticate: Bearer`.
 
@@ -47,20 +48,53 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }
 
-/// The cookie the web UI's session keeps its token in ([`crate::ui`]).
+/// The web UI's session cookie ([`crate::ui`]) on plain HTTP.
 pub const SESSION_COOKIE: &str = "kairos_session";
+/// The same over HTTPS: a `__Host-` cookie, which browsers accept only with `Secure`,
+/// `Path=/` and no `Domain`, so that no other port or subdomain can set one.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-kairos_session";
 
-/// The token of the web UI's session cookie, if the request has one.
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// What a request's session cookie holds.
+enum SessionCookie<'a> {
+    None,
+    One(&'a str),
+    /// More than one: another site on the host (another port) may have set one to sign the
+    /// browser in as someone else, so none is used.
+    Several,
+}
+
+fn session_cookie(headers: &HeaderMap) -> SessionCookie<'_> {
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .filter(|(name, _)| *name == SESSION_COOKIE || *name == SECURE_SESSION_COOKIE)
         .map(|(_, value)| value.trim())
-        .filter(|value| !value.is_empty())
+        .filter(|value| !value.is_empty());
+    match (found.next(), found.next()) {
+        (None, _) => SessionCookie::None,
+        (Some(one), None) => SessionCookie::One(one),
+        (Some(_), Some(_)) => SessionCookie::Several,
+    }
+}
+
+/// The request's session cookie alone, as a `Cookie` header for a request passed on to another
+/// node of the cluster (sessions are in the shared store).
+pub(crate) fn session_cookie_to_forward(headers: &HeaderMap) -> Option<String> {
+    match session_cookie(headers) {
+        SessionCookie::One(id) => Some(format!("{SESSION_COOKIE}={id}")),
+        SessionCookie::None | SessionCookie::Several => None,
+    }
+}
+
+/// The hash of the session id a request's cookie holds (`None`: no usable session cookie).
+pub(crate) fn session_of(headers: &HeaderMap) -> Option<String> {
+    match session_cookie(headers) {
+        SessionCookie::One(id) => kairos_runtime::tokens::session_hash(id),
+        SessionCookie::None | SessionCookie::Several => None,
+    }
 }
 
 fn unauthorized(detail: &str) -> Response {
@@ -102,23 +136,35 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         AuthMode::Off => Some(Principal::anonymous()),
         AuthMode::Required => {
             let open = is_open(&app, req.method(), req.uri().path());
-            let presented = bearer(req.headers())
-                .or_else(|| session_cookie(req.headers()))
-                .map(hash_of_well_formed);
+            // A bearer token wins over a session cookie.
+            let presented = match bearer(req.headers()) {
+                Some(secret) => Some(hash_of_well_formed(secret).map(Credential::Token)),
+                None => match session_cookie(req.headers()) {
+                    SessionCookie::None => None,
+                    SessionCookie::One(id) => {
+                        Some(kairos_runtime::tokens::session_hash(id).map(Credential::Session))
+                    }
+                    SessionCookie::Several => Some(None),
+                },
+            };
             match presented {
-                Some(hash) => {
-                    let found = match &hash {
-                        Some(hash) => app.tokens.authenticate_hash(hash).await,
+                Some(credential) => {
+                    let found = match &credential {
+                        Some(credential) => credential.principal(&app).await,
                         None => Ok(None),
                     };
-                    match (found, hash) {
-                        (Ok(Some(principal)), Some(hash)) => {
-                            req.extensions_mut().insert(TokenHash(Arc::from(hash)));
+                    match (found, credential) {
+                        (Ok(Some(principal)), Some(credential)) => {
+                            req.extensions_mut().insert(credential);
                             Some(principal)
                         }
                         (Err(e), _) => return ApiError::from(e).into_response(),
                         _ if open => None,
-                        _ => return unauthorized("the token is unknown, expired or revoked"),
+                        _ => {
+                            return unauthorized(
+                                "the token (or the session) is unknown, expired or revoked",
+                            );
+                        }
                     }
                 }
                 None if open => None,
@@ -136,24 +182,40 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
     next.run(req).await
 }
 
-/// The hash of the token a request came with, to check it again during long requests.
+/// What a request authenticated with: the hash of its token's secret or of its session id,
+/// to check it again during long requests.
 #[derive(Debug, Clone)]
-struct TokenHash(Arc<str>);
+enum Credential {
+    Token(String),
+    Session(String),
+}
 
-/// The principal of a request, for handlers (and the hash of its token, if it had one).
+impl Credential {
+    async fn principal(
+        &self,
+        app: &AppState,
+    ) -> Result<Option<Principal>, kairos_store::StoreError> {
+        match self {
+            Credential::Token(hash) => app.tokens.authenticate_hash(hash).await,
+            Credential::Session(hash) => app.tokens.authenticate_session(hash).await,
+        }
+    }
+}
+
+/// The principal of a request, for handlers (and what it authenticated with, if anything).
 #[derive(Debug, Clone)]
-pub struct Caller(pub Principal, Option<Arc<str>>);
+pub struct Caller(pub Principal, Option<Arc<Credential>>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
-        let hash = parts.extensions.get::<TokenHash>().map(|h| h.0.clone());
+        let credential = parts.extensions.get::<Credential>().cloned().map(Arc::new);
         parts
             .extensions
             .get::<Principal>()
             .cloned()
-            .map(|principal| Caller(principal, hash))
+            .map(|principal| Caller(principal, credential))
             .ok_or_else(|| unauthorized("this route requires a token"))
     }
 }
@@ -202,7 +264,7 @@ impl Caller {
     pub fn watch_revocation(&self, app: &AppState) -> (CancellationToken, DropGuard) {
         let revoked = CancellationToken::new();
         let ended = CancellationToken::new();
-        if let Some(hash) = self.1.clone() {
+        if let Some(credential) = self.1.clone() {
             let every = app.access.stream_recheck.unwrap_or(RECHECK_EVERY);
             let (app, revoked, ended) = (app.clone(), revoked.clone(), ended.clone());
             tokio::spawn(async move {
@@ -211,7 +273,7 @@ impl Caller {
                         () = ended.cancelled() => return,
                         () = tokio::time::sleep(every) => {}
                     }
-                    if let Ok(None) = app.tokens.authenticate_hash(&hash).await {
+                    if let Ok(None) = credential.principal(&app).await {
                         revoked.cancel();
                         return;
                     }

@@ -285,6 +285,25 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(
             error::problem_for_rejections,
         ))
+        .layer(axum::middleware::map_response(no_store))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every answer but the web UI's shell and assets (which say otherwise) is for one request: no
+/// cache keeps it (a browser's included, now that a session cookie authenticates requests), and
+/// no browser guesses its type.
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let h = response.headers_mut();
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if !h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    response
 }

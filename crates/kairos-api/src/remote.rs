@@ -68,6 +68,8 @@ pub(crate) async fn output(
         let mut request = client.get(&url).header(FORWARDED, "1");
         if let Some(auth) = headers.get(header::AUTHORIZATION) {
             request = request.header(header::AUTHORIZATION, auth.clone());
+        } else if let Some(cookie) = crate::auth::session_cookie_to_forward(headers) {
+            request = request.header(header::COOKIE, cookie);
         }
         match request.send().await {
             Ok(answer) if answer.status().is_success() => {
@@ -80,7 +82,7 @@ pub(crate) async fn output(
                     (
                         [
                             (header::CONTENT_TYPE, content_type),
-                            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
                         ],
                         Body::from_stream(answer.bytes_stream()),
                     )

@@ -57,10 +57,17 @@ struct Filter {
 impl Filter {
     fn passes(&self, e: &ActivityEntry) -> bool {
         let r = &e.record;
+        // That events were lost says nothing of any namespace or job: every client hears it
+        // (the events it missed may have been its own), unless its `kinds` leave it out.
+        if r.kind == "events.dropped" {
+            return self
+                .kinds
+                .as_ref()
+                .is_none_or(|kinds| kinds.contains(&r.kind));
+        }
         let visible = match &r.namespace {
             Some(ns) => self.scope.allows(ns),
-            // That events were lost says nothing of any namespace: everyone hears it.
-            None => self.scope == Scope::All || r.kind == "events.dropped",
+            None => self.scope == Scope::All,
         };
         visible
             && self
@@ -377,5 +384,55 @@ impl Follow {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: &str, namespace: Option<&str>, job: Option<&str>) -> ActivityEntry {
+        ActivityEntry {
+            cursor: ActivityCursor::default(),
+            record: kairos_store::ActivityRecord {
+                at: jiff::Timestamp::UNIX_EPOCH,
+                node: "n1".into(),
+                kind: kind.into(),
+                namespace: namespace.map(Into::into),
+                job: job.map(Into::into),
+                run_id: None,
+                data: "{}".into(),
+            },
+        }
+    }
+
+    fn filter(scope: Scope, kinds: Option<&[&str]>) -> Filter {
+        Filter {
+            scope,
+            namespace: Some("team-a".into()),
+            job: Some("etl".into()),
+            kinds: kinds.map(|k| k.iter().map(|s| (*s).to_owned()).collect()),
+        }
+    }
+
+    #[test]
+    fn dropped_events_reach_every_client_that_takes_their_kind() {
+        let scoped = Scope::parse(&["team-a".into()]).unwrap_or(Scope::All);
+        let dropped = entry("events.dropped", None, None);
+        assert!(filter(scoped.clone(), None).passes(&dropped));
+        assert!(filter(Scope::All, Some(&["run.finished", "events.dropped"])).passes(&dropped));
+        assert!(!filter(scoped.clone(), Some(&["run.finished"])).passes(&dropped));
+        // Other events keep to the filters and the scope.
+        assert!(filter(scoped.clone(), None).passes(&entry(
+            "run.finished",
+            Some("team-a"),
+            Some("etl")
+        )));
+        assert!(!filter(scoped.clone(), None).passes(&entry(
+            "run.finished",
+            Some("team-a"),
+            Some("other")
+        )));
+        assert!(!filter(scoped, None).passes(&entry("leader.changed", None, None)));
     }
 }

@@ -7,11 +7,14 @@
 //! `/jobs/{namespace}/{name}`, `/runs/{id}`, `/nodes`, `/login`); each answers the same shell,
 //! which holds no data, so a link can be shared and opened after signing in.
 //!
-//! Sessions: `POST /api/v1/session` with a token sets it in a cookie that scripts cannot read
-//! (`HttpOnly`), that browsers send only with requests from the node's own pages
-//! (`SameSite=Strict`) and, on HTTPS, only over TLS (`Secure`). The token is never in a URL.
-//! Requests with the cookie are authenticated like bearer requests ([`crate::auth`]), and the
-//! guard's checks of `Origin`, `Sec-Fetch-Site` and `Content-Type` still refuse any
+//! Sessions: `POST /api/v1/session` with a token creates a session in the store (a random id;
+//! the store keeps its hash) and sets its id in a cookie that scripts cannot read (`HttpOnly`),
+//! that browsers send only with requests from pages of the same site (`SameSite=Strict`; a
+//! site is a host, whatever the port) and, over HTTPS, only over TLS (`Secure`, and the
+//! `__Host-` name that no other origin can set). The token itself never leaves the sign-in
+//! request. A session lasts [`kairos_runtime::tokens::SESSION_LIFETIME`] at most, ends when
+//! signed out, and with its token. Requests with the cookie act as the token ([`crate::auth`]),
+//! and the guard's checks of `Origin`, `Sec-Fetch-Site` and `Content-Type` still refuse any
 //! state-changing request another site could make a browser send ([`crate::guard`]).
 
 use std::sync::OnceLock;
@@ -23,12 +26,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kairos_core::ValidationErrors;
 use kairos_core::auth::{Principal, Role};
-use kairos_runtime::tokens::hash_of_well_formed;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
-use crate::auth::{AuthMode, Caller, SESSION_COOKIE};
+use crate::auth::{AuthMode, Caller, SECURE_SESSION_COOKIE, SESSION_COOKIE};
 use crate::error::ApiError;
 
 /// What the pages may load: their own scripts, styles and API, nothing inline, no frames.
@@ -185,7 +187,11 @@ pub async fn get(State(app): State<AppState>, caller: Caller) -> Json<SessionDto
         (status = 401, description = "The token is unknown, expired or revoked", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a sign-in body", body = crate::error::Problem, content_type = "application/problem+json")),
     security(()))]
-pub async fn create(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let mut value =
         kairos_core::document::parse_json(&body).map_err(|e| ApiError::invalid(e.into()))?;
     let mut errs = ValidationErrors::default();
@@ -201,11 +207,7 @@ pub async fn create(State(app): State<AppState>, body: Bytes) -> Result<Response
     if app.access.auth == AuthMode::Off {
         return Ok(Json(SessionDto::new(AuthMode::Off, &Principal::anonymous())).into_response());
     }
-    let principal = match hash_of_well_formed(body.token.trim()) {
-        Some(hash) => app.tokens.authenticate_hash(&hash).await?,
-        None => None,
-    };
-    let Some(principal) = principal else {
+    let Some((principal, session)) = app.tokens.sign_in(body.token.trim()).await? else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -214,32 +216,76 @@ pub async fn create(State(app): State<AppState>, body: Bytes) -> Result<Response
         ));
     };
     tracing::info!(token = %principal.name, "signed in to the web UI");
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{}",
-        body.token.trim(),
-        if app.access.tls { "; Secure" } else { "" }
-    );
+    let secure = secure_context(&app, &headers);
     let mut response = Json(SessionDto::new(AuthMode::Required, &principal)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+    let h = response.headers_mut();
+    // The other name's cookie, if any, is cleared, so that the browser holds one session.
+    for cookie in [
+        clear_cookie(false, secure),
+        Some(format!(
+            "{}={session}; Path=/; HttpOnly; SameSite=Strict{}",
+            cookie_name(secure),
+            if secure { "; Secure" } else { "" }
+        )),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            h.append(header::SET_COOKIE, value);
+        }
     }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
 #[utoipa::path(delete, path = "/api/v1/session", tag = "session",
-    responses((status = 204, description = "Signed out: the session cookie is cleared")),
+    responses((status = 204, description = "Signed out: the session ends and its cookie is cleared")),
     security(()))]
-pub async fn delete(State(app): State<AppState>) -> Response {
-    let cookie = format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        if app.access.tls { "; Secure" } else { "" }
-    );
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+pub async fn delete(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(hash) = crate::auth::session_of(&headers) {
+        app.tokens.sign_out(&hash).await?;
     }
-    response
+    let secure = secure_context(&app, &headers);
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    for cookie in [clear_cookie(false, true), clear_cookie(true, secure)]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Whether the browser reached the node over HTTPS: the node serves TLS itself, or the page's
+/// own origin (which the browser sets) is `https://`, as behind a TLS-terminating proxy.
+fn secure_context(app: &AppState, headers: &HeaderMap) -> bool {
+    app.access.tls
+        || headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|origin| origin.starts_with("https://"))
+}
+
+/// The session cookie's name: `__Host-` prefixed over HTTPS.
+fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// A `Set-Cookie` value that deletes the session cookie of that name (`secure`: the `__Host-`
+/// one, which a browser accepts only over HTTPS), if `wanted`.
+fn clear_cookie(secure: bool, wanted: bool) -> Option<String> {
+    wanted.then(|| {
+        format!(
+            "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+            cookie_name(secure),
+            if secure { "; Secure" } else { "" }
+        )
+    })
 }

@@ -124,8 +124,15 @@ export const JOB_KINDS = [
   'job.changed', 'run.queued', 'run.skipped', 'run.started', 'run.retrying', 'run.finished',
   'run.released', 'run.changed', 'runs.rescued',
 ];
+/**
+ * The kinds that change what the jobs list shows: a run starting or being retried changes
+ * neither a job, its next fire time nor its ended runs.
+ */
+export const LIST_KINDS = JOB_KINDS.filter((k) => k !== 'run.started' && k !== 'run.retrying');
 export const RUN_KINDS = JOB_KINDS.filter((k) => k.startsWith('run'));
 export const NODE_KINDS = ['leader.changed', 'node.joined', 'node.left', 'nodes.expired'];
+/** Sent when the server had to drop events for a client: the page reads its state again. */
+const DROPPED = 'events.dropped';
 
 const liveListeners = new Set();
 /** Learns whether the page's event stream is connected (`true`/`false`). */
@@ -137,30 +144,38 @@ function liveStatus(connected) {
 }
 
 /**
- * Follows the event stream (`namespace`, `job` and `kinds` filter it) and calls `onChange` at
- * most once per `delay` ms, with the events seen since the last call, so that a burst of events
- * makes one refetch. `reset`, `events.dropped` and every (re)connection also call it. The
+ * Follows the event stream (`namespace`, `job` and `kinds` filter it; `events.dropped` is always
+ * asked for) and calls `onChange` with the events seen since the last call, at most once per
+ * `every` ms: the first event after a quiet spell calls it soon (a burst of events that come
+ * together makes one call), and the events within `every` ms of a call make one call at the end
+ * of that span. `reset`, `events.dropped` and every (re)connection (`open`) also call it. The
  * EventSource reconnects by itself (sending Last-Event-ID); a stream the server closed for good
- * (the session ended, a restart) is opened again after a pause. Returns `close()`.
+ * (the session ended, a restart) is opened again after a pause. A hidden tab lets go of the
+ * stream. Returns `close()`.
  */
-export function liveEvents({ namespace, job, kinds }, onChange, { delay = 150 } = {}) {
-  const url = `${BASE}/events/stream${qs({ namespace, job: job || undefined, kinds: kinds ? kinds.join(',') : undefined })}`;
+export function liveEvents({ namespace, job, kinds }, onChange, { every = 1500 } = {}) {
+  const listened = [...new Set([...(kinds || [...JOB_KINDS, ...NODE_KINDS]), DROPPED])];
+  const url = `${BASE}/events/stream${qs({ namespace, job: job || undefined, kinds: kinds ? listened.join(',') : undefined })}`;
+  const soon = Math.min(100, every);
   let source = null;
   let timer = null;
   let reopen = null;
   let pending = [];
   let closed = false;
+  let lastCall = -Infinity;
 
+  const flush = () => {
+    timer = null;
+    lastCall = Date.now();
+    const events = pending;
+    pending = [];
+    if (!closed) onChange(events);
+  };
   const fire = (event) => {
     if (closed) return;
     pending.push(event);
     if (timer) return;
-    timer = setTimeout(() => {
-      timer = null;
-      const events = pending;
-      pending = [];
-      if (!closed) onChange(events);
-    }, delay);
+    timer = setTimeout(flush, Math.max(soon, lastCall + every - Date.now()));
   };
 
   const open = () => {
@@ -175,7 +190,7 @@ export function liveEvents({ namespace, job, kinds }, onChange, { delay = 150 } 
       }
       fire({ kind: e.type, ...data });
     };
-    for (const kind of [...(kinds || [...JOB_KINDS, ...NODE_KINDS]), 'reset', 'events.dropped']) {
+    for (const kind of [...listened, 'reset']) {
       es.addEventListener(kind, handler);
     }
     // Once connected, read the state again: what changed between the page's first fetch and

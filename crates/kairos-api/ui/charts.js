@@ -27,16 +27,41 @@ function shortTime(d) {
 
 // ---- sparkline ----
 
+/** The ended states that count as a failure (a cancelled run is neither success nor failure). */
+export const FAILURES = new Set(['failed', 'timed_out', 'lost']);
+
+/** Whether an ended run's state is an outcome: a success or a failure. */
+function isOutcome(state) {
+  return state === 'succeeded' || FAILURES.has(state);
+}
+
 /**
- * One bar per ended run, oldest left: tall and coloured for a success, short for anything
- * else. `recent` is newest first (as `/stats/jobs` answers). The `<title>` gives the rate.
+ * The success rate of ended runs: `ok` successes of `total` outcomes (successes and failures;
+ * cancelled and other runs count for neither), `percent` rounded, null when there is none.
+ */
+export function successRate(recent) {
+  const outcomes = (recent || []).filter((r) => isOutcome(r.state));
+  const ok = outcomes.filter((r) => r.state === 'succeeded').length;
+  const total = outcomes.length;
+  return { ok, total, percent: total ? Math.round((100 * ok) / total) : null };
+}
+
+/** The newest run (of `recent`, newest first) that succeeded or failed, or null. */
+export function lastOutcome(recent) {
+  return (recent || []).find((r) => isOutcome(r.state)) || null;
+}
+
+/**
+ * One bar per ended run, oldest left: tall for a success, shorter for a failure, shortest for
+ * a run that is neither (cancelled). `recent` is newest first (as `/stats/jobs` answers). The
+ * `<title>` gives the success rate.
  */
 export function sparkline(recent) {
   const runs = [...(recent || [])].reverse();
-  const ok = runs.filter((r) => r.state === 'succeeded').length;
-  const label = runs.length
-    ? `Success rate ${Math.round((100 * ok) / runs.length)}% (${ok} of ${runs.length} recent runs)`
-    : 'No ended runs yet';
+  const rate = successRate(runs);
+  const label = !runs.length ? 'No ended runs yet'
+    : rate.total ? `Success rate ${rate.percent}% (${rate.ok} of ${rate.total} recent outcomes)`
+      : `No success or failure among ${runs.length} recent runs`;
   const n = Math.max(runs.length, 1);
   const barW = 3;
   const gap = 1;
@@ -47,8 +72,7 @@ export function sparkline(recent) {
   }, s('title', null, label));
   svg.appendChild(s('line', { class: 'spark-base', x1: 0, x2: width, y1: height - 0.5, y2: height - 0.5 }));
   runs.forEach((r, i) => {
-    const good = r.state === 'succeeded';
-    const bh = good ? height - 2 : 7;
+    const bh = r.state === 'succeeded' ? height - 2 : FAILURES.has(r.state) ? 7 : 4;
     svg.appendChild(s('rect', {
       class: `spark-bar state-${r.state}`, x: i * (barW + gap), y: height - bh, width: barW, height: bh,
     }, s('title', null, `Run ${r.run_id}: ${r.state}`)));

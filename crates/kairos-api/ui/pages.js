@@ -5,9 +5,11 @@
 // names, output and reasons are user data.
 
 import {
-  api, apiText, streamText, jobPath, liveEvents, coalesce, JOB_KINDS, RUN_KINDS, NODE_KINDS,
+  api, apiText, streamText, jobPath, liveEvents, coalesce, JOB_KINDS, LIST_KINDS, RUN_KINDS, NODE_KINDS,
 } from './api.js';
-import { sparkline, timeChart, dagChart } from './charts.js';
+import {
+  sparkline, timeChart, dagChart, successRate, lastOutcome, FAILURES,
+} from './charts.js';
 
 // ==============================================================================================
 // Building blocks
@@ -250,6 +252,35 @@ export function statusRegion() {
   };
 }
 
+/**
+ * A page's loader around `load` (which shows its own errors and answers true when it drew
+ * fresh data): `refresh(cause)` runs it, never two at once, and once more at the end when asked
+ * while it runs. After each successful load `<body>` gets `data-loads` (a counter) and
+ * `data-load-cause` (what asked for it: `initial`, `action`, `timer`, or the kinds of the
+ * events, `open` for a stream's (re)connection): hooks for the browser test.
+ */
+export function loader(load) {
+  const causes = new Set();
+  const run = coalesce(async () => {
+    const why = [...causes];
+    causes.clear();
+    if ((await load()) === true) {
+      const body = document.body.dataset;
+      body.loads = String(Number(body.loads || 0) + 1);
+      body.loadCause = why.join(',');
+    }
+  });
+  return (cause = 'action') => {
+    for (const c of Array.isArray(cause) ? cause : [cause]) causes.add(String(c));
+    return run();
+  };
+}
+
+/** What asked for a refetch from the event stream: the kinds of the events. */
+function kindsOf(events) {
+  return (events || []).map((e) => e.kind);
+}
+
 let dialog = null;
 /**
  * Asks a question in a modal `<dialog>`; resolves true when `confirmLabel` is chosen, false on
@@ -412,7 +443,7 @@ const STATES = [
   ['all', 'All'],
   ['active', 'Active (not paused)'],
   ['paused', 'Paused'],
-  ['failing', 'Failing (last run not succeeded)'],
+  ['failing', 'Failing (last outcome failed)'],
 ];
 
 /** A trigger as written in the job document: `cron 0 3 * * * (Europe/Berlin)`, `every 15m`. */
@@ -532,7 +563,9 @@ export function mountJobs(main, ctx) {
 
   function matches(job) {
     const stat = stats.get(jobKey(job.namespace, job.name));
-    const last = stat && stat.recent && stat.recent[0];
+    // A cancelled run is no outcome: the last failed, timed out or lost run (before any success)
+    // makes a job failing.
+    const last = lastOutcome(stat && stat.recent);
     if (filters.q && !job.name.toLowerCase().includes(filters.q.toLowerCase())) return false;
     if (filters.ns && job.namespace !== filters.ns) return false;
     if (filters.label) {
@@ -545,7 +578,7 @@ export function mountJobs(main, ctx) {
     switch (filters.state) {
       case 'active': return !job.paused;
       case 'paused': return Boolean(job.paused);
-      case 'failing': return Boolean(last) && last.state !== 'succeeded';
+      case 'failing': return Boolean(last) && FAILURES.has(last.state);
       default: return true;
     }
   }
@@ -555,7 +588,7 @@ export function mountJobs(main, ctx) {
     const stat = stats.get(k);
     const recent = (stat && stat.recent) || [];
     const last = recent[0];
-    const ok = recent.filter((r) => r.state === 'succeeded').length;
+    const rate = successRate(recent);
     const runId = triggered.get(k);
     const href = `/jobs/${encodeURIComponent(job.namespace)}/${encodeURIComponent(job.name)}`;
     return h('tr', { 'data-job': job.name, 'data-namespace': job.namespace, class: job.paused ? 'is-paused' : null },
@@ -572,7 +605,7 @@ export function mountJobs(main, ctx) {
         ? [badge(last.state), h('div', { class: 'sub' }, timeRel(last.finished_at))]
         : h('span', { class: 'muted' }, statsMissing ? '—' : 'no runs')),
       h('td', { class: 'success' }, stat
-        ? h('div', { class: 'spark' }, sparkline(recent), h('span', { class: 'rate' }, recent.length ? `${Math.round((100 * ok) / recent.length)}%` : ''))
+        ? h('div', { class: 'spark' }, sparkline(recent), h('span', { class: 'rate' }, rate.total ? `${rate.percent}%` : ''))
         : h('span', { class: 'muted' }, '—')),
       h('td', null, job.paused
         ? h('span', { class: 'badge paused', 'data-paused': 'true' }, 'paused')
@@ -583,6 +616,7 @@ export function mountJobs(main, ctx) {
   }
 
   async function afterAction(job, kind, result) {
+    if (!alive) return;
     const k = jobKey(job.namespace, job.name);
     if (kind === 'trigger' && result) {
       triggered.set(k, result.id);
@@ -621,7 +655,7 @@ export function mountJobs(main, ctx) {
       thead(...cols), h('tbody', null, shown.map(row))), 'Jobs table'));
   }
 
-  const refresh = coalesce(async () => {
+  const refresh = loader(async () => {
     try {
       const [list, st] = await Promise.all([
         api('/jobs'),
@@ -635,16 +669,19 @@ export function mountJobs(main, ctx) {
       statsMissing = st === null;
       stats = new Map((st || []).map((x) => [jobKey(x.namespace, x.name), x]));
       draw();
+      return true;
     } catch (e) {
       if (alive) {
         alert.show(e);
         if (jobs === null) replace(live, h('p', { class: 'empty' }, 'The jobs could not be loaded.'));
       }
+      return false;
     }
   });
 
-  const close = liveEvents({ kinds: JOB_KINDS }, () => refresh());
-  refresh();
+  // Only events change the list (there is no periodic refetch), at most once per 1.5 s.
+  const close = liveEvents({ kinds: LIST_KINDS }, (events) => refresh(kindsOf(events)));
+  refresh('initial');
   return () => {
     alive = false;
     close();
@@ -729,7 +766,8 @@ export function mountJob(main, ctx) {
   const alert = alertRegion();
   const status = statusRegion();
   let alive = true;
-  let newerBefore; // undefined: not computed; null: the newest page
+  let left = false; // the user went to another page (`alive` also ends when the job is gone)
+  let newerBefore; // undefined: not computed yet; null: the newest page
 
   const badges = h('span', { class: 'head-badges' });
   const actions = h('div', { class: 'page-actions' });
@@ -758,6 +796,7 @@ export function mountJob(main, ctx) {
   );
 
   async function afterAction(kind, result) {
+    if (left) return;
     if (kind === 'delete') {
       ctx.navigate('/');
       return;
@@ -785,7 +824,11 @@ export function mountJob(main, ctx) {
     try {
       const newest = await api(jobPath(name, namespace, '/runs', { limit: 1000 }));
       const i = newest.findIndex((r) => r.id <= firstId);
-      if (i === -1) return;
+      if (i === -1) {
+        // More than 1000 runs are newer: "Newer" leads to the newest page.
+        newerBefore = null;
+        return;
+      }
       const start = Math.max(0, i - PAGE);
       newerBefore = start === 0 ? null : newest[start - 1].id;
     } catch {
@@ -828,7 +871,7 @@ export function mountJob(main, ctx) {
     replace(badges);
   }
 
-  const refresh = coalesce(async () => {
+  const refresh = loader(async () => {
     try {
       const [job, next, runs, stats] = await Promise.all([
         api(jobPath(name, namespace)),
@@ -845,17 +888,20 @@ export function mountJob(main, ctx) {
       replace(runsBox, runs.length ? runsTable(runs) : h('p', { class: 'empty' }, before !== null ? 'No older runs.' : 'No runs yet.'));
       drawPager(runs);
       replace(chartsBox, charts(runs));
+      return alive;
     } catch (e) {
-      if (!alive) return;
+      if (!alive) return false;
       if (e && e.status === 404) gone();
       else alert.show(e);
+      return false;
     }
   });
 
-  const close = liveEvents({ namespace, job: name, kinds: JOB_KINDS }, () => refresh());
-  refresh();
+  const close = liveEvents({ namespace, job: name, kinds: JOB_KINDS }, (events) => refresh(kindsOf(events)), { every: 1000 });
+  refresh('initial');
   return () => {
     alive = false;
+    left = true;
     close();
   };
 }
@@ -941,22 +987,47 @@ function attemptsTable(run, label) {
 /**
  * A `<pre>` with a run's output: the chosen attempt's stored text, or while the run is active
  * its live tail (`follow=true`, read as it streams). `show(run, attempt)` switches only when
- * what is shown would change, so a live refresh does not restart the stream.
+ * what is shown would change, so a live refresh does not restart the stream; a switch to
+ * another run or attempt empties the `<pre>` first ("Loading…"), and a failure says so under
+ * it. A hidden tab lets go of a live tail (browsers allow only six connections per server over
+ * HTTP/1.1, shared by all tabs) and reads the output again from the start, then follows it,
+ * when shown again. `reset()` empties it (another step is chosen); `dispose()` when the page
+ * goes.
  */
-function outputView(label, onEnded, onError) {
+function outputView(label, onEnded) {
   const pre = h('pre', { class: 'output', tabindex: 0, 'aria-label': label });
   const note = h('p', { class: 'output-note muted' });
-  let mode = null;
+  let mode = null; // what is shown or being fetched (a change of it fetches again)
+  let target = null; // which run and attempt the <pre> holds
   let controller = null;
+  let wanted = null; // the last `show` arguments, to follow again when the tab is shown
+  let suspended = false; // a live tail let go while the tab is hidden
   const atBottom = () => pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 24;
+  const abort = () => {
+    if (controller) controller.abort();
+    controller = null;
+  };
+  const failed = (e) => `The output could not be read: ${(e && (e.detail || e.message)) || e}`;
   const show = (run, attempt) => {
+    wanted = [run, attempt];
     const active = ACTIVE.has(run.state);
     const latest = attempt === null || (active && attempt === run.attempt);
     const follow = active && latest;
     const stamp = follow ? `follow:${run.id}` : `static:${run.id}:${latest ? 'latest' : attempt}:${run.state}:${(run.attempts || []).length}`;
     if (stamp === mode) return;
+    const into = `${run.id}:${latest ? 'latest' : attempt}`;
+    const switched = into !== target;
+    abort();
+    target = into;
+    if (switched) pre.textContent = '';
+    if (follow && document.hidden) {
+      mode = null;
+      suspended = true;
+      note.textContent = 'The live output resumes when this tab is shown again.';
+      return;
+    }
+    suspended = false;
     mode = stamp;
-    if (controller) controller.abort();
     controller = new AbortController();
     const { signal } = controller;
     if (follow) {
@@ -972,29 +1043,56 @@ function outputView(label, onEnded, onError) {
         note.textContent = '';
         onEnded();
       }, (e) => {
-        if (e && e.name === 'AbortError') return;
+        if (signal.aborted || (e && e.name === 'AbortError')) return;
         if (mode === stamp) mode = null;
-        onError(e);
+        note.textContent = failed(e);
       });
     } else {
-      note.textContent = '';
+      note.textContent = switched ? 'Loading…' : '';
       apiText(`/runs/${run.id}/output${latest ? '' : `?attempt=${attempt}`}`, { signal }).then((text) => {
         if (signal.aborted) return;
+        note.textContent = '';
         pre.textContent = text;
         pre.scrollTop = pre.scrollHeight;
       }, (e) => {
-        if (e && e.name === 'AbortError') return;
+        if (signal.aborted || (e && e.name === 'AbortError')) return;
         if (mode === stamp) mode = null;
-        onError(e);
+        note.textContent = failed(e);
       });
     }
   };
   const stop = () => {
-    if (controller) controller.abort();
-    controller = null;
+    abort();
     mode = null;
+    suspended = false;
   };
-  return { el: h('div', { class: 'output-box' }, note, pre), show, stop };
+  const reset = () => {
+    stop();
+    wanted = null;
+    target = null;
+    pre.textContent = '';
+    note.textContent = 'Loading…';
+  };
+  const onVisibility = () => {
+    if (document.hidden) {
+      if (mode && mode.startsWith('follow:')) {
+        abort();
+        mode = null;
+        suspended = true;
+        note.textContent = 'The live output resumes when this tab is shown again.';
+      }
+    } else if (suspended && wanted) {
+      suspended = false;
+      target = null; // read again from the start
+      show(...wanted);
+    }
+  };
+  document.addEventListener('visibilitychange', onVisibility);
+  const dispose = () => {
+    stop();
+    document.removeEventListener('visibilitychange', onVisibility);
+  };
+  return { el: h('div', { class: 'output-box' }, note, pre), show, stop, reset, dispose };
 }
 
 function facts(run) {
@@ -1051,9 +1149,9 @@ export function mountRun(main, ctx) {
   const attemptSelect = h('select', { id: 'attempt-select' });
   const outputSection = h('section', { class: 'card', 'aria-labelledby': 'h-output' });
 
-  const refreshSoon = () => refresh();
-  const output = outputView('Output', refreshSoon, (e) => alert.show(e));
-  const stepOutput = outputView('Step output', refreshSoon, (e) => alert.show(e));
+  const refreshSoon = () => refresh('output.ended');
+  const output = outputView('Output', refreshSoon);
+  const stepOutput = outputView('Step output', refreshSoon);
 
   stepsSection.append(h('h2', { id: 'h-steps' }, 'Steps'),
     h('p', { class: 'help' }, 'Select a step (click, or Enter) to see its run, output and actions.'),
@@ -1102,7 +1200,10 @@ export function mountRun(main, ctx) {
     if (!operate) return;
     const list = [];
     const active = ACTIVE.has(run.state);
-    if (active && !run.cancel_requested) {
+    if (active && run.parent_id && run.state === 'scheduled') {
+      // A step waiting for its upstream steps cannot be cancelled (the server answers 409).
+      list.push(h('span', { class: 'muted' }, 'Waiting for its upstream steps'));
+    } else if (active && !run.cancel_requested) {
       list.push(button('Cancel run', 'btn-danger-outline', (e) => act(e.currentTarget,
         () => api(`/runs/${run.id}/cancel`, { method: 'POST' }),
         async () => { status.set(`Cancel of run ${run.id} asked.`); await refresh(); })));
@@ -1143,7 +1244,7 @@ export function mountRun(main, ctx) {
     step = step === name ? null : name;
     saveQuery();
     stepRun = null;
-    stepOutput.stop();
+    stepOutput.reset();
     drawSteps();
     refresh();
   }
@@ -1223,7 +1324,7 @@ export function mountRun(main, ctx) {
     }
   }
 
-  const refresh = coalesce(async () => {
+  const refresh = loader(async () => {
     try {
       const r = await api(`/runs/${id}`);
       if (!alive) return;
@@ -1237,14 +1338,16 @@ export function mountRun(main, ctx) {
       }
       draw();
       startLive();
+      return true;
     } catch (e) {
-      if (!alive) return;
+      if (!alive) return false;
       if (e && e.status === 404 && !run) {
         replace(main, h('h1', null, `Run ${id}`),
           h('p', { class: 'empty' }, `There is no run ${id} (or it was deleted with its job). `, h('a', { href: '/' }, 'Back to the jobs')));
-        return;
+        return false;
       }
       alert.show(e);
+      return false;
     }
   });
 
@@ -1254,15 +1357,15 @@ export function mountRun(main, ctx) {
     if (liveFor === k) return;
     liveFor = k;
     close();
-    close = liveEvents({ namespace: run.namespace, job: run.job, kinds: RUN_KINDS }, () => refresh());
+    close = liveEvents({ namespace: run.namespace, job: run.job, kinds: RUN_KINDS }, (events) => refresh(kindsOf(events)), { every: 300 });
   }
 
-  refresh();
+  refresh('initial');
   return () => {
     alive = false;
     close();
-    output.stop();
-    stepOutput.stop();
+    output.dispose();
+    stepOutput.dispose();
   };
 }
 
@@ -1309,20 +1412,22 @@ export function mountNodes(main) {
         h('td', { class: 'num' }, String(n.running_attempts)))))), 'Nodes table'));
   }
 
-  const refresh = coalesce(async () => {
+  const refresh = loader(async () => {
     try {
       const nodes = await api('/nodes');
-      if (!alive) return;
+      if (!alive) return false;
       alert.clear();
       draw(nodes || []);
+      return true;
     } catch (e) {
       if (alive) alert.show(e);
+      return false;
     }
   });
 
-  const close = liveEvents({ kinds: NODE_KINDS }, () => refresh());
-  const timer = setInterval(refresh, 5000);
-  refresh();
+  const close = liveEvents({ kinds: NODE_KINDS }, (events) => refresh(kindsOf(events)));
+  const timer = setInterval(() => refresh('timer'), 5000);
+  refresh('initial');
   return () => {
     alive = false;
     clearInterval(timer);

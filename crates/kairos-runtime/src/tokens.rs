@@ -14,8 +14,8 @@ use jiff::SignedDuration;
 use kairos_core::ValidationErrors;
 use kairos_core::auth::{Principal, Role, Scope, may_grant, validate_token_name};
 use kairos_store::{
-    Store, StoreError, Token, TokenAuthenticateParams, TokenCreateParams, TokenListParams,
-    TokenRevokeParams,
+    SessionCreateParams, SessionParams, Store, StoreError, Token, TokenAuthenticateParams,
+    TokenCreateParams, TokenListParams, TokenRevokeParams,
 };
 use sha2::{Digest, Sha256};
 
@@ -82,13 +82,7 @@ pub fn hash_of_well_formed(secret: &str) -> Option<String> {
 }
 
 fn new_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    let mut secret = String::with_capacity(SECRET_PREFIX.len() + 64);
-    secret.push_str(SECRET_PREFIX);
-    for b in bytes {
-        secret.push_str(&format!("{b:02x}"));
-    }
-    secret
+    format!("{SECRET_PREFIX}{}", random_hex())
 }
 
 /// Token operations (API, CLI and the offline `kairos token create`).
@@ -200,13 +194,82 @@ impl TokenService {
                 now: self.clock.store_now(),
             })
             .await?;
-        Ok(token.map(|t| Principal {
-            name: t.name,
-            role: t.role,
-            scope: t.scope,
-            expires_at: t.expires_at,
-        }))
+        Ok(token.map(principal))
     }
+
+    /// Signs in to a web UI session with a token's secret: a new session id (returned once, for
+    /// the cookie; the store keeps its hash) that stands for the token for [`SESSION_LIFETIME`],
+    /// until signed out, or until the token is revoked or expires. `None`: not a live token.
+    pub async fn sign_in(&self, secret: &str) -> Result<Option<(Principal, String)>, StoreError> {
+        let Some(token_hash) = hash_of_well_formed(secret) else {
+            return Ok(None);
+        };
+        let Some(principal) = self.authenticate_hash(&token_hash).await? else {
+            return Ok(None);
+        };
+        let id = random_hex();
+        let created = self
+            .store
+            .session_create(SessionCreateParams {
+                id_hash: hash_secret(&id),
+                token_hash,
+                expires_at: self.clock.now() + SESSION_LIFETIME,
+                now: self.clock.store_now(),
+            })
+            .await?;
+        Ok(created.then_some((principal, id)))
+    }
+
+    /// The principal of a session by the hash of its id ([`session_hash`]), if the session and
+    /// its token are still live.
+    pub async fn authenticate_session(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<Principal>, StoreError> {
+        let token = self
+            .store
+            .session_authenticate(SessionParams {
+                id_hash: id_hash.to_owned(),
+                now: self.clock.store_now(),
+            })
+            .await?;
+        Ok(token.map(principal))
+    }
+
+    /// Ends a session (signing out).
+    pub async fn sign_out(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.store
+            .session_delete(SessionParams {
+                id_hash: id_hash.to_owned(),
+                now: self.clock.store_now(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// How long a web UI session lasts at most (its token's expiry or revocation ends it sooner).
+pub const SESSION_LIFETIME: SignedDuration = SignedDuration::from_hours(12);
+
+fn principal(t: kairos_store::Token) -> Principal {
+    Principal {
+        name: t.name,
+        role: t.role,
+        scope: t.scope,
+        expires_at: t.expires_at,
+    }
+}
+
+/// The hash of a session id if it has the form of one (64 hex digits); anything else is no
+/// session, found without a store read.
+pub fn session_hash(id: &str) -> Option<String> {
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hash_secret(id))
+}
+
+/// 256 random bits as 64 lowercase hex digits.
+fn random_hex() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -158,6 +158,59 @@ impl PostgresStore {
         .transpose()
     }
 
+    pub(crate) async fn session_create_tx(&self, p: SessionCreateParams) -> StoreResult<bool> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "DELETE FROM sessions WHERE expires_at <= coalesce($1::timestamptz, now())",
+            &[&p.now],
+        )
+        .await?;
+        // Fenced on the token working now: a token revoked meanwhile gets no session.
+        let created = execute(
+            &client,
+            "INSERT INTO sessions (id_hash, token_id, created_at, expires_at) \
+             SELECT $1, id, coalesce($3::timestamptz, now()), $4 FROM tokens \
+             WHERE hash = $2 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > coalesce($3::timestamptz, now()))",
+            &[&p.id_hash, &p.token_hash, &p.now, &p.expires_at],
+        )
+        .await?;
+        Ok(created == 1)
+    }
+
+    pub(crate) async fn session_authenticate_read(
+        &self,
+        p: SessionParams,
+    ) -> StoreResult<Option<Token>> {
+        let client = self.client().await?;
+        query_opt(
+            &client,
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = (SELECT token_id FROM sessions \
+                 WHERE id_hash = $1 AND expires_at > coalesce($2::timestamptz, now())) \
+                 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > coalesce($2::timestamptz, now()))"
+            ),
+            &[&p.id_hash, &p.now],
+        )
+        .await?
+        .as_ref()
+        .map(token)
+        .transpose()
+    }
+
+    pub(crate) async fn session_delete_tx(&self, p: SessionParams) -> StoreResult<bool> {
+        let client = self.client().await?;
+        Ok(execute(
+            &client,
+            "DELETE FROM sessions WHERE id_hash = $1",
+            &[&p.id_hash],
+        )
+        .await?
+            == 1)
+    }
+
     pub(crate) async fn audit_list_read(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>> {
         let limit = if p.limit == 0 {
             100

@@ -439,6 +439,7 @@ impl Store for PostgresStore {
              FROM jobs j CROSS JOIN LATERAL (SELECT x.job_id, x.id, x.state, x.scheduled_for, \
                x.started_at, x.finished_at FROM runs x \
                WHERE x.job_id = j.id AND x.parent_id IS NULL AND x.finished_at IS NOT NULL \
+               AND x.state <> 'skipped' \
                ORDER BY x.id DESC LIMIT $3) r \
              WHERE ($1::bigint IS NULL OR j.id = $1) \
              AND ($2::text[] IS NULL OR j.namespace = ANY($2)) \
@@ -538,6 +539,18 @@ impl Store for PostgresStore {
 
     async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>> {
         self.token_authenticate_read(p).await
+    }
+
+    async fn session_create(&self, p: SessionCreateParams) -> StoreResult<bool> {
+        self.session_create_tx(p).await
+    }
+
+    async fn session_authenticate(&self, p: SessionParams) -> StoreResult<Option<Token>> {
+        self.session_authenticate_read(p).await
+    }
+
+    async fn session_delete(&self, p: SessionParams) -> StoreResult<bool> {
+        self.session_delete_tx(p).await
     }
 
     async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>> {

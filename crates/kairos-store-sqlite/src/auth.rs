@@ -187,3 +187,41 @@ pub(crate) fn audit_list(conn: &Connection, p: &AuditListParams) -> StoreResult<
         entry,
     )
 }
+
+pub(crate) fn session_create(
+    tx: &Connection,
+    p: &SessionCreateParams,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    exec(
+        tx,
+        "DELETE FROM sessions WHERE expires_at <= ?1",
+        [micros(now)],
+    )?;
+    // Fenced on the token working now: a token revoked meanwhile gets no session.
+    let created = exec(
+        tx,
+        "INSERT INTO sessions (id_hash, token_id, created_at, expires_at) \
+         SELECT ?1, id, ?3, ?4 FROM tokens WHERE hash = ?2 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > ?3)",
+        params![p.id_hash, p.token_hash, micros(now), micros(p.expires_at)],
+    )?;
+    Ok(created == 1)
+}
+
+pub(crate) fn session_authenticate(
+    conn: &Connection,
+    p: &SessionParams,
+    now: Timestamp,
+) -> StoreResult<Option<Token>> {
+    first(
+        conn,
+        &format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = (SELECT token_id FROM sessions \
+             WHERE id_hash = ?1 AND expires_at > ?2) AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > ?2)"
+        ),
+        params![p.id_hash, micros(now)],
+        token,
+    )
+}

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_dependencies.sql"),
     include_str!("../migrations/0010_progress.sql"),
     include_str!("../migrations/0011_calendars.sql"),
+    include_str!("../migrations/0012_sessions.sql"),
 ];
 
 /// Reader connections (and threads).

@@ -964,7 +964,7 @@ impl Store for SqliteStore {
                     "SELECT r.job_id, r.id, r.state, r.scheduled_for, r.started_at, r.finished_at \
                      FROM jobs j JOIN runs r ON r.id IN (SELECT x.id FROM runs x \
                        WHERE x.job_id = j.id AND x.parent_id IS NULL \
-                       AND x.finished_at IS NOT NULL ORDER BY x.id DESC LIMIT ?3) \
+                       AND x.finished_at IS NOT NULL AND x.state <> 'skipped' ORDER BY x.id DESC LIMIT ?3) \
                      WHERE (?1 IS NULL OR j.id = ?1) \
                      AND (?2 IS NULL OR j.namespace IN (SELECT value FROM json_each(?2))) \
                      ORDER BY j.id, r.id DESC",
@@ -1082,6 +1082,28 @@ impl Store for SqliteStore {
         let now = now_or(p.now);
         self.db
             .read(move |conn| auth::token_authenticate(conn, &p, now))
+            .await
+    }
+
+    async fn session_create(&self, p: SessionCreateParams) -> StoreResult<bool> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| auth::session_create(tx, &p, now))
+            .await
+    }
+
+    async fn session_authenticate(&self, p: SessionParams) -> StoreResult<Option<Token>> {
+        let now = now_or(p.now);
+        self.db
+            .read(move |conn| auth::session_authenticate(conn, &p, now))
+            .await
+    }
+
+    async fn session_delete(&self, p: SessionParams) -> StoreResult<bool> {
+        self.db
+            .write(move |tx| {
+                Ok(exec(tx, "DELETE FROM sessions WHERE id_hash = ?1", [&p.id_hash])? == 1)
+            })
             .await
     }
 

@@ -659,6 +659,44 @@ impl std::fmt::Debug for TokenAuthenticateParams {
     }
 }
 
+/// A web UI session: a random id, of which the store keeps only the hash, that stands for a
+/// token until it expires, is signed out, or the token is revoked or expires.
+#[derive(Clone)]
+pub struct SessionCreateParams {
+    /// SHA-256 of the session id, lowercase hex.
+    pub id_hash: String,
+    /// SHA-256 of the token's secret: the session is created only while that token works.
+    pub token_hash: String,
+    pub expires_at: Timestamp,
+    pub now: Option<Timestamp>,
+}
+
+/// Shows no hash.
+impl std::fmt::Debug for SessionCreateParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCreateParams")
+            .field("expires_at", &self.expires_at)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+pub struct SessionParams {
+    /// SHA-256 of the session id, lowercase hex.
+    pub id_hash: String,
+    pub now: Option<Timestamp>,
+}
+
+/// Shows no hash.
+impl std::fmt::Debug for SessionParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionParams")
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditListParams {
     /// Only entries of these namespaces; `None`: all.
@@ -819,7 +857,9 @@ pub trait Store: Send + Sync + 'static {
     /// Top-level runs (a workflow run's steps are listed by [`Store::run_steps`]).
     async fn run_list(&self, p: RunListParams) -> StoreResult<Vec<Run>>;
     /// For every job (of the namespaces asked), its last `per_job` ended top-level runs, newest
-    /// first, jobs in id order. One index seek per job, not a scan of the run history.
+    /// first, jobs in id order; `skipped` runs (a due time not run) are left out. One walk of
+    /// the `(job_id, id)` index per job, from the newest run: runs not ended yet (a backlog)
+    /// are stepped over, not indexed apart, so that ending a run writes no extra index.
     async fn run_recent(&self, p: RunRecentParams) -> StoreResult<Vec<RecentRun>>;
     /// Attempts of a run, oldest first.
     async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>>;
@@ -847,6 +887,15 @@ pub trait Store: Send + Sync + 'static {
     async fn token_revoke(&self, p: TokenRevokeParams) -> StoreResult<Token>;
     /// The token with this hash if it is neither revoked nor expired.
     async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>>;
+    /// Creates a session for the token with `token_hash`, fenced on the token working (neither
+    /// revoked nor expired) at `now`: `false` and nothing written otherwise. Sessions that have
+    /// expired are deleted on the way.
+    async fn session_create(&self, p: SessionCreateParams) -> StoreResult<bool>;
+    /// The token of the session with this hash, if the session has not expired and the token
+    /// still works.
+    async fn session_authenticate(&self, p: SessionParams) -> StoreResult<Option<Token>>;
+    /// Ends a session (signing out); `false` when there was none.
+    async fn session_delete(&self, p: SessionParams) -> StoreResult<bool>;
     /// Audit entries, newest first.
     async fn audit_list(&self, p: AuditListParams) -> StoreResult<Vec<AuditEntry>>;
 

@@ -307,12 +307,17 @@ async fn a_cluster_survives_kills_a_database_crash_and_partitions_with_exactly_o
 
 /// Starts a node on the shared test database's schema `url`.
 fn spawn_on(name: &str, url: &str, dir: &Path) -> Server {
+    spawn_on_with(name, url, dir, &[])
+}
+
+fn spawn_on_with(name: &str, url: &str, dir: &Path, extra: &[&str]) -> Server {
     let port = free_port();
     let log = unique(dir.join(name));
     let child = Command::new(env!("CARGO_BIN_EXE_kairos"))
         .args(["server", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--node-name", name, "--store", url, "--data-dir"])
         .arg(dir.join(format!("{name}-data")))
+        .args(extra)
         .env("KAIROS_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -439,7 +444,8 @@ async fn changes_on_a_follower_reach_the_leader_within_a_second() {
 }
 
 /// The live output of a run executing on one node can be followed through any other node:
-/// the request is passed on to the node running it.
+/// the request is passed on to the node running it, with the caller's credential (here the web
+/// UI's session cookie, signed in on the other node: sessions are in the shared store).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_is_followed_live_through_any_node() {
     let Some(schema) = kairos_testkit::postgres::temp_schema().await else {
@@ -447,10 +453,30 @@ async fn output_is_followed_live_through_any_node() {
     };
     let url = format!("{}&schema={}", schema.config().url, schema.name);
     let dir = tempfile::tempdir().unwrap();
+    let created = kairos(&[
+        "token", "create", "--store", &url, "--name", "admin", "--role", "admin",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let admin = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {admin}").parse().unwrap());
+    let bearer = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     let nodes = [
-        spawn_on("one", &url, dir.path()),
-        spawn_on("two", &url, dir.path()),
-    ];
+        spawn_on_with("one", &url, dir.path(), &["--auth", "required"]),
+        spawn_on_with("two", &url, dir.path(), &["--auth", "required"]),
+    ]
+    .map(|mut n| {
+        n.http = bearer.clone();
+        n
+    });
     for n in &nodes {
         ready(n).await;
     }
@@ -466,9 +492,23 @@ async fn output_is_followed_live_through_any_node() {
     let run = nodes[0].wait_for_run_state(30, id, "running").await;
     let runner = run["node"].as_str().unwrap();
     let other = &nodes[if runner == "one" { 1 } else { 0 }];
-    let mut answer = other
-        .http
+    let signed_in = http_client()
+        .post(format!("{}/api/v1/session", other.url))
+        .json(&json!({"token": admin}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut answer = http_client()
         .get(format!("{}/api/v1/runs/{id}/output?follow=true", other.url))
+        .header("cookie", cookie)
         .send()
         .await
         .unwrap();

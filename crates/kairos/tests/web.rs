@@ -95,7 +95,6 @@ async fn pages_and_assets_are_served_without_a_token_with_strict_headers() {
         assert_eq!(h["x-content-type-options"], "nosniff");
         let body = r.text().await.unwrap();
         assert!(body.contains("/assets/app.js"), "{body}");
-        assert!(!body.contains(&admin));
     }
     let r = http
         .get(format!("{}/assets/app.js", server.url))
@@ -151,11 +150,34 @@ async fn pages_and_assets_are_served_without_a_token_with_strict_headers() {
     assert_eq!(r.status(), 401);
 }
 
-fn cookie_of(response: &reqwest::Response) -> String {
-    response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .to_owned()
+fn cookies_of(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Signs in with `token` from the node's own page (or as `origin`); the `Set-Cookie` values.
+async fn sign_in(server: &Server, token: &str, origin: Option<&str>) -> Vec<String> {
+    let mut req = plain()
+        .post(format!("{}/api/v1/session", server.url))
+        .json(&json!({"token": token}));
+    if let Some(origin) = origin {
+        req = req.header("origin", origin);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    cookies_of(&r)
+}
+
+/// The `name=value` of the one session cookie set among `set`.
+fn session_cookie(set: &[String]) -> String {
+    let sets: Vec<&String> = set.iter().filter(|c| !c.contains("Max-Age=0")).collect();
+    assert_eq!(sets.len(), 1, "{set:?}");
+    sets[0].split(';').next().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,9 +185,22 @@ async fn a_session_cookie_acts_as_its_token_and_nothing_more() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let admin = offline_admin(&data);
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let proxied = format!("https://127.0.0.1:{port}");
+    // As a TLS-terminating proxy in front of the node would need.
+    let config = dir.path().join("kairos.toml");
+    std::fs::write(&config, format!("allowed_origins = [\"{proxied}\"]\n")).unwrap();
     let server = Server::start_with(
         &data,
-        &["--auth", "required"],
+        &[
+            "--listen",
+            &listen,
+            "--auth",
+            "required",
+            "--config",
+            config.to_str().unwrap(),
+        ],
         "http",
         bearer_client(&admin),
     )
@@ -199,31 +234,27 @@ async fn a_session_cookie_acts_as_its_token_and_nothing_more() {
         .await
         .unwrap();
     assert_eq!(r.status(), 415, "a form or text body cannot sign in");
-
-    // The viewer signs in: the cookie holds the token, out of scripts' reach.
     let r = http
         .post(url("/api/v1/session"))
+        .header("origin", "https://evil.example")
         .json(&json!({"token": viewer}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let set = cookie_of(&r);
-    assert!(
-        set.starts_with(&format!("kairos_session={viewer};")),
-        "{set}"
-    );
+    assert_eq!(r.status(), 403, "another site cannot sign a browser in");
+
+    // The viewer signs in: the cookie holds a session id, never the token, out of scripts' reach.
+    let set = sign_in(&server, &viewer, None).await;
+    let cookie = session_cookie(&set);
+    let (name, id) = cookie.split_once('=').unwrap();
+    assert_eq!(name, "kairos_session");
+    assert_eq!(id.len(), 64, "{cookie}");
+    assert!(!set.iter().any(|c| c.contains(&viewer[7..])), "{set:?}");
+    let attributes = set.iter().find(|c| !c.contains("Max-Age=0")).unwrap();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(set.contains(attribute), "{set}");
+        assert!(attributes.contains(attribute), "{attributes}");
     }
-    assert!(!set.contains("Secure"), "plain HTTP: {set}");
-    assert_eq!(r.headers()["cache-control"], "no-store");
-    let me: Value = r.json().await.unwrap();
-    assert_eq!(
-        me,
-        json!({"auth": "required", "name": "viewer", "role": "viewer", "namespaces": ["team-a"]})
-    );
-    let cookie = format!("kairos_session={viewer}");
+    assert!(!attributes.contains("Secure"), "plain HTTP: {attributes}");
     let with_cookie = |method: Method, path: &str| {
         http.request(method, url(path))
             .header("cookie", format!("theme=dark; {cookie}"))
@@ -232,7 +263,11 @@ async fn a_session_cookie_acts_as_its_token_and_nothing_more() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap()["name"], "viewer");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"auth": "required", "name": "viewer", "role": "viewer", "namespaces": ["team-a"]})
+    );
     // What the token sees, and no more: its namespace only, and no changes.
     let r = with_cookie(Method::GET, "/api/v1/jobs")
         .send()
@@ -244,18 +279,41 @@ async fn a_session_cookie_acts_as_its_token_and_nothing_more() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    let r = with_cookie(Method::GET, "/api/v1/stats/jobs?namespace=default")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([]),
+        "stats keep to the scope"
+    );
     let r = with_cookie(Method::POST, "/api/v1/jobs/hello/trigger?namespace=team-a")
         .json(&json!({}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // The token itself is no session id, and a made-up id is no session.
+    for bad in [
+        format!("kairos_session={viewer}"),
+        format!("kairos_session={}", "ab".repeat(32)),
+    ] {
+        let r = http
+            .get(url("/api/v1/session"))
+            .header("cookie", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
 
-    // An operator's cookie changes things only from the node's own pages.
+    // An operator's session changes things only from the node's own pages.
     let operator = new_token(&server, "ops", "operator", &["*"]).await;
+    let ops_cookie = session_cookie(&sign_in(&server, &operator, None).await);
     let ops = |method: Method, path: &str| {
         http.request(method, url(path))
-            .header("cookie", format!("kairos_session={operator}"))
+            .header("cookie", ops_cookie.clone())
     };
     let r = ops(Method::POST, "/api/v1/jobs/hello/trigger")
         .header("origin", "https://evil.example")
@@ -286,17 +344,81 @@ async fn a_session_cookie_acts_as_its_token_and_nothing_more() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "from the node's own page");
-    // A bearer token wins over the cookie.
+    // A bearer token wins over the cookie; two session cookies (another port of the host may
+    // have set one) count as none.
     let r = http
         .get(url("/api/v1/session"))
-        .header("cookie", format!("kairos_session={operator}"))
+        .header("cookie", ops_cookie.clone())
         .header("authorization", format!("Bearer {viewer}"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["name"], "viewer");
+    let r = http
+        .get(url("/api/v1/session"))
+        .header("cookie", format!("{cookie}; {ops_cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 
-    // Revoking the token ends the session; signing out clears the cookie.
+    // Behind a TLS proxy (the page's origin is https), the cookie is `__Host-` and `Secure`.
+    let secure = sign_in(&server, &operator, Some(&proxied)).await;
+    let secure_cookie = session_cookie(&secure);
+    assert!(
+        secure_cookie.starts_with("__Host-kairos_session="),
+        "{secure:?}"
+    );
+    assert!(
+        secure
+            .iter()
+            .any(|c| c.starts_with("__Host-kairos_session=") && c.contains("; Secure")),
+        "{secure:?}"
+    );
+    assert!(
+        secure
+            .iter()
+            .any(|c| c.starts_with("kairos_session=;") && c.contains("Max-Age=0")),
+        "the plain cookie is cleared: {secure:?}"
+    );
+    let r = http
+        .get(url("/api/v1/session"))
+        .header("cookie", secure_cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["name"], "ops");
+
+    // Signing out ends the session on the server, not only in the browser.
+    let r = http
+        .delete(url("/api/v1/session"))
+        .header("cookie", ops_cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let cleared = cookies_of(&r);
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with("kairos_session=;") && c.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+    let r = ops(Method::GET, "/api/v1/session").send().await.unwrap();
+    assert_eq!(r.status(), 401, "the old cookie no longer works");
+    let r = http
+        .get(url("/api/v1/session"))
+        .header("cookie", secure_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "another session of the same token lives on"
+    );
+
+    // Revoking the token ends its sessions.
     let (status, _, _) = server
         .call(Method::DELETE, "/api/v1/tokens/viewer", None)
         .await;
@@ -308,11 +430,6 @@ async fn a_session_cookie_acts_as_its_token_and_nothing_more() {
     assert_eq!(r.status(), 401);
     let r = with_cookie(Method::GET, "/").send().await.unwrap();
     assert_eq!(r.status(), 200, "the pages open still, to sign in again");
-    let r = http.delete(url("/api/v1/session")).send().await.unwrap();
-    assert_eq!(r.status(), 204);
-    let cleared = cookie_of(&r);
-    assert!(cleared.starts_with("kairos_session=;"), "{cleared}");
-    assert!(cleared.contains("Max-Age=0"), "{cleared}");
 }
 
 /// Without authentication the session is the anonymous admin, and signing in sets no cookie.

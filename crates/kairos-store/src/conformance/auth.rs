@@ -297,3 +297,110 @@ pub async fn audit_records_every_change_with_its_change(store: Arc<dyn Store>) {
         [all[2].id, all[3].id]
     );
 }
+
+async fn session(store: &Arc<dyn Store>, id_hash: &str, now: &str) -> Option<Token> {
+    store
+        .session_authenticate(SessionParams {
+            id_hash: id_hash.into(),
+            now: Some(t(now)),
+        })
+        .await
+        .unwrap()
+}
+
+async fn new_session(
+    store: &Arc<dyn Store>,
+    id_hash: &str,
+    token_hash: &str,
+    expires_at: &str,
+    now: &str,
+) -> bool {
+    store
+        .session_create(SessionCreateParams {
+            id_hash: id_hash.into(),
+            token_hash: token_hash.into(),
+            expires_at: t(expires_at),
+            now: Some(t(now)),
+        })
+        .await
+        .unwrap()
+}
+
+/// A session stands for its token until it expires, is deleted, or the token stops working;
+/// one is never made for a token that does not work.
+pub async fn sessions_live_only_while_their_token_works(store: Arc<dyn Store>) {
+    let ci = store
+        .token_create(token_params("ci", "aa", Some(t("2026-03-02T00:00:00Z"))))
+        .await
+        .unwrap();
+    let ops = store
+        .token_create(token_params("ops", "bb", None))
+        .await
+        .unwrap();
+    let noon = "2026-03-01T12:00:00Z";
+    assert!(new_session(&store, "s1", "aa", "2026-03-01T13:00:00Z", T0).await);
+    assert!(new_session(&store, "s2", "aa", "2026-03-05T00:00:00Z", T0).await);
+    assert!(new_session(&store, "s3", "bb", "2026-03-05T00:00:00Z", T0).await);
+    assert!(
+        !new_session(&store, "s4", "zz", "2026-03-05T00:00:00Z", T0).await,
+        "no such token"
+    );
+    assert_eq!(session(&store, "s1", noon).await, Some(ci.clone()));
+    assert_eq!(session(&store, "s3", noon).await, Some(ops.clone()));
+    assert_eq!(session(&store, "nope", noon).await, None);
+    // The session's own expiry, then its token's.
+    assert_eq!(session(&store, "s1", "2026-03-01T13:00:00Z").await, None);
+    assert_eq!(
+        session(&store, "s2", "2026-03-01T23:59:59Z").await,
+        Some(ci)
+    );
+    assert_eq!(session(&store, "s2", "2026-03-02T00:00:00Z").await, None);
+    assert!(
+        !new_session(
+            &store,
+            "s5",
+            "aa",
+            "2026-03-05T00:00:00Z",
+            "2026-03-02T00:00:00Z"
+        )
+        .await,
+        "an expired token"
+    );
+    // Revoking the token ends its sessions and refuses new ones.
+    revoke(&store, ops.id, noon).await.unwrap();
+    assert_eq!(session(&store, "s3", noon).await, None);
+    assert!(!new_session(&store, "s6", "bb", "2026-03-05T00:00:00Z", noon).await);
+    // Signing out.
+    let ops2 = store
+        .token_create(token_params("ops", "cc", None))
+        .await
+        .unwrap();
+    assert!(new_session(&store, "s7", "cc", "2026-03-05T00:00:00Z", noon).await);
+    assert_eq!(session(&store, "s7", noon).await, Some(ops2));
+    let delete = |id: &str| {
+        let store = store.clone();
+        let id = id.to_owned();
+        async move {
+            store
+                .session_delete(SessionParams {
+                    id_hash: id,
+                    now: Some(t(noon)),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert!(delete("s7").await);
+    assert!(!delete("s7").await);
+    assert_eq!(session(&store, "s7", noon).await, None);
+    // An id is one session: creating it again is refused, whoever asks.
+    let again = store
+        .session_create(SessionCreateParams {
+            id_hash: "s2".into(),
+            token_hash: "cc".into(),
+            expires_at: t("2026-03-05T00:00:00Z"),
+            now: Some(t(noon)),
+        })
+        .await;
+    assert!(again.is_err() || !again.unwrap(), "s2 is taken");
+}

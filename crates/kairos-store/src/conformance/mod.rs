@@ -107,7 +107,7 @@ macro_rules! conformance_tests {
             run_release_is_fenced_by_the_active_count,
             run_release_concurrent_never_exceeds_the_decision,
             // auth
-            token_create_authenticate_revoke, audit_records_every_change_with_its_change,
+            token_create_authenticate_revoke, audit_records_every_change_with_its_change, sessions_live_only_while_their_token_works,
             // cluster
             leader_terms_are_fenced, leader_concurrent_candidates_agree_on_one_per_term,
             nodes_join_refresh_leave_and_expire, the_store_clock_rules_without_now,

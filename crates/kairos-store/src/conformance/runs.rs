@@ -267,7 +267,7 @@ pub async fn run_insert_many_skips_existing_due_times(store: Arc<dyn Store>) {
 }
 
 /// `run_recent`: each job's last ended top-level runs, newest first, within the namespaces and
-/// the job asked; runs not yet ended are left out.
+/// the job asked; runs not yet ended, and skipped ones, are left out.
 pub async fn run_recent_lists_each_jobs_last_ended_runs(store: Arc<dyn Store>) {
     let a = t("2026-03-01T00:01:00Z");
     let j1 = create(&store, "one", Some(a)).await;
@@ -277,7 +277,16 @@ pub async fn run_recent_lists_each_jobs_last_ended_runs(store: Arc<dyn Store>) {
         .job_fire(JobFireParams {
             job_id: j1.id,
             expected_next_fire_at: a,
-            runs: times.iter().copied().map(insert).collect(),
+            runs: times
+                .iter()
+                .copied()
+                .map(insert)
+                .chain([RunInsert {
+                    // A due time not run: no outcome, not listed.
+                    skip: Some(kairos_core::run::SkipReason::Overlap),
+                    ..insert(a + SignedDuration::from_secs(5))
+                }])
+                .collect(),
             cancel_active: false,
             max_active: None,
             next_fire_at: None,
@@ -316,7 +325,8 @@ pub async fn run_recent_lists_each_jobs_last_ended_runs(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    let newest = j1_runs[0].id;
+    assert_eq!(j1_runs[0].state, RunState::Skipped);
+    let newest = j1_runs[1].id;
     store
         .run_cancel(RunCancelParams {
             actor: "test".into(),

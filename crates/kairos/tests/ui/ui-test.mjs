@@ -18,7 +18,7 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 /** Longest wait for one expectation. */
 const WAIT = 15_000;
 /** Longest run of the whole script. */
-const DEADLINE = 110_000;
+const DEADLINE = 170_000;
 
 const ECHO_LINE = 'hello-from-kairos-ui';
 /** A daily time in Berlin twelve hours from now: the cron never fires while the test runs. */
@@ -151,8 +151,48 @@ async function apiOk(method, p, body) {
 }
 
 async function createJob(doc) {
-  await apiCall('DELETE', `/api/v1/jobs/${doc.name}?namespace=${NS}&force=true`);
+  await apiCall('DELETE', `/api/v1/jobs/${doc.name}?namespace=${doc.namespace || NS}&force=true`);
   return apiOk('POST', '/api/v1/jobs', doc);
+}
+
+/** Triggers a job over the API and waits for the run to end; answers the run. */
+async function runToEnd(name, namespace = NS) {
+  const { id } = await apiOk('POST', `/api/v1/jobs/${name}/trigger?namespace=${namespace}`, {});
+  return waitFor(`run ${id} of ${name} to end`, async () => {
+    const run = await apiOk('GET', `/api/v1/runs/${id}`);
+    return run.finished_at ? run : null;
+  });
+}
+
+/**
+ * The page's load counter (`<body data-loads>`, counted after each successful load) and what
+ * asked for the last load (`data-load-cause`: `initial`, `action`, event kinds, `open` for the
+ * event stream's connection).
+ */
+async function loads(page) {
+  return page.evaluate(() => ({
+    count: Number(document.body.dataset.loads || 0),
+    cause: (document.body.dataset.loadCause || '').split(','),
+  }));
+}
+
+/**
+ * Waits until the event stream is connected and the load that follows its connection is done
+ * (from then on only events load the page); answers the load counter then.
+ */
+async function liveAndLoaded(page) {
+  await waitFor('the event stream to be connected', async () => (await page.locator('#live-indicator').textContent()) === 'Live');
+  const seen = await waitFor('the load that follows the stream\'s connection', async () => {
+    const l = await loads(page);
+    return l.cause.includes('open') ? l : null;
+  });
+  return seen.count;
+}
+
+/** The alerts the page shows (`role="alert"` and not hidden). */
+async function shownAlerts(page) {
+  return page.evaluate(() => [...document.querySelectorAll('[role="alert"]')]
+    .filter((el) => !el.hidden && el.offsetParent !== null).map((el) => el.textContent.trim()));
 }
 
 function watch(page) {
@@ -225,8 +265,9 @@ async function main() {
   });
 
   await step('2. a job created over the API appears live', async () => {
-    await waitFor('the event stream to be connected', async () => (await page.locator('#live-indicator').textContent()) === 'Live');
-    await page.waitForTimeout(400); // past the refetch that follows connecting: the event must do it
+    // The jobs list has no periodic refetch: after the load that follows the stream's
+    // connection, only an event loads it again.
+    const marker = await liveAndLoaded(page);
     await page.evaluate(() => { window.__kairosNoReload = true; });
     await createJob({
       name: 'ui-echo',
@@ -242,6 +283,10 @@ async function main() {
     await visible(row.locator('.next-fire time'), 'the next fire time');
     const reloaded = await page.evaluate(() => window.__kairosNoReload !== true);
     if (reloaded) fail('the page was reloaded');
+    const after = await loads(page);
+    if (after.count <= marker || !after.cause.includes('job.changed')) {
+      fail(`the row came without a load asked by the job.changed event (loads ${marker} → ${after.count}, last asked by ${after.cause.join(',')})`);
+    }
     await shot(page, 'jobs.png');
   });
 
@@ -347,6 +392,13 @@ async function main() {
     await visible(row, 'the row of ui-echo');
     await visible(row.locator('[data-paused="true"]'), 'ui-echo shown as paused in the list');
     await visible(row.getByRole('button', { name: 'Resume', exact: true }), 'Resume in the row of the paused job');
+    // Every DELETE of the job the page sends: Keep must send none (counted at the end, so
+    // that no wait is needed for a request that should not come).
+    const deletes = [];
+    const onRequest = (req) => {
+      if (req.method() === 'DELETE' && new URL(req.url()).pathname === '/api/v1/jobs/ui-echo') deletes.push(req.url());
+    };
+    page.on('request', onRequest);
     const dialog = page.locator('dialog[open]');
     await row.getByRole('button', { name: 'Delete', exact: true }).click();
     await visible(dialog, 'the confirm dialog');
@@ -354,7 +406,11 @@ async function main() {
     if (!text.includes('Delete job ui-echo and its runs?')) fail(`the dialog asks: ${text}`);
     await dialog.getByRole('button', { name: 'Keep', exact: true }).click();
     await gone(dialog, 'the dialog');
-    await page.waitForTimeout(500);
+    // Keep is done when it gives the focus back to the Delete button.
+    await waitFor('the focus back on Delete after Keep', () => page.evaluate(() => {
+      const el = document.activeElement;
+      return Boolean(el && el.dataset.action === 'delete' && el.closest('tr[data-job="ui-echo"]'));
+    }));
     await visible(row, 'the row of ui-echo after Keep');
     if ((await apiCall('GET', `/api/v1/jobs/ui-echo?namespace=${NS}`)).status !== 200) fail('Keep deleted the job');
     await row.getByRole('button', { name: 'Delete', exact: true }).click();
@@ -363,6 +419,8 @@ async function main() {
     await gone(row, 'the row of ui-echo');
     const after = await apiCall('GET', `/api/v1/jobs/ui-echo?namespace=${NS}`);
     if (after.status !== 404) fail(`the job is still there (${after.status})`);
+    page.off('request', onRequest);
+    if (deletes.length !== 1) fail(`the page sent ${deletes.length} DELETEs of ui-echo (Keep must send none): ${deletes.join(', ')}`);
   });
 
   await step('9. the nodes page shows the leader', async () => {
@@ -381,19 +439,24 @@ async function main() {
     current = viewer;
     await signIn(viewer, VIEWER);
     await waitFor('the header to show the viewer role', async () => (await viewer.locator('header .role').textContent()) === 'viewer');
-    await visible(viewer.locator('tr[data-job="ui-fail"]'), 'the row of ui-fail');
+    await visible(viewer.locator('tr[data-job="ui-fail"] td.success'), 'the row of ui-fail');
     let n = await mutatingButtons(viewer);
     if (n) fail(`the jobs list shows ${n} mutating buttons to a viewer`);
     await viewer.goto(`${BASE}/runs/${failRun}`);
     await visible(viewer.locator('.page-head .badge[data-state="failed"]'), 'the failed run');
+    await visible(viewer.locator('table.attempts tbody tr'), 'the attempts of the failed run');
     n = await mutatingButtons(viewer);
     if (n) fail(`the run page shows ${n} mutating buttons to a viewer`);
     await viewer.goto(`${BASE}/runs/${flowRun}?step=c`);
     await visible(viewer.locator('.step-panel').getByRole('heading', { name: 'Step c' }), 'the panel of step c');
+    await visible(viewer.locator('.step-panel table.attempts tbody tr'), 'the attempts of step c');
     n = await mutatingButtons(viewer);
     if (n) fail(`the workflow run page shows ${n} mutating buttons to a viewer`);
     await viewer.goto(`${BASE}/jobs/${NS}/ui-fail`);
     await visible(viewer.getByRole('heading', { level: 1, name: 'ui-fail' }), 'the job page of ui-fail');
+    // The heading is drawn at once; the buttons would come with the data.
+    await contains(viewer.locator('.def-version'), 'Version', 'the version line of ui-fail');
+    await contains(viewer.locator('pre.definition'), '"name": "ui-fail"', 'the definition of ui-fail');
     n = await mutatingButtons(viewer);
     if (n) fail(`the job page shows ${n} mutating buttons to a viewer`);
     const status = await viewer.evaluate(() => fetch('/api/v1/jobs/ui-fail/trigger?namespace=default', {
@@ -425,6 +488,70 @@ async function main() {
     });
     if (m.doc > m.vw || m.body > m.vw) fail(`the page overflows sideways: ${JSON.stringify(m)}`);
     if (m.wrapScrolls !== true) fail(`the table should scroll inside its wrapper: ${JSON.stringify(m)}`);
+    await ctx.close();
+    current = page;
+  });
+
+  await step('12. job data with HTML in it is shown as text, never run', async () => {
+    const description = '<img src=x onerror="window.__xss=1">';
+    const label = '<script>window.__xss=2</script>';
+    const out = '<b>bold</b><script>window.__xss=3</script>';
+    await createJob({
+      name: 'ui-xss',
+      description,
+      labels: { note: label },
+      task: { kind: 'shell', script: `echo '${out}'` },
+    });
+    const run = await runToEnd('ui-xss');
+    if (run.state !== 'succeeded') fail(`the run of ui-xss ended ${run.state}`);
+    const clean = async (where) => {
+      const r = await page.evaluate(() => ({
+        xss: window.__xss,
+        img: document.querySelectorAll('img[src="x"]').length,
+        script: document.querySelectorAll('main script').length,
+        bold: document.querySelectorAll('pre b, .sub b, .labels b, .summary b').length,
+      }));
+      if (r.xss !== undefined || r.img || r.script || r.bold) fail(`${where}: HTML of the job was run or drawn: ${JSON.stringify(r)}`);
+    };
+    await page.goto(`${BASE}/`);
+    const row = page.locator('tr[data-job="ui-xss"]');
+    await contains(row.locator('.sub').first(), description, 'the description in the list');
+    await contains(row.locator('.labels'), `note=${label}`, 'the label in the list');
+    await clean('the jobs list');
+    await page.goto(`${BASE}/jobs/${NS}/ui-xss`);
+    await contains(page.locator('.def-version'), 'Version', 'the version line');
+    await contains(page.locator('.summary'), description, 'the description on the job page');
+    await contains(page.locator('.summary .label'), `note=${label}`, 'the label on the job page');
+    await contains(page.locator('pre.definition'), label, 'the definition');
+    await visible(page.locator(`table.runs a[href="/runs/${run.id}"]`), `run ${run.id} in the history`);
+    await clean('the job page');
+    await page.goto(`${BASE}/runs/${run.id}`);
+    await visible(page.locator('.page-head .badge[data-state="succeeded"]'), 'the succeeded state badge');
+    await contains(page.locator('pre.output').first(), out, 'the output, as text');
+    await clean('the run page');
+  });
+
+  await step('13. a token of one namespace sees only that namespace', async () => {
+    const token = await apiOk('POST', '/api/v1/tokens', {
+      name: `ui-team-b-${Date.now()}`, role: 'operator', namespaces: ['team-b'],
+    });
+    await createJob({ name: 'ui-team-b', namespace: 'team-b', task: { kind: 'shell', script: 'true' } });
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const scoped = watch(await ctx.newPage());
+    current = scoped;
+    await signIn(scoped, token.secret);
+    await waitFor('the header to show the operator role', async () => (await scoped.locator('header .role').textContent()) === 'operator');
+    await liveAndLoaded(scoped);
+    const row = scoped.locator('tr[data-job="ui-team-b"][data-namespace="team-b"]');
+    await visible(row.locator('td.success'), 'the row of ui-team-b');
+    await visible(row.getByRole('button', { name: 'Trigger now', exact: true }), 'Trigger now for an operator');
+    const rows = await scoped.locator('tr[data-job]').evaluateAll((trs) => trs.map((tr) => `${tr.dataset.namespace}/${tr.dataset.job}`));
+    const others = rows.filter((r) => !r.startsWith('team-b/'));
+    if (others.length) fail(`a token of team-b sees jobs of other namespaces: ${others.join(', ')}`);
+    const options = await scoped.locator('#f-ns option').evaluateAll((os) => os.map((o) => o.value).filter(Boolean));
+    if (options.join(',') !== 'team-b') fail(`the namespace filter offers ${JSON.stringify(options)}`);
+    const alerts = await shownAlerts(scoped);
+    if (alerts.length) fail(`the page shows an error: ${alerts.join(' | ')}`);
     await ctx.close();
     current = page;
   });
