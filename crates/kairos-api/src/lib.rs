@@ -6,6 +6,7 @@
 //! ([`error::ApiError`] is the one mapping). Request bodies are limited to [`BODY_LIMIT`]. The
 //! OpenAPI document is generated from the handlers and served at `/api/v1/openapi.json`.
 
+mod alerts;
 pub mod auth;
 mod backfill;
 pub mod calendars;
@@ -122,6 +123,7 @@ impl AppState {
         tokens::audit,
         nodes::list,
         stats::jobs,
+        alerts::list,
         ui::get,
         ui::create,
         ui::delete
@@ -147,6 +149,7 @@ impl AppState {
         events::EventDto,
         events::EventRunDto,
         stats::JobStatsDto,
+        alerts::DeliveryDto,
         stats::RecentRunDto,
         ui::SessionDto,
         ui::SessionBody
@@ -256,6 +259,7 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(tokens::audit))
         .route("/nodes", get(nodes::list))
         .route("/stats/jobs", get(stats::jobs))
+        .route("/alerts", get(alerts::list))
         .route("/session", get(ui::get).post(ui::create).delete(ui::delete))
         .route("/events", get(ops::events))
         .route("/events/stream", get(stream::stream))
@@ -269,6 +273,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(ui::shell))
         .route("/login", get(ui::shell))
         .route("/nodes", get(ui::shell))
+        .route("/alerts", get(ui::shell))
         .route("/jobs/{namespace}/{name}", get(ui::shell))
         .route("/runs/{id}", get(ui::shell))
         .route("/assets/{file}", get(ui::asset))

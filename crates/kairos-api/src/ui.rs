@@ -59,7 +59,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 /// Whether `path` is one of the UI's pages or assets (answered without a token: they hold no
 /// data).
 pub(crate) fn is_ui_path(path: &str) -> bool {
-    matches!(path, "/" | "/login" | "/nodes")
+    matches!(path, "/" | "/login" | "/nodes" | "/alerts")
         || path.starts_with("/assets/")
         || path.starts_with("/jobs/")
         || path.starts_with("/runs/")
@@ -116,7 +116,7 @@ fn embedded(
     response
 }
 
-/// `GET /`, `/jobs/{namespace}/{name}`, `/runs/{id}`, `/nodes`, `/login`: the shell.
+/// `GET /`, `/jobs/{namespace}/{name}`, `/runs/{id}`, `/nodes`, `/alerts`, `/login`: the shell.
 pub async fn shell(headers: HeaderMap) -> Response {
     embedded(
         &headers,

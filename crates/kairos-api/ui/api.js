@@ -131,6 +131,12 @@ export const JOB_KINDS = [
 export const LIST_KINDS = JOB_KINDS.filter((k) => k !== 'run.started' && k !== 'run.retrying');
 export const RUN_KINDS = JOB_KINDS.filter((k) => k.startsWith('run'));
 export const NODE_KINDS = ['leader.changed', 'node.joined', 'node.left', 'nodes.expired'];
+/**
+ * The kinds after which alert deliveries may have been queued (a run's end, runs rescued after
+ * a node died, a skipped due time). Deliveries have no events of their own: the leader queues
+ * them a moment after such an event, and their sending is seen by polling.
+ */
+export const ALERT_KINDS = ['run.finished', 'runs.rescued', 'run.skipped'];
 /** Sent when the server had to drop events for a client: the page reads its state again. */
 const DROPPED = 'events.dropped';
 

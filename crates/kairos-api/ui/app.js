@@ -4,13 +4,14 @@
 
 import { api, ApiError, onUnauthorized, onLiveStatus } from './api.js';
 import {
-  h, tickTimes, closeDialog, setTitle, alertRegion, mountJobs, mountJob, mountRun, mountNodes, mountLogin,
+  h, tickTimes, closeDialog, setTitle, alertRegion, mountJobs, mountJob, mountRun, mountAlerts, mountNodes, mountLogin,
 } from './pages.js';
 
 const ROUTES = [
   { name: 'jobs', re: /^\/$/, mount: mountJobs, nav: 'jobs' },
   { name: 'job', re: /^\/jobs\/([^/]+)\/([^/]+)\/?$/, mount: mountJob, nav: 'jobs', keys: ['namespace', 'name'] },
   { name: 'run', re: /^\/runs\/(\d+)\/?$/, mount: mountRun, nav: 'jobs', keys: ['id'] },
+  { name: 'alerts', re: /^\/alerts\/?$/, mount: mountAlerts, nav: 'alerts' },
   { name: 'nodes', re: /^\/nodes\/?$/, mount: mountNodes, nav: 'nodes' },
   { name: 'login', re: /^\/login\/?$/, mount: mountLogin },
 ];

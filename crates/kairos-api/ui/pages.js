@@ -1,11 +1,11 @@
 // The pages of the Kairos web UI, drawn in the browser from the JSON API: the jobs list, a job,
-// a run (with a workflow's step graph), the nodes, and the login page; and the building blocks
+// a run (with a workflow's step graph), the alerts, the nodes, and the login page; and the building blocks
 // they share (DOM construction, times, state badges, the error region, the confirm dialog, the
 // job actions). The DOM is built with createElement and textContent, never innerHTML: job
 // names, output and reasons are user data.
 
 import {
-  api, apiText, streamText, jobPath, liveEvents, coalesce, JOB_KINDS, LIST_KINDS, RUN_KINDS, NODE_KINDS,
+  api, apiText, streamText, jobPath, qs, liveEvents, coalesce, JOB_KINDS, LIST_KINDS, RUN_KINDS, NODE_KINDS, ALERT_KINDS,
 } from './api.js';
 import {
   sparkline, timeChart, dagChart, successRate, lastOutcome, FAILURES,
@@ -694,7 +694,8 @@ export function mountJobs(main, ctx) {
 
 // A job (`/jobs/{namespace}/{name}`): its definition and version, the next 10 fire times with
 // DST notes and calendar skips, the run history with paging (`?before=` in the URL), charts of
-// durations and fire lateness, and the job actions; live from the events of this job.
+// durations and fire lateness, its alert rules in words and last deliveries, and the job
+// actions; live from the events of this job (and its deliveries every 5 s).
 
 const PAGE = 20;
 const BOOKKEEPING = new Set(['version', 'created_at', 'updated_at', 'next_fire_at']);
@@ -779,6 +780,16 @@ export function mountJob(main, ctx) {
   const defHead = h('p', { class: 'muted def-version' });
   const definition = h('pre', { class: 'definition', tabindex: 0, 'aria-label': 'Job definition (JSON)' });
   const defSection = h('section', { class: 'card', 'aria-labelledby': 'h-def' }, h('h2', { id: 'h-def' }, 'Definition'), defHead, definition);
+  const rulesBox = h('div', { class: 'notify-box' }, h('p', { class: 'loading' }, 'Loading…'));
+  const deliveriesBox = h('div', { class: 'deliveries-box' }, h('p', { class: 'loading' }, 'Loading…'));
+  const alertsSection = h('section', { class: 'card alerts-card', id: 'alerts', 'aria-labelledby': 'h-alerts' },
+    h('div', { class: 'section-head' }, h('h2', { id: 'h-alerts' }, 'Alerts'),
+      h('a', { class: 'all-alerts', href: `/alerts${qs({ namespace, job: name })}` }, 'All alerts of this job')),
+    h('h3', { id: 'h-rules' }, 'Rules'),
+    h('div', { 'aria-labelledby': 'h-rules', role: 'group' }, rulesBox),
+    h('p', { class: 'help' }, 'Rules of the server’s configuration may send alerts about this job too.'),
+    h('h3', { id: 'h-deliveries' }, `Last ${JOB_DELIVERIES} deliveries`),
+    deliveriesBox);
   const live = h('div', { class: 'live', 'aria-live': 'polite' },
     h('section', { class: 'card', 'aria-labelledby': 'h-summary' }, h('h2', { id: 'h-summary', class: 'sr-only' }, 'Summary'), summary),
     h('div', { class: 'two-col' },
@@ -792,6 +803,7 @@ export function mountJob(main, ctx) {
       h('span', { 'aria-current': 'page' }, name)),
     h('div', { class: 'page-head' }, h('h1', null, name), badges),
     alert.el, status.el, actions, live,
+    alertsSection,
     defSection,
   );
 
@@ -855,6 +867,11 @@ export function mountJob(main, ctx) {
         : null,
       h('dt', null, 'Updated'), h('dd', null, timeRel(job.updated_at)),
       h('dt', null, 'Created'), h('dd', null, timeRel(job.created_at))));
+    const rules = JSON.stringify(job.notify || []);
+    if (rulesBox.dataset.rules !== rules) {
+      rulesBox.dataset.rules = rules;
+      replace(rulesBox, rulesList(job.notify));
+    }
     const doc = Object.fromEntries(Object.entries(job).filter(([k]) => !BOOKKEEPING.has(k)));
     defHead.textContent = `Version ${job.version}, updated ${fmtAbsolute(job.updated_at)} (${BROWSER_ZONE}). Read-only.`;
     const text = prettyJson(doc);
@@ -868,8 +885,29 @@ export function mountJob(main, ctx) {
     replace(live, h('p', { class: 'empty' }, `There is no job ${name} in namespace ${namespace} (it may have been deleted). `,
       h('a', { href: '/' }, 'Back to the jobs')));
     defSection.hidden = true;
+    alertsSection.hidden = true;
+    follow.stop();
     replace(badges);
   }
+
+  let deliveriesSignature = null;
+  const refreshAlerts = coalesce(async () => {
+    try {
+      const list = await api(`/alerts${qs({ namespace, job: name, limit: JOB_DELIVERIES })}`);
+      if (!alive) return;
+      const signature = JSON.stringify(list);
+      if (signature === deliveriesSignature) return;
+      deliveriesSignature = signature;
+      replace(deliveriesBox, list && list.length
+        ? deliveriesTable(list, { label: `Alert deliveries of ${name}, newest first` })
+        : h('p', { class: 'empty' }, 'No alerts sent yet.'));
+    } catch (e) {
+      if (!alive || (e && e.status === 401)) return;
+      deliveriesSignature = null;
+      replace(deliveriesBox, h('p', { class: 'empty' }, `The alerts could not be read: ${(e && (e.detail || e.message)) || e}`));
+    }
+  });
+  const follow = followDeliveries(() => refreshAlerts());
 
   const refresh = loader(async () => {
     try {
@@ -897,11 +935,16 @@ export function mountJob(main, ctx) {
     }
   });
 
-  const close = liveEvents({ namespace, job: name, kinds: JOB_KINDS }, (events) => refresh(kindsOf(events)), { every: 1000 });
+  const close = liveEvents({ namespace, job: name, kinds: JOB_KINDS }, (events) => {
+    refresh(kindsOf(events));
+    follow.onEvents(events);
+  }, { every: 1000 });
   refresh('initial');
+  refreshAlerts();
   return () => {
     alive = false;
     left = true;
+    follow.stop();
     close();
   };
 }
@@ -1366,6 +1409,332 @@ export function mountRun(main, ctx) {
     close();
     output.dispose();
     stepOutput.dispose();
+  };
+}
+
+// ==============================================================================================
+// Alerts
+// ==============================================================================================
+
+// Alert deliveries (`GET /alerts`): a job's rules in words and its last deliveries on its page,
+// and every delivery the session may see on `/alerts` (filters by state, namespace and job in
+// the query string, paging with `?before=`). Deliveries have no events of their own: the pages
+// read them again after the events that may queue one (a run's end, rescued runs, a skipped due
+// time), once more a moment later (the leader queues them just after), and every 5 s while the
+// tab is shown (to see them sent).
+
+/** What raised a delivery, in words (the `alert` code stays in `data-alert`). */
+const ALERT_WORDS = {
+  failure: 'failure',
+  failures: 'failures in a row',
+  timeout: 'timeout',
+  lost: 'lost',
+  recovery: 'recovery',
+  skipped: 'skipped',
+  no_success: 'no success',
+  sla_start: 'late start (SLA)',
+  sla_finish: 'late finish (SLA)',
+};
+
+/** The states of a delivery, with what they mean. */
+const DELIVERY_STATES = [
+  ['pending', 'Pending (waiting for an attempt)'],
+  ['sending', 'Sending'],
+  ['delivered', 'Delivered'],
+  ['failed', 'Failed (given up)'],
+];
+
+/** How many deliveries the job page shows, and the `/alerts` page per page. */
+const JOB_DELIVERIES = 20;
+const ALERTS_PAGE = 50;
+
+/** The condition of a rule of a job's `notify`, in words: `After 3 failures in a row`. */
+export function ruleCondition(rule) {
+  switch (rule.on) {
+    case 'failure': return 'On failure';
+    case 'failures': return `After ${rule.count ?? 'N'} failures in a row`;
+    case 'timeout': return 'On timeout';
+    case 'lost': return 'When a run is lost';
+    case 'recovery': return 'On recovery';
+    case 'skipped': return 'When a due time is skipped';
+    case 'no_success': return `No success within ${rule.within || '?'}`;
+    case 'sla': {
+      const parts = [];
+      if (rule.start_within) parts.push(`Not started within ${rule.start_within}`);
+      if (rule.finish_within) parts.push(`${parts.length ? 'not' : 'Not'} finished within ${rule.finish_within}`);
+      return parts.length ? `${parts.join(' / ')} of its due time` : 'Late (SLA)';
+    }
+    default: return `On ${rule.on}`;
+  }
+}
+
+/** A rule in words: `After 3 failures in a row → pager`. */
+export function ruleWords(rule) {
+  return `${ruleCondition(rule)} → ${(rule.channels || []).join(', ')}`;
+}
+
+/** A job's `notify` as a list of rules in words, or "No alert rules". */
+function rulesList(notify) {
+  if (!notify || !notify.length) return h('p', { class: 'empty notify-none' }, 'No alert rules');
+  return h('ul', { class: 'notify-rules' }, notify.map((r, i) => h('li', { 'data-on': r.on, 'data-rule': `notify[${i}]` },
+    ruleCondition(r), ' → ', h('span', { class: 'channels' }, (r.channels || []).join(', ')))));
+}
+
+function alertText(d) {
+  const count = d.document && d.document.count;
+  if (d.alert === 'failures' && count) return `${count} failures in a row`;
+  return ALERT_WORDS[d.alert] || String(d.alert || '?').replace(/_/g, ' ');
+}
+
+/** The last attempt's HTTP status and error, and when a pending delivery is tried next. */
+function deliveryOutcome(d) {
+  const parts = [];
+  const status = d.last_status !== undefined && d.last_status !== null ? `HTTP ${d.last_status}` : null;
+  // The error of an HTTP answer usually names its status already ("HTTP 500: ...").
+  if (status && !(d.last_error && d.last_error.includes(status))) parts.push(h('span', { class: 'http-status' }, status));
+  if (d.last_error) {
+    if (parts.length) parts.push(': ');
+    parts.push(h('span', { class: 'delivery-error' }, d.last_error));
+  }
+  if (d.state === 'pending') parts.push(h('div', { class: 'sub' }, d.attempts ? 'next attempt ' : 'first attempt ', timeRel(d.next_attempt_at)));
+  return parts.length ? parts : h('span', { class: 'muted' }, '—');
+}
+
+function jobHref(namespace, job) {
+  return `/jobs/${encodeURIComponent(namespace)}/${encodeURIComponent(job)}`;
+}
+
+/**
+ * A table of deliveries, newest first; `all` adds the job and the summary (the `/alerts`
+ * page). Each row is `<tr data-delivery data-alert data-state data-job data-namespace>`, its
+ * state a badge like a run's (`.badge.delivery-state[data-state]`).
+ */
+function deliveriesTable(list, { all = false, label }) {
+  const cols = ['When'];
+  if (all) cols.push('Job');
+  cols.push('Alert', 'Channel', 'State', 'Attempts', 'Last error / status', 'Run');
+  if (all) cols.push('Summary');
+  return tableWrap(h('table', { class: ['deliveries', all ? 'deliveries-all' : null] },
+    h('caption', { class: 'sr-only' }, label),
+    thead(...cols),
+    h('tbody', null, list.map((d) => h('tr', {
+      'data-delivery': d.id, 'data-alert': d.alert, 'data-state': d.state, 'data-job': d.job, 'data-namespace': d.namespace,
+    },
+    h('th', { scope: 'row', class: 'nowrap' }, timeRel(d.created_at)),
+    all ? h('td', { class: 'job-cell' },
+      h('a', { class: 'job-link', href: jobHref(d.namespace, d.job), 'data-focus-key': `delivery:${d.id}:job` }, d.job),
+      h('div', { class: 'sub' }, d.namespace)) : null,
+    h('td', null, h('span', { class: 'delivery-alert', 'data-alert': d.alert, title: d.alert }, alertText(d))),
+    h('td', null, h('code', { class: 'channel' }, d.channel)),
+    h('td', null, badge(d.state, 'delivery-state')),
+    h('td', { class: 'num' }, String(d.attempts)),
+    h('td', { class: 'error-cell' }, deliveryOutcome(d)),
+    h('td', { class: 'nowrap' }, d.run_id !== undefined && d.run_id !== null
+      ? h('a', { class: 'run-link', href: `/runs/${d.run_id}`, 'data-focus-key': `delivery:${d.id}:run` }, `Run ${d.run_id}`)
+      : h('span', { class: 'muted' }, '—')),
+    all ? h('td', { class: 'summary-cell' }, (d.document && d.document.summary) || '') : null)))), label);
+}
+
+/**
+ * Keeps deliveries current: `onEvents(events)` reads them again (`fetch(cause)`) after an event
+ * that may queue one, or a (re)connection of the stream, and once more 1.5 s after the last such
+ * event; a timer reads them every 5 s while the tab is shown. `stop()` when the page goes.
+ */
+function followDeliveries(fetch) {
+  let later = null;
+  const timer = setInterval(() => {
+    if (!document.hidden) fetch('timer');
+  }, 5000);
+  return {
+    onEvents(events) {
+      const kinds = kindsOf(events);
+      const queued = kinds.some((k) => ALERT_KINDS.includes(k));
+      // `open`, `reset`, `events.dropped`, `disconnected`: what happened meanwhile is unknown.
+      if (!queued && !kinds.some((k) => !JOB_KINDS.includes(k))) return;
+      fetch(kinds);
+      if (queued) {
+        clearTimeout(later);
+        later = setTimeout(() => fetch('later'), 1500);
+      }
+    },
+    stop() {
+      clearInterval(timer);
+      clearTimeout(later);
+    },
+  };
+}
+
+/** The `/alerts` link of some filters: `alertsHref({state: 'failed'})` → `/alerts?state=failed`. */
+function alertsHref(params) {
+  return `/alerts${qs(params)}`;
+}
+
+export function mountAlerts(main, ctx) {
+  setTitle('Alerts');
+  const alert = alertRegion();
+  const states = new Set(DELIVERY_STATES.map(([v]) => v));
+  const f = {
+    state: states.has(ctx.query.get('state')) ? ctx.query.get('state') : '',
+    namespace: ctx.query.get('namespace') || '',
+    job: ctx.query.get('job') || '',
+  };
+  let before = /^\d+$/.test(ctx.query.get('before') || '') ? Number(ctx.query.get('before')) : null;
+  let newerBefore; // undefined: not computed yet; null: the newest page
+  let alive = true;
+  let lastSignature = null;
+  let list = null;
+  let jobNamespaces = [];
+
+  const count = h('p', { class: 'count muted' });
+  const stateSelect = h('select', { id: 'f-alert-state' },
+    h('option', { value: '' }, 'All states'),
+    DELIVERY_STATES.map(([v, text]) => h('option', { value: v, selected: v === f.state }, text)));
+  stateSelect.value = f.state;
+  const nsSelect = h('select', { id: 'f-alert-ns' });
+  const jobFilter = h('div', { class: 'field job-filter' });
+  const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter alerts', onsubmit: (e) => e.preventDefault() },
+    h('div', { class: 'field' }, h('label', { for: 'f-alert-state' }, 'State'), stateSelect),
+    h('div', { class: 'field' }, h('label', { for: 'f-alert-ns' }, 'Namespace'), nsSelect),
+    jobFilter);
+  const live = h('section', { class: 'live', 'aria-live': 'polite', 'aria-label': 'Alert deliveries' },
+    h('p', { class: 'loading' }, 'Loading alerts…'));
+  const pager = h('nav', { class: 'pager', 'aria-label': 'Alert pages' });
+
+  main.append(
+    h('div', { class: 'page-head' }, h('h1', null, 'Alerts'), count),
+    h('p', { class: 'help' }, 'Alerts sent by the rules of jobs (their ', h('code', null, 'notify'),
+      ') and of the server’s configuration, one delivery per channel, newest first.'),
+    alert.el, form, live, pager);
+
+  /** The query of the page (without `before` unless asked). */
+  function params(extra = {}) {
+    return { state: f.state, namespace: f.namespace, job: f.job, ...extra };
+  }
+
+  function drawJobFilter() {
+    if (!f.job) {
+      replace(jobFilter);
+      jobFilter.hidden = true;
+      return;
+    }
+    jobFilter.hidden = false;
+    replace(jobFilter,
+      h('span', { class: 'field-label' }, 'Job'),
+      h('span', { class: 'chip job-chip' },
+        h('a', { href: jobHref(f.namespace || 'default', f.job) }, `${f.namespace || 'default'}/${f.job}`), ' ',
+        h('a', { class: 'clear-job', href: alertsHref(params({ job: '' })), 'aria-label': `Show the alerts of every job, not only ${f.job}` }, 'all jobs')));
+  }
+
+  function namespaceOptions() {
+    const scoped = ctx.session && ctx.session.namespaces && !ctx.session.namespaces.includes('*');
+    const names = new Set(scoped ? ctx.session.namespaces : jobNamespaces);
+    for (const d of list || []) names.add(d.namespace);
+    if (f.namespace) names.add(f.namespace);
+    const sorted = [...names].sort();
+    const wanted = JSON.stringify(sorted);
+    if (nsSelect.dataset.options !== wanted) {
+      nsSelect.dataset.options = wanted;
+      replace(nsSelect,
+        h('option', { value: '' }, 'All namespaces'),
+        sorted.map((n) => h('option', { value: n, selected: n === f.namespace }, n)));
+    }
+    nsSelect.value = f.namespace;
+  }
+
+  const onFilter = () => {
+    const ns = nsSelect.value;
+    if (ns !== f.namespace) f.job = ''; // a job is named within its namespace
+    f.namespace = ns;
+    f.state = stateSelect.value;
+    before = null;
+    newerBefore = undefined;
+    ctx.setQuery(params(), { push: true });
+    drawJobFilter();
+    refresh('filter');
+  };
+  stateSelect.addEventListener('change', onFilter);
+  nsSelect.addEventListener('change', onFilter);
+
+  function drawPager() {
+    const links = [];
+    if (before !== null) {
+      links.push(h('a', { class: 'btn', href: alertsHref(params({ before: newerBefore ?? '' })), rel: 'prev' }, '← Newer'));
+    }
+    if (list.length === ALERTS_PAGE) {
+      links.push(h('a', { class: 'btn', href: alertsHref(params({ before: list[list.length - 1].id })), rel: 'next' }, 'Older →'));
+    }
+    replace(pager, links);
+  }
+
+  /** The `before` of the page just newer than this one, from the newest 1000 deliveries. */
+  async function computeNewer(firstId) {
+    try {
+      const newest = await api(`/alerts${qs(params({ limit: 1000 }))}`);
+      const i = newest.findIndex((d) => d.id <= firstId);
+      if (i === -1) {
+        newerBefore = null;
+        return;
+      }
+      const start = Math.max(0, i - ALERTS_PAGE);
+      newerBefore = start === 0 ? null : newest[start - 1].id;
+    } catch {
+      newerBefore = null;
+    }
+  }
+
+  function draw() {
+    namespaceOptions();
+    const n = list.length;
+    count.textContent = `${n}${n === ALERTS_PAGE ? '+' : ''} deliver${n === 1 ? 'y' : 'ies'}${before !== null ? ' (older page)' : ''}`;
+    const signature = JSON.stringify([list, before, newerBefore]);
+    if (signature === lastSignature) return;
+    lastSignature = signature;
+    drawPager();
+    if (!n) {
+      const filtered = f.state || f.namespace || f.job;
+      replace(live, h('p', { class: 'empty' }, before !== null ? 'No older alerts.'
+        : filtered ? 'No alert matches these filters.'
+          : ['No alerts yet. Jobs raise them with the rules of their ', h('code', null, 'notify'), ', sent to the channels of the server’s configuration.']));
+      return;
+    }
+    replace(live, deliveriesTable(list, { all: true, label: 'Alert deliveries, newest first' }));
+  }
+
+  const refresh = loader(async () => {
+    try {
+      const got = await api(`/alerts${qs(params({ limit: ALERTS_PAGE, before: before ?? '' }))}`);
+      if (!alive) return false;
+      list = got || [];
+      if (before !== null && newerBefore === undefined && list.length) await computeNewer(list[0].id);
+      if (!alive) return false;
+      alert.clear();
+      draw();
+      return true;
+    } catch (e) {
+      if (!alive) return false;
+      alert.show(e);
+      if (list === null) replace(live, h('p', { class: 'empty' }, 'The alerts could not be loaded.'));
+      return false;
+    }
+  });
+
+  // The namespaces to filter by: those of the jobs the session sees (once; the list of
+  // deliveries adds its own).
+  api('/jobs').then((jobs) => {
+    if (!alive) return;
+    jobNamespaces = [...new Set((jobs || []).map((j) => j.namespace))];
+    if (list !== null) namespaceOptions();
+  }, () => {});
+
+  namespaceOptions();
+  drawJobFilter();
+  const follow = followDeliveries(refresh);
+  const close = liveEvents({ kinds: ALERT_KINDS }, (events) => follow.onEvents(events));
+  refresh('initial');
+  return () => {
+    alive = false;
+    follow.stop();
+    close();
   };
 }
 

@@ -49,6 +49,8 @@ pub struct JobPlan {
     pub execution: ExecutionMode,
     /// `Some` for a workflow (`steps`), `None` for a job with one `task`.
     pub workflow: Option<crate::workflow::Workflow>,
+    /// The job's alert rules (`notify`).
+    pub alerts: Vec<crate::alert::AlertRule>,
 }
 
 impl JobPlan {
@@ -281,6 +283,7 @@ impl JobSpec {
         if self.description.as_ref().is_some_and(|d| d.len() > 4096) {
             errs.push("description", "at most 4096 characters");
         }
+        let alerts = crate::alert::validate_rules(&self.notify, "notify", &mut errs);
         errs.into_result(JobPlan {
             schedule: Schedule { triggers },
             timeout,
@@ -292,6 +295,7 @@ impl JobSpec {
             catchup_window,
             execution: self.execution,
             workflow,
+            alerts,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Kairos core: the pure domain model.
 //!
 //! - [`spec`]: the job document users write, kept as written.
+//! - [`alert`]: alert rules (a job's `notify`, the server's global ones) and the pure decisions
+//!   of what a run's end, a skipped due time, a silence or a late run raises.
 //! - [`job`]: validation of a spec into a typed [`job::JobPlan`], reporting every problem with
 //!   its field path ([`ValidationErrors`]).
 //! - [`trigger`]: cron (croner + jiff, Vixie day rules, DST as the Open Cron Pattern
@@ -18,6 +20,7 @@
 //!
 //! Nothing here reads a clock, a socket or a database: every decision takes `now` as input.
 
+pub mod alert;
 pub mod auth;
 pub mod calendar;
 pub mod dependency;

@@ -85,6 +85,10 @@ pub struct JobSpec {
     #[serde(default)]
     pub paused: bool,
     /// Free-form labels.
+    /// Alert rules: who is told when runs of this job fail, recover, go silent or run late
+    /// (channels are defined in the server's configuration). See docs/alerts.md.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::alert::NotifySpec>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Free-form description.

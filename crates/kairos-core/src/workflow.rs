@@ -811,6 +811,7 @@ impl crate::spec::JobSpec {
             execution,
             hooks,
             paused,
+            notify: _,
             labels,
             description,
         } = self;
@@ -835,6 +836,8 @@ impl crate::spec::JobSpec {
             execution: *execution,
             hooks: s.hooks.clone().unwrap_or_else(|| hooks.clone()),
             paused: *paused,
+            // A workflow's alerts are about the workflow run, not its steps.
+            notify: Vec::new(),
             labels: labels.clone(),
             description: description.clone(),
         };

@@ -157,15 +157,17 @@ fn read_secret(path: &str) -> Result<OsString, String> {
 }
 
 /// The content of a regular file of at most [`MAX_FILE_BYTES`]; `Err` says why not (never with
-/// any of the content).
-fn read_regular_file(path: &str) -> Result<Vec<u8>, String> {
+/// any of the content, nor the path: the caller names the file). Opened without blocking (a
+/// FIFO never makes it wait) and checked on the opened file. Blocking: call it from a blocking
+/// thread. Also used for the alert channels' secret files.
+pub fn read_regular_file(path: impl AsRef<std::path::Path>) -> Result<Vec<u8>, String> {
     use std::os::unix::fs::OpenOptionsExt;
 
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
+        .open(path.as_ref())
         .map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if let Some(what) = not_regular(&meta) {

@@ -110,7 +110,7 @@ use kairos_core::run::{AttemptOutcome, AttemptStatus};
 use kairos_core::spec::{HooksSpec, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
-pub use env::EnvError;
+pub use env::{EnvError, MAX_FILE_BYTES, read_regular_file};
 pub use exchange::parse_report;
 pub use function::{FunctionCall, FunctionRegistry};
 pub use output::{DEFAULT_OUTPUT_LIMIT, OutputBuffer};

@@ -352,6 +352,9 @@ pub struct NodeContext {
     /// The URL of this node's API, as its tasks reach it (`KAIROS_API_URL`); `None` when the
     /// node serves no API (a library embedding Kairos).
     pub api_url: Option<String>,
+    /// The alert channels of this node's configuration, by name: what a job's `notify` may
+    /// name.
+    pub alert_channels: Arc<Vec<String>>,
 }
 
 impl NodeContext {
@@ -416,6 +419,7 @@ impl NodeContext {
             plans: PlanCache::default(),
             run_tokens: RunTokens::default(),
             api_url: None,
+            alert_channels: Arc::new(Vec::new()),
         }
     }
 }

@@ -4,8 +4,8 @@
 //! Every node runs an elector. A follower asks the store to elect it every
 //! [`ElectorConfig::attempt`] (and at once when another node resigns); the store grants a new
 //! term when the row is free, expired, or (PostgreSQL) its holder's connection is gone. The
-//! leader renews every `ttl / 5`. The leader's services (the scheduler and the rescuer, which
-//! also expires dead nodes) run under the [`LeaderGate`]: started when a term begins, stopped
+//! leader renews every `ttl / 5`. The leader's services (the scheduler, the rescuer, which
+//! also expires dead nodes, and the alert evaluator and sender) run under the [`LeaderGate`]: started when a term begins, stopped
 //! when it ends, started again for the next one.
 //!
 //! A leader that cannot renew (the store is unreachable, the node is cut off) stops its
@@ -53,20 +53,45 @@ impl Default for ElectorConfig {
     }
 }
 
+/// A service that runs on the leader only, for one term at a time: `run` returns once `stop`
+/// is cancelled, and is called again for the next term.
+#[async_trait::async_trait]
+pub trait LeaderService: Send + Sync + 'static {
+    async fn run(&self, stop: CancellationToken);
+}
+
+#[async_trait::async_trait]
+impl LeaderService for Scheduler {
+    async fn run(&self, stop: CancellationToken) {
+        Scheduler::run(self, stop).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaderService for Rescuer {
+    async fn run(&self, stop: CancellationToken) {
+        Rescuer::run(self, stop).await;
+    }
+}
+
 /// The leader-only services, started for a term and stopped at its end.
 pub struct LeaderGate {
-    scheduler: Arc<Scheduler>,
-    rescuer: Arc<Rescuer>,
+    services: Vec<Arc<dyn LeaderService>>,
     running: Option<(i64, CancellationToken, Vec<JoinHandle<()>>)>,
 }
 
 impl LeaderGate {
     pub fn new(scheduler: Arc<Scheduler>, rescuer: Arc<Rescuer>) -> Self {
         Self {
-            scheduler,
-            rescuer,
+            services: vec![scheduler, rescuer],
             running: None,
         }
+    }
+
+    /// The gate with one more service (the alert evaluator and sender).
+    pub fn with(mut self, service: Arc<dyn LeaderService>) -> Self {
+        self.services.push(service);
+        self
     }
 
     /// The term whose services run, if any.
@@ -76,12 +101,14 @@ impl LeaderGate {
 
     fn start(&mut self, ctx: &NodeContext, term: i64) {
         let stop = CancellationToken::new();
-        let (scheduler, rescuer) = (self.scheduler.clone(), self.rescuer.clone());
-        let (s, r) = (stop.clone(), stop.clone());
-        let tasks = vec![
-            tokio::spawn(async move { scheduler.run(s).await }),
-            tokio::spawn(async move { rescuer.run(r).await }),
-        ];
+        let tasks = self
+            .services
+            .iter()
+            .map(|service| {
+                let (service, stop) = (service.clone(), stop.clone());
+                tokio::spawn(async move { service.run(stop).await })
+            })
+            .collect();
         self.running = Some((term, stop, tasks));
         ctx.telemetry.emit(Event::Leadership {
             term,

@@ -100,7 +100,14 @@ impl JobService {
     /// calendars allow: the calendars it names must exist, and the write is fenced by their
     /// versions).
     pub async fn create(&self, spec: JobSpec) -> Result<Job, JobError> {
-        spec.validate().map_err(JobError::Invalid)?;
+        let mut errs = ValidationErrors::default();
+        if let Err(e) = spec.validate() {
+            errs.extend(e);
+        }
+        self.check_channels(&spec, &mut errs);
+        if !errs.is_empty() {
+            return Err(JobError::Invalid(errs));
+        }
         let mut last = None;
         for _ in 0..CALENDAR_ROUNDS {
             let (plan, calendars) = self.ctx.plans.plan_spec(&*self.ctx.store, &spec).await?;
@@ -126,6 +133,35 @@ impl JobService {
             }
         }
         Err(last.map_or_else(|| contended(&spec.namespace, &spec.name), JobError::Store))
+    }
+
+    /// Every channel a job's `notify` names must be one of this node's configuration.
+    fn check_channels(&self, spec: &JobSpec, errs: &mut ValidationErrors) {
+        let known = &self.ctx.alert_channels;
+        for (i, rule) in spec.notify.iter().enumerate() {
+            for (j, name) in rule.channels.iter().enumerate() {
+                if known.contains(name) {
+                    continue;
+                }
+                let field = format!("notify[{i}].channels[{j}]");
+                if known.is_empty() {
+                    errs.push(
+                        field,
+                        format!(
+                            "no channel `{name}`: this server has no alert channels configured"
+                        ),
+                    );
+                } else {
+                    errs.push(
+                        field,
+                        format!(
+                            "no channel `{name}` in this server's configuration (channels: {})",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Job, JobError> {
@@ -184,6 +220,7 @@ impl JobService {
         if let Err(e) = spec.validate() {
             errs.extend(e);
         }
+        self.check_channels(&spec, &mut errs);
         if !errs.is_empty() {
             return Err(JobError::Invalid(errs));
         }

@@ -14,6 +14,7 @@
 //! and returns a report, so tests drive the work directly under a [`clock::ManualClock`].
 
 pub mod activity;
+pub mod alerts;
 pub mod calendars;
 pub mod clock;
 pub mod context;

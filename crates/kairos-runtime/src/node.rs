@@ -1,5 +1,6 @@
-//! A node: the worker on every node, and the leader's services (scheduler, rescuer) behind the
-//! elector's gate, over one store; started together and stopped together.
+//! A node: the worker on every node, and the leader's services (scheduler, rescuer, and the
+//! alert evaluator and sender when channels are configured) behind the elector's gate, over one
+//! store; started together and stopped together.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::ActivityRecorder;
+use crate::alerts::AlertsConfig;
+use crate::alerts::evaluator::Evaluator;
+use crate::alerts::sender::Sender;
 use crate::context::NodeContext;
 use crate::elector::{Elector, ElectorConfig, LeaderGate};
 use crate::jobs::JobService;
@@ -33,6 +37,8 @@ pub struct NodeConfig {
     pub recover_on_start: bool,
     /// How long the activity log (the event stream's history) keeps entries. Default 1 h.
     pub activity_retention: Duration,
+    /// Alert channels and global rules. Without channels, nothing is evaluated or sent.
+    pub alerts: Arc<AlertsConfig>,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +51,7 @@ impl Default for NodeConfig {
             elector: ElectorConfig::default(),
             recover_on_start: true,
             activity_retention: Duration::from_secs(3600),
+            alerts: Arc::new(AlertsConfig::default()),
         }
     }
 }
@@ -97,7 +104,7 @@ impl Node {
             (stop, task)
         });
         let scheduler = Scheduler::with_config(ctx.clone(), config.scheduler.clone());
-        let worker = Worker::new(ctx.clone(), executor, config.worker.clone());
+        let worker = Worker::new(ctx.clone(), executor.clone(), config.worker.clone());
         let rescuer = Rescuer::new(ctx.clone(), config.rescue_interval);
         if config.recover_on_start {
             if let Err(e) = rescuer.run_once(true).await {
@@ -107,7 +114,12 @@ impl Node {
             // (it crashed), so its term ends now instead of after its lease.
             take_over_stale_leadership(&ctx).await;
         }
-        let gate = LeaderGate::new(Arc::new(scheduler), Arc::new(rescuer));
+        let mut gate = LeaderGate::new(Arc::new(scheduler), Arc::new(rescuer));
+        if !config.alerts.is_empty() {
+            let sender = Sender::new(ctx.clone(), config.alerts.clone(), executor.clone());
+            let evaluator = Evaluator::new(ctx.clone(), config.alerts.clone(), sender.waker());
+            gate = gate.with(Arc::new(evaluator)).with(Arc::new(sender));
+        }
         let elector = Elector::new(ctx.clone(), config.elector.clone(), gate);
         let tasks = vec![
             tokio::spawn(ctx.clone().follow_changes(shutdown.clone())),
@@ -145,5 +157,19 @@ impl Node {
             }
         }
         tracing::info!(node = %self.ctx.node, "node stopped");
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::elector::LeaderService for Evaluator {
+    async fn run(&self, stop: CancellationToken) {
+        Evaluator::run(self, stop).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::elector::LeaderService for Sender {
+    async fn run(&self, stop: CancellationToken) {
+        Sender::run(self, stop).await;
     }
 }

@@ -107,7 +107,7 @@ impl PostgresStore {
             &client,
             "DELETE FROM activity_batches WHERE id < greatest( \
                coalesce((SELECT min(id) FROM activity_batches WHERE at >= $1), \
-                        (SELECT max(id) + 1 FROM activity_batches), 0), \
+                        (SELECT max(id) FROM activity_batches), 0), \
                coalesce((SELECT max(id) FROM activity_batches), 0) - $2 + 1)",
             &[&p.before, &keep],
         )

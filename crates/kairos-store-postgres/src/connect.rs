@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("../migrations/0010_calendars.sql")),
     (11, include_str!("../migrations/0011_activity.sql")),
     (12, include_str!("../migrations/0012_sessions.sql")),
+    (13, include_str!("../migrations/0013_alerts.sql")),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).

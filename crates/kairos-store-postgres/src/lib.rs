@@ -53,7 +53,9 @@
 //!   fence the write by that version too; a stale version is `VersionConflict`.
 //! - **Claims** are one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n)`:
 //!   claimers never wait for each other's rows nor claim a run twice. The exclusive rule
-//!   (`overlap: queue`) also needs a per-job advisory lock; see `batch::claim` for why.
+//!   (`overlap: queue`) also needs a per-job advisory lock; see `batch::claim` for why. Alert
+//!   deliveries are claimed the same way, and their ends fenced by the claim's lease token
+//!   (see `alert`).
 //! - **Leases:** heartbeats (one statement for all of a worker's leases), finishes and rescues
 //!   are fenced by the lease token and state and report whether they applied.
 //! - **Workflows:** a step run that ends moves its workflow run on in the same transaction,
@@ -104,6 +106,7 @@
 
 mod activity;
 pub mod admin;
+mod alert;
 mod auth;
 mod backfill;
 mod batch;

@@ -2,7 +2,7 @@
 //! Job writes are in [`crate::jobs`], the hot paths in [`crate::batch`], the rescue in
 //! [`crate::rescue`], cancels in [`crate::cancel`], workflow runs in [`crate::workflow`] (a
 //! user's action on their steps in [`crate::control`]), tokens and the audit log in
-//! [`crate::auth`].
+//! [`crate::auth`], alert deliveries in [`crate::alert`].
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
@@ -539,6 +539,34 @@ impl Store for PostgresStore {
 
     async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>> {
         self.token_authenticate_read(p).await
+    }
+
+    async fn alert_enqueue(&self, p: AlertEnqueueParams) -> StoreResult<Vec<Option<i64>>> {
+        self.alert_enqueue_tx(p).await
+    }
+
+    async fn alert_claim(&self, p: AlertClaimParams) -> StoreResult<Vec<AlertDelivery>> {
+        self.alert_claim_write(p).await
+    }
+
+    async fn alert_finish(&self, p: AlertFinishParams) -> StoreResult<bool> {
+        self.alert_finish_write(p).await
+    }
+
+    async fn alert_list(&self, p: AlertListParams) -> StoreResult<Vec<AlertDelivery>> {
+        self.alert_list_read(p).await
+    }
+
+    async fn alert_prune(&self, p: AlertPruneParams) -> StoreResult<u64> {
+        self.alert_prune_before(p).await
+    }
+
+    async fn alert_cursor(&self) -> StoreResult<Option<ActivityCursor>> {
+        self.alert_cursor_read().await
+    }
+
+    async fn alert_cursor_set(&self, p: AlertCursorParams) -> StoreResult<bool> {
+        self.alert_cursor_cas(p).await
     }
 
     async fn session_create(&self, p: SessionCreateParams) -> StoreResult<bool> {

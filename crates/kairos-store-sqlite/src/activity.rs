@@ -81,7 +81,7 @@ pub(crate) fn prune(conn: &Connection, p: ActivityPruneParams) -> StoreResult<u6
     let by_time = first(
         conn,
         "SELECT coalesce((SELECT id FROM activity_batches WHERE at >= ?1 ORDER BY id LIMIT 1), \
-           (SELECT max(id) + 1 FROM activity_batches), 0)",
+           (SELECT max(id) FROM activity_batches), 0)",
         [micros(p.before)],
         |r| col::<i64>(r, 0),
     )?

@@ -12,6 +12,7 @@
 //!   closures ([`db`]): one hand-off between threads per transaction, not per statement.
 
 mod activity;
+mod alert;
 mod auth;
 mod backfill;
 mod batch;

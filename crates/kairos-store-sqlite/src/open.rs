@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_progress.sql"),
     include_str!("../migrations/0011_calendars.sql"),
     include_str!("../migrations/0012_sessions.sql"),
+    include_str!("../migrations/0013_alerts.sql"),
 ];
 
 /// Reader connections (and threads).

@@ -1085,6 +1085,49 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn alert_enqueue(&self, p: AlertEnqueueParams) -> StoreResult<Vec<Option<i64>>> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| crate::alert::enqueue(tx, &p, now))
+            .await
+    }
+
+    async fn alert_claim(&self, p: AlertClaimParams) -> StoreResult<Vec<AlertDelivery>> {
+        let now = now_or(p.now);
+        let expires = now
+            .checked_add(p.lease)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        self.db
+            .write(move |tx| crate::alert::claim(tx, &p, &token, now, expires))
+            .await
+    }
+
+    async fn alert_finish(&self, p: AlertFinishParams) -> StoreResult<bool> {
+        let now = now_or(p.now);
+        self.db
+            .write(move |tx| crate::alert::finish(tx, &p, now))
+            .await
+    }
+
+    async fn alert_list(&self, p: AlertListParams) -> StoreResult<Vec<AlertDelivery>> {
+        self.db.read(move |conn| crate::alert::list(conn, &p)).await
+    }
+
+    async fn alert_prune(&self, p: AlertPruneParams) -> StoreResult<u64> {
+        self.db.write(move |tx| crate::alert::prune(tx, p)).await
+    }
+
+    async fn alert_cursor(&self) -> StoreResult<Option<ActivityCursor>> {
+        self.db.read(crate::alert::cursor).await
+    }
+
+    async fn alert_cursor_set(&self, p: AlertCursorParams) -> StoreResult<bool> {
+        self.db
+            .write(move |tx| crate::alert::cursor_set(tx, &p))
+            .await
+    }
+
     async fn session_create(&self, p: SessionCreateParams) -> StoreResult<bool> {
         let now = now_or(p.now);
         self.db

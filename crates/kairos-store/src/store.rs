@@ -659,6 +659,163 @@ impl std::fmt::Debug for TokenAuthenticateParams {
     }
 }
 
+/// An alert to deliver to one channel.
+#[derive(Debug, Clone)]
+pub struct AlertInsert {
+    /// Unique: an alert with a key that exists is not queued again (`run:42:failure:ops`).
+    pub key: String,
+    /// What raised it: `failure`, `failures`, `timeout`, `lost`, `recovery`, `skipped`,
+    /// `no_success`, `sla_start`, `sla_finish`.
+    pub alert: String,
+    /// The channel's name (from the server's configuration).
+    pub channel: String,
+    pub namespace: String,
+    pub job: String,
+    pub run_id: Option<RunId>,
+    /// The alert's document (JSON), which channels render.
+    pub payload: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertEnqueueParams {
+    pub alerts: Vec<AlertInsert>,
+    pub now: Option<Timestamp>,
+}
+
+/// Where a delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Waiting for its (next) attempt, at `next_attempt_at`.
+    Pending,
+    /// A node is sending it (it holds the lease).
+    Sending,
+    Delivered,
+    /// Given up after its last attempt.
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sending => "sending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for DeliveryState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "pending" => DeliveryState::Pending,
+            "sending" => DeliveryState::Sending,
+            "delivered" => DeliveryState::Delivered,
+            "failed" => DeliveryState::Failed,
+            other => {
+                return Err(format!(
+                    "`{other}` is not a delivery state: pending, sending, delivered or failed"
+                ));
+            }
+        })
+    }
+}
+
+/// An alert and its delivery to one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertDelivery {
+    pub id: i64,
+    pub key: String,
+    pub alert: String,
+    pub channel: String,
+    pub namespace: String,
+    pub job: String,
+    pub run_id: Option<RunId>,
+    pub payload: String,
+    pub state: DeliveryState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+    /// The last attempt's error, if it failed.
+    pub last_error: Option<String>,
+    /// The last attempt's HTTP status (webhook and Slack channels).
+    pub last_status: Option<u16>,
+    pub created_at: Timestamp,
+    /// When it ended: delivered, or given up (`failed`).
+    pub delivered_at: Option<Timestamp>,
+    /// The node holding it while `sending`.
+    pub node: Option<String>,
+    /// The token of the claim holding it while `sending` (fences its finish).
+    pub lease_token: Option<String>,
+    pub lease_expires_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertClaimParams {
+    pub node: String,
+    /// Most deliveries claimed.
+    pub limit: u32,
+    /// How long the claim holds them; a delivery whose lease expired (its node died mid-send)
+    /// is claimed again.
+    pub lease: SignedDuration,
+    pub now: Option<Timestamp>,
+}
+
+/// How one attempt of a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertOutcome {
+    Delivered {
+        status: Option<u16>,
+    },
+    /// Try again at `at`.
+    Retry {
+        at: Timestamp,
+        error: String,
+        status: Option<u16>,
+    },
+    /// Give up.
+    Failed {
+        error: String,
+        status: Option<u16>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertFinishParams {
+    pub id: i64,
+    /// Fences the write: it applies only while this claim holds the delivery.
+    pub lease_token: String,
+    pub outcome: AlertOutcome,
+    pub now: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AlertListParams {
+    /// Only deliveries of jobs in these namespaces (a token's scope); `None`: all.
+    pub namespaces: Option<Vec<String>>,
+    /// Only this job (`namespace`, `name`).
+    pub job: Option<(String, String)>,
+    pub state: Option<DeliveryState>,
+    /// Most returned, newest first (0: 100).
+    pub limit: u32,
+    /// Only ids below this (paging).
+    pub before_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AlertPruneParams {
+    /// Deliveries that ended (delivered or failed) before this are deleted.
+    pub before: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertCursorParams {
+    /// The write applies only if the stored position is this (`None`: none stored yet).
+    pub expected: Option<ActivityCursor>,
+    pub to: ActivityCursor,
+}
+
 /// A web UI session: a random id, of which the store keeps only the hash, that stands for a
 /// token until it expires, is signed out, or the token is revoked or expires.
 #[derive(Clone)]
@@ -887,6 +1044,25 @@ pub trait Store: Send + Sync + 'static {
     async fn token_revoke(&self, p: TokenRevokeParams) -> StoreResult<Token>;
     /// The token with this hash if it is neither revoked nor expired.
     async fn token_authenticate(&self, p: TokenAuthenticateParams) -> StoreResult<Option<Token>>;
+    /// Queues alerts, each unless one with its key exists (then `None` in its place): the
+    /// id of each queued, `pending` and due at once.
+    async fn alert_enqueue(&self, p: AlertEnqueueParams) -> StoreResult<Vec<Option<i64>>>;
+    /// Claims deliveries that are due (`pending` with `next_attempt_at` reached, or `sending`
+    /// with an expired lease), oldest first: each becomes `sending`, held by `node` with a new
+    /// lease token, its `attempts` counted. Concurrent claims never return the same delivery.
+    async fn alert_claim(&self, p: AlertClaimParams) -> StoreResult<Vec<AlertDelivery>>;
+    /// Records an attempt's end, fenced by the claim's lease token: `false` (nothing written)
+    /// when the claim no longer holds the delivery.
+    async fn alert_finish(&self, p: AlertFinishParams) -> StoreResult<bool>;
+    /// Deliveries, newest first.
+    async fn alert_list(&self, p: AlertListParams) -> StoreResult<Vec<AlertDelivery>>;
+    /// Deletes deliveries that ended before `before`; how many.
+    async fn alert_prune(&self, p: AlertPruneParams) -> StoreResult<u64>;
+    /// How far the alert evaluator has read the activity log (`None`: not started).
+    async fn alert_cursor(&self) -> StoreResult<Option<ActivityCursor>>;
+    /// Moves the evaluator's position, fenced on the position it read: `false` when another
+    /// evaluator moved it meanwhile.
+    async fn alert_cursor_set(&self, p: AlertCursorParams) -> StoreResult<bool>;
     /// Creates a session for the token with `token_hash`, fenced on the token working (neither
     /// revoked nor expired) at `now`: `false` and nothing written otherwise. Sessions that have
     /// expired are deleted on the way.
@@ -910,7 +1086,9 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the batch of the entry at this position is still kept (not pruned).
     async fn activity_contains(&self, cursor: ActivityCursor) -> StoreResult<bool>;
     /// Deletes the batches from before `p.before`, and the oldest beyond `p.keep_at_most`; how
-    /// many batches.
+    /// many batches. The newest batch is always kept: a reader at the end of a log that has been
+    /// quiet for longer than the retention (an event stream, the alert evaluator) still holds
+    /// a position the log knows.
     async fn activity_prune(&self, p: ActivityPruneParams) -> StoreResult<u64>;
 
     /// Creates or changes a calendar and re-plans the jobs that use it, in one transaction

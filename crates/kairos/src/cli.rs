@@ -139,6 +139,13 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Alert deliveries: what was raised, to which channel, and how sending it went.
+    Alert {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: AlertCmd,
+    },
     /// Copy a store's jobs and run history into another (e.g. SQLite into PostgreSQL).
     Store {
         #[command(subcommand)]
@@ -381,6 +388,27 @@ pub enum AuditCmd {
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Only entries older than this id (paging).
+        #[arg(long)]
+        before: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertCmd {
+    /// List deliveries, newest first (in the `-N` namespace, or all with `-A`).
+    Ls {
+        /// Every namespace the token sees.
+        #[arg(long, short = 'A')]
+        all_namespaces: bool,
+        /// Only this job's (in the `-N` namespace).
+        #[arg(long)]
+        job: Option<String>,
+        /// `pending`, `sending`, `delivered` or `failed`.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only deliveries older than this id (paging).
         #[arg(long)]
         before: Option<i64>,
     },

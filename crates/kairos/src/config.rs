@@ -67,6 +67,49 @@ pub struct FileConfig {
     /// task limits, the task's peak memory, no process escaping the task). Env
     /// `KAIROS_TASK_CGROUPS`. Default true.
     pub task_cgroups: Option<bool>,
+    /// Alert channels: where alerts go (`[[channels]]`; see docs/alerts.md).
+    pub channels: Option<Vec<ChannelFile>>,
+    /// Alert rules for every job, besides each job's own `notify` (`[[alerts]]`).
+    pub alerts: Option<Vec<GlobalRuleFile>>,
+    /// The web UI's address in the links of alerts (`https://kairos.example`). Default:
+    /// `advertise_url`.
+    pub ui_url: Option<String>,
+    /// How long ended alert deliveries are kept. Default `168h` (7 days).
+    pub alert_retention: Option<String>,
+}
+
+/// A channel of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelFile {
+    /// What rules name it by.
+    pub name: String,
+    /// `webhook`, `slack` or `command`.
+    pub kind: String,
+    /// `webhook`: the URL alerts are POSTed to.
+    pub url: Option<String>,
+    /// `webhook`: a file holding the key that signs each request (HMAC-SHA256).
+    pub secret_file: Option<PathBuf>,
+    /// `slack`: a file holding the incoming webhook's URL (a secret).
+    pub url_file: Option<PathBuf>,
+    /// `command`: the program and its arguments.
+    pub argv: Option<Vec<String>>,
+    /// Longest time one attempt may take. Default `10s`, at most `5m`.
+    pub timeout: Option<String>,
+}
+
+/// A global alert rule of the config file: a job's `notify` rule, for every job of
+/// `namespaces` (default all).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalRuleFile {
+    pub on: kairos_core::alert::Condition,
+    pub count: Option<u32>,
+    pub within: Option<String>,
+    pub start_within: Option<String>,
+    pub finish_within: Option<String>,
+    pub channels: Vec<String>,
+    pub namespaces: Option<Vec<String>>,
 }
 
 /// Resolved server settings.
@@ -95,6 +138,7 @@ pub struct ServerConfig {
     /// Certificate chain and key files (PEM), for HTTPS.
     pub tls: Option<TlsFiles>,
     pub task_cgroups: bool,
+    pub alerts: kairos_runtime::alerts::AlertsConfig,
 }
 
 /// The files of the server's TLS identity.
@@ -202,6 +246,130 @@ fn check_origin(field: &str, origin: &str) -> anyhow::Result<String> {
         bail!("{field}: `{origin}` is not an origin such as `https://ui.example:8443`");
     }
     Ok(lower)
+}
+
+/// The alert channels and global rules, checked; errors name the field (`channels[1].url`).
+fn alerts_config(
+    channels: Vec<ChannelFile>,
+    rules: Vec<GlobalRuleFile>,
+    ui_url: String,
+    retention: jiff::SignedDuration,
+) -> anyhow::Result<kairos_runtime::alerts::AlertsConfig> {
+    use kairos_runtime::alerts::{Channel, ChannelKind, DEFAULT_CHANNEL_TIMEOUT, GlobalRule};
+    let mut checked: Vec<Channel> = Vec::new();
+    for (i, c) in channels.into_iter().enumerate() {
+        let at = format!("channels[{i}]");
+        kairos_core::job::validate_name(&c.name).map_err(|e| anyhow::anyhow!("{at}.name: {e}"))?;
+        if checked.iter().any(|d| d.name == c.name) {
+            bail!("{at}.name: `{}` names another channel too", c.name);
+        }
+        let unexpected = |field: &str, set: bool| -> anyhow::Result<()> {
+            if set {
+                bail!("{at}.{field}: does not apply to a `{}` channel", c.kind);
+            }
+            Ok(())
+        };
+        let kind = match c.kind.as_str() {
+            "webhook" => {
+                unexpected("url_file", c.url_file.is_some())?;
+                unexpected("argv", c.argv.is_some())?;
+                let Some(url) = c.url else {
+                    bail!("{at}.url: a webhook needs the URL to POST alerts to");
+                };
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                    && url.len() <= 2048
+                    && !url.chars().any(char::is_whitespace);
+                if !ok {
+                    bail!("{at}.url: `{url}` is not an http:// or https:// URL");
+                }
+                ChannelKind::Webhook {
+                    url,
+                    secret_file: c.secret_file,
+                }
+            }
+            "slack" => {
+                unexpected("url", c.url.is_some())?;
+                unexpected("secret_file", c.secret_file.is_some())?;
+                unexpected("argv", c.argv.is_some())?;
+                let Some(url_file) = c.url_file else {
+                    bail!("{at}.url_file: a Slack channel needs the file holding its webhook URL");
+                };
+                ChannelKind::Slack { url_file }
+            }
+            "command" => {
+                unexpected("url", c.url.is_some())?;
+                unexpected("url_file", c.url_file.is_some())?;
+                unexpected("secret_file", c.secret_file.is_some())?;
+                let argv = c.argv.unwrap_or_default();
+                if argv.first().is_none_or(String::is_empty) {
+                    bail!("{at}.argv: a command channel needs the program to run");
+                }
+                ChannelKind::Command { argv }
+            }
+            other => bail!("{at}.kind: `{other}` is not `webhook`, `slack` or `command`"),
+        };
+        let timeout = match c.timeout {
+            None => DEFAULT_CHANNEL_TIMEOUT,
+            Some(t) => {
+                let d =
+                    parse_duration(&t, false).map_err(|e| anyhow::anyhow!("{at}.timeout: {e}"))?;
+                if d > jiff::SignedDuration::from_mins(5) {
+                    bail!("{at}.timeout: must be at most 5m");
+                }
+                std::time::Duration::try_from(d).unwrap_or(DEFAULT_CHANNEL_TIMEOUT)
+            }
+        };
+        checked.push(Channel {
+            name: c.name,
+            kind,
+            timeout,
+        });
+    }
+    let mut global = Vec::new();
+    for (i, r) in rules.into_iter().enumerate() {
+        let at = format!("alerts[{i}]");
+        let spec = kairos_core::alert::NotifySpec {
+            on: r.on,
+            count: r.count,
+            within: r.within,
+            start_within: r.start_within,
+            finish_within: r.finish_within,
+            channels: r.channels,
+        };
+        let mut errs = kairos_core::ValidationErrors::default();
+        let rule = spec.validate(&at, &mut errs);
+        if let Some(e) = errs.errors.first() {
+            bail!("{}: {}", e.field, e.message);
+        }
+        for (j, name) in spec.channels.iter().enumerate() {
+            if !checked.iter().any(|c| &c.name == name) {
+                bail!("{at}.channels[{j}]: no channel `{name}` in `[[channels]]`");
+            }
+        }
+        for (j, ns) in r.namespaces.iter().flatten().enumerate() {
+            kairos_core::job::validate_name(ns)
+                .map_err(|e| anyhow::anyhow!("{at}.namespaces[{j}]: {e}"))?;
+        }
+        if let Some(rule) = rule {
+            global.push(GlobalRule {
+                namespaces: r.namespaces,
+                rule,
+            });
+        }
+    }
+    let ok = (ui_url.starts_with("http://") || ui_url.starts_with("https://"))
+        && ui_url.len() <= 2048
+        && !ui_url.chars().any(char::is_whitespace);
+    if !ok {
+        bail!("ui_url: `{ui_url}` is not a URL such as https://kairos.example");
+    }
+    Ok(kairos_runtime::alerts::AlertsConfig {
+        channels: checked,
+        rules: global,
+        ui_url: Some(ui_url.trim_end_matches('/').to_owned()),
+        retention: std::time::Duration::try_from(retention)
+            .unwrap_or(kairos_runtime::alerts::DEFAULT_RETENTION),
+    })
 }
 
 impl ServerConfig {
@@ -361,7 +529,26 @@ impl ServerConfig {
             Some(_) => flag("KAIROS_TASK_CGROUPS", None)?,
             None => file.task_cgroups.unwrap_or(true),
         };
+        let alert_retention = duration(
+            "alert_retention",
+            "KAIROS_ALERT_RETENTION",
+            file.alert_retention,
+            "168h",
+        )?;
+        let alerts = alerts_config(
+            file.channels.unwrap_or_default(),
+            file.alerts.unwrap_or_default(),
+            file.ui_url.unwrap_or_else(|| advertise.clone()),
+            alert_retention,
+        )?;
+        if !alerts.is_empty() && retention.is_zero() {
+            bail!(
+                "event_retention: alerts are raised from the activity log; it cannot be off \
+                 (`0s`) while channels are configured"
+            );
+        }
         Ok(Self {
+            alerts,
             task_cgroups,
             auth,
             insecure_no_auth: insecure_no_auth && auth == AuthMode::Off && !loopback,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kairos::cli::{Cli, Command};
 use kairos::client::Client;
-use kairos::cmd::{apply, audit, calendar, event, job, next, node, run, store, token};
+use kairos::cmd::{alert, apply, audit, calendar, event, job, next, node, run, store, token};
 use kairos::config::{ServerConfig, ServerFlags};
 
 fn main() -> ExitCode {
@@ -98,6 +98,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { client, command } => {
             let c = Client::connect(&client.conn)?;
             audit::run(&c, &client.namespace, client.conn.json, command).await
+        }
+        Command::Alert { client, command } => {
+            let c = Client::connect(&client.conn)?;
+            alert::run(&c, &client.namespace, client.conn.json, command).await
         }
         Command::Store { command } => store::run(command).await,
         Command::Node { conn, command } => {

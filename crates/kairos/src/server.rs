@@ -19,6 +19,15 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
     let mut ctx = NodeContext::new(config.node_name.clone(), store, Arc::new(SystemClock));
     // Tasks report to this node's API (`KAIROS_API_URL`).
     ctx.api_url = Some(config.advertise.clone());
+    // A job's `notify` may name the channels of this node's configuration.
+    ctx.alert_channels = std::sync::Arc::new(
+        config
+            .alerts
+            .channels
+            .iter()
+            .map(|c| c.name.clone())
+            .collect(),
+    );
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -47,6 +56,7 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
             ..ElectorConfig::default()
         },
         recover_on_start: config.store.exclusive(),
+        alerts: std::sync::Arc::new(config.alerts.clone()),
     };
     // Everything that can fail on the user's input (the TLS files, the address) fails before
     // the node starts.

@@ -83,7 +83,29 @@ async fn the_web_ui_in_a_browser() {
         .default_headers(headers)
         .build()
         .unwrap();
-    let server = Server::start_with(&data, &["--auth", "required"], "http", http).await;
+    // An alert channel to a local receiver that takes everything.
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver_url = format!("http://{}", receiver.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async { axum::http::StatusCode::OK }),
+    );
+    tokio::spawn(async move { axum::serve(receiver, app).await });
+    let config = dir.path().join("kairos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{receiver_url}/hook\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &data,
+        &["--auth", "required", "--config", config.to_str().unwrap()],
+        "http",
+        http,
+    )
+    .await;
     let (status, _, viewer) = server
         .call(
             Method::POST,
@@ -105,6 +127,7 @@ async fn the_web_ui_in_a_browser() {
         .env("KAIROS_VIEWER_TOKEN", &viewer)
         .env("KAIROS_SCREENSHOTS", &screenshots)
         .env("CHROMIUM", &chromium)
+        .env("KAIROS_ALERT_CHANNEL", "hook")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -141,6 +164,7 @@ async fn the_web_ui_in_a_browser() {
         "workflow",
         "nodes",
         "jobs-phone",
+        "alerts",
     ] {
         let png = screenshots.join(format!("{page}.png"));
         assert!(png.exists(), "no screenshot {}", png.display());

@@ -79,7 +79,14 @@ async fn pages_and_assets_are_served_without_a_token_with_strict_headers() {
     )
     .await;
     let http = plain();
-    for path in ["/", "/login", "/nodes", "/jobs/default/backup", "/runs/42"] {
+    for path in [
+        "/",
+        "/login",
+        "/nodes",
+        "/alerts",
+        "/jobs/default/backup",
+        "/runs/42",
+    ] {
         let r = http
             .get(format!("{}{path}", server.url))
             .send()

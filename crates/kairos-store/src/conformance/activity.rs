@@ -102,6 +102,17 @@ pub async fn activity_is_read_in_order_after_a_position(store: Arc<dyn Store>) {
     let left = read_n(&store, ActivityCursor::default(), 1).await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].record.kind, "job.changed");
+    // A log quiet for longer than the retention keeps its newest batch: a reader at its end
+    // still holds a known position.
+    let pruned = store
+        .activity_prune(ActivityPruneParams {
+            before: t(T0) + jiff::SignedDuration::from_hours(24),
+            keep_at_most: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 0);
+    assert!(store.activity_contains(left[0].cursor).await.unwrap());
 }
 
 pub async fn activity_concurrent_appends_are_each_read_once(store: Arc<dyn Store>) {

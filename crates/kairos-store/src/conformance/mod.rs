@@ -11,10 +11,10 @@
 //! release), [`workflow`] (step runs and how their ends move a workflow run on), [`event`] (the
 //! topics index, an event's runs and their key), [`dependency`] (runs created as other jobs'
 //! runs end; the checks on job writes), [`calendar`] (calendars, the jobs they re-plan, the
-//! fences of job writes planned with them), [`auth`] (tokens, audit log) and
-//! [`cluster`] (leadership, node registry, the store's clock). This module holds the macro and
-//! the helpers the cases share; every case is re-exported here, so that the macro names it as
-//! `$crate::conformance::<case>`.
+//! fences of job writes planned with them), [`auth`] (tokens, audit log), [`alert`] (alert
+//! deliveries and the alert evaluator's position) and [`cluster`] (leadership, node registry,
+//! the store's clock). This module holds the macro and the helpers the cases share; every case
+//! is re-exported here, so that the macro names it as `$crate::conformance::<case>`.
 //!
 //! Every case runs on a multi-thread runtime (two workers). The concurrent ones race calls in
 //! `tokio::spawn`ed tasks, which on PostgreSQL hold separate pooled connections, and repeat each
@@ -35,6 +35,7 @@ use kairos_core::spec::{ExecutionMode, JobSpec};
 use crate::*;
 
 pub mod activity;
+pub mod alert;
 pub mod auth;
 pub mod backfill;
 pub mod calendar;
@@ -52,6 +53,7 @@ pub mod runs;
 pub mod workflow;
 
 pub use activity::*;
+pub use alert::*;
 pub use auth::*;
 pub use backfill::*;
 pub use calendar::*;
@@ -141,6 +143,14 @@ macro_rules! conformance_tests {
             // activity
             activity_is_read_in_order_after_a_position,
             activity_concurrent_appends_are_each_read_once,
+            // alert
+            alert_enqueue_is_once_per_key,
+            alert_claim_takes_due_deliveries_oldest_first_under_a_lease,
+            alert_finish_is_fenced_by_the_lease_token, alert_retry_waits_and_failed_ends_it,
+            alert_list_filters_and_pages, alert_prune_deletes_deliveries_that_ended_before,
+            alert_cursor_is_compare_and_set, alert_enqueue_concurrent_queues_each_key_once,
+            alert_claim_concurrent_never_doubles,
+            alert_cursor_concurrent_one_wins,
             // notify
             changes_are_announced_on_the_feed,
         );

@@ -1,5 +1,6 @@
 //! The CLI's commands.
 
+pub mod alert;
 pub mod apply;
 pub mod audit;
 pub mod calendar;

@@ -1,7 +1,9 @@
 // Browser test of the Kairos web UI, driven by a real server with authentication required.
 //
 // Environment: KAIROS_URL (http://127.0.0.1:PORT), KAIROS_ADMIN_TOKEN, KAIROS_VIEWER_TOKEN,
-// KAIROS_SCREENSHOTS (a directory for the PNGs), CHROMIUM (default /usr/bin/chromium).
+// KAIROS_SCREENSHOTS (a directory for the PNGs), CHROMIUM (default /usr/bin/chromium), and
+// KAIROS_ALERT_CHANNEL: the name of a channel of the server's configuration whose sends succeed
+// (the alerts step is skipped without it).
 // Exits 0 when every step passes; otherwise prints the failing step and why, writes
 // failure.png, and exits 1.
 
@@ -15,6 +17,7 @@ const ADMIN = process.env.KAIROS_ADMIN_TOKEN;
 const VIEWER = process.env.KAIROS_VIEWER_TOKEN;
 const SHOTS = process.env.KAIROS_SCREENSHOTS || path.join(os.tmpdir(), 'kairos-ui-screenshots');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ALERT_CHANNEL = process.env.KAIROS_ALERT_CHANNEL || '';
 /** Longest wait for one expectation. */
 const WAIT = 15_000;
 /** Longest run of the whole script. */
@@ -220,6 +223,11 @@ async function signIn(page, token) {
   await visible(page.getByRole('heading', { level: 1, name: 'Jobs' }), 'the Jobs heading');
 }
 
+/** The URL's query parameter `name` (null when absent). */
+function queryOf(page, name) {
+  return new URL(page.url()).searchParams.get(name);
+}
+
 /** The buttons a viewer must not see. */
 const MUTATING = /^(Trigger now|Pause|Resume|Delete|Cancel run|Rerun|Rerun step|Rerun failed steps|Skip|Mark succeeded)$/;
 
@@ -366,8 +374,15 @@ async function main() {
       await visible(page.locator(`svg.dag g[data-step="${st}"][data-state="${state}"]`), `step ${st} ${state} in the DAG`);
     }
     if ((await page.locator('svg.dag path.dag-edge').count()) !== 2) fail('the DAG should have 2 edges (a → b, a → c)');
-    const fill = (st) => page.locator(`svg.dag g[data-step="${st}"] rect`).evaluate((el) => getComputedStyle(el).fill);
-    const [fa, fb, fc] = [await fill('a'), await fill('b'), await fill('c')];
+    // Read in one go: a live refresh may redraw the graph between reads (a detached rect has no
+    // computed fill).
+    const [fa, fb, fc] = await waitFor('the fills of the steps', async () => {
+      const fills = await page.evaluate(() => ['a', 'b', 'c'].map((st) => {
+        const rect = document.querySelector(`svg.dag g[data-step="${st}"] rect`);
+        return rect ? getComputedStyle(rect).fill : '';
+      }));
+      return fills.every(Boolean) ? fills : null;
+    });
     if (fa === fc) fail(`steps a and c have the same fill ${fa}`);
     if (fa !== fb) fail(`steps a and b (both succeeded) differ: ${fa} and ${fb}`);
     // Keyboard: focus b and press Enter.
@@ -555,6 +570,87 @@ async function main() {
     await ctx.close();
     current = page;
   });
+
+  if (!ALERT_CHANNEL) {
+    console.log('- 14. alerts: skipped (KAIROS_ALERT_CHANNEL is not set)');
+  } else {
+    await step('14. alerts: a failed run\'s delivery on its job page and on /alerts', async () => {
+      const job = 'ui-alert';
+      await createJob({
+        name: job,
+        retry: { max_attempts: 1 },
+        task: { kind: 'shell', script: 'echo alert-me >&2; exit 4' },
+        notify: [
+          { on: 'failure', channels: [ALERT_CHANNEL] },
+          { on: 'failures', count: 3, channels: [ALERT_CHANNEL] },
+        ],
+      });
+      // The job page first: the delivery must come without a reload.
+      await page.goto(`${BASE}/jobs/${NS}/${job}`);
+      const section = page.locator('section#alerts');
+      await visible(section.getByRole('heading', { level: 2, name: 'Alerts' }), 'the Alerts section');
+      const rules = section.locator('ul.notify-rules li');
+      await waitFor('2 alert rules', async () => (await rules.count()) === 2);
+      await contains(rules.nth(0), `On failure → ${ALERT_CHANNEL}`, 'the first rule in words');
+      await contains(rules.nth(1), `After 3 failures in a row → ${ALERT_CHANNEL}`, 'the second rule in words');
+      // Loaded: "No alerts sent yet." on a fresh server (deliveries outlive a deleted job of the
+      // same name, so a server used before may list older ones).
+      await visible(section.locator('.deliveries-box').locator('table.deliveries, p.empty'), 'the deliveries (or none) before the run');
+      await page.evaluate(() => { window.__kairosNoReload = true; });
+      const { id: runId } = await apiOk('POST', `/api/v1/jobs/${job}/trigger?namespace=${NS}`, {});
+      // A delivery row is `tr[data-delivery][data-alert][data-state]`; its run link says which run.
+      const delivered = section.locator('table.deliveries tbody tr[data-alert="failure"][data-state="delivered"]')
+        .filter({ has: page.locator(`a.run-link[href="/runs/${runId}"]`) });
+      await visible(delivered, `the delivered failure alert of run ${runId} on the job page`);
+      await visible(delivered.locator(`.badge.delivery-state[data-state="delivered"]`), 'the delivered badge');
+      await contains(delivered.locator('code.channel'), ALERT_CHANNEL, 'the channel');
+      if (await page.evaluate(() => window.__kairosNoReload !== true)) fail('the job page was reloaded');
+      const deliveries = await apiOk('GET', `/api/v1/alerts?namespace=${NS}&job=${job}`);
+      const d = deliveries.find((x) => x.alert === 'failure' && x.run_id === runId);
+      if (!d || d.state !== 'delivered') fail(`the API shows ${JSON.stringify(deliveries)}`);
+      const id = await delivered.first().getAttribute('data-delivery');
+      if (Number(id) !== d.id) fail(`the row is delivery ${id}, the API says ${d.id}`);
+
+      // The /alerts page, from the header.
+      await page.locator('header nav').getByRole('link', { name: 'Alerts', exact: true }).click();
+      await waitFor('the alerts page', () => pathOf(page) === '/alerts');
+      await visible(page.getByRole('heading', { level: 1, name: 'Alerts' }), 'the Alerts heading');
+      const all = page.locator(`table.deliveries tbody tr[data-delivery="${d.id}"]`);
+      await visible(all.locator('.badge.delivery-state[data-state="delivered"]'), `delivery ${d.id}, delivered, on /alerts`);
+      if ((await all.getAttribute('data-alert')) !== 'failure') fail('the delivery on /alerts is not a failure alert');
+      await visible(all.locator(`a.job-link[href="/jobs/${NS}/${job}"]`), 'the link to the job');
+      await visible(all.locator(`a.run-link[href="/runs/${runId}"]`), 'the link to the run');
+      await contains(all.locator('.summary-cell'), job, 'the summary');
+      await shot(page, 'alerts.png');
+      // The state filter is in the URL; Back undoes it.
+      await page.locator('#f-alert-state').selectOption('failed');
+      await waitFor('state=failed in the URL', () => queryOf(page, 'state') === 'failed');
+      await gone(all, `delivery ${d.id} (delivered) under state=failed`);
+      await page.goBack();
+      await waitFor('the URL without a state', () => pathOf(page) === '/alerts' && queryOf(page, 'state') === null);
+      await visible(all, `delivery ${d.id} again without the filter`);
+      await page.goto(`${BASE}/alerts?state=delivered&namespace=${NS}`);
+      await visible(all, `delivery ${d.id} under state=delivered&namespace=${NS}`);
+      if ((await page.locator('#f-alert-state').inputValue()) !== 'delivered') fail('the state filter does not show the URL\'s state');
+      if ((await page.locator('#f-alert-ns').inputValue()) !== NS) fail('the namespace filter does not show the URL\'s namespace');
+      const shown = await shownAlerts(page);
+      if (shown.length) fail(`the page shows an error: ${shown.join(' | ')}`);
+
+      // A viewer sees the alerts too, read-only.
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      const viewer = watch(await ctx.newPage());
+      current = viewer;
+      await signIn(viewer, VIEWER);
+      await viewer.goto(`${BASE}/alerts`);
+      await visible(viewer.locator(`table.deliveries tbody tr[data-delivery="${d.id}"][data-state="delivered"]`), `delivery ${d.id} for a viewer`);
+      const n = await mutatingButtons(viewer);
+      if (n) fail(`the alerts page shows ${n} mutating buttons to a viewer`);
+      await viewer.goto(`${BASE}/jobs/${NS}/${job}`);
+      await visible(viewer.locator(`section#alerts tr[data-delivery="${d.id}"]`), `delivery ${d.id} on the job page for a viewer`);
+      await ctx.close();
+      current = page;
+    });
+  }
 
   await browser.close();
   browser = null;
