@@ -41,6 +41,8 @@ kairos_testkit::backend_tests! {
     global_rules_apply_to_their_namespaces_and_share_keys_with_job_rules,
     a_silent_job_raises_once_per_silence,
     late_runs_raise_their_sla_once,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_backfill_is_late_on_purpose_and_has_no_sla,
     a_workflow_raises_for_its_run_not_its_steps,
     a_pruned_position_goes_on_from_the_end_of_the_log,
 }
@@ -1133,5 +1135,60 @@ async fn a_pruned_position_goes_on_from_the_end_of_the_log(backend: Backend) {
             &format!("run:{}:failure:ops", next.id),
             Some(next.id)
         )])
+    );
+}
+
+/// A backfill runs past due times on purpose: neither the watch nor its end raises an SLA,
+/// while a scheduled run as late does.
+async fn a_backfill_is_late_on_purpose_and_has_no_sla(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    let job = s
+        .job(
+            "report",
+            r#"[{"on":"sla","start_within":"1m","finish_within":"5m","channels":["ops"]}]"#,
+        )
+        .await;
+    s.pass().await;
+    let hour_ago = s.clock.now() - secs(3600);
+    let backfill = s
+        .store
+        .run_insert(RunInsertParams {
+            job_id: job.id,
+            run: RunInsert {
+                scheduled_for: hour_ago,
+                run_at: hour_ago,
+                origin: RunOrigin::Backfill,
+                skip: None,
+                exclusive: false,
+                max_attempts: 1,
+                execution: job.spec.execution,
+                event: None,
+            },
+            params: None,
+            actor: "test".into(),
+            now: s.clock.store_now(),
+        })
+        .await
+        .unwrap();
+    s.watch().await;
+    assert!(s.raised().await.is_empty(), "a waiting backfill run");
+    let c = s.claim("node-a").await;
+    assert_eq!(c.run.id, backfill.id);
+    s.clock.advance(secs(5));
+    s.finish(&c, AttemptStatus::Succeeded).await;
+    s.pass().await;
+    s.watch().await;
+    assert!(s.raised().await.is_empty(), "an ended backfill run");
+    // The same lateness on a scheduled run is an SLA breach.
+    let late = s.queue_at(&job, hour_ago - secs(1)).await;
+    s.watch().await;
+    let raised_now = s.raised().await;
+    assert!(
+        raised_now
+            .iter()
+            .any(|r| r.0 == "sla_start" && r.3 == Some(late.id)),
+        "{raised_now:?}"
     );
 }
