@@ -3,7 +3,8 @@
 //! Layers, later ones winning: the server's environment (unless `clear_env`), the `run_as`
 //! user's `USER`, `LOGNAME` and `HOME`, `env_files` in order, `env`, `secret_files`, extra
 //! variables from the executor (`KAIROS_OUTCOME` for post hooks), and last the `KAIROS_*` run
-//! variables, which a task cannot override. `KAIROS_STEP` and the exchange files' variables
+//! variables, which a task cannot override (a process that is no run's gets none: see
+//! [`crate::ExecRequest::run_vars`]). `KAIROS_STEP` and the exchange files' variables
 //! (`KAIROS_PARAMS`, `KAIROS_UPSTREAM_RESULTS`, `KAIROS_RESULT`, see [`crate::exchange`]) are
 //! Kairos's too: when Kairos does not set one, it is removed, so that its presence always means
 //! what Kairos says it means.
@@ -49,6 +50,7 @@ pub(crate) fn build_env(
     context: &RunContext,
     extra: &[(String, String)],
     identity: Option<&Identity>,
+    run_vars: bool,
 ) -> Result<BTreeMap<OsString, OsString>, EnvError> {
     let mut env: BTreeMap<OsString, OsString> = if settings.clear_env {
         BTreeMap::new()
@@ -94,8 +96,16 @@ pub(crate) fn build_env(
     for name in OPTIONAL_KAIROS_VARS {
         env.remove(OsStr::new(name));
     }
-    for (key, value) in kairos_vars(context) {
-        env.insert(key.into(), value.into());
+    let vars = kairos_vars(context);
+    if run_vars {
+        for (key, value) in vars {
+            env.insert(key.into(), value.into());
+        }
+    } else {
+        // No run: none of a run's variables, whoever set them.
+        for (key, _) in vars {
+            env.remove(OsStr::new(key));
+        }
     }
     Ok(env)
 }

@@ -74,6 +74,7 @@ async fn run(
         extra_env,
         // The attempt's result is the task's: a hook reads the inputs but writes no result.
         takes_result: false,
+        run_vars: req.run_vars,
         expected_exit_codes: &[0],
         timeout: req.timeout,
         kill_grace: req.kill_grace,

@@ -35,7 +35,9 @@
 //! | `KAIROS_UPSTREAM_RESULTS` | path of a file holding `{"<upstream step>": <its result or null>, ...}` | the task and hooks of a step with upstream steps |
 //! | `KAIROS_RESULT` | path of a file, not created, where the task may write one JSON document (at most [`MAX_RESULT_BYTES`](kairos_core::run::MAX_RESULT_BYTES)): the attempt's result | every task; never a hook |
 //!
-//! Where Kairos does not set one of the last four, it is absent. The files are in a private
+//! Where Kairos does not set one of the last four, it is absent. A process that is no run's
+//! ([`ExecRequest::run_vars`] `false`: an alert channel's command) gets none of these.
+//! The files are in a private
 //! directory made for each process in the server's temp directory (mode 0700, owned by the
 //! `run_as` user if there is one; inputs read-only) and removed when the process ended. Hooks
 //! read the same inputs but leave no result: the attempt's result is the task's. See the
@@ -224,6 +226,11 @@ pub struct ExecRequest {
     /// runs (read every half second, and once more after it ended). `None`:
     /// the task gets no checkpoint file.
     pub reports: Option<ReportSink>,
+    /// Whether the processes are a run's: they get the run's `KAIROS_*` variables and
+    /// exchange files (`KAIROS_RESULT`, ...). `false` for a process that is no run's (an alert
+    /// channel's command): it gets none of them, not even from the server's environment, and
+    /// leaves no result. Default `true`.
+    pub run_vars: bool,
 }
 
 impl ExecRequest {
@@ -241,6 +248,7 @@ impl ExecRequest {
             cancel: CancellationToken::new(),
             kill: CancellationToken::new(),
             reports: None,
+            run_vars: true,
         }
     }
 }
@@ -311,7 +319,8 @@ impl TaskExecutor {
             argv,
             settings,
             extra_env: Vec::new(),
-            takes_result: true,
+            takes_result: req.run_vars,
+            run_vars: req.run_vars,
             expected_exit_codes: expected,
             timeout: req.timeout,
             kill_grace: req.kill_grace,

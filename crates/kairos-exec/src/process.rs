@@ -56,6 +56,9 @@ pub(crate) struct ProcessRun<'a> {
     pub extra_env: Vec<(String, String)>,
     /// The process gets `KAIROS_RESULT` and its result is read (a task; hooks do not).
     pub takes_result: bool,
+    /// The process gets the run's variables and exchange files (see
+    /// [`crate::ExecRequest::run_vars`]).
+    pub run_vars: bool,
     pub expected_exit_codes: &'a [i32],
     pub timeout: Option<SignedDuration>,
     pub kill_grace: SignedDuration,
@@ -109,6 +112,8 @@ pub(crate) struct ChildInputs {
     pub takes_result: bool,
     /// The process gets a checkpoint file, read while it runs (someone takes its reports).
     pub takes_reports: bool,
+    /// The process gets the run's variables and exchange files.
+    pub run_vars: bool,
 }
 
 /// [`run`], noticing the leader's exit as `mode` says, with the child prepared by `prepare`
@@ -142,6 +147,7 @@ where
             extra_env: run.extra_env.clone(),
             takes_result: run.takes_result,
             takes_reports: run.takes_result && run.reports.is_some(),
+            run_vars: run.run_vars,
         };
         move || {
             let prepared = prepare(&inputs);
@@ -408,6 +414,7 @@ fn prepare_child(inputs: &ChildInputs) -> Result<PreparedChild, String> {
         extra_env,
         takes_result,
         takes_reports,
+        run_vars,
     } = inputs;
     let server_uid = identity::current_uid();
     let identity = settings
@@ -415,7 +422,7 @@ fn prepare_child(inputs: &ChildInputs) -> Result<PreparedChild, String> {
         .as_ref()
         .map(|run_as| identity::resolve(run_as, server_uid))
         .transpose()?;
-    let mut env = env::build_env(settings, context, extra_env, identity.as_ref())
+    let mut env = env::build_env(settings, context, extra_env, identity.as_ref(), *run_vars)
         .map_err(|e| e.to_string())?;
     let cwd = settings.cwd.as_deref();
     if let Some(cwd) = cwd {
@@ -484,13 +491,18 @@ fn prepare_child(inputs: &ChildInputs) -> Result<PreparedChild, String> {
             .map_or_else(|| rustix::process::getegid().as_raw(), |i| i.gid),
         chown: identity.as_ref().is_some_and(|i| i.switch),
     };
-    let exchange = exchange::create(
-        &std::env::temp_dir(),
-        context,
-        owner,
-        *takes_result,
-        *takes_reports,
-    )?;
+    // A process that is no run's exchanges nothing.
+    let exchange = if *run_vars {
+        exchange::create(
+            &std::env::temp_dir(),
+            context,
+            owner,
+            *takes_result,
+            *takes_reports,
+        )?
+    } else {
+        None
+    };
     if let Some(exchange) = &exchange {
         // After every other layer (see `crate::env`): a task cannot override them.
         env.extend(exchange.vars().into_iter().map(|(k, v)| (k.into(), v)));
@@ -679,6 +691,7 @@ mod tests {
                 settings: &self.settings,
                 extra_env: Vec::new(),
                 takes_result: true,
+                run_vars: true,
                 expected_exit_codes: &[0],
                 timeout,
                 kill_grace: SignedDuration::from_millis(300),
@@ -822,6 +835,7 @@ mod tests {
                 settings: &s.settings,
                 extra_env: Vec::new(),
                 takes_result: true,
+                run_vars: true,
                 expected_exit_codes: &[0],
                 timeout,
                 kill_grace: SignedDuration::from_millis(300),

@@ -135,9 +135,19 @@ impl ActivityRecorder {
                 _ = stop.cancelled() => break,
                 _ = prune.tick() => {
                     let before = self.ctx.clock.now() - self.retention;
+                    // Never past where the alert evaluator has read to: what it has not read
+                    // yet stays, however old (up to the log's size limit).
+                    let keep_from = match self.ctx.store.alert_cursor().await {
+                        Ok(cursor) => cursor.map(|c| c.id),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading the alert position failed; not pruning");
+                            continue;
+                        }
+                    };
                     let limits = kairos_store::ActivityPruneParams {
                         before,
                         keep_at_most: MAX_BATCHES,
+                        keep_from,
                     };
                     match self.ctx.store.activity_prune(limits).await {
                         Ok(0) => {}

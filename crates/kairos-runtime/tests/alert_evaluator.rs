@@ -43,6 +43,8 @@ kairos_testkit::backend_tests! {
     late_runs_raise_their_sla_once,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_backfill_is_late_on_purpose_and_has_no_sla,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    two_switches_of_different_lengths_are_two_alerts,
     a_workflow_raises_for_its_run_not_its_steps,
     a_pruned_position_goes_on_from_the_end_of_the_log,
 }
@@ -888,7 +890,7 @@ async fn a_silent_job_raises_once_per_silence(backend: Backend) {
     s.watch().await;
     s.clock.advance(secs(30));
     s.watch().await;
-    let first_key = format!("silent:{}:{}:pager", job.id, created.as_microsecond());
+    let first_key = format!("silent:{}:{}:60:pager", job.id, created.as_microsecond());
     let first = set(&[raised("no_success", "pager", &first_key, None)]);
     assert_eq!(s.raised().await, first, "{paused:?} is not watched");
     let doc = s.doc(&first_key).await;
@@ -910,7 +912,7 @@ async fn a_silent_job_raises_once_per_silence(backend: Backend) {
     s.clock.set(since + secs(61));
     s.watch().await;
     s.watch().await;
-    let second_key = format!("silent:{}:{}:pager", job.id, since.as_microsecond());
+    let second_key = format!("silent:{}:{}:60:pager", job.id, since.as_microsecond());
     let mut both = first.clone();
     both.insert(raised("no_success", "pager", &second_key, None));
     assert_eq!(s.raised().await, both);
@@ -1108,6 +1110,7 @@ async fn a_pruned_position_goes_on_from_the_end_of_the_log(backend: Backend) {
         .activity_prune(ActivityPruneParams {
             before: s.clock.now() - secs(1800),
             keep_at_most: 1000,
+            keep_from: None,
         })
         .await
         .unwrap();
@@ -1190,5 +1193,43 @@ async fn a_backfill_is_late_on_purpose_and_has_no_sla(backend: Backend) {
             .iter()
             .any(|r| r.0 == "sla_start" && r.3 == Some(late.id)),
         "{raised_now:?}"
+    );
+}
+
+/// A short and a long dead-man switch on one channel (an escalation): each raises its own
+/// alert, the long one later.
+async fn two_switches_of_different_lengths_are_two_alerts(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    let job = s
+        .job(
+            "heartbeat",
+            r#"[{"on":"no_success","within":"1m","channels":["pager"]},
+                {"on":"no_success","within":"2m","channels":["pager"]}]"#,
+        )
+        .await;
+    let created = s.clock.now();
+    let key = |within: u64| {
+        format!(
+            "silent:{}:{}:{within}:pager",
+            job.id,
+            created.as_microsecond()
+        )
+    };
+    s.clock.set(created + secs(61));
+    s.watch().await;
+    assert_eq!(
+        s.raised().await,
+        set(&[raised("no_success", "pager", &key(60), None)])
+    );
+    s.clock.set(created + secs(121));
+    s.watch().await;
+    assert_eq!(
+        s.raised().await,
+        set(&[
+            raised("no_success", "pager", &key(60), None),
+            raised("no_success", "pager", &key(120), None)
+        ])
     );
 }

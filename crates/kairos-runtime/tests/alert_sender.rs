@@ -51,19 +51,27 @@ kairos_testkit::backend_tests! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     a_channel_gets_at_most_four_sends_at_once,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    a_burst_to_a_slow_channel_is_delivered_with_one_attempt_each,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    a_hanging_channel_is_charged_only_the_attempts_it_got,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     a_slack_message_has_the_summary_and_a_link,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     a_slack_url_never_shows_in_errors,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     a_command_channel_reads_the_document_from_its_file,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    a_command_channel_gets_neither_the_servers_nor_a_runs_variables,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     a_failing_command_is_retried_with_its_last_words,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     a_fifo_or_missing_secret_file_fails_the_attempt_without_hanging,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    a_channel_this_node_does_not_know_is_retried,
+    a_channel_this_node_does_not_know_is_left_for_a_node_that_has_it,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    stopping_the_loop_interrupts_an_attempt_and_gives_it_back,
+    stopping_the_loop_interrupts_attempts_and_hands_them_back,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    stopping_the_loop_does_not_wait_for_a_store_that_hangs,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     ended_deliveries_are_pruned_after_the_retention,
 }
@@ -72,6 +80,9 @@ kairos_testkit::backend_tests! {
 const PATIENCE: Duration = Duration::from_secs(60);
 
 const START: &str = "2026-03-01T00:00:00Z";
+
+/// How long `/slow/...` requests take to be answered.
+const SLOW_ANSWER: Duration = Duration::from_millis(200);
 
 // ---------------------------------------------------------------------------------------------
 // A recording HTTP server.
@@ -91,6 +102,7 @@ struct ServerState {
     arrivals: watch::Sender<usize>,
     /// `/gated/...` requests wait until it is `true`.
     gate: watch::Sender<bool>,
+    /// `/gated/...` and `/slow/...` requests received and not answered yet, and their most.
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     /// Whether the stuck server holds a request (received, not answered, not given up).
@@ -167,6 +179,16 @@ impl Server {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// Requests received for each delivery (by `Kairos-Delivery`).
+    fn requests_by_delivery(&self) -> HashMap<i64, u32> {
+        let mut counts = HashMap::new();
+        for request in self.requests() {
+            let id = request.headers["kairos-delivery"].parse().unwrap();
+            *counts.entry(id).or_insert(0) += 1;
+        }
+        counts
+    }
+
     async fn wait_for_requests(&self, n: usize) {
         let mut arrivals = self.state.arrivals.subscribe();
         tokio::time::timeout(PATIENCE, arrivals.wait_for(|got| *got >= n))
@@ -188,7 +210,8 @@ async fn handle(
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
         .collect();
     let gated = path.starts_with("/gated/");
-    if gated {
+    let slow = path.starts_with("/slow/");
+    if gated || slow {
         // Counted before the arrival is announced, so that a test that saw it arrive sees it
         // in flight.
         let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -200,10 +223,19 @@ async fn handle(
         body,
     });
     state.arrivals.send_modify(|n| *n += 1);
-    if gated {
-        let _ = state.gate.subscribe().wait_for(|open| *open).await;
+    if gated || slow {
+        if gated {
+            let _ = state.gate.subscribe().wait_for(|open| *open).await;
+        } else {
+            // A receiver that answers, slowly.
+            tokio::time::sleep(SLOW_ANSWER).await;
+        }
         state.in_flight.fetch_sub(1, Ordering::SeqCst);
         return (StatusCode::OK, "ok".into());
+    }
+    if path.starts_with("/hang/") {
+        // Recorded, never answered.
+        std::future::pending::<()>().await;
     }
     if path == "/while-stuck" {
         // Answers only while the stuck server holds a request: a sender that sent this after
@@ -592,24 +624,106 @@ async fn a_channel_gets_at_most_four_sends_at_once(backend: Backend) {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(claimed, 10);
+    assert_eq!(claimed, 10, "the pass claims again as slots free up");
     assert_eq!(s.server.state.max_in_flight.load(Ordering::SeqCst), 4);
 
-    // The channel held 8 (4 sending, 4 waiting); the other 2 were given back for later.
-    let mut states = BTreeMap::new();
+    // Only what could be sent at once was claimed: each delivery was charged the one attempt
+    // it got.
     for id in ids {
         let d = s.delivery(id).await;
-        *states.entry(d.state.as_str()).or_insert(0) += 1;
-        if d.state == DeliveryState::Pending {
-            assert_eq!(
-                d.last_error.as_deref(),
-                Some("not sent: channel `slow` had 8 deliveries in progress")
-            );
-            assert!(d.next_attempt_at > s.clock.now());
-        }
+        assert_eq!(d.state, DeliveryState::Delivered, "{d:?}");
+        assert_eq!(d.attempts, 1, "{d:?}");
     }
-    assert_eq!(states, BTreeMap::from([("delivered", 8), ("pending", 2)]));
-    assert_eq!(s.server.requests().len(), 8);
+    assert_eq!(s.server.requests().len(), 10);
+}
+
+async fn a_burst_to_a_slow_channel_is_delivered_with_one_attempt_each(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    const BURST: usize = 120;
+    let sender = s.sender(vec![webhook(
+        "slow",
+        format!("{}/slow/hook", s.server.url),
+        None,
+    )]);
+    let alerts = (0..BURST)
+        .map(|i| AlertInsert {
+            key: format!("job:{i}:no_success:slow"),
+            alert: "no_success".into(),
+            channel: "slow".into(),
+            namespace: "default".into(),
+            job: format!("job-{i}"),
+            run_id: None,
+            payload: serde_json::to_string(&doc()).unwrap(),
+        })
+        .collect();
+    s.ctx
+        .store
+        .alert_enqueue(AlertEnqueueParams {
+            alerts,
+            now: s.clock.store_now(),
+        })
+        .await
+        .unwrap();
+
+    // One pass drains the burst: it claims again each time a slot frees up.
+    assert_eq!(s.run_once(&sender).await, BURST);
+
+    let deliveries = s
+        .ctx
+        .store
+        .alert_list(AlertListParams {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), BURST);
+    let requests = s.server.requests_by_delivery();
+    for d in &deliveries {
+        assert_eq!(d.state, DeliveryState::Delivered, "{d:?}");
+        assert_eq!(d.attempts, 1, "{d:?}");
+        assert_eq!(requests.get(&d.id), Some(&1), "delivery {}", d.id);
+    }
+    assert_eq!(s.server.requests().len(), BURST);
+    assert!(s.server.state.max_in_flight.load(Ordering::SeqCst) <= 4);
+}
+
+async fn a_hanging_channel_is_charged_only_the_attempts_it_got(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    const BACKLOG: usize = 30;
+    let sender = s.sender(vec![channel(
+        "stuck",
+        ChannelKind::Webhook {
+            url: format!("{}/hang/hook", s.server.url),
+            secret_file: None,
+        },
+        1,
+    )]);
+    let mut ids = Vec::new();
+    for i in 0..BACKLOG {
+        ids.push(s.enqueue(&format!("run:{i}:failure"), "stuck").await);
+    }
+
+    // Four at a time, each timing out after a second; not due again under the manual clock.
+    assert_eq!(s.run_once(&sender).await, BACKLOG);
+
+    let requests = s.server.requests_by_delivery();
+    for id in ids {
+        let d = s.delivery(id).await;
+        let got = requests.get(&id).copied().unwrap_or(0);
+        assert_eq!(
+            d.attempts, got,
+            "delivery {id}: attempts charged vs requests received ({d:?})"
+        );
+        assert_eq!(d.attempts, 1, "{d:?}");
+        assert_eq!(d.state, DeliveryState::Pending);
+        assert_eq!(d.last_error.as_deref(), Some("timed out after 1s"));
+    }
+    assert_eq!(s.server.requests().len(), BACKLOG);
 }
 
 async fn a_slack_message_has_the_summary_and_a_link(backend: Backend) {
@@ -706,6 +820,75 @@ async fn a_command_channel_reads_the_document_from_its_file(backend: Backend) {
     );
 }
 
+async fn a_command_channel_gets_neither_the_servers_nor_a_runs_variables(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    // Cargo sets it for the test process, as a server's secrets would be set for the server.
+    let server_only = "CARGO_MANIFEST_DIR";
+    assert!(
+        std::env::var_os(server_only).is_some(),
+        "the test runs under cargo"
+    );
+    let out = s.temp.dir().join("env.txt");
+    let argv = vec![
+        "sh".into(),
+        "-c".into(),
+        r#"env > "$1""#.into(),
+        "sh".into(),
+        path_arg(&out),
+    ];
+    let sender = s.sender(vec![channel("cmd", ChannelKind::Command { argv }, 10)]);
+    let id = s.enqueue("run:42:failure", "cmd").await;
+
+    assert_eq!(s.run_once(&sender).await, 1);
+    assert_eq!(s.delivery(id).await.state, DeliveryState::Delivered);
+
+    let text = std::fs::read_to_string(&out).unwrap();
+    let env: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    assert!(!env.contains_key(server_only), "{env:?}");
+    for run_var in [
+        "KAIROS_RUN_ID",
+        "KAIROS_JOB",
+        "KAIROS_NAMESPACE",
+        "KAIROS_ATTEMPT",
+        "KAIROS_SCHEDULED_FOR",
+        "KAIROS_RESULT",
+    ] {
+        assert!(!env.contains_key(run_var), "{run_var}: {env:?}");
+    }
+    assert_eq!(env.get("KAIROS_ALERT"), Some(&"failure"));
+    assert_eq!(
+        env.get("KAIROS_ALERT_DELIVERY").copied(),
+        Some(id.to_string().as_str())
+    );
+    assert!(env.contains_key("KAIROS_ALERT_FILE"));
+    assert!(env.contains_key("KAIROS_ALERT_SUMMARY"));
+    assert_eq!(
+        env.get("PATH").copied(),
+        std::env::var("PATH").ok().as_deref(),
+        "the server's PATH, to find programs"
+    );
+    // Nothing else, but what the shell itself sets.
+    let ours = [
+        "PATH",
+        "HOME",
+        "LANG",
+        "TZ",
+        "KAIROS_ALERT",
+        "KAIROS_ALERT_SUMMARY",
+        "KAIROS_ALERT_FILE",
+        "KAIROS_ALERT_DELIVERY",
+    ];
+    let shells = ["PWD", "OLDPWD", "SHLVL", "_"];
+    for name in env.keys() {
+        assert!(
+            ours.contains(name) || shells.contains(name),
+            "`{name}` was passed: {env:?}"
+        );
+    }
+}
+
 async fn a_failing_command_is_retried_with_its_last_words(backend: Backend) {
     let Some(s) = setup(backend).await else {
         return;
@@ -784,31 +967,31 @@ async fn a_fifo_or_missing_secret_file_fails_the_attempt_without_hanging(backend
     assert!(s.server.requests().is_empty(), "nothing is sent unsigned");
 }
 
-async fn a_channel_this_node_does_not_know_is_retried(backend: Backend) {
+async fn a_channel_this_node_does_not_know_is_left_for_a_node_that_has_it(backend: Backend) {
     let Some(s) = setup(backend).await else {
         return;
     };
-    let sender = s.sender(vec![]);
+    let sender = s.sender(vec![webhook("ops", format!("{}/hook", s.server.url), None)]);
     let id = s.enqueue("run:42:failure", "elsewhere").await;
 
-    assert_eq!(s.run_once(&sender).await, 1);
+    assert_eq!(s.run_once(&sender).await, 0);
     let delivery = s.delivery(id).await;
     assert_eq!(delivery.state, DeliveryState::Pending);
-    assert_eq!(
-        delivery.last_error.as_deref(),
-        Some("channel `elsewhere` is not configured on node `test-node`")
-    );
+    assert_eq!(delivery.attempts, 0, "not claimed, not charged");
+    assert_eq!(delivery.last_error, None);
+    assert_eq!(delivery.node, None);
+    assert!(s.server.requests().is_empty());
 }
 
-async fn stopping_the_loop_interrupts_an_attempt_and_gives_it_back(backend: Backend) {
+async fn stopping_the_loop_interrupts_attempts_and_hands_them_back(backend: Backend) {
     let Some(s) = setup(backend).await else {
         return;
     };
-    // A timeout far beyond the test's patience: only the stop can end the attempt.
+    // A timeout far beyond the test's patience: only the stop can end the attempts.
     let sender = Arc::new(s.sender(vec![channel(
         "stuck",
         ChannelKind::Webhook {
-            url: s.server.stuck_url.clone(),
+            url: format!("{}/hang/hook", s.server.url),
             secret_file: None,
         },
         3600,
@@ -818,28 +1001,93 @@ async fn stopping_the_loop_interrupts_an_attempt_and_gives_it_back(backend: Back
         let (sender, stop) = (sender.clone(), stop.clone());
         async move { sender.run(stop).await }
     });
-    let id = s.enqueue("run:42:failure", "stuck").await;
+    // Four are sent, two wait in the store for a free slot.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(s.enqueue(&format!("run:{i}:failure"), "stuck").await);
+    }
     sender.waker().notify_one();
+    s.server.wait_for_requests(4).await;
 
-    let mut open = s.server.state.stuck_open.subscribe();
-    tokio::time::timeout(PATIENCE, open.wait_for(|open| *open))
-        .await
-        .expect("the loop sends what was queued")
-        .unwrap();
     stop.cancel();
-    tokio::time::timeout(PATIENCE, running)
+    tokio::time::timeout(Duration::from_secs(10), running)
         .await
-        .expect("the loop stops without waiting for the attempt")
+        .expect("the loop stops without waiting for the attempts")
         .unwrap();
 
-    let delivery = s.delivery(id).await;
-    assert_eq!(delivery.state, DeliveryState::Pending);
-    assert_eq!(
-        delivery.last_error.as_deref(),
-        Some("interrupted: the alert sender stopped")
-    );
-    assert_eq!(delivery.next_attempt_at, s.clock.now(), "due again at once");
-    assert_eq!(delivery.lease_token, None);
+    assert_eq!(s.server.requests().len(), 4, "nothing more was claimed");
+    for id in ids {
+        let delivery = s.delivery(id).await;
+        assert_eq!(delivery.state, DeliveryState::Pending, "{delivery:?}");
+        assert_eq!(
+            delivery.attempts, 0,
+            "an interrupted attempt is not charged"
+        );
+        assert_eq!(delivery.last_error, None);
+        assert_eq!(delivery.next_attempt_at, s.clock.now(), "due again at once");
+        assert_eq!(delivery.lease_token, None);
+    }
+}
+
+async fn stopping_the_loop_does_not_wait_for_a_store_that_hangs(backend: Backend) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    let sender = Arc::new(s.sender(vec![channel(
+        "stuck",
+        ChannelKind::Webhook {
+            url: format!("{}/hang/hook", s.server.url),
+            secret_file: None,
+        },
+        3600,
+    )]));
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let (sender, stop) = (sender.clone(), stop.clone());
+        async move { sender.run(stop).await }
+    });
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(s.enqueue(&format!("run:{i}:failure"), "stuck").await);
+    }
+    sender.waker().notify_one();
+    s.server.wait_for_requests(4).await;
+
+    // On PostgreSQL, another session locks the deliveries' table: every write of the sender
+    // (the hand-backs, a claim) waits for good, as with a store that cannot be reached. (The
+    // SQLite store answers: the loop must stop as promptly.)
+    let lock = match s.temp.postgres() {
+        Some(pg) => {
+            let client = kairos_testkit::postgres::connect(&pg.schema.base_url)
+                .await
+                .unwrap();
+            client
+                .batch_execute(&format!(
+                    "BEGIN; LOCK TABLE \"{}\".alert_deliveries IN ACCESS EXCLUSIVE MODE",
+                    pg.schema.name
+                ))
+                .await
+                .unwrap();
+            Some(client)
+        }
+        None => None,
+    };
+    stop.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), running).await;
+    if let Some(client) = lock {
+        client.batch_execute("ROLLBACK").await.unwrap();
+    }
+    stopped
+        .expect("the loop stops without waiting for the store")
+        .unwrap();
+
+    // Whatever was written or not: never charged more attempts than requests were sent.
+    let requests = s.server.requests_by_delivery();
+    for id in ids {
+        let delivery = s.delivery(id).await;
+        let got = requests.get(&id).copied().unwrap_or(0);
+        assert!(delivery.attempts <= got, "{delivery:?}: {got} requests");
+    }
 }
 
 async fn ended_deliveries_are_pruned_after_the_retention(backend: Backend) {

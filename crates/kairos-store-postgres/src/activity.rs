@@ -106,10 +106,11 @@ impl PostgresStore {
         execute(
             &client,
             "DELETE FROM activity_batches WHERE id < greatest( \
-               coalesce((SELECT min(id) FROM activity_batches WHERE at >= $1), \
-                        (SELECT max(id) FROM activity_batches), 0), \
+               least(coalesce((SELECT min(id) FROM activity_batches WHERE at >= $1), \
+                              (SELECT max(id) FROM activity_batches), 0), \
+                     coalesce($3::bigint, 9223372036854775807)), \
                coalesce((SELECT max(id) FROM activity_batches), 0) - $2 + 1)",
-            &[&p.before, &keep],
+            &[&p.before, &keep, &p.keep_from],
         )
         .await
     }

@@ -2,7 +2,8 @@
 //!
 //! A delivery is queued `pending` once per key, claimed `sending` under a lease (a token that
 //! fences its end, and an expiry after which another claim takes it over), and ends
-//! `delivered` or `failed`, or goes back to `pending` for a retry. Claims are one statement
+//! `delivered` or `failed`, or goes back to `pending` for a retry (or handed back unsent, its
+//! attempt not charged). Claims are one statement
 //! that locks the due rows with `FOR UPDATE SKIP LOCKED`: concurrent claimers never wait for
 //! each other nor take the same delivery, and a row that another claim changed after this
 //! statement's snapshot is checked again on its newest version before it is locked. Every
@@ -21,12 +22,14 @@ const COLUMNS: &str = "id, key, alert, channel, namespace, job, run_id, payload,
      lease_expires_at";
 
 /// Picks the due deliveries (`$1`: now or `NULL`; pending with their time reached, or held by
-/// a claim whose lease expired), oldest first, skipping rows another claimer holds, and moves
-/// them to `sending` under the new lease; the UPDATE repeats the due condition as its fence.
+/// a claim whose lease expired) of channel `$6` (`NULL`: any), oldest first, skipping rows
+/// another claimer holds, and moves them to `sending` under the new lease; the UPDATE repeats
+/// the due condition as its fence.
 const CLAIM: &str = "WITH picked AS MATERIALIZED ( \
        SELECT id FROM alert_deliveries \
-       WHERE (state = 'pending' AND next_attempt_at <= coalesce($1::timestamptz, now())) \
-          OR (state = 'sending' AND lease_expires_at <= coalesce($1::timestamptz, now())) \
+       WHERE ((state = 'pending' AND next_attempt_at <= coalesce($1::timestamptz, now())) \
+          OR (state = 'sending' AND lease_expires_at <= coalesce($1::timestamptz, now()))) \
+         AND ($6::text IS NULL OR channel = $6) \
        ORDER BY next_attempt_at, id LIMIT $2 \
        FOR UPDATE SKIP LOCKED) \
      UPDATE alert_deliveries d SET state = 'sending', node = $3, lease_token = $4, \
@@ -118,6 +121,7 @@ impl PostgresStore {
                 &p.node,
                 &token,
                 &micros(p.lease),
+                &p.channel,
             ],
         )
         .await?
@@ -149,6 +153,7 @@ impl PostgresStore {
                     Some(error.as_str()),
                     *status,
                 ),
+                AlertOutcome::Release { at } => return self.alert_release(&p, *at).await,
             };
         let client = self.client().await?;
         let applied = execute(
@@ -169,6 +174,22 @@ impl PostgresStore {
                 &error,
                 &status.map(i32::from),
             ],
+        )
+        .await?;
+        Ok(applied == 1)
+    }
+
+    /// Hands a delivery back to `pending`, due at `at`, without charging the claim's attempt;
+    /// the last attempt's error and status stay.
+    async fn alert_release(&self, p: &AlertFinishParams, at: Timestamp) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let applied = execute(
+            &client,
+            "UPDATE alert_deliveries SET state = 'pending', next_attempt_at = $3, \
+             attempts = greatest(attempts - 1, 0), \
+             node = NULL, lease_token = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_token = $2 AND state = 'sending'",
+            &[&p.id, &p.lease_token, &at],
         )
         .await?;
         Ok(applied == 1)

@@ -227,10 +227,11 @@ impl PostgresStore {
             };
             let applied = execute(
                 &tx,
+                // A re-plan is not a change of the job's document: `updated_at` stays (it is
+                // when a dead-man switch starts counting, among others).
                 "UPDATE jobs SET next_fire_at = CASE WHEN $1 THEN next_fire_at ELSE $2 END, \
-                 version = version + 1, updated_at = coalesce($3::timestamptz, now()) \
-                 WHERE id = $4 AND version = $5",
-                &[&keep, &next, &p.now, &r.job_id, &r.expected_version],
+                 version = version + 1 WHERE id = $3 AND version = $4",
+                &[&keep, &next, &r.job_id, &r.expected_version],
             )
             .await?;
             if applied != 1 {

@@ -86,6 +86,7 @@ pub(crate) fn prune(conn: &Connection, p: ActivityPruneParams) -> StoreResult<u6
         |r| col::<i64>(r, 0),
     )?
     .unwrap_or(0);
+    let by_time = p.keep_from.map_or(by_time, |id| by_time.min(id));
     let keep = i64::try_from(p.keep_at_most).unwrap_or(i64::MAX);
     let by_count = head(conn)?.id.saturating_sub(keep).saturating_add(1);
     let n = exec(

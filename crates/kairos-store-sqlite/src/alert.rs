@@ -3,7 +3,8 @@
 //!
 //! A delivery is queued `pending` once per key, claimed `sending` under a lease (a token that
 //! fences its end, and an expiry after which another claim takes it over), and ends
-//! `delivered` or `failed`, or goes back to `pending` for a retry. Every write names what it
+//! `delivered` or `failed`, or goes back to `pending` for a retry (or handed back unsent, its
+//! attempt not charged). Every write names what it
 //! expects in its WHERE clause and reports whether it applied; SQLite has one writer, but the
 //! statements are written as if it had many (like the PostgreSQL store's).
 
@@ -78,8 +79,9 @@ pub(crate) fn enqueue(
         .collect()
 }
 
-/// Claims the due deliveries, oldest first, with one new lease `token`; the claimed rows come
-/// back from the UPDATE itself, which repeats the due condition as its fence.
+/// Claims the due deliveries (of `p.channel`, if given), oldest first, with one new lease
+/// `token`; the claimed rows come back from the UPDATE itself, which repeats the due condition
+/// as its fence.
 pub(crate) fn claim(
     tx: &Connection,
     p: &AlertClaimParams,
@@ -93,6 +95,7 @@ pub(crate) fn claim(
             "UPDATE alert_deliveries SET state = 'sending', node = ?2, lease_token = ?3, \
              lease_expires_at = ?4, attempts = attempts + 1 \
              WHERE id IN (SELECT id FROM alert_deliveries WHERE {DUE} \
+               AND (?6 IS NULL OR channel = ?6) \
                ORDER BY next_attempt_at, id LIMIT ?5) \
              AND {DUE} RETURNING {COLUMNS}"
         ),
@@ -101,7 +104,8 @@ pub(crate) fn claim(
             p.node,
             token,
             micros(expires),
-            i64::from(p.limit.max(1))
+            i64::from(p.limit.max(1)),
+            p.channel
         ],
         delivery,
     )?;
@@ -130,6 +134,7 @@ pub(crate) fn finish(tx: &Connection, p: &AlertFinishParams, now: Timestamp) -> 
             Some(error.as_str()),
             *status,
         ),
+        AlertOutcome::Release { at } => return release(tx, p, *at),
     };
     let applied = exec(
         tx,
@@ -146,6 +151,20 @@ pub(crate) fn finish(tx: &Connection, p: &AlertFinishParams, now: Timestamp) -> 
             error,
             status.map(i64::from)
         ],
+    )?;
+    Ok(applied == 1)
+}
+
+/// Hands a delivery back to `pending`, due at `at`, without charging the claim's attempt; the
+/// last attempt's error and status stay.
+fn release(tx: &Connection, p: &AlertFinishParams, at: Timestamp) -> StoreResult<bool> {
+    let applied = exec(
+        tx,
+        "UPDATE alert_deliveries SET state = 'pending', next_attempt_at = ?3, \
+         attempts = MAX(attempts - 1, 0), node = NULL, lease_token = NULL, \
+         lease_expires_at = NULL \
+         WHERE id = ?1 AND lease_token = ?2 AND state = 'sending'",
+        params![p.id, p.lease_token, micros(at)],
     )?;
     Ok(applied == 1)
 }

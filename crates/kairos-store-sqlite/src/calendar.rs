@@ -202,9 +202,11 @@ pub(crate) fn put(
         }
         let applied = exec(
             conn,
+            // A re-plan is not a change of the job's document: `updated_at` stays (it is
+            // when a dead-man switch starts counting, among others).
             "UPDATE jobs SET next_fire_at = CASE WHEN ?1 THEN next_fire_at ELSE ?2 END, \
-             version = version + 1, updated_at = ?3 WHERE id = ?4 AND version = ?5",
-            params![keep, next.map(micros), now, r.job_id, r.expected_version],
+             version = version + 1 WHERE id = ?3 AND version = ?4",
+            params![keep, next.map(micros), r.job_id, r.expected_version],
         )?;
         if applied != 1 {
             return Err(changed());

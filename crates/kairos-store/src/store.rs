@@ -153,6 +153,9 @@ pub struct ActivityPruneParams {
     pub before: Timestamp,
     /// Most batches kept (the newest).
     pub keep_at_most: u64,
+    /// Keep this batch and those after it, whatever their age (a reader's position that must
+    /// stay known: the alert evaluator's); `keep_at_most` still applies.
+    pub keep_from: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -754,6 +757,8 @@ pub struct AlertDelivery {
 #[derive(Debug, Clone)]
 pub struct AlertClaimParams {
     pub node: String,
+    /// Only deliveries to this channel; `None`: to any channel.
+    pub channel: Option<String>,
     /// Most deliveries claimed.
     pub limit: u32,
     /// How long the claim holds them; a delivery whose lease expired (its node died mid-send)
@@ -778,6 +783,11 @@ pub enum AlertOutcome {
     Failed {
         error: String,
         status: Option<u16>,
+    },
+    /// Handed back unsent, due again at `at`: the claim's attempt is not charged (`attempts`
+    /// goes back down by one), and the last attempt's error and status are kept.
+    Release {
+        at: Timestamp,
     },
 }
 
@@ -1048,11 +1058,13 @@ pub trait Store: Send + Sync + 'static {
     /// id of each queued, `pending` and due at once.
     async fn alert_enqueue(&self, p: AlertEnqueueParams) -> StoreResult<Vec<Option<i64>>>;
     /// Claims deliveries that are due (`pending` with `next_attempt_at` reached, or `sending`
-    /// with an expired lease), oldest first: each becomes `sending`, held by `node` with a new
-    /// lease token, its `attempts` counted. Concurrent claims never return the same delivery.
+    /// with an expired lease), of `channel` if given, oldest first: each becomes `sending`, held
+    /// by `node` with a new lease token, its `attempts` counted. Concurrent claims never return
+    /// the same delivery.
     async fn alert_claim(&self, p: AlertClaimParams) -> StoreResult<Vec<AlertDelivery>>;
-    /// Records an attempt's end, fenced by the claim's lease token: `false` (nothing written)
-    /// when the claim no longer holds the delivery.
+    /// Records an attempt's end (or, with [`AlertOutcome::Release`], that none was made),
+    /// fenced by the claim's lease token: `false` (nothing written) when the claim no longer
+    /// holds the delivery.
     async fn alert_finish(&self, p: AlertFinishParams) -> StoreResult<bool>;
     /// Deliveries, newest first.
     async fn alert_list(&self, p: AlertListParams) -> StoreResult<Vec<AlertDelivery>>;

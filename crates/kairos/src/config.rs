@@ -280,7 +280,8 @@ fn alerts_config(
                     && url.len() <= 2048
                     && !url.chars().any(char::is_whitespace);
                 if !ok {
-                    bail!("{at}.url: `{url}` is not an http:// or https:// URL");
+                    // Not echoed: a webhook URL may carry a secret.
+                    bail!("{at}.url: not an http:// or https:// URL (at most 2048 characters)");
                 }
                 ChannelKind::Webhook {
                     url,

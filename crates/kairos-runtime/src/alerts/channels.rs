@@ -8,7 +8,12 @@
 //! | --- | --- | --- |
 //! | webhook | `POST url`, the alert's document plus `"delivery": <id>`, headers `Content-Type`, `Kairos-Delivery`, `Kairos-Alert` and, with a secret file, `Kairos-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` | any 2xx |
 //! | slack | `POST` to the URL in `url_file`, `{"text": "<summary> <link>"}` | any 2xx |
-//! | command | `argv`, the document in the file named by `KAIROS_ALERT_FILE`, `KAIROS_ALERT` (the alert's kind) and `KAIROS_ALERT_SUMMARY` set | exit 0 |
+//! | command | `argv`, the document in the file named by `KAIROS_ALERT_FILE`, `KAIROS_ALERT` (the alert's kind), `KAIROS_ALERT_SUMMARY` and `KAIROS_ALERT_DELIVERY` set | exit 0 |
+//!
+//! A command channel's environment is not the server's (which may hold the store's URL and its
+//! password, or any other secret the server was started with): only [`PASSED_VARS`] of it, if
+//! set, and the four variables above. Neither is it a run's: no `KAIROS_RUN_ID`, `KAIROS_JOB`,
+//! `KAIROS_RESULT` or other run variable ([`kairos_exec::ExecRequest::run_vars`]).
 //!
 //! # Failures
 //!
@@ -16,7 +21,7 @@
 //!
 //! - retryable: no response (connection error, timeout), `5xx`, `408`, `429`; a command's
 //!   non-zero exit, signal or timeout; a secret file that is missing or unreadable (it may
-//!   appear); a channel this node does not know (another leader may know it);
+//!   appear);
 //! - permanent: any other HTTP status (a `4xx` says the request itself is wrong), a payload that
 //!   is not an alert document.
 //!
@@ -64,6 +69,10 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Most characters of a response body or a command's output kept in an attempt's error.
 pub const ERROR_TEXT_CHARS: usize = 200;
+
+/// The server's variables a command channel gets, if set: what a program needs to be found and
+/// to read and write text and times as the server does.
+pub const PASSED_VARS: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
 
 /// Output kept of an attempt (response body, a command's stdout and stderr): only its first
 /// lines end up in an error, so a small buffer does.
@@ -364,17 +373,27 @@ impl Attempt<'_> {
             Ok(file) => file,
             Err(e) => return SendResult::retryable(e),
         };
-        let env = BTreeMap::from([
+        let mut env: BTreeMap<String, String> = PASSED_VARS
+            .iter()
+            .filter_map(|name| Some(((*name).to_owned(), std::env::var(name).ok()?)))
+            .collect();
+        env.extend([
             ("KAIROS_ALERT".to_owned(), self.delivery.alert.clone()),
             ("KAIROS_ALERT_SUMMARY".to_owned(), document.summary.clone()),
             (
                 "KAIROS_ALERT_FILE".to_owned(),
                 file.to_string_lossy().into_owned(),
             ),
+            (
+                "KAIROS_ALERT_DELIVERY".to_owned(),
+                self.delivery.id.to_string(),
+            ),
         ]);
         let task = TaskSpec::Command(CommandTask {
             argv: argv.to_vec(),
             process: ProcessSettings {
+                // Not the server's environment: it may hold secrets (the store's URL).
+                clear_env: true,
                 env,
                 ..ProcessSettings::default()
             },
@@ -408,6 +427,8 @@ impl Attempt<'_> {
         req.kill_grace = signed(KILL_GRACE);
         req.output = Arc::new(OutputBuffer::new(OUTPUT_LIMIT));
         req.cancel = self.cancel.clone();
+        // Not a run: no `KAIROS_RUN_ID`, `KAIROS_RESULT`, ... (an HTTP request has none anyway).
+        req.run_vars = false;
         self.executor.execute(req).await
     }
 }

@@ -11,7 +11,7 @@
 //!   each job with an SLA.
 //!
 //! Every alert is queued with a key that names what it is about (`run:42:failure:ops`,
-//! `silent:7:<since>:ops`, `skip:7:<due time>:ops`), so it is delivered once however often it is
+//! `silent:7:<since>:<within>:ops`, `skip:7:<due time>:ops`), so it is delivered once however often it is
 //! raised: by a leader that read the same entries again after a crash, by two leaders for a
 //! moment, or by the watch and a run's end for the same late run.
 //!
@@ -19,7 +19,7 @@
 //! earlier runs from the store at that time: an evaluator that fell behind judges with what it
 //! finds then.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,11 +64,29 @@ pub struct Evaluator {
     config: Arc<AlertsConfig>,
     /// The sender's: woken after deliveries are queued.
     sent: Arc<Notify>,
+    /// Keys queued (or found queued) by this evaluator: not written again every watch while a
+    /// silence or a late run lasts. Forgotten when it grows past [`MAX_KNOWN`].
+    known: std::sync::Mutex<HashSet<String>>,
+}
+
+/// Most keys [`Evaluator::known`] remembers.
+const MAX_KNOWN: usize = 100_000;
+
+/// The alerts of one pass or watch, each key once.
+#[derive(Default)]
+struct Pending {
+    items: Vec<AlertInsert>,
+    keys: HashSet<String>,
 }
 
 impl Evaluator {
     pub fn new(ctx: NodeContext, config: Arc<AlertsConfig>, sent: Arc<Notify>) -> Self {
-        Self { ctx, config, sent }
+        Self {
+            ctx,
+            config,
+            sent,
+            known: std::sync::Mutex::new(HashSet::new()),
+        }
     }
 
     /// The leader service: passes over the log, and watches, until `stop`.
@@ -82,8 +100,11 @@ impl Evaluator {
                     0
                 }
             };
+            if stop.is_cancelled() {
+                return;
+            }
             if tokio::time::Instant::now() >= next_watch {
-                if let Err(e) = self.watch().await {
+                if let Err(e) = self.watch_until(&stop).await {
                     tracing::warn!(error = %e, "watching silences and late runs failed");
                 }
                 next_watch = tokio::time::Instant::now() + WATCH_EVERY;
@@ -131,7 +152,7 @@ impl Evaluator {
         let Some(last) = entries.last().map(|e| e.cursor) else {
             return Ok(0);
         };
-        let mut alerts = Vec::new();
+        let mut alerts = Pending::default();
         let mut jobs = JobCache::default();
         for entry in &entries {
             self.entry(entry, &mut jobs, &mut alerts).await?;
@@ -159,21 +180,26 @@ impl Evaluator {
         Ok(())
     }
 
-    async fn enqueue(&self, alerts: Vec<AlertInsert>) -> Result<(), StoreError> {
-        if alerts.is_empty() {
+    async fn enqueue(&self, alerts: Pending) -> Result<(), StoreError> {
+        if alerts.items.is_empty() {
             return Ok(());
         }
         let queued = self
             .ctx
             .store
             .alert_enqueue(AlertEnqueueParams {
-                alerts,
+                alerts: alerts.items,
                 now: self.ctx.clock.store_now(),
             })
             .await?;
         if queued.iter().any(Option::is_some) {
             self.sent.notify_one();
         }
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() + alerts.keys.len() > MAX_KNOWN {
+            known.clear();
+        }
+        known.extend(alerts.keys);
         Ok(())
     }
 
@@ -181,7 +207,7 @@ impl Evaluator {
         &self,
         entry: &ActivityEntry,
         jobs: &mut JobCache,
-        alerts: &mut Vec<AlertInsert>,
+        alerts: &mut Pending,
     ) -> Result<(), StoreError> {
         let r = &entry.record;
         match r.kind.as_str() {
@@ -235,6 +261,14 @@ impl Evaluator {
                     self.queue(alerts, &key, Raised::Skipped, &rule.rule, &job, None, &doc);
                 }
             }
+            "events.dropped" => {
+                // A node could not write some of its events: the run ends among them raise no
+                // alert. Said loudly, since nothing else will tell.
+                tracing::error!(
+                    node = %r.node, data = %r.data,
+                    "a node dropped activity events; alerts for the run ends among them are not raised"
+                );
+            }
             _ => {}
         }
         Ok(())
@@ -245,7 +279,7 @@ impl Evaluator {
         &self,
         id: RunId,
         jobs: &mut JobCache,
-        alerts: &mut Vec<AlertInsert>,
+        alerts: &mut Pending,
     ) -> Result<(), StoreError> {
         let Some(mut run) = self.ctx.store.run_get(RunGetParams { id }).await? else {
             return Ok(());
@@ -357,6 +391,11 @@ impl Evaluator {
 
     /// Silences and late runs, read from the store.
     pub async fn watch(&self) -> Result<(), StoreError> {
+        self.watch_until(&CancellationToken::new()).await
+    }
+
+    /// [`Evaluator::watch`], given up when `stop` is cancelled (between jobs).
+    async fn watch_until(&self, stop: &CancellationToken) -> Result<(), StoreError> {
         let jobs = self
             .ctx
             .store
@@ -366,8 +405,11 @@ impl Evaluator {
             })
             .await?;
         let now = self.ctx.clock.now();
-        let mut alerts = Vec::new();
+        let mut alerts = Pending::default();
         for job in jobs.iter().filter(|j| !j.spec.paused) {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
             let rules = self.rules(job);
             let watched = rules
                 .iter()
@@ -396,7 +438,7 @@ impl Evaluator {
         job: &Job,
         rules: &[Labelled],
         now: Timestamp,
-        alerts: &mut Vec<AlertInsert>,
+        alerts: &mut Pending,
     ) -> Result<(), StoreError> {
         let last_success = self
             .ctx
@@ -430,7 +472,13 @@ impl Evaluator {
                         round_secs(now.duration_since(since))
                     ),
                 );
-                let key = format!("silent:{}:{}", job.id, since.as_microsecond());
+                // Two switches of different lengths on one channel are two alerts.
+                let key = format!(
+                    "silent:{}:{}:{}",
+                    job.id,
+                    since.as_microsecond(),
+                    within.as_secs()
+                );
                 self.queue(alerts, &key, Raised::NoSuccess, &rule.rule, job, None, &doc);
             }
         }
@@ -442,7 +490,7 @@ impl Evaluator {
         job: &Job,
         rules: &[Labelled],
         now: Timestamp,
-        alerts: &mut Vec<AlertInsert>,
+        alerts: &mut Pending,
     ) -> Result<(), StoreError> {
         let mut active = Vec::new();
         for state in [RunState::Scheduled, RunState::Queued, RunState::Running] {
@@ -565,7 +613,7 @@ impl Evaluator {
     )]
     fn queue(
         &self,
-        alerts: &mut Vec<AlertInsert>,
+        alerts: &mut Pending,
         key: &str,
         raised: Raised,
         rule: &AlertRule,
@@ -580,12 +628,13 @@ impl Evaluator {
                 return;
             }
         };
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         for channel in &rule.channels {
             let key = format!("{key}:{channel}");
-            if alerts.iter().any(|a| a.key == key) {
+            if known.contains(&key) || !alerts.keys.insert(key.clone()) {
                 continue;
             }
-            alerts.push(AlertInsert {
+            alerts.items.push(AlertInsert {
                 key,
                 alert: raised.as_str().to_owned(),
                 channel: channel.clone(),

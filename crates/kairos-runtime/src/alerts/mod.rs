@@ -10,10 +10,11 @@
 //!   store, and watches silences (dead-man switches) and late runs (SLAs). What it raises is
 //!   queued in the store as one delivery per channel, under a key that makes each alert once
 //!   (`run:42:failure:ops`), whichever leader raises it and however often.
-//! - The **sender** ([`sender`]) runs on the leader too. It claims due deliveries with a lease
-//!   and sends each through the node's executor (the same isolation as a job's tasks), with a
-//!   timeout, retrying with backoff; a channel that keeps failing never holds up scheduling or
-//!   runs, and every attempt is recorded.
+//! - The **sender** ([`sender`]) runs on the leader too. It claims due deliveries of the
+//!   channels it has, as many as it can send at once, with a lease, and sends each through the
+//!   node's executor (the same isolation as a job's tasks), with a timeout, retrying with
+//!   backoff; a channel that keeps failing never holds up scheduling or runs, and every attempt
+//!   is recorded.
 
 pub mod channels;
 pub mod evaluator;
@@ -104,7 +105,9 @@ pub enum ChannelKind {
     /// file.
     Slack { url_file: PathBuf },
     /// A program run as a job's `command` task would be, with the alert's document in the file
-    /// named by `KAIROS_ALERT_FILE` (and `KAIROS_ALERT`, `KAIROS_ALERT_SUMMARY` set).
+    /// named by `KAIROS_ALERT_FILE` (and `KAIROS_ALERT`, `KAIROS_ALERT_SUMMARY`,
+    /// `KAIROS_ALERT_DELIVERY` set), in an environment of its own: only `PATH`, `HOME`, `LANG`
+    /// and `TZ` of the server's ([`channels::PASSED_VARS`]), and no run variables.
     Command { argv: Vec<String> },
 }
 

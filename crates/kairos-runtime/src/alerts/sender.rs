@@ -2,40 +2,51 @@
 //!
 //! # Model
 //!
-//! A pass claims up to [`CLAIM_BATCH`] due deliveries with a lease ([`Sender::lease`]) and
-//! hands each to a task of its own, which waits for a free slot (at most
-//! [`MAX_SENDING_PER_CHANNEL`] sends per channel and [`MAX_SENDING`] in all), makes one attempt
-//! ([`channels::send`]) and records how it ended with `alert_finish`, fenced by the claim's
-//! lease token: delivered, a retry after [`channels::backoff`], or failed. The loop itself
-//! only claims and waits, so a channel that hangs holds up nothing but its own deliveries, and
-//! scheduling never waits for alerts (the sender is a service of its own).
+//! Each channel has [`MAX_SENDING_PER_CHANNEL`] slots, and the sender [`MAX_SENDING`] in all. A
+//! pass claims, for each channel configured on this node in turn, at most as many due
+//! deliveries of that channel as it has free slots (and the sender has): the slots are taken
+//! before the claim, with a lease ([`Sender::lease`]). Each delivery claimed goes to a task of
+//! its own, which makes one attempt at once ([`channels::send`]) and records how it ended with
+//! `alert_finish`, fenced by the claim's lease token: delivered, a retry after
+//! [`channels::backoff`], or failed. A channel whose claim filled its free slots may have more
+//! due: it is claimed again at once while it has room, and the loop claims again as soon as a
+//! slot frees up. The loop itself only claims and waits, so a channel that hangs holds up
+//! nothing but its own deliveries, and scheduling never waits for alerts (the sender is a
+//! service of its own).
+//!
+//! Deliveries to a channel this node does not configure are not claimed: they wait for a leader
+//! that has it (during a rolling change of the configuration), and stay pending if none has.
 //!
 //! # Invariants
 //!
-//! - **A held delivery is sent before its lease runs out.** A channel holds at most
-//!   [`MAX_HELD_PER_CHANNEL`] claimed deliveries (sending or waiting for a slot) and the sender
-//!   [`MAX_HELD`]; the lease covers waiting for a slot and the attempt
-//!   (3 × (longest timeout + kill grace) + 30 s, at least 2 min). A delivery that waited so long
-//!   that its attempt might outlast the lease is given back unsent (retried at once). A
-//!   delivery claimed for a channel already holding its share is given back too, retried after
-//!   one attempt's time: its claim counted an attempt, which the store cannot take back.
+//! - **What is claimed is attempted at once, and only attempts are charged.** A claim counts
+//!   an attempt (`attempts`); since a claim never takes more than the free slots, nothing
+//!   claimed waits for one. A delivery claimed but not attempted after all (the claim took so
+//!   long that the attempt might outlast the lease; the sender stopped) is handed back with
+//!   [`AlertOutcome::Release`], which takes the attempt back, so a delivery gets its
+//!   [`channels::MAX_ATTEMPTS`] attempts. An attempt cut short by a stop is handed back the
+//!   same way (it did not fail: the sender stopped). So `attempts` counts the attempts made,
+//!   and one in progress (or cut short by a crash, which the lease ends).
 //! - **Whatever happens, the store says where a delivery is.** An attempt's end is written with
 //!   the lease token; a claim that lost its delivery (the lease expired and another node took
 //!   it) writes nothing. A delivery whose sender died stays `sending` until its lease expires,
 //!   then is claimed again: deliveries are at least once, and receivers deduplicate by
 //!   `Kairos-Delivery`.
-//! - **Stopping interrupts, it does not lose.** When the loop stops (leadership ends), the
-//!   attempts in progress are cancelled (HTTP requests dropped, processes signalled) and their
-//!   deliveries given back, due at once, for the next leader.
+//! - **Stopping interrupts, and does not wait for the store.** When the loop stops (leadership
+//!   ends, often because the store cannot be reached), the attempts in progress are cancelled
+//!   (HTTP requests dropped, processes signalled) and their deliveries handed back, due at once,
+//!   for the next leader, each with writes that get [`STOP_WRITE_LIMIT`] once the stop came;
+//!   what is not written by then is left to the lease. [`Sender::run`] returns within
+//!   [`STOP_LIMIT`] of the stop.
 //!
 //! # Failure handling
 //!
 //! A store error in a pass is logged and the pass retried after [`STORE_PAUSE`]; a failed
-//! `alert_finish` is retried a few times, then left to the lease. Deliveries ended longer than
-//! [`AlertsConfig::retention`] ago are deleted about once an hour.
+//! `alert_finish` is retried a few times (not after a stop), then left to the lease. Deliveries
+//! ended longer than [`AlertsConfig::retention`] ago are deleted about once an hour.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -43,7 +54,7 @@ use kairos_exec::Executor;
 use kairos_store::{
     AlertClaimParams, AlertDelivery, AlertFinishParams, AlertOutcome, AlertPruneParams, StoreError,
 };
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -51,17 +62,10 @@ use super::channels::{self, KILL_GRACE, SendResult};
 use super::{AlertsConfig, Channel, DEFAULT_CHANNEL_TIMEOUT, DEFAULT_RETENTION};
 use crate::context::NodeContext;
 
-/// Most deliveries one claim takes.
-pub const CLAIM_BATCH: u32 = 32;
-/// Most deliveries held at once (sending or waiting for a slot).
-pub const MAX_HELD: usize = CLAIM_BATCH as usize;
 /// Most attempts in progress at once.
 pub const MAX_SENDING: usize = 16;
 /// Most attempts in progress at once to one channel.
 pub const MAX_SENDING_PER_CHANNEL: usize = 4;
-/// Most deliveries one channel holds (sending or waiting for one of its slots): a waiting one
-/// starts within one attempt's time.
-pub const MAX_HELD_PER_CHANNEL: usize = 2 * MAX_SENDING_PER_CHANNEL;
 /// Shortest lease of a claim.
 const MIN_LEASE: Duration = Duration::from_secs(120);
 /// Lease left over after an attempt's longest time, for writing its end.
@@ -73,6 +77,14 @@ const POLL: Duration = Duration::from_secs(1);
 pub const STORE_PAUSE: Duration = Duration::from_secs(5);
 /// Writes of an attempt's end tried before it is left to the lease.
 const FINISH_TRIES: u32 = 3;
+/// Longest a write of a delivery's end may still take once the sender stopped; then it is left
+/// to the lease (a stop often means the store cannot be reached).
+pub const STOP_WRITE_LIMIT: Duration = Duration::from_secs(2);
+/// Longest [`Sender::run`] waits for its tasks once stopped: an attempt's kill grace, then one
+/// write, with a margin. A task still running then is aborted (its delivery is left to the
+/// lease).
+pub const STOP_LIMIT: Duration =
+    Duration::from_secs(KILL_GRACE.as_secs() + STOP_WRITE_LIMIT.as_secs() + 1);
 /// Time between two prunes of ended deliveries.
 const PRUNE_EVERY: SignedDuration = SignedDuration::from_hours(1);
 /// Time an attempt may take beyond its channel's timeout and kill grace (reading a secret file,
@@ -84,6 +96,9 @@ pub struct Sender {
     shared: Arc<Shared>,
     waker: Arc<Notify>,
     last_prune: Mutex<Option<Timestamp>>,
+    /// The channel a pass starts with, one further at each pass: when the sender's slots run
+    /// short, no channel always comes last.
+    first: AtomicUsize,
 }
 
 /// What the sender's tasks share.
@@ -92,67 +107,72 @@ struct Shared {
     config: Arc<AlertsConfig>,
     executor: Arc<dyn Executor>,
     lease: Duration,
-    sending: Semaphore,
-    held: Mutex<Held>,
+    /// The sender's slots.
+    sending: Arc<Semaphore>,
+    /// Each configured channel's slots, in the order of `config.channels`.
+    channel_slots: Vec<Arc<Semaphore>>,
     /// The earliest retry this sender scheduled and has not woken for yet.
     next_retry: Mutex<Option<Timestamp>>,
 }
 
-/// Deliveries held, in all and by channel.
-#[derive(Default)]
-struct Held {
-    total: usize,
-    channels: HashMap<String, ChannelSlots>,
+/// Slots taken for a claim: one of the channel's and one of the sender's per delivery.
+struct Slots {
+    channel: OwnedSemaphorePermit,
+    sender: OwnedSemaphorePermit,
 }
 
-struct ChannelSlots {
-    sending: Arc<Semaphore>,
-    held: usize,
-}
+impl Slots {
+    fn count(&self) -> usize {
+        self.channel.num_permits().min(self.sender.num_permits())
+    }
 
-/// One held delivery: released when dropped (also when its task panics).
-struct Hold {
-    shared: Arc<Shared>,
-    channel: String,
-    sending: Arc<Semaphore>,
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        let mut held = self.shared.held();
-        held.total = held.total.saturating_sub(1);
-        if let Some(slots) = held.channels.get_mut(&self.channel) {
-            slots.held = slots.held.saturating_sub(1);
-            if slots.held == 0 {
-                held.channels.remove(&self.channel);
-            }
-        }
+    /// One delivery's slots, taken from these.
+    fn split_one(&mut self) -> Option<Slots> {
+        Some(Slots {
+            channel: self.channel.split(1)?,
+            sender: self.sender.split(1)?,
+        })
     }
 }
 
-/// How a held delivery's turn ended.
+/// What a claim pass did.
+#[derive(Debug, Default)]
+struct Pass {
+    claimed: usize,
+    /// A channel ran out of free slots while more of its deliveries may be due: claim again
+    /// when a slot frees up.
+    starved: bool,
+}
+
+/// How a claimed delivery's turn ended.
 enum Ending {
-    /// An attempt was made (or could not be: a channel not configured here).
+    /// An attempt was made.
     Attempted(SendResult),
-    /// Given back unsent, due again at the time given.
-    GivenBack { at: Timestamp, reason: String },
+    /// Handed back unsent (or cut short by a stop), due again at `at`, the attempt not charged.
+    Released { at: Timestamp, why: &'static str },
 }
 
 impl Sender {
     pub fn new(ctx: NodeContext, config: Arc<AlertsConfig>, executor: Arc<dyn Executor>) -> Self {
         let lease = lease_for(&config.channels);
+        let channel_slots = config
+            .channels
+            .iter()
+            .map(|_| Arc::new(Semaphore::new(MAX_SENDING_PER_CHANNEL)))
+            .collect();
         Self {
             shared: Arc::new(Shared {
                 ctx,
                 config,
                 executor,
                 lease,
-                sending: Semaphore::new(MAX_SENDING),
-                held: Mutex::default(),
+                sending: Arc::new(Semaphore::new(MAX_SENDING)),
+                channel_slots,
                 next_retry: Mutex::new(None),
             }),
             waker: Arc::new(Notify::new()),
             last_prune: Mutex::new(None),
+            first: AtomicUsize::new(0),
         }
     }
 
@@ -161,24 +181,39 @@ impl Sender {
         self.waker.clone()
     }
 
-    /// The lease of a claim: waiting for a slot (at most two attempts' time, see the module's
-    /// docs) and one attempt, with a margin; at least 2 min.
+    /// The lease of a claim: 3 × the longest attempt (a channel's timeout, the kill grace and a
+    /// slack of 5 s) + 30 s, at least 2 min. An attempt starts as soon as it is claimed; the
+    /// rest leaves room for a store slow to answer the claim or to take the attempt's end.
     pub fn lease(&self) -> Duration {
         self.shared.lease
     }
 
-    /// One pass: claims what is due and sends it, waiting for every attempt to end. How many
-    /// deliveries it claimed.
+    /// One pass: claims what is due and sends it, claiming again as slots free up until nothing
+    /// more is due, and waits for every attempt to end. How many deliveries it claimed.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let mut tasks = JoinSet::new();
-        let claimed = self
-            .claim(&mut tasks, &CancellationToken::new())
-            .await
-            .map(|(n, _)| n);
+        let cancel = CancellationToken::new();
+        let mut claimed = 0;
+        let result = loop {
+            match self.claim(&mut tasks, &cancel).await {
+                Ok(pass) => {
+                    claimed += pass.claimed;
+                    if !pass.starved {
+                        break Ok(claimed);
+                    }
+                    // A channel had no free slot left: claim again once one frees up.
+                    match tasks.join_next().await {
+                        Some(done) => reaped(done),
+                        None => break Ok(claimed),
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
         while let Some(done) = tasks.join_next().await {
             reaped(done);
         }
-        claimed
+        result
     }
 
     /// Deletes deliveries that ended more than [`AlertsConfig::retention`] ago; how many.
@@ -203,29 +238,33 @@ impl Sender {
     }
 
     /// Runs until `stop`: a pass whenever woken ([`Sender::waker`]), a retry it scheduled is
-    /// due, a slot frees up while all are held, or every second; a prune about once an hour.
-    /// On `stop`, attempts in progress are cancelled and their deliveries given back.
+    /// due, a slot frees up while a channel had none left, or every second; a prune about once
+    /// an hour. On `stop`, attempts in progress are cancelled and their deliveries handed back
+    /// (see the module's docs); returns within [`STOP_LIMIT`], whatever the store does.
     pub async fn run(&self, stop: CancellationToken) {
         let clock = self.shared.ctx.clock.clone();
         let mut tasks = JoinSet::new();
-        loop {
-            if stop.is_cancelled() {
-                break;
+        while !stop.is_cancelled() {
+            // The store may not answer (leadership is often lost for that reason): nothing
+            // here holds up the stop. A claim given up may have claimed deliveries, which are
+            // then left to their lease.
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = self.prune_if_due() => {}
             }
-            self.prune_if_due().await;
-            let (pause, more) = match self.claim(&mut tasks, &stop).await {
-                Ok((_, more)) => (POLL, more),
+            let claimed = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                claimed = self.claim(&mut tasks, &stop) => claimed,
+            };
+            let (pause, starved) = match claimed {
+                Ok(pass) => (POLL, pass.starved),
                 Err(e) => {
                     tracing::error!(error = %e, "claiming alert deliveries failed; retrying");
                     (STORE_PAUSE, false)
                 }
             };
-            if more {
-                // A full batch: more may be due at once.
-                tokio::task::yield_now().await;
-                continue;
-            }
-            let full = self.shared.held().total >= MAX_HELD;
             let now = clock.now();
             let retry = self.shared.take_next_retry(now, pause);
             let poll = tokio::time::sleep(pause);
@@ -244,18 +283,28 @@ impl Sender {
                     _ = &mut retry_due => break,
                     Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                         reaped(done);
-                        // A slot freed up: claim again only if none was left.
-                        if full {
+                        // A slot freed up: claim again if a channel had none left.
+                        if starved {
                             break;
                         }
                     }
                 }
             }
         }
-        // `stop` cancelled the attempts in progress: wait for them to give their deliveries
-        // back.
-        while let Some(done) = tasks.join_next().await {
-            reaped(done);
+        // `stop` cancelled the attempts in progress: they hand their deliveries back, each
+        // with writes bounded by `STOP_WRITE_LIMIT`. A task that does not end in time (a
+        // secret file's read stuck on a hung file system) is aborted.
+        let drained = async {
+            while let Some(done) = tasks.join_next().await {
+                reaped(done);
+            }
+        };
+        if tokio::time::timeout(STOP_LIMIT, drained).await.is_err() {
+            tracing::error!(
+                left = tasks.len(),
+                "alert deliveries did not end in time after the sender stopped; they are claimed again once their leases expire"
+            );
+            tasks.shutdown().await;
         }
     }
 
@@ -274,126 +323,116 @@ impl Sender {
         }
     }
 
-    /// Claims as many deliveries as there is room for and starts a task for each: how many it
-    /// claimed, and whether that was a full claim (more may be due).
+    /// Claims, channel by channel, as many due deliveries as each has free slots for (claiming
+    /// again while a claim comes back full and slots are left), and starts a task for each.
     async fn claim(
         &self,
         tasks: &mut JoinSet<()>,
         cancel: &CancellationToken,
-    ) -> Result<(usize, bool), StoreError> {
-        let shared = &self.shared;
-        let room = MAX_HELD.saturating_sub(shared.held().total);
-        if room == 0 {
-            return Ok((0, false));
+    ) -> Result<Pass, StoreError> {
+        let channels = &self.shared.config.channels;
+        let mut pass = Pass::default();
+        if channels.is_empty() {
+            return Ok(pass);
         }
-        let limit = u32::try_from(room).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
-        let claimed_at = shared.ctx.clock.now();
-        let deliveries = shared
-            .ctx
-            .store
-            .alert_claim(AlertClaimParams {
-                node: shared.ctx.node.clone(),
-                limit,
-                lease: signed(shared.lease),
-                now: shared.ctx.clock.store_now(),
-            })
-            .await?;
-        let claimed = deliveries.len();
-        for delivery in deliveries {
-            let shared = shared.clone();
-            let cancel = cancel.clone();
-            // Held now, not in the task, so that the next pass's room counts it.
-            let hold = shared.hold(&delivery.channel);
-            tasks.spawn(async move {
-                let ending = match &hold {
-                    Some(hold) => shared.turn(&delivery, hold, claimed_at, &cancel).await,
-                    None => shared.busy(&delivery),
+        let first = self.first.fetch_add(1, Ordering::Relaxed) % channels.len();
+        for index in (first..channels.len()).chain(0..first) {
+            loop {
+                let Some(slots) = self.shared.free_slots(index) else {
+                    pass.starved = true;
+                    break;
                 };
-                shared.end(&delivery, ending).await;
-                // Held until its end is written, so that a pass does not claim past the limits.
-                drop(hold);
-            });
+                let room = slots.count();
+                let claimed = self.shared.claim_for(index, slots, tasks, cancel).await?;
+                pass.claimed += claimed;
+                if claimed < room {
+                    break;
+                }
+            }
         }
-        Ok((claimed, claimed == limit as usize))
+        Ok(pass)
     }
 }
 
 impl Shared {
-    fn held(&self) -> MutexGuard<'_, Held> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Holds a delivery for `channel`; `None` when the channel holds its share already.
-    fn hold(self: &Arc<Self>, channel: &str) -> Option<Hold> {
-        let mut held = self.held();
-        let slots = held
-            .channels
-            .entry(channel.to_owned())
-            .or_insert_with(|| ChannelSlots {
-                sending: Arc::new(Semaphore::new(MAX_SENDING_PER_CHANNEL)),
-                held: 0,
-            });
-        if slots.held >= MAX_HELD_PER_CHANNEL {
-            return None;
-        }
-        slots.held += 1;
-        let sending = slots.sending.clone();
-        held.total += 1;
-        Some(Hold {
-            shared: self.clone(),
-            channel: channel.to_owned(),
-            sending,
+    /// The free slots of channel `index` (as many as it and the sender have), taken; `None`
+    /// when there are none.
+    fn free_slots(&self, index: usize) -> Option<Slots> {
+        let channel = &self.channel_slots[index];
+        let room = channel
+            .available_permits()
+            .min(self.sending.available_permits());
+        let room = u32::try_from(room).ok().filter(|n| *n > 0)?;
+        Some(Slots {
+            channel: channel.clone().try_acquire_many_owned(room).ok()?,
+            sender: self.sending.clone().try_acquire_many_owned(room).ok()?,
         })
     }
 
-    /// A delivery claimed while its channel held its share: given back, due once an attempt
-    /// in progress may have ended.
-    fn busy(&self, delivery: &AlertDelivery) -> Ending {
-        let timeout = self
-            .config
-            .channel(&delivery.channel)
-            .map_or(DEFAULT_CHANNEL_TIMEOUT, |c| c.timeout);
-        let at = channels::after(self.ctx.clock.now(), timeout + KILL_GRACE);
-        Ending::GivenBack {
-            at,
-            reason: format!(
-                "not sent: channel `{}` had {MAX_HELD_PER_CHANNEL} deliveries in progress",
-                delivery.channel
-            ),
+    /// Claims up to `slots.count()` due deliveries of channel `index` and starts a task for
+    /// each, with one of the slots; the slots left over are freed. How many it claimed.
+    async fn claim_for(
+        self: &Arc<Self>,
+        index: usize,
+        mut slots: Slots,
+        tasks: &mut JoinSet<()>,
+        cancel: &CancellationToken,
+    ) -> Result<usize, StoreError> {
+        let channel = &self.config.channels[index];
+        let limit = u32::try_from(slots.count()).unwrap_or(u32::MAX);
+        let claimed_at = self.ctx.clock.now();
+        let deliveries = self
+            .ctx
+            .store
+            .alert_claim(AlertClaimParams {
+                node: self.ctx.node.clone(),
+                channel: Some(channel.name.clone()),
+                limit,
+                lease: signed(self.lease),
+                now: self.ctx.clock.store_now(),
+            })
+            .await?;
+        let claimed = deliveries.len();
+        for delivery in deliveries {
+            let Some(held) = slots.split_one() else {
+                // A store that returned more than the limit: left to the lease.
+                tracing::error!(
+                    delivery = delivery.id,
+                    "an alert claim returned more deliveries than asked for"
+                );
+                continue;
+            };
+            let shared = self.clone();
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                let channel = &shared.config.channels[index];
+                let ending = shared.turn(channel, &delivery, claimed_at, &cancel).await;
+                shared.end(&delivery, ending, &cancel).await;
+                // Held until its end is written, so that a claim never takes past the limits.
+                drop(held);
+            });
         }
+        Ok(claimed)
     }
 
-    /// A held delivery's turn: waits for a slot, then makes one attempt.
+    /// A claimed delivery's turn: one attempt, unless the lease ran short or the sender
+    /// stopped.
     async fn turn(
         &self,
+        channel: &Channel,
         delivery: &AlertDelivery,
-        hold: &Hold,
         claimed_at: Timestamp,
         cancel: &CancellationToken,
     ) -> Ending {
-        let Some(channel) = self.config.channel(&delivery.channel) else {
-            // Another leader's configuration may have it (a rolling change).
-            return Ending::Attempted(SendResult::retryable(format!(
-                "channel `{}` is not configured on node `{}`",
-                delivery.channel, self.ctx.node
-            )));
-        };
-        let slots = async {
-            let channel_slot = hold.sending.acquire().await;
-            let slot = self.sending.acquire().await;
-            (channel_slot, slot)
-        };
-        let _slots = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return self.interrupted(),
-            slots = slots => slots,
-        };
         let now = self.ctx.clock.now();
+        if cancel.is_cancelled() {
+            return interrupted(now);
+        }
         let waited = Duration::try_from(now.duration_since(claimed_at)).unwrap_or_default();
         if self.lease.saturating_sub(waited) < attempt_limit(channel) + LEASE_MARGIN {
-            return Ending::GivenBack {
+            return Ending::Released {
                 at: now,
-                reason: "not sent: no free slot before its lease ran short".to_owned(),
+                why: "its claim took so long that the attempt might outlast the lease",
             };
         }
         let attempt = channels::send(&*self.executor, channel, delivery, now, cancel);
@@ -406,40 +445,44 @@ impl Shared {
             }
         };
         if cancel.is_cancelled() && matches!(result, SendResult::Failed { .. }) {
-            return self.interrupted();
+            return interrupted(self.ctx.clock.now());
         }
         Ending::Attempted(result)
     }
 
-    fn interrupted(&self) -> Ending {
-        Ending::GivenBack {
-            at: self.ctx.clock.now(),
-            reason: "interrupted: the alert sender stopped".to_owned(),
-        }
-    }
-
     /// Records how a delivery's turn ended.
-    async fn end(&self, delivery: &AlertDelivery, ending: Ending) {
+    async fn end(&self, delivery: &AlertDelivery, ending: Ending, stop: &CancellationToken) {
         let now = self.ctx.clock.now();
         let outcome = match ending {
             Ending::Attempted(result) => {
                 result.into_outcome(delivery.attempts, now, rand::random::<f64>())
             }
-            Ending::GivenBack { at, reason } => AlertOutcome::Retry {
-                at,
-                error: reason,
-                status: None,
-            },
+            Ending::Released { at, why } => {
+                tracing::info!(
+                    delivery = delivery.id,
+                    channel = %delivery.channel,
+                    %at,
+                    "alert delivery handed back unsent: {why}"
+                );
+                AlertOutcome::Release { at }
+            }
         };
         log(delivery, &outcome);
-        if let AlertOutcome::Retry { at, .. } = &outcome {
+        if let AlertOutcome::Retry { at, .. } | AlertOutcome::Release { at } = &outcome {
             let mut next = self.next_retry.lock().unwrap_or_else(|p| p.into_inner());
             *next = Some(next.map_or(*at, |n| n.min(*at)));
         }
-        self.finish(delivery, outcome).await;
+        self.finish(delivery, outcome, stop).await;
     }
 
-    async fn finish(&self, delivery: &AlertDelivery, outcome: AlertOutcome) {
+    /// Writes a delivery's end, retrying a failed write a few times; once `stop` is cancelled,
+    /// a write gets [`STOP_WRITE_LIMIT`] and is not retried.
+    async fn finish(
+        &self,
+        delivery: &AlertDelivery,
+        outcome: AlertOutcome,
+        stop: &CancellationToken,
+    ) {
         let Some(lease_token) = delivery.lease_token.clone() else {
             tracing::error!(
                 delivery = delivery.id,
@@ -447,17 +490,21 @@ impl Shared {
             );
             return;
         };
+        let left_to_lease = "the delivery is claimed again once its lease expires";
         for attempt in 1..=FINISH_TRIES {
-            let written = self
-                .ctx
-                .store
-                .alert_finish(AlertFinishParams {
-                    id: delivery.id,
-                    lease_token: lease_token.clone(),
-                    outcome: outcome.clone(),
-                    now: self.ctx.clock.store_now(),
-                })
-                .await;
+            let write = self.ctx.store.alert_finish(AlertFinishParams {
+                id: delivery.id,
+                lease_token: lease_token.clone(),
+                outcome: outcome.clone(),
+                now: self.ctx.clock.store_now(),
+            });
+            let Some(written) = until_stopped(write, stop).await else {
+                tracing::warn!(
+                    delivery = delivery.id,
+                    "recording an alert delivery's end took too long after the sender stopped; {left_to_lease}"
+                );
+                return;
+            };
             match written {
                 Ok(true) => return,
                 Ok(false) => {
@@ -468,16 +515,20 @@ impl Shared {
                     );
                     return;
                 }
-                Err(e) if attempt < FINISH_TRIES => {
+                Err(e) if attempt < FINISH_TRIES && !stop.is_cancelled() => {
                     tracing::warn!(delivery = delivery.id, error = %e, "recording an alert attempt failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.cancelled() => {}
+                    }
                 }
                 Err(e) => {
                     tracing::error!(
                         delivery = delivery.id,
                         error = %e,
-                        "recording an alert attempt failed; the delivery is claimed again once its lease expires"
+                        "recording an alert attempt failed; {left_to_lease}"
                     );
+                    return;
                 }
             }
         }
@@ -494,6 +545,24 @@ impl Shared {
         } else {
             None
         }
+    }
+}
+
+/// A turn cut short by the sender's stop: handed back, due at once (`now`).
+fn interrupted(now: Timestamp) -> Ending {
+    Ending::Released {
+        at: now,
+        why: "the alert sender stopped",
+    }
+}
+
+/// `fut`'s output; once `stop` is cancelled, only if it comes within [`STOP_WRITE_LIMIT`].
+async fn until_stopped<F: Future>(fut: F, stop: &CancellationToken) -> Option<F::Output> {
+    tokio::pin!(fut);
+    tokio::select! {
+        biased;
+        out = &mut fut => Some(out),
+        _ = stop.cancelled() => tokio::time::timeout(STOP_WRITE_LIMIT, fut).await.ok(),
     }
 }
 
@@ -550,6 +619,8 @@ fn log(delivery: &AlertDelivery, outcome: &AlertOutcome) {
         AlertOutcome::Failed { error, status } => {
             tracing::error!(delivery = id, channel, alert, attempt, status, error = %error, "alert delivery failed");
         }
+        // Logged where it is decided, with why.
+        AlertOutcome::Release { .. } => {}
     }
 }
 
@@ -569,7 +640,7 @@ mod tests {
     }
 
     #[test]
-    fn the_lease_covers_waiting_for_a_slot_and_the_longest_attempt() {
+    fn the_lease_covers_the_longest_attempt_with_room_for_a_slow_store() {
         assert_eq!(lease_for(&[]), MIN_LEASE);
         assert_eq!(lease_for(&[channel("a", 10)]), MIN_LEASE);
         // 3 × (60 + 5 + 5) + 30.

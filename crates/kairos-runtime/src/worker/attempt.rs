@@ -157,6 +157,7 @@ impl Attempt {
                         cancel: lease.cancel.clone(),
                         kill: lease.kill.clone(),
                         reports: None,
+                        run_vars: true,
                     };
                     let (req, recorder) = self.record_reports(req, &c);
                     let outcome = self.executor.execute(req).await;

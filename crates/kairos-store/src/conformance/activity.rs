@@ -84,6 +84,7 @@ pub async fn activity_is_read_in_order_after_a_position(store: Arc<dyn Store>) {
         .activity_prune(ActivityPruneParams {
             before: t(T0) + jiff::SignedDuration::from_secs(3),
             keep_at_most: 100,
+            keep_from: None,
         })
         .await
         .unwrap();
@@ -95,6 +96,7 @@ pub async fn activity_is_read_in_order_after_a_position(store: Arc<dyn Store>) {
         .activity_prune(ActivityPruneParams {
             before: t(T0),
             keep_at_most: 1,
+            keep_from: None,
         })
         .await
         .unwrap();
@@ -108,11 +110,56 @@ pub async fn activity_is_read_in_order_after_a_position(store: Arc<dyn Store>) {
         .activity_prune(ActivityPruneParams {
             before: t(T0) + jiff::SignedDuration::from_hours(24),
             keep_at_most: 100,
+            keep_from: None,
         })
         .await
         .unwrap();
     assert_eq!(pruned, 0);
     assert!(store.activity_contains(left[0].cursor).await.unwrap());
+    // A reader's position to keep (the alert evaluator's): it and what follows stay, however
+    // old; the batches before it go.
+    store
+        .activity_append(vec![record("run.queued", 10)])
+        .await
+        .unwrap();
+    store
+        .activity_append(vec![record("run.finished", 11)])
+        .await
+        .unwrap();
+    let three = read_n(&store, ActivityCursor::default(), 3).await;
+    assert_eq!(three.len(), 3);
+    let far = t(T0) + jiff::SignedDuration::from_hours(24);
+    let pruned = store
+        .activity_prune(ActivityPruneParams {
+            before: far,
+            keep_at_most: 100,
+            keep_from: Some(left[0].cursor.id),
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 0, "everything from the kept position on stays");
+    let pruned = store
+        .activity_prune(ActivityPruneParams {
+            before: far,
+            keep_at_most: 100,
+            keep_from: Some(three[1].cursor.id),
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert!(!store.activity_contains(three[0].cursor).await.unwrap());
+    assert!(store.activity_contains(three[1].cursor).await.unwrap());
+    // The size limit still applies.
+    let pruned = store
+        .activity_prune(ActivityPruneParams {
+            before: far,
+            keep_at_most: 1,
+            keep_from: Some(three[1].cursor.id),
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert!(store.activity_contains(three[2].cursor).await.unwrap());
 }
 
 pub async fn activity_concurrent_appends_are_each_read_once(store: Arc<dyn Store>) {

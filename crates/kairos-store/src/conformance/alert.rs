@@ -1,6 +1,6 @@
-//! Alert deliveries: queued once per key, claimed when due (oldest first) under a lease whose
-//! token fences the attempt's end, retried at the time asked, ended delivered or failed, listed
-//! and pruned; and the alert evaluator's position in the activity log, moved by
+//! Alert deliveries: queued once per key, claimed when due (oldest first, of one channel or of
+//! any) under a lease whose token fences the attempt's end, retried at the time asked, handed
+//! back without charging the attempt, ended delivered or failed, listed and pruned; and the alert evaluator's position in the activity log, moved by
 //! compare-and-set. Concurrently, on separate connections: a key queued by two nodes at once is
 //! queued once, no delivery is ever held by two claims at once, and of two moves from one
 //! position exactly one applies.
@@ -52,9 +52,21 @@ async fn claim(
     limit: u32,
     now: Timestamp,
 ) -> Vec<AlertDelivery> {
+    claim_of(store, node, None, limit, now).await
+}
+
+/// A claim of `channel`'s deliveries only (`None`: of any channel).
+async fn claim_of(
+    store: &Arc<dyn Store>,
+    node: &str,
+    channel: Option<&str>,
+    limit: u32,
+    now: Timestamp,
+) -> Vec<AlertDelivery> {
     store
         .alert_claim(AlertClaimParams {
             node: node.into(),
+            channel: channel.map(str::to_owned),
             limit,
             lease: LEASE,
             now: Some(now),
@@ -242,6 +254,51 @@ pub async fn alert_claim_takes_due_deliveries_oldest_first_under_a_lease(store: 
             .is_empty()
     );
     assert_eq!(ids(&claim(&store, "n1", 10, due).await), [d3]);
+
+    // A claim of one channel takes only that channel's deliveries, oldest first; the others
+    // stay as they are, for a claim of theirs or of any channel.
+    let b = due + SignedDuration::from_secs(1);
+    let to = |key: &str, channel: &str| AlertInsert {
+        channel: channel.into(),
+        ..alert(key, "default", "j")
+    };
+    let queued: Vec<i64> = enqueue(
+        &store,
+        vec![to("chat1", "chat"), to("ops1", "ops"), to("chat2", "chat")],
+        b,
+    )
+    .await
+    .into_iter()
+    .map(Option::unwrap)
+    .collect();
+    let (chat1, ops1, chat2) = (queued[0], queued[1], queued[2]);
+    let now = b + SignedDuration::from_secs(1);
+    assert!(
+        claim_of(&store, "n1", Some("pager"), 10, now)
+            .await
+            .is_empty()
+    );
+    let ops = claim_of(&store, "n1", Some("ops"), 10, now).await;
+    assert_eq!(ids(&ops), [ops1]);
+    assert_eq!(ops[0].channel, "ops");
+    for id in [chat1, chat2] {
+        let left = get(&store, id).await;
+        assert_eq!(
+            (left.state, left.attempts, left.node),
+            (DeliveryState::Pending, 0, None),
+            "another channel's delivery is left alone"
+        );
+    }
+    let chat = claim_of(&store, "n2", Some("chat"), 1, now).await;
+    assert_eq!(ids(&chat), [chat1], "the channel's oldest first");
+    // Once the leases expired, a claim of `chat` takes back its own and the pending one, never
+    // `ops`'s; a claim of any channel takes the rest (`d3` from before, and `ops1`).
+    let expired = now + LEASE;
+    assert_eq!(
+        ids(&claim_of(&store, "n2", Some("chat"), 10, expired).await),
+        [chat1, chat2]
+    );
+    assert_eq!(ids(&claim(&store, "n3", 10, expired).await), [d3, ops1]);
 }
 
 pub async fn alert_finish_is_fenced_by_the_lease_token(store: Arc<dyn Store>) {
@@ -343,13 +400,53 @@ pub async fn alert_retry_waits_and_failed_ends_it(store: Arc<dyn Store>) {
     assert_eq!(second.attempts, 2);
     assert_eq!(second.last_status, Some(503), "kept while it is sent again");
 
+    // Handed back unsent: pending again at the time asked, its claim's attempt not charged,
+    // the last attempt's error and status kept.
+    let back_at = retry_at + SignedDuration::from_secs(10);
+    let release = AlertOutcome::Release { at: back_at };
+    assert!(finish(&store, &second, release.clone(), retry_at).await);
+    let released = get(&store, id).await;
+    assert_eq!(released.state, DeliveryState::Pending);
+    assert_eq!(
+        released.attempts, 1,
+        "the release does not charge an attempt"
+    );
+    assert_eq!(released.next_attempt_at, back_at);
+    assert_eq!(
+        released.last_error.as_deref(),
+        Some("503 Service Unavailable")
+    );
+    assert_eq!(released.last_status, Some(503));
+    assert_eq!(released.delivered_at, None);
+    assert_eq!(
+        (
+            released.node.clone(),
+            released.lease_token.clone(),
+            released.lease_expires_at
+        ),
+        (None, None, None)
+    );
+    // Fenced like any end: the claim no longer holds it, so a second release (or any end)
+    // writes nothing.
+    assert!(!finish(&store, &second, release, retry_at).await);
+    assert!(!finish(&store, &second, delivered(200), retry_at).await);
+    assert_eq!(get(&store, id).await, released);
+    assert!(
+        claim(&store, "n1", 10, back_at - SignedDuration::from_secs(1))
+            .await
+            .is_empty()
+    );
+    let third = claim(&store, "n2", 10, back_at).await.remove(0);
+    assert_eq!(third.id, id);
+    assert_eq!(third.attempts, 2, "counted once for the attempt it makes");
+
     // Given up: it ended (`delivered_at`), and is not claimed again.
-    let end = retry_at + SignedDuration::from_secs(3);
+    let end = back_at + SignedDuration::from_secs(3);
     let failed = AlertOutcome::Failed {
         error: "no route to host".into(),
         status: None,
     };
-    assert!(finish(&store, &second, failed, end).await);
+    assert!(finish(&store, &third, failed, end).await);
     let gone = get(&store, id).await;
     assert_eq!(gone.state, DeliveryState::Failed);
     assert_eq!(gone.delivered_at, Some(end));

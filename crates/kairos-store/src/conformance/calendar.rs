@@ -322,7 +322,15 @@ pub async fn calendar_put_replans_its_jobs_in_one_transaction(store: Arc<dyn Sto
     assert_eq!(unchanged.version, 1);
 
     let next = t("2026-03-03T09:00:00Z");
-    let changed = put(&store, holiday, Some(1), vec![replan(1, next)])
+    // An hour after the job was written: a re-plan must not look like an edit of it.
+    let changed = store
+        .calendar_put(CalendarPutParams {
+            spec: holiday,
+            expected_version: Some(1),
+            replans: vec![replan(1, next)],
+            actor: "test".into(),
+            now: Some(t(T0) + jiff::SignedDuration::from_hours(1)),
+        })
         .await
         .unwrap();
     assert_eq!(changed.version, 2);
@@ -333,6 +341,10 @@ pub async fn calendar_put_replans_its_jobs_in_one_transaction(store: Arc<dyn Sto
         .unwrap();
     assert_eq!(replanned.version, 2);
     assert_eq!(replanned.next_fire_at, Some(next));
+    assert_eq!(
+        replanned.updated_at, unchanged.updated_at,
+        "a re-plan is not a change of the job's document"
+    );
     // The run created ahead for the day that is now a holiday is withdrawn.
     let runs = store
         .run_list(RunListParams {
