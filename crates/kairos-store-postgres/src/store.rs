@@ -463,6 +463,34 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn run_active_brief(&self, p: RunActiveBriefParams) -> StoreResult<Vec<ActiveRun>> {
+        let client = self.client().await?;
+        query(
+            &client,
+            "SELECT id, state, origin, scheduled_for, started_at FROM runs \
+             WHERE job_id = $1 AND parent_id IS NULL \
+             AND (state = 'scheduled' OR state = 'queued' OR state = 'running') \
+             ORDER BY scheduled_for, id LIMIT $2",
+            &[&p.job_id, &i64::from(p.limit)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(ActiveRun {
+                run_id: rows::col(row, 0)?,
+                state: rows::col::<&str>(row, 1)?
+                    .parse()
+                    .map_err(StoreError::Internal)?,
+                origin: rows::col::<&str>(row, 2)?
+                    .parse()
+                    .map_err(StoreError::Internal)?,
+                scheduled_for: rows::col(row, 3)?,
+                started_at: rows::col(row, 4)?,
+            })
+        })
+        .collect()
+    }
+
     async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>> {
         let client = self.client().await?;
         query(

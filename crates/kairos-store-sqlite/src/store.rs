@@ -986,6 +986,34 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn run_active_brief(&self, p: RunActiveBriefParams) -> StoreResult<Vec<ActiveRun>> {
+        self.db
+            .read(move |conn| {
+                all(
+                    conn,
+                    "SELECT id, state, origin, scheduled_for, started_at FROM runs \
+                     WHERE job_id = ?1 AND parent_id IS NULL \
+                     AND (state = 'scheduled' OR state = 'queued' OR state = 'running') \
+                     ORDER BY scheduled_for, id LIMIT ?2",
+                    params![p.job_id, i64::from(p.limit)],
+                    |row| {
+                        Ok(ActiveRun {
+                            run_id: rows::col(row, 0)?,
+                            state: rows::col::<String>(row, 1)?
+                                .parse()
+                                .map_err(StoreError::Internal)?,
+                            origin: rows::col::<String>(row, 2)?
+                                .parse()
+                                .map_err(StoreError::Internal)?,
+                            scheduled_for: rows::instant(rows::col(row, 3)?)?,
+                            started_at: rows::opt_instant(rows::col(row, 4)?)?,
+                        })
+                    },
+                )
+            })
+            .await
+    }
+
     async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>> {
         self.db
             .read(move |conn| {

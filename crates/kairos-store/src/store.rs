@@ -609,6 +609,25 @@ pub struct RunRecentParams {
     pub per_job: u32,
 }
 
+/// A job's top-level runs that have not ended (`scheduled`, `queued`, `running`), as
+/// [`Store::run_active_brief`] lists them: the facts a deadline needs, without the run's
+/// documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveRun {
+    pub run_id: RunId,
+    pub state: RunState,
+    pub origin: RunOrigin,
+    pub scheduled_for: Timestamp,
+    pub started_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunActiveBriefParams {
+    pub job_id: JobId,
+    /// Most runs returned, the earliest due first.
+    pub limit: u32,
+}
+
 /// An ended top-level run, as [`Store::run_recent`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecentRun {
@@ -1028,6 +1047,9 @@ pub trait Store: Send + Sync + 'static {
     /// the `(job_id, id)` index per job, from the newest run: runs not ended yet (a backlog)
     /// are stepped over, not indexed apart, so that ending a run writes no extra index.
     async fn run_recent(&self, p: RunRecentParams) -> StoreResult<Vec<RecentRun>>;
+    /// A job's top-level runs that have not ended, the earliest due first (the most overdue
+    /// are never left out for later ones).
+    async fn run_active_brief(&self, p: RunActiveBriefParams) -> StoreResult<Vec<ActiveRun>>;
     /// Attempts of a run, oldest first.
     async fn attempt_list(&self, p: AttemptListParams) -> StoreResult<Vec<Attempt>>;
     /// Number of runs per state (reads every run: for reports, not for every scrape).

@@ -29,7 +29,8 @@ use kairos_core::alert::{self, AlertRule, Ended, Raised, When};
 use kairos_core::run::{JobId, RunId, RunOrigin, RunState};
 use kairos_store::{
     ActivityCursor, ActivityEntry, ActivityReadParams, AlertCursorParams, AlertEnqueueParams,
-    AlertInsert, Job, JobListParams, Run, RunGetParams, RunListParams, StoreError,
+    AlertInsert, Job, JobListParams, Run, RunActiveBriefParams, RunGetParams, RunListParams,
+    StoreError,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,8 @@ const READ_BATCH: u32 = 2000;
 const POLL: Duration = Duration::from_millis(500);
 /// Time between watches of silences and late runs.
 pub const WATCH_EVERY: Duration = Duration::from_secs(5);
+/// Most active runs of one job the SLA watch looks at (the earliest due).
+const SLA_WATCH_LIMIT: u32 = 1000;
 /// Earlier runs read to judge a streak (`failures`) or a recovery, beyond the streak itself,
 /// in the first page (most runs end as successes or failures: one page is enough).
 const HISTORY_MARGIN: u32 = 20;
@@ -492,22 +495,18 @@ impl Evaluator {
         now: Timestamp,
         alerts: &mut Pending,
     ) -> Result<(), StoreError> {
-        let mut active = Vec::new();
-        for state in [RunState::Scheduled, RunState::Queued, RunState::Running] {
-            active.extend(
-                self.ctx
-                    .store
-                    .run_list(RunListParams {
-                        job_id: Some(job.id),
-                        state: Some(state),
-                        limit: 1000,
-                        ..Default::default()
-                    })
-                    .await?,
-            );
-        }
+        // The earliest due first: the most overdue are never left out.
+        let active = self
+            .ctx
+            .store
+            .run_active_brief(RunActiveBriefParams {
+                job_id: job.id,
+                limit: SLA_WATCH_LIMIT,
+            })
+            .await?;
         // A backfill runs past due times on purpose: no SLA applies to it.
-        for run in active.iter().filter(|r| r.origin != RunOrigin::Backfill) {
+        for brief in active.iter().filter(|r| r.origin != RunOrigin::Backfill) {
+            let mut loaded: Option<Run> = None;
             for rule in rules {
                 let When::Sla { start, finish } = rule.rule.when else {
                     continue;
@@ -515,12 +514,23 @@ impl Evaluator {
                 let breaches = alert::sla_breaches(
                     start,
                     finish,
-                    run.scheduled_for,
-                    run.started_at,
+                    brief.scheduled_for,
+                    brief.started_at,
                     None,
                     now,
                 );
                 for raised in breaches {
+                    // The whole run (its reason, node, attempt) only for the document.
+                    if loaded.is_none() {
+                        loaded = self
+                            .ctx
+                            .store
+                            .run_get(RunGetParams { id: brief.run_id })
+                            .await?;
+                    }
+                    let Some(run) = loaded.as_ref() else {
+                        continue;
+                    };
                     let summary = run_summary(raised, run, &rule.rule);
                     let doc = self.doc(
                         raised,

@@ -102,7 +102,8 @@ macro_rules! conformance_tests {
             run_rescue_expired_leases, run_rescue_gives_up_on_runs_that_keep_losing_their_lease,
             run_rescue_vs_heartbeat,
             // runs
-            run_cancel_states, run_list_filters_and_counts, run_recent_lists_each_jobs_last_ended_runs, run_insert_is_idempotent,
+            run_cancel_states, run_list_filters_and_counts, run_recent_lists_each_jobs_last_ended_runs,
+            run_active_brief_lists_a_jobs_unended_runs_earliest_due_first, run_insert_is_idempotent,
             run_insert_for_a_deleted_job_is_job_gone, run_insert_many_skips_existing_due_times,
             // backfill
             run_backfill_holds_runs_for_due_times_without_one,

@@ -386,3 +386,74 @@ pub async fn run_recent_lists_each_jobs_last_ended_runs(store: Arc<dyn Store>) {
         .unwrap();
     assert!(other_ns.is_empty());
 }
+
+/// `run_active_brief`: a job's runs that have not ended, the earliest due first.
+pub async fn run_active_brief_lists_a_jobs_unended_runs_earliest_due_first(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let j1 = create(&store, "one", Some(a)).await;
+    let j2 = create(&store, "two", Some(a)).await;
+    let later = |s: i64| a + SignedDuration::from_secs(s);
+    store
+        .job_fire(JobFireParams {
+            job_id: j1.id,
+            expected_next_fire_at: a,
+            // Inserted latest-due first: the order of ids is not that of due times.
+            runs: vec![insert(later(2)), insert(later(1)), insert(a)],
+            cancel_active: false,
+            max_active: None,
+            next_fire_at: None,
+            now: Some(a),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    fire(&store, &j2, a, None).await;
+    let claimed = claim(&store, "n1", 1, later(10)).await;
+    assert_eq!(claimed[0].run.scheduled_for, a);
+    let newest = store
+        .run_list(RunListParams {
+            job_id: Some(j1.id),
+            state: Some(RunState::Queued),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.scheduled_for == later(2))
+        .unwrap();
+    store
+        .run_cancel(RunCancelParams {
+            actor: "test".into(),
+            run_id: newest.id,
+            now: Some(later(10)),
+        })
+        .await
+        .unwrap();
+    let brief = store
+        .run_active_brief(RunActiveBriefParams {
+            job_id: j1.id,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let seen: Vec<(Timestamp, RunState)> =
+        brief.iter().map(|r| (r.scheduled_for, r.state)).collect();
+    assert_eq!(
+        seen,
+        [(a, RunState::Running), (later(1), RunState::Queued)],
+        "the cancelled run and the other job's are left out"
+    );
+    assert_eq!(brief[0].run_id, claimed[0].run.id);
+    assert_eq!(brief[0].started_at, Some(later(10)));
+    assert_eq!(brief[1].started_at, None);
+    assert_eq!(brief[0].origin, RunOrigin::Schedule);
+    let first = store
+        .run_active_brief(RunActiveBriefParams {
+            job_id: j1.id,
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].scheduled_for, a);
+}
