@@ -176,6 +176,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    channel: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -193,6 +199,7 @@ pub struct Metrics {
     runs_rescued: Counter,
     leader: Gauge,
     leader_term: Gauge,
+    alert_attempts: Family<AlertLabels, Counter>,
 }
 
 /// Events and metrics of one node.
@@ -214,6 +221,18 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
+    /// Counts one attempt to send an alert delivery to `channel`: `delivered`, `retry` or
+    /// `failed`.
+    pub fn alert_attempt(&self, channel: &str, outcome: &str) {
+        self.metrics
+            .alert_attempts
+            .get_or_create(&AlertLabels {
+                channel: channel.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
     /// Telemetry of a node without a name (tests, embedders): per-node metrics carry no
     /// `node` label.
     pub fn new() -> Self {
@@ -239,6 +258,7 @@ impl Telemetry {
             runs_rescued: Counter::default(),
             leader: Gauge::default(),
             leader_term: Gauge::default(),
+            alert_attempts: Family::default(),
         };
         let mut root = Registry::with_prefix("kairos");
         root.register(
@@ -293,6 +313,11 @@ impl Telemetry {
             "leader_term",
             "The term this node last led",
             metrics.leader_term.clone(),
+        );
+        registry.register(
+            "alert_attempts",
+            "Attempts to send alert deliveries, by channel and outcome (delivered, retry, failed)",
+            metrics.alert_attempts.clone(),
         );
         let (events, _) = broadcast::channel(4096);
         Self {

@@ -351,6 +351,28 @@ timeout = "1s"
     assert_eq!(failure["document"]["run"]["id"], run_id);
     assert!(failure["ended_at"].is_string());
 
+    // And in the metrics: one attempt to retry, one delivered, on that channel.
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for outcome in ["retry", "delivered"] {
+        let series = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("kairos_alert_attempts_total{")
+                    && l.contains("channel=\"flaky\"")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .unwrap_or_else(|| panic!("no {outcome} series in\n{metrics}"));
+        assert!(series.ends_with(" 1"), "{series}");
+    }
+
     // The same from the CLI.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
         .args(["alert", "ls", "--job", "fails", "--server", &server.url])

@@ -468,6 +468,15 @@ impl Shared {
             }
         };
         log(delivery, &outcome);
+        let counted = match &outcome {
+            AlertOutcome::Delivered { .. } => Some("delivered"),
+            AlertOutcome::Retry { .. } => Some("retry"),
+            AlertOutcome::Failed { .. } => Some("failed"),
+            AlertOutcome::Release { .. } => None,
+        };
+        if let Some(outcome) = counted {
+            self.ctx.telemetry.alert_attempt(&delivery.channel, outcome);
+        }
         if let AlertOutcome::Retry { at, .. } | AlertOutcome::Release { at } = &outcome {
             let mut next = self.next_retry.lock().unwrap_or_else(|p| p.into_inner());
             *next = Some(next.map_or(*at, |n| n.min(*at)));
