@@ -52,6 +52,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("api.js", JS, include_bytes!("../ui/api.js")),
     ("charts.js", JS, include_bytes!("../ui/charts.js")),
     ("pages.js", JS, include_bytes!("../ui/pages.js")),
+    ("toml.js", JS, include_bytes!("../ui/toml.js")),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";

@@ -10,6 +10,7 @@ import {
 import {
   sparkline, timeChart, dagChart, successRate, lastOutcome, FAILURES,
 } from './charts.js';
+import { jobToml } from './toml.js';
 
 // ==============================================================================================
 // Building blocks
@@ -692,7 +693,8 @@ export function mountJobs(main, ctx) {
 // Job
 // ==============================================================================================
 
-// A job (`/jobs/{namespace}/{name}`): its definition and version, the next 10 fire times with
+// A job (`/jobs/{namespace}/{name}`): its definition and version (as JSON, or as TOML with
+// `?view=toml`: one `[[jobs]]` entry of a jobs file), the next 10 fire times with
 // DST notes and calendar skips, the run history with paging (`?before=` in the URL), charts of
 // durations and fire lateness, its alert rules in words and last deliveries, and the job
 // actions; live from the events of this job (and its deliveries every 5 s).
@@ -764,6 +766,7 @@ export function mountJob(main, ctx) {
   setTitle(name, namespace);
   const operate = canOperate(ctx.session);
   const before = /^\d+$/.test(ctx.query.get('before') || '') ? Number(ctx.query.get('before')) : null;
+  let view = ctx.query.get('view') === 'toml' ? 'toml' : 'json';
   const alert = alertRegion();
   const status = statusRegion();
   let alive = true;
@@ -778,8 +781,16 @@ export function mountJob(main, ctx) {
   const pager = h('nav', { class: 'pager', 'aria-label': 'Run history pages' });
   const chartsBox = h('div', { class: 'charts' });
   const defHead = h('p', { class: 'muted def-version' });
-  const definition = h('pre', { class: 'definition', tabindex: 0, 'aria-label': 'Job definition (JSON)' });
-  const defSection = h('section', { class: 'card', 'aria-labelledby': 'h-def' }, h('h2', { id: 'h-def' }, 'Definition'), defHead, definition);
+  const definition = h('pre', { class: 'definition', tabindex: 0 });
+  const viewButtons = ['json', 'toml'].map((v) => h('button', {
+    type: 'button', class: 'btn btn-small', 'data-view': v, onclick: () => setView(v),
+  }, v.toUpperCase()));
+  const defSection = h('section', { class: 'card', 'aria-labelledby': 'h-def' },
+    h('div', { class: 'section-head' }, h('h2', { id: 'h-def' }, 'Definition'),
+      h('div', { class: 'view-toggle', role: 'group', 'aria-label': 'Definition format' }, viewButtons)),
+    defHead, definition);
+  let shownJob = null; // the job whose definition is shown, drawn again when the view changes
+  let lastRuns = null; // the runs of the page, for the pager's links
   const rulesBox = h('div', { class: 'notify-box' }, h('p', { class: 'loading' }, 'Loading…'));
   const deliveriesBox = h('div', { class: 'deliveries-box' }, h('p', { class: 'loading' }, 'Loading…'));
   const alertsSection = h('section', { class: 'card alerts-card', id: 'alerts', 'aria-labelledby': 'h-alerts' },
@@ -821,15 +832,39 @@ export function mountJob(main, ctx) {
     await refresh();
   }
 
+  /** This page's URL with `before` (the view of the definition kept). */
+  function pageHref(older) {
+    return location.pathname + qs({ before: older ?? undefined, view: view === 'toml' ? 'toml' : undefined });
+  }
+
   function drawPager(runs) {
     const links = [];
-    if (before !== null) {
-      const href = newerBefore ? `?before=${newerBefore}` : location.pathname;
-      links.push(h('a', { class: 'btn', href, rel: 'prev' }, '← Newer'));
-    }
-    if (runs.length === PAGE) links.push(h('a', { class: 'btn', href: `?before=${runs[runs.length - 1].id}`, rel: 'next' }, 'Older →'));
+    if (before !== null) links.push(h('a', { class: 'btn', href: pageHref(newerBefore), rel: 'prev' }, '← Newer'));
+    if (runs.length === PAGE) links.push(h('a', { class: 'btn', href: pageHref(runs[runs.length - 1].id), rel: 'next' }, 'Older →'));
     replace(pager, links);
   }
+
+  /** The definition as JSON or TOML (the document without the server's fields). */
+  function drawDefinition() {
+    for (const b of viewButtons) b.setAttribute('aria-pressed', String(b.dataset.view === view));
+    definition.setAttribute('aria-label', view === 'toml' ? 'Job definition (TOML, a [[jobs]] entry of a jobs file)' : 'Job definition (JSON)');
+    if (!shownJob) return;
+    const job = shownJob;
+    const doc = Object.fromEntries(Object.entries(job).filter(([k]) => !BOOKKEEPING.has(k)));
+    defHead.textContent = `Version ${job.version}, updated ${fmtAbsolute(job.updated_at)} (${BROWSER_ZONE}). Read-only.`
+      + (view === 'toml' ? ' One [[jobs]] entry of a jobs file, for kairos apply -f.' : '');
+    const text = view === 'toml' ? jobToml(doc) : prettyJson(doc);
+    if (definition.textContent !== text) definition.textContent = text;
+  }
+
+  function setView(v) {
+    if (v === view) return;
+    view = v;
+    ctx.setQuery({ before: before ?? '', view: view === 'toml' ? 'toml' : '' });
+    drawDefinition();
+    if (lastRuns) drawPager(lastRuns);
+  }
+  drawDefinition();
 
   /** The `before` of the page just newer than this one, from the newest 1000 runs. */
   async function computeNewer(firstId) {
@@ -872,10 +907,8 @@ export function mountJob(main, ctx) {
       rulesBox.dataset.rules = rules;
       replace(rulesBox, rulesList(job.notify));
     }
-    const doc = Object.fromEntries(Object.entries(job).filter(([k]) => !BOOKKEEPING.has(k)));
-    defHead.textContent = `Version ${job.version}, updated ${fmtAbsolute(job.updated_at)} (${BROWSER_ZONE}). Read-only.`;
-    const text = prettyJson(doc);
-    if (definition.textContent !== text) definition.textContent = text;
+    shownJob = job;
+    drawDefinition();
   }
 
   function gone() {
@@ -924,6 +957,7 @@ export function mountJob(main, ctx) {
       else replace(nextBox, nextTable(next.times));
       if (before !== null && newerBefore === undefined && runs.length) await computeNewer(runs[0].id);
       replace(runsBox, runs.length ? runsTable(runs) : h('p', { class: 'empty' }, before !== null ? 'No older runs.' : 'No runs yet.'));
+      lastRuns = runs;
       drawPager(runs);
       replace(chartsBox, charts(runs));
       return alive;

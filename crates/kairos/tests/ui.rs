@@ -165,6 +165,7 @@ async fn the_web_ui_in_a_browser() {
         "nodes",
         "jobs-phone",
         "alerts",
+        "job-toml",
     ] {
         let png = screenshots.join(format!("{page}.png"));
         assert!(png.exists(), "no screenshot {}", png.display());

@@ -315,7 +315,7 @@ async function main() {
     await shot(page, 'run.png');
   });
 
-  await step('4. the job page: definition, next fire times, history, charts', async () => {
+  await step('4. the job page: definition (JSON and TOML), next fire times, history, charts', async () => {
     await page.locator('.subline a.job-link').click();
     await waitFor('the job page', () => pathOf(page) === `/jobs/${NS}/ui-echo`);
     await visible(page.getByRole('heading', { level: 1, name: 'ui-echo' }), 'the job heading');
@@ -330,6 +330,27 @@ async function main() {
     }
     await visible(page.locator('svg[aria-label^="Run durations"] rect.chart-bar'), 'a bar in the durations chart');
     await shot(page, 'job.png');
+
+    // The definition as TOML: a [[jobs]] entry for `kairos apply -f`, the choice in the URL.
+    const formats = page.getByRole('group', { name: 'Definition format' });
+    const tomlButton = formats.getByRole('button', { name: 'TOML', exact: true });
+    const jsonButton = formats.getByRole('button', { name: 'JSON', exact: true });
+    if ((await jsonButton.getAttribute('aria-pressed')) !== 'true') fail('JSON is not the default view of the definition');
+    await tomlButton.click();
+    await waitFor('view=toml in the URL', () => queryOf(page, 'view') === 'toml');
+    if ((await tomlButton.getAttribute('aria-pressed')) !== 'true') fail('the TOML button is not pressed');
+    const definition = page.locator('pre.definition');
+    await contains(definition, 'name = "ui-echo"', 'the TOML definition');
+    const toml = await definition.textContent();
+    if (!toml.startsWith('[[jobs]]\n')) fail(`the TOML definition does not start with [[jobs]]: ${JSON.stringify(toml.slice(0, 80))}`);
+    for (const line of [`cron = "${ECHO_CRON}"`, 'timezone = "Europe/Berlin"', '[[jobs.triggers]]', '[jobs.task]', `script = "echo ${ECHO_LINE}"`]) {
+      if (!toml.split('\n').includes(line)) fail(`the TOML definition has no line ${line}: ${JSON.stringify(toml)}`);
+    }
+    if (/^(version|created_at|updated_at|next_fire_at) =/m.test(toml)) fail(`the TOML definition has the server's fields: ${JSON.stringify(toml)}`);
+    await shot(page, 'job-toml.png');
+    await jsonButton.click();
+    await waitFor('no view in the URL', () => queryOf(page, 'view') === null);
+    await contains(definition, '"name": "ui-echo"', 'the JSON definition again');
   });
 
   await step('5. pause from the job page', async () => {
