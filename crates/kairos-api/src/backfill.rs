@@ -86,18 +86,8 @@ pub async fn backfill(
 ) -> Result<impl IntoResponse, ApiError> {
     let namespace = q.get()?;
     caller.may(Role::Operator, namespace)?;
-    let mut value =
-        kairos_core::document::parse_json(&body).map_err(|e| ApiError::invalid(e.into()))?;
+    let body: BackfillBody = crate::error::parse_body(&body)?;
     let mut errs = ValidationErrors::default();
-    let body = kairos_core::document::collect::<BackfillBody>(
-        &mut value,
-        "",
-        &mut errs,
-        &mut Default::default(),
-    );
-    let Some(body) = body.filter(|_| errs.is_empty()) else {
-        return Err(ApiError::invalid(errs));
-    };
     let from = parse_instant(&body.from).map_err(|e| errs.push("from", e));
     let to = parse_instant(&body.to).map_err(|e| errs.push("to", e));
     let (Ok(from), Ok(to)) = (from, to) else {

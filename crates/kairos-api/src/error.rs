@@ -244,3 +244,17 @@ pub async fn problem_for_rejections(response: Response) -> Response {
     };
     ApiError::new(status, kind, title, detail).into_response()
 }
+
+/// A small JSON request body (a sign-in, a token to create, a trigger's params, a backfill's
+/// range) read into `T`: every unknown field and type error with its path, as `422`.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut value =
+        kairos_core::document::parse_json(body).map_err(|e| ApiError::invalid(e.into()))?;
+    let mut errs = ValidationErrors::default();
+    let parsed =
+        kairos_core::document::collect::<T>(&mut value, "", &mut errs, &mut Default::default());
+    match parsed {
+        Some(parsed) if errs.is_empty() => Ok(parsed),
+        _ => Err(ApiError::invalid(errs)),
+    }
+}

@@ -309,19 +309,7 @@ pub async fn trigger(
     let params = if body.is_empty() {
         None
     } else {
-        let mut value =
-            kairos_core::document::parse_json(&body).map_err(|e| ApiError::invalid(e.into()))?;
-        let mut errs = kairos_core::ValidationErrors::default();
-        let parsed = kairos_core::document::collect::<TriggerBody>(
-            &mut value,
-            "",
-            &mut errs,
-            &mut Default::default(),
-        );
-        let Some(parsed) = parsed.filter(|_| errs.is_empty()) else {
-            return Err(ApiError::invalid(errs));
-        };
-        parsed.params
+        crate::error::parse_body::<TriggerBody>(&body)?.params
     };
     let run = app
         .jobs

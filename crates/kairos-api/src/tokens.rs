@@ -104,18 +104,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Admin)?;
-    let mut value =
-        kairos_core::document::parse_json(&body).map_err(|e| ApiError::invalid(e.into()))?;
-    let mut errs = ValidationErrors::default();
-    let body = kairos_core::document::collect::<TokenCreateBody>(
-        &mut value,
-        "",
-        &mut errs,
-        &mut Default::default(),
-    );
-    let Some(body) = body.filter(|_| errs.is_empty()) else {
-        return Err(ApiError::invalid(errs));
-    };
+    let body: TokenCreateBody = crate::error::parse_body(&body)?;
     let expires_in = match body.expires_in.as_deref().map(parse_lifetime).transpose() {
         Ok(d) => d,
         Err(e) => return Err(ApiError::invalid(ValidationErrors::single("expires_in", e))),

@@ -24,7 +24,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kairos_core::ValidationErrors;
 use kairos_core::auth::{Principal, Role};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -193,18 +192,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let mut value =
-        kairos_core::document::parse_json(&body).map_err(|e| ApiError::invalid(e.into()))?;
-    let mut errs = ValidationErrors::default();
-    let body = kairos_core::document::collect::<SessionBody>(
-        &mut value,
-        "",
-        &mut errs,
-        &mut Default::default(),
-    );
-    let Some(body) = body.filter(|_| errs.is_empty()) else {
-        return Err(ApiError::invalid(errs));
-    };
+    let body: SessionBody = crate::error::parse_body(&body)?;
     if app.access.auth == AuthMode::Off {
         return Ok(Json(SessionDto::new(AuthMode::Off, &Principal::anonymous())).into_response());
     }

@@ -217,6 +217,13 @@ fn list(env_name: &str, file: Option<Vec<String>>) -> Vec<String> {
     }
 }
 
+/// An `http://` or `https://` URL of at most 2048 characters, without whitespace.
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() <= 2048
+        && !url.chars().any(char::is_whitespace)
+}
+
 /// A host name as `allowed_hosts` takes it: letters, digits, `-` and `.`, no port.
 fn check_host_name(field: &str, name: &str) -> anyhow::Result<String> {
     let ok = !name.is_empty()
@@ -276,9 +283,7 @@ fn alerts_config(
                 let Some(url) = c.url else {
                     bail!("{at}.url: a webhook needs the URL to POST alerts to");
                 };
-                let ok = (url.starts_with("http://") || url.starts_with("https://"))
-                    && url.len() <= 2048
-                    && !url.chars().any(char::is_whitespace);
+                let ok = is_http_url(&url);
                 if !ok {
                     // Not echoed: a webhook URL may carry a secret.
                     bail!("{at}.url: not an http:// or https:// URL (at most 2048 characters)");
@@ -358,9 +363,7 @@ fn alerts_config(
             });
         }
     }
-    let ok = (ui_url.starts_with("http://") || ui_url.starts_with("https://"))
-        && ui_url.len() <= 2048
-        && !ui_url.chars().any(char::is_whitespace);
+    let ok = is_http_url(&ui_url);
     if !ok {
         bail!("ui_url: `{ui_url}` is not a URL such as https://kairos.example");
     }
@@ -513,9 +516,7 @@ impl ServerConfig {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let advertise = match env("KAIROS_ADVERTISE_URL").or(file.advertise_url) {
             Some(url) => {
-                let ok = (url.starts_with("http://") || url.starts_with("https://"))
-                    && url.len() <= 2048
-                    && !url.chars().any(char::is_whitespace);
+                let ok = is_http_url(&url);
                 if !ok {
                     bail!("advertise_url: `{url}` is not a URL such as http://node3.internal:7433");
                 }
