@@ -595,105 +595,140 @@ pub(crate) async fn heartbeat(
         .collect())
 }
 
-/// Moves the run on if the lease holds and records the attempt (not for a release, which gives
-/// the attempt back and keeps the previous exit code), in one statement; returns how many runs
-/// moved (0: the lease was lost, nothing written) and, for a step run that moved, its workflow
-/// run. A released run whose cancel was requested meanwhile (a user, `overlap: replace`) ends
-/// cancelled instead of going back to the queue, as a rescue would decide
-/// (`kairos_core::lease::rescue_decision`); so does a run whose failed attempt would be retried.
-const FINISH: &str = "WITH moved AS ( \
-       UPDATE runs SET \
-         state = CASE WHEN ($7::boolean OR $4::timestamptz IS NOT NULL) AND cancel_requested \
-           THEN 'cancelled' ELSE $3 END, \
-         run_at = coalesce($4::timestamptz, run_at), \
-         finished_at = CASE WHEN $5::boolean \
-           OR (($7::boolean OR $4::timestamptz IS NOT NULL) AND cancel_requested) \
-           THEN coalesce($6::timestamptz, now()) END, \
-         exit_code = CASE WHEN $7::boolean THEN exit_code ELSE $8::integer END, \
-         attempt = attempt - CASE WHEN $7::boolean THEN 1 ELSE 0 END, \
-         result = coalesce($20::text, result), \
+/// Moves runs on where their leases hold and records their attempts (not for a release, which
+/// gives the attempt back and keeps the previous exit code), in one statement for a whole batch;
+/// returns the runs that moved, each with its workflow run (for a step). A released run whose
+/// cancel was requested meanwhile (a user, `overlap: replace`) ends cancelled instead of going
+/// back to the queue, as a rescue would decide (`kairos_core::lease::rescue_decision`); so does
+/// a run whose failed attempt would be retried.
+///
+/// `$1` must hold distinct run ids in ascending order: `held` locks the rows one by one in that
+/// order (a nested loop over the arrays, each row looked up by its primary key), whatever rows
+/// the lease fence then keeps, so the batch keeps the lock order of this module. The fence is
+/// computed in `held`'s select list rather than in a `WHERE`: there PostgreSQL would push
+/// `state = 'running'` into the lookup, where the partial index of running runs matches it, and
+/// with statistics that lag a burst of claims (they always do) it would walk every running run
+/// for each row of the batch instead of one primary-key probe. The update then finds each row
+/// locked by this transaction already; it sees the row's latest version (one a concurrent
+/// writer committed while `held` waited for its lock), as the fence did.
+const FINISH_MANY: &str = "WITH f AS ( \
+       SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], \
+         $5::boolean[], $6::timestamptz[], $7::boolean[], $8::integer[], $9::integer[], \
+         $10::text[], $11::timestamptz[], $12::text[], $13::integer[], $14::text[], $15::text[], \
+         $16::boolean[], $17::bigint[], $18::bigint[], $19::bigint[], $20::text[]) \
+         AS f (id, token, state, run_at, finishes, now, release, exit_code, attempt, node, \
+           started_at, status, http_status, error, output, output_truncated, max_rss_kib, \
+           user_cpu_us, sys_cpu_us, result)), \
+     held AS MATERIALIZED ( \
+       SELECT f.*, l.lease_token = f.token AND l.state = 'running' AS holds \
+       FROM f CROSS JOIN LATERAL ( \
+         SELECT r.lease_token, r.state FROM runs r WHERE r.id = f.id FOR UPDATE) AS l), \
+     moved AS ( \
+       UPDATE runs r SET \
+         state = CASE WHEN (h.release OR h.run_at IS NOT NULL) AND r.cancel_requested \
+           THEN 'cancelled' ELSE h.state END, \
+         run_at = coalesce(h.run_at, r.run_at), \
+         finished_at = CASE WHEN h.finishes \
+           OR ((h.release OR h.run_at IS NOT NULL) AND r.cancel_requested) \
+           THEN coalesce(h.now, now()) END, \
+         exit_code = CASE WHEN h.release THEN r.exit_code ELSE h.exit_code END, \
+         attempt = r.attempt - CASE WHEN h.release THEN 1 ELSE 0 END, \
+         result = coalesce(h.result, r.result), \
          lease_token = NULL, lease_expires_at = NULL \
-       WHERE id = $1 AND lease_token = $2 AND state = 'running' \
-       RETURNING id, parent_id), \
+       FROM held h WHERE r.id = h.id AND h.holds \
+       RETURNING r.id, r.parent_id, h.release, h.attempt AS number, h.node, h.started_at, \
+         h.now, h.status, h.exit_code, h.http_status, h.error, h.output, h.output_truncated, \
+         h.max_rss_kib, h.user_cpu_us, h.sys_cpu_us), \
      recorded AS ( \
        INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, status, exit_code, \
          http_status, error, output, output_truncated, max_rss_kib, user_cpu_us, sys_cpu_us) \
-       SELECT id, $9::integer, $10::text, $11::timestamptz, coalesce($6::timestamptz, now()), \
-         $12::text, $8::integer, $13::integer, $14::text, $15::text, $16::boolean, \
-         $17::bigint, $18::bigint, $19::bigint \
-       FROM moved WHERE NOT $7::boolean \
+       SELECT id, number, node, started_at, coalesce(now, now()), status, exit_code, \
+         http_status, error, output, output_truncated, max_rss_kib, user_cpu_us, sys_cpu_us \
+       FROM moved WHERE NOT release ORDER BY id \
        ON CONFLICT (run_id, attempt) DO NOTHING) \
-     SELECT count(*), max(parent_id) FROM moved";
+     SELECT id, parent_id FROM moved";
 
-/// One finish's statement parameters, owned so that a batch can be sent at once.
-struct FinishArgs<'a> {
-    p: &'a RunFinishParams,
-    state: &'static str,
-    run_at: Option<Timestamp>,
-    finishes: bool,
-    release: bool,
-    attempt: i32,
-    status: String,
-    http_status: Option<i32>,
-    error: Option<std::borrow::Cow<'a, str>>,
+/// A batch of finishes as the columns of [`FINISH_MANY`].
+#[derive(Default)]
+struct FinishColumns<'a> {
+    run_id: Vec<RunId>,
+    token: Vec<&'a str>,
+    state: Vec<&'static str>,
+    run_at: Vec<Option<Timestamp>>,
+    finishes: Vec<bool>,
+    now: Vec<Option<Timestamp>>,
+    release: Vec<bool>,
+    exit_code: Vec<Option<i32>>,
+    attempt: Vec<i32>,
+    node: Vec<&'a str>,
+    started_at: Vec<Timestamp>,
+    status: Vec<String>,
+    http_status: Vec<Option<i32>>,
+    error: Vec<Option<std::borrow::Cow<'a, str>>>,
     /// The captured output, without NUL characters (PostgreSQL's `text` cannot hold them).
-    output: std::borrow::Cow<'a, str>,
-    max_rss_kib: Option<i64>,
-    user_cpu_us: Option<i64>,
-    sys_cpu_us: Option<i64>,
+    output: Vec<std::borrow::Cow<'a, str>>,
+    output_truncated: Vec<bool>,
+    max_rss_kib: Vec<Option<i64>>,
+    user_cpu_us: Vec<Option<i64>>,
+    sys_cpu_us: Vec<Option<i64>>,
+    result: Vec<Option<&'a str>>,
 }
 
-impl<'a> FinishArgs<'a> {
-    fn new(p: &'a RunFinishParams) -> Self {
+impl<'a> FinishColumns<'a> {
+    fn push(&mut self, p: &'a RunFinishParams) {
         let (state, run_at, finishes, release) = match &p.next {
             RunNext::Finish(state) => (state.as_str(), None, true, false),
             RunNext::Retry { run_at } => (RunState::Queued.as_str(), Some(*run_at), false, false),
             RunNext::Release => (RunState::Queued.as_str(), None, false, true),
         };
         let o = &p.outcome;
-        Self {
-            p,
-            state,
-            run_at,
-            finishes,
-            release,
-            attempt: int(p.attempt),
-            status: o.status.label(),
-            http_status: o.http_status.map(i32::from),
-            error: match &o.status {
-                AttemptStatus::Error { message } => Some(text(message)),
-                _ => None,
-            },
-            output: text(&o.output),
-            max_rss_kib: o.usage.and_then(|u| u.max_rss_kib),
-            user_cpu_us: o.usage.map(|u| u.user_cpu_us),
-            sys_cpu_us: o.usage.map(|u| u.sys_cpu_us),
-        }
+        self.run_id.push(p.run_id);
+        self.token.push(&p.lease_token);
+        self.state.push(state);
+        self.run_at.push(run_at);
+        self.finishes.push(finishes);
+        self.now.push(p.now);
+        self.release.push(release);
+        self.exit_code.push(o.exit_code);
+        self.attempt.push(int(p.attempt));
+        self.node.push(&p.node);
+        self.started_at.push(p.started_at);
+        self.status.push(o.status.label());
+        self.http_status.push(o.http_status.map(i32::from));
+        self.error.push(match &o.status {
+            AttemptStatus::Error { message } => Some(text(message)),
+            _ => None,
+        });
+        self.output.push(text(&o.output));
+        self.output_truncated.push(o.output_truncated);
+        self.max_rss_kib.push(o.usage.and_then(|u| u.max_rss_kib));
+        self.user_cpu_us.push(o.usage.map(|u| u.user_cpu_us));
+        self.sys_cpu_us.push(o.usage.map(|u| u.sys_cpu_us));
+        self.result.push(o.result.as_deref());
     }
 
     fn params(&self) -> [&(dyn ToSql + Sync); 20] {
-        let (p, o) = (self.p, &self.p.outcome);
         [
-            &p.run_id,
-            &p.lease_token,
+            &self.run_id,
+            &self.token,
             &self.state,
             &self.run_at,
             &self.finishes,
-            &p.now,
+            &self.now,
             &self.release,
-            &o.exit_code,
+            &self.exit_code,
             &self.attempt,
-            &p.node,
-            &p.started_at,
+            &self.node,
+            &self.started_at,
             &self.status,
             &self.http_status,
             &self.error,
             &self.output,
-            &o.output_truncated,
+            &self.output_truncated,
             &self.max_rss_kib,
             &self.user_cpu_us,
             &self.sys_cpu_us,
-            &o.result,
+            &self.result,
         ]
     }
 }
@@ -741,17 +776,21 @@ pub(crate) async fn finish_many(
         let runs = ps.iter().map(|p| p.run_id).chain(parents.iter().copied());
         crate::workflow::lock(c, &runs.collect::<Vec<_>>()).await?;
     }
-    let stmt = c.prepare_cached(FINISH).await.map_err(pg_error)?;
+    // The batch in run id order (the order its rows are locked in), each run once: a second
+    // finish of a run in one batch would find the lease the first one gave up, so it never
+    // holds.
     let mut order: Vec<usize> = (0..ps.len()).collect();
     order.sort_by_key(|&i| ps[i].run_id);
-    let args: Vec<FinishArgs<'_>> = order.iter().map(|&i| FinishArgs::new(&ps[i])).collect();
-    let stmt = &stmt;
-    let sent = args.iter().map(|a| async move {
-        let params = a.params();
-        c.query_one(stmt, &params).await.map_err(pg_error)
-    });
-    // Behind them, in the same pipeline: the runs of the jobs that run after the ones that
-    // ended (one that had ended before, its lease lost, already has them: left alone).
+    order.dedup_by_key(|i| ps[*i].run_id);
+    let mut columns = FinishColumns::default();
+    for &i in &order {
+        columns.push(&ps[i]);
+    }
+    let params = columns.params();
+    // Prepared before anything is sent, so that the pipeline below sends the finish first.
+    let stmt = c.prepare_cached(FINISH_MANY).await.map_err(pg_error)?;
+    // Behind it, in the same pipeline: the runs of the jobs that run after the ones that ended
+    // (one that had ended before, its lease lost, already has them: left alone).
     let mut dependents = Notices::default();
     // Without steps, the dependents' locks go first in the same pipeline.
     let locked = async {
@@ -762,25 +801,30 @@ pub(crate) async fn finish_many(
     };
     let ((), rows, ()) = futures::future::try_join3(
         locked,
-        futures::future::try_join_all(sent),
+        async { c.query(&stmt, &params).await.map_err(pg_error) },
         crate::dependency::runs_ended(c, &ended, &mut dependents),
     )
     .await?;
     notices.merge(dependents);
+    let mut moved: HashMap<RunId, Option<RunId>> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        moved.insert(col(row, 0)?, col(row, 1)?);
+    }
     let mut held = vec![false; ps.len()];
     // The workflow runs to settle, in id order, each with the `now` of its first step's finish.
     let mut settle: std::collections::BTreeMap<RunId, Option<Timestamp>> = Default::default();
-    for (&i, row) in order.iter().zip(&rows) {
+    for &i in &order {
         let p = &ps[i];
-        held[i] = col::<i64>(row, 0)? > 0;
-        if held[i] && !matches!(p.next, RunNext::Finish(_)) {
+        let Some(parent) = moved.get(&p.run_id) else {
+            continue;
+        };
+        held[i] = true;
+        if !matches!(p.next, RunNext::Finish(_)) {
             notices.add(Change::Runs);
         }
         // A retry settles too: one whose workflow run is being cancelled ends cancelled.
-        if let Some(parent) = col::<Option<RunId>>(row, 1)?
-            && held[i]
-        {
-            settle.entry(parent).or_insert(p.now);
+        if let Some(parent) = parent {
+            settle.entry(*parent).or_insert(p.now);
         }
     }
     let late: Vec<RunId> = settle

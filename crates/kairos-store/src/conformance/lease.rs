@@ -259,6 +259,65 @@ pub async fn run_finish_stores_any_output(store: Arc<dyn Store>) {
     );
 }
 
+/// A batch may name a run twice and come in any order: the first finish of the run holds, the
+/// second finds the lease given up; each is reported where it was given.
+pub async fn run_finish_many_takes_each_run_once(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "twice", None).await;
+    let runs: Vec<_> = (0..2)
+        .map(|i| insert(a + SignedDuration::from_secs(i)))
+        .collect();
+    store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs,
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    let claimed = claim(&store, "n1", 10, a + SignedDuration::from_secs(5)).await;
+    assert_eq!(claimed.len(), 2);
+    let params = |c: &ClaimedRun, state: RunState| RunFinishParams {
+        run_id: c.run.id,
+        parent_id: None,
+        lease_token: c.lease_token.clone(),
+        attempt: c.run.attempt,
+        node: "n1".into(),
+        started_at: a,
+        outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),
+        next: RunNext::Finish(state),
+        now: Some(a + SignedDuration::from_secs(6)),
+    };
+    // Highest id first, and the lower run twice.
+    let (low, high) = if claimed[0].run.id < claimed[1].run.id {
+        (&claimed[0], &claimed[1])
+    } else {
+        (&claimed[1], &claimed[0])
+    };
+    let results = store
+        .run_finish_many(&[
+            params(high, RunState::Succeeded),
+            params(low, RunState::Succeeded),
+            params(low, RunState::Failed),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results, vec![true, true, false]);
+    for c in [low, high] {
+        let run = store
+            .run_get(RunGetParams { id: c.run.id })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.state, RunState::Succeeded, "run {}", c.run.id);
+        let attempts = store
+            .attempt_list(AttemptListParams { run_id: c.run.id })
+            .await
+            .unwrap();
+        assert_eq!(attempts.len(), 1, "run {}", c.run.id);
+    }
+}
+
 pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
     let a = t("2026-03-01T00:01:00Z");
     let job = create(&store, "batch", None).await;
