@@ -415,32 +415,64 @@ const EXCLUSIVE_WAITING: &str = "SELECT DISTINCT ON (r.job_id) r.job_id, r.id, r
 /// The claim: picks and locks due queued runs (skipping rows another claimer holds), moves them
 /// to `running` with the lease, and returns each with its job. Exclusive runs qualify only if
 /// chosen (`$4`, their jobs' advisory locks held by this transaction) and, the fence, if their
-/// job still has no run running.
-const CLAIM: &str = concat!(
-    "WITH picked AS MATERIALIZED ( \
-       SELECT r.id FROM runs r \
-       WHERE r.state = 'queued' \
-         AND r.run_at <= coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond' \
-         AND (NOT r.exclusive OR (r.id = ANY($4::bigint[]) \
-           AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id \
-             AND x.parent_id IS NULL AND x.state = 'running'))) \
-       ORDER BY r.run_at, r.id LIMIT $3 \
-       FOR UPDATE SKIP LOCKED) \
-     UPDATE runs r SET state = 'running', attempt = r.attempt + 1, node = $5, lease_token = $6, \
-       lease_expires_at = \
-         coalesce($1::timestamptz, now()) + $7::bigint * interval '1 microsecond', \
-       started_at = coalesce(r.started_at, greatest(coalesce($1::timestamptz, now()), r.run_at)), \
-       reason = NULL \
-     FROM picked, jobs j WHERE r.id = picked.id AND j.id = r.job_id \
-     RETURNING ",
-    run_columns!(),
-    ", ",
-    job_columns!()
-);
+/// job still has no run running. `$after` is an extra condition on the picked runs (`CLAIM_AFTER`
+/// starts the walk of `runs_queued` after a position).
+macro_rules! claim_statement {
+    ($after:literal) => {
+        concat!(
+            "WITH picked AS MATERIALIZED ( \
+               SELECT r.id FROM runs r \
+               WHERE r.state = 'queued' ",
+            $after,
+            " AND r.run_at <= coalesce($1::timestamptz, now()) \
+                   + $2::bigint * interval '1 microsecond' \
+                 AND (NOT r.exclusive OR (r.id = ANY($4::bigint[]) \
+                   AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id \
+                     AND x.parent_id IS NULL AND x.state = 'running'))) \
+               ORDER BY r.run_at, r.id LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE runs r SET state = 'running', attempt = r.attempt + 1, node = $5, \
+               lease_token = $6, \
+               lease_expires_at = \
+                 coalesce($1::timestamptz, now()) + $7::bigint * interval '1 microsecond', \
+               started_at = coalesce(r.started_at, \
+                 greatest(coalesce($1::timestamptz, now()), r.run_at)), \
+               reason = NULL \
+             FROM picked, jobs j WHERE r.id = picked.id AND j.id = r.job_id \
+             RETURNING ",
+            run_columns!(),
+            ", ",
+            job_columns!()
+        )
+    };
+}
+
+/// The claim from the head of the queue.
+const CLAIM: &str = claim_statement!("");
+
+/// The claim from a position on: queued runs after (`run_at`, `id`) = (`$8`, `$9`).
+const CLAIM_AFTER: &str = claim_statement!("AND (r.run_at, r.id) > ($8::timestamptz, $9::bigint)");
+
+/// Where a claim may start its walk of the queue (see [`claim`]): the position of the last run
+/// a full claim took.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimStart {
+    pub run_at: Timestamp,
+    pub id: RunId,
+}
 
 /// Claims up to `limit` queued runs due by now + `ahead` (a worker that claims ahead waits for
 /// `run_at` itself), with one lease token. A run's `started_at` is its first attempt's start:
 /// now, or its `run_at` if later.
+///
+/// `start` is where the walk of `runs_queued` may begin (see `PostgresStore::run_claim`): a
+/// claimed run leaves its entry in that index until VACUUM removes it, so under a backlog every
+/// claim from the head steps over the entries of every run claimed since the last VACUUM (a
+/// quarter of a millisecond per 5 000 entries on this machine, for each claim, growing until
+/// autovacuum comes, at most once a minute). Walking from the position of the last full batch
+/// skips them. Runs before that position (a released run, a caught-up due time, one another
+/// claimer held) are still claimed: whatever the walk from `start` leaves of the limit is
+/// claimed from the head, in the same transaction.
 ///
 /// The exclusive rule (an exclusive run starts only when no run of its job is running and no
 /// earlier exclusive run of its job is waiting) is decided by
@@ -461,11 +493,25 @@ pub(crate) async fn claim(
     lock_class: i32,
     p: &RunClaimParams,
     token: &str,
+    start: Option<ClaimStart>,
 ) -> StoreResult<Vec<ClaimedRun>> {
     let limit = i64::from(p.limit.max(1));
     let ahead = micros(p.ahead);
-    let waiting = query(c, EXCLUSIVE_WAITING, &[&p.now, &ahead])
-        .await?
+    // The claim must walk `runs_queued` in its order and stop at the limit. Left to its
+    // statistics, which lag a burst of inserts or claims (autovacuum analyzes a table at most
+    // once a minute), PostgreSQL believes a few runs are queued when thousands are, reads them
+    // all through a bitmap and sorts them to keep `limit`: the cost of every claim grows with
+    // the backlog (W1 on PostgreSQL lost half its throughput to it). A sort is never needed
+    // here (the index has the order), so this transaction, which runs nothing else, turns
+    // sorting off; its plans, cached per connection, are all made under that setting.
+    let (waiting, ()) =
+        futures::future::try_join(query(c, EXCLUSIVE_WAITING, &[&p.now, &ahead]), async {
+            c.batch_execute("SET LOCAL enable_sort = off")
+                .await
+                .map_err(pg_error)
+        })
+        .await?;
+    let waiting = waiting
         .iter()
         .map(|r| {
             Ok(ExclusiveCandidate {
@@ -493,20 +539,33 @@ pub(crate) async fn claim(
         )
         .await?;
     }
-    let rows = query(
-        c,
-        CLAIM,
-        &[
-            &p.now,
-            &ahead,
-            &limit,
-            &heads,
-            &p.node,
-            &token,
-            &micros(p.lease),
-        ],
-    )
-    .await?;
+    let lease = micros(p.lease);
+    let mut rows = match start {
+        Some(at) => {
+            query(
+                c,
+                CLAIM_AFTER,
+                &[
+                    &p.now, &ahead, &limit, &heads, &p.node, &token, &lease, &at.run_at, &at.id,
+                ],
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
+    // From the head of the queue: always without a start, and for what a walk from the start
+    // left of the limit (runs before it: released, caught up, or held by another claimer).
+    let short = limit - i64::try_from(rows.len()).unwrap_or(limit);
+    if short > 0 {
+        rows.extend(
+            query(
+                c,
+                CLAIM,
+                &[&p.now, &ahead, &short, &heads, &p.node, &token, &lease],
+            )
+            .await?,
+        );
+    }
     let mut jobs: HashMap<JobId, Job> = HashMap::new();
     let mut claimed = Vec::with_capacity(rows.len());
     // A step runs as its workflow run started: with the document stored on that run (read

@@ -1,7 +1,7 @@
 //! Connecting: configuration, the connection pool, the schema and its migrations.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use kairos_store::{Change, StoreError, StoreResult};
@@ -158,6 +158,9 @@ pub struct PostgresStore {
     /// First key of the advisory locks a claim takes on jobs (`pg_advisory_xact_lock(class,
     /// job)`), derived from the schema so that clusters in other schemas do not contend.
     pub(crate) claim_lock_class: i32,
+    /// Where this node's next claim may start its walk of the queue, and since when (see
+    /// `PostgresStore::run_claim`).
+    pub(crate) claim_start: Arc<std::sync::Mutex<Option<(crate::batch::ClaimStart, Instant)>>>,
     /// The `LISTEN/NOTIFY` channel of the schema, shared by every node on it.
     pub(crate) channel: Arc<str>,
     /// The change feed; the listener task holds the only strong sender, so that receivers see
@@ -238,6 +241,7 @@ impl PostgresStore {
         let store = Self {
             pool,
             claim_lock_class: fnv1a(&format!("kairos.claim.{schema}")) as i32,
+            claim_start: Arc::default(),
             schema: schema.into(),
             channel: channel.into(),
             feed,

@@ -4,6 +4,8 @@
 //! user's action on their steps in [`crate::control`]), tokens and the audit log in
 //! [`crate::auth`], alert deliveries in [`crate::alert`].
 
+use std::time::{Duration, Instant};
+
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 use kairos_core::auth::AuditAction;
@@ -18,6 +20,9 @@ use crate::connect::PostgresStore;
 use crate::rows::{
     self, ATTEMPT_COLUMNS, JOB_SELECT, RUN_SELECT, col, execute, pg_error, query, query_opt,
 };
+
+/// How long a claim's last position is a start for the next (see `run_claim`).
+const CLAIM_START_FOR: Duration = Duration::from_millis(100);
 
 pub(crate) async fn fetch_run(c: &impl GenericClient, id: RunId) -> StoreResult<Option<Run>> {
     query_opt(c, &format!("{RUN_SELECT} WHERE r.id = $1"), &[&id])
@@ -301,12 +306,32 @@ impl Store for PostgresStore {
         })
     }
 
+    /// A claim that took a full batch leaves its last position for the next one to start from
+    /// (see `batch::claim`), for [`CLAIM_START_FOR`]: while a backlog lasts, claims walk the
+    /// queue from where the previous one stopped instead of from its head. Runs before that
+    /// position wait at most that long, or less if a claim comes up short (it then claims from
+    /// the head as well). The position is only a hint: which runs may be claimed is decided in
+    /// the claim statement, as ever.
     async fn run_claim(&self, p: RunClaimParams) -> StoreResult<Vec<ClaimedRun>> {
         let token = uuid::Uuid::new_v4().simple().to_string();
+        let start = self
+            .claim_start
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .filter(|(_, since)| since.elapsed() < CLAIM_START_FOR)
+            .map(|(start, _)| start);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let claimed = batch::claim(&tx, self.claim_lock_class, &p, &token).await?;
+        let claimed = batch::claim(&tx, self.claim_lock_class, &p, &token, start).await?;
         tx.commit().await.map_err(pg_error)?;
+        let next = (claimed.len() >= usize::try_from(p.limit.max(1)).unwrap_or(usize::MAX))
+            .then(|| claimed.iter().map(|c| (c.run.run_at, c.run.id)).max())
+            .flatten()
+            .map(|(run_at, id)| (batch::ClaimStart { run_at, id }, Instant::now()));
+        if let Ok(mut s) = self.claim_start.lock() {
+            *s = next;
+        }
         Ok(claimed)
     }
 

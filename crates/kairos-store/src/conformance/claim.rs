@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use kairos_core::run::RunState;
+use kairos_core::run::{RunId, RunState};
 
 use super::{T0, claim, create, finish, insert, t};
 use crate::*;
@@ -211,4 +211,71 @@ pub async fn run_claim_concurrent_exclusive(store: Arc<dyn Store>) {
             assert_eq!(order, due, "round {round}: once each, in due-time order");
         }
     }
+}
+
+/// Claims under a backlog may start where the last full batch stopped (the PostgreSQL store
+/// does, to skip the queue's dead head): a run that is queued again behind that position (a
+/// release) and one due before everything (a caught-up due time) are still claimed, and no run
+/// is claimed twice.
+pub async fn run_claim_never_skips_runs_behind_the_last_batch(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "backlog", None).await;
+    let at = |i: i64| a + SignedDuration::from_secs(i);
+    store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs: (0..6).map(|i| insert(at(i))).collect(),
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    let now = at(10);
+    let first = claim(&store, "n1", 2, now).await;
+    let second = claim(&store, "n1", 2, now).await;
+    assert_eq!(
+        (first.len(), second.len()),
+        (2, 2),
+        "full batches from the backlog"
+    );
+    // The earliest run goes back to the queue, and a run due before all of them comes in.
+    let released = &first[0];
+    assert!(finish(&store, released, RunNext::Release, now).await);
+    let early = store
+        .run_insert(RunInsertParams {
+            job_id: job.id,
+            run: insert(a - SignedDuration::from_secs(60)),
+            params: None,
+            actor: "test".into(),
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    // Four runs are queued: a claim of three takes three of them in one go (a walk from the
+    // last position finds two, the head gives the third), the next one takes the last.
+    let mut later = claim(&store, "n1", 3, now).await;
+    assert_eq!(later.len(), 3, "a claim fills its limit while runs are queued");
+    later.extend(claim(&store, "n1", 3, now).await);
+    let mut ids: Vec<RunId> = later.iter().map(|c| c.run.id).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<RunId> = vec![released.run.id, early.id];
+    let taken: Vec<RunId> = first.iter().chain(&second).map(|c| c.run.id).collect();
+    let all = store
+        .run_list(RunListParams {
+            job_id: Some(job.id),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    expected.extend(
+        all.iter()
+            .map(|r| r.id)
+            .filter(|id| !taken.contains(id) && *id != early.id),
+    );
+    expected.sort_unstable();
+    assert_eq!(
+        ids, expected,
+        "every queued run claimed once, the released one and the early one included"
+    );
+    assert!(claim(&store, "n1", 2, now).await.is_empty());
 }
