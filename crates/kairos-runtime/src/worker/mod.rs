@@ -134,7 +134,10 @@ impl Worker {
                 leases: self.leases.clone(),
                 slot_wake: self.slot_wake.clone(),
             };
-            tasks.spawn(async move { attempt.run(c, lease, slot).await });
+            // Boxed: the attempt's future is several kilobytes (the claimed run and its job, the
+            // execution's state), and a task's future is moved whole when it is spawned, when its
+            // result is stored and when it is read back; a box makes each of those a pointer.
+            tasks.spawn(Box::pin(attempt.run(c, lease, slot)));
         }
         Ok(n)
     }

@@ -253,7 +253,11 @@ pub async fn run_claim_never_skips_runs_behind_the_last_batch(store: Arc<dyn Sto
     // Four runs are queued: a claim of three takes three of them in one go (a walk from the
     // last position finds two, the head gives the third), the next one takes the last.
     let mut later = claim(&store, "n1", 3, now).await;
-    assert_eq!(later.len(), 3, "a claim fills its limit while runs are queued");
+    assert_eq!(
+        later.len(),
+        3,
+        "a claim fills its limit while runs are queued"
+    );
     later.extend(claim(&store, "n1", 3, now).await);
     let mut ids: Vec<RunId> = later.iter().map(|c| c.run.id).collect();
     ids.sort_unstable();
