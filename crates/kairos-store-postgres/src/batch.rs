@@ -279,6 +279,47 @@ async fn fire_wave(
     Ok(())
 }
 
+/// The statement of [`lock_runs`].
+pub(crate) const LOCK_RUNS: &str = "WITH candidates AS ( \
+       SELECT r.id FROM unnest($5::bigint[], $6::timestamptz[]) AS k (job_id, scheduled_for) \
+       CROSS JOIN LATERAL ( \
+         SELECT r.id FROM runs r \
+         WHERE r.job_id = k.job_id AND r.scheduled_for = k.scheduled_for \
+           AND r.parent_id IS NULL AND r.event_id IS NULL AND r.upstream_run_id IS NULL \
+         LIMIT 1) AS r \
+       UNION \
+       SELECT r.id FROM runs r WHERE r.job_id = ANY($1::bigint[]) \
+         AND r.parent_id IS NULL AND r.state IN ('scheduled', 'queued', 'running') \
+       UNION \
+       SELECT s.id FROM runs s WHERE s.parent_id IN ( \
+           SELECT r.id FROM runs r WHERE r.job_id = ANY($1::bigint[]) \
+             AND r.parent_id IS NULL AND r.state IN ('scheduled', 'queued', 'running') \
+             AND r.state = 'running') \
+         AND s.state IN ('scheduled', 'queued', 'running')), \
+     locked AS MATERIALIZED ( \
+       SELECT r.id, f.now, \
+         f.job_id IS NOT NULL AND r.state IN ('scheduled', 'queued', 'running') \
+         AND NOT EXISTS (SELECT 1 FROM unnest($3::bigint[], $4::timestamptz[]) \
+           AS k (job_id, scheduled_for) \
+           WHERE k.job_id = r.job_id AND k.scheduled_for = r.scheduled_for) AS ends \
+       FROM (SELECT id FROM candidates ORDER BY id) AS c \
+       CROSS JOIN LATERAL ( \
+         SELECT r.id, r.job_id, r.scheduled_for, r.state FROM runs r \
+         WHERE r.id = c.id FOR UPDATE) AS r \
+       LEFT JOIN unnest($1::bigint[], $2::timestamptz[]) AS f (job_id, now) \
+         ON r.job_id = f.job_id), \
+     changed AS ( \
+       UPDATE runs r SET \
+         state = CASE WHEN r.state = 'running' THEN r.state ELSE 'cancelled' END, \
+         finished_at = CASE WHEN r.state = 'running' THEN r.finished_at \
+           ELSE coalesce(locked.now, now()) END, \
+         reason = CASE WHEN r.state = 'running' THEN r.reason ELSE 'replaced' END, \
+         cancel_requested = r.cancel_requested OR r.state = 'running' \
+       FROM locked WHERE r.id = locked.id AND locked.ends \
+       RETURNING r.id, r.state, r.parent_id IS NULL AND r.spec IS NOT NULL AS flow, \
+         locked.now) \
+     SELECT id, flow, now, state = 'running' FROM changed ORDER BY id";
+
 /// Locks, in id order, every existing run a wave of fires may wait for, and cancels the runs
 /// that `overlap: replace` ends; the caller holds the jobs' row locks. Returns whether a running
 /// run was asked to stop, the started workflow runs asked to stop (with their fire's `now`),
@@ -292,13 +333,19 @@ async fn fire_wave(
 /// insert finds them held by this transaction and waits for nobody. And, for the fires with
 /// `cancel_active`, the job's active runs (top-level ones through `runs_job_active`, and the
 /// steps of its running workflow runs through their workflow run): the ones that have not
-/// started are cancelled, the running ones asked to stop. Only top-level runs hold a
-/// `(job_id, scheduled_for)` key, so only they are looked up by it (through `runs_due`). The runs for the due times a round starts (its runs without
+/// started are cancelled, the running ones asked to stop. Only top-level runs that are neither an
+/// event's nor a dependency's hold a `(job_id, scheduled_for)` key, so only they are looked up
+/// by it: one probe of `runs_due` per key (the statement names the index's whole condition, and
+/// each lookup is a `LATERAL` subquery with `LIMIT 1`, which the planner cannot turn into a hash
+/// join over every run: a fire of a thousand jobs cost a scan of each job's whole history, half
+/// a second and growing, before). The runs for the due times a round starts (its runs without
 /// `skip`) are left alone: a fire that repeats a due time must not cancel that due time's run,
 /// which nothing could replace (the unique key keeps the round's own run out).
 ///
-/// Which locked run is cancelled is decided on the row as it is once locked (a run that
-/// finished meanwhile is left alone).
+/// The rows are locked one by one in id order, each found by its primary key (a `LATERAL`
+/// lookup with `FOR UPDATE`, which the planner keeps as such): a join of the candidates with
+/// `runs` let it hash the whole table on statistics that lag. Which locked run is cancelled is
+/// decided on the row as it is once locked (a run that finished meanwhile is left alone).
 pub(crate) async fn lock_runs(
     c: &impl GenericClient,
     fires: &[&JobFireParams],
@@ -336,42 +383,7 @@ pub(crate) async fn lock_runs(
         .unzip();
     let changed = query(
         c,
-        "WITH candidates AS ( \
-           SELECT r.id FROM runs r \
-           JOIN unnest($5::bigint[], $6::timestamptz[]) AS k (job_id, scheduled_for) \
-             ON r.job_id = k.job_id AND r.scheduled_for = k.scheduled_for \
-           WHERE r.parent_id IS NULL \
-           UNION \
-           SELECT r.id FROM runs r WHERE r.job_id = ANY($1::bigint[]) \
-             AND r.parent_id IS NULL AND r.state IN ('scheduled', 'queued', 'running') \
-           UNION \
-           SELECT s.id FROM runs s WHERE s.parent_id IN ( \
-               SELECT r.id FROM runs r WHERE r.job_id = ANY($1::bigint[]) \
-                 AND r.parent_id IS NULL AND r.state IN ('scheduled', 'queued', 'running') \
-                 AND r.state = 'running') \
-             AND s.state IN ('scheduled', 'queued', 'running')), \
-         locked AS MATERIALIZED ( \
-           SELECT r.id, f.now, \
-             f.job_id IS NOT NULL AND r.state IN ('scheduled', 'queued', 'running') \
-             AND NOT EXISTS (SELECT 1 FROM unnest($3::bigint[], $4::timestamptz[]) \
-               AS k (job_id, scheduled_for) \
-               WHERE k.job_id = r.job_id AND k.scheduled_for = r.scheduled_for) AS ends \
-           FROM runs r \
-           LEFT JOIN unnest($1::bigint[], $2::timestamptz[]) AS f (job_id, now) \
-             ON r.job_id = f.job_id \
-           WHERE r.id IN (SELECT id FROM candidates) \
-           ORDER BY r.id FOR UPDATE OF r), \
-         changed AS ( \
-           UPDATE runs r SET \
-             state = CASE WHEN r.state = 'running' THEN r.state ELSE 'cancelled' END, \
-             finished_at = CASE WHEN r.state = 'running' THEN r.finished_at \
-               ELSE coalesce(locked.now, now()) END, \
-             reason = CASE WHEN r.state = 'running' THEN r.reason ELSE 'replaced' END, \
-             cancel_requested = r.cancel_requested OR r.state = 'running' \
-           FROM locked WHERE r.id = locked.id AND locked.ends \
-           RETURNING r.id, r.state, r.parent_id IS NULL AND r.spec IS NOT NULL AS flow, \
-             locked.now) \
-         SELECT id, flow, now, state = 'running' FROM changed ORDER BY id",
+        LOCK_RUNS,
         &[
             &job_ids,
             &nows,
@@ -670,7 +682,7 @@ pub(crate) async fn heartbeat(
 /// for each row of the batch instead of one primary-key probe. The update then finds each row
 /// locked by this transaction already; it sees the row's latest version (one a concurrent
 /// writer committed while `held` waited for its lock), as the fence did.
-const FINISH_MANY: &str = "WITH f AS ( \
+pub(crate) const FINISH_MANY: &str = "WITH f AS ( \
        SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], \
          $5::boolean[], $6::timestamptz[], $7::boolean[], $8::integer[], $9::integer[], \
          $10::text[], $11::timestamptz[], $12::text[], $13::integer[], $14::text[], $15::text[], \

@@ -100,8 +100,8 @@
 //! # Why tokio-postgres and deadpool
 //!
 //! A lean build (no macros, no compile-time database, no second SQLite), statements prepared
-//! once per connection and cached (`prepare_cached`), pipelining (a batch of finishes is sent
-//! at once instead of one round trip each), and plain `tokio_postgres::Client`s for the
+//! once per connection and cached (`prepare_cached`), pipelining (the statements of a wave of
+//! fires are sent at once instead of one round trip each), and plain `tokio_postgres::Client`s for the
 //! dedicated connections (`LISTEN/NOTIFY`, the session lock). TLS is not wired yet.
 
 mod activity;
@@ -126,5 +126,13 @@ mod rescue;
 mod rows;
 mod store;
 mod workflow;
+
+/// Statements whose plans `tests/plans.rs` checks against statistics that lag the data, as
+/// they do under load: not an API.
+#[doc(hidden)]
+pub mod plans {
+    pub const FINISH_MANY: &str = crate::batch::FINISH_MANY;
+    pub const LOCK_RUNS: &str = crate::batch::LOCK_RUNS;
+}
 
 pub use connect::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresConfig, PostgresStore, redact};
