@@ -514,15 +514,18 @@ pub(crate) async fn claim(
     // once a minute), PostgreSQL believes a few runs are queued when thousands are, reads them
     // all through a bitmap and sorts them to keep `limit`: the cost of every claim grows with
     // the backlog (W1 on PostgreSQL lost half its throughput to it). A sort is never needed
-    // here (the index has the order), so this transaction, which runs nothing else, turns
-    // sorting off; its plans, cached per connection, are all made under that setting.
-    let (waiting, ()) =
-        futures::future::try_join(query(c, EXCLUSIVE_WAITING, &[&p.now, &ahead]), async {
+    // here (the index has the order), so this transaction turns sorting off first (sent ahead
+    // of its other statements). A plan made here and cached on the connection keeps that
+    // choice; the statements run here need no sort (they read by index order or by id).
+    let ((), waiting) = futures::future::try_join(
+        async {
             c.batch_execute("SET LOCAL enable_sort = off")
                 .await
                 .map_err(pg_error)
-        })
-        .await?;
+        },
+        query(c, EXCLUSIVE_WAITING, &[&p.now, &ahead]),
+    )
+    .await?;
     let waiting = waiting
         .iter()
         .map(|r| {
@@ -551,6 +554,14 @@ pub(crate) async fn claim(
         )
         .await?;
     }
+    // An exclusive run chosen to start that lies before the start position would be out of
+    // the walk's reach: claim from the head then (it is a job's only candidate until it runs).
+    let start = start.filter(|at| {
+        waiting
+            .iter()
+            .filter(|w| heads.contains(&w.run_id))
+            .all(|w| (w.run_at, w.run_id) > (at.run_at, at.id))
+    });
     let lease = micros(p.lease);
     let mut rows = match start {
         Some(at) => {
@@ -707,7 +718,7 @@ pub(crate) const FINISH_MANY: &str = "WITH f AS ( \
          result = coalesce(h.result, r.result), \
          lease_token = NULL, lease_expires_at = NULL \
        FROM held h WHERE r.id = h.id AND h.holds \
-       RETURNING r.id, r.parent_id, h.release, h.attempt AS number, h.node, h.started_at, \
+       RETURNING r.id, r.parent_id, h.token, h.release, h.attempt AS number, h.node, h.started_at, \
          h.now, h.status, h.exit_code, h.http_status, h.error, h.output, h.output_truncated, \
          h.max_rss_kib, h.user_cpu_us, h.sys_cpu_us), \
      recorded AS ( \
@@ -717,7 +728,7 @@ pub(crate) const FINISH_MANY: &str = "WITH f AS ( \
          http_status, error, output, output_truncated, max_rss_kib, user_cpu_us, sys_cpu_us \
        FROM moved WHERE NOT release ORDER BY id \
        ON CONFLICT (run_id, attempt) DO NOTHING) \
-     SELECT id, parent_id FROM moved";
+     SELECT id, parent_id, token FROM moved";
 
 /// A batch of finishes as the columns of [`FINISH_MANY`].
 #[derive(Default)]
@@ -847,12 +858,18 @@ pub(crate) async fn finish_many(
         let runs = ps.iter().map(|p| p.run_id).chain(parents.iter().copied());
         crate::workflow::lock(c, &runs.collect::<Vec<_>>()).await?;
     }
-    // The batch in run id order (the order its rows are locked in), each run once: a second
-    // finish of a run in one batch would find the lease the first one gave up, so it never
-    // holds.
+    // The batch in run id order (the order its rows are locked in), each lease once: a second
+    // finish of a run with the same token would find the lease the first one gave up, so it
+    // never holds. A run may still come twice with different tokens (an attempt whose lease
+    // was lost and the run's next attempt, both ending in one batch): each is fenced on its
+    // own token, and at most one holds.
     let mut order: Vec<usize> = (0..ps.len()).collect();
-    order.sort_by_key(|&i| ps[i].run_id);
-    order.dedup_by_key(|i| ps[*i].run_id);
+    order.sort_by(|&a, &b| {
+        (ps[a].run_id, &ps[a].lease_token).cmp(&(ps[b].run_id, &ps[b].lease_token))
+    });
+    order.dedup_by(|a, b| {
+        ps[*a].run_id == ps[*b].run_id && ps[*a].lease_token == ps[*b].lease_token
+    });
     let mut columns = FinishColumns::default();
     for &i in &order {
         columns.push(&ps[i]);
@@ -877,16 +894,16 @@ pub(crate) async fn finish_many(
     )
     .await?;
     notices.merge(dependents);
-    let mut moved: HashMap<RunId, Option<RunId>> = HashMap::with_capacity(rows.len());
+    let mut moved: HashMap<(RunId, String), Option<RunId>> = HashMap::with_capacity(rows.len());
     for row in &rows {
-        moved.insert(col(row, 0)?, col(row, 1)?);
+        moved.insert((col(row, 0)?, col(row, 2)?), col(row, 1)?);
     }
     let mut held = vec![false; ps.len()];
     // The workflow runs to settle, in id order, each with the `now` of its first step's finish.
     let mut settle: std::collections::BTreeMap<RunId, Option<Timestamp>> = Default::default();
     for &i in &order {
         let p = &ps[i];
-        let Some(parent) = moved.get(&p.run_id) else {
+        let Some(parent) = moved.remove(&(p.run_id, p.lease_token.clone())) else {
             continue;
         };
         held[i] = true;
@@ -895,7 +912,7 @@ pub(crate) async fn finish_many(
         }
         // A retry settles too: one whose workflow run is being cancelled ends cancelled.
         if let Some(parent) = parent {
-            settle.entry(*parent).or_insert(p.now);
+            settle.entry(parent).or_insert(p.now);
         }
     }
     let late: Vec<RunId> = settle

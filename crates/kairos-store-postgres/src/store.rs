@@ -307,28 +307,41 @@ impl Store for PostgresStore {
     }
 
     /// A claim that took a full batch leaves its last position for the next one to start from
-    /// (see `batch::claim`), for [`CLAIM_START_FOR`]: while a backlog lasts, claims walk the
-    /// queue from where the previous one stopped instead of from its head. Runs before that
-    /// position wait at most that long, or less if a claim comes up short (it then claims from
-    /// the head as well). The position is only a hint: which runs may be claimed is decided in
-    /// the claim statement, as ever.
+    /// (see `batch::claim`): while a backlog lasts, claims walk the queue from where the
+    /// previous one stopped instead of from its head. The walk from a position is bounded in
+    /// time: [`CLAIM_START_FOR`] after the last claim from the head, the next claim starts at
+    /// the head again (and so does one that comes up short, or one whose chosen exclusive run
+    /// lies behind the position), so runs behind the position (released, caught up, held by a
+    /// writer when the walk passed) wait at most about that long. The position is only a hint:
+    /// which runs may be claimed is decided in the claim statement, as ever.
     async fn run_claim(&self, p: RunClaimParams) -> StoreResult<Vec<ClaimedRun>> {
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let start = self
+        let from = self
             .claim_start
             .lock()
             .ok()
             .and_then(|s| *s)
-            .filter(|(_, since)| since.elapsed() < CLAIM_START_FOR)
-            .map(|(start, _)| start);
+            .filter(|(_, since)| since.elapsed() < CLAIM_START_FOR);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let claimed = batch::claim(&tx, self.claim_lock_class, &p, &token, start).await?;
+        let claimed = batch::claim(
+            &tx,
+            self.claim_lock_class,
+            &p,
+            &token,
+            from.map(|(start, _)| start),
+        )
+        .await?;
         tx.commit().await.map_err(pg_error)?;
+        // The window runs from the last claim that started at the head: a walk from a position
+        // moves the position on, never the window.
         let next = (claimed.len() >= usize::try_from(p.limit.max(1)).unwrap_or(usize::MAX))
             .then(|| claimed.iter().map(|c| (c.run.run_at, c.run.id)).max())
             .flatten()
-            .map(|(run_at, id)| (batch::ClaimStart { run_at, id }, Instant::now()));
+            .map(|(run_at, id)| {
+                let since = from.map_or_else(Instant::now, |(_, since)| since);
+                (batch::ClaimStart { run_at, id }, since)
+            });
         if let Ok(mut s) = self.claim_start.lock() {
             *s = next;
         }

@@ -1,5 +1,7 @@
-//! The exclusive rule (`overlap: queue`) across claimers on different connections: never two
-//! exclusive runs of one job running at once, while runs are inserted ahead of waiting ones.
+//! Claims on PostgreSQL. The exclusive rule (`overlap: queue`) across claimers on different
+//! connections: never two exclusive runs of one job running at once, while runs are inserted
+//! ahead of waiting ones. And under a backlog, where claims walk the queue from the last full
+//! batch's position: a run behind it is not left waiting for the backlog to end.
 
 #![allow(
     clippy::unwrap_used,
@@ -146,4 +148,94 @@ async fn exclusive_runs_never_overlap_across_concurrent_claimers() {
         "exclusive runs overlapped"
     );
     assert_eq!(finished.load(Ordering::SeqCst), RUNS as usize);
+}
+
+/// Under a backlog every claim is full, and each moves the position it started from on; the
+/// walk from a position must still give way to a claim from the head after a while, or a run
+/// queued behind the position (here a released one) would wait until the backlog ends.
+#[tokio::test]
+async fn a_run_behind_the_walk_is_claimed_while_the_backlog_lasts() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let store = pg.store.clone();
+    let t0: Timestamp = "2026-03-01T00:00:00Z".parse().unwrap();
+    let now = t0 + SignedDuration::from_hours(1);
+    let job = store
+        .job_create(JobCreateParams {
+            spec: kairos_store::conformance::spec("backlog"),
+            next_fire_at: None,
+            actor: "test".into(),
+            now: Some(t0),
+            calendars: vec![],
+        })
+        .await
+        .unwrap();
+    const BACKLOG: i64 = 3_000;
+    let mut run = exclusive(t0);
+    run.exclusive = false;
+    store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs: (0..BACKLOG)
+                .map(|i| RunInsert {
+                    scheduled_for: t0 + SignedDuration::from_millis(i),
+                    run_at: t0 + SignedDuration::from_millis(i),
+                    ..run.clone()
+                })
+                .collect(),
+            now: Some(t0),
+        })
+        .await
+        .unwrap();
+    let claim = |limit| {
+        let store = store.clone();
+        async move {
+            store
+                .run_claim(RunClaimParams {
+                    node: "n1".into(),
+                    limit,
+                    lease: SignedDuration::from_secs(60),
+                    ahead: SignedDuration::ZERO,
+                    now: Some(now),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let first = claim(2).await;
+    assert_eq!(first.len(), 2);
+    let released = &first[0];
+    let given_back = store
+        .run_finish(RunFinishParams {
+            run_id: released.run.id,
+            parent_id: None,
+            lease_token: released.lease_token.clone(),
+            attempt: released.run.attempt,
+            node: "n1".into(),
+            started_at: now,
+            outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),
+            next: RunNext::Release,
+            now: Some(now),
+        })
+        .await
+        .unwrap();
+    assert!(given_back);
+    let mut claimed = 2;
+    loop {
+        let batch = claim(2).await;
+        assert!(
+            !batch.is_empty(),
+            "the backlog ran out before the released run was claimed"
+        );
+        claimed += batch.len();
+        if batch.iter().any(|c| c.run.id == released.run.id) {
+            break;
+        }
+    }
+    let left = BACKLOG as usize + 1 - claimed;
+    assert!(
+        left > BACKLOG as usize / 2,
+        "the released run was claimed only with {left} runs left of {BACKLOG}"
+    );
 }

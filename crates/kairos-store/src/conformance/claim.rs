@@ -215,21 +215,22 @@ pub async fn run_claim_concurrent_exclusive(store: Arc<dyn Store>) {
 
 /// Claims under a backlog may start where the last full batch stopped (the PostgreSQL store
 /// does, to skip the queue's dead head): a run that is queued again behind that position (a
-/// release) and one due before everything (a caught-up due time) are still claimed, and no run
-/// is claimed twice.
+/// release), one due before everything (a caught-up due time) and an `overlap: queue` job's
+/// next run due before it are still claimed, and no run is claimed twice.
 pub async fn run_claim_never_skips_runs_behind_the_last_batch(store: Arc<dyn Store>) {
     let a = t("2026-03-01T00:01:00Z");
     let job = create(&store, "backlog", None).await;
+    let serial = create(&store, "serial", None).await;
     let at = |i: i64| a + SignedDuration::from_secs(i);
     store
         .run_insert_many(RunInsertManyParams {
             job_id: job.id,
-            runs: (0..6).map(|i| insert(at(i))).collect(),
+            runs: (0..10).map(|i| insert(at(i))).collect(),
             now: Some(a),
         })
         .await
         .unwrap();
-    let now = at(10);
+    let now = at(20);
     let first = claim(&store, "n1", 2, now).await;
     let second = claim(&store, "n1", 2, now).await;
     assert_eq!(
@@ -237,31 +238,41 @@ pub async fn run_claim_never_skips_runs_behind_the_last_batch(store: Arc<dyn Sto
         (2, 2),
         "full batches from the backlog"
     );
-    // The earliest run goes back to the queue, and a run due before all of them comes in.
+    // The earliest run goes back to the queue, a run due before all of them comes in, and so
+    // does an exclusive run of another job, earlier still.
     let released = &first[0];
     assert!(finish(&store, released, RunNext::Release, now).await);
-    let early = store
-        .run_insert(RunInsertParams {
-            job_id: job.id,
-            run: insert(a - SignedDuration::from_secs(60)),
-            params: None,
-            actor: "test".into(),
-            now: Some(a),
-        })
-        .await
-        .unwrap();
-    // Four runs are queued: a claim of three takes three of them in one go (a walk from the
-    // last position finds two, the head gives the third), the next one takes the last.
+    let insert_one = |job_id, run| {
+        let store = store.clone();
+        async move {
+            store
+                .run_insert(RunInsertParams {
+                    job_id,
+                    run,
+                    params: None,
+                    actor: "test".into(),
+                    now: Some(a),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let early = insert_one(job.id, insert(a - SignedDuration::from_secs(60))).await;
+    let mut exclusive = insert(a - SignedDuration::from_secs(120));
+    exclusive.exclusive = true;
+    let exclusive = insert_one(serial.id, exclusive).await;
+    // Nine runs are queued, six of them after the last position: a claim of three takes the
+    // three earliest, the exclusive one first.
     let mut later = claim(&store, "n1", 3, now).await;
+    let ids: Vec<RunId> = later.iter().map(|c| c.run.id).collect();
     assert_eq!(
-        later.len(),
-        3,
-        "a claim fills its limit while runs are queued"
+        ids,
+        vec![exclusive.id, early.id, released.run.id],
+        "the earliest queued runs, by due time"
     );
-    later.extend(claim(&store, "n1", 3, now).await);
+    later.extend(claim(&store, "n1", 10, now).await);
     let mut ids: Vec<RunId> = later.iter().map(|c| c.run.id).collect();
     ids.sort_unstable();
-    let mut expected: Vec<RunId> = vec![released.run.id, early.id];
     let taken: Vec<RunId> = first.iter().chain(&second).map(|c| c.run.id).collect();
     let all = store
         .run_list(RunListParams {
@@ -271,15 +282,9 @@ pub async fn run_claim_never_skips_runs_behind_the_last_batch(store: Arc<dyn Sto
         })
         .await
         .unwrap();
-    expected.extend(
-        all.iter()
-            .map(|r| r.id)
-            .filter(|id| !taken.contains(id) && *id != early.id),
-    );
+    let mut expected: Vec<RunId> = vec![released.run.id, exclusive.id];
+    expected.extend(all.iter().map(|r| r.id).filter(|id| !taken.contains(id)));
     expected.sort_unstable();
-    assert_eq!(
-        ids, expected,
-        "every queued run claimed once, the released one and the early one included"
-    );
+    assert_eq!(ids, expected, "every queued run claimed once");
     assert!(claim(&store, "n1", 2, now).await.is_empty());
 }

@@ -318,6 +318,66 @@ pub async fn run_finish_many_takes_each_run_once(store: Arc<dyn Store>) {
     }
 }
 
+/// An attempt whose lease was lost and the run's next attempt may end in one batch, the stale
+/// one first: each is fenced on its own token, so the current attempt's result is recorded.
+pub async fn run_finish_many_fences_each_token_of_a_run(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "again", None).await;
+    store
+        .run_insert_many(RunInsertManyParams {
+            job_id: job.id,
+            runs: vec![insert(a)],
+            now: Some(a),
+        })
+        .await
+        .unwrap();
+    let first = claim(&store, "n1", 1, a).await;
+    assert_eq!(first.len(), 1);
+    // The first attempt's lease (30 s) runs out: the run is queued again and claimed anew.
+    let later = a + SignedDuration::from_secs(60);
+    let rescued = store
+        .run_rescue(RunRescueParams {
+            limit: 10,
+            orphaned_node: None,
+            now: Some(later),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rescued.requeued, vec![first[0].run.id]);
+    let second = claim(&store, "n1", 1, later).await;
+    assert_eq!(second.len(), 1);
+    assert_ne!(first[0].lease_token, second[0].lease_token);
+    let params = |c: &ClaimedRun| RunFinishParams {
+        run_id: c.run.id,
+        parent_id: None,
+        lease_token: c.lease_token.clone(),
+        attempt: c.run.attempt,
+        node: "n1".into(),
+        started_at: later,
+        outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),
+        next: RunNext::Finish(RunState::Succeeded),
+        now: Some(later + SignedDuration::from_secs(1)),
+    };
+    let results = store
+        .run_finish_many(&[params(&first[0]), params(&second[0])])
+        .await
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![false, true],
+        "the stale lease fails, the current one holds"
+    );
+    let run = store
+        .run_get(RunGetParams {
+            id: second[0].run.id,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.state, RunState::Succeeded);
+    assert_eq!(run.attempt, second[0].run.attempt);
+}
+
 pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
     let a = t("2026-03-01T00:01:00Z");
     let job = create(&store, "batch", None).await;
