@@ -637,6 +637,21 @@ pub(crate) async fn claim(
 }
 
 /// Extends the leases still held, in one statement; reports each lease in the order given.
+///
+/// Each run is locked by its primary key in id order and the fence computed in the select list,
+/// as in [`FINISH_MANY`]: a join with `runs` fenced in a `WHERE` let the planner walk every
+/// running run of the cluster (`runs_leases`) on statistics that lag.
+pub(crate) const HEARTBEAT: &str = "WITH held AS MATERIALIZED ( \
+       SELECT l.id, r.lease_token = l.token AND r.state = 'running' AS holds \
+       FROM unnest($1::bigint[], $2::text[]) AS l (id, token) \
+       CROSS JOIN LATERAL ( \
+         SELECT r.lease_token, r.state FROM runs r WHERE r.id = l.id FOR UPDATE) AS r) \
+     UPDATE runs r SET lease_expires_at = \
+       coalesce($3::timestamptz, now()) + $4::bigint * interval '1 microsecond' \
+     FROM held WHERE r.id = held.id AND held.holds \
+     RETURNING r.id, r.lease_token, r.cancel_requested";
+
+/// Extends the leases still held (see [`HEARTBEAT`]).
 pub(crate) async fn heartbeat(
     c: &impl GenericClient,
     p: &RunHeartbeatParams,
@@ -644,22 +659,12 @@ pub(crate) async fn heartbeat(
     if p.leases.is_empty() {
         return Ok(vec![]);
     }
-    let ids: Vec<RunId> = p.leases.iter().map(|(id, _)| *id).collect();
-    let tokens: Vec<&str> = p.leases.iter().map(|(_, t)| t.as_str()).collect();
-    let rows = query(
-        c,
-        "WITH held AS MATERIALIZED ( \
-           SELECT r.id FROM runs r \
-           JOIN unnest($1::bigint[], $2::text[]) AS l (id, token) \
-             ON r.id = l.id AND r.lease_token = l.token \
-           WHERE r.state = 'running' ORDER BY r.id FOR UPDATE OF r) \
-         UPDATE runs r SET lease_expires_at = \
-           coalesce($3::timestamptz, now()) + $4::bigint * interval '1 microsecond' \
-         FROM held WHERE r.id = held.id \
-         RETURNING r.id, r.lease_token, r.cancel_requested",
-        &[&ids, &tokens, &p.now, &micros(p.lease)],
-    )
-    .await?;
+    let mut leases: Vec<&(RunId, String)> = p.leases.iter().collect();
+    leases.sort();
+    leases.dedup();
+    let ids: Vec<RunId> = leases.iter().map(|(id, _)| *id).collect();
+    let tokens: Vec<&str> = leases.iter().map(|(_, t)| t.as_str()).collect();
+    let rows = query(c, HEARTBEAT, &[&ids, &tokens, &p.now, &micros(p.lease)]).await?;
     let mut held: HashMap<(RunId, String), bool> = HashMap::with_capacity(rows.len());
     for row in &rows {
         held.insert((col(row, 0)?, col(row, 1)?), col(row, 2)?);

@@ -133,6 +133,7 @@ mod workflow;
 pub mod plans {
     pub const FINISH_MANY: &str = crate::batch::FINISH_MANY;
     pub const LOCK_RUNS: &str = crate::batch::LOCK_RUNS;
+    pub const HEARTBEAT: &str = crate::batch::HEARTBEAT;
 }
 
 pub use connect::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresConfig, PostgresStore, redact};

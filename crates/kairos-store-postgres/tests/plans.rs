@@ -136,3 +136,17 @@ async fn a_fire_looks_up_the_due_times_it_repeats_by_their_key() {
         "the fire walks the jobs' history:\n{plan}"
     );
 }
+
+#[tokio::test]
+async fn a_heartbeat_locks_each_run_by_its_primary_key() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let client = history(&pg).await;
+    let plan = generic_plan(&client, plans::HEARTBEAT).await;
+    assert!(
+        !plan.contains("runs_leases") && !plan.contains("Seq Scan on runs"),
+        "the heartbeat walks the running runs:\n{plan}"
+    );
+    assert!(plan.contains("runs_pkey"), "{plan}");
+}
