@@ -538,13 +538,13 @@ pub(crate) async fn claim(
         })
         .collect::<StoreResult<Vec<_>>>()?;
     let heads = exclusive_heads(&waiting, usize::try_from(limit).unwrap_or(usize::MAX));
-    if !heads.is_empty() {
+    let chosen: Vec<&ExclusiveCandidate> = waiting
+        .iter()
+        .filter(|w| heads.contains(&w.run_id))
+        .collect();
+    if !chosen.is_empty() {
         // Keys are job ids truncated to 32 bits: a collision only makes two jobs share a lock.
-        let jobs = waiting
-            .iter()
-            .filter(|w| heads.contains(&w.run_id))
-            .map(|w| w.job_id);
-        let mut keys: Vec<i32> = jobs.map(|id| id as i32).collect();
+        let mut keys: Vec<i32> = chosen.iter().map(|w| w.job_id as i32).collect();
         keys.sort_unstable();
         keys.dedup();
         query(
@@ -557,9 +557,8 @@ pub(crate) async fn claim(
     // An exclusive run chosen to start that lies before the start position would be out of
     // the walk's reach: claim from the head then (it is a job's only candidate until it runs).
     let start = start.filter(|at| {
-        waiting
+        chosen
             .iter()
-            .filter(|w| heads.contains(&w.run_id))
             .all(|w| (w.run_at, w.run_id) > (at.run_at, at.id))
     });
     let lease = micros(p.lease);

@@ -172,16 +172,13 @@ async fn a_run_behind_the_walk_is_claimed_while_the_backlog_lasts() {
         .await
         .unwrap();
     const BACKLOG: i64 = 3_000;
-    let mut run = exclusive(t0);
-    run.exclusive = false;
     store
         .run_insert_many(RunInsertManyParams {
             job_id: job.id,
             runs: (0..BACKLOG)
                 .map(|i| RunInsert {
-                    scheduled_for: t0 + SignedDuration::from_millis(i),
-                    run_at: t0 + SignedDuration::from_millis(i),
-                    ..run.clone()
+                    exclusive: false,
+                    ..exclusive(t0 + SignedDuration::from_millis(i))
                 })
                 .collect(),
             now: Some(t0),
