@@ -47,6 +47,9 @@ proptest! {
             .collect();
         let start = first_day().at(0, 0, 0, 0) + jiff::Span::new().hours(i64::from(blackout_start));
         let end = start + jiff::Span::new().hours(i64::from(blackout_hours));
+        // A window that lies inside the spring gap (02:00 to 03:00 on the day of the change)
+        // is empty in real time, and validation refuses it (`to` must be after `from`).
+        prop_assume!(tz.to_timestamp(start).unwrap() < tz.to_timestamp(end).unwrap());
         let calendar = CalendarSpec {
             name: "holidays".into(),
             timezone: Some(ZONE.into()),
