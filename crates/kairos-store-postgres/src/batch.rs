@@ -474,7 +474,8 @@ pub(crate) struct ClaimStart {
 }
 
 /// Claims up to `limit` queued runs due by now + `ahead` (a worker that claims ahead waits for
-/// `run_at` itself), with one lease token. A run's `started_at` is its first attempt's start:
+/// `run_at` itself), with one lease token. `c` is outside a transaction: the claim begins one
+/// in its first round trip (see [`crate::connect::Begun`]), and the caller commits it. A run's `started_at` is its first attempt's start:
 /// now, or its `run_at` if later.
 ///
 /// `start` is where the walk of `runs_queued` may begin (see `PostgresStore::run_claim`): a
@@ -515,11 +516,12 @@ pub(crate) async fn claim(
     // all through a bitmap and sorts them to keep `limit`: the cost of every claim grows with
     // the backlog (W1 on PostgreSQL lost half its throughput to it). A sort is never needed
     // here (the index has the order), so this transaction turns sorting off first (sent ahead
-    // of its other statements). A plan made here and cached on the connection keeps that
-    // choice; the statements run here need no sort (they read by index order or by id).
+    // of its other statements, with the `BEGIN`). A plan made here and cached on the
+    // connection keeps that choice; the statements run here need no sort (they read by index
+    // order or by id).
     let ((), waiting) = futures::future::try_join(
         async {
-            c.batch_execute("SET LOCAL enable_sort = off")
+            c.batch_execute("BEGIN; SET LOCAL enable_sort = off")
                 .await
                 .map_err(pg_error)
         },

@@ -294,6 +294,13 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool_error)
     }
 
+    /// A pooled connection for a transaction that its first statements begin (see [`Begun`]).
+    pub(crate) async fn begun(&self) -> StoreResult<Begun> {
+        Ok(Begun {
+            client: Some(self.client().await?),
+        })
+    }
+
     async fn migrate(&self) -> StoreResult<()> {
         let schema = &*self.schema;
         let failed = |e: StoreError| match e {
@@ -401,6 +408,46 @@ pub(crate) fn fnv1a(s: &str) -> u64 {
     })
 }
 
+/// A connection whose transaction begins with its first statements, not with a round trip of
+/// its own: the first statement sent is a simple query `BEGIN; ...`, and the statements after
+/// it go in the same pipeline (a transaction from `transaction()` waits for its `BEGIN` to
+/// return before anything else is sent). On a hot path that saves a round trip per
+/// transaction.
+///
+/// Whoever sends statements on it sends the `BEGIN` first and calls [`Begun::commit`] when they
+/// all succeeded. Dropped without that (an error, a future that was cancelled), the connection
+/// is closed instead of going back to the pool, so the server rolls the transaction back and
+/// no other caller ever finds itself inside it.
+pub(crate) struct Begun {
+    client: Option<Object>,
+}
+
+impl Begun {
+    pub(crate) fn client(&self) -> &Object {
+        // Only `commit` and `drop` take it, and both consume the guard.
+        self.client.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    pub(crate) async fn commit(mut self) -> StoreResult<()> {
+        self.client()
+            .batch_execute("COMMIT")
+            .await
+            .map_err(pg_error)?;
+        // Committed: the connection goes back to the pool.
+        self.client = None;
+        Ok(())
+    }
+}
+
+impl Drop for Begun {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Detached from the pool; dropping it closes the connection.
+            drop(Object::take(client));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,5 +488,89 @@ mod tests {
     fn lock_keys_are_stable() {
         assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    /// A store on a fresh schema with one pooled connection (`None` without PostgreSQL).
+    async fn one_connection() -> Option<(kairos_testkit::postgres::TempSchema, PostgresStore)> {
+        let schema = kairos_testkit::postgres::temp_schema().await?;
+        let given = schema.config();
+        let mut config = PostgresConfig::new(given.url);
+        config.schema = given.schema;
+        config.pool_size = 1;
+        let store = PostgresStore::connect(config).await.expect("connects");
+        Some((schema, store))
+    }
+
+    /// This session's backend and its transaction id, if it is inside one that has one.
+    async fn session(c: &Object) -> (i32, Option<i64>) {
+        let row = c
+            .query_one(
+                "SELECT pg_backend_pid(), txid_current_if_assigned()::text::bigint",
+                &[],
+            )
+            .await
+            .expect("reads");
+        (row.get(0), row.get(1))
+    }
+
+    async fn status(c: &Object, xid: i64) -> String {
+        c.query_one("SELECT txid_status($1)", &[&xid])
+            .await
+            .expect("reads")
+            .get(0)
+    }
+
+    /// Begins the transaction the way a claim does and gives it a transaction id.
+    async fn begin(tx: &Begun) -> (i32, i64) {
+        let ((), row) = futures::future::try_join(
+            tx.client()
+                .batch_execute("BEGIN; SET LOCAL enable_sort = off"),
+            tx.client()
+                .query_one("SELECT pg_backend_pid(), txid_current()", &[]),
+        )
+        .await
+        .expect("begins");
+        (row.get(0), row.get(1))
+    }
+
+    #[tokio::test]
+    async fn a_begun_transaction_commits_and_its_connection_is_pooled_again() {
+        let Some((_schema, store)) = one_connection().await else {
+            return;
+        };
+        let tx = store.begun().await.unwrap();
+        let (pid, xid) = begin(&tx).await;
+        tx.commit().await.unwrap();
+        let c = store.client().await.unwrap();
+        assert_eq!(
+            session(&c).await,
+            (pid, None),
+            "the same connection, outside it"
+        );
+        assert_eq!(status(&c, xid).await, "committed");
+    }
+
+    #[tokio::test]
+    async fn a_begun_transaction_dropped_uncommitted_never_goes_back_to_the_pool() {
+        let Some((_schema, store)) = one_connection().await else {
+            return;
+        };
+        let tx = store.begun().await.unwrap();
+        let (pid, xid) = begin(&tx).await;
+        // An error or a cancelled claim drops it without a commit.
+        drop(tx);
+        let c = store.client().await.unwrap();
+        let (now_pid, now_xid) = session(&c).await;
+        assert_ne!(
+            now_pid, pid,
+            "a new connection, not the one inside the transaction"
+        );
+        assert_eq!(now_xid, None);
+        // The server rolls it back once it sees the connection closed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while status(&c, xid).await == "in progress" && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status(&c, xid).await, "aborted");
     }
 }

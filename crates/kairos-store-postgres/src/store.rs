@@ -322,17 +322,18 @@ impl Store for PostgresStore {
             .ok()
             .and_then(|s| *s)
             .filter(|(_, since)| since.elapsed() < CLAIM_START_FOR);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
+        // The claim's transaction begins with its first statements (a claim is on every
+        // attempt's path: a round trip less each).
+        let tx = self.begun().await?;
         let claimed = batch::claim(
-            &tx,
+            tx.client(),
             self.claim_lock_class,
             &p,
             &token,
             from.map(|(start, _)| start),
         )
         .await?;
-        tx.commit().await.map_err(pg_error)?;
+        tx.commit().await?;
         // The window runs from the last claim that started at the head: a walk from a position
         // moves the position on, never the window.
         let next = (claimed.len() >= usize::try_from(p.limit.max(1)).unwrap_or(usize::MAX))
