@@ -15,6 +15,11 @@ pub trait Clock: Send + Sync + 'static {
     fn store_now(&self) -> Option<Timestamp>;
     /// Returns at or after `deadline`, or earlier if the caller races it against other events.
     async fn sleep_until(&self, deadline: Timestamp);
+    /// Whether this is the process's wall clock, whose instants every user of it shares (a
+    /// manual clock is a timeline of its own).
+    fn is_wall(&self) -> bool {
+        false
+    }
 }
 
 /// The wall clock.
@@ -40,6 +45,10 @@ impl Clock for SystemClock {
 
     fn store_now(&self) -> Option<Timestamp> {
         None
+    }
+
+    fn is_wall(&self) -> bool {
+        true
     }
 
     /// tokio's timer has a resolution of 1 ms and rounds up, so a sleep on it ends up to a

@@ -8,6 +8,11 @@ use kairos::client::Client;
 use kairos::cmd::{alert, apply, audit, calendar, event, job, next, node, run, store, token};
 use kairos::config::{ServerConfig, ServerFlags};
 
+/// mimalloc rather than glibc's malloc: a node allocates and frees small objects on every thread
+/// for each run it starts (see docs/BENCHMARKS.md, W2).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

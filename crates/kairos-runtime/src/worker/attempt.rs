@@ -14,6 +14,7 @@ use kairos_store::{
 
 use super::completer::Completer;
 use super::leases::{Lease, Leases, StopCause};
+use super::starts::Waiting;
 use crate::context::NodeContext;
 use crate::telemetry::{Event, millis_between};
 
@@ -56,7 +57,13 @@ pub(super) struct Attempt {
 }
 
 impl Attempt {
-    pub(super) async fn run(self, c: ClaimedRun, lease: Arc<Lease>, slot: Slot) {
+    pub(super) async fn run(
+        self,
+        c: ClaimedRun,
+        lease: Arc<Lease>,
+        slot: Slot,
+        waiting: Option<Waiting>,
+    ) {
         let run = &c.run;
         // Claimed ahead of its due time: wait for it (a cancel, lease loss or shutdown meanwhile
         // ends the attempt before it starts).
@@ -69,6 +76,9 @@ impl Attempt {
         // Stopped before it began (or its lease is no longer safe): nothing of the task runs.
         let never_started = !lease.begin(self.ctx.clock.now());
         let started = self.ctx.clock.now();
+        if let Some(waiting) = waiting {
+            waiting.begun(started);
+        }
         let (ns, job) = (run.namespace.clone(), run.job_name.clone());
         self.ctx.telemetry.emit(Event::RunStarted {
             run_id: run.id,

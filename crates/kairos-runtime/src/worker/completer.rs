@@ -7,6 +7,9 @@ use std::time::Duration;
 use kairos_store::{RunFinishParams, RunNext, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::starts::{HOLD_AT_MOST, Starts};
+use crate::clock::Clock;
+
 /// Most attempts recorded in one transaction.
 const COMPLETION_BATCH: usize = 512;
 
@@ -23,9 +26,16 @@ pub(super) struct Completer {
 impl Completer {
     /// `wake` is the worker's: a run that ends may have queued the runs of jobs that run after
     /// its job (in the same transaction).
-    pub(super) fn spawn(store: Arc<dyn Store>, wake: Arc<Notify>) -> Self {
+    /// `starts` and `clock`: a write waits while attempts due by now have not begun (see
+    /// [`super::starts`]).
+    pub(super) fn spawn(
+        store: Arc<dyn Store>,
+        wake: Arc<Notify>,
+        starts: Arc<Starts>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(complete_loop(store, rx, wake));
+        tokio::spawn(complete_loop(store, rx, wake, starts, clock));
         Self { tx }
     }
 
@@ -43,12 +53,15 @@ async fn complete_loop(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Completion>,
     wake: Arc<Notify>,
+    starts: Arc<Starts>,
+    clock: Arc<dyn Clock>,
 ) {
     let mut params = Vec::with_capacity(COMPLETION_BATCH);
     let mut waiters = Vec::with_capacity(COMPLETION_BATCH);
     while let Some((p, w)) = rx.recv().await {
         params.push(p);
         waiters.push(w);
+        starts.settle(|| clock.now(), HOLD_AT_MOST).await;
         while params.len() < COMPLETION_BATCH {
             match rx.try_recv() {
                 Ok((p, w)) => {

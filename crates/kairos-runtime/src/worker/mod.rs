@@ -12,6 +12,7 @@
 mod attempt;
 mod completer;
 mod leases;
+mod starts;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use self::attempt::{Attempt, Slot};
 use self::completer::Completer;
 use self::leases::{Lease, Leases, StopCause};
+use self::starts::Starts;
 use crate::context::NodeContext;
 
 /// Worker settings.
@@ -101,14 +103,28 @@ pub struct Worker {
     /// only while runs may be waiting for exactly that (see [`Worker::next_wake`]); new runs
     /// come with `NodeContext::worker_wake`.
     slot_wake: Arc<tokio::sync::Notify>,
+    /// Attempts claimed ahead that have not begun (the completer holds its writes while some
+    /// are due).
+    starts: Arc<Starts>,
 }
 
 impl Worker {
     /// A worker for this node. Starts its completer task, so it must be called on a tokio
     /// runtime.
     pub fn new(ctx: NodeContext, executor: Arc<dyn Executor>, config: WorkerConfig) -> Self {
+        let starts = if ctx.clock.is_wall() {
+            Starts::process()
+        } else {
+            Arc::default()
+        };
         Self {
-            completer: Completer::spawn(ctx.store.clone(), ctx.worker_wake.clone()),
+            completer: Completer::spawn(
+                ctx.store.clone(),
+                ctx.worker_wake.clone(),
+                starts.clone(),
+                ctx.clock.clone(),
+            ),
+            starts,
             executing: Arc::default(),
             ctx,
             executor,
@@ -146,7 +162,10 @@ impl Worker {
             .await?;
         let n = claimed.len();
         let stop_at = self.config.lease.stop_at(sent);
+        let now = self.ctx.clock.now();
         for c in claimed {
+            // Claimed ahead: counted until it begins.
+            let waiting = (c.run.run_at > now).then(|| self.starts.waiting(c.run.run_at));
             let lease = Arc::new(Lease::new(c.run.id, c.lease_token.clone(), stop_at));
             self.leases.insert(lease.clone());
             self.executing.fetch_add(1, Ordering::AcqRel);
@@ -165,7 +184,7 @@ impl Worker {
             // Boxed: the attempt's future is several kilobytes (the claimed run and its job, the
             // execution's state), and a task's future is moved whole when it is spawned, when its
             // result is stored and when it is read back; a box makes each of those a pointer.
-            tasks.spawn(Box::pin(attempt.run(c, lease, slot)));
+            tasks.spawn(Box::pin(attempt.run(c, lease, slot, waiting)));
         }
         Ok(n)
     }
