@@ -428,9 +428,13 @@ impl Begun {
         self.client.as_ref().unwrap_or_else(|| unreachable!())
     }
 
+    /// Commits, or fails if a statement failed inside the transaction: PostgreSQL answers the
+    /// `COMMIT` of an aborted transaction with a rollback, not an error, so a statement that
+    /// fails there in an aborted transaction goes first (and the `COMMIT` is then skipped:
+    /// the statements of one message stop at the first error).
     pub(crate) async fn commit(mut self) -> StoreResult<()> {
         self.client()
-            .batch_execute("COMMIT")
+            .batch_execute("SELECT 1; COMMIT")
             .await
             .map_err(pg_error)?;
         // Committed: the connection goes back to the pool.
@@ -548,6 +552,32 @@ mod tests {
             "the same connection, outside it"
         );
         assert_eq!(status(&c, xid).await, "committed");
+    }
+
+    #[tokio::test]
+    async fn a_begun_transaction_that_failed_does_not_commit() {
+        let Some((_schema, store)) = one_connection().await else {
+            return;
+        };
+        let tx = store.begun().await.unwrap();
+        let (pid, xid) = begin(&tx).await;
+        // A statement fails and its error is not passed on: the transaction is aborted.
+        assert!(tx.client().batch_execute("SELECT 1 / 0").await.is_err());
+        assert!(
+            tx.commit().await.is_err(),
+            "an aborted transaction is not committed"
+        );
+        let c = store.client().await.unwrap();
+        assert_ne!(
+            session(&c).await.0,
+            pid,
+            "its connection was not pooled again"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while status(&c, xid).await == "in progress" && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status(&c, xid).await, "aborted");
     }
 
     #[tokio::test]

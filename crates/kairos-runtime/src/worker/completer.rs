@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::Timestamp;
 use kairos_store::{RunFinishParams, RunNext, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::starts::{HOLD_AT_MOST, Starts};
+use super::starts::Starts;
 use crate::clock::Clock;
 
 /// Most attempts recorded in one transaction.
@@ -61,7 +62,7 @@ async fn complete_loop(
     while let Some((p, w)) = rx.recv().await {
         params.push(p);
         waiters.push(w);
-        starts.settle(|| clock.now(), HOLD_AT_MOST).await;
+        hold(&mut rx, &mut params, &mut waiters, &starts, || clock.now()).await;
         while params.len() < COMPLETION_BATCH {
             match rx.try_recv() {
                 Ok((p, w)) => {
@@ -89,6 +90,38 @@ async fn complete_loop(
             let _ = waiter.send(applied);
         }
         params.clear();
+    }
+}
+
+/// Holds the write of `params` while a herd starts (see [`super::starts`]), gathering what ends
+/// meanwhile. A workflow step's end is not held (the next steps wait for its record): one in
+/// the batch, or arriving during the hold, ends it.
+async fn hold(
+    rx: &mut mpsc::UnboundedReceiver<Completion>,
+    params: &mut Vec<RunFinishParams>,
+    waiters: &mut Vec<oneshot::Sender<bool>>,
+    starts: &Starts,
+    now: impl Fn() -> Timestamp,
+) {
+    if params.iter().any(|p| p.parent_id.is_some()) {
+        return;
+    }
+    let settled = starts.settle(now);
+    tokio::pin!(settled);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut settled => return,
+            got = rx.recv(), if params.len() < COMPLETION_BATCH => {
+                let Some((p, w)) = got else { return };
+                let step = p.parent_id.is_some();
+                params.push(p);
+                waiters.push(w);
+                if step {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -121,4 +154,92 @@ async fn write_one(store: &dyn Store, p: &RunFinishParams) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use jiff::{SignedDuration, Timestamp};
+    use kairos_core::run::{AttemptOutcome, AttemptStatus, RunState};
+    use kairos_store::{RunFinishParams, RunNext};
+    use tokio::sync::{mpsc, oneshot};
+    use tokio::time::Instant;
+
+    use super::{Completion, hold};
+    use crate::worker::starts::{HOLD_AT_MOST, Starts};
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + SignedDuration::from_millis(ms)
+    }
+
+    fn ended(run_id: i64, parent_id: Option<i64>) -> Completion {
+        let params = RunFinishParams {
+            run_id,
+            parent_id,
+            lease_token: "token".into(),
+            attempt: 1,
+            node: "n".into(),
+            started_at: t(1_000),
+            outcome: AttemptOutcome::from_status(AttemptStatus::Succeeded),
+            next: RunNext::Finish(RunState::Succeeded),
+            now: None,
+        };
+        (params, oneshot::channel().0)
+    }
+
+    /// A herd is starting (one attempt due at 1 s has not begun) and a plain run ended.
+    fn starting() -> (Arc<Starts>, super::super::starts::Waiting) {
+        let starts = Arc::new(Starts::default());
+        let herd = starts.waiting(t(1_000));
+        (starts, herd)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_is_held_while_a_herd_starts_and_gathers_what_ends_meanwhile() {
+        let (starts, _herd) = starting();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (first, w) = ended(1, None);
+        let (mut params, mut waiters) = (vec![first], vec![w]);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tx.send(ended(2, None)).unwrap();
+            // Kept open: the hold ends by its bound.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+        let start = Instant::now();
+        hold(&mut rx, &mut params, &mut waiters, &starts, || t(1_001)).await;
+        assert_eq!(start.elapsed(), HOLD_AT_MOST);
+        assert_eq!(params.len(), 2);
+        assert_eq!(waiters.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_workflow_steps_end_is_not_held() {
+        let (starts, _herd) = starting();
+        let (_tx, mut rx) = mpsc::unbounded_channel::<Completion>();
+        let (step, w) = ended(1, Some(7));
+        let (mut params, mut waiters) = (vec![step], vec![w]);
+        let start = Instant::now();
+        hold(&mut rx, &mut params, &mut waiters, &starts, || t(1_001)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_ending_during_a_hold_ends_it() {
+        let (starts, _herd) = starting();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (first, w) = ended(1, None);
+        let (mut params, mut waiters) = (vec![first], vec![w]);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            tx.send(ended(2, Some(7))).unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+        let start = Instant::now();
+        hold(&mut rx, &mut params, &mut waiters, &starts, || t(1_001)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(3));
+        assert_eq!(params.len(), 2);
+    }
 }

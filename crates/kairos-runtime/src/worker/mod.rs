@@ -63,7 +63,8 @@ impl Default for WorkerConfig {
 }
 
 /// Longest wait for slots to free before the claim that follows a full batch (see
-/// [`gather_slots`]).
+/// [`gather_slots`]). tokio's timer rounds up to its next millisecond tick, so the wait can
+/// last up to about 2 ms.
 const CLAIM_GATHER: Duration = Duration::from_millis(1);
 
 /// Waits until `free()` reaches `want`, woken by `wake` as slots free, for at most `within`.
