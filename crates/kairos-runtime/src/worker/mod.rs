@@ -62,6 +62,13 @@ impl Default for WorkerConfig {
     }
 }
 
+/// What one claim asked the store for (the free slots) and got.
+#[derive(Default)]
+struct Batch {
+    asked: usize,
+    claimed: usize,
+}
+
 /// Longest wait for slots to free before the claim that follows a full batch (see
 /// [`gather_slots`]). tokio's timer rounds up to its next millisecond tick, so the wait can
 /// last up to about 2 ms.
@@ -144,9 +151,14 @@ impl Worker {
 
     /// Claims what fits and starts it. Returns the number of runs started.
     pub async fn claim_once(&self, tasks: &mut JoinSet<()>) -> Result<usize, StoreError> {
+        Ok(self.claim_batch(tasks).await?.claimed)
+    }
+
+    /// [`Worker::claim_once`], also saying how many it asked for.
+    async fn claim_batch(&self, tasks: &mut JoinSet<()>) -> Result<Batch, StoreError> {
         let free = self.free_slots();
         if free == 0 {
-            return Ok(0);
+            return Ok(Batch::default());
         }
         // The store dates the lease no earlier than this.
         let sent = self.ctx.clock.now();
@@ -187,7 +199,10 @@ impl Worker {
             // result is stored and when it is read back; a box makes each of those a pointer.
             tasks.spawn(Box::pin(attempt.run(c, lease, slot, waiting)));
         }
-        Ok(n)
+        Ok(Batch {
+            asked: free,
+            claimed: n,
+        })
     }
 
     /// Renews the leases of running attempts; stops attempts that were cancelled or lost.
@@ -275,19 +290,18 @@ impl Worker {
             if shutdown.is_cancelled() {
                 break;
             }
-            let free = self.free_slots();
             // What this claim can take (the store's own clock may be a little later: then it
             // took a little more).
             let now = self.ctx.clock.now();
             let claimed_through = now.checked_add(self.config.lookahead).unwrap_or(now);
-            let claimed = match self.claim_once(&mut tasks).await {
-                Ok(n) => n,
+            let batch = match self.claim_batch(&mut tasks).await {
+                Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming runs failed");
-                    0
+                    Batch::default()
                 }
             };
-            if free > 0 && claimed == free {
+            if batch.asked > 0 && batch.claimed == batch.asked {
                 // A full batch: more may be waiting; claim again.
                 self.gather_slots().await;
                 continue;
