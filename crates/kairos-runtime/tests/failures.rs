@@ -578,3 +578,63 @@ async fn a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat(back
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// An executor whose attempts succeed when the test opens the gate.
+#[derive(Debug, Default)]
+struct GatedExecutor {
+    started: tokio::sync::Notify,
+    open: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl kairos_exec::Executor for GatedExecutor {
+    async fn execute(&self, _req: kairos_exec::ExecRequest) -> kairos_core::run::AttemptOutcome {
+        self.started.notify_one();
+        self.open.notified().await;
+        kairos_core::run::AttemptOutcome::from_status(AttemptStatus::Succeeded)
+    }
+}
+
+/// A database that restarts while an attempt ends (its connections closed, new ones refused
+/// for several seconds) delays the attempt's record; it does not drop it. A dropped record
+/// would leave the run `running` until its lease expired, and the rescuer would run the task
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_outlasts_a_database_restart_of_several_seconds() {
+    let Some((pg, proxy)) = kairos_testkit::postgres::temp_postgres_behind_proxy().await else {
+        return;
+    };
+    let clock = kairos_runtime::ManualClock::new("2026-03-01T00:00:00Z".parse().unwrap());
+    let ctx = NodeContext::new("test-node", pg.store.clone(), Arc::new(clock.clone()));
+    let jobs = JobService::new(ctx.clone());
+    let job = jobs
+        .create(spec(
+            r#"{"name":"blip","task":{"kind":"shell","script":"true"}}"#,
+        ))
+        .await
+        .unwrap();
+    let run = jobs.trigger(job.namespace(), job.name()).await.unwrap();
+    let gated = Arc::new(GatedExecutor::default());
+    let worker = Worker::new(ctx.clone(), gated.clone(), WorkerConfig::default());
+    let mut tasks = JoinSet::new();
+    assert_eq!(worker.claim_once(&mut tasks).await.unwrap(), 1);
+    gated.started.notified().await;
+    // The database goes down; the task ends meanwhile.
+    proxy.refuse();
+    gated.open.notify_one();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.restore();
+    tokio::time::timeout(Duration::from_secs(20), tasks.join_next())
+        .await
+        .expect("the attempt ends once its result is recorded")
+        .unwrap()
+        .unwrap();
+    let run = pg
+        .store
+        .run_get(kairos_store::RunGetParams { id: run.id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.state, RunState::Succeeded, "recorded after the restart");
+    assert_eq!(run.attempt, 1, "the task ran once");
+}

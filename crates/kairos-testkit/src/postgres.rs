@@ -53,6 +53,52 @@ impl TempSchema {
         self.config_with_name(&format!("{}_{node}", self.name))
     }
 
+    /// The test server's address (its first host, a TCP one), for a [`crate::proxy::TcpProxy`]
+    /// in front of it.
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        let config: tokio_postgres::Config = self.base_url.parse().expect("the test URL parses");
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let host = if host == "localhost" {
+            "127.0.0.1".to_owned()
+        } else {
+            host
+        };
+        format!("{host}:{port}").parse().expect("a TCP address")
+    }
+
+    /// [`Self::config`] through `addr` (a proxy in front of the server) instead of the server.
+    pub fn config_via(&self, addr: std::net::SocketAddr) -> PostgresConfig {
+        let config: tokio_postgres::Config = self.base_url.parse().expect("the test URL parses");
+        let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        let mut url = format!(
+            "host={} port={} application_name={}",
+            addr.ip(),
+            addr.port(),
+            quote(&self.name)
+        );
+        if let Some(user) = config.get_user() {
+            url.push_str(&format!(" user={}", quote(user)));
+        }
+        if let Some(db) = config.get_dbname() {
+            url.push_str(&format!(" dbname={}", quote(db)));
+        }
+        if let Some(password) = config.get_password() {
+            url.push_str(&format!(
+                " password={}",
+                quote(&String::from_utf8_lossy(password))
+            ));
+        }
+        PostgresConfig {
+            url,
+            schema: self.name.clone(),
+            pool_size: 8,
+        }
+    }
+
     fn config_with_name(&self, application_name: &str) -> PostgresConfig {
         let sep = if !self.base_url.contains("://") {
             " "
@@ -150,4 +196,25 @@ pub async fn temp_postgres() -> Option<TempPostgres> {
         postgres,
         schema,
     })
+}
+
+/// [`temp_postgres`] with every connection of the store through a [`crate::proxy::TcpProxy`],
+/// which a test cuts or refuses (a partition, a database restarting). Declared first in the
+/// pair: drop the store before the proxy.
+pub async fn temp_postgres_behind_proxy() -> Option<(TempPostgres, crate::proxy::TcpProxy)> {
+    let schema = temp_schema().await?;
+    let proxy = crate::proxy::TcpProxy::start(schema.server_addr())
+        .await
+        .expect("a proxy on a free port");
+    let postgres = PostgresStore::connect(schema.config_via(proxy.addr))
+        .await
+        .unwrap_or_else(|e| panic!("cannot set up test schema {}: {e}", schema.name));
+    Some((
+        TempPostgres {
+            store: Arc::new(postgres.clone()),
+            postgres,
+            schema,
+        },
+        proxy,
+    ))
 }

@@ -3,7 +3,8 @@
 //! While cut, nothing moves: bytes on open connections are held (as across a network
 //! partition, where neither side hears a reset) and new connections are accepted but never
 //! forwarded. Restoring closes every held connection, so that clients see them fail and
-//! reconnect, and forwards new ones again.
+//! reconnect, and forwards new ones again. Refusing (a database restarting) closes every
+//! connection at once and every new one as soon as it is accepted.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub struct TcpProxy {
     /// Where clients connect.
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    refusing: Arc<AtomicBool>,
     /// Bumped on every cut and restore: connections of an earlier generation end.
     generation: watch::Sender<u64>,
     stop: CancellationToken,
@@ -30,9 +32,15 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let cut = Arc::new(AtomicBool::new(false));
+        let refusing = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0u64);
         let stop = CancellationToken::new();
-        let (c, g, s) = (cut.clone(), generation.clone(), stop.clone());
+        let (c, r, g, s) = (
+            cut.clone(),
+            refusing.clone(),
+            generation.clone(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -40,6 +48,11 @@ impl TcpProxy {
                     accepted = listener.accept() => accepted,
                 };
                 let Ok((client, _)) = accepted else { continue };
+                if r.load(Ordering::SeqCst) {
+                    // Closed at once, as by a server that is down.
+                    drop(client);
+                    continue;
+                }
                 let (cut, mut gen_rx, stop) = (c.clone(), g.subscribe(), s.clone());
                 tokio::spawn(async move {
                     let born = *gen_rx.borrow_and_update();
@@ -61,6 +74,7 @@ impl TcpProxy {
         Ok(Self {
             addr,
             cut,
+            refusing,
             generation,
             stop,
         })
@@ -72,9 +86,18 @@ impl TcpProxy {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Closes every connection, and each new one as soon as it is accepted, until
+    /// [`TcpProxy::restore`]: a database restarting, which clients hear of at once.
+    pub fn refuse(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+        self.refusing.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
     /// Closes every held connection and forwards new ones again.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.refusing.store(false, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
     }
 }

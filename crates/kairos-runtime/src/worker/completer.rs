@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kairos_store::{RunFinishParams, RunNext, Store};
+use kairos_store::{RunFinishParams, RunNext, Store, StoreError};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::starts::Starts;
@@ -29,14 +29,18 @@ impl Completer {
     /// its job (in the same transaction).
     /// `starts` and `clock`: a write waits while attempts due by now have not begun (see
     /// [`super::starts`]).
+    /// `retry_for`: how long a write is retried while the store is unavailable (the run's
+    /// lease: the node holds the run at least that long, and the finish is fenced by its token
+    /// whenever it lands).
     pub(super) fn spawn(
         store: Arc<dyn Store>,
         wake: Arc<Notify>,
         starts: Arc<Starts>,
         clock: Arc<dyn Clock>,
+        retry_for: Duration,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(complete_loop(store, rx, wake, starts, clock));
+        tokio::spawn(complete_loop(store, rx, wake, starts, clock, retry_for));
         Self { tx }
     }
 
@@ -56,6 +60,7 @@ async fn complete_loop(
     wake: Arc<Notify>,
     starts: Arc<Starts>,
     clock: Arc<dyn Clock>,
+    retry_for: Duration,
 ) {
     let mut params = Vec::with_capacity(COMPLETION_BATCH);
     let mut waiters = Vec::with_capacity(COMPLETION_BATCH);
@@ -72,7 +77,7 @@ async fn complete_loop(
                 Err(_) => break,
             }
         }
-        let results = write_with_retries(store.as_ref(), &params).await;
+        let results = write_with_retries(store.as_ref(), &params, retry_for).await;
         let ended = params.iter().zip(&results).any(|(p, applied)| {
             *applied && p.parent_id.is_none() && matches!(p.next, RunNext::Finish(_))
         });
@@ -125,15 +130,38 @@ async fn hold(
     }
 }
 
-/// Writes a batch. When it fails, each attempt is written on its own (one that the store
-/// refuses must not take the others with it), each retried a few times on transient errors.
-/// Results that still cannot be written are dropped: their runs' leases expire and the rescuer
-/// requeues them (at-least-once).
-async fn write_with_retries(store: &dyn Store, params: &[RunFinishParams]) -> Vec<bool> {
-    match store.run_finish_many(params).await {
-        Ok(results) => return results,
-        Err(e) => {
-            tracing::error!(error = %e, batch = params.len(), "recording attempts failed; recording them one by one")
+/// First wait before writing a batch again while the store is unavailable; it doubles up to
+/// [`UNAVAILABLE_BACKOFF_MAX`].
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(200);
+const UNAVAILABLE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Writes a batch. While the store is unavailable (a database restarting or failing over), the
+/// batch is written again with backoff for up to `retry_for`: the attempts have ended, and a
+/// result given up here would run its task again after the lease. When the store fails
+/// otherwise, each attempt is written on its own (one that the store refuses must not take
+/// the others with it), each retried a few times. Results that still cannot be written are
+/// dropped: their runs' leases expire and the rescuer requeues them (at-least-once).
+async fn write_with_retries(
+    store: &dyn Store,
+    params: &[RunFinishParams],
+    retry_for: Duration,
+) -> Vec<bool> {
+    let deadline = tokio::time::Instant::now() + retry_for;
+    let mut backoff = UNAVAILABLE_BACKOFF;
+    loop {
+        match store.run_finish_many(params).await {
+            Ok(results) => return results,
+            Err(e @ StoreError::Unavailable(_))
+                if tokio::time::Instant::now() + backoff < deadline =>
+            {
+                tracing::error!(error = %e, batch = params.len(), retry_in_ms = backoff.as_millis() as u64, "recording attempts failed: the store is unavailable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(UNAVAILABLE_BACKOFF_MAX);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = params.len(), "recording attempts failed; recording them one by one");
+                break;
+            }
         }
     }
     let mut results = Vec::with_capacity(params.len());

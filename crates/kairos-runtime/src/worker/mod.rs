@@ -131,6 +131,7 @@ impl Worker {
                 ctx.worker_wake.clone(),
                 starts.clone(),
                 ctx.clock.clone(),
+                config.lease.lease().unsigned_abs(),
             ),
             starts,
             executing: Arc::default(),
