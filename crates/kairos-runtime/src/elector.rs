@@ -9,8 +9,10 @@
 //! when it ends, started again for the next one.
 //!
 //! A leader that cannot renew (the store is unreachable, the node is cut off) stops its
-//! services once `ttl − ttl/5` has passed since the last renewal it sent, before the row can
-//! expire and another node take over: two schedulers rarely overlap, and when they do (a
+//! services once `ttl − ttl/5` has passed since the last renewal it sent (measured on the
+//! monotonic clock; every store call a leader makes is cut short at that instant, and its
+//! services get `ttl/10` to end before they are aborted), before the row can expire and
+//! another node take over: two schedulers rarely overlap, and when they do (a
 //! paused process), exactly-once still holds through the unique run key and the fenced fire.
 //! On shutdown the leader resigns, so another node takes over at once.
 //!
@@ -18,6 +20,8 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
 use kairos_store::{
@@ -116,12 +120,23 @@ impl LeaderGate {
         });
     }
 
-    async fn stop(&mut self, ctx: &NodeContext) {
+    /// Stops the services, waiting at most `within` for them to end; one that has not ended
+    /// by then (stuck in a store call, say) is aborted.
+    async fn stop(&mut self, ctx: &NodeContext, within: Duration) {
         if let Some((term, stop, tasks)) = self.running.take() {
             stop.cancel();
-            for task in tasks {
-                if let Err(e) = task.await {
-                    tracing::error!(error = %e, "a leader service ended abnormally");
+            let deadline = Instant::now() + within;
+            for mut task in tasks {
+                match tokio::time::timeout_at(deadline, &mut task).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "a leader service ended abnormally"),
+                    Err(_) => {
+                        tracing::error!(
+                            within_ms = within.as_millis() as u64,
+                            "a leader service did not stop in time: aborted"
+                        );
+                        task.abort();
+                    }
                 }
             }
             ctx.telemetry.emit(Event::Leadership {
@@ -138,8 +153,9 @@ pub struct Elector {
     config: ElectorConfig,
     gate: LeaderGate,
     started_at: Timestamp,
-    /// The services must be stopped by then unless a renewal holds (this node's clock).
-    held_until: Option<Timestamp>,
+    /// The services must be stopped by then unless a renewal holds (the monotonic clock: a
+    /// step of the wall clock neither shortens nor stretches it).
+    held_until: Option<Instant>,
 }
 
 impl Elector {
@@ -163,11 +179,26 @@ impl Elector {
         self.config.ttl / 5
     }
 
+    /// How long services get to end when the gate stops them: half the margin, so that a
+    /// leader that steps down for want of a renewal has ended them (or aborted them) before its
+    /// lease can expire.
+    fn stop_limit(&self) -> Duration {
+        self.margin().unsigned_abs() / 2
+    }
+
+    /// For a leader, the time left before it must have stopped its services.
+    fn hold_left(&self) -> Option<Duration> {
+        self.gate.term()?;
+        Some(self.held_until.map_or(Duration::ZERO, |until| {
+            until.saturating_duration_since(Instant::now())
+        }))
+    }
+
     /// One election attempt (or renewal), switching the gate by its result. Returns the leader
     /// the store reported, if the store answered.
     pub async fn run_once(&mut self) -> Option<Leader> {
-        let sent = self.ctx.clock.now();
-        let limit = self.config.ttl.unsigned_abs() / 5;
+        let sent = Instant::now();
+        let limit = self.call_limit();
         let result = tokio::time::timeout(
             limit,
             self.ctx.store.leader_elect(LeaderElectParams {
@@ -192,35 +223,36 @@ impl Elector {
             }
         };
         if leader.node_id == self.ctx.node_id {
-            self.held_until = sent.checked_add(self.config.ttl - self.margin()).ok();
+            self.held_until = sent.checked_add((self.config.ttl - self.margin()).unsigned_abs());
             if self.gate.term() != Some(leader.term) {
                 // A new term (or a term lost and regained): its services start afresh.
-                self.gate.stop(&self.ctx).await;
+                let within = self.stop_limit();
+                self.gate.stop(&self.ctx, within).await;
                 self.gate.start(&self.ctx, leader.term);
             }
         } else {
             self.held_until = None;
-            self.gate.stop(&self.ctx).await;
+            let within = self.stop_limit();
+            self.gate.stop(&self.ctx, within).await;
         }
         Some(leader)
     }
 
     /// A leader that could not renew in time stops its services.
     async fn check_hold(&mut self) {
-        if self.gate.term().is_some()
-            && self
-                .held_until
-                .is_none_or(|until| self.ctx.clock.now() >= until)
-        {
+        if self.hold_left() == Some(Duration::ZERO) {
             tracing::error!("leadership not renewed in time (store unreachable?): stepping down");
             self.held_until = None;
-            self.gate.stop(&self.ctx).await;
+            let within = self.stop_limit();
+            self.gate.stop(&self.ctx, within).await;
         }
     }
 
-    /// Longest wait for one store call: a store that hangs must not hold up stepping down.
+    /// Longest wait for one store call: a store that hangs must not hold up stepping down, so
+    /// a leader's calls also end when its hold does.
     fn call_limit(&self) -> Duration {
-        self.config.ttl.unsigned_abs() / 5
+        let limit = self.config.ttl.unsigned_abs() / 5;
+        self.hold_left().map_or(limit, |left| limit.min(left))
     }
 
     /// Refreshes this node's registry row.
@@ -250,11 +282,14 @@ impl Elector {
         });
         loop {
             self.heartbeat_once().await;
+            self.check_hold().await;
             self.run_once().await;
-            let wait = if self.gate.term().is_some() {
-                renew.min(self.config.attempt.max(Duration::from_millis(1)) * 2)
-            } else {
-                self.config.attempt
+            let wait = match self.hold_left() {
+                // A leader wakes no later than its hold ends, to step down on time.
+                Some(left) => renew
+                    .min(self.config.attempt.max(Duration::from_millis(1)) * 2)
+                    .min(left),
+                None => self.config.attempt,
             };
             tokio::select! {
                 biased;
@@ -264,7 +299,8 @@ impl Elector {
             }
         }
         if let Some(term) = self.gate.term() {
-            self.gate.stop(&self.ctx).await;
+            let within = self.stop_limit();
+            self.gate.stop(&self.ctx, within).await;
             let resign = self.ctx.store.leader_resign(LeaderResignParams {
                 node_id: self.ctx.node_id.clone(),
                 term,

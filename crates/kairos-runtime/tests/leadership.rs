@@ -9,6 +9,7 @@
 )]
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jiff::SignedDuration;
 use kairos_runtime::rescuer::Rescuer;
@@ -24,7 +25,7 @@ kairos_testkit::backend_tests! {
 fn elector(ctx: &NodeContext) -> Elector {
     let gate = LeaderGate::new(
         Arc::new(Scheduler::new(ctx.clone())),
-        Arc::new(Rescuer::new(ctx.clone(), std::time::Duration::from_secs(5))),
+        Arc::new(Rescuer::new(ctx.clone(), Duration::from_secs(5))),
     );
     Elector::new(ctx.clone(), ElectorConfig::default(), gate)
 }
@@ -128,4 +129,54 @@ async fn a_restarted_node_on_its_own_store_leads_at_once(backend: Backend) {
         (ctx.node_id.as_str(), 2)
     );
     node.shutdown().await;
+}
+
+/// A leader cut off from the database (its calls hang, as across a partition) stops its
+/// services before its lease can expire and another node take over: within `ttl − ttl/5` of
+/// the last renewal it sent, however its store calls hang, and not a lease or more later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_stops_its_services_before_its_lease_expires() {
+    let Some((pg, proxy)) = kairos_testkit::postgres::temp_postgres_behind_proxy().await else {
+        return;
+    };
+    let ctx = NodeContext::new(
+        "node-a",
+        pg.store.clone(),
+        Arc::new(kairos_runtime::SystemClock),
+    );
+    let mut events = ctx.telemetry.subscribe();
+    let gate = LeaderGate::new(
+        Arc::new(Scheduler::new(ctx.clone())),
+        Arc::new(Rescuer::new(ctx.clone(), Duration::from_secs(5))),
+    );
+    let ttl = Duration::from_secs(5);
+    let config = ElectorConfig {
+        ttl: SignedDuration::try_from(ttl).unwrap(),
+        attempt: Duration::from_millis(100),
+        address: None,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let elector = tokio::spawn(Elector::new(ctx.clone(), config, gate).run(stop.clone()));
+    kairos_testkit::wait_for_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, Event::Leadership { leading: true, .. })
+    })
+    .await;
+    // Renewals go out (every 200 ms here); then the node is cut off.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let cut = Instant::now();
+    proxy.cut();
+    kairos_testkit::wait_for_event(&mut events, Duration::from_secs(15), |e| {
+        matches!(e, Event::Leadership { leading: false, .. })
+    })
+    .await;
+    let stepped_down = cut.elapsed();
+    // The last renewal was sent before the cut: the services are stopped at `ttl − ttl/5`
+    // after it and have ended (or been aborted) `ttl/10` later, before the lease can expire.
+    assert!(
+        stepped_down <= ttl - ttl / 10 + Duration::from_millis(150),
+        "stepped down {stepped_down:?} after the cut (lease {ttl:?})"
+    );
+    proxy.restore();
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), elector).await;
 }
