@@ -176,14 +176,15 @@ impl JobService {
                     execution: plan.execution,
                     event: Some(event.clone()),
                 };
-                let mut cancel_active = false;
                 let decision = decide_overlap(plan.overlap, plan.max_concurrent, target.active);
                 match decision {
-                    OverlapDecision::Start => {}
+                    OverlapDecision::Start | OverlapDecision::Replace => {}
                     OverlapDecision::Serialize => run.exclusive = true,
                     OverlapDecision::Skip => run.skip = Some(SkipReason::Overlap),
-                    OverlapDecision::Replace => cancel_active = true,
                 }
+                // `replace` cancels what is active even when the count found nothing: as for a
+                // fire, the store decides on the rows it locks (a run added meanwhile).
+                let cancel_active = matches!(plan.overlap, OverlapPolicy::Replace);
                 // As for a fire: a decision resting on the count is fenced by it, for as many
                 // rounds as it takes to hold under a steady stream of events.
                 let max_active = count_fence(decision, plan.overlap, plan.max_concurrent)

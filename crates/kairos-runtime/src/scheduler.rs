@@ -466,7 +466,13 @@ pub fn round_runs(
             event: None,
         };
         match decide_overlap(plan.overlap, plan.max_concurrent, active) {
-            OverlapDecision::Start => active += 1,
+            OverlapDecision::Start => {
+                // `replace` with nothing active in the count: a run another node added since
+                // (a trigger-now, an event, a dependency) is still replaced, since the store
+                // decides which runs to cancel on the rows it locks, not on this count.
+                cancel_active |= matches!(plan.overlap, OverlapPolicy::Replace);
+                active += 1;
+            }
             OverlapDecision::Serialize => {
                 insert.exclusive = true;
                 active += 1;
@@ -500,4 +506,45 @@ pub fn round_runs(
         });
     }
     (runs, cancel_active)
+}
+
+#[cfg(test)]
+mod tests {
+    use kairos_core::JobSpec;
+    use kairos_core::policy::FirePlan;
+    use kairos_core::trigger::Fire;
+
+    use super::round_runs;
+
+    fn round(overlap: &str, active: u64) -> bool {
+        let spec = JobSpec::from_json(&format!(
+            r#"{{"name":"j","triggers":[{{"interval":"1m"}}],"overlap":"{overlap}","task":{{"kind":"shell","script":"true"}}}}"#
+        ))
+        .unwrap();
+        let plan = spec.validate().unwrap();
+        let fires = FirePlan {
+            fire: vec![Fire {
+                at: "2026-03-01T00:01:00Z".parse().unwrap(),
+                trigger: 0,
+            }],
+            skip: vec![],
+            dropped: 0,
+            next_fire_at: None,
+        };
+        let (runs, cancel_active) = round_runs(1, &plan, &fires, active);
+        assert_eq!(runs.len(), 1);
+        cancel_active
+    }
+
+    /// `replace` asks the store to cancel the job's active runs even when the count read
+    /// before the fire found none: a run another node adds meanwhile is replaced too (the
+    /// store decides on the rows it locks). The other policies never cancel.
+    #[test]
+    fn a_replace_fire_cancels_what_is_active_whatever_the_count_said() {
+        assert!(round("replace", 0));
+        assert!(round("replace", 2));
+        for policy in ["forbid", "allow", "queue"] {
+            assert!(!round(policy, 0), "{policy}");
+        }
+    }
 }
