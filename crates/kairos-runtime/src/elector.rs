@@ -120,6 +120,31 @@ impl LeaderGate {
         });
     }
 
+    /// Starts again, for the same term, a service that ended while its term runs (a panic: a
+    /// leader whose scheduler is gone must not go on renewing a term in which nothing fires).
+    fn restart_ended(&mut self) {
+        let Some((term, stop, tasks)) = self.running.as_mut() else {
+            return;
+        };
+        for (service, task) in self.services.iter().zip(tasks.iter_mut()) {
+            if task.is_finished() && !stop.is_cancelled() {
+                tracing::error!(
+                    term = *term,
+                    "a leader service ended while its term runs: started again"
+                );
+                let (service, stop) = (service.clone(), stop.clone());
+                let ended =
+                    std::mem::replace(task, tokio::spawn(async move { service.run(stop).await }));
+                // Finished: only its panic, if any, is left to log (without waiting).
+                tokio::spawn(async move {
+                    if let Err(e) = ended.await {
+                        tracing::error!(error = %e, "a leader service ended abnormally");
+                    }
+                });
+            }
+        }
+    }
+
     /// Stops the services, waiting at most `within` for them to end; one that has not ended
     /// by then (stuck in a store call, say) is aborted.
     async fn stop(&mut self, ctx: &NodeContext, within: Duration) {
@@ -143,6 +168,15 @@ impl LeaderGate {
                 term,
                 leading: false,
             });
+        }
+    }
+}
+
+impl Drop for LeaderGate {
+    /// The services never outlive their gate (an elector task aborted or panicking).
+    fn drop(&mut self) {
+        if let Some((_, stop, _)) = &self.running {
+            stop.cancel();
         }
     }
 }
@@ -284,6 +318,7 @@ impl Elector {
             self.heartbeat_once().await;
             self.check_hold().await;
             self.run_once().await;
+            self.gate.restart_ended();
             let wait = match self.hold_left() {
                 // A leader wakes no later than its hold ends, to step down on time.
                 Some(left) => renew

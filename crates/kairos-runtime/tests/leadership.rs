@@ -180,3 +180,52 @@ async fn a_leader_cut_off_stops_its_services_before_its_lease_expires() {
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), elector).await;
 }
+
+/// A leader service that panics is started again for the same term: a leader must not keep
+/// renewing a term in which nothing fires or rescues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_service_that_panics_is_started_again() {
+    struct Flaky {
+        runs: std::sync::atomic::AtomicUsize,
+        ran_again: tokio::sync::Notify,
+    }
+    #[async_trait::async_trait]
+    impl kairos_runtime::elector::LeaderService for Flaky {
+        async fn run(&self, stop: tokio_util::sync::CancellationToken) {
+            let n = self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n == 0 {
+                panic!("a bug in a leader service");
+            }
+            self.ran_again.notify_one();
+            stop.cancelled().await;
+        }
+    }
+    let Some((ctx, _clock, _temp)) = node_context_on(Backend::Sqlite, "2026-03-01T00:00:00Z").await
+    else {
+        return;
+    };
+    let flaky = Arc::new(Flaky {
+        runs: std::sync::atomic::AtomicUsize::new(0),
+        ran_again: tokio::sync::Notify::new(),
+    });
+    let gate = LeaderGate::new(
+        Arc::new(Scheduler::new(ctx.clone())),
+        Arc::new(Rescuer::new(ctx.clone(), Duration::from_secs(5))),
+    )
+    .with(flaky.clone());
+    let config = ElectorConfig {
+        attempt: Duration::from_millis(50),
+        ..ElectorConfig::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let elector = tokio::spawn(Elector::new(ctx.clone(), config, gate).run(stop.clone()));
+    tokio::time::timeout(Duration::from_secs(10), flaky.ran_again.notified())
+        .await
+        .expect("the service ran again after its panic");
+    assert_eq!(flaky.runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), elector)
+        .await
+        .unwrap()
+        .unwrap();
+}
