@@ -435,6 +435,23 @@ impl Store for PostgresStore {
             .transpose()
     }
 
+    async fn run_cancel_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let client = self.client().await?;
+        query(
+            &client,
+            "SELECT id FROM runs WHERE id = ANY($1::bigint[]) AND state = 'running' \
+             AND cancel_requested ORDER BY id",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|row| col(row, 0))
+        .collect()
+    }
+
     async fn run_get(&self, p: RunGetParams) -> StoreResult<Option<Run>> {
         let client = self.client().await?;
         fetch_run(&client, p.id).await

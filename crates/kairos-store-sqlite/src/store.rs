@@ -922,6 +922,24 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn run_cancel_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let ids = serde_json::to_string(ids).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.db
+            .read(move |conn| {
+                all(
+                    conn,
+                    "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?1)) \
+                     AND state = 'running' AND cancel_requested = 1 ORDER BY id",
+                    params![ids],
+                    |row| col(row, 0),
+                )
+            })
+            .await
+    }
+
     async fn run_get(&self, p: RunGetParams) -> StoreResult<Option<Run>> {
         self.db.read(move |conn| fetch_run(conn, p.id)).await
     }

@@ -1039,6 +1039,10 @@ pub trait Store: Send + Sync + 'static {
     /// Cancelling a workflow run cancels its steps that have not started, asks its running
     /// steps to stop, and ends it `cancelled` with its last running step.
     async fn run_cancel(&self, p: RunCancelParams) -> StoreResult<Run>;
+    /// Of `ids`, the runs still running that were asked to stop (a cancel, `overlap:
+    /// replace`), in id order. Read only: a worker polls it for the runs it holds, so that a
+    /// cancel reaches it within a second even when a change notification was missed.
+    async fn run_cancel_requested(&self, ids: &[RunId]) -> StoreResult<Vec<RunId>>;
     async fn run_get(&self, p: RunGetParams) -> StoreResult<Option<Run>>;
     /// Top-level runs (a workflow run's steps are listed by [`Store::run_steps`]).
     async fn run_list(&self, p: RunListParams) -> StoreResult<Vec<Run>>;

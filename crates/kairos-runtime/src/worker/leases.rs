@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use kairos_core::lease::LeaseTiming;
@@ -210,6 +211,30 @@ impl Leases {
         Ok(())
     }
 
+    /// Stops the attempts whose runs were asked to stop (see [`CANCEL_POLL`]).
+    pub(super) async fn poll_cancels(&self, ctx: &NodeContext) -> Result<(), StoreError> {
+        let held: Vec<Arc<Lease>> = self
+            .held()
+            .values()
+            .filter(|l| !l.cancel.is_cancelled())
+            .cloned()
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<RunId> = held.iter().map(|l| l.run_id).collect();
+        let asked = tokio::time::timeout(CANCEL_POLL, ctx.store.run_cancel_requested(&ids))
+            .await
+            .map_err(|_| StoreError::Unavailable("timed out".into()))??;
+        for lease in held
+            .iter()
+            .filter(|l| asked.binary_search(&l.run_id).is_ok())
+        {
+            lease.stop(StopCause::Cancelled);
+        }
+        Ok(())
+    }
+
     /// Stops every attempt whose lease was not renewed in time. Returns the earliest point a
     /// lease still held must be renewed by.
     pub(super) fn expire_once(&self, now: Timestamp) -> Option<Timestamp> {
@@ -270,5 +295,24 @@ pub(super) async fn keep(leases: Arc<Leases>, ctx: NodeContext, stop: Cancellati
             }
         }
     };
-    tokio::join!(heartbeats, expiry);
+    // The fallback for a cancel whose notification this node missed (a change feed that is
+    // down or silently cut off): the runs it holds are asked about every second, a read.
+    let cancels = async {
+        let mut tick = tokio::time::interval(CANCEL_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = leases.poll_cancels(&ctx).await {
+                tracing::debug!(error = %e, "asking for cancel requests failed");
+            }
+        }
+    };
+    tokio::join!(heartbeats, expiry, cancels);
 }
+
+/// How often a node asks whether the runs it holds were asked to stop.
+const CANCEL_POLL: Duration = Duration::from_secs(1);

@@ -64,6 +64,16 @@ pub async fn run_cancel_states(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(hb[0].held && hb[0].cancel_requested);
+    // What a worker polls: of the runs asked, the running ones asked to stop (the queued one
+    // is cancelled already, an unknown id is none).
+    assert_eq!(
+        store
+            .run_cancel_requested(&[999_999, queued_id, running.run.id])
+            .await
+            .unwrap(),
+        vec![running.run.id]
+    );
+    assert!(store.run_cancel_requested(&[]).await.unwrap().is_empty());
     let again = store
         .run_cancel(RunCancelParams {
             actor: "test".into(),
