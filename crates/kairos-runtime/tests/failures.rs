@@ -656,3 +656,51 @@ async fn a_result_outlasts_a_database_restart_of_several_seconds() {
     assert_eq!(run.state, RunState::Succeeded, "recorded after the restart");
     assert_eq!(run.attempt, 1, "the task ran once");
 }
+
+/// A node cut off from the database kills an attempt whose lease it cannot renew by
+/// `lease − lease/5` of real time, even when its wall clock stands still (here a manual clock
+/// that never moves, as a clock set back would): the lease is also measured on the monotonic
+/// clock, so a task never outlives it because the wall clock stepped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_renewed_ends_on_time_whatever_the_wall_clock_does() {
+    let Some((pg, proxy)) = kairos_testkit::postgres::temp_postgres_behind_proxy().await else {
+        return;
+    };
+    let clock = kairos_runtime::ManualClock::new("2026-03-01T00:00:00Z".parse().unwrap());
+    let ctx = NodeContext::new("test-node", pg.store.clone(), Arc::new(clock.clone()));
+    let jobs = JobService::new(ctx.clone());
+    let job = jobs
+        .create(spec(
+            r#"{"name":"long","task":{"kind":"shell","script":"true"}}"#,
+        ))
+        .await
+        .unwrap();
+    jobs.trigger(job.namespace(), job.name()).await.unwrap();
+    let hanging = Arc::new(HangingExecutor::default());
+    let lease = kairos_core::lease::LeaseTiming::new(kairos_core::lease::LeaseTiming::MIN).unwrap();
+    let config = WorkerConfig {
+        lease,
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(ctx.clone(), hanging.clone(), config);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(worker.run(shutdown.clone(), Duration::from_millis(100)));
+    hanging.started().await;
+    let cut = std::time::Instant::now();
+    proxy.cut();
+    // The claim was sent before the cut: the attempt must be killed by `lease − lease/5`
+    // after it (2.4 s), whatever the node's clock says.
+    let limit = (lease.lease() - lease.margin()).unsigned_abs() + Duration::from_millis(500);
+    while !hanging.killed() && cut.elapsed() < limit * 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hanging.killed(), "the attempt was not killed");
+    assert!(
+        cut.elapsed() <= limit,
+        "killed {:?} after the cut, later than {limit:?}",
+        cut.elapsed()
+    );
+    proxy.restore();
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+}

@@ -8,7 +8,7 @@
 //! terminated. So while a leader that held the lock at its last renewal (the row's `locked`)
 //! still leads, a candidate that gets the lock has proof that the leader's session is gone, and
 //! may start a new term at once (see `cluster`). The lock only ever speeds a failover up:
-//! every write stays fenced by node id and term, and without the lock the lease decides.
+//! the leader row stays fenced by node id and term, and without the lock the lease decides.
 //!
 //! The state here is exact or pessimistic, never optimistic: `held` is true only while the
 //! session is alive and holds the lock. Any doubt (a failed or timed-out statement, a closed

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use jiff::Timestamp;
 use kairos_core::lease::LeaseTiming;
 use kairos_core::run::RunId;
@@ -41,6 +43,45 @@ impl StopCause {
     }
 }
 
+/// When an attempt must have been stopped unless a renewal holds, on two clocks: the node's
+/// [`crate::Clock`] (which tests drive by hand) and the monotonic clock, which a step of the
+/// wall clock (NTP, a virtual machine resumed) neither delays nor hastens. Whichever passes
+/// first stops the attempt: a wall clock set back must not let a task outlive its lease.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StopAt {
+    at: Timestamp,
+    by: Instant,
+}
+
+impl StopAt {
+    /// For a claim or renewal that holds, sent at `sent` by the node's clock and `sent_by` by
+    /// the monotonic one.
+    pub(super) fn after(timing: &LeaseTiming, sent: Timestamp, sent_by: Instant) -> Self {
+        Self {
+            at: timing.stop_at(sent),
+            by: sent_by + (timing.lease() - timing.margin()).unsigned_abs(),
+        }
+    }
+
+    fn passed(&self, now: Timestamp) -> bool {
+        now >= self.at || Instant::now() >= self.by
+    }
+
+    fn latest(self, other: Self) -> Self {
+        Self {
+            at: self.at.max(other.at),
+            by: self.by.max(other.by),
+        }
+    }
+
+    fn earliest(self, other: Self) -> Self {
+        Self {
+            at: self.at.min(other.at),
+            by: self.by.min(other.by),
+        }
+    }
+}
+
 /// One claimed run's lease, shared by the keeper and the attempt.
 pub(super) struct Lease {
     pub run_id: RunId,
@@ -52,13 +93,13 @@ pub(super) struct Lease {
     cause: Mutex<Option<StopCause>>,
     /// The attempt has begun (a run claimed ahead waits for its due time until then).
     started: AtomicBool,
-    /// When the attempt must have been stopped unless a renewal holds (worker clock).
-    stop_at: Mutex<Timestamp>,
+    /// When the attempt must have been stopped unless a renewal holds.
+    stop_at: Mutex<StopAt>,
 }
 
 impl Lease {
     /// A lease claimed by a request sent at `sent`.
-    pub(super) fn new(run_id: RunId, token: String, stop_at: Timestamp) -> Self {
+    pub(super) fn new(run_id: RunId, token: String, stop_at: StopAt) -> Self {
         Self {
             run_id,
             token,
@@ -96,7 +137,7 @@ impl Lease {
     /// Marks the attempt as begun at `now`. False when it must not begin: it was stopped, or
     /// its lease is no longer safe (then it is stopped now).
     pub(super) fn begin(&self, now: Timestamp) -> bool {
-        if now >= self.stop_at() {
+        if self.stop_at().passed(now) {
             self.stop(StopCause::LeaseExpired);
         }
         // Under the cause lock, so that `stop_unstarted` either sees the attempt begun or has
@@ -118,13 +159,13 @@ impl Lease {
         self.cancel.cancel();
     }
 
-    fn stop_at(&self) -> Timestamp {
+    fn stop_at(&self) -> StopAt {
         *self.stop_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn renewed(&self, stop_at: Timestamp) {
+    fn renewed(&self, stop_at: StopAt) {
         let mut at = self.stop_at.lock().unwrap_or_else(|p| p.into_inner());
-        *at = (*at).max(stop_at);
+        *at = at.latest(stop_at);
     }
 }
 
@@ -183,7 +224,7 @@ impl Leases {
             .map(|l| (l.run_id, l.token.clone()))
             .collect();
         // The store dates the renewal no earlier than this.
-        let sent = ctx.clock.now();
+        let (sent, sent_by) = (ctx.clock.now(), Instant::now());
         let results = ctx
             .store
             .run_heartbeat(RunHeartbeatParams {
@@ -192,7 +233,7 @@ impl Leases {
                 now: ctx.clock.store_now(),
             })
             .await?;
-        let stop_at = self.timing.stop_at(sent);
+        let stop_at = StopAt::after(&self.timing, sent, sent_by);
         // Stores report each lease in the order given.
         for (lease, r) in sent_leases.iter().zip(results) {
             if r.run_id != lease.run_id {
@@ -237,21 +278,21 @@ impl Leases {
 
     /// Stops every attempt whose lease was not renewed in time. Returns the earliest point a
     /// lease still held must be renewed by.
-    pub(super) fn expire_once(&self, now: Timestamp) -> Option<Timestamp> {
-        let mut earliest: Option<Timestamp> = None;
+    pub(super) fn expire_once(&self, now: Timestamp) -> Option<StopAt> {
+        let mut earliest: Option<StopAt> = None;
         for lease in self.held().values() {
             if lease.cancel.is_cancelled() && lease.cause().is_some_and(StopCause::lost_lease) {
                 continue;
             }
             let at = lease.stop_at();
-            if now >= at {
+            if at.passed(now) {
                 tracing::error!(
                     run_id = lease.run_id,
                     "lease not renewed in time (store unreachable?): killing the attempt"
                 );
                 lease.stop(StopCause::LeaseExpired);
             } else {
-                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                earliest = Some(earliest.map_or(at, |e| e.earliest(at)));
             }
         }
         earliest
@@ -284,14 +325,16 @@ pub(super) async fn keep(leases: Arc<Leases>, ctx: NodeContext, stop: Cancellati
             let now = ctx.clock.now();
             // With nothing held, a lease claimed meanwhile cannot need stopping before the
             // next look: it has almost its whole lease ahead.
-            let next = leases.expire_once(now).unwrap_or_else(|| {
-                now.checked_add(leases.timing.heartbeat())
-                    .unwrap_or(Timestamp::MAX)
+            let look = leases.timing.heartbeat();
+            let next = leases.expire_once(now).unwrap_or_else(|| StopAt {
+                at: now.checked_add(look).unwrap_or(Timestamp::MAX),
+                by: Instant::now() + look.unsigned_abs(),
             });
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                _ = ctx.clock.sleep_until(next) => {}
+                _ = ctx.clock.sleep_until(next.at) => {}
+                _ = tokio::time::sleep_until(next.by) => {}
             }
         }
     };

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::attempt::{Attempt, Slot};
 use self::completer::Completer;
-use self::leases::{Lease, Leases, StopCause};
+use self::leases::{Lease, Leases, StopAt, StopCause};
 use self::starts::Starts;
 use crate::context::NodeContext;
 
@@ -162,7 +162,7 @@ impl Worker {
             return Ok(Batch::default());
         }
         // The store dates the lease no earlier than this.
-        let sent = self.ctx.clock.now();
+        let (sent, sent_by) = (self.ctx.clock.now(), tokio::time::Instant::now());
         let claimed = self
             .ctx
             .store
@@ -175,7 +175,7 @@ impl Worker {
             })
             .await?;
         let n = claimed.len();
-        let stop_at = self.config.lease.stop_at(sent);
+        let stop_at = StopAt::after(&self.config.lease, sent, sent_by);
         let now = self.ctx.clock.now();
         for c in claimed {
             // Claimed ahead: counted until it begins.
