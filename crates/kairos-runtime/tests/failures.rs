@@ -96,10 +96,32 @@ async fn one_triggered_run(
     json: &str,
 ) -> Option<(NodeContext, ManualClock, TestStore, Run)> {
     let (ctx, clock, temp) = node_context_on(backend, "2026-03-01T00:00:00Z").await?;
+    let run = trigger_one(&ctx, json).await;
+    Some((ctx, clock, temp, run))
+}
+
+/// [`one_triggered_run`] on PostgreSQL behind the testkit's proxy, which the test cuts or
+/// refuses; `None` without a server.
+async fn one_triggered_run_behind_proxy(
+    json: &str,
+) -> Option<(
+    NodeContext,
+    kairos_testkit::postgres::TempPostgres,
+    kairos_testkit::proxy::TcpProxy,
+    Run,
+)> {
+    let (pg, proxy) = kairos_testkit::postgres::temp_postgres_behind_proxy().await?;
+    let clock = ManualClock::new("2026-03-01T00:00:00Z".parse().unwrap());
+    let ctx = NodeContext::new("test-node", pg.store.clone(), Arc::new(clock));
+    let run = trigger_one(&ctx, json).await;
+    Some((ctx, pg, proxy, run))
+}
+
+/// Creates a job from `json` and triggers one run of it.
+async fn trigger_one(ctx: &NodeContext, json: &str) -> Run {
     let jobs = JobService::new(ctx.clone());
     let job = jobs.create(spec(json)).await.unwrap();
-    let run = jobs.trigger(job.namespace(), job.name()).await.unwrap();
-    Some((ctx, clock, temp, run))
+    jobs.trigger(job.namespace(), job.name()).await.unwrap()
 }
 
 async fn shutdown_releases_attempts_that_outlive_the_grace(backend: Backend) {
@@ -619,19 +641,13 @@ impl kairos_exec::Executor for GatedExecutor {
 /// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_outlasts_a_database_restart_of_several_seconds() {
-    let Some((pg, proxy)) = kairos_testkit::postgres::temp_postgres_behind_proxy().await else {
+    let Some((ctx, pg, proxy, run)) = one_triggered_run_behind_proxy(
+        r#"{"name":"blip","task":{"kind":"shell","script":"true"}}"#,
+    )
+    .await
+    else {
         return;
     };
-    let clock = kairos_runtime::ManualClock::new("2026-03-01T00:00:00Z".parse().unwrap());
-    let ctx = NodeContext::new("test-node", pg.store.clone(), Arc::new(clock.clone()));
-    let jobs = JobService::new(ctx.clone());
-    let job = jobs
-        .create(spec(
-            r#"{"name":"blip","task":{"kind":"shell","script":"true"}}"#,
-        ))
-        .await
-        .unwrap();
-    let run = jobs.trigger(job.namespace(), job.name()).await.unwrap();
     let gated = Arc::new(GatedExecutor::default());
     let worker = Worker::new(ctx.clone(), gated.clone(), WorkerConfig::default());
     let mut tasks = JoinSet::new();
@@ -663,19 +679,13 @@ async fn a_result_outlasts_a_database_restart_of_several_seconds() {
 /// clock, so a task never outlives it because the wall clock stepped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_that_cannot_be_renewed_ends_on_time_whatever_the_wall_clock_does() {
-    let Some((pg, proxy)) = kairos_testkit::postgres::temp_postgres_behind_proxy().await else {
+    let Some((ctx, _pg, proxy, _run)) = one_triggered_run_behind_proxy(
+        r#"{"name":"long","task":{"kind":"shell","script":"true"}}"#,
+    )
+    .await
+    else {
         return;
     };
-    let clock = kairos_runtime::ManualClock::new("2026-03-01T00:00:00Z".parse().unwrap());
-    let ctx = NodeContext::new("test-node", pg.store.clone(), Arc::new(clock.clone()));
-    let jobs = JobService::new(ctx.clone());
-    let job = jobs
-        .create(spec(
-            r#"{"name":"long","task":{"kind":"shell","script":"true"}}"#,
-        ))
-        .await
-        .unwrap();
-    jobs.trigger(job.namespace(), job.name()).await.unwrap();
     let hanging = Arc::new(HangingExecutor::default());
     let lease = kairos_core::lease::LeaseTiming::new(kairos_core::lease::LeaseTiming::MIN).unwrap();
     let config = WorkerConfig {

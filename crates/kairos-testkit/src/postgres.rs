@@ -28,6 +28,9 @@ pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Set to `1` to fail, not skip, when a service is unreachable.
 pub const REQUIRE_ENV: &str = "KAIROS_REQUIRE_SERVICES";
 
+/// Connections of a test store's pool.
+const POOL_SIZE: usize = 8;
+
 /// How long reaching the server, or cleaning up, may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -95,7 +98,7 @@ impl TempSchema {
         PostgresConfig {
             url,
             schema: self.name.clone(),
-            pool_size: 8,
+            pool_size: POOL_SIZE,
         }
     }
 
@@ -110,7 +113,7 @@ impl TempSchema {
         PostgresConfig {
             url: format!("{}{sep}application_name={application_name}", self.base_url),
             schema: self.name.clone(),
-            pool_size: 8,
+            pool_size: POOL_SIZE,
         }
     }
 }

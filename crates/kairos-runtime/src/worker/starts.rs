@@ -21,8 +21,10 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::Notify;
 
 /// Longest hold of a write while due attempts are starting.
-pub(super) const HOLD_AT_MOST: Duration = Duration::from_millis(20);
-const HOLD: SignedDuration = SignedDuration::from_millis(20);
+pub(super) const HOLD_AT_MOST: Duration = Duration::from_millis(HOLD_MS);
+/// [`HOLD_AT_MOST`] for instants.
+const HOLD: SignedDuration = SignedDuration::from_millis(HOLD_MS as i64);
+const HOLD_MS: u64 = 20;
 
 #[derive(Default)]
 pub(super) struct Starts {
