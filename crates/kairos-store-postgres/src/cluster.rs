@@ -23,9 +23,9 @@
 //! while a cut-off predecessor still held the lock has `locked` false: until it gets the lock at
 //! a later renewal, nobody may take over from it early, so a candidate that grabs the lock when
 //! the predecessor finally goes does not depose it. A leader whose lock session died while its
-//! pooled connections work renews with `locked` false (or gets the lock back); if a candidate
-//! took the lock first and with it the row, the old leader's renewals fail their fence and it
-//! steps down. A resignation expires the row and releases the lock.
+//! pooled connections work is woken at once (see `crate::leader_lock`) and renews with `locked`
+//! false (or gets the lock back); if a candidate took the lock first and with it the row, the
+//! old leader's renewal fails its fence and it steps down. A resignation expires the row and releases the lock.
 
 use kairos_store::*;
 use tokio_postgres::Row;

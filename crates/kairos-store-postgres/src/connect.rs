@@ -231,13 +231,14 @@ impl PostgresStore {
         let stop = CancellationToken::new();
         let schema = config.schema;
         let channel = changes::channel_name(&schema);
+        let (feed, listening) =
+            changes::spawn_listener(dedicated.clone(), channel.clone(), stop.clone());
         let leader_lock = LeaderLock::new(
             dedicated,
             fnv1a(&format!("kairos.leader.{schema}")) as i64,
             stop.clone(),
+            feed.clone(),
         );
-        let (feed, listening) =
-            changes::spawn_listener(leader_lock.config().clone(), channel.clone(), stop.clone());
         let store = Self {
             pool,
             claim_lock_class: fnv1a(&format!("kairos.claim.{schema}")) as i32,

@@ -114,10 +114,14 @@ pub(crate) async fn set(c: &impl GenericClient, job_id: JobId, spec: &JobSpec) -
 }
 
 /// Locks, in job id order, the rows of the jobs that run after the jobs of runs `ids` (whose
-/// runs [`runs_ended`] may create: the insert's foreign key check share-locks them), before the
-/// statements that lock the runs: jobs before runs, the order of `crate::batch`, so that a
-/// delete of a dependent job (its row, then its runs) never waits in a circle with a batch of
-/// finishes. Nothing to lock while no job runs after another.
+/// runs [`runs_ended`] may create), before the statements that lock the runs: jobs before runs,
+/// the order of `crate::batch`, so that a delete of a dependent job (its row, then its runs)
+/// never waits in a circle with a batch of finishes. The lock is `FOR SHARE`, which a fire's
+/// `UPDATE jobs` waits for and makes wait: a fire counts its job's active runs once it holds
+/// the job (the overlap fence of `forbid` and `max_concurrent`), so a dependency run is either
+/// counted by it or created after it, as a trigger-now's run is (`ensure_job_exists`). (The
+/// foreign key check alone, `FOR KEY SHARE`, does not conflict with an update of other columns.)
+/// Nothing to lock while no job runs after another.
 pub(crate) async fn lock_dependents(
     c: &impl GenericClient,
     ids: &[kairos_core::run::RunId],
@@ -142,7 +146,7 @@ pub(crate) async fn lock_dependents_of_jobs(
         "SELECT j.id FROM jobs u \
          JOIN job_deps d ON d.upstream = u.name \
          JOIN jobs j ON j.id = d.job_id AND j.namespace = u.namespace \
-         WHERE u.id = ANY($1) ORDER BY j.id FOR KEY SHARE OF j",
+         WHERE u.id = ANY($1) ORDER BY j.id FOR SHARE OF j",
         &[&job_ids],
     )
     .await?;
@@ -155,7 +159,7 @@ const LOCK_DEPENDENTS: &str = "SELECT j.id FROM runs r \
      JOIN job_deps d ON d.upstream = u.name \
      JOIN jobs j ON j.id = d.job_id AND j.namespace = u.namespace \
      WHERE r.id = ANY($1) AND EXISTS (SELECT 1 FROM job_deps) \
-     ORDER BY j.id FOR KEY SHARE OF j";
+     ORDER BY j.id FOR SHARE OF j";
 
 /// Prepares the statements of [`lock_dependents`] and [`runs_ended`] on the connection (once
 /// per connection), so that sent in a pipeline they go out in the order they are polled.

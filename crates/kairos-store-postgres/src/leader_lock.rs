@@ -10,6 +10,14 @@
 //! may start a new term at once (see `cluster`). The lock only ever speeds a failover up:
 //! the leader row stays fenced by node id and term, and without the lock the lease decides.
 //!
+//! A session that ends on its own (the server closed it: a backend terminated, a database
+//! restart, a connection reset) sends [`Change::Leader`] to the instance's change feed, so that
+//! its elector elects at once instead of at its next renewal. For a leader that matters: its
+//! lock is gone, a follower may take the lock and with it a new term at the follower's next
+//! election, and the leader learns that its renewal's fence fails (and stops its services)
+//! only when it next elects; woken, it renews first (without the lock, which keeps followers
+//! from taking over early) or finds the term taken and steps down at once.
+//!
 //! The state here is exact or pessimistic, never optimistic: `held` is true only while the
 //! session is alive and holds the lock. Any doubt (a failed or timed-out statement, a closed
 //! connection, an election its caller gave up on while a lock statement was under way) drops
@@ -19,7 +27,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, MutexGuard};
+use kairos_store::Change;
+use tokio::sync::{Mutex, MutexGuard, broadcast};
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
@@ -32,29 +41,29 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// The lock of one store instance, shared by its clones. Elections of an instance hold it from
 /// start to end, so they run one at a time.
 pub(crate) struct LeaderLock {
-    config: tokio_postgres::Config,
     state: Mutex<LockState>,
 }
 
 impl LeaderLock {
-    /// `config` is a dedicated connection's; `stop` ends the session (the store closed).
-    pub fn new(config: tokio_postgres::Config, key: i64, stop: CancellationToken) -> Self {
+    /// `config` is a dedicated connection's; `stop` ends the session (the store closed);
+    /// `feed` is the instance's change feed, told when a session ends on its own.
+    pub fn new(
+        config: tokio_postgres::Config,
+        key: i64,
+        stop: CancellationToken,
+        feed: broadcast::WeakSender<Change>,
+    ) -> Self {
         Self {
             state: Mutex::new(LockState {
-                config: config.clone(),
+                config,
                 key,
                 stop,
+                feed,
                 session: None,
                 held: false,
                 elected: HashSet::new(),
             }),
-            config,
         }
-    }
-
-    /// The configuration of this store's dedicated connections.
-    pub fn config(&self) -> &tokio_postgres::Config {
-        &self.config
     }
 
     /// Exclusive use of the lock for a resignation.
@@ -114,6 +123,8 @@ pub(crate) struct LockState {
     config: tokio_postgres::Config,
     key: i64,
     stop: CancellationToken,
+    /// The change feed of the instance (see the module doc).
+    feed: broadcast::WeakSender<Change>,
     /// The dedicated connection. Taken out while a statement runs on it and put back once its
     /// answer is handled: if the caller gives up meanwhile (the elector times out slow
     /// elections), the session is dropped with the future, which closes it and so releases the
@@ -261,6 +272,7 @@ impl LockState {
                 .map_err(|e| describe(&e))?;
         let close = self.stop.child_token();
         let closed = close.clone();
+        let feed = self.feed.clone();
         tokio::spawn(async move {
             tokio::select! {
                 biased;
@@ -268,6 +280,11 @@ impl LockState {
                 ended = connection => {
                     if let Err(e) = ended {
                         tracing::debug!(reason = %describe(&e), "the leader lock's session ended");
+                    }
+                    // Not closed by this instance: whatever lock it held is gone (see the
+                    // module doc). No receiver (a store nobody follows) is fine.
+                    if let Some(feed) = feed.upgrade() {
+                        let _ = feed.send(Change::Leader);
                     }
                 }
             }

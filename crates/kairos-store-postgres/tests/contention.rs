@@ -1291,3 +1291,103 @@ async fn skipping_a_queued_step_races_its_claim_one_wins() {
     }
     eprintln!("skips applied: {skips}, claims won: {claims}");
 }
+
+/// A run that ends creates its dependents' runs only once no fire of those jobs is under way.
+/// A fire holds its job's row (its `UPDATE jobs`) while it counts the job's active runs, the
+/// overlap fence of `forbid` and `max_concurrent`: a dependency run committed after that count
+/// and before the fire's commit would not be counted, so the finish must wait for the fire.
+/// Here a transaction holds the dependent job's row as a fire does; the upstream run's finish
+/// may not complete until that transaction ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_run_waits_for_a_fire_of_its_job() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let store = pg.store.clone();
+    let at = t0();
+    let create = |spec: &str| JobCreateParams {
+        actor: "test".into(),
+        spec: kairos_core::spec::JobSpec::from_json(spec).unwrap(),
+        next_fire_at: None,
+        now: Some(at),
+        calendars: vec![],
+    };
+    let up = store
+        .job_create(create(
+            r#"{"name":"up","triggers":[{"interval":"1m"}],"task":{"kind":"shell","script":"true"}}"#,
+        ))
+        .await
+        .unwrap();
+    let down = store
+        .job_create(create(
+            r#"{"name":"down","triggers":[{"after":{"job":"up","on":"success"}}],"task":{"kind":"shell","script":"true"}}"#,
+        ))
+        .await
+        .unwrap();
+    store
+        .run_insert(RunInsertParams {
+            job_id: up.id,
+            run: insert(at, false),
+            params: None,
+            actor: "test".into(),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    let claimed = claim_one(&*store, "one", at).await;
+
+    let (mut fire, connection) =
+        tokio_postgres::connect(&pg.schema.config().url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let fire = fire.transaction().await.unwrap();
+    fire.execute(
+        &format!(
+            "UPDATE \"{}\".jobs SET next_fire_at = next_fire_at WHERE id = $1",
+            pg.schema.name
+        ),
+        &[&down.id],
+    )
+    .await
+    .unwrap();
+    let finish = tokio::spawn({
+        let store = store.clone();
+        let p = step_finish(&claimed, "one", RunNext::Finish(RunState::Succeeded), at);
+        async move { store.run_finish(p).await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !finish.is_finished(),
+        "the finish waits while a fire holds the dependent job"
+    );
+    let active: i64 = fire
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{}\".runs WHERE job_id = $1",
+                pg.schema.name
+            ),
+            &[&down.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(active, 0, "the fire counts no run of the dependent job");
+    fire.commit().await.unwrap();
+    assert!(
+        finish.await.unwrap(),
+        "the finish applies once the fire ends"
+    );
+    let runs = store
+        .run_list(RunListParams {
+            job_id: Some(down.id),
+            namespaces: None,
+            state: None,
+            limit: 10,
+            before_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "the dependent's run, created after the fire");
+    assert_eq!(runs[0].origin, RunOrigin::Dependency);
+}

@@ -496,3 +496,30 @@ async fn elections_given_up_midway_leave_no_stray_lock() {
         .expect("no lock is left behind");
     b.close();
 }
+
+/// A leader whose lock session ends hears of it on its own change feed at once, not at its next
+/// renewal: a follower may take the term at its next election, and the leader, woken, renews
+/// first (so nobody takes over early) or finds the term taken and steps down. Nothing else is
+/// written meanwhile, so no notification from another node can be what it hears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_hears_at_once_that_its_lock_session_ended() {
+    let Some(cluster) = Cluster::new().await else {
+        return;
+    };
+    let a = &*cluster.a.store;
+    assert_eq!(leader(a, "a", None).await, is("a", 1));
+    let mut feed = a.changes().expect("PostgreSQL has a change feed");
+    // The term's own notification, if it has not been received yet.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while feed.try_recv().is_ok() {}
+
+    cluster.crash_lock_session("a").await;
+    let heard = tokio::time::timeout(WAIT, feed.recv())
+        .await
+        .expect("told before the next renewal")
+        .unwrap();
+    assert_eq!(heard, Change::Leader);
+    // Woken, it renews its term without the lock, and then holds it again.
+    assert_eq!(leader(a, "a", None).await, is("a", 1));
+    assert_eq!(cluster.lock_holders().await, ["a"]);
+}
