@@ -392,22 +392,34 @@ pub fn backfill_release(policy: OverlapPolicy, max_concurrent: u32, active: u64)
     limit.saturating_sub(active)
 }
 
-/// A due, waiting run of a job with `overlap: queue` (an exclusive run), as a claim sees it.
+/// A waiting run of a job with `overlap: queue` (an exclusive run), as a claim sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExclusiveCandidate {
     pub job_id: JobId,
     pub run_id: RunId,
+    /// The due time the run is for: a job's queue drains in this order.
+    pub scheduled_for: Timestamp,
+    /// When the run may start (its due time, a retry's backoff, a rescue's instant).
     pub run_at: Timestamp,
     /// Whether a run of the same job is running.
     pub job_running: bool,
 }
 
-/// The exclusive runs a claim may start, at most `limit`, earliest first: for each job with no
-/// run running, its waiting exclusive run that is due first (ties by id); one per job, so a
-/// job's queue drains in order, one run at a time. Stores give every due waiting exclusive run
-/// (or at least each job's earliest) and claim the chosen ones fenced on the job still having
-/// nothing running.
-pub fn exclusive_heads(candidates: &[ExclusiveCandidate], limit: usize) -> Vec<RunId> {
+/// The exclusive runs a claim may start, at most `limit`, earliest `run_at` first. Each job's
+/// queue drains one run at a time in due-time order: its head is its waiting exclusive run
+/// with the earliest due time (`scheduled_for`, ties by id), and the head starts only if it
+/// may start by `horizon` and no run of the job is running. A head that may not start yet (a
+/// retry waiting for its backoff) holds the runs behind it, as a running one does: a retried
+/// run keeps its place, and a rescued one (requeued now) takes its place back.
+///
+/// Stores give, for every job with a waiting exclusive run that may start by `horizon`, at
+/// least that job's head (more runs of the job change nothing), and claim the chosen ones
+/// fenced on the job still having nothing running.
+pub fn exclusive_heads(
+    candidates: &[ExclusiveCandidate],
+    horizon: Timestamp,
+    limit: usize,
+) -> Vec<RunId> {
     let mut first: std::collections::HashMap<JobId, &ExclusiveCandidate> =
         std::collections::HashMap::new();
     let mut blocked = std::collections::HashSet::new();
@@ -418,7 +430,7 @@ pub fn exclusive_heads(candidates: &[ExclusiveCandidate], limit: usize) -> Vec<R
         first
             .entry(c.job_id)
             .and_modify(|f| {
-                if (c.run_at, c.run_id) < (f.run_at, f.run_id) {
+                if (c.scheduled_for, c.run_id) < (f.scheduled_for, f.run_id) {
                     *f = c;
                 }
             })
@@ -426,7 +438,7 @@ pub fn exclusive_heads(candidates: &[ExclusiveCandidate], limit: usize) -> Vec<R
     }
     let mut heads: Vec<&ExclusiveCandidate> = first
         .into_values()
-        .filter(|c| !blocked.contains(&c.job_id))
+        .filter(|c| !blocked.contains(&c.job_id) && c.run_at <= horizon)
         .collect();
     heads.sort_by_key(|c| (c.run_at, c.run_id));
     heads.into_iter().take(limit).map(|c| c.run_id).collect()

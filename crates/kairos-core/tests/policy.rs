@@ -757,10 +757,12 @@ fn retry_conditions_parse() {
     }
 }
 
+/// A waiting exclusive run due (and startable) at `at`.
 fn waiting(job_id: i64, run_id: i64, at: &str, job_running: bool) -> ExclusiveCandidate {
     ExclusiveCandidate {
         job_id,
         run_id,
+        scheduled_for: ts(at),
         run_at: ts(at),
         job_running,
     }
@@ -776,50 +778,102 @@ fn exclusive_runs_start_one_per_idle_job_earliest_first() {
         waiting(3, 30, "2026-01-01T00:01:00Z", false),
         waiting(4, 40, "2026-01-01T00:00:30Z", false),
     ];
+    let horizon = ts("2026-01-01T00:05:00Z");
     // Job 2 has a run running; job 1's head is its earliest; job 3's tie goes to the lower id.
-    assert_eq!(exclusive_heads(&candidates, 10), [40, 11, 30]);
-    assert_eq!(exclusive_heads(&candidates, 2), [40, 11]);
-    assert_eq!(exclusive_heads(&candidates, 0), Vec::<i64>::new());
-    assert_eq!(exclusive_heads(&[], 5), Vec::<i64>::new());
+    assert_eq!(exclusive_heads(&candidates, horizon, 10), [40, 11, 30]);
+    assert_eq!(exclusive_heads(&candidates, horizon, 2), [40, 11]);
+    assert_eq!(exclusive_heads(&candidates, horizon, 0), Vec::<i64>::new());
+    assert_eq!(exclusive_heads(&[], horizon, 5), Vec::<i64>::new());
+    // Only heads that may start by the horizon.
+    assert_eq!(
+        exclusive_heads(&candidates, ts("2026-01-01T00:01:00Z"), 10),
+        [40, 11, 30]
+    );
+    assert_eq!(
+        exclusive_heads(&candidates, ts("2026-01-01T00:00:30Z"), 10),
+        [40]
+    );
+}
+
+/// A job's queue drains in due-time order, whatever `run_at` says: a run waiting for a retry
+/// holds the runs due after it, and a rescued run (requeued now, so with a late `run_at`) goes
+/// before them.
+#[test]
+fn a_jobs_queue_drains_in_due_time_order() {
+    let horizon = ts("2026-01-01T00:10:00Z");
+    let run = |run_id, due: &str, at: &str| ExclusiveCandidate {
+        job_id: 1,
+        run_id,
+        scheduled_for: ts(due),
+        run_at: ts(at),
+        job_running: false,
+    };
+    // Run 1 (due at 00:00) failed and retries at 00:30; run 2 (due at 00:01) waits for it.
+    let retrying = [
+        run(1, "2026-01-01T00:00:00Z", "2026-01-01T00:30:00Z"),
+        run(2, "2026-01-01T00:01:00Z", "2026-01-01T00:01:00Z"),
+    ];
+    assert_eq!(exclusive_heads(&retrying, horizon, 10), Vec::<i64>::new());
+    assert_eq!(
+        exclusive_heads(&retrying, ts("2026-01-01T00:30:00Z"), 10),
+        [1]
+    );
+    // Run 3 (due at 00:00) was rescued at 00:09, after run 4 (due at 00:05) had become due.
+    let rescued = [
+        run(4, "2026-01-01T00:05:00Z", "2026-01-01T00:05:00Z"),
+        run(3, "2026-01-01T00:00:00Z", "2026-01-01T00:09:00Z"),
+    ];
+    assert_eq!(exclusive_heads(&rescued, horizon, 10), [3]);
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
-    /// At most one run per job, never for a job with a run running, always the job's earliest,
-    /// and no more than the limit.
+    /// At most one run per job, never for a job with a run running, always the job's earliest
+    /// by due time and only if it may start by the horizon, and no more than the limit.
     #[test]
     fn exclusive_heads_respect_the_rule(
-        runs in prop::collection::vec((0i64..6, 0i64..50, any::<bool>()), 0..40),
+        runs in prop::collection::vec((0i64..6, 0i64..50, 0i64..10, any::<bool>()), 0..40),
+        horizon in 0i64..60,
         limit in 0usize..8,
     ) {
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let horizon = t0 + SignedDuration::from_mins(horizon);
         let candidates: Vec<ExclusiveCandidate> = runs
             .iter()
             .enumerate()
-            .map(|(i, &(job, minute, running))| ExclusiveCandidate {
+            .map(|(i, &(job, minute, delay, running))| ExclusiveCandidate {
                 job_id: job,
                 run_id: i as i64,
-                run_at: ts("2026-01-01T00:00:00Z") + SignedDuration::from_mins(minute),
+                scheduled_for: t0 + SignedDuration::from_mins(minute),
+                run_at: t0 + SignedDuration::from_mins(minute + delay),
                 job_running: running,
             })
             .collect();
-        let heads = exclusive_heads(&candidates, limit);
+        let heads = exclusive_heads(&candidates, horizon, limit);
         prop_assert!(heads.len() <= limit);
         let mut jobs = std::collections::HashSet::new();
         for id in &heads {
             let c = candidates[*id as usize];
             prop_assert!(jobs.insert(c.job_id), "two runs of job {}", c.job_id);
+            prop_assert!(c.run_at <= horizon);
             prop_assert!(candidates.iter().all(|o| o.job_id != c.job_id || !o.job_running));
-            prop_assert!(candidates
-                .iter()
-                .all(|o| o.job_id != c.job_id || (o.run_at, o.run_id) >= (c.run_at, c.run_id)));
+            prop_assert!(candidates.iter().all(|o| o.job_id != c.job_id
+                || (o.scheduled_for, o.run_id) >= (c.scheduled_for, c.run_id)));
         }
-        let idle: std::collections::HashSet<i64> = candidates
+        // Every job whose head may start gets it, up to the limit.
+        let startable: std::collections::HashSet<i64> = candidates
             .iter()
             .map(|c| c.job_id)
-            .filter(|j| candidates.iter().all(|o| o.job_id != *j || !o.job_running))
+            .filter(|j| {
+                let own = || candidates.iter().filter(move |o| o.job_id == *j);
+                own().all(|o| !o.job_running)
+                    && own()
+                        .min_by_key(|o| (o.scheduled_for, o.run_id))
+                        .is_some_and(|h| h.run_at <= horizon)
+            })
             .collect();
-        prop_assert_eq!(heads.len(), idle.len().min(limit));
+        prop_assert_eq!(heads.len(), startable.len().min(limit));
     }
 }
 

@@ -414,15 +414,24 @@ pub(crate) async fn lock_runs(
     Ok((asked, flows, dependents))
 }
 
-/// The facts for the exclusive rule (`kairos_core::policy::exclusive_heads`): each job's
-/// earliest due waiting exclusive run (`overlap: queue`), and whether the job has a run running.
-const EXCLUSIVE_WAITING: &str = "SELECT DISTINCT ON (r.job_id) r.job_id, r.id, r.run_at, \
-       EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.parent_id IS NULL \
-         AND x.state = 'running') \
-     FROM runs r \
-     WHERE r.state = 'queued' AND r.exclusive \
-       AND r.run_at <= coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond' \
-     ORDER BY r.job_id, r.run_at, r.id";
+/// The facts for the exclusive rule (`kairos_core::policy::exclusive_heads`): for each job with
+/// a waiting exclusive run (`overlap: queue`) due by the horizon (found through
+/// `runs_queued_exclusive_due`), its head, the waiting exclusive run with the earliest due time,
+/// due or not (`runs_queued_exclusive`); whether the job has a run running; and the horizon
+/// (the claim's, on the database's clock: `now()` is the transaction's start, the same for the
+/// claim statement after it).
+pub(crate) const EXCLUSIVE_WAITING: &str = "SELECT h.job_id, h.id, h.scheduled_for, h.run_at, \
+       EXISTS (SELECT 1 FROM runs x WHERE x.job_id = h.job_id AND x.parent_id IS NULL \
+         AND x.state = 'running'), \
+       coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond' \
+     FROM (SELECT DISTINCT r.job_id FROM runs r \
+       WHERE r.state = 'queued' AND r.exclusive \
+         AND r.run_at <= coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond') \
+       AS d \
+     CROSS JOIN LATERAL ( \
+       SELECT x.job_id, x.id, x.scheduled_for, x.run_at FROM runs x \
+       WHERE x.job_id = d.job_id AND x.state = 'queued' AND x.exclusive \
+       ORDER BY x.scheduled_for, x.id LIMIT 1) AS h";
 
 /// The claim: picks and locks due queued runs (skipping rows another claimer holds), moves them
 /// to `running` with the lease, and returns each with its job. Exclusive runs qualify only if
@@ -528,18 +537,27 @@ pub(crate) async fn claim(
         query(c, EXCLUSIVE_WAITING, &[&p.now, &ahead]),
     )
     .await?;
+    let horizon = match waiting.first() {
+        Some(r) => col(r, 5)?,
+        None => Timestamp::MAX,
+    };
     let waiting = waiting
         .iter()
         .map(|r| {
             Ok(ExclusiveCandidate {
                 job_id: col(r, 0)?,
                 run_id: col(r, 1)?,
-                run_at: col(r, 2)?,
-                job_running: col(r, 3)?,
+                scheduled_for: col(r, 2)?,
+                run_at: col(r, 3)?,
+                job_running: col(r, 4)?,
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    let heads = exclusive_heads(&waiting, usize::try_from(limit).unwrap_or(usize::MAX));
+    let heads = exclusive_heads(
+        &waiting,
+        horizon,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    );
     let chosen: Vec<&ExclusiveCandidate> = waiting
         .iter()
         .filter(|w| heads.contains(&w.run_id))

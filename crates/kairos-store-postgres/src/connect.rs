@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (11, include_str!("../migrations/0011_activity.sql")),
     (12, include_str!("../migrations/0012_sessions.sql")),
     (13, include_str!("../migrations/0013_alerts.sql")),
+    (
+        14,
+        include_str!("../migrations/0014_exclusive_due_time_order.sql"),
+    ),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).

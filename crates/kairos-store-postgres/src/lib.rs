@@ -134,6 +134,7 @@ pub mod plans {
     pub const FINISH_MANY: &str = crate::batch::FINISH_MANY;
     pub const LOCK_RUNS: &str = crate::batch::LOCK_RUNS;
     pub const HEARTBEAT: &str = crate::batch::HEARTBEAT;
+    pub const EXCLUSIVE_WAITING: &str = crate::batch::EXCLUSIVE_WAITING;
 }
 
 pub use connect::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresConfig, PostgresStore, redact};

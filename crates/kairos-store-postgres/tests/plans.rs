@@ -150,3 +150,26 @@ async fn a_heartbeat_locks_each_run_by_its_primary_key() {
     );
     assert!(plan.contains("runs_pkey"), "{plan}");
 }
+
+/// Every claim reads the exclusive rule's facts (as a claim does, with sorting off): the jobs
+/// with a due waiting exclusive run through their partial index, and each one's head through
+/// the index in due-time order; never by walking the queue or the running runs.
+#[tokio::test]
+async fn the_exclusive_facts_read_only_the_waiting_exclusive_runs() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let client = history(&pg).await;
+    client.batch_execute("SET enable_sort = off").await.unwrap();
+    let plan = generic_plan(&client, plans::EXCLUSIVE_WAITING).await;
+    assert!(
+        plan.contains("runs_queued_exclusive_due") && plan.contains("runs_queued_exclusive "),
+        "the facts do not read the exclusive indexes:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Seq Scan on runs")
+            && !plan.contains("runs_queued ")
+            && !plan.contains("Sort"),
+        "the facts walk other runs or sort:\n{plan}"
+    );
+}

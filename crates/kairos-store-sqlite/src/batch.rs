@@ -113,13 +113,18 @@ pub(crate) fn fire(
     })
 }
 
-/// The facts of the exclusive rule: waiting exclusive runs due by `?1`, and whether their job
-/// has a run running.
-const EXCLUSIVE_WAITING: &str = "SELECT r.job_id, r.id, r.run_at, \
-       EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.parent_id IS NULL \
+/// The facts of the exclusive rule: for each job with a waiting exclusive run due by `?1`, its
+/// head (its waiting exclusive run with the earliest due time, due or not), and whether the
+/// job has a run running. Both reads go through the partial index of waiting exclusive runs.
+const EXCLUSIVE_WAITING: &str = "SELECT h.job_id, h.id, h.scheduled_for, h.run_at, \
+       EXISTS (SELECT 1 FROM runs x WHERE x.job_id = h.job_id AND x.parent_id IS NULL \
          AND x.state = 'running') \
-     FROM runs r INDEXED BY runs_queued_exclusive \
-     WHERE r.state = 'queued' AND r.exclusive = 1 AND r.run_at <= ?1";
+     FROM runs h WHERE h.id IN ( \
+       SELECT (SELECT x.id FROM runs x INDEXED BY runs_queued_exclusive \
+           WHERE x.job_id = d.job_id AND x.state = 'queued' AND x.exclusive = 1 \
+           ORDER BY x.scheduled_for, x.id LIMIT 1) \
+       FROM (SELECT DISTINCT r.job_id FROM runs r INDEXED BY runs_queued_exclusive \
+         WHERE r.state = 'queued' AND r.exclusive = 1 AND r.run_at <= ?1) AS d)";
 
 /// Claims up to `limit` queued runs due by `horizon` (now, or a little later for a worker that
 /// waits for `run_at` itself), with one lease token, and reads each run and (once per job) its
@@ -138,8 +143,9 @@ pub(crate) fn claim(
     expires: Timestamp,
 ) -> StoreResult<Vec<ClaimedRun>> {
     // `exclusive` runs (overlap: queue) start only when no run of their job is running and no
-    // earlier exclusive run of the job is waiting: decided by `exclusive_heads` on what is
-    // waiting, and fenced in the claim (the chosen run is queued, its job has nothing running).
+    // exclusive run of the job due earlier is waiting (even for its retry's backoff): decided
+    // by `exclusive_heads` on the jobs' heads, and fenced in the claim (the chosen run is
+    // queued, its job has nothing running).
     // The facts are read through the partial index of waiting exclusive runs, named: without
     // statistics the planner would rather walk every queued run by `run_at` (`runs_queued`)
     // and filter them, which made every claim of a large backlog cost the whole backlog.
@@ -147,12 +153,14 @@ pub(crate) fn claim(
         Ok(ExclusiveCandidate {
             job_id: col(r, 0)?,
             run_id: col(r, 1)?,
-            run_at: rows::instant(col(r, 2)?)?,
-            job_running: col::<i64>(r, 3)? != 0,
+            scheduled_for: rows::instant(col(r, 2)?)?,
+            run_at: rows::instant(col(r, 3)?)?,
+            job_running: col::<i64>(r, 4)? != 0,
         })
     })?;
     let heads = exclusive_heads(
         &waiting,
+        horizon,
         usize::try_from(limit.max(1)).unwrap_or(usize::MAX),
     );
     let heads = serde_json::to_string(&heads).map_err(|e| StoreError::Internal(e.to_string()))?;

@@ -43,6 +43,93 @@ pub async fn run_exclusive_runs_one_at_a_time(store: Arc<dyn Store>) {
     assert_eq!(second[0].run.scheduled_for, b);
 }
 
+/// A job's exclusive runs start in due-time order, whatever their `run_at` says: a run waiting
+/// for its retry's backoff holds the runs due after it (it has not ended), and a run requeued
+/// by a rescue (its `run_at` now) starts before the runs due after it.
+pub async fn run_exclusive_queue_drains_in_due_time_order(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let b = t("2026-03-01T00:02:00Z");
+    let job = create(&store, "j", None).await;
+    let queue = |at: Timestamp| {
+        let store = store.clone();
+        async move {
+            let mut run = insert(at);
+            run.exclusive = true;
+            store
+                .run_insert(RunInsertParams {
+                    job_id: job.id,
+                    run,
+                    params: None,
+                    actor: "test".into(),
+                    now: Some(at),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let ra = queue(a).await;
+    let rb = queue(b).await;
+
+    // A fails and is to be retried ten minutes later: B, due, waits for it.
+    let first = claim(&store, "n1", 10, b).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].run.id, ra.id);
+    let retry_at = a + SignedDuration::from_mins(10);
+    assert!(finish(&store, &first[0], RunNext::Retry { run_at: retry_at }, b).await);
+    assert!(
+        claim(&store, "n1", 10, b + SignedDuration::from_mins(1))
+            .await
+            .is_empty(),
+        "B waits for A's retry"
+    );
+    let retried = claim(&store, "n1", 10, retry_at).await;
+    assert_eq!(retried.len(), 1);
+    assert_eq!((retried[0].run.id, retried[0].run.attempt), (ra.id, 2));
+    assert!(
+        finish(
+            &store,
+            &retried[0],
+            RunNext::Finish(RunState::Succeeded),
+            retry_at
+        )
+        .await
+    );
+
+    // B starts; C is queued behind it; B's node dies and B is rescued after C became due.
+    let second = claim(&store, "n1", 10, retry_at).await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].run.id, rb.id);
+    let rc = queue(retry_at + SignedDuration::from_secs(1)).await;
+    let expired = retry_at + SignedDuration::from_secs(31);
+    let rescued = store
+        .run_rescue(RunRescueParams {
+            limit: 10,
+            orphaned_node: None,
+            now: Some(expired),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rescued.requeued, vec![rb.id]);
+    let third = claim(&store, "n1", 10, expired).await;
+    assert_eq!(third.len(), 1);
+    assert_eq!(
+        third[0].run.id, rb.id,
+        "the rescued run keeps its place before C"
+    );
+    assert!(
+        finish(
+            &store,
+            &third[0],
+            RunNext::Finish(RunState::Succeeded),
+            expired
+        )
+        .await
+    );
+    let last = claim(&store, "n1", 10, expired).await;
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].run.id, rc.id);
+}
+
 pub async fn run_claim_concurrent_never_doubles(store: Arc<dyn Store>) {
     let a = t("2026-03-01T00:01:00Z");
     let job = create(&store, "j", Some(a)).await;

@@ -91,7 +91,8 @@ macro_rules! conformance_tests {
             job_fire_replace_cancels_active, job_fire_many_and_active_counts, job_fire_vs_update,
             job_fire_overlap_fence_counts_runs_added_meanwhile,
             // claim
-            run_exclusive_runs_one_at_a_time, run_claim_concurrent_never_doubles,
+            run_exclusive_runs_one_at_a_time, run_exclusive_queue_drains_in_due_time_order,
+            run_claim_concurrent_never_doubles,
             run_claim_concurrent_exclusive, run_claim_never_skips_runs_behind_the_last_batch,
             // lease
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_release_keeps_attempt, run_release_after_a_cancel_request_ends_cancelled, run_finish_stores_any_output,
