@@ -176,6 +176,129 @@ mod precise {
     }
 }
 
+/// The node's clock set to the store's: `inner`'s instants plus an offset measured against the
+/// store's clock ([`kairos_store::Store::clock_now`]). A cluster's store dates what it stores
+/// by its own clock; with their clocks set to it, its nodes also agree on when a job is due
+/// (the leader's scheduler) and when a run claimed ahead begins (each worker), whatever their
+/// own clocks say. Without this, a node whose clock is `d` behind fires and starts runs `d`
+/// late, and a new leader whose clock is ahead of the old one's merges or skips due times that
+/// `catchup: latest` sees as missed.
+///
+/// The offset is the store's clock at the middle of a round trip minus the node's: a
+/// measurement whose round trip took longer than [`ALIGN_MAX_ROUND_TRIP`] is not precise enough
+/// and is dropped. Measure once before the node's services start, then every
+/// [`ALIGN_EVERY`] ([`AlignedClock::keep_aligned`]) to follow a drift or a step of either
+/// clock. Leases do not depend on it: a worker measures them as durations from its renewals, on
+/// the monotonic clock too.
+#[derive(Debug, Default)]
+pub struct AlignedClock<C = SystemClock> {
+    inner: C,
+    /// The store's clock minus `inner`'s, in microseconds.
+    offset_us: std::sync::atomic::AtomicI64,
+}
+
+/// The longest round trip whose measurement of the store's clock is kept.
+pub const ALIGN_MAX_ROUND_TRIP: Duration = Duration::from_millis(100);
+
+/// How often [`AlignedClock::keep_aligned`] measures the store's clock.
+pub const ALIGN_EVERY: Duration = Duration::from_secs(10);
+
+impl<C: Clock> AlignedClock<C> {
+    /// `inner`, not yet aligned (offset zero).
+    pub fn new(inner: C) -> Self {
+        Self {
+            inner,
+            offset_us: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// The store's clock minus the node's, as last measured.
+    pub fn offset(&self) -> SignedDuration {
+        SignedDuration::from_micros(self.offset_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Measures the store's clock and sets the offset to it. Returns the offset now in use,
+    /// `None` when the store's clock is the node's (or `inner` hands the store its instants:
+    /// then nothing is measured) or when the round trip was too slow to tell.
+    pub async fn align(
+        &self,
+        store: &dyn kairos_store::Store,
+    ) -> kairos_store::StoreResult<Option<SignedDuration>> {
+        if self.inner.store_now().is_some() {
+            return Ok(None);
+        }
+        let (sent, sent_by) = (self.inner.now(), tokio::time::Instant::now());
+        let Some(theirs) = store.clock_now().await? else {
+            return Ok(None);
+        };
+        let round_trip = sent_by.elapsed();
+        if round_trip > ALIGN_MAX_ROUND_TRIP {
+            tracing::debug!(
+                ?round_trip,
+                "the store's clock answered too slowly to align with"
+            );
+            return Ok(None);
+        }
+        let half = SignedDuration::try_from(round_trip / 2).unwrap_or(SignedDuration::ZERO);
+        let ours = sent.checked_add(half).unwrap_or(sent);
+        let offset = theirs.duration_since(ours);
+        let before = self.offset();
+        self.offset_us.store(
+            i64::try_from(offset.as_micros()).unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if (offset - before).abs() > SignedDuration::from_millis(100) {
+            tracing::info!(
+                offset_ms = offset.as_millis(),
+                "this node's clock is set to the store's"
+            );
+        }
+        Ok(Some(offset))
+    }
+
+    /// Aligns every [`ALIGN_EVERY`] until `stop`.
+    pub async fn keep_aligned(
+        &self,
+        store: std::sync::Arc<dyn kairos_store::Store>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(ALIGN_EVERY) => {}
+            }
+            if let Err(e) = self.align(&*store).await {
+                tracing::debug!(error = %e, "cannot read the store's clock");
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<C: Clock> Clock for AlignedClock<C> {
+    fn now(&self) -> Timestamp {
+        let now = self.inner.now();
+        now.checked_add(self.offset()).unwrap_or(now)
+    }
+
+    fn store_now(&self) -> Option<Timestamp> {
+        self.inner.store_now()
+    }
+
+    /// Sleeps on `inner` until its instant for `deadline` (and on, should the offset have
+    /// shrunk meanwhile).
+    async fn sleep_until(&self, deadline: Timestamp) {
+        while self.now() < deadline {
+            let theirs = deadline.checked_sub(self.offset()).unwrap_or(deadline);
+            self.inner.sleep_until(theirs).await;
+        }
+    }
+
+    fn is_wall(&self) -> bool {
+        self.inner.is_wall()
+    }
+}
+
 /// A clock that moves only when told to. Sleepers wake when an advance passes their deadline.
 #[derive(Debug, Clone)]
 pub struct ManualClock {

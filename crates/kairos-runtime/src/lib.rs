@@ -29,7 +29,7 @@ pub mod tokens;
 pub mod worker;
 
 pub use calendars::{CalendarChange, CalendarWrite};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{AlignedClock, Clock, ManualClock, SystemClock};
 pub use context::{LiveOutputs, NodeContext, RunTokens};
 pub use elector::{Elector, ElectorConfig, LeaderGate};
 pub use events::{Emitted, EventRequest, EventRun};

@@ -741,4 +741,12 @@ impl Store for PostgresStore {
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<kairos_store::Change>> {
         Some(self.subscribe())
     }
+
+    async fn clock_now(&self) -> StoreResult<Option<jiff::Timestamp>> {
+        let client = self.client().await?;
+        let row = crate::rows::query_opt(&client, "SELECT clock_timestamp()", &[])
+            .await?
+            .ok_or_else(|| StoreError::Internal("no clock_timestamp()".into()))?;
+        Ok(Some(crate::rows::col(&row, 0)?))
+    }
 }

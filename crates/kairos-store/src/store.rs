@@ -1166,4 +1166,12 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Change>> {
         None
     }
+
+    /// The store's own clock, now: for a store that several nodes share, whose clock dates
+    /// what it stores when called without `now`, and which the nodes set their clocks to (see
+    /// `kairos_runtime::AlignedClock`). `None` for a store that only this node uses, whose
+    /// instants are the node's.
+    async fn clock_now(&self) -> StoreResult<Option<jiff::Timestamp>> {
+        Ok(None)
+    }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use kairos_exec::{FunctionRegistry, TaskExecutor};
 use kairos_runtime::{
-    ElectorConfig, Node, NodeConfig, NodeContext, SchedulerConfig, SystemClock, WorkerConfig,
+    AlignedClock, ElectorConfig, Node, NodeConfig, NodeContext, SchedulerConfig, SystemClock,
+    WorkerConfig,
 };
 use kairos_store::Store;
 
@@ -16,7 +17,21 @@ use crate::config::ServerConfig;
 pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow::Result<()> {
     let store = config.store.open().await?;
     tracing::info!(store = %config.store.redacted(), "store opened");
-    let mut ctx = NodeContext::new(config.node_name.clone(), store, Arc::new(SystemClock));
+    // The node's clock is set to the store's (a cluster's database) before anything reads it,
+    // and kept so (see `AlignedClock`); the embedded store's clock is the node's.
+    let clock = Arc::new(AlignedClock::new(SystemClock));
+    match clock.align(store.as_ref()).await {
+        Ok(Some(offset)) => tracing::debug!(offset_ms = offset.as_millis(), "clock aligned"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the store's clock yet"),
+    }
+    let aligning = tokio_util::sync::CancellationToken::new();
+    let _stop_aligning = aligning.clone().drop_guard();
+    tokio::spawn({
+        let (clock, store) = (clock.clone(), store.clone());
+        async move { clock.keep_aligned(store, aligning).await }
+    });
+    let mut ctx = NodeContext::new(config.node_name.clone(), store, clock);
     // Tasks report to this node's API (`KAIROS_API_URL`).
     ctx.api_url = Some(config.advertise.clone());
     // A job's `notify` may name the channels of this node's configuration.
