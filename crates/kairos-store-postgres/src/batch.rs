@@ -874,7 +874,9 @@ pub(crate) async fn finish_many(
         .map(|p| p.run_id)
         .collect();
     crate::dependency::prepare(c).await?;
-    let mut dependents_locked = Some(crate::dependency::lock_dependents(c, &ended));
+    // A workflow run may end with its steps (`crate::workflow::settle`): its dependents too.
+    let may_end: Vec<RunId> = ended.iter().chain(&parents).copied().collect();
+    let mut dependents_locked = Some(crate::dependency::lock_dependents(c, &may_end));
     if !parents.is_empty() {
         if let Some(locked) = dependents_locked.take() {
             locked.await?;

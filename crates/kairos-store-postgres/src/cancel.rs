@@ -28,12 +28,12 @@ impl PostgresStore {
             .ok_or(StoreError::RunNotFound(p.run_id))?,
             0,
         )?;
+        // A top-level run that ends here (or the workflow run of a step, which may end with
+        // it) starts the jobs that run after its job: their rows first (jobs before runs), so
+        // that a delete of one of them, or a fire counting their runs, cannot cross this.
+        crate::dependency::lock_dependents(&tx, &[parent.unwrap_or(p.run_id)]).await?;
         if let Some(parent) = parent {
             crate::workflow::lock(&tx, &[parent]).await?;
-        } else {
-            // A top-level run that ends here starts the jobs that run after its job: their rows
-            // first (jobs before runs), so that a delete of one of them cannot cross this.
-            crate::dependency::lock_dependents(&tx, &[p.run_id]).await?;
         }
         // Locked: the state read stays true until this transaction ends.
         let row = query_opt(

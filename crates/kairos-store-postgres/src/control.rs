@@ -57,7 +57,9 @@ pub(crate) async fn control(
             "is a step of run {parent}; act on the workflow run"
         )));
     }
-    // The workflow run's row first: its state, document and cancel request stay as read.
+    // The rows of the jobs that run after its job (it may end here: jobs before runs), then
+    // the workflow run's row: its state, document and cancel request stay as read.
+    crate::dependency::lock_dependents(c, &[run_id]).await?;
     let row = query_opt(c, RUN_FOR_CONTROL, &[&run_id])
         .await?
         .ok_or(StoreError::RunNotFound(run_id))?;

@@ -134,6 +134,14 @@ pub(crate) async fn lock_dependents(
 }
 
 /// [`lock_dependents`] for the runs of jobs `job_ids` (the runs `overlap: replace` cancels).
+///
+/// Only `FOR KEY SHARE` here (what the inserts' foreign key checks take), not `FOR SHARE`: a
+/// fire holds its own jobs' rows already, locked in id order before it knows which runs it
+/// cancels, so a lock here that a fire of the dependent job waits for, and that waits for it,
+/// would be taken out of order and could deadlock with that fire. So a dependency run created
+/// by a replacement is not serialized with a concurrent fire of its job: that fire may count
+/// the job's active runs without it (a `forbid` or `max_concurrent` fence crossed, only when
+/// a replacing fire and a fire of a job that runs after it commit at the same moment).
 pub(crate) async fn lock_dependents_of_jobs(
     c: &impl GenericClient,
     job_ids: &[JobId],
@@ -146,7 +154,7 @@ pub(crate) async fn lock_dependents_of_jobs(
         "SELECT j.id FROM jobs u \
          JOIN job_deps d ON d.upstream = u.name \
          JOIN jobs j ON j.id = d.job_id AND j.namespace = u.namespace \
-         WHERE u.id = ANY($1) ORDER BY j.id FOR SHARE OF j",
+         WHERE u.id = ANY($1) ORDER BY j.id FOR KEY SHARE OF j",
         &[&job_ids],
     )
     .await?;

@@ -53,18 +53,21 @@ pub(crate) async fn rescue(
     .iter()
     .map(|r| Ok((col::<RunId>(r, 0)?, col::<Option<RunId>>(r, 1)?)))
     .collect::<StoreResult<Vec<_>>>()?;
-    let top_level: Vec<RunId> = candidates
-        .iter()
-        .filter(|(_, parent)| parent.is_none())
-        .map(|(id, _)| *id)
-        .collect();
-    crate::dependency::lock_dependents(c, &top_level).await?;
     let mut parents: Vec<RunId> = candidates
         .iter()
         .filter_map(|(_, parent)| *parent)
         .collect();
     parents.sort_unstable();
     parents.dedup();
+    // The runs that may end here: the top-level ones, and the workflow runs of the steps (a
+    // workflow run may end with its step).
+    let may_end: Vec<RunId> = candidates
+        .iter()
+        .filter(|(_, parent)| parent.is_none())
+        .map(|(id, _)| *id)
+        .chain(parents.iter().copied())
+        .collect();
+    crate::dependency::lock_dependents(c, &may_end).await?;
     crate::workflow::lock(c, &parents).await?;
     let rows = query(
         c,

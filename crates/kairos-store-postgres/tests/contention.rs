@@ -1292,12 +1292,89 @@ async fn skipping_a_queued_step_races_its_claim_one_wins() {
     eprintln!("skips applied: {skips}, claims won: {claims}");
 }
 
+/// A session that holds job `job_id`'s row as a fire does while it counts the job's active
+/// runs (its `UPDATE jobs`), until [`fire_ends`].
+async fn fire_holds(
+    pg: &kairos_testkit::postgres::TempPostgres,
+    job_id: JobId,
+) -> tokio_postgres::Client {
+    let (fire, connection) =
+        tokio_postgres::connect(&pg.schema.config().url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    fire.batch_execute(&format!(
+        "BEGIN; UPDATE \"{}\".jobs SET next_fire_at = next_fire_at WHERE id = {job_id}",
+        pg.schema.name
+    ))
+    .await
+    .unwrap();
+    fire
+}
+
+/// The run's end (`finish`, under way) waits while the fire holds `down`; the fire counts no
+/// run of `down`; once the fire commits, the end applies and `down` has its dependency run.
+async fn end_waits_for_the_fire(
+    pg: &kairos_testkit::postgres::TempPostgres,
+    fire: tokio_postgres::Client,
+    finish: tokio::task::JoinHandle<bool>,
+    down: JobId,
+) {
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !finish.is_finished(),
+        "the end waits while a fire holds the dependent job"
+    );
+    let counted: i64 = fire
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{}\".runs WHERE job_id = $1",
+                pg.schema.name
+            ),
+            &[&down],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 0, "the fire counts no run of the dependent job");
+    fire.batch_execute("COMMIT").await.unwrap();
+    assert!(finish.await.unwrap(), "the end applies once the fire ends");
+    let runs = pg
+        .store
+        .run_list(RunListParams {
+            job_id: Some(down),
+            namespaces: None,
+            state: None,
+            limit: 10,
+            before_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "the dependent's run, created after the fire");
+    assert_eq!(runs[0].origin, RunOrigin::Dependency);
+}
+
+fn job_params(spec: kairos_core::spec::JobSpec, next: Option<Timestamp>) -> JobCreateParams {
+    JobCreateParams {
+        actor: "test".into(),
+        spec,
+        next_fire_at: next,
+        now: Some(t0()),
+        calendars: vec![],
+    }
+}
+
+fn runs_after(upstream: &str) -> kairos_core::spec::JobSpec {
+    kairos_core::spec::JobSpec::from_json(&format!(
+        r#"{{"name":"down","triggers":[{{"after":{{"job":"{upstream}","on":"success"}}}}],"task":{{"kind":"shell","script":"true"}}}}"#
+    ))
+    .unwrap()
+}
+
 /// A run that ends creates its dependents' runs only once no fire of those jobs is under way.
 /// A fire holds its job's row (its `UPDATE jobs`) while it counts the job's active runs, the
 /// overlap fence of `forbid` and `max_concurrent`: a dependency run committed after that count
-/// and before the fire's commit would not be counted, so the finish must wait for the fire.
-/// Here a transaction holds the dependent job's row as a fire does; the upstream run's finish
-/// may not complete until that transaction ends.
+/// and before the fire's commit would not be counted, so the end must wait for the fire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dependency_run_waits_for_a_fire_of_its_job() {
     let Some(pg) = temp_postgres().await else {
@@ -1305,23 +1382,12 @@ async fn a_dependency_run_waits_for_a_fire_of_its_job() {
     };
     let store = pg.store.clone();
     let at = t0();
-    let create = |spec: &str| JobCreateParams {
-        actor: "test".into(),
-        spec: kairos_core::spec::JobSpec::from_json(spec).unwrap(),
-        next_fire_at: None,
-        now: Some(at),
-        calendars: vec![],
-    };
     let up = store
-        .job_create(create(
-            r#"{"name":"up","triggers":[{"interval":"1m"}],"task":{"kind":"shell","script":"true"}}"#,
-        ))
+        .job_create(job_params(kairos_store::conformance::spec("up"), None))
         .await
         .unwrap();
     let down = store
-        .job_create(create(
-            r#"{"name":"down","triggers":[{"after":{"job":"up","on":"success"}}],"task":{"kind":"shell","script":"true"}}"#,
-        ))
+        .job_create(job_params(runs_after("up"), None))
         .await
         .unwrap();
     store
@@ -1335,59 +1401,39 @@ async fn a_dependency_run_waits_for_a_fire_of_its_job() {
         .await
         .unwrap();
     let claimed = claim_one(&*store, "one", at).await;
-
-    let (mut fire, connection) =
-        tokio_postgres::connect(&pg.schema.config().url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let fire = fire.transaction().await.unwrap();
-    fire.execute(
-        &format!(
-            "UPDATE \"{}\".jobs SET next_fire_at = next_fire_at WHERE id = $1",
-            pg.schema.name
-        ),
-        &[&down.id],
-    )
-    .await
-    .unwrap();
+    let fire = fire_holds(&pg, down.id).await;
     let finish = tokio::spawn({
         let store = store.clone();
         let p = step_finish(&claimed, "one", RunNext::Finish(RunState::Succeeded), at);
         async move { store.run_finish(p).await.unwrap() }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(
-        !finish.is_finished(),
-        "the finish waits while a fire holds the dependent job"
-    );
-    let active: i64 = fire
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM \"{}\".runs WHERE job_id = $1",
-                pg.schema.name
-            ),
-            &[&down.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(active, 0, "the fire counts no run of the dependent job");
-    fire.commit().await.unwrap();
-    assert!(
-        finish.await.unwrap(),
-        "the finish applies once the fire ends"
-    );
-    let runs = store
-        .run_list(RunListParams {
-            job_id: Some(down.id),
-            namespaces: None,
-            state: None,
-            limit: 10,
-            before_id: None,
-        })
+    end_waits_for_the_fire(&pg, fire, finish, down.id).await;
+}
+
+/// The same when the run that ends is a workflow run, ended by its last step's finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_runs_dependency_run_waits_for_a_fire_of_its_job() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let store = pg.store.clone();
+    let at = t0();
+    let up = store
+        .job_create(job_params(flow("up", &[("only", &[])]), Some(at)))
         .await
         .unwrap();
-    assert_eq!(runs.len(), 1, "the dependent's run, created after the fire");
-    assert_eq!(runs[0].origin, RunOrigin::Dependency);
+    let down = store
+        .job_create(job_params(runs_after("up"), None))
+        .await
+        .unwrap();
+    let flow_run = started_flow(&*store, up.id, at).await;
+    let step = claim_one(&*store, "one", at).await;
+    assert_eq!(step.run.parent_id, Some(flow_run.id));
+    let fire = fire_holds(&pg, down.id).await;
+    let finish = tokio::spawn({
+        let store = store.clone();
+        let p = step_finish(&step, "one", RunNext::Finish(RunState::Succeeded), at);
+        async move { store.run_finish(p).await.unwrap() }
+    });
+    end_waits_for_the_fire(&pg, fire, finish, down.id).await;
 }
