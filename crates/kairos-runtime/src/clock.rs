@@ -181,15 +181,19 @@ mod precise {
 /// by its own clock; with their clocks set to it, its nodes also agree on when a job is due
 /// (the leader's scheduler) and when a run claimed ahead begins (each worker), whatever their
 /// own clocks say. Without this, a node whose clock is `d` behind fires and starts runs `d`
-/// late, and a new leader whose clock is ahead of the old one's merges or skips due times that
-/// `catchup: latest` sees as missed.
+/// late, and a new leader whose clock is ahead of the old one's takes due times for missed
+/// (which `catchup: latest` skips).
 ///
-/// The offset is the store's clock at the middle of a round trip minus the node's: a
-/// measurement whose round trip took longer than [`ALIGN_MAX_ROUND_TRIP`] is not precise enough
-/// and is dropped. Measure once before the node's services start, then every
-/// [`ALIGN_EVERY`] ([`AlignedClock::keep_aligned`]) to follow a drift or a step of either
-/// clock. Leases do not depend on it: a worker measures them as durations from its renewals, on
-/// the monotonic clock too.
+/// A reading puts the store's clock at the middle of its statement's round trip; one whose
+/// round trip took longer than [`ALIGN_MAX_ROUND_TRIP`] is not precise enough and is dropped,
+/// and a reading within its own error (half its round trip, plus a millisecond) of the offset
+/// in use changes nothing, so that the clocks of a synchronized cluster are left alone (offset
+/// zero) instead of jittering with every reading. [`AlignedClock::align`] sets the offset in
+/// one step: for the start, before the node's services run. [`AlignedClock::keep_aligned`]
+/// then reads again every [`ALIGN_EVERY`] and moves the offset at most [`ALIGN_MAX_STEP`] per
+/// reading: everything dated on this clock while the node runs (a lease's give-up instant, a
+/// sleep until a run's due time) moves by no more than that at once. Leases are also measured
+/// on the monotonic clock, which no offset moves.
 #[derive(Debug, Default)]
 pub struct AlignedClock<C = SystemClock> {
     inner: C,
@@ -197,11 +201,51 @@ pub struct AlignedClock<C = SystemClock> {
     offset_us: std::sync::atomic::AtomicI64,
 }
 
-/// The longest round trip whose measurement of the store's clock is kept.
+/// The longest round trip whose reading of the store's clock is kept.
 pub const ALIGN_MAX_ROUND_TRIP: Duration = Duration::from_millis(100);
 
-/// How often [`AlignedClock::keep_aligned`] measures the store's clock.
+/// How often [`AlignedClock::keep_aligned`] reads the store's clock.
 pub const ALIGN_EVERY: Duration = Duration::from_secs(10);
+
+/// The most [`AlignedClock::keep_aligned`] moves the offset per reading.
+pub const ALIGN_MAX_STEP: SignedDuration = SignedDuration::from_millis(50);
+
+/// How many readings in a row may fail or be dropped before the node warns that its clock is
+/// not set to the store's.
+const ALIGN_WARN_AFTER: u32 = 6;
+
+/// The offset to use after a reading that puts the store's clock `measured` ahead of the
+/// node's, with `round_trip`, while `current` is in use: `current` if the reading is within its
+/// own error of it, else `measured`, at most `max_step` away from `current` (`None`: any step).
+pub fn next_offset(
+    current: SignedDuration,
+    measured: SignedDuration,
+    round_trip: Duration,
+    max_step: Option<SignedDuration>,
+) -> SignedDuration {
+    let error = SignedDuration::try_from(round_trip / 2)
+        .unwrap_or(SignedDuration::MAX)
+        .saturating_add(SignedDuration::from_millis(1));
+    let change = measured.saturating_sub(current);
+    if change.abs() <= error {
+        return current;
+    }
+    let change = match max_step {
+        Some(step) => change.clamp(-step.abs(), step.abs()),
+        None => change,
+    };
+    current.saturating_add(change)
+}
+
+/// What one reading of the store's clock came to.
+enum Reading {
+    /// Nothing to read: the store's clock is the node's.
+    NoClock,
+    /// Too slow to tell.
+    Dropped,
+    /// The offset in use after it.
+    Set(SignedDuration),
+}
 
 impl<C: Clock> AlignedClock<C> {
     /// `inner`, not yet aligned (offset zero).
@@ -212,63 +256,99 @@ impl<C: Clock> AlignedClock<C> {
         }
     }
 
-    /// The store's clock minus the node's, as last measured.
+    /// The store's clock minus the node's, as in use.
     pub fn offset(&self) -> SignedDuration {
         SignedDuration::from_micros(self.offset_us.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// Measures the store's clock and sets the offset to it. Returns the offset now in use,
-    /// `None` when the store's clock is the node's (or `inner` hands the store its instants:
-    /// then nothing is measured) or when the round trip was too slow to tell.
-    pub async fn align(
-        &self,
-        store: &dyn kairos_store::Store,
-    ) -> kairos_store::StoreResult<Option<SignedDuration>> {
-        if self.inner.store_now().is_some() {
-            return Ok(None);
-        }
-        let (sent, sent_by) = (self.inner.now(), tokio::time::Instant::now());
-        let Some(theirs) = store.clock_now().await? else {
-            return Ok(None);
-        };
-        let round_trip = sent_by.elapsed();
-        if round_trip > ALIGN_MAX_ROUND_TRIP {
-            tracing::debug!(
-                ?round_trip,
-                "the store's clock answered too slowly to align with"
-            );
-            return Ok(None);
-        }
-        let half = SignedDuration::try_from(round_trip / 2).unwrap_or(SignedDuration::ZERO);
-        let ours = sent.checked_add(half).unwrap_or(sent);
-        let offset = theirs.duration_since(ours);
-        let before = self.offset();
+    fn set_offset(&self, offset: SignedDuration) {
         self.offset_us.store(
             i64::try_from(offset.as_micros()).unwrap_or(0),
             std::sync::atomic::Ordering::Relaxed,
         );
-        if (offset - before).abs() > SignedDuration::from_millis(100) {
+    }
+
+    /// Reads the store's clock and sets the offset to it in one step (see the type's doc).
+    /// Returns the offset in use after the reading; `None` when there was nothing to read (the
+    /// store's clock is the node's, or `inner` hands the store its instants) or the reading was
+    /// dropped (too slow to tell).
+    pub async fn align(
+        &self,
+        store: &dyn kairos_store::Store,
+    ) -> kairos_store::StoreResult<Option<SignedDuration>> {
+        Ok(match self.align_by(store, None).await? {
+            Reading::Set(offset) => Some(offset),
+            Reading::NoClock | Reading::Dropped => None,
+        })
+    }
+
+    async fn align_by(
+        &self,
+        store: &dyn kairos_store::Store,
+        max_step: Option<SignedDuration>,
+    ) -> kairos_store::StoreResult<Reading> {
+        if self.inner.store_now().is_some() {
+            return Ok(Reading::NoClock);
+        }
+        let Some(reading) = store.clock_now().await? else {
+            return Ok(Reading::NoClock);
+        };
+        let received = self.inner.now();
+        if reading.round_trip > ALIGN_MAX_ROUND_TRIP {
+            tracing::debug!(
+                round_trip = ?reading.round_trip,
+                "the store's clock answered too slowly to align with"
+            );
+            return Ok(Reading::Dropped);
+        }
+        // The reading was taken about half its round trip before it arrived.
+        let half = SignedDuration::try_from(reading.round_trip / 2).unwrap_or(SignedDuration::ZERO);
+        let ours = received.checked_sub(half).unwrap_or(received);
+        let measured = reading.at.duration_since(ours);
+        let before = self.offset();
+        let offset = next_offset(before, measured, reading.round_trip, max_step);
+        self.set_offset(offset);
+        if (offset - before).abs() > SignedDuration::from_millis(100)
+            || (measured - offset).abs() > SignedDuration::from_secs(1)
+        {
             tracing::info!(
                 offset_ms = offset.as_millis(),
+                measured_ms = measured.as_millis(),
                 "this node's clock is set to the store's"
             );
         }
-        Ok(Some(offset))
+        Ok(Reading::Set(offset))
     }
 
-    /// Aligns every [`ALIGN_EVERY`] until `stop`.
+    /// Reads the store's clock every [`ALIGN_EVERY`] until `stop`, moving the offset at most
+    /// [`ALIGN_MAX_STEP`] each time; warns when readings keep failing.
     pub async fn keep_aligned(
         &self,
         store: std::sync::Arc<dyn kairos_store::Store>,
         stop: tokio_util::sync::CancellationToken,
     ) {
+        let mut failed = 0u32;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(ALIGN_EVERY) => {}
             }
-            if let Err(e) = self.align(&*store).await {
-                tracing::debug!(error = %e, "cannot read the store's clock");
+            match self.align_by(&*store, Some(ALIGN_MAX_STEP)).await {
+                Ok(Reading::Set(_)) => failed = 0,
+                Ok(Reading::NoClock) => return,
+                Ok(Reading::Dropped) => failed += 1,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the store's clock");
+                    failed += 1;
+                }
+            }
+            if failed == ALIGN_WARN_AFTER {
+                tracing::warn!(
+                    offset_ms = self.offset().as_millis(),
+                    "this node's clock has not been checked against the store's for a minute \
+                     (the store is slow or unreachable): due times follow the node's clock \
+                     with the last offset measured"
+                );
             }
         }
     }
@@ -347,6 +427,28 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reading within its own error of the offset in use changes nothing (a synchronized
+    /// cluster stays at zero); beyond it, the offset follows, by at most the step asked.
+    #[test]
+    fn the_offset_moves_only_beyond_a_readings_error_and_by_bounded_steps() {
+        let ms = SignedDuration::from_millis;
+        let rt = Duration::from_millis(4);
+        // Error: half the round trip (2 ms) plus 1 ms.
+        assert_eq!(next_offset(ms(0), ms(3), rt, None), ms(0));
+        assert_eq!(next_offset(ms(0), ms(-3), rt, None), ms(0));
+        assert_eq!(next_offset(ms(0), ms(4), rt, None), ms(4));
+        assert_eq!(next_offset(ms(10), ms(12), rt, None), ms(10));
+        assert_eq!(next_offset(ms(0), ms(3_000), rt, None), ms(3_000));
+        assert_eq!(next_offset(ms(0), ms(3_000), rt, Some(ms(50))), ms(50));
+        assert_eq!(next_offset(ms(3_000), ms(0), rt, Some(ms(50))), ms(2_950));
+        assert_eq!(next_offset(ms(0), ms(20), rt, Some(ms(50))), ms(20));
+        // A slow reading has a wide error.
+        assert_eq!(
+            next_offset(ms(0), ms(40), Duration::from_millis(90), None),
+            ms(0)
+        );
+    }
 
     /// The precise timer wakes every sleeper, at or after its deadline, including many that
     /// share one (no assertion on how soon: that is a benchmark's business).

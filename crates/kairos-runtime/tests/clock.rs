@@ -59,6 +59,13 @@ async fn a_node_whose_clock_is_behind_fires_on_the_database_clock() {
         (clock.now().duration_since(SystemClock.now())).abs() < SignedDuration::from_millis(50)
     );
 
+    // A node whose clock agrees with the database's within a reading's error keeps its own.
+    let synchronized = AlignedClock::new(SystemClock);
+    assert_eq!(
+        synchronized.align(&*pg.store).await.unwrap(),
+        Some(SignedDuration::ZERO)
+    );
+
     let ctx = NodeContext::new("skewed", pg.store.clone(), clock.clone());
     let job = JobService::new(ctx.clone())
         .create(

@@ -742,11 +742,22 @@ impl Store for PostgresStore {
         Some(self.subscribe())
     }
 
-    async fn clock_now(&self) -> StoreResult<Option<jiff::Timestamp>> {
+    async fn clock_now(&self) -> StoreResult<Option<ClockReading>> {
+        // The checkout and the statement's preparation are not timed: only its round trip.
         let client = self.client().await?;
-        let row = crate::rows::query_opt(&client, "SELECT clock_timestamp()", &[])
-            .await?
-            .ok_or_else(|| StoreError::Internal("no clock_timestamp()".into()))?;
-        Ok(Some(crate::rows::col(&row, 0)?))
+        let statement = client
+            .prepare_cached("SELECT clock_timestamp()")
+            .await
+            .map_err(crate::rows::pg_error)?;
+        let sent = std::time::Instant::now();
+        let row = client
+            .query_one(&statement, &[])
+            .await
+            .map_err(crate::rows::pg_error)?;
+        let round_trip = sent.elapsed();
+        Ok(Some(ClockReading {
+            at: crate::rows::col(&row, 0)?,
+            round_trip,
+        }))
     }
 }

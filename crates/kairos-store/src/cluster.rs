@@ -14,6 +14,16 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+/// A reading of a shared store's clock (`Store::clock_now`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockReading {
+    /// The store's clock when it answered.
+    pub at: Timestamp,
+    /// How long the statement that read it took, from sending it to its answer (not the
+    /// connection's checkout): the reading was taken within this much before the call returned.
+    pub round_trip: std::time::Duration,
+}
+
 /// The leader row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leader {

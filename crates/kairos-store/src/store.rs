@@ -1171,7 +1171,7 @@ pub trait Store: Send + Sync + 'static {
     /// what it stores when called without `now`, and which the nodes set their clocks to (see
     /// `kairos_runtime::AlignedClock`). `None` for a store that only this node uses, whose
     /// instants are the node's.
-    async fn clock_now(&self) -> StoreResult<Option<jiff::Timestamp>> {
+    async fn clock_now(&self) -> StoreResult<Option<crate::ClockReading>> {
         Ok(None)
     }
 }
