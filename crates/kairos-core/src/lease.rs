@@ -94,8 +94,9 @@ pub struct ExpiredRun {
     pub max_attempts: u32,
     pub execution: ExecutionMode,
     pub cancel_requested: bool,
-    /// Claimed ahead of a due time that has not come (its `started_at` is after now): the node
-    /// stopped before it began, so nothing ran.
+    /// Nothing ran: claimed ahead of a due time that has not come (its `started_at` is after
+    /// now), or an `at_most_once` run whose worker never recorded that its attempt began (the
+    /// node stopped between the claim and the start).
     pub never_started: bool,
 }
 

@@ -256,12 +256,21 @@ impl Setup {
         run
     }
 
-    /// A run of `job` (`execution: at_most_once`) claimed by a node that dies: its lease
-    /// expires, the rescuer marks it `lost`, with its `runs.rescued` entry.
+    /// A run of `job` (`execution: at_most_once`) claimed by a node that dies once its attempt
+    /// began: its lease expires, the rescuer marks it `lost`, with its `runs.rescued` entry.
     async fn lose(&self, job: &Job) -> Run {
         assert_eq!(job.spec.execution, ExecutionMode::AtMostOnce);
         self.queue(job).await;
         let c = self.claim("node-dead").await;
+        assert!(
+            self.store
+                .run_begin(kairos_store::RunBeginParams {
+                    run_id: c.run.id,
+                    lease_token: c.lease_token.clone(),
+                })
+                .await
+                .unwrap()
+        );
         self.clock.advance(LEASE + secs(1));
         let report = self
             .store

@@ -38,6 +38,7 @@ kairos_testkit::backend_tests! {
     a_cancel_stops_a_running_attempt_without_waiting_for_the_heartbeat,
     a_cancel_whose_notification_was_missed_arrives_within_seconds,
     an_attempt_that_panics_gives_its_lease_up,
+    an_at_most_once_run_whose_node_died_before_it_began_runs_elsewhere,
 }
 
 /// An executor whose attempts panic: a failure mode a bug could bring.
@@ -313,6 +314,68 @@ async fn a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe(ba
         after.attempt, 0,
         "the attempt that never began is not counted"
     );
+}
+
+/// An `at_most_once` run claimed ahead whose node dies before the due time never began: the
+/// rescue puts it back and another node runs it. Once a worker has begun an attempt (it
+/// records that before the task starts), a node that dies leaves it `lost`.
+async fn an_at_most_once_run_whose_node_died_before_it_began_runs_elsewhere(backend: Backend) {
+    let Some((ctx, clock, _temp)) = node_context_on(backend, "2026-03-01T00:00:00Z").await else {
+        return;
+    };
+    let job = JobService::new(ctx.clone())
+        .create(spec(
+            r#"{"name":"once","execution":"at_most_once","task":{"kind":"shell","script":"true"}}"#,
+        ))
+        .await
+        .unwrap();
+    let due: jiff::Timestamp = "2026-03-01T00:00:00.200Z".parse().unwrap();
+    let run = ctx
+        .store
+        .run_insert(kairos_store::RunInsertParams {
+            job_id: job.id,
+            run: kairos_store::RunInsert {
+                scheduled_for: due,
+                run_at: due,
+                origin: kairos_core::run::RunOrigin::Schedule,
+                skip: None,
+                exclusive: false,
+                max_attempts: 1,
+                execution: kairos_core::spec::ExecutionMode::AtMostOnce,
+                event: None,
+            },
+            params: None,
+            actor: "test".into(),
+            now: Some(clock.now()),
+        })
+        .await
+        .unwrap();
+    let rescuer = Rescuer::new(ctx.clone(), Duration::from_secs(5));
+
+    // Node A claims it ahead and dies while it waits for the due time.
+    let hanging = Arc::new(HangingExecutor::default());
+    let a = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
+    let mut tasks = JoinSet::new();
+    assert_eq!(a.claim_once(&mut tasks).await.unwrap(), 1, "claimed ahead");
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    drop(a);
+    clock.advance(SignedDuration::from_secs(31));
+    let report = rescuer.run_once(false).await.unwrap();
+    assert_eq!(report.requeued, vec![run.id], "put back: nothing ran");
+    assert_eq!(run_now(&ctx, run.id).await.attempt, 0);
+
+    // Node B runs it; it dies once the task has started.
+    let b = Worker::new(ctx.clone(), hanging.clone(), WorkerConfig::default());
+    assert_eq!(b.claim_once(&mut tasks).await.unwrap(), 1);
+    hanging.started().await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    drop(b);
+    clock.advance(SignedDuration::from_secs(31));
+    let report = rescuer.run_once(false).await.unwrap();
+    assert_eq!(report.lost, vec![run.id], "it may have run: never again");
+    assert_eq!(run_now(&ctx, run.id).await.state, RunState::Lost);
 }
 
 /// A run whose cancel was requested while its attempt waited for its due time, and which the

@@ -361,6 +361,19 @@ async fn expired_leases_are_rescued_and_a_restarted_node_recovers_at_once(backen
         .await
         .unwrap();
     assert_eq!(dead.len(), 2);
+    // Both attempts began (the at-most-once one said so, as its worker does).
+    for c in &dead {
+        assert!(
+            s.ctx
+                .store
+                .run_begin(kairos_store::RunBeginParams {
+                    run_id: c.run.id,
+                    lease_token: c.lease_token.clone(),
+                })
+                .await
+                .unwrap()
+        );
+    }
     let rescuer = Rescuer::new(s.ctx.clone(), std::time::Duration::from_secs(5));
     assert_eq!(
         rescuer.run_once(true).await.unwrap(),

@@ -458,7 +458,7 @@ macro_rules! claim_statement {
                  coalesce($1::timestamptz, now()) + $7::bigint * interval '1 microsecond', \
                started_at = coalesce(r.started_at, \
                  greatest(coalesce($1::timestamptz, now()), r.run_at)), \
-               reason = NULL \
+               reason = NULL, begun = r.execution <> 'at_most_once' \
              FROM picked, jobs j WHERE r.id = picked.id AND j.id = r.job_id \
              RETURNING ",
             run_columns!(),

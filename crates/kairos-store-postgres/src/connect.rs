@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         14,
         include_str!("../migrations/0014_exclusive_due_time_order.sql"),
     ),
+    (15, include_str!("../migrations/0015_begun.sql")),
 ];
 
 /// How long a new connection may take before the attempt fails (unless the URL says).

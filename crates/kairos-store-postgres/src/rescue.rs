@@ -73,7 +73,7 @@ pub(crate) async fn rescue(
         c,
         &format!(
             "SELECT id, lease_token, attempt, max_attempts, execution, started_at, \
-               cancel_requested, coalesce($1::timestamptz, now()), parent_id {EXPIRED} \
+               cancel_requested, coalesce($1::timestamptz, now()), parent_id, begun {EXPIRED} \
                AND (parent_id IS NULL OR parent_id = ANY($4)) \
              ORDER BY lease_expires_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
         ),
@@ -98,7 +98,7 @@ pub(crate) async fn rescue(
                     ExecutionMode::AtLeastOnce
                 },
                 cancel_requested: col(row, 6)?,
-                never_started: started_at.is_some_and(|s| s > now),
+                never_started: started_at.is_some_and(|s| s > now) || !col::<bool>(row, 9)?,
             },
         };
         let decision = rescue_decision(&run.run);
@@ -139,7 +139,7 @@ async fn apply(
             c,
             "UPDATE runs SET state = 'queued', attempt = attempt - 1, node = NULL, \
              lease_token = NULL, lease_expires_at = NULL, started_at = NULL, \
-             reason = 'released: its node stopped before the due time' \
+             reason = 'released: its node stopped before the attempt began' \
              WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING id",
             &[&run.id, &run.lease_token],
         )

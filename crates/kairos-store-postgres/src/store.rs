@@ -349,6 +349,18 @@ impl Store for PostgresStore {
         Ok(claimed)
     }
 
+    async fn run_begin(&self, p: RunBeginParams) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let changed = execute(
+            &client,
+            "UPDATE runs SET begun = true \
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            &[&p.run_id, &p.lease_token],
+        )
+        .await?;
+        Ok(changed == 1)
+    }
+
     async fn run_heartbeat(&self, p: RunHeartbeatParams) -> StoreResult<Vec<HeartbeatResult>> {
         let client = self.client().await?;
         batch::heartbeat(&client, &p).await

@@ -169,7 +169,8 @@ pub(crate) fn claim(
     let runs = rows::all(
         conn,
         "UPDATE runs SET state = 'running', attempt = attempt + 1, node = ?1, lease_token = ?2, \
-         lease_expires_at = ?3, started_at = COALESCE(started_at, MAX(?4, run_at)), reason = NULL \
+         lease_expires_at = ?3, started_at = COALESCE(started_at, MAX(?4, run_at)), reason = NULL, \
+         begun = (execution <> 'at_most_once') \
          WHERE id IN (SELECT r.id FROM runs r WHERE r.state = 'queued' AND r.run_at <= ?6 \
            AND (r.exclusive = 0 OR (r.id IN (SELECT value FROM json_each(?7)) \
              AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id AND x.parent_id IS NULL AND x.state = 'running'))) \

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0012_sessions.sql"),
     include_str!("../migrations/0013_alerts.sql"),
     include_str!("../migrations/0014_exclusive_due_time_order.sql"),
+    include_str!("../migrations/0015_begun.sql"),
 ];
 
 /// Reader connections (and threads).

@@ -648,6 +648,20 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn run_begin(&self, p: RunBeginParams) -> StoreResult<bool> {
+        self.db
+            .write(move |tx| {
+                let changed = exec(
+                    tx,
+                    "UPDATE runs SET begun = 1 \
+                     WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
+                    params![p.run_id, p.lease_token],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
     async fn run_heartbeat(&self, p: RunHeartbeatParams) -> StoreResult<Vec<HeartbeatResult>> {
         let now = now_or(p.now);
         let expires = micros(
@@ -708,7 +722,7 @@ impl Store for SqliteStore {
                 let expired = all(
                     tx,
                     "SELECT id, lease_token, attempt, max_attempts, execution, node, started_at, \
-                     cancel_requested, parent_id FROM runs \
+                     cancel_requested, parent_id, begun FROM runs \
                      WHERE state = 'running' AND lease_token IS NOT NULL \
                        AND (lease_expires_at < ?1 OR node = ?2) \
                      ORDER BY lease_expires_at LIMIT ?3",
@@ -726,7 +740,8 @@ impl Store for SqliteStore {
                                 max_attempts: col::<u32>(r, 3)?,
                                 execution: rows::execution_from(&col::<String>(r, 4)?)?,
                                 cancel_requested: col::<i64>(r, 7)? != 0,
-                                never_started: started.is_some_and(|s| s > now),
+                                never_started: started.is_some_and(|s| s > now)
+                                    || col::<i64>(r, 9)? == 0,
                             },
                         })
                     },
@@ -741,7 +756,7 @@ impl Store for SqliteStore {
                             tx,
                             "UPDATE runs SET state = 'queued', attempt = attempt - 1, node = NULL, \
                              lease_token = NULL, lease_expires_at = NULL, started_at = NULL, \
-                             reason = 'released: its node stopped before the due time' \
+                             reason = 'released: its node stopped before the attempt began' \
                              WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
                             params![run.id, run.token],
                         )?;

@@ -26,7 +26,7 @@ async fn create(store: &SqliteStore, name: &str) {
 }
 
 /// The schema version this Kairos writes: the number of migrations.
-const SCHEMA_VERSION: i64 = 14;
+const SCHEMA_VERSION: i64 = 15;
 
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)

@@ -494,6 +494,12 @@ pub struct NextQueued {
 }
 
 #[derive(Debug, Clone)]
+pub struct RunBeginParams {
+    pub run_id: RunId,
+    pub lease_token: String,
+}
+
+#[derive(Debug, Clone)]
 pub struct RunHeartbeatParams {
     /// `(run, lease token)` pairs held by this worker.
     pub leases: Vec<(RunId, String)>,
@@ -995,6 +1001,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records what a running attempt reports (progress, message, checkpoint; the fields
     /// given), fenced by its lease token. False: the lease was lost, nothing written.
     async fn run_report(&self, p: RunReportParams) -> StoreResult<bool>;
+    /// Records that the attempt a run is claimed for begins, fenced by its lease token: the
+    /// worker calls it before an `at_most_once` task starts (a claim leaves such a run not
+    /// begun), so that a rescue tells a run whose node died before it began (put back, nothing
+    /// ran) from one that may have run (`lost`). False: the lease was lost, nothing written.
+    async fn run_begin(&self, p: RunBeginParams) -> StoreResult<bool>;
     /// Extends leases still held; reports lost leases and cancel requests.
     async fn run_heartbeat(&self, p: RunHeartbeatParams) -> StoreResult<Vec<HeartbeatResult>>;
     /// Records the attempt and moves the run on, fenced by the lease token. False: the lease was

@@ -74,7 +74,38 @@ impl Attempt {
             }
         }
         // Stopped before it began (or its lease is no longer safe): nothing of the task runs.
-        let never_started = !lease.begin(self.ctx.clock.now());
+        let mut never_started = !lease.begin(self.ctx.clock.now());
+        // An `at_most_once` task starts only once the store knows it began: a rescue then tells
+        // a run whose node died before that (put back: nothing ran) from one that may have run
+        // (`lost`). A failed or lost record, or a stop meanwhile, and it does not start.
+        if !never_started && run.execution == kairos_core::spec::ExecutionMode::AtMostOnce {
+            let begin = self.ctx.store.run_begin(kairos_store::RunBeginParams {
+                run_id: run.id,
+                lease_token: c.lease_token.clone(),
+            });
+            // `Some(cause)`: it does not start, for that cause (`None`: stopped meanwhile, the
+            // cause already given).
+            let refused = tokio::select! {
+                begun = begin => match begun {
+                    Ok(true) => None,
+                    Ok(false) => Some(Some(StopCause::LeaseLost)),
+                    Err(e) => {
+                        tracing::warn!(
+                            run_id = run.id, error = %e,
+                            "cannot record that the attempt begins; it does not start"
+                        );
+                        Some(Some(StopCause::LeaseExpired))
+                    }
+                },
+                _ = lease.cancel.cancelled() => Some(None),
+            };
+            if let Some(cause) = refused {
+                if let Some(cause) = cause {
+                    lease.stop(cause);
+                }
+                never_started = true;
+            }
+        }
         let started = self.ctx.clock.now();
         if let Some(waiting) = waiting {
             waiting.begun(started);

@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use kairos_core::run::{AttemptOutcome, AttemptStatus, RunOrigin, RunState};
 use kairos_core::spec::{ExecutionMode, JobSpec};
 
-use super::{T0, claim, t};
+use super::{T0, begin, claim, t};
 use crate::*;
 
 /// A job `name` that runs after each of `after` (`(job, on)`), with extra fields.
@@ -234,7 +234,9 @@ pub async fn dependency_runs_follow_each_matching_end(store: Arc<dyn Store>) {
         .unwrap();
     let until = later + SignedDuration::from_secs(1);
     let claimed = claim_all(&store, until).await;
-    assert!(claimed.iter().any(|c| c.run.id == a4.id));
+    let a4_claimed = claimed.iter().find(|c| c.run.id == a4.id).unwrap();
+    // It began (its worker said so), then its node died.
+    assert!(begin(&store, a4_claimed).await);
     let report = store
         .run_rescue(RunRescueParams {
             limit: 100,

@@ -101,7 +101,8 @@ macro_rules! conformance_tests {
             // report
             run_reports_are_fenced_and_kept_for_later_attempts,
             // rescue
-            run_rescue_expired_leases, run_rescue_gives_up_on_runs_that_keep_losing_their_lease,
+            run_rescue_expired_leases, run_rescue_puts_back_at_most_once_runs_that_never_began,
+            run_rescue_gives_up_on_runs_that_keep_losing_their_lease,
             run_rescue_vs_heartbeat,
             // runs
             run_cancel_states, run_list_filters_and_counts, run_recent_lists_each_jobs_last_ended_runs,
@@ -289,6 +290,17 @@ async fn set_paused(
         })
         .await
         .expect("pause or resume")
+}
+
+/// Records that `c`'s attempt begins, as a worker does before an `at_most_once` task starts.
+async fn begin(store: &Arc<dyn Store>, c: &ClaimedRun) -> bool {
+    store
+        .run_begin(RunBeginParams {
+            run_id: c.run.id,
+            lease_token: c.lease_token.clone(),
+        })
+        .await
+        .expect("begin")
 }
 
 async fn finish(store: &Arc<dyn Store>, c: &ClaimedRun, next: RunNext, now: Timestamp) -> bool {

@@ -7,8 +7,66 @@ use jiff::SignedDuration;
 use kairos_core::run::RunState;
 use kairos_core::spec::ExecutionMode;
 
-use super::{T0, claim, create, finish, insert, t};
+use super::{T0, begin, claim, create, finish, insert, t};
 use crate::*;
+
+/// An `at_most_once` run whose node died after the claim and before the attempt began (its
+/// worker never recorded the start) is put back as it was, not ended `lost`: nothing ran. One
+/// whose start was recorded is `lost`. The record is fenced by the lease.
+pub async fn run_rescue_puts_back_at_most_once_runs_that_never_began(store: Arc<dyn Store>) {
+    let at = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "j", None).await;
+    let mut run = insert(at);
+    run.execution = ExecutionMode::AtMostOnce;
+    let inserted = store
+        .run_insert(RunInsertParams {
+            job_id: job.id,
+            run,
+            params: None,
+            actor: "test".into(),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    let rescue = |now| {
+        let store = store.clone();
+        async move {
+            store
+                .run_rescue(RunRescueParams {
+                    limit: 10,
+                    orphaned_node: None,
+                    now: Some(now),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let first = claim(&store, "dead-node", 10, at).await;
+    assert_eq!(first.len(), 1);
+    let expired = at + SignedDuration::from_secs(31);
+    assert_eq!(rescue(expired).await.requeued, vec![inserted.id]);
+    let run = store
+        .run_get(RunGetParams { id: inserted.id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (run.state, run.attempt),
+        (RunState::Queued, 0),
+        "put back as it was"
+    );
+    assert!(
+        !begin(&store, &first[0]).await,
+        "the old lease records nothing"
+    );
+
+    let second = claim(&store, "n2", 10, expired).await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].run.attempt, 1);
+    assert!(begin(&store, &second[0]).await);
+    let later = expired + SignedDuration::from_secs(31);
+    assert_eq!(rescue(later).await.lost, vec![inserted.id]);
+}
 
 pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
     let at = t("2026-03-01T00:01:00Z");
@@ -32,6 +90,13 @@ pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
         .unwrap();
     let claimed = claim(&store, "dead-node", 10, at).await;
     assert_eq!(claimed.len(), 2);
+    // The at-most-once attempt began (its worker said so before starting the task).
+    for c in claimed
+        .iter()
+        .filter(|c| c.run.execution == ExecutionMode::AtMostOnce)
+    {
+        assert!(begin(&store, c).await);
+    }
     let none = store
         .run_rescue(RunRescueParams {
             limit: 10,
@@ -220,6 +285,8 @@ pub async fn run_rescue_vs_heartbeat(store: Arc<dyn Store>) {
             .unwrap();
         let c = claim(&store, "worker", 1, at).await.remove(0);
         assert_eq!(c.run.scheduled_for, at, "round {round}");
+        // Its attempt began (an at-most-once one says so before its task starts).
+        assert!(begin(&store, &c).await);
         // The lease (30 s) ran out a second ago.
         let late = at + SignedDuration::from_secs(31);
         let rescue = {

@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use kairos_core::run::{AttemptOutcome, AttemptStatus, RunState};
 use kairos_core::spec::JobSpec;
 
-use super::{T0, claim, t};
+use super::{T0, begin, claim, t};
 use crate::*;
 
 /// A workflow job `name` from its `steps` JSON array.
@@ -411,7 +411,8 @@ pub async fn workflow_rescued_step_moves_the_run_on(store: Arc<dyn Store>) {
     let run = started(&store, spec).await;
     let a = claim_steps(&store, t(T0)).await;
     assert_eq!(a.len(), 1);
-    // Its worker died: the lease expires, and at most once means lost.
+    assert!(begin(&store, &a[0]).await);
+    // Its worker died once the step began: the lease expires, and at most once means lost.
     let later = t(T0) + SignedDuration::from_mins(5);
     let report = store
         .run_rescue(RunRescueParams {
