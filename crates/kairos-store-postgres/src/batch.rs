@@ -740,7 +740,7 @@ pub(crate) const FINISH_MANY: &str = "WITH f AS ( \
          exit_code = CASE WHEN h.release THEN r.exit_code ELSE h.exit_code END, \
          attempt = r.attempt - CASE WHEN h.release THEN 1 ELSE 0 END, \
          result = coalesce(h.result, r.result), \
-         lease_token = NULL, lease_expires_at = NULL \
+         lease_token = NULL, lease_expires_at = NULL, begun = true \
        FROM held h WHERE r.id = h.id AND h.holds \
        RETURNING r.id, r.parent_id, h.token, h.release, h.attempt AS number, h.node, h.started_at, \
          h.now, h.status, h.exit_code, h.http_status, h.error, h.output, h.output_truncated, \

@@ -214,7 +214,8 @@ impl PostgresStore {
                      AND r.scheduled_for > w.after AND r.created_at < r.scheduled_for \
                      AND ((r.state = 'queued' AND r.attempt = 0) \
                        OR (r.state = 'running' AND r.attempt = 1 AND r.spec IS NULL \
-                         AND r.started_at > coalesce($3::timestamptz, now()))) \
+                         AND r.started_at > coalesce($3::timestamptz, now()) \
+                         AND NOT (r.execution = 'at_most_once' AND r.begun))) \
                    ORDER BY r.id FOR UPDATE)",
                 &[&moved, &after, &p.now],
             )

@@ -74,7 +74,8 @@ async fn withdraw_early_runs(
            AND scheduled_for > coalesce($2::timestamptz, now()) \
            AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
              OR (state = 'running' AND attempt = 1 AND spec IS NULL \
-               AND started_at > coalesce($2::timestamptz, now()))) \
+               AND started_at > coalesce($2::timestamptz, now()) \
+               AND NOT (execution = 'at_most_once' AND begun))) \
            ORDER BY id FOR UPDATE)",
         &[&job_id, now],
     )

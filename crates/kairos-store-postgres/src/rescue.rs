@@ -98,7 +98,11 @@ pub(crate) async fn rescue(
                     ExecutionMode::AtLeastOnce
                 },
                 cancel_requested: col(row, 6)?,
-                never_started: started_at.is_some_and(|s| s > now) || !col::<bool>(row, 9)?,
+                // An at-most-once run's own record decides (its start may be dated ahead of
+                // the database's clock); another's, its start after now (claimed ahead).
+                never_started: !col::<bool>(row, 9)?
+                    || (col::<&str>(row, 4)? != "at_most_once"
+                        && started_at.is_some_and(|s| s > now)),
             },
         };
         let decision = rescue_decision(&run.run);
@@ -138,7 +142,8 @@ async fn apply(
         let moved = query_opt(
             c,
             "UPDATE runs SET state = 'queued', attempt = attempt - 1, node = NULL, \
-             lease_token = NULL, lease_expires_at = NULL, started_at = NULL, \
+             lease_token = NULL, lease_expires_at = NULL, begun = true, \
+             started_at = CASE WHEN attempt = 1 THEN NULL ELSE started_at END, \
              reason = 'released: its node stopped before the attempt began' \
              WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING id",
             &[&run.id, &run.lease_token],
@@ -157,7 +162,8 @@ async fn apply(
            UPDATE runs SET state = $3::text, \
              run_at = CASE WHEN $3::text = 'queued' THEN $4::timestamptz ELSE run_at END, \
              finished_at = CASE WHEN $3::text = 'queued' THEN NULL ELSE $4::timestamptz END, \
-             lease_token = NULL, lease_expires_at = NULL, reason = 'lease expired' \
+             lease_token = NULL, lease_expires_at = NULL, begun = true, \
+             reason = 'lease expired' \
            WHERE id = $1 AND lease_token = $2 AND state = 'running' \
            RETURNING id, attempt, node, started_at), \
          recorded AS ( \

@@ -88,7 +88,7 @@ pub(crate) async fn start(
     .await?;
     let started = query_opt(
         c,
-        "UPDATE runs SET spec = $1, lease_token = NULL, lease_expires_at = NULL, \
+        "UPDATE runs SET spec = $1, lease_token = NULL, lease_expires_at = NULL, begun = true, \
            started_at = coalesce(started_at, coalesce($2::timestamptz, now())) \
          WHERE id = $3 AND lease_token = $4 AND state = 'running' AND parent_id IS NULL \
          RETURNING cancel_requested",

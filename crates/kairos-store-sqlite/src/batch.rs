@@ -269,7 +269,7 @@ pub(crate) fn finish(conn: &Connection, p: &RunFinishParams, now: Timestamp) -> 
          finished_at = CASE WHEN (?4 OR ?2 IS NOT NULL) AND cancel_requested THEN ?8 ELSE ?3 END, \
          exit_code = CASE WHEN ?4 THEN exit_code ELSE ?5 END, attempt = attempt - ?4, \
          result = COALESCE(?9, result), \
-         lease_token = NULL, lease_expires_at = NULL \
+         lease_token = NULL, lease_expires_at = NULL, begun = 1 \
          WHERE id = ?6 AND lease_token = ?7 AND state = 'running'",
         params![
             state,

@@ -128,7 +128,8 @@ pub(crate) fn withdraw_early_runs_after(
         "DELETE FROM runs WHERE job_id = ?1 AND parent_id IS NULL AND origin = 'schedule' \
          AND scheduled_for > ?2 \
          AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
-           OR (state = 'running' AND attempt = 1 AND spec IS NULL AND started_at > ?3))",
+           OR (state = 'running' AND attempt = 1 AND spec IS NULL AND started_at > ?3 \
+             AND NOT (execution = 'at_most_once' AND begun = 1)))",
         params![job_id, after, now],
     )?;
     Ok(())
@@ -740,8 +741,11 @@ impl Store for SqliteStore {
                                 max_attempts: col::<u32>(r, 3)?,
                                 execution: rows::execution_from(&col::<String>(r, 4)?)?,
                                 cancel_requested: col::<i64>(r, 7)? != 0,
-                                never_started: started.is_some_and(|s| s > now)
-                                    || col::<i64>(r, 9)? == 0,
+                                // An at-most-once run's own record decides; another's,
+                                // its start after now (claimed ahead).
+                                never_started: col::<i64>(r, 9)? == 0
+                                    || (col::<String>(r, 4)? != "at_most_once"
+                                        && started.is_some_and(|s| s > now)),
                             },
                         })
                     },
@@ -755,7 +759,8 @@ impl Store for SqliteStore {
                         let changed = exec(
                             tx,
                             "UPDATE runs SET state = 'queued', attempt = attempt - 1, node = NULL, \
-                             lease_token = NULL, lease_expires_at = NULL, started_at = NULL, \
+                             lease_token = NULL, lease_expires_at = NULL, begun = 1, \
+                             started_at = CASE WHEN attempt = 1 THEN NULL ELSE started_at END, \
                              reason = 'released: its node stopped before the attempt began' \
                              WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
                             params![run.id, run.token],
@@ -775,7 +780,7 @@ impl Store for SqliteStore {
                         tx,
                         "UPDATE runs SET state = ?1, \
                          run_at = CASE WHEN ?1 = 'queued' THEN ?2 ELSE run_at END, \
-                         finished_at = ?3, lease_token = NULL, lease_expires_at = NULL, \
+                         finished_at = ?3, lease_token = NULL, lease_expires_at = NULL, begun = 1, \
                          reason = 'lease expired' \
                          WHERE id = ?4 AND lease_token = ?5 AND state = 'running'",
                         params![state, now, finished, run.id, run.token],

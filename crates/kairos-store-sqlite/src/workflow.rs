@@ -29,7 +29,7 @@ pub(crate) fn start(
     let now = micros(at);
     let changed = exec(
         conn,
-        "UPDATE runs SET spec = ?1, lease_token = NULL, lease_expires_at = NULL, \
+        "UPDATE runs SET spec = ?1, lease_token = NULL, lease_expires_at = NULL, begun = 1, \
          started_at = COALESCE(started_at, ?2) \
          WHERE id = ?3 AND lease_token = ?4 AND state = 'running' AND parent_id IS NULL",
         params![spec, now, p.run_id, p.lease_token],

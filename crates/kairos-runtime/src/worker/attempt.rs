@@ -57,6 +57,33 @@ pub(super) struct Attempt {
 }
 
 impl Attempt {
+    /// Records in the store that the attempt of `c` begins (see [`Attempt::run`]). False, with
+    /// the lease stopped for the cause, when it could not be: the lease was lost, the store
+    /// failed, or the attempt was stopped meanwhile (its cause already given).
+    async fn record_begin(&self, c: &ClaimedRun, lease: &Lease) -> bool {
+        let begin = self.ctx.store.run_begin(kairos_store::RunBeginParams {
+            run_id: c.run.id,
+            lease_token: c.lease_token.clone(),
+        });
+        let cause = tokio::select! {
+            biased;
+            _ = lease.cancel.cancelled() => return false,
+            begun = begin => match begun {
+                Ok(true) => return true,
+                Ok(false) => StopCause::LeaseLost,
+                Err(e) => {
+                    tracing::warn!(
+                        run_id = c.run.id, error = %e,
+                        "cannot record that the attempt begins; it does not start"
+                    );
+                    StopCause::LeaseExpired
+                }
+            },
+        };
+        lease.stop(cause);
+        false
+    }
+
     pub(super) async fn run(
         self,
         c: ClaimedRun,
@@ -73,39 +100,18 @@ impl Attempt {
                 _ = lease.cancel.cancelled() => {}
             }
         }
-        // Stopped before it began (or its lease is no longer safe): nothing of the task runs.
-        let mut never_started = !lease.begin(self.ctx.clock.now());
-        // An `at_most_once` task starts only once the store knows it began: a rescue then tells
+        // An `at_most_once` task starts only once the store knows it begins: a rescue then tells
         // a run whose node died before that (put back: nothing ran) from one that may have run
-        // (`lost`). A failed or lost record, or a stop meanwhile, and it does not start.
-        if !never_started && run.execution == kairos_core::spec::ExecutionMode::AtMostOnce {
-            let begin = self.ctx.store.run_begin(kairos_store::RunBeginParams {
-                run_id: run.id,
-                lease_token: c.lease_token.clone(),
-            });
-            // `Some(cause)`: it does not start, for that cause (`None`: stopped meanwhile, the
-            // cause already given).
-            let refused = tokio::select! {
-                begun = begin => match begun {
-                    Ok(true) => None,
-                    Ok(false) => Some(Some(StopCause::LeaseLost)),
-                    Err(e) => {
-                        tracing::warn!(
-                            run_id = run.id, error = %e,
-                            "cannot record that the attempt begins; it does not start"
-                        );
-                        Some(Some(StopCause::LeaseExpired))
-                    }
-                },
-                _ = lease.cancel.cancelled() => Some(None),
-            };
-            if let Some(cause) = refused {
-                if let Some(cause) = cause {
-                    lease.stop(cause);
-                }
-                never_started = true;
-            }
-        }
+        // (`lost`). Recorded before the attempt counts as begun here, so that a shutdown or a
+        // cancel meanwhile still finds it unstarted. Not for a workflow run: starting it records
+        // its start (and gives its lease up) in one write.
+        let flow = run.parent_id.is_none() && !c.job.spec.steps.is_empty();
+        let refused = run.execution == kairos_core::spec::ExecutionMode::AtMostOnce
+            && !flow
+            && !lease.cancel.is_cancelled()
+            && !self.record_begin(&c, &lease).await;
+        // Stopped before it began (or its lease is no longer safe): nothing of the task runs.
+        let never_started = !lease.begin(self.ctx.clock.now()) || refused;
         let started = self.ctx.clock.now();
         if let Some(waiting) = waiting {
             waiting.begun(started);

@@ -66,6 +66,34 @@ pub async fn run_rescue_puts_back_at_most_once_runs_that_never_began(store: Arc<
     assert!(begin(&store, &second[0]).await);
     let later = expired + SignedDuration::from_secs(31);
     assert_eq!(rescue(later).await.lost, vec![inserted.id]);
+
+    // Claimed well ahead and begun: its record decides, not its start dated after now.
+    let mut run = insert(later + SignedDuration::from_secs(45));
+    run.execution = ExecutionMode::AtMostOnce;
+    let ahead = store
+        .run_insert(RunInsertParams {
+            job_id: job.id,
+            run,
+            params: None,
+            actor: "test".into(),
+            now: Some(later),
+        })
+        .await
+        .unwrap();
+    let claimed = store
+        .run_claim(RunClaimParams {
+            node: "n3".into(),
+            limit: 10,
+            lease: SignedDuration::from_secs(30),
+            ahead: SignedDuration::from_secs(60),
+            now: Some(later),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(begin(&store, &claimed[0]).await);
+    let report = rescue(later + SignedDuration::from_secs(31)).await;
+    assert_eq!(report.lost, vec![ahead.id], "{report:?}");
 }
 
 pub async fn run_rescue_expired_leases(store: Arc<dyn Store>) {
