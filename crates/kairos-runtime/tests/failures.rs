@@ -262,24 +262,13 @@ async fn an_attempt_whose_lease_cannot_be_renewed_is_killed_before_it_expires(ba
     );
 }
 
-/// A run claimed ahead of its due time does not start if the lease is no longer safe by then;
-/// it goes back to the queue as it was (nothing ran).
-async fn a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe(backend: Backend) {
-    let Some((ctx, clock, _temp)) = node_context_on(backend, "2026-03-01T00:00:00Z").await else {
-        return;
-    };
-    let jobs = JobService::new(ctx.clone());
-    let job = jobs
-        .create(spec(
-            r#"{"name":"ahead","task":{"kind":"shell","script":"true"}}"#,
-        ))
-        .await
-        .unwrap();
-    let due: jiff::Timestamp = "2026-03-01T00:00:00.200Z".parse().unwrap();
-    let run = ctx
-        .store
+/// Queues an `at_most_once` run of job `job_id` due 200 ms after the clock's now (a worker
+/// claims it ahead, then waits for it).
+async fn due_ahead(ctx: &NodeContext, clock: &ManualClock, job_id: kairos_core::run::JobId) -> Run {
+    let due = clock.now() + SignedDuration::from_millis(200);
+    ctx.store
         .run_insert(kairos_store::RunInsertParams {
-            job_id: job.id,
+            job_id,
             run: kairos_store::RunInsert {
                 scheduled_for: due,
                 run_at: due,
@@ -295,7 +284,23 @@ async fn a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe(ba
             now: Some(clock.now()),
         })
         .await
+        .unwrap()
+}
+
+/// A run claimed ahead of its due time does not start if the lease is no longer safe by then;
+/// it goes back to the queue as it was (nothing ran).
+async fn a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe(backend: Backend) {
+    let Some((ctx, clock, _temp)) = node_context_on(backend, "2026-03-01T00:00:00Z").await else {
+        return;
+    };
+    let jobs = JobService::new(ctx.clone());
+    let job = jobs
+        .create(spec(
+            r#"{"name":"ahead","task":{"kind":"shell","script":"true"}}"#,
+        ))
+        .await
         .unwrap();
+    let run = due_ahead(&ctx, &clock, job.id).await;
     let recorder = Arc::new(RecordingExecutor::default());
     let worker = Worker::new(ctx.clone(), recorder.clone(), WorkerConfig::default());
     let mut tasks = JoinSet::new();
@@ -329,27 +334,7 @@ async fn an_at_most_once_run_whose_node_died_before_it_began_runs_elsewhere(back
         ))
         .await
         .unwrap();
-    let due: jiff::Timestamp = "2026-03-01T00:00:00.200Z".parse().unwrap();
-    let run = ctx
-        .store
-        .run_insert(kairos_store::RunInsertParams {
-            job_id: job.id,
-            run: kairos_store::RunInsert {
-                scheduled_for: due,
-                run_at: due,
-                origin: kairos_core::run::RunOrigin::Schedule,
-                skip: None,
-                exclusive: false,
-                max_attempts: 1,
-                execution: kairos_core::spec::ExecutionMode::AtMostOnce,
-                event: None,
-            },
-            params: None,
-            actor: "test".into(),
-            now: Some(clock.now()),
-        })
-        .await
-        .unwrap();
+    let run = due_ahead(&ctx, &clock, job.id).await;
     let rescuer = Rescuer::new(ctx.clone(), Duration::from_secs(5));
 
     // Node A claims it ahead and dies while it waits for the due time.

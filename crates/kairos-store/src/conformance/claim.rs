@@ -6,7 +6,7 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use kairos_core::run::{RunId, RunState};
 
-use super::{T0, claim, create, finish, insert, t};
+use super::{T0, claim, create, finish, insert, queue, t};
 use crate::*;
 
 pub async fn run_exclusive_runs_one_at_a_time(store: Arc<dyn Store>) {
@@ -50,25 +50,12 @@ pub async fn run_exclusive_queue_drains_in_due_time_order(store: Arc<dyn Store>)
     let a = t("2026-03-01T00:01:00Z");
     let b = t("2026-03-01T00:02:00Z");
     let job = create(&store, "j", None).await;
-    let queue = |at: Timestamp| {
-        let store = store.clone();
-        async move {
-            let mut run = insert(at);
-            run.exclusive = true;
-            store
-                .run_insert(RunInsertParams {
-                    job_id: job.id,
-                    run,
-                    params: None,
-                    actor: "test".into(),
-                    now: Some(at),
-                })
-                .await
-                .unwrap()
-        }
+    let exclusive = |at: Timestamp| RunInsert {
+        exclusive: true,
+        ..insert(at)
     };
-    let ra = queue(a).await;
-    let rb = queue(b).await;
+    let ra = queue(&store, job.id, exclusive(a), a).await;
+    let rb = queue(&store, job.id, exclusive(b), b).await;
 
     // A fails and is to be retried ten minutes later: B, due, waits for it.
     let first = claim(&store, "n1", 10, b).await;
@@ -99,7 +86,8 @@ pub async fn run_exclusive_queue_drains_in_due_time_order(store: Arc<dyn Store>)
     let second = claim(&store, "n1", 10, retry_at).await;
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].run.id, rb.id);
-    let rc = queue(retry_at + SignedDuration::from_secs(1)).await;
+    let c_due = retry_at + SignedDuration::from_secs(1);
+    let rc = queue(&store, job.id, exclusive(c_due), c_due).await;
     let expired = retry_at + SignedDuration::from_secs(31);
     let rescued = store
         .run_rescue(RunRescueParams {

@@ -236,6 +236,25 @@ fn insert(at: Timestamp) -> RunInsert {
     }
 }
 
+/// Queues `run` for job `job_id` (a manual insert) at `now`.
+async fn queue(
+    store: &Arc<dyn Store>,
+    job_id: kairos_core::run::JobId,
+    run: RunInsert,
+    now: Timestamp,
+) -> Run {
+    store
+        .run_insert(RunInsertParams {
+            job_id,
+            run,
+            params: None,
+            actor: "test".into(),
+            now: Some(now),
+        })
+        .await
+        .expect("run insert")
+}
+
 async fn fire(
     store: &Arc<dyn Store>,
     job: &Job,

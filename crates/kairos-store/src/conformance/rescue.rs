@@ -7,7 +7,7 @@ use jiff::SignedDuration;
 use kairos_core::run::RunState;
 use kairos_core::spec::ExecutionMode;
 
-use super::{T0, begin, claim, create, finish, insert, t};
+use super::{T0, begin, claim, create, finish, insert, queue, t};
 use crate::*;
 
 /// An `at_most_once` run whose node died after the claim and before the attempt began (its
@@ -16,18 +16,11 @@ use crate::*;
 pub async fn run_rescue_puts_back_at_most_once_runs_that_never_began(store: Arc<dyn Store>) {
     let at = t("2026-03-01T00:01:00Z");
     let job = create(&store, "j", None).await;
-    let mut run = insert(at);
-    run.execution = ExecutionMode::AtMostOnce;
-    let inserted = store
-        .run_insert(RunInsertParams {
-            job_id: job.id,
-            run,
-            params: None,
-            actor: "test".into(),
-            now: Some(at),
-        })
-        .await
-        .unwrap();
+    let at_most_once = |at| RunInsert {
+        execution: ExecutionMode::AtMostOnce,
+        ..insert(at)
+    };
+    let inserted = queue(&store, job.id, at_most_once(at), at).await;
     let rescue = |now| {
         let store = store.clone();
         async move {
@@ -68,18 +61,8 @@ pub async fn run_rescue_puts_back_at_most_once_runs_that_never_began(store: Arc<
     assert_eq!(rescue(later).await.lost, vec![inserted.id]);
 
     // Claimed well ahead and begun: its record decides, not its start dated after now.
-    let mut run = insert(later + SignedDuration::from_secs(45));
-    run.execution = ExecutionMode::AtMostOnce;
-    let ahead = store
-        .run_insert(RunInsertParams {
-            job_id: job.id,
-            run,
-            params: None,
-            actor: "test".into(),
-            now: Some(later),
-        })
-        .await
-        .unwrap();
+    let due = later + SignedDuration::from_secs(45);
+    let ahead = queue(&store, job.id, at_most_once(due), later).await;
     let claimed = store
         .run_claim(RunClaimParams {
             node: "n3".into(),
