@@ -13,6 +13,7 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use kairos_core::JobSpec;
 use kairos_core::run::{AttemptStatus, RunState};
+use kairos_core::spec::ExecutionMode;
 use kairos_runtime::rescuer::Rescuer;
 use kairos_runtime::scheduler::Scheduler;
 use kairos_runtime::worker::Worker;
@@ -262,9 +263,14 @@ async fn an_attempt_whose_lease_cannot_be_renewed_is_killed_before_it_expires(ba
     );
 }
 
-/// Queues an `at_most_once` run of job `job_id` due 200 ms after the clock's now (a worker
-/// claims it ahead, then waits for it).
-async fn due_ahead(ctx: &NodeContext, clock: &ManualClock, job_id: kairos_core::run::JobId) -> Run {
+/// Queues a run of job `job_id` due 200 ms after the clock's now (a worker claims it ahead,
+/// then waits for it).
+async fn due_ahead(
+    ctx: &NodeContext,
+    clock: &ManualClock,
+    job_id: kairos_core::run::JobId,
+    execution: ExecutionMode,
+) -> Run {
     let due = clock.now() + SignedDuration::from_millis(200);
     ctx.store
         .run_insert(kairos_store::RunInsertParams {
@@ -276,7 +282,7 @@ async fn due_ahead(ctx: &NodeContext, clock: &ManualClock, job_id: kairos_core::
                 skip: None,
                 exclusive: false,
                 max_attempts: 1,
-                execution: kairos_core::spec::ExecutionMode::AtMostOnce,
+                execution,
                 event: None,
             },
             params: None,
@@ -300,7 +306,7 @@ async fn a_run_claimed_ahead_does_not_start_on_a_lease_that_is_no_longer_safe(ba
         ))
         .await
         .unwrap();
-    let run = due_ahead(&ctx, &clock, job.id).await;
+    let run = due_ahead(&ctx, &clock, job.id, ExecutionMode::AtMostOnce).await;
     let recorder = Arc::new(RecordingExecutor::default());
     let worker = Worker::new(ctx.clone(), recorder.clone(), WorkerConfig::default());
     let mut tasks = JoinSet::new();
@@ -334,7 +340,7 @@ async fn an_at_most_once_run_whose_node_died_before_it_began_runs_elsewhere(back
         ))
         .await
         .unwrap();
-    let run = due_ahead(&ctx, &clock, job.id).await;
+    let run = due_ahead(&ctx, &clock, job.id, ExecutionMode::AtMostOnce).await;
     let rescuer = Rescuer::new(ctx.clone(), Duration::from_secs(5));
 
     // Node A claims it ahead and dies while it waits for the due time.
@@ -378,27 +384,7 @@ async fn a_run_released_unstarted_after_a_cancel_request_ends_cancelled(backend:
         ))
         .await
         .unwrap();
-    let due: jiff::Timestamp = "2026-03-01T00:00:00.200Z".parse().unwrap();
-    let run = ctx
-        .store
-        .run_insert(kairos_store::RunInsertParams {
-            job_id: job.id,
-            run: kairos_store::RunInsert {
-                scheduled_for: due,
-                run_at: due,
-                origin: kairos_core::run::RunOrigin::Schedule,
-                skip: None,
-                exclusive: false,
-                max_attempts: 1,
-                execution: kairos_core::spec::ExecutionMode::AtLeastOnce,
-                event: None,
-            },
-            params: None,
-            actor: "test".into(),
-            now: Some(clock.now()),
-        })
-        .await
-        .unwrap();
+    let run = due_ahead(&ctx, &clock, job.id, ExecutionMode::AtLeastOnce).await;
     let recorder = Arc::new(RecordingExecutor::default());
     let worker = Worker::new(ctx.clone(), recorder.clone(), WorkerConfig::default());
     let mut tasks = JoinSet::new();

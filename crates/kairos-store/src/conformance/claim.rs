@@ -317,21 +317,7 @@ pub async fn run_claim_never_skips_runs_behind_the_last_batch(store: Arc<dyn Sto
     // does an exclusive run of another job, earlier still.
     let released = &first[0];
     assert!(finish(&store, released, RunNext::Release, now).await);
-    let insert_one = |job_id, run| {
-        let store = store.clone();
-        async move {
-            store
-                .run_insert(RunInsertParams {
-                    job_id,
-                    run,
-                    params: None,
-                    actor: "test".into(),
-                    now: Some(a),
-                })
-                .await
-                .unwrap()
-        }
-    };
+    let insert_one = |job_id, run| queue(&store, job_id, run, a);
     let early = insert_one(job.id, insert(a - SignedDuration::from_secs(60))).await;
     let mut exclusive = insert(a - SignedDuration::from_secs(120));
     exclusive.exclusive = true;
