@@ -24,6 +24,7 @@ use jiff::Timestamp;
 use kairos_core::policy::{ExclusiveCandidate, exclusive_heads};
 use kairos_core::run::{AttemptStatus, JobId, RunId, RunState};
 use kairos_store::*;
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::changes::Notices;
@@ -433,26 +434,36 @@ pub(crate) const EXCLUSIVE_WAITING: &str = "SELECT h.job_id, h.id, h.scheduled_f
        WHERE x.job_id = d.job_id AND x.state = 'queued' AND x.exclusive \
        ORDER BY x.scheduled_for, x.id LIMIT 1) AS h";
 
-/// The claim: picks and locks due queued runs (skipping rows another claimer holds), moves them
-/// to `running` with the lease, and returns each with its job. Exclusive runs qualify only if
-/// chosen (`$4`, their jobs' advisory locks held by this transaction) and, the fence, if their
-/// job still has no run running. `$after` is an extra condition on the picked runs (`CLAIM_AFTER`
-/// starts the walk of `runs_queued` after a position).
-macro_rules! claim_statement {
-    ($after:literal) => {
+/// The pick of a claim: due queued runs (`$where` an extra condition), in `runs_queued` order,
+/// locked and skipping rows another claimer holds, at most `$limit`. Exclusive runs qualify only
+/// if chosen (`$4`, their jobs' advisory locks held by this transaction) and, the fence, if their
+/// job still has no run running.
+macro_rules! claim_pick {
+    ($where:expr, $limit:literal) => {
         concat!(
-            "WITH picked AS MATERIALIZED ( \
-               SELECT r.id FROM runs r \
-               WHERE r.state = 'queued' ",
-            $after,
+            "SELECT r.id FROM runs r WHERE r.state = 'queued' ",
+            $where,
             " AND r.run_at <= coalesce($1::timestamptz, now()) \
-                   + $2::bigint * interval '1 microsecond' \
-                 AND (NOT r.exclusive OR (r.id = ANY($4::bigint[]) \
-                   AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id \
-                     AND x.parent_id IS NULL AND x.state = 'running'))) \
-               ORDER BY r.run_at, r.id LIMIT $3 \
-               FOR UPDATE SKIP LOCKED) \
-             UPDATE runs r SET state = 'running', attempt = r.attempt + 1, node = $5, \
+                 + $2::bigint * interval '1 microsecond' \
+               AND (NOT r.exclusive OR (r.id = ANY($4::bigint[]) \
+                 AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.job_id = r.job_id \
+                   AND x.parent_id IS NULL AND x.state = 'running'))) \
+             ORDER BY r.run_at, r.id LIMIT ",
+            $limit,
+            " FOR UPDATE SKIP LOCKED"
+        )
+    };
+}
+
+/// The claim: the runs of `picked` (the CTEs `$picked` define) move to `running` with the lease,
+/// and each is returned with its job and, for a step, its workflow run's document (which never
+/// changes once written), so that nothing is read after the claim commits.
+macro_rules! claim_statement {
+    ($picked:expr) => {
+        concat!(
+            "WITH ",
+            $picked,
+            " UPDATE runs r SET state = 'running', attempt = r.attempt + 1, node = $5, \
                lease_token = $6, \
                lease_expires_at = \
                  coalesce($1::timestamptz, now()) + $7::bigint * interval '1 microsecond', \
@@ -463,16 +474,73 @@ macro_rules! claim_statement {
              RETURNING ",
             run_columns!(),
             ", ",
-            job_columns!()
+            job_columns!(),
+            ", (SELECT w.spec FROM runs w WHERE w.id = r.parent_id)"
         )
     };
 }
 
-/// The claim from the head of the queue.
-const CLAIM: &str = claim_statement!("");
+/// A claim's extra condition on the picked runs for a claim that chooses no exclusive run
+/// ([`claim_at_once`]): it takes nothing while an exclusive run is waiting, due by the
+/// horizon, so that it never takes the room of one the full path would have started (the
+/// full path then follows, see `PostgresStore::run_claim`). One probe of
+/// `runs_queued_exclusive_due` per walk of the queue.
+macro_rules! no_exclusive_waiting {
+    () => {
+        "AND NOT EXISTS (SELECT 1 FROM runs e WHERE e.state = 'queued' AND e.exclusive \
+           AND e.run_at <= coalesce($1::timestamptz, now()) \
+             + $2::bigint * interval '1 microsecond') "
+    };
+}
 
-/// The claim from a position on: queued runs after (`run_at`, `id`) = (`$8`, `$9`).
-const CLAIM_AFTER: &str = claim_statement!("AND (r.run_at, r.id) > ($8::timestamptz, $9::bigint)");
+/// The claim from the head of the queue: `$where` is an extra condition on the picked runs.
+macro_rules! claim_from_head {
+    ($where:expr) => {
+        claim_statement!(concat!(
+            "picked AS MATERIALIZED (",
+            claim_pick!($where, "$3"),
+            ")"
+        ))
+    };
+}
+
+/// The claim from a position on: queued runs after (`run_at`, `id`) = (`$8`, `$9`) first, then
+/// what that left of the limit from the head of the queue up to the position (runs behind it:
+/// released, caught up, or held by another claimer when an earlier walk passed). The second
+/// walk reads nothing when the first filled the limit. `$where` as for [`claim_from_head`].
+macro_rules! claim_from_position {
+    ($where:expr) => {
+        claim_statement!(concat!(
+            "past AS MATERIALIZED (",
+            claim_pick!(
+                concat!(
+                    $where,
+                    "AND (r.run_at, r.id) > ($8::timestamptz, $9::bigint)"
+                ),
+                "$3"
+            ),
+            "), behind AS MATERIALIZED (",
+            claim_pick!(
+                concat!(
+                    $where,
+                    "AND (r.run_at, r.id) <= ($8::timestamptz, $9::bigint)"
+                ),
+                "$3 - (SELECT count(*) FROM past)"
+            ),
+            "), picked AS (SELECT id FROM past UNION ALL SELECT id FROM behind)"
+        ))
+    };
+}
+
+/// The column of a claim's row that holds a step's workflow document: after the run's and the
+/// job's columns.
+const CLAIM_FLOW_AT: usize = RUN_WIDTH + 7;
+
+/// The claims: from the head or from a position, on the full path or without exclusive runs.
+pub(crate) const CLAIM: &str = claim_from_head!("");
+pub(crate) const CLAIM_FROM: &str = claim_from_position!("");
+pub(crate) const CLAIM_PLAIN: &str = claim_from_head!(no_exclusive_waiting!());
+pub(crate) const CLAIM_PLAIN_FROM: &str = claim_from_position!(no_exclusive_waiting!());
 
 /// Where a claim may start its walk of the queue (see [`claim`]): the position of the last run
 /// a full claim took.
@@ -482,10 +550,102 @@ pub(crate) struct ClaimStart {
     pub id: RunId,
 }
 
+/// The rows a claim took, and whether exclusive runs (`overlap: queue`) were waiting when it
+/// looked (the next claim of this node then takes the path that can start them).
+pub(crate) struct Claimed {
+    pub rows: Vec<Row>,
+    pub exclusive_waiting: bool,
+}
+
+/// Runs the claim statement `stmt` (prepared from [`claim_sql`] for `start`) with its
+/// parameters (`$1`–`$7`, then the position). Sent when first polled.
+#[allow(clippy::too_many_arguments, reason = "the statement's parameters")]
+async fn claim_query(
+    c: &impl GenericClient,
+    stmt: &tokio_postgres::Statement,
+    p: &RunClaimParams,
+    token: &str,
+    start: Option<ClaimStart>,
+    limit: i64,
+    heads: &[RunId],
+) -> StoreResult<Vec<Row>> {
+    let (ahead, lease) = (micros(p.ahead), micros(p.lease));
+    let fixed: [&(dyn ToSql + Sync); 7] = [&p.now, &ahead, &limit, &heads, &p.node, &token, &lease];
+    let rows = match start {
+        Some(at) => {
+            let mut params = fixed.to_vec();
+            params.extend([&at.run_at as &(dyn ToSql + Sync), &at.id]);
+            c.query(stmt, &params).await
+        }
+        None => c.query(stmt, &fixed).await,
+    };
+    rows.map_err(pg_error)
+}
+
+/// The claim statement: from a position or from the head; `plain` for [`claim_at_once`].
+fn claim_sql(from_position: bool, plain: bool) -> &'static str {
+    match (from_position, plain) {
+        (false, false) => CLAIM,
+        (true, false) => CLAIM_FROM,
+        (false, true) => CLAIM_PLAIN,
+        (true, true) => CLAIM_PLAIN_FROM,
+    }
+}
+
+/// The claim in one round trip, commit included (`commit`, sent last in the same pipeline), for
+/// a node whose last claim saw no exclusive run (`overlap: queue`) waiting. It chooses no
+/// exclusive run, so it needs nothing from the exclusive facts before its claim statement; and
+/// that statement takes nothing while an exclusive run is waiting (see
+/// [`no_exclusive_waiting`]), so it never takes what the full path ([`claim`]) would not. The
+/// facts are read beside it, to say whether the node's next claim may take this path again.
+/// `c` is outside a transaction, as for [`claim`].
+///
+/// The statements are prepared first (a cached statement needs no round trip), so that each
+/// is sent as soon as it is polled, in the order of the pipeline; an error in any of them
+/// aborts the transaction, and the `COMMIT` behind it then fails too (see
+/// [`crate::connect::Begun::send_commit`]). Once the pipeline is sent, the claim commits even
+/// if this future is dropped: its runs are then held by a lease nobody renews, and rescued when
+/// it expires, as those of a node that died after its claim.
+pub(crate) async fn claim_at_once(
+    c: &impl GenericClient,
+    p: &RunClaimParams,
+    token: &str,
+    start: Option<ClaimStart>,
+    commit: impl std::future::Future<Output = StoreResult<()>>,
+) -> StoreResult<Claimed> {
+    let limit = i64::from(p.limit.max(1));
+    let ahead = micros(p.ahead);
+    let waiting = c
+        .prepare_cached(EXCLUSIVE_WAITING)
+        .await
+        .map_err(pg_error)?;
+    let claim = c
+        .prepare_cached(claim_sql(start.is_some(), true))
+        .await
+        .map_err(pg_error)?;
+    // The facts go after the claim statement: under READ COMMITTED each statement reads its
+    // own snapshot, so they see every exclusive run the claim's guard saw.
+    let ((), rows, waiting, ()) = futures::future::try_join4(
+        async {
+            c.batch_execute("BEGIN; SET LOCAL enable_sort = off")
+                .await
+                .map_err(pg_error)
+        },
+        claim_query(c, &claim, p, token, start, limit, &[]),
+        async { c.query(&waiting, &[&p.now, &ahead]).await.map_err(pg_error) },
+        commit,
+    )
+    .await?;
+    Ok(Claimed {
+        rows,
+        exclusive_waiting: !waiting.is_empty(),
+    })
+}
+
 /// Claims up to `limit` queued runs due by now + `ahead` (a worker that claims ahead waits for
 /// `run_at` itself), with one lease token. `c` is outside a transaction: the claim begins one
-/// in its first round trip (see [`crate::connect::Begun`]), and the caller commits it. A run's `started_at` is its first attempt's start:
-/// now, or its `run_at` if later.
+/// in its first round trip (see [`crate::connect::Begun`]), and the caller commits it. A run's
+/// `started_at` is its first attempt's start: now, or its `run_at` if later.
 ///
 /// `start` is where the walk of `runs_queued` may begin (see `PostgresStore::run_claim`): a
 /// claimed run leaves its entry in that index until VACUUM removes it, so under a backlog every
@@ -494,7 +654,7 @@ pub(crate) struct ClaimStart {
 /// autovacuum comes, at most once a minute). Walking from the position of the last full batch
 /// skips them. Runs before that position (a released run, a caught-up due time, one another
 /// claimer held) are still claimed: whatever the walk from `start` leaves of the limit is
-/// claimed from the head, in the same transaction.
+/// claimed from the head, in the same statement ([`CLAIM_FROM`]).
 ///
 /// The exclusive rule (an exclusive run starts only when no run of its job is running and no
 /// earlier exclusive run of its job is waiting) is decided by
@@ -516,7 +676,7 @@ pub(crate) async fn claim(
     p: &RunClaimParams,
     token: &str,
     start: Option<ClaimStart>,
-) -> StoreResult<Vec<ClaimedRun>> {
+) -> StoreResult<Claimed> {
     let limit = i64::from(p.limit.max(1));
     let ahead = micros(p.ahead);
     // The claim must walk `runs_queued` in its order and stop at the limit. Left to its
@@ -541,6 +701,7 @@ pub(crate) async fn claim(
         Some(r) => col(r, 5)?,
         None => Timestamp::MAX,
     };
+    let exclusive_waiting = !waiting.is_empty();
     let waiting = waiting
         .iter()
         .map(|r| {
@@ -574,52 +735,51 @@ pub(crate) async fn claim(
         )
         .await?;
     }
-    // An exclusive run chosen to start that lies before the start position would be out of
-    // the walk's reach: claim from the head then (it is a job's only candidate until it runs).
+    // An exclusive run chosen to start that lies before the start position might be beyond
+    // what the walk from the head up to it takes: claim from the head then (it is a job's
+    // only candidate until it runs).
     let start = start.filter(|at| {
         chosen
             .iter()
             .all(|w| (w.run_at, w.run_id) > (at.run_at, at.id))
     });
-    let lease = micros(p.lease);
-    let mut rows = match start {
-        Some(at) => {
-            query(
-                c,
-                CLAIM_AFTER,
-                &[
-                    &p.now, &ahead, &limit, &heads, &p.node, &token, &lease, &at.run_at, &at.id,
-                ],
-            )
-            .await?
-        }
-        None => Vec::new(),
-    };
-    // From the head of the queue: always without a start, and for what a walk from the start
-    // left of the limit (runs before it: released, caught up, or held by another claimer).
-    let short = limit - i64::try_from(rows.len()).unwrap_or(limit);
-    if short > 0 {
-        rows.extend(
-            query(
-                c,
-                CLAIM,
-                &[&p.now, &ahead, &short, &heads, &p.node, &token, &lease],
-            )
-            .await?,
-        );
-    }
+    let stmt = c
+        .prepare_cached(claim_sql(start.is_some(), false))
+        .await
+        .map_err(pg_error)?;
+    let rows = claim_query(c, &stmt, p, token, start, limit, &heads).await?;
+    Ok(Claimed {
+        rows,
+        exclusive_waiting,
+    })
+}
+
+/// The claimed runs of a claim's rows, in (`run_at`, `id`) order, each with its job (a step
+/// with the job its workflow run's document makes of it) and the claim's lease token.
+pub(crate) fn claimed_runs(rows: &[Row], token: &str) -> StoreResult<Vec<ClaimedRun>> {
     let mut jobs: HashMap<JobId, Job> = HashMap::new();
     let mut claimed = Vec::with_capacity(rows.len());
-    // A step runs as its workflow run started: with the document stored on that run (read
-    // once per workflow run, without a lock: it never changes once written).
     let runs = rows
         .iter()
         .map(rows::run)
         .collect::<StoreResult<Vec<_>>>()?;
-    let mut parents: Vec<RunId> = runs.iter().filter_map(|r| r.parent_id).collect();
-    parents.sort_unstable();
-    parents.dedup();
-    let flows = crate::workflow::specs(c, &parents).await?;
+    // A step runs as its workflow run started: with the document stored on that run (parsed
+    // once per workflow run).
+    let mut flows: HashMap<RunId, std::sync::Arc<kairos_core::spec::JobSpec>> = HashMap::new();
+    for (row, run) in rows.iter().zip(&runs) {
+        let Some(parent) = run.parent_id else {
+            continue;
+        };
+        if let std::collections::hash_map::Entry::Vacant(flow) = flows.entry(parent) {
+            let doc: Option<&str> = col(row, CLAIM_FLOW_AT)?;
+            let doc = doc.ok_or_else(|| {
+                StoreError::Internal(format!("workflow run {parent} has no document"))
+            })?;
+            flow.insert(std::sync::Arc::new(kairos_store::workflow::parse_spec(
+                doc,
+            )?));
+        }
+    }
     for (row, run) in rows.iter().zip(runs) {
         if !jobs.contains_key(&run.job_id) {
             let job = rows::job_at(row, RUN_WIDTH)?;

@@ -166,6 +166,9 @@ pub struct PostgresStore {
     /// Where this node's next claim may start its walk of the queue, and since when (see
     /// `PostgresStore::run_claim`).
     pub(crate) claim_start: Arc<std::sync::Mutex<Option<(crate::batch::ClaimStart, Instant)>>>,
+    /// Whether this node's last claim saw exclusive runs waiting (see
+    /// `PostgresStore::run_claim`); true until a claim saw none.
+    pub(crate) claim_exclusive: Arc<std::sync::atomic::AtomicBool>,
     /// The `LISTEN/NOTIFY` channel of the schema, shared by every node on it.
     pub(crate) channel: Arc<str>,
     /// The change feed; the listener task holds the only strong sender, so that receivers see
@@ -248,6 +251,7 @@ impl PostgresStore {
             pool,
             claim_lock_class: fnv1a(&format!("kairos.claim.{schema}")) as i32,
             claim_start: Arc::default(),
+            claim_exclusive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             schema: schema.into(),
             channel: channel.into(),
             feed,
@@ -438,14 +442,28 @@ impl Begun {
     /// `COMMIT` of an aborted transaction with a rollback, not an error, so a statement that
     /// fails there in an aborted transaction goes first (and the `COMMIT` is then skipped:
     /// the statements of one message stop at the first error).
-    pub(crate) async fn commit(mut self) -> StoreResult<()> {
+    pub(crate) async fn commit(self) -> StoreResult<()> {
+        self.send_commit().await?;
+        self.committed();
+        Ok(())
+    }
+
+    /// The `COMMIT` of [`Begun::commit`] alone, to send in the pipeline of the transaction's
+    /// last statements (polled after them, so that it is sent after them); then
+    /// [`Begun::committed`] once it succeeded. Dropped without that, the guard closes the
+    /// connection, as when a statement fails; but a `COMMIT` already sent is carried out
+    /// first (the connection sends what was queued before it closes), so a caller that
+    /// pipelines it must accept a commit it did not see.
+    pub(crate) async fn send_commit(&self) -> StoreResult<()> {
         self.client()
             .batch_execute("SELECT 1; COMMIT")
             .await
-            .map_err(pg_error)?;
-        // Committed: the connection goes back to the pool.
+            .map_err(pg_error)
+    }
+
+    /// Gives the connection of a committed transaction back to the pool.
+    pub(crate) fn committed(mut self) {
         self.client = None;
-        Ok(())
     }
 }
 

@@ -135,6 +135,8 @@ pub mod plans {
     pub const LOCK_RUNS: &str = crate::batch::LOCK_RUNS;
     pub const HEARTBEAT: &str = crate::batch::HEARTBEAT;
     pub const EXCLUSIVE_WAITING: &str = crate::batch::EXCLUSIVE_WAITING;
+    pub const CLAIM_FROM: &str = crate::batch::CLAIM_FROM;
+    pub const CLAIM_PLAIN_FROM: &str = crate::batch::CLAIM_PLAIN_FROM;
 }
 
 pub use connect::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresConfig, PostgresStore, redact};

@@ -4,6 +4,7 @@
 //! user's action on their steps in [`crate::control`]), tokens and the audit log in
 //! [`crate::auth`], alert deliveries in [`crate::alert`].
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::GenericClient;
@@ -41,6 +42,40 @@ async fn ensure_job_exists(c: &impl GenericClient, job_id: JobId) -> StoreResult
         .await?
         .map(|_| ())
         .ok_or(StoreError::JobGone(job_id))
+}
+
+impl PostgresStore {
+    /// One claim transaction (see `Store::run_claim`): in one round trip with its commit
+    /// (`at_once`), or on the full path, which can start exclusive runs. Notes whether
+    /// exclusive runs were waiting, for the node's next claim.
+    async fn claim_batch(
+        &self,
+        p: &RunClaimParams,
+        start: Option<batch::ClaimStart>,
+        at_once: bool,
+    ) -> StoreResult<(Vec<ClaimedRun>, bool)> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        // The claim's transaction begins with its first statements (a claim is on every
+        // attempt's path: a round trip less each).
+        let tx = self.begun().await?;
+        let claimed = if at_once {
+            let claimed =
+                batch::claim_at_once(tx.client(), p, &token, start, tx.send_commit()).await?;
+            tx.committed();
+            claimed
+        } else {
+            let claimed =
+                batch::claim(tx.client(), self.claim_lock_class, p, &token, start).await?;
+            tx.commit().await?;
+            claimed
+        };
+        self.claim_exclusive
+            .store(claimed.exclusive_waiting, Ordering::Relaxed);
+        Ok((
+            batch::claimed_runs(&claimed.rows, &token)?,
+            claimed.exclusive_waiting,
+        ))
+    }
 }
 
 #[async_trait::async_trait]
@@ -314,29 +349,41 @@ impl Store for PostgresStore {
     /// lies behind the position), so runs behind the position (released, caught up, held by a
     /// writer when the walk passed) wait at most about that long. The position is only a hint:
     /// which runs may be claimed is decided in the claim statement, as ever.
+    ///
+    /// A node whose last claim saw no exclusive run (`overlap: queue`) waiting claims in one
+    /// round trip, its commit included (`batch::claim_at_once`), instead of three or four:
+    /// on a busy node each round trip waits for a backend to be scheduled. That claim takes
+    /// nothing while an exclusive run waits; if it finds one waiting after all, a claim on the
+    /// full path follows at once for what it left of the limit, and so does every claim of the
+    /// node until one sees none waiting again.
     async fn run_claim(&self, p: RunClaimParams) -> StoreResult<Vec<ClaimedRun>> {
-        let token = uuid::Uuid::new_v4().simple().to_string();
         let from = self
             .claim_start
             .lock()
             .ok()
             .and_then(|s| *s)
             .filter(|(_, since)| since.elapsed() < CLAIM_START_FOR);
-        // The claim's transaction begins with its first statements (a claim is on every
-        // attempt's path: a round trip less each).
-        let tx = self.begun().await?;
-        let claimed = batch::claim(
-            tx.client(),
-            self.claim_lock_class,
-            &p,
-            &token,
-            from.map(|(start, _)| start),
-        )
-        .await?;
-        tx.commit().await?;
+        let start = from.map(|(start, _)| start);
+        let limit = usize::try_from(p.limit.max(1)).unwrap_or(usize::MAX);
+        let at_once = !self.claim_exclusive.load(Ordering::Relaxed);
+        let (mut claimed, exclusive_waiting) = self.claim_batch(&p, start, at_once).await?;
+        if at_once && exclusive_waiting && claimed.len() < limit {
+            let rest = RunClaimParams {
+                limit: u32::try_from(limit - claimed.len()).unwrap_or(u32::MAX),
+                ..p.clone()
+            };
+            // The first claim has committed: its runs are returned whatever happens here.
+            match self.claim_batch(&rest, start, false).await {
+                Ok((more, _)) => {
+                    claimed.extend(more);
+                    claimed.sort_by_key(|c| (c.run.run_at, c.run.id));
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming waiting exclusive runs failed"),
+            }
+        }
         // The window runs from the last claim that started at the head: a walk from a position
         // moves the position on, never the window.
-        let next = (claimed.len() >= usize::try_from(p.limit.max(1)).unwrap_or(usize::MAX))
+        let next = (claimed.len() >= limit)
             .then(|| claimed.iter().map(|c| (c.run.run_at, c.run.id)).max())
             .flatten()
             .map(|(run_at, id)| {

@@ -38,12 +38,9 @@
 //! key check would otherwise wait, holding the workflow run, for a job delete that waits for
 //! the workflow run.
 
-use std::collections::HashMap;
-
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 use kairos_core::run::{RunId, RunState};
-use kairos_core::spec::JobSpec;
 use kairos_store::workflow::{self, StepRow};
 use kairos_store::{Run, StoreError, StoreResult, WorkflowStartParams};
 use tokio_postgres::Row;
@@ -285,35 +282,4 @@ pub(crate) async fn steps(c: &impl GenericClient, run_id: RunId) -> StoreResult<
     .iter()
     .map(rows::run)
     .collect()
-}
-
-/// The documents workflow runs started with (`runs.spec`), by workflow run: what their steps
-/// run, whatever the job became since. `Internal` if one has none (its steps were created with
-/// it).
-pub(crate) async fn specs(
-    c: &impl GenericClient,
-    ids: &[RunId],
-) -> StoreResult<HashMap<RunId, std::sync::Arc<JobSpec>>> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows = query(
-        c,
-        "SELECT id, spec FROM runs WHERE id = ANY($1) AND spec IS NOT NULL",
-        &[&ids],
-    )
-    .await?;
-    let mut specs = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        specs.insert(
-            col::<RunId>(row, 0)?,
-            std::sync::Arc::new(workflow::parse_spec(col(row, 1)?)?),
-        );
-    }
-    if let Some(missing) = ids.iter().find(|id| !specs.contains_key(id)) {
-        return Err(StoreError::Internal(format!(
-            "workflow run {missing} has no document"
-        )));
-    }
-    Ok(specs)
 }

@@ -173,3 +173,35 @@ async fn the_exclusive_facts_read_only_the_waiting_exclusive_runs() {
         "the facts walk other runs or sort:\n{plan}"
     );
 }
+
+/// A claim from a position walks the queue's index on both sides of the position (with sorting
+/// off, as a claim's transaction has it), and the claim without exclusive runs asks whether one
+/// is waiting through their partial index; neither walks the running runs or a job's history.
+#[tokio::test]
+async fn a_claim_walks_the_queue_in_its_order() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let client = history(&pg).await;
+    client.batch_execute("SET enable_sort = off").await.unwrap();
+    for (sql, plain) in [(plans::CLAIM_FROM, false), (plans::CLAIM_PLAIN_FROM, true)] {
+        let plan = generic_plan(&client, sql).await;
+        assert_eq!(
+            plan.matches("Index Scan using runs_queued on runs").count(),
+            2,
+            "the claim does not walk the queue from both ends:\n{plan}"
+        );
+        assert_eq!(
+            plan.contains("runs_queued_exclusive_due"),
+            plain,
+            "the guard on waiting exclusive runs:\n{plan}"
+        );
+        assert!(
+            !plan.contains("Seq Scan on runs")
+                && !plan.contains("runs_leases")
+                && !plan.contains("runs_job ")
+                && !plan.contains("Sort"),
+            "the claim walks other runs or sorts:\n{plan}"
+        );
+    }
+}

@@ -349,3 +349,105 @@ pub async fn run_claim_never_skips_runs_behind_the_last_batch(store: Arc<dyn Sto
     assert_eq!(ids, expected, "every queued run claimed once");
     assert!(claim(&store, "n1", 2, now).await.is_empty());
 }
+
+/// A claim whose walk from the last full batch's position comes up short takes the rest of its
+/// limit from behind that position (here a released run) in the same claim: without an
+/// exclusive run waiting, and with one (whose job has nothing running) due after the position,
+/// which the claim starts too.
+pub async fn run_claim_fills_a_short_walk_from_behind_the_last_batch(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let at = |i: i64| a + SignedDuration::from_secs(i);
+    let now = at(20);
+    for with_exclusive in [false, true] {
+        let job = create(&store, &format!("backlog-{with_exclusive}"), None).await;
+        store
+            .run_insert_many(RunInsertManyParams {
+                job_id: job.id,
+                runs: (0..4).map(|i| insert(at(i))).collect(),
+                now: Some(a),
+            })
+            .await
+            .unwrap();
+        let mut expected = vec![at(0), at(2), at(3)];
+        if with_exclusive {
+            let serial = create(&store, "serial", None).await;
+            let run = RunInsert {
+                exclusive: true,
+                ..insert(at(10))
+            };
+            queue(&store, serial.id, run, a).await;
+            expected.push(at(10));
+        }
+        let first = claim(&store, "n1", 2, now).await;
+        let due: Vec<Timestamp> = first.iter().map(|c| c.run.scheduled_for).collect();
+        assert_eq!(due, vec![at(0), at(1)], "a full batch ({with_exclusive})");
+        assert!(finish(&store, &first[0], RunNext::Release, now).await);
+        let next = claim(&store, "n1", 10, now).await;
+        let due: Vec<Timestamp> = next.iter().map(|c| c.run.scheduled_for).collect();
+        assert_eq!(
+            due, expected,
+            "the runs after the position and the released one, in one claim ({with_exclusive})"
+        );
+        assert!(claim(&store, "n1", 10, now).await.is_empty());
+    }
+}
+
+/// An exclusive run (`overlap: queue`) queued after claims that found none waiting is claimed
+/// by the next claim that has room, beside the other due runs, not a claim later.
+pub async fn run_claim_takes_an_exclusive_run_queued_after_claims_without_one(
+    store: Arc<dyn Store>,
+) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "plain", None).await;
+    let serial = create(&store, "serial", None).await;
+    let now = a + SignedDuration::from_secs(60);
+    for round in 0..2 {
+        queue(
+            &store,
+            job.id,
+            insert(a + SignedDuration::from_secs(round)),
+            a,
+        )
+        .await;
+        assert_eq!(claim(&store, "n1", 5, now).await.len(), 1, "round {round}");
+    }
+    let plain = queue(&store, job.id, insert(a + SignedDuration::from_secs(2)), a).await;
+    let exclusive = queue(
+        &store,
+        serial.id,
+        RunInsert {
+            exclusive: true,
+            ..insert(a + SignedDuration::from_secs(3))
+        },
+        a,
+    )
+    .await;
+    let claimed: Vec<RunId> = claim(&store, "n1", 5, now)
+        .await
+        .iter()
+        .map(|c| c.run.id)
+        .collect();
+    assert_eq!(claimed, vec![plain.id, exclusive.id]);
+
+    // Once claims find no exclusive run waiting again, one due before a plain run still comes
+    // first in a claim with room for one.
+    let other = create(&store, "serial-2", None).await;
+    assert!(claim(&store, "n1", 5, now).await.is_empty());
+    let exclusive = queue(
+        &store,
+        other.id,
+        RunInsert {
+            exclusive: true,
+            ..insert(a + SignedDuration::from_secs(4))
+        },
+        a,
+    )
+    .await;
+    queue(&store, job.id, insert(a + SignedDuration::from_secs(5)), a).await;
+    let claimed: Vec<RunId> = claim(&store, "n1", 1, now)
+        .await
+        .iter()
+        .map(|c| c.run.id)
+        .collect();
+    assert_eq!(claimed, vec![exclusive.id], "the earliest due run");
+}
