@@ -59,15 +59,9 @@ impl PostgresStore {
         let mut copied = 0;
         let mut queued = false;
         for (run, attempts) in &p.runs {
-            // A run whose node is gone runs again; the attempt it was in has no row.
-            let (state, attempt) = match run.state {
-                // Asked to stop before the copy: it ends as the cancel asked.
-                RunState::Running if run.cancel_requested => {
-                    (RunState::Cancelled, attempts.len() as u32)
-                }
-                RunState::Running => (RunState::Queued, attempts.len() as u32),
-                state => (state, run.attempt),
-            };
+            // A run whose node is gone is settled as a rescue would (see `imported_run`).
+            let settled = kairos_store::imported_run(run, attempts.len() as u32, p.now);
+            let (state, attempt) = (settled.state, settled.attempt);
             queued |= state == RunState::Queued;
             let row = query_opt(
                 &tx,
@@ -86,12 +80,12 @@ impl PostgresStore {
                     &int(run.max_attempts),
                     &crate::rows::execution_str(run.execution),
                     &run.exclusive,
-                    &run.reason,
+                    &settled.reason,
                     &run.node,
                     &run.cancel_requested,
                     &run.created_at,
                     &run.started_at,
-                    &run.finished_at,
+                    &settled.finished_at,
                     &run.exit_code,
                 ],
             )

@@ -2,7 +2,6 @@
 
 use jiff::Timestamp;
 use kairos_core::auth::AuditAction;
-use kairos_core::run::RunState;
 use kairos_store::{Job, JobImportParams, RunImportParams, StoreError, StoreResult};
 use rusqlite::{Connection, params};
 
@@ -55,15 +54,9 @@ pub(crate) fn job_import(
 pub(crate) fn run_import(conn: &Connection, p: &RunImportParams) -> StoreResult<u64> {
     let mut copied = 0;
     for (run, attempts) in &p.runs {
-        // A run whose node is gone runs again; the attempt it was in has no row.
-        let (state, attempt) = match run.state {
-            // Asked to stop before the copy: it ends as the cancel asked.
-            RunState::Running if run.cancel_requested => {
-                (RunState::Cancelled, attempts.len() as u32)
-            }
-            RunState::Running => (RunState::Queued, attempts.len() as u32),
-            state => (state, run.attempt),
-        };
+        // A run whose node is gone is settled as a rescue would (see `imported_run`).
+        let settled = kairos_store::imported_run(run, attempts.len() as u32, p.now);
+        let (state, attempt) = (settled.state, settled.attempt);
         let changed = exec(
             conn,
             "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, attempt, \
@@ -81,12 +74,12 @@ pub(crate) fn run_import(conn: &Connection, p: &RunImportParams) -> StoreResult<
                 run.max_attempts,
                 rows::execution_str(run.execution),
                 run.exclusive,
-                run.reason,
+                settled.reason,
                 run.node,
                 run.cancel_requested,
                 micros(run.created_at),
                 run.started_at.map(micros),
-                run.finished_at.map(micros),
+                settled.finished_at.map(micros),
                 run.exit_code,
             ],
         )?;

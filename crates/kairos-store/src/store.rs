@@ -525,12 +525,68 @@ pub struct JobImportParams {
 }
 
 /// Runs of one job copied from another store, with their attempts. A run that was `running` in
-/// the source (its node is gone) arrives `queued`, to run again; leases are not copied.
+/// the source (its node is gone) arrives as [`imported_run`] settles it; leases are not copied.
 #[derive(Debug, Clone)]
 pub struct RunImportParams {
     /// The job in this store.
     pub job_id: JobId,
     pub runs: Vec<(Run, Vec<Attempt>)>,
+    /// The copy's time: when the runs that were running and end now ended.
+    pub now: Timestamp,
+}
+
+/// What a copy records of a run: its state, attempt count, reason and end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedRun {
+    pub state: RunState,
+    pub attempt: u32,
+    pub reason: Option<String>,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// The reason a run that was running in the copied store ended with.
+pub const IMPORTED_RUNNING: &str = "copied from another store while running: its node was gone";
+
+/// What a copy records of `run`, with `recorded` attempts copied beside it, at `now`. A run that
+/// was `running` (its node is gone, its lease not copied) is settled by the rescue rule
+/// (`kairos_core::lease::rescue_decision`), as if its lease had expired at `now`: one asked to
+/// stop ends `cancelled`, an `at_most_once` one ends `lost` (a copy cannot tell whether its
+/// attempt began, so it is never run again), and any other goes back to `queued` without the
+/// attempt it was in (which has no record), as does one claimed ahead of a due time still to
+/// come. Other runs arrive as they were.
+pub fn imported_run(run: &Run, recorded: u32, now: Timestamp) -> ImportedRun {
+    use kairos_core::lease::{ExpiredRun, RescueDecision, rescue_decision};
+    if run.state != RunState::Running {
+        return ImportedRun {
+            state: run.state,
+            attempt: run.attempt,
+            reason: run.reason.clone(),
+            finished_at: run.finished_at,
+        };
+    }
+    let decision = rescue_decision(&ExpiredRun {
+        attempt: run.attempt,
+        max_attempts: run.max_attempts,
+        execution: run.execution,
+        cancel_requested: run.cancel_requested,
+        never_started: run.started_at.is_some_and(|s| s > now),
+    });
+    let ended = |state| ImportedRun {
+        state,
+        attempt: run.attempt.max(recorded),
+        reason: Some(IMPORTED_RUNNING.to_owned()),
+        finished_at: Some(now),
+    };
+    match decision {
+        RescueDecision::Release | RescueDecision::Requeue => ImportedRun {
+            state: RunState::Queued,
+            attempt: recorded,
+            reason: run.reason.clone(),
+            finished_at: None,
+        },
+        RescueDecision::Lost => ended(RunState::Lost),
+        RescueDecision::Cancelled => ended(RunState::Cancelled),
+    }
 }
 
 /// Runs waiting and running.

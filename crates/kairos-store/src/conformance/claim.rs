@@ -451,3 +451,64 @@ pub async fn run_claim_takes_an_exclusive_run_queued_after_claims_without_one(
         .collect();
     assert_eq!(claimed, vec![exclusive.id], "the earliest due run");
 }
+
+/// A copy settles the runs that were running in the copied store (their node is gone) as a
+/// rescue would: back to the queue, `lost` for `at_most_once` (never run twice), `cancelled`
+/// when asked to stop, and back to the queue when claimed ahead of a due time still to come.
+pub async fn run_import_settles_runs_that_were_running(store: Arc<dyn Store>) {
+    use kairos_core::spec::ExecutionMode;
+    let a = t("2026-03-01T00:01:00Z");
+    let source = create(&store, "source", None).await;
+    let target = create(&store, "target", None).await;
+    let now = a + SignedDuration::from_secs(60);
+    queue(&store, source.id, insert(a), a).await;
+    let running = claim(&store, "n1", 1, now).await.remove(0).run;
+    assert_eq!(running.state, RunState::Running);
+    let at = |i: i64| a + SignedDuration::from_secs(i);
+    let variant = |i: i64, execution, cancel_requested, started_at| Run {
+        scheduled_for: at(i),
+        execution,
+        cancel_requested,
+        started_at: Some(started_at),
+        ..running.clone()
+    };
+    let ahead = now + SignedDuration::from_secs(30);
+    let runs = vec![
+        variant(0, ExecutionMode::AtLeastOnce, false, now),
+        variant(1, ExecutionMode::AtMostOnce, false, now),
+        variant(2, ExecutionMode::AtLeastOnce, true, now),
+        variant(3, ExecutionMode::AtMostOnce, false, ahead),
+    ];
+    let copied = store
+        .run_import(RunImportParams {
+            job_id: target.id,
+            runs: runs.into_iter().map(|r| (r, vec![])).collect(),
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(copied, 4);
+    let mut got = store
+        .run_list(RunListParams {
+            job_id: Some(target.id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    got.sort_by_key(|r| r.scheduled_for);
+    let settled: Vec<(RunState, u32, Option<Timestamp>)> = got
+        .iter()
+        .map(|r| (r.state, r.attempt, r.finished_at))
+        .collect();
+    assert_eq!(
+        settled,
+        vec![
+            (RunState::Queued, 0, None),
+            (RunState::Lost, 1, Some(now)),
+            (RunState::Cancelled, 1, Some(now)),
+            (RunState::Queued, 0, None),
+        ]
+    );
+    assert_eq!(got[1].reason.as_deref(), Some(IMPORTED_RUNNING));
+}

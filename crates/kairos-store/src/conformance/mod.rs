@@ -96,6 +96,7 @@ macro_rules! conformance_tests {
             run_claim_concurrent_exclusive, run_claim_never_skips_runs_behind_the_last_batch,
             run_claim_fills_a_short_walk_from_behind_the_last_batch,
             run_claim_takes_an_exclusive_run_queued_after_claims_without_one,
+            run_import_settles_runs_that_were_running,
             // lease
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_release_keeps_attempt, run_release_after_a_cancel_request_ends_cancelled, run_finish_stores_any_output,
             run_finish_many_fences_each_lease,

@@ -3,8 +3,9 @@
 //! history with attempts and output, copied from one store into an empty one.
 //!
 //! The source must not be in use (a SQLite store is locked by its running node, so the copy
-//! refuses to start while it runs). A run that was running in the source arrives queued and
-//! runs again. Tokens and the audit log are not copied: create tokens in the new store with
+//! refuses to start while it runs). A run that was running in the source (its node is gone) is
+//! settled as a rescue would settle it (`kairos_store::imported_run`): it runs again, or ends
+//! `lost` if it is `at_most_once`, or `cancelled` if it was asked to stop. Tokens and the audit log are not copied: create tokens in the new store with
 //! `kairos token create --store URL`.
 
 use kairos_store::{JobImportParams, JobListParams, RunImportParams, RunListParams, Store};
@@ -127,6 +128,7 @@ pub async fn copy(source: &dyn Store, target: &dyn Store) -> anyhow::Result<(u64
                 .run_import(RunImportParams {
                     job_id: copied.id,
                     runs: batch,
+                    now: kairos_runtime::Clock::now(&kairos_runtime::SystemClock),
                 })
                 .await?;
         }
