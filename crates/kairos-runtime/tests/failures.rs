@@ -748,3 +748,67 @@ async fn a_lease_that_cannot_be_renewed_ends_on_time_whatever_the_wall_clock_doe
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
 }
+
+/// A store that answers every renewal slowly, but in time, keeps the attempts running: a
+/// renewal is waited for until the attempts it renews would have to be given up, not cut off at
+/// the heartbeat's period. Here each renewal takes 3.65 s against a heartbeat of 3.33 s (a
+/// 10 s lease given up 8 s after the last renewal was sent); cut off at the period, none would
+/// count and the attempt would be killed 8 s after its claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_slower_than_the_heartbeat_still_keep_the_attempt() {
+    let Some(pg) = kairos_testkit::postgres::temp_postgres().await else {
+        return;
+    };
+    let client = kairos_testkit::postgres::connect(&pg.schema.base_url)
+        .await
+        .unwrap();
+    // Slow renewals only: an update that keeps a run running and moves its lease.
+    client
+        .batch_execute(&format!(
+            "SET search_path = {0}; \
+             CREATE FUNCTION slow_renewal() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               IF OLD.state = 'running' AND NEW.state = 'running' \
+                  AND NEW.lease_expires_at IS DISTINCT FROM OLD.lease_expires_at THEN \
+                 PERFORM pg_sleep(3.65); \
+               END IF; \
+               RETURN NEW; \
+             END $$; \
+             CREATE TRIGGER slow_renewal BEFORE UPDATE ON {0}.runs \
+               FOR EACH ROW EXECUTE FUNCTION slow_renewal();",
+            pg.schema.name
+        ))
+        .await
+        .unwrap();
+    let ctx = NodeContext::new(
+        "test-node",
+        pg.store.clone(),
+        Arc::new(kairos_runtime::SystemClock),
+    );
+    trigger_one(
+        &ctx,
+        r#"{"name":"long","task":{"kind":"shell","script":"true"}}"#,
+    )
+    .await;
+    let hanging = Arc::new(HangingExecutor::default());
+    let config = WorkerConfig {
+        lease: kairos_core::lease::LeaseTiming::new(SignedDuration::from_secs(10)).unwrap(),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(ctx.clone(), hanging.clone(), config);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(worker.run(shutdown.clone(), Duration::from_millis(100)));
+    hanging.started().await;
+    let started = std::time::Instant::now();
+    // Three renewals are sent in 10 s; the first must hold from 8 s after the claim on.
+    while started.elapsed() < Duration::from_secs(11) {
+        assert!(
+            !hanging.killed(),
+            "killed {:?} after it started",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+}

@@ -3,7 +3,8 @@
 //! can expire in the store (see [`kairos_core::lease`]).
 //!
 //! The keeper runs beside the claim loop, in two loops of its own: heartbeats (every third of
-//! the lease, each under a timeout so that a store that hangs cannot hold them up) and expiry
+//! the lease, each under a timeout, up to the point the attempts it renews must be given up, so
+//! that a store that hangs cannot hold them up) and expiry
 //! (wakes at the earliest point an attempt must be given up). Neither waits for a claim, an
 //! attempt or a result being recorded.
 
@@ -252,6 +253,20 @@ impl Leases {
         Ok(())
     }
 
+    /// How long a renewal may take and still be of use: until the earliest point an attempt
+    /// it renews must be given up (by the monotonic clock), and at least `at_least` (the
+    /// heartbeat's period). A renewal that comes back late still holds from when it was sent,
+    /// so cutting it off at the period would throw away renewals of a store that answers
+    /// slowly but in time, and give the attempts up although every lease was renewed.
+    pub(super) fn renewal_wait(&self, at_least: Duration) -> Duration {
+        let now = Instant::now();
+        self.held()
+            .values()
+            .map(|l| l.stop_at().by.saturating_duration_since(now))
+            .min()
+            .map_or(at_least, |until| until.max(at_least))
+    }
+
     /// Stops the attempts whose runs were asked to stop (see [`CANCEL_POLL`]).
     pub(super) async fn poll_cancels(&self, ctx: &NodeContext) -> Result<(), StoreError> {
         let held: Vec<Arc<Lease>> = self
@@ -313,10 +328,11 @@ pub(super) async fn keep(leases: Arc<Leases>, ctx: NodeContext, stop: Cancellati
                 _ = ctx.heartbeat_wake.notified() => {}
                 _ = tick.tick() => {}
             }
-            match tokio::time::timeout(beat, leases.heartbeat_once(&ctx)).await {
+            let wait = leases.renewal_wait(beat);
+            match tokio::time::timeout(wait, leases.heartbeat_once(&ctx)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "heartbeat failed"),
-                Err(_) => tracing::error!(timeout = ?beat, "heartbeat timed out"),
+                Err(_) => tracing::error!(timeout = ?wait, "heartbeat timed out"),
             }
         }
     };
