@@ -169,6 +169,26 @@ pub(crate) async fn fire_many(
     Ok(results)
 }
 
+/// A fire's fence, and the lock on its job's row.
+const FIRE_FENCE: &str = "UPDATE jobs SET next_fire_at = $1 \
+     WHERE id = $2 AND NOT paused AND next_fire_at = $3 \
+     AND ($4::bigint IS NULL OR version = $4)";
+
+/// The job rows a wave locks, in id order: its own jobs (`(job id, index)`, in job id order),
+/// each with its index, merged with the jobs to share-lock (`shared`, in id order, none of the
+/// wave's), without one.
+pub(crate) fn job_locks(
+    own: impl Iterator<Item = (JobId, usize)>,
+    shared: &[JobId],
+) -> impl Iterator<Item = (JobId, Option<usize>)> {
+    let mut locks: Vec<(JobId, Option<usize>)> = own
+        .map(|(id, i)| (id, Some(i)))
+        .chain(shared.iter().map(|&id| (id, None)))
+        .collect();
+    locks.sort_by_key(|(id, _)| *id);
+    locks.into_iter()
+}
+
 /// Fires of distinct jobs, in job id order.
 async fn fire_wave(
     c: &impl GenericClient,
@@ -183,23 +203,40 @@ async fn fire_wave(
     // fence is also the lock: a concurrent fire of the same due time waits here, then finds
     // `next_fire_at` moved and changes nothing; the statements after these see everything
     // that earlier holders of the locks committed.
-    let fences = wave.iter().map(|&i| async move {
-        let p = &ps[i];
-        execute(
-            c,
-            "UPDATE jobs SET next_fire_at = $1 \
-             WHERE id = $2 AND NOT paused AND next_fire_at = $3 \
-             AND ($4::bigint IS NULL OR version = $4)",
-            &[
-                &p.next_fire_at,
-                &p.job_id,
-                &p.expected_next_fire_at,
-                &p.expected_version,
-            ],
-        )
-        .await
-    });
-    let fenced = futures::future::try_join_all(fences).await?;
+    // With them, in the same id order, the jobs that run after the jobs whose runs it replaces
+    // (see `crate::dependency::dependents_to_share`).
+    let replacing: Vec<JobId> = wave
+        .iter()
+        .filter(|&&i| ps[i].cancel_active)
+        .map(|&i| ps[i].job_id)
+        .collect();
+    let own: Vec<JobId> = wave.iter().map(|&i| ps[i].job_id).collect();
+    let shared = crate::dependency::dependents_to_share(c, &replacing, &own, FIRE_FENCE).await?;
+    let fences = job_locks(wave.iter().map(|&i| (ps[i].job_id, i)), &shared).map(
+        |(job_id, fence)| async move {
+            let Some(i) = fence else {
+                return crate::dependency::share(c, job_id).await.map(|()| None);
+            };
+            let p = &ps[i];
+            execute(
+                c,
+                FIRE_FENCE,
+                &[
+                    &p.next_fire_at,
+                    &p.job_id,
+                    &p.expected_next_fire_at,
+                    &p.expected_version,
+                ],
+            )
+            .await
+            .map(Some)
+        },
+    );
+    let fenced: Vec<u64> = futures::future::try_join_all(fences)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     let mut applied: Vec<usize> = wave
         .iter()
         .zip(&fenced)

@@ -133,15 +133,63 @@ pub(crate) async fn lock_dependents(
     Ok(())
 }
 
+/// The jobs that run after jobs `replacing` (whose runs an `overlap: replace` fire or event
+/// cancels, which may create their runs), other than the jobs of `wave`: read without a lock,
+/// for the fire to share-lock them with its own jobs' rows, in one id order ([`share`]), before
+/// it counts active runs or touches any run. A fire of such a job holds its row while it
+/// counts that job's active runs (the overlap fence of `forbid` and `max_concurrent`), so the
+/// dependency runs a replacement creates are either counted by that fire or created after it.
+/// (A job that starts to run after one of them between this read and the lock is left to
+/// [`lock_dependents_of_jobs`].) Prepares the statements of the lock pipeline (`fence`, the
+/// caller's, and [`share`]'s) when there is one to share-lock, so that they are sent in the
+/// order they are polled.
+pub(crate) async fn dependents_to_share(
+    c: &impl GenericClient,
+    replacing: &[JobId],
+    wave: &[JobId],
+    fence: &str,
+) -> StoreResult<Vec<JobId>> {
+    if replacing.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids: Vec<JobId> = query(c, DEPENDENTS_OF_JOBS, &[&replacing])
+        .await?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect::<StoreResult<_>>()?;
+    let ids: Vec<JobId> = ids.into_iter().filter(|id| !wave.contains(id)).collect();
+    if !ids.is_empty() {
+        for sql in [fence, SHARE] {
+            c.prepare_cached(sql).await.map_err(crate::rows::pg_error)?;
+        }
+    }
+    Ok(ids)
+}
+
+/// Share-locks job `id`'s row (see [`dependents_to_share`]).
+pub(crate) async fn share(c: &impl GenericClient, id: JobId) -> StoreResult<()> {
+    query(c, SHARE, &[&id]).await?;
+    Ok(())
+}
+
+/// The statement of [`share`].
+const SHARE: &str = "SELECT 1 FROM jobs WHERE id = $1 FOR SHARE";
+
+/// The dependents of jobs `$1`, in id order, without a lock.
+const DEPENDENTS_OF_JOBS: &str = "SELECT DISTINCT j.id FROM jobs u \
+     JOIN job_deps d ON d.upstream = u.name \
+     JOIN jobs j ON j.id = d.job_id AND j.namespace = u.namespace \
+     WHERE u.id = ANY($1) AND EXISTS (SELECT 1 FROM job_deps) ORDER BY j.id";
+
 /// [`lock_dependents`] for the runs of jobs `job_ids` (the runs `overlap: replace` cancels).
 ///
-/// Only `FOR KEY SHARE` here (what the inserts' foreign key checks take), not `FOR SHARE`: a
-/// fire holds its own jobs' rows already, locked in id order before it knows which runs it
-/// cancels, so a lock here that a fire of the dependent job waits for, and that waits for it,
-/// would be taken out of order and could deadlock with that fire. So a dependency run created
-/// by a replacement is not serialized with a concurrent fire of its job: that fire may count
-/// the job's active runs without it (a `forbid` or `max_concurrent` fence crossed, only when
-/// a replacing fire and a fire of a job that runs after it commit at the same moment).
+/// The dependents known before the fire's locks are share-locked with them already
+/// ([`dependents_to_share`]). This catches a job that started to run after one of them
+/// meanwhile, with `FOR KEY SHARE` only (what the inserts' foreign key checks take): the fire
+/// holds its own jobs' rows already, so a lock here that a fire of the dependent job waits for,
+/// and that waits for it, would be taken out of order and could deadlock with that fire. Such
+/// a job's dependency run is not serialized with a concurrent fire of it (only when its
+/// dependency was written while the replacing fire ran).
 pub(crate) async fn lock_dependents_of_jobs(
     c: &impl GenericClient,
     job_ids: &[JobId],

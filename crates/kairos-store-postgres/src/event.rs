@@ -86,6 +86,10 @@ pub(crate) async fn targets(
         .collect())
 }
 
+/// An event's fence, and the lock on its job's row.
+const EVENT_FENCE: &str = "SELECT 1 FROM jobs WHERE id = $1 AND version = $2 AND NOT paused \
+     FOR NO KEY UPDATE";
+
 /// `event_fire_many`: the fences (each job unchanged and not paused, locked in job id order;
 /// no run for the event yet; the overlap counts), then the cancels, then the runs.
 pub(crate) async fn fire_many(
@@ -98,17 +102,31 @@ pub(crate) async fn fire_many(
     order.sort_by_key(|&i| ps[i].job_id);
     // The fences and the jobs' row locks (the lock a fire's `UPDATE` takes, which a job write
     // and a trigger-now's share lock wait for), sent at once (pipelined: run in this order).
-    let fences = order.iter().map(|&i| async move {
-        let p = &ps[i];
-        execute(
-            c,
-            "SELECT 1 FROM jobs WHERE id = $1 AND version = $2 AND NOT paused \
-             FOR NO KEY UPDATE",
-            &[&p.job_id, &p.expected_version],
-        )
-        .await
-    });
-    let fenced = futures::future::try_join_all(fences).await?;
+    // With them, in the same id order, the jobs that run after the jobs whose runs an event
+    // replaces (see `crate::dependency::dependents_to_share`).
+    let replacing: Vec<JobId> = order
+        .iter()
+        .filter(|&&i| ps[i].cancel_active)
+        .map(|&i| ps[i].job_id)
+        .collect();
+    let own: Vec<JobId> = order.iter().map(|&i| ps[i].job_id).collect();
+    let shared = crate::dependency::dependents_to_share(c, &replacing, &own, EVENT_FENCE).await?;
+    let fences = crate::batch::job_locks(order.iter().map(|&i| (ps[i].job_id, i)), &shared).map(
+        |(job_id, fence)| async move {
+            let Some(i) = fence else {
+                return crate::dependency::share(c, job_id).await.map(|()| None);
+            };
+            let p = &ps[i];
+            execute(c, EVENT_FENCE, &[&p.job_id, &p.expected_version])
+                .await
+                .map(Some)
+        },
+    );
+    let fenced: Vec<u64> = futures::future::try_join_all(fences)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     let mut applied: Vec<usize> = order
         .iter()
         .zip(&fenced)

@@ -1410,6 +1410,62 @@ async fn a_dependency_run_waits_for_a_fire_of_its_job() {
     end_waits_for_the_fire(&pg, fire, finish, down.id).await;
 }
 
+/// The same when the run that ends is cancelled by an `overlap: replace` fire of its job: the
+/// replacing fire share-locks the jobs that run after its job with its own row, before it
+/// cancels anything, so it waits for a fire of one of them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacements_dependency_run_waits_for_a_fire_of_its_job() {
+    let Some(pg) = temp_postgres().await else {
+        return;
+    };
+    let store = pg.store.clone();
+    let at = t0();
+    let next = at + SignedDuration::from_secs(60);
+    let up = store
+        .job_create(job_params(
+            kairos_store::conformance::spec("up"),
+            Some(next),
+        ))
+        .await
+        .unwrap();
+    let down = kairos_core::spec::JobSpec::from_json(
+        r#"{"name":"down","triggers":[{"after":{"job":"up","on":"done"}}],"task":{"kind":"shell","script":"true"}}"#,
+    )
+    .unwrap();
+    let down = store.job_create(job_params(down, None)).await.unwrap();
+    store
+        .run_insert(RunInsertParams {
+            job_id: up.id,
+            run: insert(at, false),
+            params: None,
+            actor: "test".into(),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    let fire = fire_holds(&pg, down.id).await;
+    let replace = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .job_fire(JobFireParams {
+                    job_id: up.id,
+                    expected_next_fire_at: next,
+                    runs: vec![insert(next, false)],
+                    cancel_active: true,
+                    max_active: None,
+                    next_fire_at: Some(next + SignedDuration::from_secs(60)),
+                    now: Some(next),
+                    expected_version: None,
+                })
+                .await
+                .unwrap()
+                .applied
+        }
+    });
+    end_waits_for_the_fire(&pg, fire, replace, down.id).await;
+}
+
 /// The same when the run that ends is a workflow run, ended by its last step's finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_runs_dependency_run_waits_for_a_fire_of_its_job() {
