@@ -2,9 +2,9 @@
 //! two nodes at once: an attempt whose lease was not renewed in time is killed before the lease
 //! can expire in the store (see [`kairos_core::lease`]).
 //!
-//! The keeper runs beside the claim loop, in two loops of its own: heartbeats (every third of
-//! the lease, each under a timeout, up to the point the attempts it renews must be given up, so
-//! that a store that hangs cannot hold them up) and expiry
+//! The keeper runs beside the claim loop, in loops of its own: heartbeats (every third of the
+//! lease; each renewal runs beside the beat, waited for until what it renews to has passed, so
+//! that neither a slow store nor one renewal that hangs holds up the next) and expiry
 //! (wakes at the earliest point an attempt must be given up). Neither waits for a claim, an
 //! attempt or a result being recorded.
 
@@ -253,20 +253,6 @@ impl Leases {
         Ok(())
     }
 
-    /// How long a renewal may take and still be of use: until the earliest point an attempt
-    /// it renews must be given up (by the monotonic clock), and at least `at_least` (the
-    /// heartbeat's period). A renewal that comes back late still holds from when it was sent,
-    /// so cutting it off at the period would throw away renewals of a store that answers
-    /// slowly but in time, and give the attempts up although every lease was renewed.
-    pub(super) fn renewal_wait(&self, at_least: Duration) -> Duration {
-        let now = Instant::now();
-        self.held()
-            .values()
-            .map(|l| l.stop_at().by.saturating_duration_since(now))
-            .min()
-            .map_or(at_least, |until| until.max(at_least))
-    }
-
     /// Stops the attempts whose runs were asked to stop (see [`CANCEL_POLL`]).
     pub(super) async fn poll_cancels(&self, ctx: &NodeContext) -> Result<(), StoreError> {
         let held: Vec<Arc<Lease>> = self
@@ -317,23 +303,40 @@ impl Leases {
 /// Heartbeats and expiry until `stop`.
 pub(super) async fn keep(leases: Arc<Leases>, ctx: NodeContext, stop: CancellationToken) {
     let beat = leases.timing.heartbeat().unsigned_abs();
+    // A renewal holds from when it was sent, so it is worth waiting for until the point it
+    // would renew to has passed; cut off at the beat, a store that answers every renewal in
+    // more than a third of the lease (but in time) would have every attempt killed.
+    let worth = (leases.timing.lease() - leases.timing.margin()).unsigned_abs();
     let heartbeats = async {
         let mut tick = tokio::time::interval(beat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Renewals run beside the beat: one that hangs (a connection dropped without a word)
+        // does not hold up the next, which goes out at the next beat on another connection.
+        let mut renewals = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
+                Some(_) = renewals.join_next(), if !renewals.is_empty() => continue,
                 // A cancel or `overlap: replace` on this node: act now, not at the next beat.
                 _ = ctx.heartbeat_wake.notified() => {}
                 _ = tick.tick() => {}
             }
-            let wait = leases.renewal_wait(beat);
-            match tokio::time::timeout(wait, leases.heartbeat_once(&ctx)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "heartbeat failed"),
-                Err(_) => tracing::error!(timeout = ?wait, "heartbeat timed out"),
+            if renewals.len() >= RENEWALS_IN_FLIGHT {
+                tracing::warn!(
+                    in_flight = renewals.len(),
+                    "heartbeat skipped: earlier renewals are still waiting for the store"
+                );
+                continue;
             }
+            let (leases, ctx) = (leases.clone(), ctx.clone());
+            renewals.spawn(async move {
+                match tokio::time::timeout(worth, leases.heartbeat_once(&ctx)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "heartbeat failed"),
+                    Err(_) => tracing::error!(timeout = ?worth, "heartbeat timed out"),
+                }
+            });
         }
     };
     let expiry = async {
@@ -372,6 +375,10 @@ pub(super) async fn keep(leases: Arc<Leases>, ctx: NodeContext, stop: Cancellati
     };
     tokio::join!(heartbeats, expiry, cancels);
 }
+
+/// Lease renewals waiting for the store at once, at most (each waits up to `lease − margin`,
+/// a little over two beats).
+const RENEWALS_IN_FLIGHT: usize = 3;
 
 /// How often a node asks whether the runs it holds were asked to stop.
 const CANCEL_POLL: Duration = Duration::from_secs(1);
