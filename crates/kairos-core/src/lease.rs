@@ -100,6 +100,22 @@ pub struct ExpiredRun {
     pub never_started: bool,
 }
 
+/// Whether a running run's attempt never started, for [`ExpiredRun::never_started`]: an
+/// `at_most_once` run's own begin record decides (its start may be dated ahead of the store's
+/// clock); another's, its start after `now` (claimed ahead of a due time still to come).
+pub fn never_started(
+    execution: ExecutionMode,
+    begun: bool,
+    started_at: Option<Timestamp>,
+    now: Timestamp,
+) -> bool {
+    if execution == ExecutionMode::AtMostOnce {
+        !begun
+    } else {
+        started_at.is_some_and(|s| s > now)
+    }
+}
+
 /// What the rescuer does with a run whose lease expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RescueDecision {

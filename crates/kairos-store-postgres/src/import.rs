@@ -1,4 +1,5 @@
-//! `kairos store copy`: jobs and run history copied in as they were.
+//! `kairos store copy`: jobs and run history copied in as they were, except runs that were
+//! running (settled by `kairos_store::imported_run`).
 
 use kairos_core::auth::AuditAction;
 use kairos_core::run::RunState;
@@ -81,10 +82,10 @@ impl PostgresStore {
                     &crate::rows::execution_str(run.execution),
                     &run.exclusive,
                     &settled.reason,
-                    &run.node,
+                    &settled.node,
                     &run.cancel_requested,
                     &run.created_at,
-                    &run.started_at,
+                    &settled.started_at,
                     &settled.finished_at,
                     &run.exit_code,
                 ],
@@ -93,7 +94,7 @@ impl PostgresStore {
             let Some(row) = row else { continue };
             copied += 1;
             let id: i64 = row.try_get(0).map_err(pg_error)?;
-            for a in attempts {
+            for a in attempts.iter().chain(&settled.lost) {
                 execute(
                     &tx,
                     "INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, \

@@ -98,11 +98,12 @@ pub(crate) async fn rescue(
                     ExecutionMode::AtLeastOnce
                 },
                 cancel_requested: col(row, 6)?,
-                // An at-most-once run's own record decides (its start may be dated ahead of
-                // the database's clock); another's, its start after now (claimed ahead).
-                never_started: !col::<bool>(row, 9)?
-                    || (col::<&str>(row, 4)? != "at_most_once"
-                        && started_at.is_some_and(|s| s > now)),
+                never_started: kairos_core::lease::never_started(
+                    crate::rows::execution_from(col(row, 4)?)?,
+                    col(row, 9)?,
+                    started_at,
+                    now,
+                ),
             },
         };
         let decision = rescue_decision(&run.run);

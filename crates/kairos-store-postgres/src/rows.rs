@@ -27,14 +27,14 @@ macro_rules! run_columns {
          r.lease_expires_at, r.cancel_requested, r.created_at, r.started_at, r.finished_at, \
          r.exit_code, r.parent_id, r.step, r.result, r.params, r.event_id, r.event_topic, \
          r.event_payload, r.upstream_run_id, r.progress, r.progress_message, r.checkpoint, \
-         r.reported_at"
+         r.reported_at, r.begun"
     };
 }
 
 pub(crate) use {job_columns, run_columns};
 
 /// Number of columns in `run_columns!()`: a claim's job columns follow at this offset.
-pub(crate) const RUN_WIDTH: usize = 32;
+pub(crate) const RUN_WIDTH: usize = 33;
 
 /// `{RUN_SELECT} WHERE …` rows map with [`run`].
 pub(crate) const RUN_SELECT: &str = concat!(
@@ -113,7 +113,7 @@ pub(crate) fn execution_str(e: ExecutionMode) -> &'static str {
     }
 }
 
-fn execution_from(s: &str) -> StoreResult<ExecutionMode> {
+pub(crate) fn execution_from(s: &str) -> StoreResult<ExecutionMode> {
     match s {
         "at_least_once" => Ok(ExecutionMode::AtLeastOnce),
         "at_most_once" => Ok(ExecutionMode::AtMostOnce),
@@ -191,6 +191,7 @@ pub(crate) fn run(row: &Row) -> StoreResult<Run> {
             }),
             None => None,
         },
+        begun: col(row, 32)?,
     })
 }
 

@@ -179,7 +179,7 @@ pub(crate) fn claim(
            max_attempts, execution, exclusive, reason, node, lease_expires_at, cancel_requested, \
            created_at, started_at, finished_at, exit_code, parent_id, step, result, params, \
            event_id, event_topic, event_payload, upstream_run_id, progress, progress_message, \
-           checkpoint, reported_at",
+           checkpoint, reported_at, begun",
         params![
             node,
             token,

@@ -1,4 +1,5 @@
-//! `kairos store copy`: jobs and run history copied in as they were.
+//! `kairos store copy`: jobs and run history copied in as they were, except runs that were
+//! running (settled by `kairos_store::imported_run`).
 
 use jiff::Timestamp;
 use kairos_core::auth::AuditAction;
@@ -75,10 +76,10 @@ pub(crate) fn run_import(conn: &Connection, p: &RunImportParams) -> StoreResult<
                 rows::execution_str(run.execution),
                 run.exclusive,
                 settled.reason,
-                run.node,
+                settled.node,
                 run.cancel_requested,
                 micros(run.created_at),
-                run.started_at.map(micros),
+                settled.started_at.map(micros),
                 settled.finished_at.map(micros),
                 run.exit_code,
             ],
@@ -88,7 +89,7 @@ pub(crate) fn run_import(conn: &Connection, p: &RunImportParams) -> StoreResult<
         }
         copied += 1;
         let id = conn.last_insert_rowid();
-        for a in attempts {
+        for a in attempts.iter().chain(&settled.lost) {
             exec(
                 conn,
                 "INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, status, \

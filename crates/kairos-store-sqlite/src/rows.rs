@@ -111,7 +111,7 @@ pub(crate) const RUN_SELECT: &str = "SELECT r.id, r.job_id, j.namespace, j.name,
      r.exclusive, r.reason, r.node, r.lease_expires_at, r.cancel_requested, r.created_at, \
      r.started_at, r.finished_at, r.exit_code, r.parent_id, r.step, r.result, r.params, \
      r.event_id, r.event_topic, r.event_payload, r.upstream_run_id, r.progress, \
-     r.progress_message, r.checkpoint, r.reported_at \
+     r.progress_message, r.checkpoint, r.reported_at, r.begun \
      FROM runs r JOIN jobs j ON j.id = r.job_id";
 
 fn text<'r>(row: &'r Row<'_>, i: usize) -> StoreResult<&'r str> {
@@ -165,6 +165,7 @@ pub(crate) fn run(row: &Row<'_>) -> StoreResult<Run> {
             }),
             None => None,
         },
+        begun: col::<i64>(row, 32)? != 0,
     })
 }
 

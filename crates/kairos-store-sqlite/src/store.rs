@@ -741,11 +741,12 @@ impl Store for SqliteStore {
                                 max_attempts: col::<u32>(r, 3)?,
                                 execution: rows::execution_from(&col::<String>(r, 4)?)?,
                                 cancel_requested: col::<i64>(r, 7)? != 0,
-                                // An at-most-once run's own record decides; another's,
-                                // its start after now (claimed ahead).
-                                never_started: col::<i64>(r, 9)? == 0
-                                    || (col::<String>(r, 4)? != "at_most_once"
-                                        && started.is_some_and(|s| s > now)),
+                                never_started: kairos_core::lease::never_started(
+                                    rows::execution_from(&col::<String>(r, 4)?)?,
+                                    col::<i64>(r, 9)? != 0,
+                                    rows::opt_instant(started)?,
+                                    rows::instant(now)?,
+                                ),
                             },
                         })
                     },

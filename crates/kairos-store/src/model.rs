@@ -83,6 +83,10 @@ pub struct Run {
     pub upstream_run_id: Option<RunId>,
     /// What its task last reported (progress, message, checkpoint), if anything.
     pub report: Option<RunReport>,
+    /// False only while an `at_most_once` run's attempt has been claimed and has not begun
+    /// (its worker records the begin before the task starts). Not part of a run's API view.
+    #[serde(skip)]
+    pub begun: bool,
 }
 
 /// What a run's task last reported while it ran; kept across attempts.

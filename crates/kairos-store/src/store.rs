@@ -535,13 +535,18 @@ pub struct RunImportParams {
     pub now: Timestamp,
 }
 
-/// What a copy records of a run: its state, attempt count, reason and end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a copy records of a run: its state, attempt count, reason, start, end and node, and
+/// the attempt it ends with when it was lost at the copy.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImportedRun {
     pub state: RunState,
     pub attempt: u32,
     pub reason: Option<String>,
+    pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
+    pub node: Option<String>,
+    /// The record of the attempt that was running, `lost` (as a rescue records it).
+    pub lost: Option<Attempt>,
 }
 
 /// The reason a run that was running in the copied store ended with.
@@ -550,18 +555,23 @@ pub const IMPORTED_RUNNING: &str = "copied from another store while running: its
 /// What a copy records of `run`, with `recorded` attempts copied beside it, at `now`. A run that
 /// was `running` (its node is gone, its lease not copied) is settled by the rescue rule
 /// (`kairos_core::lease::rescue_decision`), as if its lease had expired at `now`: one asked to
-/// stop ends `cancelled`, an `at_most_once` one ends `lost` (a copy cannot tell whether its
-/// attempt began, so it is never run again), and any other goes back to `queued` without the
-/// attempt it was in (which has no record), as does one claimed ahead of a due time still to
-/// come. Other runs arrive as they were.
+/// stop ends `cancelled`, an `at_most_once` one that began ends `lost` with its attempt
+/// recorded `lost` (it never runs twice), and any other goes back to `queued` without the
+/// attempt it was in, as does one that never started (an `at_most_once` run whose attempt had
+/// not begun, another claimed ahead of a due time still to come). Unlike a rescue, a copy does
+/// not start the runs of the jobs that run after a run it ends; and a workflow run is settled
+/// as one run (its steps are not copied). Other runs arrive as they were.
 pub fn imported_run(run: &Run, recorded: u32, now: Timestamp) -> ImportedRun {
-    use kairos_core::lease::{ExpiredRun, RescueDecision, rescue_decision};
+    use kairos_core::lease::{ExpiredRun, RescueDecision, never_started, rescue_decision};
     if run.state != RunState::Running {
         return ImportedRun {
             state: run.state,
             attempt: run.attempt,
             reason: run.reason.clone(),
+            started_at: run.started_at,
             finished_at: run.finished_at,
+            node: run.node.clone(),
+            lost: None,
         };
     }
     let decision = rescue_decision(&ExpiredRun {
@@ -569,23 +579,48 @@ pub fn imported_run(run: &Run, recorded: u32, now: Timestamp) -> ImportedRun {
         max_attempts: run.max_attempts,
         execution: run.execution,
         cancel_requested: run.cancel_requested,
-        never_started: run.started_at.is_some_and(|s| s > now),
+        never_started: never_started(run.execution, run.begun, run.started_at, now),
     });
-    let ended = |state| ImportedRun {
+    let ended = |state, lost| ImportedRun {
         state,
         attempt: run.attempt.max(recorded),
         reason: Some(IMPORTED_RUNNING.to_owned()),
+        started_at: run.started_at,
         finished_at: Some(now),
+        node: run.node.clone(),
+        lost,
     };
     match decision {
         RescueDecision::Release | RescueDecision::Requeue => ImportedRun {
             state: RunState::Queued,
             attempt: recorded,
             reason: run.reason.clone(),
+            // The start of a first attempt that never ran is no start.
+            started_at: run.started_at.filter(|_| recorded > 0),
             finished_at: None,
+            node: None,
+            lost: None,
         },
-        RescueDecision::Lost => ended(RunState::Lost),
-        RescueDecision::Cancelled => ended(RunState::Cancelled),
+        RescueDecision::Lost => ended(
+            RunState::Lost,
+            Some(Attempt {
+                run_id: run.id,
+                attempt: run.attempt,
+                node: run.node.clone().unwrap_or_default(),
+                started_at: run.started_at.unwrap_or(now),
+                finished_at: now,
+                status: "lost".into(),
+                exit_code: None,
+                http_status: None,
+                error: Some(IMPORTED_RUNNING.to_owned()),
+                output: String::new(),
+                output_truncated: false,
+                max_rss_kib: None,
+                user_cpu_us: None,
+                sys_cpu_us: None,
+            }),
+        ),
+        RescueDecision::Cancelled => ended(RunState::Cancelled, None),
     }
 }
 

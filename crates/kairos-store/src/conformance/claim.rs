@@ -453,10 +453,12 @@ pub async fn run_claim_takes_an_exclusive_run_queued_after_claims_without_one(
 }
 
 /// A copy settles the runs that were running in the copied store (their node is gone) as a
-/// rescue would: back to the queue, `lost` for `at_most_once` (never run twice), `cancelled`
-/// when asked to stop, and back to the queue when claimed ahead of a due time still to come.
+/// rescue would: back to the queue without the attempt they were in, `lost` for an
+/// `at_most_once` run that began (never run twice; its attempt recorded `lost`), `cancelled`
+/// when asked to stop, and back to the queue when the attempt never started (an
+/// `at_most_once` run that had not begun, a run claimed ahead of a due time still to come).
 pub async fn run_import_settles_runs_that_were_running(store: Arc<dyn Store>) {
-    use kairos_core::spec::ExecutionMode;
+    use kairos_core::spec::ExecutionMode::{AtLeastOnce, AtMostOnce};
     let a = t("2026-03-01T00:01:00Z");
     let source = create(&store, "source", None).await;
     let target = create(&store, "target", None).await;
@@ -465,19 +467,21 @@ pub async fn run_import_settles_runs_that_were_running(store: Arc<dyn Store>) {
     let running = claim(&store, "n1", 1, now).await.remove(0).run;
     assert_eq!(running.state, RunState::Running);
     let at = |i: i64| a + SignedDuration::from_secs(i);
-    let variant = |i: i64, execution, cancel_requested, started_at| Run {
+    let variant = |i: i64, execution, begun, cancel_requested, started_at| Run {
         scheduled_for: at(i),
         execution,
+        begun,
         cancel_requested,
         started_at: Some(started_at),
         ..running.clone()
     };
     let ahead = now + SignedDuration::from_secs(30);
     let runs = vec![
-        variant(0, ExecutionMode::AtLeastOnce, false, now),
-        variant(1, ExecutionMode::AtMostOnce, false, now),
-        variant(2, ExecutionMode::AtLeastOnce, true, now),
-        variant(3, ExecutionMode::AtMostOnce, false, ahead),
+        variant(0, AtLeastOnce, true, false, now),
+        variant(1, AtMostOnce, true, false, now),
+        variant(2, AtLeastOnce, true, true, now),
+        variant(3, AtMostOnce, false, false, now),
+        variant(4, AtLeastOnce, true, false, ahead),
     ];
     let copied = store
         .run_import(RunImportParams {
@@ -487,7 +491,7 @@ pub async fn run_import_settles_runs_that_were_running(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(copied, 4);
+    assert_eq!(copied, 5);
     let mut got = store
         .run_list(RunListParams {
             job_id: Some(target.id),
@@ -497,18 +501,33 @@ pub async fn run_import_settles_runs_that_were_running(store: Arc<dyn Store>) {
         .await
         .unwrap();
     got.sort_by_key(|r| r.scheduled_for);
-    let settled: Vec<(RunState, u32, Option<Timestamp>)> = got
+    let settled: Vec<(RunState, u32, Option<Timestamp>, Option<Timestamp>)> = got
         .iter()
-        .map(|r| (r.state, r.attempt, r.finished_at))
+        .map(|r| (r.state, r.attempt, r.started_at, r.finished_at))
         .collect();
+    let queued = (RunState::Queued, 0, None, None);
     assert_eq!(
         settled,
         vec![
-            (RunState::Queued, 0, None),
-            (RunState::Lost, 1, Some(now)),
-            (RunState::Cancelled, 1, Some(now)),
-            (RunState::Queued, 0, None),
+            queued,
+            (RunState::Lost, 1, Some(now), Some(now)),
+            (RunState::Cancelled, 1, Some(now), Some(now)),
+            queued,
+            queued,
         ]
     );
     assert_eq!(got[1].reason.as_deref(), Some(IMPORTED_RUNNING));
+    assert!(
+        got.iter()
+            .all(|r| r.state != RunState::Queued || r.node.is_none())
+    );
+    let attempts = store
+        .attempt_list(AttemptListParams { run_id: got[1].id })
+        .await
+        .unwrap();
+    let recorded: Vec<(u32, &str)> = attempts
+        .iter()
+        .map(|x| (x.attempt, x.status.as_str()))
+        .collect();
+    assert_eq!(recorded, vec![(1, "lost")], "the lost attempt is recorded");
 }

@@ -3,9 +3,10 @@
 //! history with attempts and output, copied from one store into an empty one.
 //!
 //! The source must not be in use (a SQLite store is locked by its running node, so the copy
-//! refuses to start while it runs). A run that was running in the source (its node is gone) is
-//! settled as a rescue would settle it (`kairos_store::imported_run`): it runs again, or ends
-//! `lost` if it is `at_most_once`, or `cancelled` if it was asked to stop. Tokens and the audit log are not copied: create tokens in the new store with
+//! refuses to start while it runs). A run that was running in the source (its node is gone)
+//! is settled as a rescue would settle it (`kairos_store::imported_run`): it runs again, or
+//! ends `lost` if it is `at_most_once` and began, or `cancelled` if it was asked to stop.
+//! Tokens and the audit log are not copied: create tokens in the new store with
 //! `kairos token create --store URL`.
 
 use kairos_store::{JobImportParams, JobListParams, RunImportParams, RunListParams, Store};
