@@ -751,10 +751,10 @@ async fn a_lease_that_cannot_be_renewed_ends_on_time_whatever_the_wall_clock_doe
 
 /// A store that answers every renewal slowly, but in time, keeps the attempts running: a
 /// renewal holds from when it was sent, so it is waited for (beside the next beats) until what
-/// it renews to has passed, not cut off at the heartbeat's period. Here each renewal takes
-/// 3.45 s against a heartbeat of 3.33 s (a 10 s lease given up 8 s after the last renewal that
-/// held was sent); cut off at the period, none would count and the attempt would be killed 8 s
-/// after its claim.
+/// it renews to has passed, not cut off at the heartbeat's period. Here each renewal takes 7 s
+/// against a heartbeat of 6.67 s (a 20 s lease, given up 16 s after the last renewal that
+/// held was sent); cut off at the period, none would count and the attempt would be killed
+/// 16 s after its claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_slower_than_the_heartbeat_still_keep_the_attempt() {
     let Some(pg) = kairos_testkit::postgres::temp_postgres().await else {
@@ -771,7 +771,7 @@ async fn renewals_slower_than_the_heartbeat_still_keep_the_attempt() {
              BEGIN \
                IF OLD.state = 'running' AND NEW.state = 'running' \
                   AND NEW.lease_expires_at IS DISTINCT FROM OLD.lease_expires_at THEN \
-                 PERFORM pg_sleep(3.45); \
+                 PERFORM pg_sleep(7); \
                END IF; \
                RETURN NEW; \
              END $$; \
@@ -793,7 +793,7 @@ async fn renewals_slower_than_the_heartbeat_still_keep_the_attempt() {
     .await;
     let hanging = Arc::new(HangingExecutor::default());
     let config = WorkerConfig {
-        lease: kairos_core::lease::LeaseTiming::new(SignedDuration::from_secs(10)).unwrap(),
+        lease: kairos_core::lease::LeaseTiming::new(SignedDuration::from_secs(20)).unwrap(),
         ..WorkerConfig::default()
     };
     let worker = Worker::new(ctx.clone(), hanging.clone(), config);
@@ -801,8 +801,9 @@ async fn renewals_slower_than_the_heartbeat_still_keep_the_attempt() {
     let task = tokio::spawn(worker.run(shutdown.clone(), Duration::from_millis(100)));
     hanging.started().await;
     let started = std::time::Instant::now();
-    // Four renewals in 15 s, each holding before the one before it would run out.
-    while started.elapsed() < Duration::from_secs(15) {
+    // Two renewals in 20 s, each holding before the one before it would run out (the
+    // renewals of one run queue for its row, 0.33 s later each time).
+    while started.elapsed() < Duration::from_secs(20) {
         assert!(
             !hanging.killed(),
             "killed {:?} after it started",

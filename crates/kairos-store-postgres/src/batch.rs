@@ -175,8 +175,8 @@ const FIRE_FENCE: &str = "UPDATE jobs SET next_fire_at = $1 \
      AND ($4::bigint IS NULL OR version = $4)";
 
 /// The job rows a wave locks, in id order: its own jobs (`(job id, index)`, in job id order),
-/// each with its index, merged with the jobs to share-lock (`shared`, in id order, none of the
-/// wave's), without one.
+/// each with its index, merged with the jobs to share-lock (`shared`, in id order), without
+/// one; a job in both comes with its index first.
 pub(crate) fn job_locks(
     own: impl Iterator<Item = (JobId, usize)>,
     shared: &[JobId],
@@ -210,8 +210,7 @@ async fn fire_wave(
         .filter(|&&i| ps[i].cancel_active)
         .map(|&i| ps[i].job_id)
         .collect();
-    let own: Vec<JobId> = wave.iter().map(|&i| ps[i].job_id).collect();
-    let shared = crate::dependency::dependents_to_share(c, &replacing, &own, FIRE_FENCE).await?;
+    let shared = crate::dependency::dependents_to_share(c, &replacing, FIRE_FENCE).await?;
     let fences = job_locks(wave.iter().map(|&i| (ps[i].job_id, i)), &shared).map(
         |(job_id, fence)| async move {
             let Some(i) = fence else {
@@ -856,14 +855,16 @@ pub(crate) fn claimed_runs(rows: &[Row], token: &str) -> StoreResult<Vec<Claimed
 ///
 /// Each run is locked by its primary key in id order and the fence computed in the select list,
 /// as in [`FINISH_MANY`]: a join with `runs` fenced in a `WHERE` let the planner walk every
-/// running run of the cluster (`runs_leases`) on statistics that lag.
+/// running run of the cluster (`runs_leases`) on statistics that lag. A lease never moves
+/// back: a node may have several renewals in flight, and one that waited for a row lock may
+/// commit after a later one; the worker keeps the later of their points, so the store must too.
 pub(crate) const HEARTBEAT: &str = "WITH held AS MATERIALIZED ( \
        SELECT l.id, r.lease_token = l.token AND r.state = 'running' AS holds \
        FROM unnest($1::bigint[], $2::text[]) AS l (id, token) \
        CROSS JOIN LATERAL ( \
          SELECT r.lease_token, r.state FROM runs r WHERE r.id = l.id FOR UPDATE) AS r) \
-     UPDATE runs r SET lease_expires_at = \
-       coalesce($3::timestamptz, now()) + $4::bigint * interval '1 microsecond' \
+     UPDATE runs r SET lease_expires_at = greatest(r.lease_expires_at, \
+       coalesce($3::timestamptz, now()) + $4::bigint * interval '1 microsecond') \
      FROM held WHERE r.id = held.id AND held.holds \
      RETURNING r.id, r.lease_token, r.cancel_requested";
 

@@ -134,7 +134,7 @@ pub(crate) async fn lock_dependents(
 }
 
 /// The jobs that run after jobs `replacing` (whose runs an `overlap: replace` fire or event
-/// cancels, which may create their runs), other than the jobs of `wave`: read without a lock,
+/// cancels, which may create their runs), the jobs of `wave` among them: read without a lock,
 /// for the fire to share-lock them with its own jobs' rows, in one id order ([`share`]), before
 /// it counts active runs or touches any run. A fire of such a job holds its row while it
 /// counts that job's active runs (the overlap fence of `forbid` and `max_concurrent`), so the
@@ -146,7 +146,6 @@ pub(crate) async fn lock_dependents(
 pub(crate) async fn dependents_to_share(
     c: &impl GenericClient,
     replacing: &[JobId],
-    wave: &[JobId],
     fence: &str,
 ) -> StoreResult<Vec<JobId>> {
     if replacing.is_empty() {
@@ -157,7 +156,8 @@ pub(crate) async fn dependents_to_share(
         .iter()
         .map(|r| col(r, 0))
         .collect::<StoreResult<_>>()?;
-    let ids: Vec<JobId> = ids.into_iter().filter(|id| !wave.contains(id)).collect();
+    // A job of the wave is share-locked too, right after its fence: a fence that does not
+    // apply (a due time moved, a version changed, a pause) locks nothing.
     if !ids.is_empty() {
         for sql in [fence, SHARE] {
             c.prepare_cached(sql).await.map_err(crate::rows::pg_error)?;

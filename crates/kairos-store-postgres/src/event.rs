@@ -109,8 +109,7 @@ pub(crate) async fn fire_many(
         .filter(|&&i| ps[i].cancel_active)
         .map(|&i| ps[i].job_id)
         .collect();
-    let own: Vec<JobId> = order.iter().map(|&i| ps[i].job_id).collect();
-    let shared = crate::dependency::dependents_to_share(c, &replacing, &own, EVENT_FENCE).await?;
+    let shared = crate::dependency::dependents_to_share(c, &replacing, EVENT_FENCE).await?;
     let fences = crate::batch::job_locks(order.iter().map(|&i| (ps[i].job_id, i)), &shared).map(
         |(job_id, fence)| async move {
             let Some(i) = fence else {

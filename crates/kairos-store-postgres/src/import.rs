@@ -100,7 +100,8 @@ impl PostgresStore {
                     "INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, \
                      status, exit_code, http_status, error, output, output_truncated, \
                      max_rss_kib, user_cpu_us, sys_cpu_us) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                     ON CONFLICT (run_id, attempt) DO NOTHING",
                     &[
                         &id,
                         &int(a.attempt),

@@ -95,7 +95,8 @@ pub(crate) fn run_import(conn: &Connection, p: &RunImportParams) -> StoreResult<
                 "INSERT INTO attempts (run_id, attempt, node, started_at, finished_at, status, \
                  exit_code, http_status, error, output, output_truncated, max_rss_kib, \
                  user_cpu_us, sys_cpu_us) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                 ON CONFLICT (run_id, attempt) DO NOTHING",
                 params![
                     id,
                     a.attempt,

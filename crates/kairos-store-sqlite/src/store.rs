@@ -676,8 +676,10 @@ impl Store for SqliteStore {
                     .map(|(run_id, token)| {
                         let cancel: Option<i64> = first(
                             tx,
-                            "UPDATE runs SET lease_expires_at = ?1 WHERE id = ?2 \
-                             AND lease_token = ?3 AND state = 'running' RETURNING cancel_requested",
+                            // A lease never moves back (see the PostgreSQL store's).
+                            "UPDATE runs SET lease_expires_at = MAX(COALESCE(lease_expires_at, ?1), ?1) \
+                             WHERE id = ?2 AND lease_token = ?3 AND state = 'running' \
+                             RETURNING cancel_requested",
                             params![expires, run_id, token],
                             |r| col(r, 0),
                         )?;

@@ -555,8 +555,8 @@ pub const IMPORTED_RUNNING: &str = "copied from another store while running: its
 /// What a copy records of `run`, with `recorded` attempts copied beside it, at `now`. A run that
 /// was `running` (its node is gone, its lease not copied) is settled by the rescue rule
 /// (`kairos_core::lease::rescue_decision`), as if its lease had expired at `now`: one asked to
-/// stop ends `cancelled`, an `at_most_once` one that began ends `lost` with its attempt
-/// recorded `lost` (it never runs twice), and any other goes back to `queued` without the
+/// stop ends `cancelled` and an `at_most_once` one that began ends `lost` (it never runs
+/// twice), each with its attempt recorded `lost`; any other goes back to `queued` without the
 /// attempt it was in, as does one that never started (an `at_most_once` run whose attempt had
 /// not begun, another claimed ahead of a due time still to come). Unlike a rescue, a copy does
 /// not start the runs of the jobs that run after a run it ends; and a workflow run is settled
@@ -581,14 +581,30 @@ pub fn imported_run(run: &Run, recorded: u32, now: Timestamp) -> ImportedRun {
         cancel_requested: run.cancel_requested,
         never_started: never_started(run.execution, run.begun, run.started_at, now),
     });
-    let ended = |state, lost| ImportedRun {
+    // An ended run's attempt that was running is recorded `lost`, as a rescue records it.
+    let ended = |state| ImportedRun {
         state,
         attempt: run.attempt.max(recorded),
         reason: Some(IMPORTED_RUNNING.to_owned()),
         started_at: run.started_at,
         finished_at: Some(now),
         node: run.node.clone(),
-        lost,
+        lost: Some(Attempt {
+            run_id: run.id,
+            attempt: run.attempt,
+            node: run.node.clone().unwrap_or_default(),
+            started_at: run.started_at.unwrap_or(now),
+            finished_at: now,
+            status: "lost".into(),
+            exit_code: None,
+            http_status: None,
+            error: Some(IMPORTED_RUNNING.to_owned()),
+            output: String::new(),
+            output_truncated: false,
+            max_rss_kib: None,
+            user_cpu_us: None,
+            sys_cpu_us: None,
+        }),
     };
     match decision {
         RescueDecision::Release | RescueDecision::Requeue => ImportedRun {
@@ -601,26 +617,8 @@ pub fn imported_run(run: &Run, recorded: u32, now: Timestamp) -> ImportedRun {
             node: None,
             lost: None,
         },
-        RescueDecision::Lost => ended(
-            RunState::Lost,
-            Some(Attempt {
-                run_id: run.id,
-                attempt: run.attempt,
-                node: run.node.clone().unwrap_or_default(),
-                started_at: run.started_at.unwrap_or(now),
-                finished_at: now,
-                status: "lost".into(),
-                exit_code: None,
-                http_status: None,
-                error: Some(IMPORTED_RUNNING.to_owned()),
-                output: String::new(),
-                output_truncated: false,
-                max_rss_kib: None,
-                user_cpu_us: None,
-                sys_cpu_us: None,
-            }),
-        ),
-        RescueDecision::Cancelled => ended(RunState::Cancelled, None),
+        RescueDecision::Lost => ended(RunState::Lost),
+        RescueDecision::Cancelled => ended(RunState::Cancelled),
     }
 }
 

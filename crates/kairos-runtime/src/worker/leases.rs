@@ -312,31 +312,44 @@ pub(super) async fn keep(leases: Arc<Leases>, ctx: NodeContext, stop: Cancellati
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Renewals run beside the beat: one that hangs (a connection dropped without a word)
         // does not hold up the next, which goes out at the next beat on another connection.
+        // At most `RENEWALS_IN_FLIGHT`: a new one replaces the oldest, which can only give a
+        // point earlier than the new one's (each holds from when it was sent).
         let mut renewals = tokio::task::JoinSet::new();
+        let mut oldest_first: std::collections::VecDeque<tokio::task::AbortHandle> =
+            Default::default();
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                Some(_) = renewals.join_next(), if !renewals.is_empty() => continue,
+                Some(done) = renewals.join_next_with_id(), if !renewals.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    oldest_first.retain(|h| h.id() != id);
+                    continue;
+                }
                 // A cancel or `overlap: replace` on this node: act now, not at the next beat.
                 _ = ctx.heartbeat_wake.notified() => {}
                 _ = tick.tick() => {}
             }
-            if renewals.len() >= RENEWALS_IN_FLIGHT {
+            if oldest_first.len() >= RENEWALS_IN_FLIGHT
+                && let Some(oldest) = oldest_first.pop_front()
+            {
                 tracing::warn!(
-                    in_flight = renewals.len(),
-                    "heartbeat skipped: earlier renewals are still waiting for the store"
+                    "a lease renewal still waiting for the store is given up for a new one"
                 );
-                continue;
+                oldest.abort();
             }
             let (leases, ctx) = (leases.clone(), ctx.clone());
-            renewals.spawn(async move {
+            let handle = renewals.spawn(async move {
                 match tokio::time::timeout(worth, leases.heartbeat_once(&ctx)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "heartbeat failed"),
                     Err(_) => tracing::error!(timeout = ?worth, "heartbeat timed out"),
                 }
             });
+            oldest_first.push_back(handle);
         }
     };
     let expiry = async {

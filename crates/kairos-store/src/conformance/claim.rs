@@ -530,4 +530,9 @@ pub async fn run_import_settles_runs_that_were_running(store: Arc<dyn Store>) {
         .map(|x| (x.attempt, x.status.as_str()))
         .collect();
     assert_eq!(recorded, vec![(1, "lost")], "the lost attempt is recorded");
+    let cancelled = store
+        .attempt_list(AttemptListParams { run_id: got[2].id })
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 1, "and the cancelled one's");
 }

@@ -486,3 +486,39 @@ pub async fn run_finish_many_fences_each_lease(store: Arc<dyn Store>) {
             .is_empty()
     );
 }
+
+/// A lease never moves back: a node may have several renewals in flight, and one that waited
+/// for a row lock may commit after a later one; the store keeps the later end, as the node does.
+pub async fn run_heartbeat_never_shortens_a_lease(store: Arc<dyn Store>) {
+    let a = t("2026-03-01T00:01:00Z");
+    let job = create(&store, "j", None).await;
+    super::queue(&store, job.id, insert(a), a).await;
+    let c = claim(&store, "n1", 1, a).await.remove(0);
+    let renew = |at: jiff::Timestamp| {
+        let store = store.clone();
+        let lease = (c.run.id, c.lease_token.clone());
+        async move {
+            store
+                .run_heartbeat(RunHeartbeatParams {
+                    leases: vec![lease],
+                    lease: SignedDuration::from_secs(60),
+                    now: Some(at),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let later = a + SignedDuration::from_secs(40);
+    assert!(renew(later).await[0].held);
+    assert!(renew(a + SignedDuration::from_secs(20)).await[0].held);
+    let run = store
+        .run_get(RunGetParams { id: c.run.id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        run.lease_expires_at,
+        Some(later + SignedDuration::from_secs(60)),
+        "the later renewal's end"
+    );
+}

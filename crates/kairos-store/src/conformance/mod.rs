@@ -101,6 +101,7 @@ macro_rules! conformance_tests {
             run_claim_lease_and_finish, run_retry_waits_for_run_at, run_release_keeps_attempt, run_release_after_a_cancel_request_ends_cancelled, run_finish_stores_any_output,
             run_finish_many_fences_each_lease,
             run_finish_many_takes_each_run_once, run_finish_many_fences_each_token_of_a_run,
+            run_heartbeat_never_shortens_a_lease,
             // report
             run_reports_are_fenced_and_kept_for_later_attempts,
             // rescue
