@@ -174,19 +174,48 @@ const FIRE_FENCE: &str = "UPDATE jobs SET next_fire_at = $1 \
      WHERE id = $2 AND NOT paused AND next_fire_at = $3 \
      AND ($4::bigint IS NULL OR version = $4)";
 
-/// The job rows a wave locks, in id order: its own jobs (`(job id, index)`, in job id order),
-/// each with its index, merged with the jobs to share-lock (`shared`, in id order), without
-/// one; a job in both comes with its index first.
-pub(crate) fn job_locks(
-    own: impl Iterator<Item = (JobId, usize)>,
-    shared: &[JobId],
-) -> impl Iterator<Item = (JobId, Option<usize>)> {
+/// Locks the job rows of a wave of fires (or events) in one id order, in one pipeline: its
+/// own jobs through their fences (`own`: job id, index, whether it replaces runs; in job id
+/// order; `fence(index)` is the statement, `fence_sql` its text, prepared first when the
+/// pipeline mixes statements), and the jobs that run after the jobs whose runs it replaces,
+/// share-locked (see `crate::dependency::dependents_to_share`; a job of the wave right after
+/// its fence, which locks nothing when it does not apply). Returns the indexes whose fence
+/// applied, in the order given.
+pub(crate) async fn lock_jobs<F, Fut>(
+    c: &impl GenericClient,
+    own: &[(JobId, usize, bool)],
+    fence_sql: &str,
+    fence: F,
+) -> StoreResult<Vec<usize>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<u64>>,
+{
+    let replacing: Vec<JobId> = own.iter().filter(|o| o.2).map(|o| o.0).collect();
+    let shared = crate::dependency::dependents_to_share(c, &replacing, fence_sql).await?;
     let mut locks: Vec<(JobId, Option<usize>)> = own
-        .map(|(id, i)| (id, Some(i)))
+        .iter()
+        .map(|&(id, i, _)| (id, Some(i)))
         .chain(shared.iter().map(|&id| (id, None)))
         .collect();
+    // Stable: a job of the wave keeps its fence first, and its fences their order.
     locks.sort_by_key(|(id, _)| *id);
-    locks.into_iter()
+    let sent = locks.into_iter().map(|(id, index)| {
+        let fenced = index.map(|i| (i, fence(i)));
+        async move {
+            match fenced {
+                Some((i, fenced)) => Ok(Some((i, fenced.await? == 1))),
+                None => crate::dependency::share(c, id).await.map(|()| None),
+            }
+        }
+    });
+    Ok(futures::future::try_join_all(sent)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter(|&(_, applied)| applied)
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// Fires of distinct jobs, in job id order.
@@ -203,45 +232,26 @@ async fn fire_wave(
     // fence is also the lock: a concurrent fire of the same due time waits here, then finds
     // `next_fire_at` moved and changes nothing; the statements after these see everything
     // that earlier holders of the locks committed.
-    // With them, in the same id order, the jobs that run after the jobs whose runs it replaces
-    // (see `crate::dependency::dependents_to_share`).
-    let replacing: Vec<JobId> = wave
+    // With them, in the same id order, the jobs that run after the jobs whose runs it replaces.
+    let own: Vec<(JobId, usize, bool)> = wave
         .iter()
-        .filter(|&&i| ps[i].cancel_active)
-        .map(|&i| ps[i].job_id)
+        .map(|&i| (ps[i].job_id, i, ps[i].cancel_active))
         .collect();
-    let shared = crate::dependency::dependents_to_share(c, &replacing, FIRE_FENCE).await?;
-    let fences = job_locks(wave.iter().map(|&i| (ps[i].job_id, i)), &shared).map(
-        |(job_id, fence)| async move {
-            let Some(i) = fence else {
-                return crate::dependency::share(c, job_id).await.map(|()| None);
-            };
-            let p = &ps[i];
-            execute(
-                c,
-                FIRE_FENCE,
-                &[
-                    &p.next_fire_at,
-                    &p.job_id,
-                    &p.expected_next_fire_at,
-                    &p.expected_version,
-                ],
-            )
-            .await
-            .map(Some)
-        },
-    );
-    let fenced: Vec<u64> = futures::future::try_join_all(fences)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
-    let mut applied: Vec<usize> = wave
-        .iter()
-        .zip(&fenced)
-        .filter(|(_, n)| **n == 1)
-        .map(|(&i, _)| i)
-        .collect();
+    let mut applied = lock_jobs(c, &own, FIRE_FENCE, |i| async move {
+        let p = &ps[i];
+        execute(
+            c,
+            FIRE_FENCE,
+            &[
+                &p.next_fire_at,
+                &p.job_id,
+                &p.expected_next_fire_at,
+                &p.expected_version,
+            ],
+        )
+        .await
+    })
+    .await?;
     // The overlap decision's fence, counted after the row locks are held (a new statement:
     // it sees every run committed before, and a trigger-now takes a share lock on the job,
     // so none can commit in between). A fire whose count grew is undone.

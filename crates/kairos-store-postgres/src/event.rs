@@ -103,35 +103,16 @@ pub(crate) async fn fire_many(
     // The fences and the jobs' row locks (the lock a fire's `UPDATE` takes, which a job write
     // and a trigger-now's share lock wait for), sent at once (pipelined: run in this order).
     // With them, in the same id order, the jobs that run after the jobs whose runs an event
-    // replaces (see `crate::dependency::dependents_to_share`).
-    let replacing: Vec<JobId> = order
+    // replaces.
+    let own: Vec<(JobId, usize, bool)> = order
         .iter()
-        .filter(|&&i| ps[i].cancel_active)
-        .map(|&i| ps[i].job_id)
+        .map(|&i| (ps[i].job_id, i, ps[i].cancel_active))
         .collect();
-    let shared = crate::dependency::dependents_to_share(c, &replacing, EVENT_FENCE).await?;
-    let fences = crate::batch::job_locks(order.iter().map(|&i| (ps[i].job_id, i)), &shared).map(
-        |(job_id, fence)| async move {
-            let Some(i) = fence else {
-                return crate::dependency::share(c, job_id).await.map(|()| None);
-            };
-            let p = &ps[i];
-            execute(c, EVENT_FENCE, &[&p.job_id, &p.expected_version])
-                .await
-                .map(Some)
-        },
-    );
-    let fenced: Vec<u64> = futures::future::try_join_all(fences)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
-    let mut applied: Vec<usize> = order
-        .iter()
-        .zip(&fenced)
-        .filter(|(_, n)| **n == 1)
-        .map(|(&i, _)| i)
-        .collect();
+    let mut applied = crate::batch::lock_jobs(c, &own, EVENT_FENCE, |i| async move {
+        let p = &ps[i];
+        execute(c, EVENT_FENCE, &[&p.job_id, &p.expected_version]).await
+    })
+    .await?;
     if applied.is_empty() {
         return Ok(results);
     }
