@@ -1365,10 +1365,39 @@ fn job_params(spec: kairos_core::spec::JobSpec, next: Option<Timestamp>) -> JobC
 }
 
 fn runs_after(upstream: &str) -> kairos_core::spec::JobSpec {
+    runs_after_on(upstream, "success")
+}
+
+fn runs_after_on(upstream: &str, on: &str) -> kairos_core::spec::JobSpec {
     kairos_core::spec::JobSpec::from_json(&format!(
-        r#"{{"name":"down","triggers":[{{"after":{{"job":"{upstream}","on":"success"}}}}],"task":{{"kind":"shell","script":"true"}}}}"#
+        r#"{{"name":"down","triggers":[{{"after":{{"job":"{upstream}","on":"{on}"}}}}],"task":{{"kind":"shell","script":"true"}}}}"#
     ))
     .unwrap()
+}
+
+/// Job `up` (next due at `next`) with one run queued, due at `t0`, and job `down`, which runs
+/// after `up`'s runs that end `on`.
+async fn up_and_down(store: &dyn Store, next: Option<Timestamp>, on: &str) -> (Job, Job) {
+    let at = t0();
+    let up = store
+        .job_create(job_params(kairos_store::conformance::spec("up"), next))
+        .await
+        .unwrap();
+    let down = store
+        .job_create(job_params(runs_after_on("up", on), None))
+        .await
+        .unwrap();
+    store
+        .run_insert(RunInsertParams {
+            job_id: up.id,
+            run: insert(at, false),
+            params: None,
+            actor: "test".into(),
+            now: Some(at),
+        })
+        .await
+        .unwrap();
+    (up, down)
 }
 
 /// A run that ends creates its dependents' runs only once no fire of those jobs is under way.
@@ -1382,24 +1411,7 @@ async fn a_dependency_run_waits_for_a_fire_of_its_job() {
     };
     let store = pg.store.clone();
     let at = t0();
-    let up = store
-        .job_create(job_params(kairos_store::conformance::spec("up"), None))
-        .await
-        .unwrap();
-    let down = store
-        .job_create(job_params(runs_after("up"), None))
-        .await
-        .unwrap();
-    store
-        .run_insert(RunInsertParams {
-            job_id: up.id,
-            run: insert(at, false),
-            params: None,
-            actor: "test".into(),
-            now: Some(at),
-        })
-        .await
-        .unwrap();
+    let (_, down) = up_and_down(&*store, None, "success").await;
     let claimed = claim_one(&*store, "one", at).await;
     let fire = fire_holds(&pg, down.id).await;
     let finish = tokio::spawn({
@@ -1419,30 +1431,8 @@ async fn a_replacements_dependency_run_waits_for_a_fire_of_its_job() {
         return;
     };
     let store = pg.store.clone();
-    let at = t0();
-    let next = at + SignedDuration::from_secs(60);
-    let up = store
-        .job_create(job_params(
-            kairos_store::conformance::spec("up"),
-            Some(next),
-        ))
-        .await
-        .unwrap();
-    let down = kairos_core::spec::JobSpec::from_json(
-        r#"{"name":"down","triggers":[{"after":{"job":"up","on":"done"}}],"task":{"kind":"shell","script":"true"}}"#,
-    )
-    .unwrap();
-    let down = store.job_create(job_params(down, None)).await.unwrap();
-    store
-        .run_insert(RunInsertParams {
-            job_id: up.id,
-            run: insert(at, false),
-            params: None,
-            actor: "test".into(),
-            now: Some(at),
-        })
-        .await
-        .unwrap();
+    let next = t0() + SignedDuration::from_secs(60);
+    let (up, down) = up_and_down(&*store, Some(next), "done").await;
     let fire = fire_holds(&pg, down.id).await;
     let replace = tokio::spawn({
         let store = store.clone();
