@@ -638,6 +638,22 @@ fn claim_sql(from_position: bool, plain: bool) -> &'static str {
     }
 }
 
+/// Begins a claim's transaction, sent ahead of its other statements in one pipeline.
+///
+/// The claim must walk `runs_queued` in its order and stop at the limit. Left to its
+/// statistics, which lag a burst of inserts or claims (autovacuum analyzes a table at most once
+/// a minute), PostgreSQL believes a few runs are queued when thousands are, reads them all
+/// through a bitmap and sorts them to keep `limit`: the cost of every claim grows with the
+/// backlog (W1 on PostgreSQL lost half its throughput to it). A sort is never needed here (the
+/// index has the order), so the transaction turns sorting off with its `BEGIN`. A plan made
+/// here and cached on the connection keeps that choice; the statements of a claim need no sort
+/// (they read by index order or by id).
+async fn begin_claim(c: &impl GenericClient) -> StoreResult<()> {
+    c.batch_execute("BEGIN; SET LOCAL enable_sort = off")
+        .await
+        .map_err(pg_error)
+}
+
 /// The claim in one round trip, commit included (`commit`, sent last in the same pipeline), for
 /// a node whose last claim saw no exclusive run (`overlap: queue`) waiting. It chooses no
 /// exclusive run, so it needs nothing from the exclusive facts before its claim statement; and
@@ -672,11 +688,7 @@ pub(crate) async fn claim_at_once(
     // The facts go after the claim statement: under READ COMMITTED each statement reads its
     // own snapshot, so they see every exclusive run the claim's guard saw.
     let ((), rows, waiting, ()) = futures::future::try_join4(
-        async {
-            c.batch_execute("BEGIN; SET LOCAL enable_sort = off")
-                .await
-                .map_err(pg_error)
-        },
+        begin_claim(c),
         claim_query(c, &claim, p, token, start, limit, &[]),
         async { c.query(&waiting, &[&p.now, &ahead]).await.map_err(pg_error) },
         commit,
@@ -725,21 +737,8 @@ pub(crate) async fn claim(
 ) -> StoreResult<Claimed> {
     let limit = i64::from(p.limit.max(1));
     let ahead = micros(p.ahead);
-    // The claim must walk `runs_queued` in its order and stop at the limit. Left to its
-    // statistics, which lag a burst of inserts or claims (autovacuum analyzes a table at most
-    // once a minute), PostgreSQL believes a few runs are queued when thousands are, reads them
-    // all through a bitmap and sorts them to keep `limit`: the cost of every claim grows with
-    // the backlog (W1 on PostgreSQL lost half its throughput to it). A sort is never needed
-    // here (the index has the order), so this transaction turns sorting off first (sent ahead
-    // of its other statements, with the `BEGIN`). A plan made here and cached on the
-    // connection keeps that choice; the statements run here need no sort (they read by index
-    // order or by id).
     let ((), waiting) = futures::future::try_join(
-        async {
-            c.batch_execute("BEGIN; SET LOCAL enable_sort = off")
-                .await
-                .map_err(pg_error)
-        },
+        begin_claim(c),
         query(c, EXCLUSIVE_WAITING, &[&p.now, &ahead]),
     )
     .await?;

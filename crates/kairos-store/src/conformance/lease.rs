@@ -494,23 +494,11 @@ pub async fn run_heartbeat_never_shortens_a_lease(store: Arc<dyn Store>) {
     let job = create(&store, "j", None).await;
     super::queue(&store, job.id, insert(a), a).await;
     let c = claim(&store, "n1", 1, a).await.remove(0);
-    let renew = |at: jiff::Timestamp| {
-        let store = store.clone();
-        let lease = (c.run.id, c.lease_token.clone());
-        async move {
-            store
-                .run_heartbeat(RunHeartbeatParams {
-                    leases: vec![lease],
-                    lease: SignedDuration::from_secs(60),
-                    now: Some(at),
-                })
-                .await
-                .unwrap()
-        }
-    };
+    let minute = SignedDuration::from_secs(60);
     let later = a + SignedDuration::from_secs(40);
-    assert!(renew(later).await[0].held);
-    assert!(renew(a + SignedDuration::from_secs(20)).await[0].held);
+    assert!(super::heartbeat(&store, &c, minute, later).await.held);
+    let earlier = a + SignedDuration::from_secs(20);
+    assert!(super::heartbeat(&store, &c, minute, earlier).await.held);
     let run = store
         .run_get(RunGetParams { id: c.run.id })
         .await
@@ -518,7 +506,7 @@ pub async fn run_heartbeat_never_shortens_a_lease(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(
         run.lease_expires_at,
-        Some(later + SignedDuration::from_secs(60)),
+        Some(later + minute),
         "the later renewal's end"
     );
 }

@@ -293,6 +293,24 @@ async fn claim(store: &Arc<dyn Store>, node: &str, limit: u32, now: Timestamp) -
         .expect("claim")
 }
 
+/// Renews the lease of `c` for `lease` at `now`.
+async fn heartbeat(
+    store: &Arc<dyn Store>,
+    c: &ClaimedRun,
+    lease: SignedDuration,
+    now: Timestamp,
+) -> HeartbeatResult {
+    store
+        .run_heartbeat(RunHeartbeatParams {
+            leases: vec![(c.run.id, c.lease_token.clone())],
+            lease,
+            now: Some(now),
+        })
+        .await
+        .expect("heartbeat")
+        .remove(0)
+}
+
 /// Pauses or resumes job `name` of the default namespace (`next_fire_at` on resume).
 async fn set_paused(
     store: &Arc<dyn Store>,

@@ -314,19 +314,8 @@ pub async fn run_rescue_vs_heartbeat(store: Arc<dyn Store>) {
             }
         };
         let heartbeat = {
-            let store = store.clone();
-            let lease = (c.run.id, c.lease_token.clone());
-            async move {
-                store
-                    .run_heartbeat(RunHeartbeatParams {
-                        leases: vec![lease],
-                        lease: SignedDuration::from_secs(30),
-                        now: Some(late),
-                    })
-                    .await
-                    .unwrap()
-                    .remove(0)
-            }
+            let (store, c) = (store.clone(), c.clone());
+            async move { super::heartbeat(&store, &c, SignedDuration::from_secs(30), late).await }
         };
         let finish = {
             let store = store.clone();
