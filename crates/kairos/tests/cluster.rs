@@ -677,6 +677,70 @@ async fn store_copy_moves_a_single_node_into_a_cluster() {
     drop(schema);
 }
 
+/// A single node killed with SIGKILL in the middle of two attempts, then copied into a cluster:
+/// the copy settles what was running as a rescue would. The `at_least_once` run runs again on
+/// the cluster's node (and succeeds there); the `at_most_once` run, whose attempt had begun,
+/// ends `lost` with its lost attempt recorded and is not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_after_kill_9_settles_the_runs_that_were_running() {
+    let Some(schema) = kairos_testkit::postgres::temp_schema().await else {
+        return;
+    };
+    let pg_url = format!("{}&schema={}", schema.config().url, schema.name);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut single = Server::start(&data, &[]).await;
+    let again_marker = dir.path().join("again-began");
+    let once_marker = dir.path().join("once-began");
+    let once_ran_twice = dir.path().join("once-ran-twice");
+    // The first attempt leaves a marker and hangs; an attempt that finds the marker succeeds.
+    let again = json!({"name": "again", "task": {"kind": "shell", "script": format!(
+        "if [ -e {m} ]; then echo second attempt; exit 0; fi; touch {m}; exec sleep 300",
+        m = again_marker.display())}});
+    let once = json!({"name": "once", "execution": "at_most_once", "task": {"kind": "shell",
+        "script": format!("if [ -e {m} ]; then touch {twice}; fi; touch {m}; exec sleep 300",
+            m = once_marker.display(), twice = once_ran_twice.display())}});
+    for job in [again, once] {
+        let (status, _, body) = single.call(Method::POST, "/api/v1/jobs", Some(job)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let again_id = single.trigger("again").await;
+    let once_id = single.trigger("once").await;
+    // Both tasks run: an `at_most_once` task starts only after its begin is recorded.
+    single
+        .wait_for(30, "both tasks to start", || async {
+            (again_marker.exists() && once_marker.exists()).then_some(())
+        })
+        .await;
+    single.wait_for_run_state(10, again_id, "running").await;
+    single.wait_for_run_state(10, once_id, "running").await;
+    single.kill9();
+
+    let sqlite_url = format!("sqlite://{}", data.display());
+    let copied = kairos(&["store", "copy", "--from", &sqlite_url, "--to", &pg_url]);
+    let said = String::from_utf8_lossy(&copied.stderr);
+    assert!(copied.status.success(), "{said}");
+    assert!(said.contains("copied 2 jobs and 2 runs"), "{said}");
+
+    let node = spawn_on("grown", &pg_url, dir.path());
+    ready(&node).await;
+    let run = node.wait_for_run_state(60, again_id, "succeeded").await;
+    let attempts = run["attempts"].as_array().unwrap();
+    assert_eq!(attempts.last().unwrap()["status"], "succeeded", "{run}");
+    assert!(node.output(again_id).await.contains("second attempt"));
+    let run = node.wait_for_run_state(10, once_id, "lost").await;
+    let attempts = run["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{run}");
+    assert_eq!(attempts[0]["status"], "lost", "{run}");
+    // Nothing runs the `at_most_once` task again (a requeue would have been claimed by now).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!once_ran_twice.exists());
+    let runs = node.runs("once").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["state"], "lost");
+    drop(schema);
+}
+
 /// A cancel sent to one node stops the attempt running on another within a second (the cancel
 /// is a notification, not a wait for the next heartbeat), and a leader stopped with SIGTERM
 /// resigns: another node leads well before the leadership lease (10 s) would have run out.
