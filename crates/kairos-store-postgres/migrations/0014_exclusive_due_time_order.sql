@@ -1,8 +1,16 @@
+-- kairos: no transaction
 -- Waiting exclusive runs (overlap: queue) by job in due-time order: a job's queue drains by
 -- `scheduled_for`, not by `run_at`, so that a run waiting for a retry keeps its place and a
 -- rescued run takes its place back (kairos_core::policy::exclusive_heads). A claim finds the
 -- jobs with a waiting exclusive run due through `runs_queued_exclusive_due`, then each such
 -- job's head through this index.
-DROP INDEX runs_queued_exclusive;
-CREATE INDEX runs_queued_exclusive ON runs (job_id, scheduled_for, id)
+--
+-- Built concurrently, so that the other nodes keep writing `runs` while it builds: the new
+-- index under a name of its own, then the old one dropped and the new one renamed. Every
+-- statement may run again: a build that was interrupted leaves an invalid index, dropped by
+-- the first statement, and a run stopped after the rename builds and renames once more.
+DROP INDEX CONCURRENTLY IF EXISTS runs_queued_exclusive_by_due;
+CREATE INDEX CONCURRENTLY runs_queued_exclusive_by_due ON runs (job_id, scheduled_for, id)
     WHERE state = 'queued' AND exclusive;
+DROP INDEX CONCURRENTLY IF EXISTS runs_queued_exclusive;
+ALTER INDEX runs_queued_exclusive_by_due RENAME TO runs_queued_exclusive

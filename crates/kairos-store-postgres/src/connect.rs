@@ -194,9 +194,9 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects, creates the schema if missing and applies the migrations not applied yet.
     ///
-    /// Several nodes may start at once: the migrations run in one transaction that first takes
-    /// an advisory lock derived from the schema name, so they apply once and the others wait
-    /// and find them applied. A bad URL or schema name, or a database that cannot be reached,
+    /// Several nodes may start at once: the migrations run under an advisory lock derived from
+    /// the schema name, so they apply once and the others wait and find them applied (see
+    /// `migrate`). A bad URL or schema name, or a database that cannot be reached,
     /// is `Unavailable` with the reason.
     pub async fn connect(config: PostgresConfig) -> StoreResult<Self> {
         validate_schema(&config.schema)?;
@@ -311,6 +311,20 @@ impl PostgresStore {
         })
     }
 
+    /// Applies the migrations not applied yet, each in a transaction of its own with its
+    /// version. On a schema that has migrations applied already, those marked
+    /// [`NO_TRANSACTION`] run their statements one by one outside any transaction (`CREATE
+    /// INDEX CONCURRENTLY`, so that building an index of `runs` does not hold every other
+    /// node's writes for the time of a scan of the history), and the version is recorded after
+    /// the last. Such a migration must be safe to run again from any statement (a node that
+    /// dies in the middle leaves the rest for the next to start). On a new schema they run
+    /// in a transaction like the others, without `CONCURRENTLY`.
+    ///
+    /// Nodes starting together take turns through a session advisory lock derived from the
+    /// schema name. The lock is asked for with `pg_try_advisory_lock`, a short statement at a
+    /// time: a session blocked in `pg_advisory_lock` would hold a snapshot, which a concurrent
+    /// index build of the node holding the lock waits for (a deadlock). The connection is taken
+    /// out of the pool and closed at the end, which releases the lock whatever happens.
     async fn migrate(&self) -> StoreResult<()> {
         let schema = &*self.schema;
         let failed = |e: StoreError| match e {
@@ -319,26 +333,30 @@ impl PostgresStore {
             )),
             other => other,
         };
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        // Nodes starting together queue here; `CREATE SCHEMA IF NOT EXISTS` and the version
-        // check are not safe against each other without it.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&(fnv1a(&format!("kairos.migrate.{schema}")) as i64)],
-        )
-        .await
-        .map_err(|e| failed(pg_error(e)))?;
+        let mut client = Object::take(self.client().await?);
+        let key = fnv1a(&format!("kairos.migrate.{schema}")) as i64;
+        loop {
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(|e| failed(pg_error(e)))?
+                .get(0);
+            if locked {
+                break;
+            }
+            tokio::time::sleep(MIGRATION_LOCK_POLL).await;
+        }
         let q = quote(schema);
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {q}; SET LOCAL search_path TO {q}; \
-             CREATE TABLE IF NOT EXISTS schema_migrations ( \
-               version integer PRIMARY KEY, \
-               applied_at timestamptz NOT NULL DEFAULT now())"
-        ))
-        .await
-        .map_err(|e| failed(pg_error(e)))?;
-        let applied: Vec<i32> = tx
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {q}; SET search_path TO {q}; \
+                 CREATE TABLE IF NOT EXISTS schema_migrations ( \
+                   version integer PRIMARY KEY, \
+                   applied_at timestamptz NOT NULL DEFAULT now())"
+            ))
+            .await
+            .map_err(|e| failed(pg_error(e)))?;
+        let applied: Vec<i32> = client
             .query("SELECT version FROM schema_migrations", &[])
             .await
             .map_err(|e| failed(pg_error(e)))?
@@ -352,23 +370,64 @@ impl PostgresStore {
                  ({known}); run a newer Kairos on it"
             )));
         }
+        let record = "INSERT INTO schema_migrations (version) VALUES ($1)";
         for (version, sql) in MIGRATIONS {
             if applied.contains(version) {
                 continue;
             }
-            tx.batch_execute(sql)
-                .await
-                .map_err(|e| failed(pg_error(e)))?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version) VALUES ($1)",
-                &[version],
-            )
-            .await
-            .map_err(|e| failed(pg_error(e)))?;
+            // A new schema's tables are empty: it builds its indexes in the transaction, which
+            // waits for nobody (a concurrent build waits for every older snapshot in the
+            // database, other applications' included).
+            if sql.starts_with(NO_TRANSACTION) && !applied.is_empty() {
+                tracing::info!(
+                    schema,
+                    version,
+                    "applying a PostgreSQL store migration that builds indexes concurrently: \
+                     it waits for the transactions older than it in this database to end, \
+                     and other nodes keep working meanwhile"
+                );
+                for statement in statements(sql) {
+                    client
+                        .batch_execute(statement)
+                        .await
+                        .map_err(|e| failed(pg_error(e)))?;
+                }
+                client
+                    .execute(record, &[version])
+                    .await
+                    .map_err(|e| failed(pg_error(e)))?;
+            } else {
+                let tx = client.transaction().await.map_err(pg_error)?;
+                tx.batch_execute(&sql.replace(" CONCURRENTLY", ""))
+                    .await
+                    .map_err(|e| failed(pg_error(e)))?;
+                tx.execute(record, &[version])
+                    .await
+                    .map_err(|e| failed(pg_error(e)))?;
+                tx.commit().await.map_err(|e| failed(pg_error(e)))?;
+            }
             tracing::info!(schema, version, "applied PostgreSQL store migration");
         }
-        tx.commit().await.map_err(|e| failed(pg_error(e)))
+        Ok(())
     }
+}
+
+/// The first line of a migration that runs outside a transaction (see
+/// [`PostgresStore::migrate`]). Its statements are separated by `;`, which must not appear
+/// anywhere else in it (comments included).
+const NO_TRANSACTION: &str = "-- kairos: no transaction";
+
+/// How often a node starting while another migrates asks for the migration lock again.
+const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(50);
+
+/// The statements of a migration run outside a transaction: split at `;`, without the pieces
+/// that hold only comments and blanks.
+fn statements(sql: &str) -> impl Iterator<Item = &str> {
+    sql.split(';').map(str::trim).filter(|piece| {
+        piece
+            .lines()
+            .any(|line| !line.trim().is_empty() && !line.trim_start().starts_with("--"))
+    })
 }
 
 /// The configuration of a dedicated (unpooled) connection: the pool's, with keepalives short

@@ -91,3 +91,152 @@ async fn migrations_are_safe_to_run_concurrently_and_again() {
         store.close();
     }
 }
+
+/// The definition of the index of waiting exclusive runs, and whether it is valid.
+async fn exclusive_index(client: &tokio_postgres::Client, schema: &str) -> Vec<(String, bool)> {
+    client
+        .query(
+            "SELECT pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname LIKE 'runs_queued_exclusive%' \
+               AND c.relname <> 'runs_queued_exclusive_due'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Upgrading a schema that other nodes write: migration 14 rebuilds an index of `runs`
+/// concurrently, so while the build waits for a transaction that writes `runs`, other writes
+/// to `runs` go through (a plain `CREATE INDEX` would queue its lock behind that transaction,
+/// and every later write behind its lock). A build interrupted half-way is finished by the
+/// next node to start, and a node starting at the same time waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_rebuilds_an_index_does_not_hold_writes_to_runs() {
+    let Some(schema) = temp_schema().await else {
+        return;
+    };
+    let store = PostgresStore::connect(schema.config()).await.unwrap();
+    let job = store
+        .job_create(kairos_store::JobCreateParams {
+            spec: kairos_store::conformance::spec("upgrade"),
+            next_fire_at: None,
+            actor: "test".into(),
+            now: None,
+            calendars: vec![],
+        })
+        .await
+        .unwrap();
+    let in_schema = || async {
+        let client = kairos_testkit::postgres::connect(&schema.base_url)
+            .await
+            .unwrap();
+        client
+            .batch_execute(&format!("SET search_path = {}", schema.name))
+            .await
+            .unwrap();
+        client
+    };
+    let admin = in_schema().await;
+    // The schema as version 13 left it (the index in run_at order), with a build of the new
+    // index that was interrupted (left invalid) and an old node's transaction writing `runs`.
+    admin
+        .batch_execute(
+            "DELETE FROM schema_migrations WHERE version = 14; \
+             DROP INDEX runs_queued_exclusive; \
+             CREATE INDEX runs_queued_exclusive ON runs (job_id, run_at, id) \
+               WHERE state = 'queued' AND exclusive; \
+             CREATE INDEX runs_queued_exclusive_by_due ON runs (job_id, scheduled_for, id) \
+               WHERE state = 'queued' AND exclusive; \
+             UPDATE pg_index SET indisvalid = false WHERE indexrelid = \
+               'runs_queued_exclusive_by_due'::regclass",
+        )
+        .await
+        .unwrap();
+    let insert = format!(
+        "INSERT INTO runs (job_id, scheduled_for, run_at, state, origin, max_attempts, \
+         execution, created_at) VALUES ({}, now() + $1 * interval '1 second', now(), 'queued', \
+         'manual', 1, 'at_least_once', now())",
+        job.id
+    );
+    let old_node = in_schema().await;
+    old_node.batch_execute("BEGIN").await.unwrap();
+    old_node.execute(&insert, &[&1.0f64]).await.unwrap();
+
+    let upgrade = tokio::spawn(PostgresStore::connect(schema.config()));
+    // A second node of the new version starts at the same time: it waits for the first one's
+    // migration without holding a snapshot that the build would wait for.
+    let other = tokio::spawn(PostgresStore::connect(schema.config_as("other")));
+    // Wait until the new node's build waits for the old node's transaction.
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%INDEX %runs_queued_exclusive_by_due%' \
+                 AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            !upgrade.is_finished(),
+            "the build waits for the open transaction"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Another node writes `runs` meanwhile, and is not held.
+    let writer = in_schema().await;
+    writer
+        .batch_execute("SET statement_timeout = '5s'")
+        .await
+        .unwrap();
+    writer.execute(&insert, &[&2.0f64]).await.unwrap();
+    writer
+        .execute(
+            "UPDATE runs SET run_at = run_at WHERE job_id = $1",
+            &[&job.id],
+        )
+        .await
+        .unwrap();
+    old_node.batch_execute("COMMIT").await.unwrap();
+    let within = |task: tokio::task::JoinHandle<Result<PostgresStore, StoreError>>| async move {
+        tokio::time::timeout(std::time::Duration::from_secs(30), task)
+            .await
+            .expect("no deadlock between the two starting nodes")
+            .unwrap()
+    };
+    let upgraded = within(upgrade).await.expect("the upgrade finishes");
+    let other = within(other).await.expect("the other node starts too");
+    assert_eq!(
+        exclusive_index(&admin, &schema.name).await,
+        [(
+            format!(
+                "CREATE INDEX runs_queued_exclusive ON {}.runs USING btree (job_id, scheduled_for, id) \
+                 WHERE ((state = 'queued'::text) AND exclusive)",
+                schema.name
+            ),
+            true
+        )]
+    );
+    let recorded: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM schema_migrations WHERE version = 14",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 1);
+    upgraded.close();
+    other.close();
+    store.close();
+}
