@@ -312,54 +312,96 @@ impl PostgresStore {
     }
 
     /// Applies the migrations not applied yet, each in a transaction of its own with its
-    /// version. On a schema that has migrations applied already, those marked
-    /// [`NO_TRANSACTION`] run their statements one by one outside any transaction (`CREATE
-    /// INDEX CONCURRENTLY`, so that building an index of `runs` does not hold every other
-    /// node's writes for the time of a scan of the history), and the version is recorded after
-    /// the last. Such a migration must be safe to run again from any statement (a node that
-    /// dies in the middle leaves the rest for the next to start). On a new schema they run
-    /// in a transaction like the others, without `CONCURRENTLY`.
+    /// version.
+    ///
+    /// On a schema already in use (migrations applied before), other nodes keep writing
+    /// meanwhile, so no migration may hold their writes for long:
+    /// - a migration marked [`NO_TRANSACTION`] runs its statements one by one outside any
+    ///   transaction (`CREATE INDEX CONCURRENTLY`, so that building an index of `runs` does not
+    ///   hold every other node's writes for the time of a scan of the history), then records
+    ///   its version. It must be safe to run again from any statement: a node that dies in the
+    ///   middle leaves the rest to the next node to start. Indexes left invalid by an
+    ///   interrupted concurrent build are dropped before it runs (only migrations build
+    ///   indexes, and they take turns), and one that PostgreSQL ends as a deadlock gives the
+    ///   lock up for a moment and runs again;
+    /// - a transactional migration waits at most [`MIGRATION_LOCK_TIMEOUT`] for each table
+    ///   lock (an `ALTER TABLE` queues behind a long transaction on its table, and every write
+    ///   queues behind it), then rolls back and tries again.
+    ///
+    /// On a new schema the tables are empty: every migration runs in its transaction, marked
+    /// ones without `CONCURRENTLY` (a concurrent build waits for every older snapshot in the
+    /// database, other applications' included).
     ///
     /// Nodes starting together take turns through a session advisory lock derived from the
     /// schema name. The lock is asked for with `pg_try_advisory_lock`, a short statement at a
     /// time: a session blocked in `pg_advisory_lock` would hold a snapshot, which a concurrent
-    /// index build of the node holding the lock waits for (a deadlock). The connection is taken
-    /// out of the pool and closed at the end, which releases the lock whatever happens.
+    /// index build of the node holding the lock waits for (a deadlock). It is released at the
+    /// end, and the connection is taken out of the pool and closed, which releases it on every
+    /// other way out.
     async fn migrate(&self) -> StoreResult<()> {
         let schema = &*self.schema;
-        let failed = |e: StoreError| match e {
+        let mut client = Object::take(self.client().await?);
+        let key = fnv1a(&format!("kairos.migrate.{schema}")) as i64;
+        Migration {
+            schema,
+            key,
+            client: &mut client,
+        }
+        .run()
+        .await
+        .map_err(|e| match e {
             StoreError::Internal(msg) => StoreError::Unavailable(format!(
                 "cannot set up schema `{schema}` in PostgreSQL: {msg}"
             )),
             other => other,
-        };
-        let mut client = Object::take(self.client().await?);
-        let key = fnv1a(&format!("kairos.migrate.{schema}")) as i64;
-        loop {
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-                .await
-                .map_err(|e| failed(pg_error(e)))?
-                .get(0);
-            if locked {
-                break;
-            }
-            tokio::time::sleep(MIGRATION_LOCK_POLL).await;
-        }
+        })
+    }
+}
+
+/// The first line of a migration that runs outside a transaction on a schema in use (see
+/// [`PostgresStore::migrate`]). Its statements are separated by `;`, which must not appear
+/// anywhere else in it (comments included), and only its `INDEX CONCURRENTLY` may say
+/// `CONCURRENTLY`.
+const NO_TRANSACTION: &str = "-- kairos: no transaction";
+
+/// How often a node starting while another migrates asks for the migration lock again.
+const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(50);
+/// After how long a node waiting for another's migration says so (and again as often).
+const MIGRATION_WAIT_REPORT: Duration = Duration::from_secs(10);
+/// How long a transactional migration on a schema in use waits for a table lock before it
+/// rolls back and tries again.
+const MIGRATION_LOCK_TIMEOUT: &str = "2s";
+/// How long a migration waits before it tries again after a lock timeout or a deadlock.
+const MIGRATION_RETRY: Duration = Duration::from_millis(500);
+
+/// One node's pass over the migrations, on a connection of its own.
+struct Migration<'a> {
+    schema: &'a str,
+    key: i64,
+    client: &'a mut deadpool_postgres::ClientWrapper,
+}
+
+impl Migration<'_> {
+    async fn run(&mut self) -> StoreResult<()> {
+        let schema = self.schema;
+        self.lock().await?;
         let q = quote(schema);
-        client
+        // A URL's `statement_timeout` does not apply to building an index.
+        self.client
             .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {q}; SET search_path TO {q}; \
+                "SET statement_timeout = 0; CREATE SCHEMA IF NOT EXISTS {q}; \
+                 SET search_path TO {q}; \
                  CREATE TABLE IF NOT EXISTS schema_migrations ( \
                    version integer PRIMARY KEY, \
                    applied_at timestamptz NOT NULL DEFAULT now())"
             ))
             .await
-            .map_err(|e| failed(pg_error(e)))?;
-        let applied: Vec<i32> = client
+            .map_err(pg_error)?;
+        let applied: Vec<i32> = self
+            .client
             .query("SELECT version FROM schema_migrations", &[])
             .await
-            .map_err(|e| failed(pg_error(e)))?
+            .map_err(pg_error)?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -370,64 +412,196 @@ impl PostgresStore {
                  ({known}); run a newer Kairos on it"
             )));
         }
-        let record = "INSERT INTO schema_migrations (version) VALUES ($1)";
+        let in_use = !applied.is_empty();
         for (version, sql) in MIGRATIONS {
             if applied.contains(version) {
                 continue;
             }
-            // A new schema's tables are empty: it builds its indexes in the transaction, which
-            // waits for nobody (a concurrent build waits for every older snapshot in the
-            // database, other applications' included).
-            if sql.starts_with(NO_TRANSACTION) && !applied.is_empty() {
-                tracing::info!(
-                    schema,
-                    version,
-                    "applying a PostgreSQL store migration that builds indexes concurrently: \
-                     it waits for the transactions older than it in this database to end, \
-                     and other nodes keep working meanwhile"
-                );
-                for statement in statements(sql) {
-                    client
-                        .batch_execute(statement)
-                        .await
-                        .map_err(|e| failed(pg_error(e)))?;
+            loop {
+                let done = match (in_use, no_transaction(sql)) {
+                    (true, Some(statements)) => {
+                        self.outside_transaction(*version, &statements).await
+                    }
+                    (_, Some(statements)) => {
+                        let sql = statements
+                            .join(";\n")
+                            .replace("INDEX CONCURRENTLY", "INDEX");
+                        self.in_transaction(*version, &sql, false).await
+                    }
+                    (_, None) => self.in_transaction(*version, sql, in_use).await,
+                };
+                match done {
+                    Ok(()) => break,
+                    Err(e) if retryable(&e) => {
+                        tracing::warn!(
+                            schema, version, error = %describe(&e),
+                            "a migration gave way to other sessions; trying again"
+                        );
+                        // Others (a node of an older version waiting for the lock, a long
+                        // transaction) get their turn first.
+                        self.unlock().await?;
+                        tokio::time::sleep(MIGRATION_RETRY).await;
+                        self.lock().await?;
+                    }
+                    Err(e) => return Err(pg_error(e)),
                 }
-                client
-                    .execute(record, &[version])
-                    .await
-                    .map_err(|e| failed(pg_error(e)))?;
-            } else {
-                let tx = client.transaction().await.map_err(pg_error)?;
-                tx.batch_execute(&sql.replace(" CONCURRENTLY", ""))
-                    .await
-                    .map_err(|e| failed(pg_error(e)))?;
-                tx.execute(record, &[version])
-                    .await
-                    .map_err(|e| failed(pg_error(e)))?;
-                tx.commit().await.map_err(|e| failed(pg_error(e)))?;
             }
             tracing::info!(schema, version, "applied PostgreSQL store migration");
         }
+        self.unlock().await
+    }
+
+    async fn lock(&mut self) -> StoreResult<()> {
+        let started = Instant::now();
+        let mut report = started + MIGRATION_WAIT_REPORT;
+        loop {
+            let locked: bool = self
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&self.key])
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            if locked {
+                return Ok(());
+            }
+            if Instant::now() >= report {
+                tracing::info!(
+                    schema = self.schema,
+                    waited_s = started.elapsed().as_secs(),
+                    "waiting for another node's migration of the schema"
+                );
+                report += MIGRATION_WAIT_REPORT;
+            }
+            tokio::time::sleep(MIGRATION_LOCK_POLL).await;
+        }
+    }
+
+    async fn unlock(&mut self) -> StoreResult<()> {
+        self.client
+            .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+            .await
+            .map_err(pg_error)?;
         Ok(())
+    }
+
+    async fn in_transaction(
+        &mut self,
+        version: i32,
+        sql: &str,
+        bounded: bool,
+    ) -> Result<(), tokio_postgres::Error> {
+        let tx = self.client.transaction().await?;
+        if bounded {
+            tx.batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"
+            ))
+            .await?;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(RECORD_MIGRATION, &[&version]).await?;
+        tx.commit().await
+    }
+
+    async fn outside_transaction(
+        &mut self,
+        version: i32,
+        statements: &[String],
+    ) -> Result<(), tokio_postgres::Error> {
+        tracing::info!(
+            schema = self.schema,
+            version,
+            "applying a PostgreSQL store migration that builds indexes concurrently: it waits \
+             for the transactions older than it in this database to end, and other nodes keep \
+             working meanwhile"
+        );
+        let invalid = self
+            .client
+            .query(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND NOT i.indisvalid",
+                &[&self.schema],
+            )
+            .await?;
+        for row in invalid {
+            let index: String = row.get(0);
+            self.client
+                .batch_execute(&format!(
+                    "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                    quote(&index)
+                ))
+                .await?;
+        }
+        for statement in statements {
+            self.client.batch_execute(statement).await?;
+        }
+        self.client
+            .execute(RECORD_MIGRATION, &[&version])
+            .await
+            .map(drop)
     }
 }
 
-/// The first line of a migration that runs outside a transaction (see
-/// [`PostgresStore::migrate`]). Its statements are separated by `;`, which must not appear
-/// anywhere else in it (comments included).
-const NO_TRANSACTION: &str = "-- kairos: no transaction";
+const RECORD_MIGRATION: &str = "INSERT INTO schema_migrations (version) VALUES ($1)";
 
-/// How often a node starting while another migrates asks for the migration lock again.
-const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(50);
-
-/// The statements of a migration run outside a transaction: split at `;`, without the pieces
-/// that hold only comments and blanks.
-fn statements(sql: &str) -> impl Iterator<Item = &str> {
-    sql.split(';').map(str::trim).filter(|piece| {
-        piece
-            .lines()
-            .any(|line| !line.trim().is_empty() && !line.trim_start().starts_with("--"))
+/// Whether a migration that failed this way runs again: it waited too long for a lock, or
+/// PostgreSQL chose it to end a deadlock.
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED
     })
+}
+
+/// The statements of a migration marked [`NO_TRANSACTION`] (split at `;`, without their
+/// comment lines, blank ones dropped), or `None` for a migration that runs in a transaction.
+fn no_transaction(sql: &str) -> Option<Vec<String>> {
+    let rest = sql.strip_prefix(NO_TRANSACTION)?;
+    Some(
+        rest.split(';')
+            .map(|piece| {
+                piece
+                    .lines()
+                    .filter(|line| !line.trim_start().starts_with("--"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .trim()
+                    .to_owned()
+            })
+            .filter(|statement| !statement.is_empty())
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    /// Only the marked migrations say `CONCURRENTLY`, only in `INDEX CONCURRENTLY`, so that a
+    /// new schema can run them in a transaction.
+    #[test]
+    fn only_marked_migrations_build_concurrently() {
+        let mut marked = 0;
+        for (version, sql) in MIGRATIONS {
+            let upper = sql.to_uppercase();
+            match no_transaction(sql) {
+                Some(statements) => {
+                    marked += 1;
+                    assert!(!statements.is_empty(), "migration {version}");
+                    let plain = statements.join(";").replace("INDEX CONCURRENTLY", "INDEX");
+                    assert!(
+                        !plain.to_uppercase().contains("CONCURRENTLY"),
+                        "migration {version}: only `INDEX CONCURRENTLY`"
+                    );
+                }
+                None => assert!(!upper.contains("CONCURRENTLY"), "migration {version}"),
+            }
+        }
+        assert_eq!(marked, 1, "migration 14");
+        let statements = no_transaction(MIGRATIONS[13].1).unwrap();
+        assert_eq!(statements.len(), 3, "{statements:?}");
+        assert!(statements[0].starts_with("CREATE INDEX CONCURRENTLY IF NOT EXISTS"));
+    }
 }
 
 /// The configuration of a dedicated (unpooled) connection: the pool's, with keepalives short

@@ -74,9 +74,10 @@
 //! A bad URL or schema name and an unreachable or refusing server are
 //! `StoreError::Unavailable` with the reason; nothing panics. A connection lost mid-transaction
 //! rolls the transaction back (the server ends it), and with it the notifications it would have
-//! sent. Migrations are embedded, recorded in `schema_migrations`, and applied in one
-//! transaction under an advisory lock derived from the schema name, so nodes starting together
-//! migrate once; a schema newer than this build is refused.
+//! sent. Migrations are embedded, recorded in `schema_migrations`, and applied each in a
+//! transaction of its own (an index of `runs` is built concurrently on a schema in use) under
+//! an advisory lock derived from the schema name, so nodes starting together migrate once; a
+//! schema newer than this build is refused.
 //!
 //! The change feed only makes nodes faster (every service also polls). `connect` waits for its
 //! first `LISTEN`, so a store's feed carries every write made after `connect` returns; if it
