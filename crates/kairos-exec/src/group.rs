@@ -25,6 +25,7 @@
 //!
 //! If the [`Leader`] is dropped before its leader was reaped (the attempt's future was dropped),
 //! the group gets `SIGKILL` and a waiter thread reaps the leader, so that no zombie is left.
+//! If this whole process dies, the [guard](crate::guard) kills the groups it had not reaped.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -71,6 +72,8 @@ impl Group {
         let mut reaped = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
         // Background children of the task never outlive the attempt.
         let _ = rustix::process::kill_process_group(self.pgid, Signal::KILL);
+        // Before the reap: until then the group id cannot be reused.
+        crate::guard::forget(self.pgid.as_raw_nonzero().get());
         let result = sys::wait4(self.pgid.as_raw_nonzero().get());
         *reaped = true;
         result
@@ -105,6 +108,7 @@ impl Group {
                     // Someone else reaped it (an embedding program that ignores SIGCHLD, say):
                     // its pid may be reused, so the group must never be signalled again.
                     *self.reaped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                    crate::guard::forget(self.pgid.as_raw_nonzero().get());
                     return Err(io::Error::from_raw_os_error(libc::ECHILD));
                 }
                 Err(e) => return Err(e.into()),
@@ -139,6 +143,8 @@ impl Leader {
             pgid,
             reaped: Mutex::new(false),
         });
+        // If this process dies now, the guard ends what the group started.
+        crate::guard::watch(pid);
         let watch = match mode {
             WaitMode::Auto => pidfd_watch(pgid),
             WaitMode::Thread => None,

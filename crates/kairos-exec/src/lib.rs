@@ -95,6 +95,7 @@ mod env;
 mod exchange;
 mod function;
 mod group;
+pub mod guard;
 mod hooks;
 mod http;
 mod identity;

@@ -1,6 +1,6 @@
 //! Unsafe code besides the Linux spawn ([`crate::vfork`]): `wait4` for the exit status together
-//! with the child's resource usage, the registration of a pidfd with tokio's reactor, and the
-//! pre-exec hook of the portable spawn (`spawn::fork`).
+//! with the child's resource usage, the registration of a pidfd with tokio's reactor, the
+//! pre-exec hook of the portable spawn (`spawn::fork`), and the guard's signal dispositions.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -245,4 +245,15 @@ pub(crate) fn wait4(pid: i32) -> io::Result<(ExitKind, ResourceUsage)> {
         sys_cpu_us: micros(usage.ru_stime),
     };
     Ok((kind, usage))
+}
+
+/// Ignores `signals` in this process (no handler is installed: the disposition is "ignore").
+/// For the guard, before it does anything else.
+pub(crate) fn ignore_signals(signals: &[libc::c_int]) {
+    for &signal in signals {
+        // SAFETY: `SIG_IGN` installs no handler, so nothing runs in signal context.
+        unsafe {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+    }
 }

@@ -14,6 +14,13 @@ use kairos::config::{ServerConfig, ServerFlags};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // The guard a server starts beside itself (see `kairos_exec::guard`): not a command.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(kairos::server::GUARD_MODE))
+    {
+        kairos_exec::guard::run();
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

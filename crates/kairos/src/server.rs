@@ -86,6 +86,7 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         kairos_exec::disable_task_cgroups();
     }
     let _ = tokio::task::spawn_blocking(kairos_exec::task_cgroups).await;
+    start_guard().await;
     let node = Node::start(
         ctx.clone(),
         Arc::new(TaskExecutor::new(functions)),
@@ -141,6 +142,29 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         _ => {}
     }
     Ok(())
+}
+
+/// The argument that starts the `kairos` binary as a server's guard (see
+/// [`kairos_exec::guard`]); not a command of the CLI.
+pub const GUARD_MODE: &str = "__kairos-guard";
+
+/// Starts the guard that ends what tasks left running if this server dies without stopping
+/// them. Without it (the binary cannot be started again, say) the server runs on and says so.
+async fn start_guard() {
+    let started = tokio::task::spawn_blocking(|| {
+        let program = std::env::current_exe()?;
+        kairos_exec::guard::start(&program, &[GUARD_MODE])
+    })
+    .await;
+    match started {
+        Ok(Ok(())) => tracing::debug!("guard started"),
+        Ok(Err(e)) => tracing::warn!(
+            error = %e,
+            "cannot start the guard: if this server is killed, processes its tasks started may \
+             outlive it"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot start the guard"),
+    }
 }
 
 /// Warns at every start about settings that leave the node open, or locked for everyone.

@@ -3,7 +3,9 @@
 //! cut it off. Over more than a minute of a job due every second, the leader is killed with
 //! SIGKILL twice (and restarted), PostgreSQL crashes and restarts, a follower and then the
 //! leader are cut off for longer than their leases. Afterwards every due time of the window has
-//! exactly one run, every run succeeded, and no run ever executed twice at the same time.
+//! exactly one run, every run succeeded, no run ever executed twice at the same time (its
+//! tasks run longer than the lease), and the runs that were running on a node when it failed
+//! ran again to their end.
 
 #![allow(
     clippy::unwrap_used,
@@ -127,6 +129,43 @@ async fn wait_leader(nodes: &[Node], not: Option<usize>, what: &str) -> usize {
     }
 }
 
+/// How long each task of the big test runs: longer than the nodes' lease (3 s), so that an
+/// attempt on a node cut off from the database must be stopped before its lease runs out, or
+/// it would still run when another node takes the run over.
+const TASK_SECS: u64 = 4;
+
+/// Waits (at most 15 s) until node `name` runs an attempt that began less than a second ago
+/// (so that it still runs at the failure that follows); its run's id, or `None` if none came.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the test's wall clock against the database's, on the same host"
+)]
+async fn running_on(nodes: &[Node], name: &str) -> Option<i64> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let server = live(nodes);
+        let (_, _, runs) = server
+            .call(Method::GET, "/api/v1/jobs/tick/runs?limit=20", None)
+            .await;
+        let now = jiff::Timestamp::now();
+        let found = runs.as_array().and_then(|runs| {
+            runs.iter().find(|r| {
+                r["state"] == "running"
+                    && r["node"] == name
+                    && r["started_at"].as_str().is_some_and(|at| {
+                        let at: jiff::Timestamp = at.parse().unwrap();
+                        at <= now && now.duration_since(at) < jiff::SignedDuration::from_secs(1)
+                    })
+            })
+        });
+        if let Some(run) = found {
+            return run["id"].as_i64();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 fn live(nodes: &[Node]) -> &Server {
     &nodes
         .iter()
@@ -169,7 +208,7 @@ async fn a_cluster_survives_kills_a_database_crash_and_partitions_with_exactly_o
     // Each attempt holds a lock named after its run while it executes: a second attempt of
     // the same run starting while the first still runs finds it taken and says so.
     let script = format!(
-        "if flock -n {locks}/$KAIROS_RUN_ID -c 'echo \"$KAIROS_RUN_ID $KAIROS_ATTEMPT $TEST_NODE start\" >> {log}; sleep 0.4; echo \"$KAIROS_RUN_ID $KAIROS_ATTEMPT $TEST_NODE end\" >> {log}'; \
+        "if flock -n {locks}/$KAIROS_RUN_ID -c 'echo \"$KAIROS_RUN_ID $KAIROS_ATTEMPT $TEST_NODE start\" >> {log}; sleep {TASK_SECS}; echo \"$KAIROS_RUN_ID $KAIROS_ATTEMPT $TEST_NODE end\" >> {log}'; \
          then :; else echo \"$KAIROS_RUN_ID $KAIROS_ATTEMPT $TEST_NODE overlap\" >> {log}; fi",
         locks = locks.display(),
         log = log.display()
@@ -188,11 +227,19 @@ async fn a_cluster_survives_kills_a_database_crash_and_partitions_with_exactly_o
         .call(Method::POST, "/api/v1/jobs", Some(job))
         .await;
     assert_eq!(status, 201, "{body}");
+    let created = ts(&body["created_at"]);
+    // Runs that were running on a node when it failed: (run, node).
+    let mut hit: Vec<(i64, String)> = Vec::new();
 
     // 1. SIGKILL the leader twice, restarting it each time.
     for round in 0..2 {
         pause(7).await;
         let i = wait_leader(&nodes, None, "before a kill").await;
+        hit.extend(
+            running_on(&nodes, &nodes[i].name)
+                .await
+                .map(|id| (id, nodes[i].name.clone())),
+        );
         nodes[i].server.kill9();
         let before = Instant::now();
         let next = wait_leader(&nodes, Some(i), "after a kill").await;
@@ -219,11 +266,21 @@ async fn a_cluster_survives_kills_a_database_crash_and_partitions_with_exactly_o
     pause(6).await;
     let leading = wait_leader(&nodes, None, "before the first cut").await;
     let follower = (leading + 1) % nodes.len();
+    hit.extend(
+        running_on(&nodes, &nodes[follower].name)
+            .await
+            .map(|id| (id, nodes[follower].name.clone())),
+    );
     nodes[follower].proxy.cut();
     pause(8).await;
     nodes[follower].proxy.restore();
     pause(5).await;
     let leading = wait_leader(&nodes, None, "before the second cut").await;
+    hit.extend(
+        running_on(&nodes, &nodes[leading].name)
+            .await
+            .map(|id| (id, nodes[leading].name.clone())),
+    );
     nodes[leading].proxy.cut();
     pause(15).await;
     nodes[leading].proxy.restore();
@@ -235,8 +292,9 @@ async fn a_cluster_survives_kills_a_database_crash_and_partitions_with_exactly_o
         .call(Method::POST, "/api/v1/jobs/tick/pause", None)
         .await;
     assert_eq!(status, 200, "{body}");
+    let paused = ts(&body["updated_at"]);
     let runs = server
-        .wait_for(90, "every run to finish", || async {
+        .wait_for(120, "every run to finish", || async {
             let runs = server.runs("tick").await;
             let done = runs.iter().all(|r| {
                 !matches!(
@@ -261,6 +319,17 @@ async fn a_cluster_survives_kills_a_database_crash_and_partitions_with_exactly_o
     );
     assert!(due.values().all(|n| *n == 1), "duplicates: {due:?}");
     let times: Vec<jiff::Timestamp> = due.keys().map(|s| s.parse().unwrap()).collect();
+    // From the first whole second after the job was created to the last before the pause.
+    let second = jiff::SignedDuration::from_secs(1);
+    let (first, last) = (times[0], times[times.len() - 1]);
+    assert!(
+        first > created && first.duration_since(created) <= second,
+        "the first due time fired is {first}, the job was created at {created}"
+    );
+    assert!(
+        last <= paused && paused.duration_since(last) <= second,
+        "the last due time fired is {last}, the job was paused at {paused}"
+    );
     for pair in times.windows(2) {
         assert_eq!(
             pair[1].duration_since(pair[0]),
@@ -293,12 +362,38 @@ async fn a_cluster_survives_kills_a_database_crash_and_partitions_with_exactly_o
             "run {id} succeeded without a task that ended: {r}"
         );
     }
+    // A run that was running on a node when it was killed or cut off ran again, after its
+    // lease, and that attempt ran to its end (on another node, or on the killed one once it
+    // was back): its first attempt was stopped, or it would have overlapped above.
+    assert!(
+        hit.len() >= 2,
+        "failures that stopped a running attempt: {hit:?}"
+    );
+    let mut again: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f[3] == "end" && f[1] != "1" {
+            again.entry(f[0]).or_default().push(f[2]);
+        }
+    }
+    for (id, node) in &hit {
+        let run = runs.iter().find(|r| r["id"].as_i64() == Some(*id)).unwrap();
+        assert!(
+            run["attempt"].as_u64() > Some(1),
+            "run {id} was running on {node} when it failed: {run}"
+        );
+        assert!(
+            again.contains_key(id.to_string().as_str()),
+            "run {id} ran again to its end: {text}"
+        );
+    }
     let rescued = runs
         .iter()
         .filter(|r| r["attempt"].as_u64() > Some(1))
         .count();
     eprintln!(
-        "{} runs over {} s; {rescued} ran more than once (rescued after their node was lost)",
+        "{} runs over {} s; {rescued} ran more than once (rescued after their node was lost); \
+         running at a failure: {hit:?}",
         runs.len(),
         due.len()
     );

@@ -170,6 +170,53 @@ async fn timed_out_shell_task_leaves_no_process_behind() {
     assert!(left.is_empty());
 }
 
+/// A server killed with SIGKILL takes along what its tasks started, not only their main
+/// processes (which die with it through the parent death signal): its guard kills their
+/// process groups at once, before the lease lets another node run the task again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_server_leaves_no_task_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut server = Server::start(&dir.path().join("data"), &[]).await;
+    let script = format!(
+        "echo $$ > {}.tmp; mv {0}.tmp {0}; sleep 300 & (trap '' TERM; sleep 300) & sleep 300; wait",
+        pidfile.display()
+    );
+    let (status, _, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "spawner", "task": {"kind": "shell", "script": script}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    server.trigger("spawner").await;
+    let pgid: i32 = server
+        .wait_for(30, "the task to start", || async {
+            std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+        })
+        .await;
+    // The shell and its three children.
+    server
+        .wait_for(10, "the task's processes", || async {
+            (processes_in_group(pgid).len() >= 4).then_some(())
+        })
+        .await;
+    server.kill9();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = processes_in_group(pgid);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left running after the server was killed: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_problem_json_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
