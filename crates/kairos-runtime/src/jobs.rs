@@ -55,6 +55,10 @@ pub struct JobService {
 /// The actor of changes made through the library (not through the API).
 pub const SYSTEM_ACTOR: &str = "system";
 
+/// How many times a trigger-now reads its job again when the job changed between the read and
+/// the insert; then the conflict is the answer (`409`, try again).
+const TRIGGER_ROUNDS: u32 = 8;
+
 fn next_fire(plan: &JobPlan, after: Timestamp) -> Option<Timestamp> {
     plan.schedule.next_after(after).map(|f| f.at)
 }
@@ -428,37 +432,49 @@ impl JobService {
                 format!("is {} bytes as JSON; at most {MAX_RESULT_BYTES}", p.len()),
             )));
         }
-        let job = self.get(namespace, name).await?;
-        let plan = job.spec.validate().map_err(JobError::Invalid)?;
-        let now = self.ctx.clock.now();
-        let run = self
-            .ctx
-            .store
-            .run_insert(RunInsertParams {
-                actor: self.actor.to_string(),
-                job_id: job.id,
-                run: RunInsert {
-                    scheduled_for: now,
-                    run_at: now,
-                    origin: RunOrigin::Manual,
-                    skip: None,
-                    exclusive: plan.overlap == OverlapPolicy::Queue,
-                    max_attempts: plan.retry.max_attempts,
-                    execution: plan.execution,
-                    event: None,
-                },
-                params,
-                now: self.ctx.clock.store_now(),
-            })
-            .await
-            .map_err(|e| match e {
+        // The run's fields come from the job as read; the insert is fenced by its version, so
+        // a job changed meanwhile (say, to `overlap: queue`) is read again.
+        let mut round = 0;
+        let run = loop {
+            round += 1;
+            let job = self.get(namespace, name).await?;
+            let plan = job.spec.validate().map_err(JobError::Invalid)?;
+            let now = self.ctx.clock.now();
+            let inserted = self
+                .ctx
+                .store
+                .run_insert(RunInsertParams {
+                    actor: self.actor.to_string(),
+                    job_id: job.id,
+                    expected_version: Some(job.version),
+                    run: RunInsert {
+                        scheduled_for: now,
+                        run_at: now,
+                        origin: RunOrigin::Manual,
+                        skip: None,
+                        exclusive: plan.overlap == OverlapPolicy::Queue,
+                        max_attempts: plan.retry.max_attempts,
+                        execution: plan.execution,
+                        event: None,
+                    },
+                    params: params.clone(),
+                    now: self.ctx.clock.store_now(),
+                })
+                .await;
+            match inserted {
+                Ok(run) => break run,
+                Err(StoreError::VersionConflict { .. }) if round < TRIGGER_ROUNDS => continue,
                 // Deleted between the read above and the insert.
-                StoreError::JobGone(_) => StoreError::JobNotFound {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                },
-                e => e,
-            })?;
+                Err(StoreError::JobGone(_)) => {
+                    return Err(StoreError::JobNotFound {
+                        namespace: namespace.into(),
+                        name: name.into(),
+                    }
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         if run.state == RunState::Queued {
             self.ctx.worker_wake.notify_one();
             self.ctx.telemetry.emit(Event::RunQueued {

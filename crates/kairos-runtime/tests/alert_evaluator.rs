@@ -141,6 +141,7 @@ impl Setup {
         let run = self
             .store
             .run_insert(RunInsertParams {
+                expected_version: None,
                 job_id: job.id,
                 run: RunInsert {
                     scheduled_for: due,
@@ -1167,6 +1168,7 @@ async fn a_backfill_is_late_on_purpose_and_has_no_sla(backend: Backend) {
     let backfill = s
         .store
         .run_insert(RunInsertParams {
+            expected_version: None,
             job_id: job.id,
             run: RunInsert {
                 scheduled_for: hour_ago,

@@ -274,6 +274,7 @@ async fn due_ahead(
     let due = clock.now() + SignedDuration::from_millis(200);
     ctx.store
         .run_insert(kairos_store::RunInsertParams {
+            expected_version: None,
             job_id,
             run: kairos_store::RunInsert {
                 scheduled_for: due,

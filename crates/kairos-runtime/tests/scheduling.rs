@@ -565,6 +565,7 @@ async fn a_blocked_queued_run_does_not_delay_the_next_timed_one(backend: Backend
         .ctx
         .store
         .run_insert(kairos_store::RunInsertParams {
+            expected_version: None,
             params: None,
             actor: "test".into(),
             job_id: later.id,

@@ -38,10 +38,33 @@ pub(crate) async fn fetch_run(c: &impl GenericClient, id: RunId) -> StoreResult<
 /// job's active runs once it holds the job (its overlap fence), so a run inserted here is
 /// either counted by it or created after it.
 async fn ensure_job_exists(c: &impl GenericClient, job_id: JobId) -> StoreResult<()> {
-    query_opt(c, "SELECT 1 FROM jobs WHERE id = $1 FOR SHARE", &[&job_id])
-        .await?
-        .map(|_| ())
-        .ok_or(StoreError::JobGone(job_id))
+    ensure_job_at(c, job_id, None).await
+}
+
+/// `JobGone` unless the job exists, and `VersionConflict` unless it is at `expected` (when
+/// given); the job stays so until the transaction ends (its row is share-locked).
+async fn ensure_job_at(
+    c: &impl GenericClient,
+    job_id: JobId,
+    expected: Option<i64>,
+) -> StoreResult<()> {
+    let row = query_opt(
+        c,
+        "SELECT version, namespace, name FROM jobs WHERE id = $1 FOR SHARE",
+        &[&job_id],
+    )
+    .await?
+    .ok_or(StoreError::JobGone(job_id))?;
+    let actual: i64 = col(&row, 0)?;
+    match expected {
+        Some(expected) if expected != actual => Err(StoreError::VersionConflict {
+            namespace: col(&row, 1)?,
+            name: col(&row, 2)?,
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl PostgresStore {
@@ -225,7 +248,7 @@ impl Store for PostgresStore {
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        ensure_job_exists(&tx, p.job_id).await?;
+        ensure_job_at(&tx, p.job_id, p.expected_version).await?;
         let mut notices = Notices::default();
         let inserted = batch::insert_runs(
             &tx,

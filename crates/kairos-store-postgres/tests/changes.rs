@@ -114,6 +114,7 @@ async fn create(store: &dyn Store, name: &str) -> Job {
 async fn trigger(store: &dyn Store, job: &Job, at: Timestamp) -> Run {
     store
         .run_insert(RunInsertParams {
+            expected_version: None,
             job_id: job.id,
             run: run(at),
             params: None,

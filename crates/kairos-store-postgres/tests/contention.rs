@@ -1389,6 +1389,7 @@ async fn up_and_down(store: &dyn Store, next: Option<Timestamp>, on: &str) -> (J
         .unwrap();
     store
         .run_insert(RunInsertParams {
+            expected_version: None,
             job_id: up.id,
             run: insert(at, false),
             params: None,

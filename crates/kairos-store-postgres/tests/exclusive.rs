@@ -62,6 +62,7 @@ async fn exclusive_runs_never_overlap_across_concurrent_claimers() {
                 let at = t0 - SignedDuration::from_millis(i);
                 store
                     .run_insert(RunInsertParams {
+                        expected_version: None,
                         job_id: job.id,
                         run: exclusive(at),
                         params: None,

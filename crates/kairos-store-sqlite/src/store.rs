@@ -87,11 +87,25 @@ fn write_job(
 
 /// `JobGone` unless the job exists (in this transaction, so a delete cannot come between).
 fn ensure_job_exists(conn: &Connection, job_id: JobId) -> StoreResult<()> {
-    first(conn, "SELECT 1 FROM jobs WHERE id = ?1", [job_id], |r| {
-        col::<i64>(r, 0)
-    })?
-    .map(|_| ())
-    .ok_or(StoreError::JobGone(job_id))
+    ensure_job_at(conn, job_id, None)
+}
+
+/// `JobGone` unless the job exists, and `VersionConflict` unless it is at `expected` (when
+/// given). Called inside the write transaction that depends on it.
+fn ensure_job_at(conn: &Connection, job_id: JobId, expected: Option<i64>) -> StoreResult<()> {
+    let (actual, namespace, name): (i64, String, String) = first(
+        conn,
+        "SELECT version, namespace, name FROM jobs WHERE id = ?1",
+        [job_id],
+        |r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?)),
+    )?
+    .ok_or(StoreError::JobGone(job_id))?;
+    match expected {
+        Some(expected) if expected != actual => {
+            Err(version_conflict(&namespace, &name, expected, actual))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn version_conflict(p_ns: &str, p_name: &str, expected: i64, actual: i64) -> StoreError {
@@ -520,7 +534,7 @@ impl Store for SqliteStore {
         let now = now_or(p.now);
         self.db
             .write(move |tx| {
-                ensure_job_exists(tx, p.job_id)?;
+                ensure_job_at(tx, p.job_id, p.expected_version)?;
                 let id = match batch::insert_run(tx, p.job_id, &p.run, now)? {
                     Some(id) => {
                         if let Some(params) = &p.params {

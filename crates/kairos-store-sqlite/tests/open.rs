@@ -144,6 +144,7 @@ async fn a_store_at_the_first_schema_is_migrated() {
     assert_eq!(attempts.len(), 1, "its attempt is kept");
     let new = store
         .run_insert(kairos_store::RunInsertParams {
+            expected_version: None,
             job_id: 1,
             run: kairos_store::RunInsert {
                 scheduled_for: jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_mins(2),

@@ -284,6 +284,9 @@ pub struct JobSetPausedParams {
 #[derive(Debug, Clone)]
 pub struct RunInsertParams {
     pub job_id: JobId,
+    /// The job's version the run's fields (exclusive, attempts, execution) were decided on:
+    /// at another version nothing is written and the result is `VersionConflict`. `None`: any.
+    pub expected_version: Option<i64>,
     pub run: RunInsert,
     /// A JSON object for the run's tasks (`KAIROS_PARAMS`); only when the run is created.
     pub params: Option<String>,
@@ -1061,7 +1064,8 @@ pub trait Store: Send + Sync + 'static {
     /// when its fence did not hold (nothing written for that job).
     async fn event_fire_many(&self, ps: &[EventFireParams]) -> StoreResult<Vec<Option<RunId>>>;
     /// Creates one run (trigger-now; audited when created). An existing `(job_id,
-    /// scheduled_for)` returns that run. `JobGone` when the job was deleted.
+    /// scheduled_for)` returns that run. `JobGone` when the job was deleted, and
+    /// `VersionConflict` (nothing written) when it is no longer at `p.expected_version`.
     async fn run_insert(&self, p: RunInsertParams) -> StoreResult<Run>;
     /// Creates many runs of one job in one transaction (bulk enqueue). Returns the ids of the
     /// runs created; due times that already had a run are skipped.

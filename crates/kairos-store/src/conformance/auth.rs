@@ -163,6 +163,7 @@ pub async fn audit_records_every_change_with_its_change(store: Arc<dyn Store>) {
     let at = t("2026-03-01T00:05:00Z");
     let run = store
         .run_insert(RunInsertParams {
+            expected_version: None,
             params: None,
             actor: "bob".into(),
             job_id: job.id,
@@ -174,6 +175,7 @@ pub async fn audit_records_every_change_with_its_change(store: Arc<dyn Store>) {
     // The same due time again: no new run, no entry.
     store
         .run_insert(RunInsertParams {
+            expected_version: None,
             params: None,
             actor: "bob".into(),
             job_id: job.id,

@@ -206,6 +206,7 @@ pub async fn the_store_clock_rules_without_now(store: Arc<dyn Store>) {
     let job = create(&store, "clock", Some(t(T0))).await;
     store
         .run_insert(RunInsertParams {
+            expected_version: None,
             job_id: job.id,
             run: insert(t(T0)),
             params: None,

@@ -40,6 +40,7 @@ async fn create(store: &Arc<dyn Store>, spec: JobSpec) -> StoreResult<Job> {
 async fn trigger(store: &Arc<dyn Store>, job: &Job, at: Timestamp) -> Run {
     store
         .run_insert(RunInsertParams {
+            expected_version: None,
             job_id: job.id,
             run: RunInsert {
                 origin: RunOrigin::Manual,
@@ -219,6 +220,7 @@ pub async fn dependency_runs_follow_each_matching_end(store: Arc<dyn Store>) {
     assert_eq!(dependency_runs(&store, &on_failure).await.len(), 1);
     let a4 = store
         .run_insert(RunInsertParams {
+            expected_version: None,
             job_id: a.id,
             run: RunInsert {
                 origin: RunOrigin::Manual,

@@ -174,6 +174,7 @@ pub async fn event_runs_are_keyed_by_event_id(store: Arc<dyn Store>) {
     assert_ne!(first, second);
     let manual = store
         .run_insert(RunInsertParams {
+            expected_version: None,
             job_id: job.id,
             run: RunInsert {
                 origin: RunOrigin::Manual,

@@ -244,6 +244,7 @@ pub async fn job_fire_many_and_active_counts(store: Arc<dyn Store>) {
     // Queued runs at `a` (two) and, for `three`, a retry-like run at `b`.
     store
         .run_insert(RunInsertParams {
+            expected_version: None,
             params: None,
             actor: "test".into(),
             job_id: three.id,
@@ -574,6 +575,7 @@ pub async fn job_fire_overlap_fence_counts_runs_added_meanwhile(store: Arc<dyn S
     let due = t("2026-03-01T00:01:00Z");
     let job = create(&store, "fenced", Some(due)).await;
     let trigger = |at: Timestamp| RunInsertParams {
+        expected_version: None,
         job_id: job.id,
         run: manual(at),
         params: None,
@@ -611,6 +613,7 @@ pub async fn job_fire_overlap_fence_counts_runs_added_meanwhile(store: Arc<dyn S
         let manual_run = {
             let store = store.clone();
             let p = RunInsertParams {
+                expected_version: None,
                 job_id: job.id,
                 run: manual(due - SignedDuration::from_secs(1)),
                 params: None,

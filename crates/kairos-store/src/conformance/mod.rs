@@ -112,6 +112,7 @@ macro_rules! conformance_tests {
             run_cancel_states, run_list_filters_and_counts, run_recent_lists_each_jobs_last_ended_runs,
             run_active_brief_lists_a_jobs_unended_runs_earliest_due_first, run_insert_is_idempotent,
             run_insert_for_a_deleted_job_is_job_gone, run_insert_many_skips_existing_due_times,
+            run_insert_is_fenced_by_the_jobs_version,
             // backfill
             run_backfill_holds_runs_for_due_times_without_one,
             run_release_is_fenced_by_the_active_count,
@@ -249,6 +250,7 @@ async fn queue(
 ) -> Run {
     store
         .run_insert(RunInsertParams {
+            expected_version: None,
             job_id,
             run,
             params: None,

@@ -33,6 +33,7 @@ pub async fn changes_are_announced_on_the_feed(store: Arc<dyn Store>) {
     expect(&mut feed, Change::Jobs, "a job created").await;
     let run = store
         .run_insert(RunInsertParams {
+            expected_version: None,
             job_id: job.id,
             run: insert(t(T0)),
             params: None,

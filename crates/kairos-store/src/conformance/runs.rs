@@ -162,6 +162,7 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
     manual.origin = RunOrigin::Manual;
     let first = store
         .run_insert(RunInsertParams {
+            expected_version: None,
             params: None,
             actor: "test".into(),
             job_id: job.id,
@@ -174,6 +175,7 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
     assert_eq!(first.state, RunState::Queued);
     let second = store
         .run_insert(RunInsertParams {
+            expected_version: None,
             params: None,
             actor: "test".into(),
             job_id: job.id,
@@ -190,6 +192,50 @@ pub async fn run_insert_is_idempotent(store: Arc<dyn Store>) {
             .unwrap(),
         1
     );
+}
+
+/// Trigger-now racing an update: the run's fields were decided on the job's version, and at
+/// another version nothing is written (`VersionConflict`, the caller reads the job again).
+pub async fn run_insert_is_fenced_by_the_jobs_version(store: Arc<dyn Store>) {
+    let job = create(&store, "j", None).await;
+    store
+        .job_update(JobUpdateParams {
+            actor: "test".into(),
+            namespace: "default".into(),
+            name: "j".into(),
+            expected_version: job.version,
+            spec: job.spec.clone(),
+            next_fire_at: NextFire::Keep,
+            now: Some(t(T0)),
+            calendars: vec![],
+        })
+        .await
+        .unwrap();
+    let at = t("2026-03-01T00:01:00Z");
+    let trigger = |version| RunInsertParams {
+        expected_version: Some(version),
+        params: None,
+        actor: "test".into(),
+        job_id: job.id,
+        run: insert(at),
+        now: Some(at),
+    };
+    let err = store.run_insert(trigger(job.version)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::VersionConflict { expected, actual, .. }
+            if expected == job.version && actual == job.version + 1),
+        "{err:?}"
+    );
+    let runs = store
+        .run_list(RunListParams {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(runs.is_empty(), "nothing written: {runs:?}");
+    let run = store.run_insert(trigger(job.version + 1)).await.unwrap();
+    assert_eq!(run.scheduled_for, at);
 }
 
 /// Trigger-now racing a delete: the run's job is gone, which is a clear error, never a
@@ -210,6 +256,7 @@ pub async fn run_insert_for_a_deleted_job_is_job_gone(store: Arc<dyn Store>) {
     let at = t("2026-03-01T00:01:00Z");
     let err = store
         .run_insert(RunInsertParams {
+            expected_version: None,
             params: None,
             actor: "test".into(),
             job_id: job.id,

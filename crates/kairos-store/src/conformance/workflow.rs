@@ -715,6 +715,7 @@ pub async fn workflow_params_reach_every_step_and_results_are_kept(store: Arc<dy
         .unwrap();
     let run = store
         .run_insert(RunInsertParams {
+            expected_version: None,
             job_id: job.id,
             run: RunInsert {
                 origin: kairos_core::run::RunOrigin::Manual,
