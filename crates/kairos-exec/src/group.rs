@@ -25,7 +25,7 @@
 //!
 //! If the [`Leader`] is dropped before its leader was reaped (the attempt's future was dropped),
 //! the group gets `SIGKILL` and a waiter thread reaps the leader, so that no zombie is left.
-//! If this whole process dies, the [guard](crate::guard) kills the groups it had not reaped.
+//! If this whole process dies, the [reaper](crate::reaper) kills the groups it had not reaped.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -73,7 +73,7 @@ impl Group {
         // Background children of the task never outlive the attempt.
         let _ = rustix::process::kill_process_group(self.pgid, Signal::KILL);
         // Before the reap: until then the group id cannot be reused.
-        crate::guard::forget(self.pgid.as_raw_nonzero().get());
+        crate::reaper::forget(self.pgid.as_raw_nonzero().get());
         let result = sys::wait4(self.pgid.as_raw_nonzero().get());
         *reaped = true;
         result
@@ -88,6 +88,12 @@ impl Group {
             ) {
                 Ok(_) => break,
                 Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::CHILD) => {
+                    // Reaped by someone else (see `leader_exited`).
+                    *self.reaped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                    crate::reaper::forget(self.pgid.as_raw_nonzero().get());
+                    return Err(io::Error::from_raw_os_error(libc::ECHILD));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -108,7 +114,7 @@ impl Group {
                     // Someone else reaped it (an embedding program that ignores SIGCHLD, say):
                     // its pid may be reused, so the group must never be signalled again.
                     *self.reaped.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                    crate::guard::forget(self.pgid.as_raw_nonzero().get());
+                    crate::reaper::forget(self.pgid.as_raw_nonzero().get());
                     return Err(io::Error::from_raw_os_error(libc::ECHILD));
                 }
                 Err(e) => return Err(e.into()),
@@ -143,8 +149,8 @@ impl Leader {
             pgid,
             reaped: Mutex::new(false),
         });
-        // If this process dies now, the guard ends what the group started.
-        crate::guard::watch(pid);
+        // If this process dies now, the reaper ends what the group started.
+        crate::reaper::watch(pid);
         let watch = match mode {
             WaitMode::Auto => pidfd_watch(pgid),
             WaitMode::Thread => None,

@@ -95,13 +95,13 @@ mod env;
 mod exchange;
 mod function;
 mod group;
-pub mod guard;
 mod hooks;
 mod http;
 mod identity;
 mod limits;
 mod output;
 mod process;
+pub mod reaper;
 mod spawn;
 mod sys;
 #[cfg(target_os = "linux")]

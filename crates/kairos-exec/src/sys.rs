@@ -1,6 +1,6 @@
 //! Unsafe code besides the Linux spawn ([`crate::vfork`]): `wait4` for the exit status together
 //! with the child's resource usage, the registration of a pidfd with tokio's reactor, the
-//! pre-exec hook of the portable spawn (`spawn::fork`), and the guard's signal dispositions.
+//! pre-exec hook of the portable spawn (`spawn::fork`), and the reaper's signal dispositions.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -248,7 +248,7 @@ pub(crate) fn wait4(pid: i32) -> io::Result<(ExitKind, ResourceUsage)> {
 }
 
 /// Ignores `signals` in this process (no handler is installed: the disposition is "ignore").
-/// For the guard, before it does anything else.
+/// For the reaper, before it does anything else.
 pub(crate) fn ignore_signals(signals: &[libc::c_int]) {
     for &signal in signals {
         // SAFETY: `SIG_IGN` installs no handler, so nothing runs in signal context.

@@ -14,11 +14,11 @@ use kairos::config::{ServerConfig, ServerFlags};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // The guard a server starts beside itself (see `kairos_exec::guard`): not a command.
+    // The reaper a server starts beside itself (see `kairos_exec::reaper`): not a command.
     if std::env::args_os().nth(1).as_deref()
-        == Some(std::ffi::OsStr::new(kairos::server::GUARD_MODE))
+        == Some(std::ffi::OsStr::new(kairos::server::REAPER_MODE))
     {
-        kairos_exec::guard::run();
+        kairos_exec::reaper::run();
         return ExitCode::SUCCESS;
     }
     let cli = Cli::parse();
@@ -68,6 +68,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 tls_key,
             })?;
             kairos::init_logging(config.log_json);
+            kairos::server::use_reaper();
             kairos::server::serve(config, kairos_exec::FunctionRegistry::new()).await
         }
         Command::Next {

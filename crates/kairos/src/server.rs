@@ -86,7 +86,7 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
         kairos_exec::disable_task_cgroups();
     }
     let _ = tokio::task::spawn_blocking(kairos_exec::task_cgroups).await;
-    start_guard().await;
+    start_reaper().await;
     let node = Node::start(
         ctx.clone(),
         Arc::new(TaskExecutor::new(functions)),
@@ -144,26 +144,44 @@ pub async fn serve(config: ServerConfig, functions: FunctionRegistry) -> anyhow:
     Ok(())
 }
 
-/// The argument that starts the `kairos` binary as a server's guard (see
-/// [`kairos_exec::guard`]); not a command of the CLI.
-pub const GUARD_MODE: &str = "__kairos-guard";
+/// The argument that starts the `kairos` binary as a server's reaper (see
+/// [`kairos_exec::reaper`]); not a command of the CLI.
+pub const REAPER_MODE: &str = "__kairos-reaper";
 
-/// Starts the guard that ends what tasks left running if this server dies without stopping
-/// them. Without it (the binary cannot be started again, say) the server runs on and says so.
-async fn start_guard() {
+static USE_REAPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes [`serve`] start a reaper beside the server: this program run again with
+/// [`REAPER_MODE`] as its only argument, which must then call [`kairos_exec::reaper::run`]
+/// (as the `kairos` binary does). Without it, what a task started may outlive a server killed
+/// with SIGKILL.
+pub fn use_reaper() {
+    USE_REAPER.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Starts the reaper, if asked for (see [`use_reaper`]). Without it (the binary cannot be
+/// started again, say) the server runs on and says so.
+async fn start_reaper() {
+    if !USE_REAPER.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let started = tokio::task::spawn_blocking(|| {
-        let program = std::env::current_exe()?;
-        kairos_exec::guard::start(&program, &[GUARD_MODE])
+        // This very file, even if it was replaced on disk since (an upgrade in place).
+        let program = if cfg!(target_os = "linux") {
+            std::path::PathBuf::from("/proc/self/exe")
+        } else {
+            std::env::current_exe()?
+        };
+        kairos_exec::reaper::start(&program, &[REAPER_MODE])
     })
     .await;
     match started {
-        Ok(Ok(())) => tracing::debug!("guard started"),
+        Ok(Ok(())) => tracing::debug!("reaper started"),
         Ok(Err(e)) => tracing::warn!(
             error = %e,
-            "cannot start the guard: if this server is killed, processes its tasks started may \
+            "cannot start the reaper: if this server is killed, processes its tasks started may \
              outlive it"
         ),
-        Err(e) => tracing::warn!(error = %e, "cannot start the guard"),
+        Err(e) => tracing::warn!(error = %e, "cannot start the reaper"),
     }
 }
 
