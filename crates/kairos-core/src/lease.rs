@@ -116,6 +116,42 @@ pub fn never_started(
     }
 }
 
+/// A run of a job as a pause or a new schedule of the job finds it, for [`withdrawable`]: a
+/// top-level run the scheduler created, queued or running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlyRun {
+    pub scheduled_for: Timestamp,
+    pub created_at: Timestamp,
+    /// Queued (else running).
+    pub queued: bool,
+    pub attempt: u32,
+    /// A workflow run (its steps exist once it runs).
+    pub workflow: bool,
+    pub started_at: Option<Timestamp>,
+    pub execution: ExecutionMode,
+    /// An `at_most_once` run's begin was recorded.
+    pub begun: bool,
+}
+
+/// Whether a pause or a new schedule takes `run` back, as if its due time had never been
+/// fired, so that the due time is decided again: a run created ahead of its due time (the
+/// look-ahead; a run created when due or late is kept, so a wall clock stepped back never
+/// takes one back) for a due time after `after`, that has not started: queued and never
+/// claimed, or claimed ahead and waiting for its due time (its start after `now`), unless it
+/// is a workflow run or an `at_most_once` run whose begin was recorded.
+pub fn withdrawable(run: &EarlyRun, after: Timestamp, now: Timestamp) -> bool {
+    if run.scheduled_for <= after || run.created_at >= run.scheduled_for {
+        return false;
+    }
+    if run.queued {
+        return run.attempt == 0;
+    }
+    run.attempt == 1
+        && !run.workflow
+        && run.started_at.is_some_and(|s| s > now)
+        && !(run.execution == ExecutionMode::AtMostOnce && run.begun)
+}
+
 /// What the rescuer does with a run whose lease expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RescueDecision {
@@ -212,5 +248,102 @@ mod tests {
             ..expired(5)
         };
         assert_eq!(rescue_decision(&early), RescueDecision::Release);
+    }
+
+    #[test]
+    fn only_runs_created_ahead_that_have_not_started_are_withdrawn() {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let queued = EarlyRun {
+            scheduled_for: t(10),
+            created_at: t(9),
+            queued: true,
+            attempt: 0,
+            workflow: false,
+            started_at: None,
+            execution: ExecutionMode::AtLeastOnce,
+            begun: true,
+        };
+        let (after, now) = (t(8), t(9));
+        assert!(withdrawable(&queued, after, now));
+        // Due at or before `after`; created when due or late; a retry (attempt counted).
+        assert!(!withdrawable(
+            &EarlyRun {
+                scheduled_for: t(8),
+                created_at: t(7),
+                ..queued
+            },
+            after,
+            now
+        ));
+        assert!(!withdrawable(
+            &EarlyRun {
+                created_at: t(10),
+                ..queued
+            },
+            after,
+            now
+        ));
+        assert!(!withdrawable(
+            &EarlyRun {
+                attempt: 1,
+                ..queued
+            },
+            after,
+            now
+        ));
+        // Claimed ahead, waiting for its due time: taken back, unless it is a workflow run, an
+        // at-most-once run that began, or it has started (its start is not after now).
+        let claimed = EarlyRun {
+            queued: false,
+            attempt: 1,
+            started_at: Some(t(10)),
+            ..queued
+        };
+        assert!(withdrawable(&claimed, after, now));
+        assert!(!withdrawable(
+            &EarlyRun {
+                workflow: true,
+                ..claimed
+            },
+            after,
+            now
+        ));
+        assert!(!withdrawable(
+            &EarlyRun {
+                started_at: Some(t(9)),
+                ..claimed
+            },
+            after,
+            now
+        ));
+        assert!(!withdrawable(
+            &EarlyRun {
+                started_at: None,
+                ..claimed
+            },
+            after,
+            now
+        ));
+        assert!(!withdrawable(
+            &EarlyRun {
+                attempt: 2,
+                ..claimed
+            },
+            after,
+            now
+        ));
+        let once = EarlyRun {
+            execution: ExecutionMode::AtMostOnce,
+            ..claimed
+        };
+        assert!(!withdrawable(&once, after, now));
+        assert!(withdrawable(
+            &EarlyRun {
+                begun: false,
+                ..once
+            },
+            after,
+            now
+        ));
     }
 }

@@ -67,19 +67,44 @@ async fn withdraw_early_runs(
     job_id: JobId,
     now: &Option<Timestamp>,
 ) -> StoreResult<()> {
-    execute(
+    // The candidates, locked in id order (the rule is `kairos_core::lease::withdrawable`, on
+    // the database's clock unless the caller gave one).
+    let rows = query(
         c,
-        "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = $1 \
-           AND parent_id IS NULL AND origin = 'schedule' \
+        "SELECT id, scheduled_for, created_at, state = 'queued', attempt, spec IS NOT NULL, \
+           started_at, execution = 'at_most_once', begun, coalesce($2::timestamptz, now()) \
+         FROM runs WHERE job_id = $1 AND parent_id IS NULL AND origin = 'schedule' \
            AND scheduled_for > coalesce($2::timestamptz, now()) \
-           AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
-             OR (state = 'running' AND attempt = 1 AND spec IS NULL \
-               AND started_at > coalesce($2::timestamptz, now()) \
-               AND NOT (execution = 'at_most_once' AND begun))) \
-           ORDER BY id FOR UPDATE)",
+           AND state IN ('queued', 'running') \
+         ORDER BY id FOR UPDATE",
         &[&job_id, now],
     )
     .await?;
+    let mut withdrawn: Vec<i64> = Vec::new();
+    for row in &rows {
+        let at: Timestamp = rows::col(row, 9)?;
+        let run = kairos_core::lease::EarlyRun {
+            scheduled_for: rows::col(row, 1)?,
+            created_at: rows::col(row, 2)?,
+            queued: rows::col(row, 3)?,
+            attempt: rows::col::<i32>(row, 4)?.max(0).unsigned_abs(),
+            workflow: rows::col(row, 5)?,
+            started_at: rows::col(row, 6)?,
+            execution: if rows::col(row, 7)? {
+                kairos_core::spec::ExecutionMode::AtMostOnce
+            } else {
+                kairos_core::spec::ExecutionMode::AtLeastOnce
+            },
+            begun: rows::col(row, 8)?,
+        };
+        if kairos_core::lease::withdrawable(&run, at, at) {
+            withdrawn.push(rows::col(row, 0)?);
+        }
+    }
+    if !withdrawn.is_empty() {
+        // Locked above: as decided.
+        execute(c, "DELETE FROM runs WHERE id = ANY($1)", &[&withdrawn]).await?;
+    }
     Ok(())
 }
 

@@ -137,15 +137,49 @@ pub(crate) fn withdraw_early_runs_after(
     after: i64,
     now: i64,
 ) -> StoreResult<()> {
-    exec(
+    // The candidates; the rule is `kairos_core::lease::withdrawable`.
+    let candidates = all(
         conn,
-        "DELETE FROM runs WHERE job_id = ?1 AND parent_id IS NULL AND origin = 'schedule' \
-         AND scheduled_for > ?2 \
-         AND created_at < scheduled_for AND ((state = 'queued' AND attempt = 0) \
-           OR (state = 'running' AND attempt = 1 AND spec IS NULL AND started_at > ?3 \
-             AND NOT (execution = 'at_most_once' AND begun = 1)))",
-        params![job_id, after, now],
+        "SELECT id, scheduled_for, created_at, state = 'queued', attempt, spec IS NOT NULL, \
+           started_at, execution = 'at_most_once', begun \
+         FROM runs WHERE job_id = ?1 AND parent_id IS NULL AND origin = 'schedule' \
+           AND scheduled_for > ?2 AND (state = 'queued' OR state = 'running')",
+        params![job_id, after],
+        |r| {
+            Ok((
+                col::<i64>(r, 0)?,
+                kairos_core::lease::EarlyRun {
+                    scheduled_for: instant(col(r, 1)?)?,
+                    created_at: instant(col(r, 2)?)?,
+                    queued: col(r, 3)?,
+                    attempt: col::<i64>(r, 4)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    workflow: col(r, 5)?,
+                    started_at: col::<Option<i64>>(r, 6)?.map(instant).transpose()?,
+                    execution: if col(r, 7)? {
+                        kairos_core::spec::ExecutionMode::AtMostOnce
+                    } else {
+                        kairos_core::spec::ExecutionMode::AtLeastOnce
+                    },
+                    begun: col(r, 8)?,
+                },
+            ))
+        },
     )?;
+    let (after, now) = (instant(after)?, instant(now)?);
+    for (id, run) in candidates {
+        if kairos_core::lease::withdrawable(&run, after, now) {
+            // Fenced on what was decided on: still in the state it was read in.
+            exec(
+                conn,
+                "DELETE FROM runs WHERE id = ?1 AND state = ?2 AND attempt = ?3",
+                params![
+                    id,
+                    if run.queued { "queued" } else { "running" },
+                    i64::from(run.attempt)
+                ],
+            )?;
+        }
+    }
     Ok(())
 }
 
