@@ -667,17 +667,48 @@ fn kairos(args: &[&str]) -> std::process::Output {
         .expect("run kairos")
 }
 
+/// A single node on the embedded store, and a schema for the cluster it grows into.
+struct Growing {
+    schema: kairos_testkit::postgres::TempSchema,
+    /// The schema's store URL.
+    pg_url: String,
+    dir: tempfile::TempDir,
+    /// The single node's data directory.
+    data: PathBuf,
+    single: Server,
+}
+
+impl Growing {
+    async fn start() -> Option<Self> {
+        let schema = kairos_testkit::postgres::temp_schema().await?;
+        let pg_url = format!("{}&schema={}", schema.config().url, schema.name);
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let single = Server::start(&data, &[]).await;
+        Some(Self {
+            schema,
+            pg_url,
+            dir,
+            data,
+            single,
+        })
+    }
+}
+
 /// A single node grows into a cluster: `kairos store copy` moves its jobs (versions, paused
 /// state, next due times) and run history (attempts, output) from SQLite into PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_copy_moves_a_single_node_into_a_cluster() {
-    let Some(schema) = kairos_testkit::postgres::temp_schema().await else {
+    let Some(Growing {
+        schema,
+        pg_url,
+        dir,
+        data,
+        mut single,
+    }) = Growing::start().await
+    else {
         return;
     };
-    let pg_url = format!("{}&schema={}", schema.config().url, schema.name);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut single = Server::start(&data, &[]).await;
     single
         .create_shell_job("hello", "echo hello from $KAIROS_RUN_ID")
         .await;
@@ -803,13 +834,16 @@ async fn store_copy_moves_a_single_node_into_a_cluster() {
 /// ends `lost` with its lost attempt recorded and is not run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_copy_after_kill_9_settles_the_runs_that_were_running() {
-    let Some(schema) = kairos_testkit::postgres::temp_schema().await else {
+    let Some(Growing {
+        schema,
+        pg_url,
+        dir,
+        data,
+        mut single,
+    }) = Growing::start().await
+    else {
         return;
     };
-    let pg_url = format!("{}&schema={}", schema.config().url, schema.name);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut single = Server::start(&data, &[]).await;
     let again_marker = dir.path().join("again-began");
     let once_marker = dir.path().join("once-began");
     let once_ran_twice = dir.path().join("once-ran-twice");
