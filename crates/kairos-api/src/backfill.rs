@@ -76,6 +76,7 @@ impl BackfillDto {
         (status = 200, description = "A dry run: what would be created", body = BackfillDto),
         (status = 202, description = "Runs were created (held, queued as the overlap policy allows)", body = BackfillDto),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job kept changing while the runs were being created; try again", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad range (more than 10 000 due times, `to` before `from`) or a job without triggers", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn backfill(
     State(app): State<AppState>,

@@ -296,6 +296,8 @@ pub struct TriggerBody {
     request_body(content = Option<TriggerBody>, description = "Optional: parameters for the run"),
     responses(
         (status = 202, description = "A run was queued", body = RunDto),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job kept changing while the run was being created; try again", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn trigger(
     State(app): State<AppState>,

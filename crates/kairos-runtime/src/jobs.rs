@@ -55,8 +55,8 @@ pub struct JobService {
 /// The actor of changes made through the library (not through the API).
 pub const SYSTEM_ACTOR: &str = "system";
 
-/// How many times a trigger-now reads its job again when the job changed between the read and
-/// the insert; then the conflict is the answer (`409`, try again).
+/// How many times a trigger-now or a backfill reads its job again when the job changed between
+/// the read and the write; then the conflict is the answer (`409`, try again).
 const TRIGGER_ROUNDS: u32 = 8;
 
 fn next_fire(plan: &JobPlan, after: Timestamp) -> Option<Timestamp> {
@@ -365,44 +365,56 @@ impl JobService {
                 format!("{to} is before `from` ({from})"),
             )));
         }
-        let job = self.get(namespace, name).await?;
-        let plan = self.ctx.plans.get(&*self.ctx.store, &job).await?;
-        if plan.schedule.triggers.is_empty() {
-            return Err(JobError::Invalid(ValidationErrors::single(
-                "triggers",
-                format!("job `{name}` has no triggers: it has no due times to backfill"),
-            )));
-        }
-        let due_times =
-            due_times_between(&plan.schedule, from, to, MAX_BACKFILL_RUNS).map_err(|_| {
-                JobError::Invalid(ValidationErrors::single(
-                    "to",
-                    format!(
-                        "the range holds more than {MAX_BACKFILL_RUNS} due times of `{name}`; \
-                         backfill it in parts"
-                    ),
-                ))
-            })?;
-        let result = self
-            .ctx
-            .store
-            .run_backfill(RunBackfillParams {
-                job_id: job.id,
-                due_times,
-                max_attempts: plan.retry.max_attempts,
-                execution: plan.execution,
-                dry_run,
-                actor: self.actor.to_string(),
-                now: self.ctx.clock.store_now(),
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::JobGone(_) => StoreError::JobNotFound {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                },
-                e => e,
-            })?;
+        // The due times and the runs' fields come from the job as read; the store writes them
+        // only at that version, so a job changed meanwhile is read again.
+        let mut round = 0;
+        let result = loop {
+            round += 1;
+            let job = self.get(namespace, name).await?;
+            let plan = self.ctx.plans.get(&*self.ctx.store, &job).await?;
+            if plan.schedule.triggers.is_empty() {
+                return Err(JobError::Invalid(ValidationErrors::single(
+                    "triggers",
+                    format!("job `{name}` has no triggers: it has no due times to backfill"),
+                )));
+            }
+            let due_times = due_times_between(&plan.schedule, from, to, MAX_BACKFILL_RUNS)
+                .map_err(|_| {
+                    JobError::Invalid(ValidationErrors::single(
+                        "to",
+                        format!(
+                            "the range holds more than {MAX_BACKFILL_RUNS} due times of \
+                             `{name}`; backfill it in parts"
+                        ),
+                    ))
+                })?;
+            let done = self
+                .ctx
+                .store
+                .run_backfill(RunBackfillParams {
+                    job_id: job.id,
+                    expected_version: Some(job.version),
+                    due_times,
+                    max_attempts: plan.retry.max_attempts,
+                    execution: plan.execution,
+                    dry_run,
+                    actor: self.actor.to_string(),
+                    now: self.ctx.clock.store_now(),
+                })
+                .await;
+            match done {
+                Ok(result) => break result,
+                Err(StoreError::VersionConflict { .. }) if round < TRIGGER_ROUNDS => continue,
+                Err(StoreError::JobGone(_)) => {
+                    return Err(StoreError::JobNotFound {
+                        namespace: namespace.into(),
+                        name: name.into(),
+                    }
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         if !result.created.is_empty() && !dry_run {
             self.ctx.scheduler_wake.notify_one();
         }

@@ -18,12 +18,23 @@ impl PostgresStore {
         // The job's row, shared: a delete waits for the backfill or comes before it.
         let job = query_opt(
             &tx,
-            "SELECT namespace, name FROM jobs WHERE id = $1 FOR SHARE",
+            "SELECT namespace, name, version FROM jobs WHERE id = $1 FOR SHARE",
             &[&p.job_id],
         )
         .await?
         .ok_or(StoreError::JobGone(p.job_id))?;
         let (namespace, name): (String, String) = (col(&job, 0)?, col(&job, 1)?);
+        let actual: i64 = col(&job, 2)?;
+        if let Some(expected) = p.expected_version
+            && expected != actual
+        {
+            return Err(StoreError::VersionConflict {
+                namespace,
+                name,
+                expected,
+                actual,
+            });
+        }
         let mut times = p.due_times.clone();
         times.sort_unstable();
         times.dedup();

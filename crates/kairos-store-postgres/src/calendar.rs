@@ -197,29 +197,14 @@ impl PostgresStore {
         }
         let mut replans = p.replans.clone();
         replans.sort_by_key(|r| r.job_id);
-        // The runs the new plans decide again, of every job at once, locked in id order (as a
-        // heartbeat locks a worker's runs across jobs), then deleted.
-        let (moved, after): (Vec<JobId>, Vec<jiff::Timestamp>) = replans
+        // The runs the new plans decide again, of every job at once.
+        let moved: Vec<(JobId, Option<jiff::Timestamp>)> = replans
             .iter()
             .filter(|r| matches!(r.next_fire_at, NextFire::Set(_)))
-            .map(|r| (r.job_id, r.after))
-            .unzip();
+            .map(|r| (r.job_id, Some(r.after)))
+            .collect();
         if !moved.is_empty() {
-            execute(
-                &tx,
-                "DELETE FROM runs WHERE id IN (SELECT r.id FROM runs r \
-                   JOIN unnest($1::bigint[], $2::timestamptz[]) AS w (job_id, after) \
-                     ON r.job_id = w.job_id \
-                   WHERE r.parent_id IS NULL AND r.origin = 'schedule' \
-                     AND r.scheduled_for > w.after AND r.created_at < r.scheduled_for \
-                     AND ((r.state = 'queued' AND r.attempt = 0) \
-                       OR (r.state = 'running' AND r.attempt = 1 AND r.spec IS NULL \
-                         AND r.started_at > coalesce($3::timestamptz, now()) \
-                         AND NOT (r.execution = 'at_most_once' AND r.begun))) \
-                   ORDER BY r.id FOR UPDATE)",
-                &[&moved, &after, &p.now],
-            )
-            .await?;
+            crate::jobs::withdraw_early_runs_after(&tx, &moved, &p.now).await?;
         }
         for r in &replans {
             let (keep, next) = match r.next_fire_at {

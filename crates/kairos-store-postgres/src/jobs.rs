@@ -67,22 +67,36 @@ async fn withdraw_early_runs(
     job_id: JobId,
     now: &Option<Timestamp>,
 ) -> StoreResult<()> {
-    // The candidates, locked in id order (the rule is `kairos_core::lease::withdrawable`, on
-    // the database's clock unless the caller gave one).
+    withdraw_early_runs_after(c, &[(job_id, None)], now).await
+}
+
+/// Takes back the runs created ahead of their due time that have not started, of each job for
+/// the due times after its instant (`None`: now), as `kairos_core::lease::withdrawable` decides,
+/// on the database's clock unless `now` is given: a pause or a new schedule decides those due
+/// times again. The candidates of every job are locked in id order (as a heartbeat locks a
+/// worker's runs across jobs), then the ones decided are deleted.
+pub(crate) async fn withdraw_early_runs_after(
+    c: &impl GenericClient,
+    jobs: &[(JobId, Option<Timestamp>)],
+    now: &Option<Timestamp>,
+) -> StoreResult<()> {
+    let (job_ids, afters): (Vec<JobId>, Vec<Option<Timestamp>>) = jobs.iter().copied().unzip();
     let rows = query(
         c,
-        "SELECT id, scheduled_for, created_at, state = 'queued', attempt, spec IS NOT NULL, \
-           started_at, execution = 'at_most_once', begun, coalesce($2::timestamptz, now()) \
-         FROM runs WHERE job_id = $1 AND parent_id IS NULL AND origin = 'schedule' \
-           AND scheduled_for > coalesce($2::timestamptz, now()) \
-           AND state IN ('queued', 'running') \
-         ORDER BY id FOR UPDATE",
-        &[&job_id, now],
+        "SELECT r.id, r.scheduled_for, r.created_at, r.state = 'queued', r.attempt, \
+           r.spec IS NOT NULL, r.started_at, r.execution = 'at_most_once', r.begun, \
+           coalesce(w.after, $3::timestamptz, now()), coalesce($3::timestamptz, now()) \
+         FROM runs r JOIN unnest($1::bigint[], $2::timestamptz[]) AS w (job_id, after) \
+           ON r.job_id = w.job_id \
+         WHERE r.parent_id IS NULL AND r.origin = 'schedule' \
+           AND r.scheduled_for > coalesce(w.after, $3::timestamptz, now()) \
+           AND r.state IN ('queued', 'running') \
+         ORDER BY r.id FOR UPDATE OF r",
+        &[&job_ids, &afters, now],
     )
     .await?;
     let mut withdrawn: Vec<i64> = Vec::new();
     for row in &rows {
-        let at: Timestamp = rows::col(row, 9)?;
         let run = kairos_core::lease::EarlyRun {
             scheduled_for: rows::col(row, 1)?,
             created_at: rows::col(row, 2)?,
@@ -97,7 +111,7 @@ async fn withdraw_early_runs(
             },
             begun: rows::col(row, 8)?,
         };
-        if kairos_core::lease::withdrawable(&run, at, at) {
+        if kairos_core::lease::withdrawable(&run, rows::col(row, 9)?, rows::col(row, 10)?) {
             withdrawn.push(rows::col(row, 0)?);
         }
     }

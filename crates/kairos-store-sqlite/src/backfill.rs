@@ -15,15 +15,31 @@ pub(crate) fn create(
     p: &RunBackfillParams,
     now: jiff::Timestamp,
 ) -> StoreResult<RunBackfillResult> {
-    let Some((namespace, name)) = first(
+    let Some((namespace, name, actual)) = first(
         conn,
-        "SELECT namespace, name FROM jobs WHERE id = ?1",
+        "SELECT namespace, name, version FROM jobs WHERE id = ?1",
         [p.job_id],
-        |r| Ok((col::<String>(r, 0)?, col::<String>(r, 1)?)),
+        |r| {
+            Ok((
+                col::<String>(r, 0)?,
+                col::<String>(r, 1)?,
+                col::<i64>(r, 2)?,
+            ))
+        },
     )?
     else {
         return Err(StoreError::JobGone(p.job_id));
     };
+    if let Some(expected) = p.expected_version
+        && expected != actual
+    {
+        return Err(StoreError::VersionConflict {
+            namespace,
+            name,
+            expected,
+            actual,
+        });
+    }
     let mut times = p.due_times.clone();
     times.sort_unstable();
     times.dedup();

@@ -356,6 +356,9 @@ pub struct EventFireParams {
 #[derive(Debug, Clone)]
 pub struct RunBackfillParams {
     pub job_id: JobId,
+    /// The job's version the due times and the runs' fields were decided on: at another
+    /// version nothing is written and the result is `VersionConflict`. `None`: any.
+    pub expected_version: Option<i64>,
     /// The range's due times; those that have a run already are left alone.
     pub due_times: Vec<Timestamp>,
     pub max_attempts: u32,

@@ -13,6 +13,7 @@ use crate::*;
 
 fn backfill(job_id: i64, due_times: Vec<Timestamp>, dry_run: bool) -> RunBackfillParams {
     RunBackfillParams {
+        expected_version: None,
         job_id,
         due_times,
         max_attempts: 2,
@@ -127,9 +128,31 @@ pub async fn run_backfill_holds_runs_for_due_times_without_one(store: Arc<dyn St
 
     // A deleted job.
     let gone = store
-        .run_backfill(backfill(job.id + 1000, times, false))
+        .run_backfill(backfill(job.id + 1000, times.clone(), false))
         .await;
     assert!(matches!(gone, Err(StoreError::JobGone(_))), "{gone:?}");
+
+    // Decided on another version of the job: nothing written.
+    let later = minutes(8)[6..].to_vec();
+    let stale = store
+        .run_backfill(RunBackfillParams {
+            expected_version: Some(job.version - 1),
+            ..backfill(job.id, later.clone(), false)
+        })
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::VersionConflict { expected, actual, .. })
+            if expected == job.version - 1 && actual == job.version),
+        "{stale:?}"
+    );
+    let current = store
+        .run_backfill(RunBackfillParams {
+            expected_version: Some(job.version),
+            ..backfill(job.id, later.clone(), false)
+        })
+        .await
+        .unwrap();
+    assert_eq!(current.created.len(), later.len());
 }
 
 pub async fn run_release_is_fenced_by_the_active_count(store: Arc<dyn Store>) {
