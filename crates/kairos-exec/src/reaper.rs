@@ -42,14 +42,15 @@ struct Reaper {
     pid: Pid,
 }
 
-/// Starts the reaper: `program` with `args`, which must end up calling [`run`] (the `kairos`
-/// binary has a hidden mode for it). It runs in a process group of its own, so that a Ctrl-C
-/// meant for the server does not end it first. Once per process.
-pub fn start(program: &Path, args: &[&str]) -> io::Result<()> {
+/// Starts the reaper: `program` (named `name` in process lists) with `args`, which must end up
+/// calling [`run`] (the `kairos` binary has a hidden mode for it). It runs in a process group
+/// of its own, so that a Ctrl-C meant for the server does not end it first. Once per process.
+pub fn start(program: &Path, name: &str, args: &[&str]) -> io::Result<()> {
     if REAPER.get().is_some() {
         return Err(io::Error::other("the reaper is started already"));
     }
     let mut child = Command::new(program)
+        .arg0(name)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -171,7 +171,11 @@ async fn start_reaper() {
         } else {
             std::env::current_exe()?
         };
-        kairos_exec::reaper::start(&program, &[REAPER_MODE])
+        // Named as this program is in process lists (`kairos __kairos-reaper`).
+        let name = std::env::args()
+            .next()
+            .unwrap_or_else(|| "kairos".to_owned());
+        kairos_exec::reaper::start(&program, &name, &[REAPER_MODE])
     })
     .await;
     match started {
