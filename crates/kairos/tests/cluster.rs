@@ -411,13 +411,22 @@ fn spawn_on(name: &str, url: &str, dir: &Path) -> Server {
 }
 
 fn spawn_on_with(name: &str, url: &str, dir: &Path, extra: &[&str]) -> Server {
+    spawn_node(name, dir, |c| {
+        c.args(["--store", url]).args(extra);
+    })
+}
+
+/// Starts node `name` with its store set by `store` (a flag, the environment, a config file).
+fn spawn_node(name: &str, dir: &Path, store: impl FnOnce(&mut Command)) -> Server {
     let port = free_port();
     let log = unique(dir.join(name));
-    let child = Command::new(env!("CARGO_BIN_EXE_kairos"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kairos"));
+    command
         .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--node-name", name, "--store", url, "--data-dir"])
-        .arg(dir.join(format!("{name}-data")))
-        .args(extra)
+        .args(["--node-name", name, "--data-dir"])
+        .arg(dir.join(format!("{name}-data")));
+    store(&mut command);
+    let child = command
         .env("KAIROS_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1088,6 +1097,92 @@ async fn nodes_that_share_a_name_never_rescue_each_others_runs() {
         .call(Method::POST, &format!("/api/v1/runs/{id}/cancel"), None)
         .await;
     assert_eq!(status, 200, "{body}");
+    drop(schema);
+}
+
+/// The node registry: three nodes whose store comes from the flag, `KAIROS_STORE` and the
+/// config file's `store` are listed by every node (`GET /api/v1/nodes` and `kairos node ls`)
+/// with their address, version, start, heartbeat and one leader with its term; a node killed
+/// with SIGKILL is expired by the leader once it has not been heard from for 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_listed_by_every_node_and_a_dead_one_expires() {
+    let Some(schema) = kairos_testkit::postgres::temp_schema().await else {
+        return;
+    };
+    let url = format!("{}&schema={}", schema.config().url, schema.name);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("from-file.toml");
+    std::fs::write(&config, format!("store = {:?}\n", url)).unwrap();
+    let mut nodes = [
+        spawn_on("from-flag", &url, dir.path()),
+        spawn_node("from-env", dir.path(), |c| {
+            c.env("KAIROS_STORE", &url);
+        }),
+        spawn_node("from-file", dir.path(), |c| {
+            c.arg("--config").arg(&config);
+        }),
+    ];
+    for n in &nodes {
+        ready(n).await;
+    }
+    for n in &nodes {
+        let list = n
+            .wait_for(30, "three nodes and a leader", || async {
+                let (_, _, list) = n.call(Method::GET, "/api/v1/nodes", None).await;
+                let list = list.as_array()?.clone();
+                (list.len() == 3 && list.iter().any(|x| x["leader"] == true)).then_some(list)
+            })
+            .await;
+        let mut names: Vec<&str> = list.iter().map(|x| x["name"].as_str().unwrap()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["from-env", "from-file", "from-flag"]);
+        for x in &list {
+            let name = x["name"].as_str().unwrap();
+            let node = &nodes[["from-flag", "from-env", "from-file"]
+                .iter()
+                .position(|n| *n == name)
+                .unwrap()];
+            assert_eq!(x["address"], node.url.as_str(), "{x}");
+            assert_eq!(x["version"], env!("CARGO_PKG_VERSION"), "{x}");
+            assert_eq!(x["this_node"], (node.url == n.url), "{x}");
+            assert!(ts(&x["last_heartbeat"]) >= ts(&x["started_at"]), "{x}");
+            assert!(x["running_attempts"].is_u64(), "{x}");
+            assert!(!x["id"].as_str().unwrap().is_empty(), "{x}");
+            if x["leader"] == true {
+                assert!(x["term"].as_i64().is_some_and(|t| t >= 1), "{x}");
+            }
+        }
+        assert_eq!(list.iter().filter(|x| x["leader"] == true).count(), 1);
+    }
+    let ls = kairos(&["node", "ls", "--server", &nodes[1].url]);
+    let out = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    for name in ["from-flag", "from-env (this)", "from-file"] {
+        assert!(out.contains(name), "{out}");
+    }
+    assert!(out.contains("leader (term "), "{out}");
+
+    // A node killed outright leaves the registry once the leader expires it. (Not the
+    // leader: its successor would take over first.)
+    let leader = leader_name(&nodes[0]).await;
+    let victim = ["from-flag", "from-env", "from-file"]
+        .iter()
+        .position(|n| *n != leader)
+        .unwrap();
+    let gone = ["from-flag", "from-env", "from-file"][victim];
+    nodes[victim].kill9();
+    let survivor = &nodes[(victim + 1) % 3];
+    survivor
+        .wait_for(60, "the dead node to be expired", || async {
+            let (_, _, list) = survivor.call(Method::GET, "/api/v1/nodes", None).await;
+            let list = list.as_array()?.clone();
+            (list.len() == 2 && list.iter().all(|x| x["name"] != gone)).then_some(())
+        })
+        .await;
     drop(schema);
 }
 
