@@ -59,6 +59,27 @@ pub const SYSTEM_ACTOR: &str = "system";
 /// the read and the write; then the conflict is the answer (`409`, try again).
 const TRIGGER_ROUNDS: u32 = 8;
 
+/// What round `round` of a write fenced by the job's version (trigger-now, backfill) came to:
+/// its result, `None` to read the job again (it changed since it was read), or the error, a
+/// job deleted meanwhile being one that does not exist.
+fn fenced_round<T>(
+    done: Result<T, StoreError>,
+    round: u32,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<T>, JobError> {
+    match done {
+        Ok(value) => Ok(Some(value)),
+        Err(StoreError::VersionConflict { .. }) if round < TRIGGER_ROUNDS => Ok(None),
+        Err(StoreError::JobGone(_)) => Err(StoreError::JobNotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+        .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn next_fire(plan: &JobPlan, after: Timestamp) -> Option<Timestamp> {
     plan.schedule.next_after(after).map(|f| f.at)
 }
@@ -402,17 +423,8 @@ impl JobService {
                     now: self.ctx.clock.store_now(),
                 })
                 .await;
-            match done {
-                Ok(result) => break result,
-                Err(StoreError::VersionConflict { .. }) if round < TRIGGER_ROUNDS => continue,
-                Err(StoreError::JobGone(_)) => {
-                    return Err(StoreError::JobNotFound {
-                        namespace: namespace.into(),
-                        name: name.into(),
-                    }
-                    .into());
-                }
-                Err(e) => return Err(e.into()),
+            if let Some(result) = fenced_round(done, round, namespace, name)? {
+                break result;
             }
         };
         if !result.created.is_empty() && !dry_run {
@@ -473,18 +485,8 @@ impl JobService {
                     now: self.ctx.clock.store_now(),
                 })
                 .await;
-            match inserted {
-                Ok(run) => break run,
-                Err(StoreError::VersionConflict { .. }) if round < TRIGGER_ROUNDS => continue,
-                // Deleted between the read above and the insert.
-                Err(StoreError::JobGone(_)) => {
-                    return Err(StoreError::JobNotFound {
-                        namespace: namespace.into(),
-                        name: name.into(),
-                    }
-                    .into());
-                }
-                Err(e) => return Err(e.into()),
+            if let Some(run) = fenced_round(inserted, round, namespace, name)? {
+                break run;
             }
         };
         if run.state == RunState::Queued {

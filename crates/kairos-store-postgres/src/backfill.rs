@@ -24,17 +24,7 @@ impl PostgresStore {
         .await?
         .ok_or(StoreError::JobGone(p.job_id))?;
         let (namespace, name): (String, String) = (col(&job, 0)?, col(&job, 1)?);
-        let actual: i64 = col(&job, 2)?;
-        if let Some(expected) = p.expected_version
-            && expected != actual
-        {
-            return Err(StoreError::VersionConflict {
-                namespace,
-                name,
-                expected,
-                actual,
-            });
-        }
+        check_version(&namespace, &name, p.expected_version, col(&job, 2)?)?;
         let mut times = p.due_times.clone();
         times.sort_unstable();
         times.dedup();

@@ -55,16 +55,8 @@ async fn ensure_job_at(
     )
     .await?
     .ok_or(StoreError::JobGone(job_id))?;
-    let actual: i64 = col(&row, 0)?;
-    match expected {
-        Some(expected) if expected != actual => Err(StoreError::VersionConflict {
-            namespace: col(&row, 1)?,
-            name: col(&row, 2)?,
-            expected,
-            actual,
-        }),
-        _ => Ok(()),
-    }
+    let (namespace, name): (String, String) = (col(&row, 1)?, col(&row, 2)?);
+    check_version(&namespace, &name, expected, col(&row, 0)?)
 }
 
 impl PostgresStore {

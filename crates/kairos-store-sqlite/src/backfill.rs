@@ -30,16 +30,7 @@ pub(crate) fn create(
     else {
         return Err(StoreError::JobGone(p.job_id));
     };
-    if let Some(expected) = p.expected_version
-        && expected != actual
-    {
-        return Err(StoreError::VersionConflict {
-            namespace,
-            name,
-            expected,
-            actual,
-        });
-    }
+    check_version(&namespace, &name, p.expected_version, actual)?;
     let mut times = p.due_times.clone();
     times.sort_unstable();
     times.dedup();

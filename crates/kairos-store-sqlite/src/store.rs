@@ -100,12 +100,7 @@ fn ensure_job_at(conn: &Connection, job_id: JobId, expected: Option<i64>) -> Sto
         |r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?)),
     )?
     .ok_or(StoreError::JobGone(job_id))?;
-    match expected {
-        Some(expected) if expected != actual => {
-            Err(version_conflict(&namespace, &name, expected, actual))
-        }
-        _ => Ok(()),
-    }
+    check_version(&namespace, &name, expected, actual)
 }
 
 fn version_conflict(p_ns: &str, p_name: &str, expected: i64, actual: i64) -> StoreError {

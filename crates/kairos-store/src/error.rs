@@ -94,3 +94,22 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The fence of a write decided on a job's version: `VersionConflict` unless the job (read in
+/// the write's transaction, where it cannot change) is at `expected`; `None` accepts any.
+pub fn check_version(
+    namespace: &str,
+    name: &str,
+    expected: Option<i64>,
+    actual: i64,
+) -> Result<(), StoreError> {
+    match expected {
+        Some(expected) if expected != actual => Err(StoreError::VersionConflict {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}

@@ -35,7 +35,7 @@ pub mod workflow;
 pub use audit::AuditRecord;
 pub use changes::Change;
 pub use cluster::*;
-pub use error::{StoreError, StoreResult};
+pub use error::{StoreError, StoreResult, check_version};
 pub use model::{
     Attempt, AuditEntry, ClaimedRun, Job, Run, RunEvent, RunReport, StoredCalendar, Token,
 };
